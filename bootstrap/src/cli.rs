@@ -1,0 +1,95 @@
+//! Command-line interface of the `bootstrap` binary.
+//!
+//! | flag | env | default | meaning |
+//! |---|---|---|---|
+//! | `--cache-dir DIR` | `SCAR_CACHE_DIR` | `/tmp/scar` | root of the rootfs cache |
+//! | `--platform P` | `SCAR_PLATFORM` | this machine's | `os/arch[/variant]` for indexes |
+//! | `--insecure-registry H` | `SCAR_INSECURE_REGISTRIES` (comma-separated) | none | plain-HTTP registries besides loopback |
+//! | `--concurrency N` | `SCAR_PULL_CONCURRENCY` | 3 | layers downloading at once |
+//! | | `SCAR_REGISTRY_USERNAME`, `SCAR_REGISTRY_PASSWORD` | `~/.docker/config.json` | registry credentials |
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::platform::Platform;
+use crate::pull::PullOptions;
+use crate::source::auth::Credentials;
+use crate::source::registry::RegistryOptions;
+
+/// Run any OCI image as an AWS Lambda function.
+#[derive(Debug, Parser)]
+#[command(name = "bootstrap", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pull an image into the rootfs cache and print the rootfs path.
+    Pull {
+        /// `ubuntu`, `grycap/cowsay:latest`, `127.0.0.1:5000/x:y`, `oci:DIR[:TAG]`, `docker-archive:FILE`.
+        image: String,
+        /// Cache and registry settings.
+        #[command(flatten)]
+        pull: PullArgs,
+    },
+}
+
+/// Settings shared by every command that pulls.
+#[derive(Debug, Clone, Args)]
+pub struct PullArgs {
+    /// Root of the rootfs cache.
+    #[arg(long, env = "SCAR_CACHE_DIR", default_value = "/tmp/scar")]
+    pub cache_dir: PathBuf,
+    /// Platform to resolve multi-platform images to (`linux/arm64/v8`).
+    #[arg(long, env = "SCAR_PLATFORM")]
+    pub platform: Option<Platform>,
+    /// Registry reached over plain HTTP (loopback registries always are).
+    #[arg(
+        long = "insecure-registry",
+        env = "SCAR_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub insecure: Vec<String>,
+    /// Layers downloading at once.
+    #[arg(long, env = "SCAR_PULL_CONCURRENCY", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub concurrency: u16,
+    /// Registry user name (with `SCAR_REGISTRY_PASSWORD`).
+    #[arg(long, env = "SCAR_REGISTRY_USERNAME", hide = true)]
+    pub registry_username: Option<String>,
+    /// Registry password or token.
+    #[arg(
+        long,
+        env = "SCAR_REGISTRY_PASSWORD",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub registry_password: Option<String>,
+}
+
+impl PullArgs {
+    /// The pull options these flags describe.
+    pub fn options(&self, progress: bool) -> PullOptions {
+        let credentials = match (&self.registry_username, &self.registry_password) {
+            (Some(username), Some(password)) => Some(Credentials {
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            _ => None,
+        };
+        PullOptions {
+            cache_dir: self.cache_dir.clone(),
+            platform: self.platform.clone().unwrap_or_else(Platform::current),
+            registry: RegistryOptions {
+                insecure: self.insecure.clone(),
+                credentials,
+                concurrency: usize::from(self.concurrency),
+            },
+            progress,
+        }
+    }
+}

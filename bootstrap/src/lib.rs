@@ -1,0 +1,48 @@
+//! `bootstrap`: a Lambda custom runtime that runs any OCI image.
+//!
+//! How it works:
+//! 1. [`reference`] parses what the user wrote (`ubuntu`, `oci:DIR:TAG`, `docker-archive:FILE`);
+//! 2. [`source`] resolves it to one platform's manifest, config and layers;
+//! 3. [`pull`] streams each layer network → sha256 → gunzip/zstd → tar into a staging
+//!    directory ([`unpack`]), then [`cache`] renames it into place, keyed by manifest digest.
+//!
+//! Settings are listed in [`cli`].
+
+#![warn(missing_docs)]
+
+pub mod cache;
+pub mod cli;
+pub mod logging;
+pub mod platform;
+pub mod pull;
+pub mod reference;
+pub mod source;
+pub mod unpack;
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+
+/// Runs one parsed command line; returns the process exit code.
+pub async fn run(cli: cli::Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        cli::Command::Pull { image, pull } => {
+            let reference: reference::ImageReference = image.parse()?;
+            let puller = pull::Puller::new(pull.options(std::io::stderr().is_terminal()))?;
+            let started = std::time::Instant::now();
+            let pulled = puller
+                .pull(&reference)
+                .await
+                .with_context(|| format!("cannot pull {reference}"))?;
+            tracing::info!(
+                image = %reference,
+                digest = %pulled.image.meta.manifest_digest,
+                cached = pulled.cached,
+                secs = started.elapsed().as_secs_f64(),
+                "rootfs ready"
+            );
+            println!("{}", pulled.image.rootfs.display());
+            Ok(0)
+        }
+    }
+}

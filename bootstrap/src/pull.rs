@@ -1,0 +1,334 @@
+//! Image → cached rootfs: resolve, consult the cache, then stream every layer through
+//! sha256 → decompress → tar into a staging directory and commit it atomically.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cache::{CacheError, CachedImage, ImageMeta, LayerRecord, RootfsCache};
+use crate::platform::Platform;
+use crate::reference::ImageReference;
+use crate::source::archive::ArchiveSource;
+use crate::source::layout::LayoutSource;
+use crate::source::registry::{RegistryOptions, RegistrySource};
+use crate::source::{BlobReader, LayerDescriptor, ResolvedImage, SourceError};
+use crate::unpack::blob::{self, BlobFault, FaultSlot, VerifyingReader};
+use crate::unpack::{LayerApplier, LayerStats, UnpackError};
+
+/// Why a pull failed. Whatever the cause, no rootfs is left half-built.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// Resolving the image failed (registry, layout or archive).
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A layer's bytes were wrong or did not arrive.
+    #[error("layer {index} ({digest}): {fault}")]
+    Blob {
+        /// Position in the manifest, from 0.
+        index: usize,
+        /// The layer digest.
+        digest: String,
+        /// What was wrong.
+        fault: BlobFault,
+    },
+    /// A layer's content could not be applied.
+    #[error("layer {index} ({digest}): {source}")]
+    Unpack {
+        /// Position in the manifest, from 0.
+        index: usize,
+        /// The layer digest.
+        digest: String,
+        /// What went wrong.
+        source: UnpackError,
+    },
+    /// The cache could not be read or written.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// A worker thread died (a bug, reported rather than panicking).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Everything a pull needs besides the reference.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// Root of the rootfs cache.
+    pub cache_dir: PathBuf,
+    /// Platform to resolve indexes to.
+    pub platform: Platform,
+    /// Registry access.
+    pub registry: RegistryOptions,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// The result of a pull.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The cached image.
+    pub image: CachedImage,
+    /// True when nothing had to be downloaded.
+    pub cached: bool,
+}
+
+/// Pulls images into one cache.
+#[derive(Debug, Clone)]
+pub struct Puller {
+    cache: RootfsCache,
+    options: PullOptions,
+}
+
+enum Layers {
+    Registry(RegistrySource),
+    Layout(LayoutSource),
+    Archive(crate::source::archive::ArchiveLayers),
+}
+
+impl Puller {
+    /// Opens the cache.
+    pub fn new(options: PullOptions) -> Result<Self, PullError> {
+        Ok(Self {
+            cache: RootfsCache::open(&options.cache_dir)?,
+            options,
+        })
+    }
+
+    /// The cache this puller fills.
+    pub fn cache(&self) -> &RootfsCache {
+        &self.cache
+    }
+
+    /// Pulls `reference` unless its rootfs is cached.
+    pub async fn pull(&self, reference: &ImageReference) -> Result<Pulled, PullError> {
+        let platform = &self.options.platform;
+        let (resolved, layers, alias) = match reference {
+            ImageReference::Registry(r) => {
+                let source = RegistrySource::new(r.clone(), &self.options.registry);
+                let top = source.head_digest().await?;
+                let alias = format!("{}/{}@{top}|{platform}", r.registry(), r.repository());
+                if let Some(hit) = self.cached(&alias)? {
+                    return Ok(hit);
+                }
+                let (resolved, _) = source.resolve(platform).await?;
+                (resolved, Layers::Registry(source), Some(alias))
+            }
+            ImageReference::OciLayout { dir, tag } => {
+                let source = LayoutSource::new(dir.clone(), tag.clone());
+                let platform = platform.clone();
+                let resolved = blocking({
+                    let source = source.clone();
+                    move || source.resolve(&platform)
+                })
+                .await??;
+                (resolved, Layers::Layout(source), None)
+            }
+            ImageReference::DockerArchive { file } => {
+                let alias = archive_alias(file);
+                if let Some(hit) = alias
+                    .as_deref()
+                    .map(|a| self.cached(a))
+                    .transpose()?
+                    .flatten()
+                {
+                    return Ok(hit);
+                }
+                let source = ArchiveSource::new(file.clone());
+                let (resolved, offsets) = blocking(move || source.resolve()).await??;
+                (resolved, Layers::Archive(offsets), alias)
+            }
+        };
+        let pulled = match self.cache.lookup(&resolved.manifest_digest)? {
+            Some(image) => Pulled {
+                image,
+                cached: true,
+            },
+            None => self.build(reference, resolved, layers).await?,
+        };
+        if let Some(alias) = alias {
+            self.cache
+                .set_alias(&alias, &pulled.image.meta.manifest_digest)?;
+        }
+        Ok(pulled)
+    }
+
+    fn cached(&self, alias: &str) -> Result<Option<Pulled>, PullError> {
+        let Some(digest) = self.cache.alias(alias) else {
+            return Ok(None);
+        };
+        Ok(self.cache.lookup(&digest)?.map(|image| Pulled {
+            image,
+            cached: true,
+        }))
+    }
+
+    async fn build(
+        &self,
+        reference: &ImageReference,
+        resolved: ResolvedImage,
+        layers: Layers,
+    ) -> Result<Pulled, PullError> {
+        let cache = self.cache.clone();
+        let digest = resolved.manifest_digest.clone();
+        let lock = blocking(move || cache.lock(&digest)).await??;
+        // Another process may have built it while we waited for the lock.
+        if let Some(image) = self.cache.lookup(&resolved.manifest_digest)? {
+            return Ok(Pulled {
+                image,
+                cached: true,
+            });
+        }
+        let staging = self.cache.stage(&resolved.manifest_digest, &lock)?;
+        let readers = match &layers {
+            Layers::Registry(source) => {
+                source.open_layers(&resolved.layers, self.options.registry.concurrency)
+            }
+            Layers::Layout(source) => source.open_layers(&resolved.layers)?,
+            Layers::Archive(offsets) => offsets.open()?,
+        };
+        let progress = progress_bar(self.options.progress, &resolved.layers);
+        let (staging_root, final_root) = (staging.rootfs(), staging.final_rootfs());
+        let descriptors = resolved.layers.clone();
+        let records =
+            blocking(move || apply_all(staging_root, final_root, &descriptors, readers, progress))
+                .await??;
+        let meta = ImageMeta {
+            reference: reference.to_string(),
+            manifest_digest: resolved.manifest_digest,
+            config_digest: resolved.config_digest,
+            platform: self.options.platform.to_string(),
+            config: resolved.config,
+            layers: records,
+        };
+        let image = staging.commit(meta)?;
+        drop(lock);
+        Ok(Pulled {
+            image,
+            cached: false,
+        })
+    }
+}
+
+/// A docker-archive is identified by path, size and mtime so that a second pull skips the
+/// indexing pass; any change to the file makes a new key.
+fn archive_alias(file: &std::path::Path) -> Option<String> {
+    let meta = std::fs::metadata(file).ok()?;
+    let path = std::fs::canonicalize(file).ok()?;
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some(format!(
+        "docker-archive:{}|{}|{mtime}",
+        path.display(),
+        meta.len()
+    ))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, PullError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| PullError::Internal(e.to_string()))
+}
+
+type Progress = Option<Arc<dyn Fn(u64) + Send + Sync>>;
+
+fn progress_bar(enabled: bool, layers: &[LayerDescriptor]) -> Progress {
+    if !enabled {
+        return None;
+    }
+    let total = layers.iter().filter_map(|l| l.size).sum();
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    Some(Arc::new(move |n| bar.inc(n)))
+}
+
+fn apply_all(
+    staging_root: PathBuf,
+    final_root: PathBuf,
+    layers: &[LayerDescriptor],
+    readers: Vec<BlobReader>,
+    progress: Progress,
+) -> Result<Vec<LayerRecord>, PullError> {
+    let mut applier = LayerApplier::new(staging_root.clone(), final_root);
+    let mut records = Vec::with_capacity(layers.len());
+    for (index, (layer, reader)) in layers.iter().zip(readers).enumerate() {
+        let started = Instant::now();
+        let faults = FaultSlot::default();
+        let fail_blob = |fault| PullError::Blob {
+            index,
+            digest: layer.digest.clone(),
+            fault,
+        };
+        let mut verifying = VerifyingReader::new(reader, &layer.digest, layer.size, faults.clone())
+            .map_err(fail_blob)?;
+        if let Some(progress) = &progress {
+            verifying = verifying.with_progress(progress.clone());
+        }
+        let result = apply_one(&mut applier, verifying, layer, &faults);
+        let stats = match (result, faults.get()) {
+            (_, Some(fault)) => return Err(fail_blob(fault)),
+            (Err(source), None) => {
+                return Err(PullError::Unpack {
+                    index,
+                    digest: layer.digest.clone(),
+                    source,
+                });
+            }
+            (Ok(_), None) if !faults.verified() => {
+                return Err(PullError::Internal(format!(
+                    "layer {} was not read to its end",
+                    layer.digest
+                )));
+            }
+            (Ok(stats), None) => stats,
+        };
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(
+            layer = index,
+            digest = %layer.digest,
+            compressed_bytes = layer.size.unwrap_or_default(),
+            file_bytes = stats.file_bytes,
+            entries = stats.entries,
+            skipped_special = stats.skipped_special,
+            secs,
+            mb_per_sec = stats.file_bytes as f64 / 1e6 / secs.max(1e-9),
+            "layer applied"
+        );
+        records.push(LayerRecord {
+            digest: layer.digest.clone(),
+            size: layer.size.unwrap_or_default(),
+            media_type: layer.media_type.clone(),
+            stats,
+        });
+    }
+    applier.finish().map_err(|source| PullError::Unpack {
+        index: layers.len(),
+        digest: "(directory times)".into(),
+        source,
+    })?;
+    Ok(records)
+}
+
+fn apply_one(
+    applier: &mut LayerApplier,
+    verifying: VerifyingReader<BlobReader>,
+    layer: &LayerDescriptor,
+    faults: &FaultSlot,
+) -> Result<LayerStats, UnpackError> {
+    let mut stream =
+        blob::decompressed(verifying, layer.compression, faults).map_err(UnpackError::Stream)?;
+    let stats = applier.apply(&mut stream)?;
+    // The tar ends before the blob does (padding, compression trailer): read on so that
+    // the size and digest are checked over every byte.
+    io::copy(&mut stream, &mut io::sink()).map_err(UnpackError::Stream)?;
+    Ok(stats)
+}

@@ -1,0 +1,171 @@
+//! Image references as users write them, and the three transports they select.
+//!
+//! | form | transport |
+//! |---|---|
+//! | `ubuntu`, `grycap/cowsay:latest`, `ghcr.io/o/i@sha256:…`, `127.0.0.1:5000/x:y` | registry (Docker Hub by default, tag `latest`) |
+//! | `oci:DIR[:TAG]` | an OCI image layout on disk |
+//! | `docker-archive:FILE` | a `docker save` tarball, gzipped or not |
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use oci_client::Reference;
+
+/// Why a reference could not be understood.
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    /// The registry form did not parse.
+    #[error("invalid image reference {input:?}: {reason}")]
+    Invalid {
+        /// What the user wrote.
+        input: String,
+        /// The parser's explanation.
+        reason: String,
+    },
+    /// `oci:` or `docker-archive:` with nothing after it.
+    #[error("image reference {0:?} names no path")]
+    MissingPath(String),
+}
+
+/// Where an image comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageReference {
+    /// A repository in an OCI distribution registry.
+    Registry(Reference),
+    /// An OCI image layout directory, optionally narrowed to one tag.
+    OciLayout {
+        /// The layout directory (holds `index.json`).
+        dir: PathBuf,
+        /// `org.opencontainers.image.ref.name` to select; the only image when `None`.
+        tag: Option<String>,
+    },
+    /// A `docker save` tarball.
+    DockerArchive {
+        /// The tarball, gzipped or not.
+        file: PathBuf,
+    },
+}
+
+impl FromStr for ImageReference {
+    type Err = ReferenceError;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        if let Some(rest) = input.strip_prefix("oci:") {
+            // A tag never contains '/', so the last ':' after the last '/' splits DIR from TAG.
+            let (dir, tag) = match rest.rfind(':') {
+                Some(i) if !rest[i + 1..].contains('/') && i > 0 => {
+                    (&rest[..i], Some(rest[i + 1..].to_string()))
+                }
+                _ => (rest, None),
+            };
+            if dir.is_empty() {
+                return Err(ReferenceError::MissingPath(input.to_string()));
+            }
+            return Ok(Self::OciLayout {
+                dir: PathBuf::from(dir),
+                tag: tag.filter(|t| !t.is_empty()),
+            });
+        }
+        if let Some(file) = input.strip_prefix("docker-archive:") {
+            if file.is_empty() {
+                return Err(ReferenceError::MissingPath(input.to_string()));
+            }
+            return Ok(Self::DockerArchive {
+                file: PathBuf::from(file),
+            });
+        }
+        let input = input.strip_prefix("docker://").unwrap_or(input);
+        Reference::from_str(input)
+            .map(Self::Registry)
+            .map_err(|e| ReferenceError::Invalid {
+                input: input.to_string(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+impl fmt::Display for ImageReference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Registry(r) => write!(f, "{}", r.whole()),
+            Self::OciLayout { dir, tag: Some(t) } => write!(f, "oci:{}:{t}", dir.display()),
+            Self::OciLayout { dir, tag: None } => write!(f, "oci:{}", dir.display()),
+            Self::DockerArchive { file } => write!(f, "docker-archive:{}", file.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(s: &str) -> Reference {
+        match s.parse::<ImageReference>() {
+            Ok(ImageReference::Registry(r)) => r,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn docker_hub_defaults() {
+        let r = registry("ubuntu");
+        assert_eq!(r.registry(), "docker.io");
+        assert_eq!(r.repository(), "library/ubuntu");
+        assert_eq!(r.tag(), Some("latest"));
+        let r = registry("grycap/cowsay:latest");
+        assert_eq!(r.repository(), "grycap/cowsay");
+    }
+
+    #[test]
+    fn explicit_registries_ports_and_digests() {
+        let r = registry("127.0.0.1:5000/x:y");
+        assert_eq!(
+            (r.registry(), r.repository(), r.tag()),
+            ("127.0.0.1:5000", "x", Some("y"))
+        );
+        let d = format!("sha256:{}", "a".repeat(64));
+        let r = registry(&format!("ghcr.io/o/i@{d}"));
+        assert_eq!(r.registry(), "ghcr.io");
+        assert_eq!(r.digest(), Some(d.as_str()));
+        assert_eq!(registry("docker://alpine:3").repository(), "library/alpine");
+    }
+
+    #[test]
+    fn oci_layouts_with_and_without_tag() {
+        assert_eq!(
+            "oci:/tmp/l:v1".parse::<ImageReference>().ok(),
+            Some(ImageReference::OciLayout {
+                dir: "/tmp/l".into(),
+                tag: Some("v1".into())
+            })
+        );
+        assert_eq!(
+            "oci:rel/dir".parse::<ImageReference>().ok(),
+            Some(ImageReference::OciLayout {
+                dir: "rel/dir".into(),
+                tag: None
+            })
+        );
+        assert!(matches!(
+            "oci:".parse::<ImageReference>(),
+            Err(ReferenceError::MissingPath(_))
+        ));
+    }
+
+    #[test]
+    fn docker_archives_and_garbage() {
+        assert_eq!(
+            "docker-archive:/x/img.tar.gz"
+                .parse::<ImageReference>()
+                .ok(),
+            Some(ImageReference::DockerArchive {
+                file: "/x/img.tar.gz".into()
+            })
+        );
+        assert!(matches!(
+            "UPPER/Case".parse::<ImageReference>(),
+            Err(ReferenceError::Invalid { .. })
+        ));
+    }
+}

@@ -1,0 +1,126 @@
+//! Where layers come from: a registry, an OCI layout, or a `docker save` archive. Every
+//! source yields the same [`ResolvedImage`] and, per layer, a plain byte stream that the
+//! unpacker verifies and decompresses.
+
+pub mod archive;
+pub mod auth;
+pub mod layout;
+pub mod registry;
+
+use std::io::Read;
+
+use crate::cache::ContainerConfig;
+use crate::unpack::blob::Compression;
+
+/// A layer to fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerDescriptor {
+    /// Digest of the bytes as stored (`sha256:…`).
+    pub digest: String,
+    /// Size in bytes as stored, when known.
+    pub size: Option<u64>,
+    /// Media type (empty for docker-archive layers).
+    pub media_type: String,
+    /// Compression the media type declares; `None` means "sniff the bytes".
+    pub compression: Option<Compression>,
+}
+
+/// An image resolved to one platform.
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    /// The platform-specific manifest digest (or, for docker-archive, the config digest).
+    pub manifest_digest: String,
+    /// The config blob digest.
+    pub config_digest: String,
+    /// Env, Entrypoint, Cmd, WorkingDir, User.
+    pub config: ContainerConfig,
+    /// Layers, base first.
+    pub layers: Vec<LayerDescriptor>,
+}
+
+/// A layer's bytes, read on a blocking thread.
+pub type BlobReader = Box<dyn Read + Send>;
+
+/// Why an image could not be resolved or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The registry answered with an error or could not be reached.
+    #[error("registry {registry}: {message}")]
+    Registry {
+        /// Host of the registry.
+        registry: String,
+        /// What went wrong, in words.
+        message: String,
+        /// HTTP status, when there was one.
+        status: Option<u16>,
+    },
+    /// The index has no image for this platform.
+    #[error("{reference} has no image for {platform} (available: {available})")]
+    NoMatchingPlatform {
+        /// The reference.
+        reference: String,
+        /// The wanted platform.
+        platform: String,
+        /// The platforms the index offers.
+        available: String,
+    },
+    /// A layer whose media type we cannot unpack.
+    #[error("layer {digest} has unsupported media type {media_type:?}")]
+    UnsupportedMediaType {
+        /// The layer.
+        digest: String,
+        /// Its media type.
+        media_type: String,
+    },
+    /// A local layout or archive that is unreadable or malformed.
+    #[error("{path}: {message}")]
+    Local {
+        /// The layout directory or archive file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// Parses an OCI/Docker image config blob into the parts a run needs.
+pub fn parse_config(bytes: &[u8]) -> Result<(ContainerConfig, Vec<String>), serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct RootFs {
+        #[serde(default)]
+        diff_ids: Vec<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ImageConfig {
+        #[serde(default)]
+        config: Option<ContainerConfig>,
+        rootfs: Option<RootFs>,
+    }
+    let parsed: ImageConfig = serde_json::from_slice(bytes)?;
+    Ok((
+        parsed.config.unwrap_or_default(),
+        parsed.rootfs.map(|r| r.diff_ids).unwrap_or_default(),
+    ))
+}
+
+/// Checks the layer media types of a manifest, returning descriptors.
+pub fn layer_descriptors(
+    layers: impl IntoIterator<Item = (String, i64, String)>,
+) -> Result<Vec<LayerDescriptor>, SourceError> {
+    layers
+        .into_iter()
+        .map(|(digest, size, media_type)| {
+            let compression = Compression::from_media_type(&media_type).ok_or_else(|| {
+                SourceError::UnsupportedMediaType {
+                    digest: digest.clone(),
+                    media_type: media_type.clone(),
+                }
+            })?;
+            Ok(LayerDescriptor {
+                digest,
+                size: u64::try_from(size).ok(),
+                media_type,
+                compression: Some(compression),
+            })
+        })
+        .collect()
+}

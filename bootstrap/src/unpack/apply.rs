@@ -1,0 +1,352 @@
+//! The per-entry loop: one tar stream applied onto the staging rootfs.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use filetime::FileTime;
+use tar::EntryType;
+
+use super::UnpackError;
+use super::path::{self, Whiteout};
+
+/// Counts for one layer, logged and stored in `image.json`.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct LayerStats {
+    /// Tar entries read.
+    pub entries: u64,
+    /// Regular files written.
+    pub files: u64,
+    /// Bytes of regular file content written.
+    pub file_bytes: u64,
+    /// Directories created or updated.
+    pub dirs: u64,
+    /// Symlinks created.
+    pub symlinks: u64,
+    /// Hard links created.
+    pub hardlinks: u64,
+    /// Whiteouts and opaque markers applied.
+    pub whiteouts: u64,
+    /// Device nodes and fifos skipped.
+    pub skipped_special: u64,
+}
+
+const COPY_BUFFER: usize = 256 * 1024;
+const SPECIAL_BITS: u32 = 0o6000;
+
+/// Applies layers in order onto a staging directory.
+#[derive(Debug)]
+pub struct LayerApplier {
+    staging: PathBuf,
+    final_root: PathBuf,
+    /// Every symlink in the rootfs, relative. The staging tree is private to this process, so
+    /// this set is the whole truth about which parents must not be written through.
+    symlinks: BTreeSet<PathBuf>,
+    /// Directory mtimes, applied once at the end: creating children changes them.
+    dir_mtimes: HashMap<PathBuf, i64>,
+    buffer: Vec<u8>,
+}
+
+/// Per-layer state: what this layer itself wrote (whiteouts only hide lower layers).
+#[derive(Default)]
+struct LayerState {
+    written: HashSet<PathBuf>,
+    symlinks: HashSet<PathBuf>,
+    stats: LayerStats,
+}
+
+impl LayerApplier {
+    /// Applies onto `staging` (an existing empty directory); symlinks are made for the
+    /// rootfs's eventual home `final_root`.
+    pub fn new(staging: PathBuf, final_root: PathBuf) -> Self {
+        Self {
+            staging,
+            final_root,
+            symlinks: BTreeSet::new(),
+            dir_mtimes: HashMap::new(),
+            buffer: vec![0; COPY_BUFFER],
+        }
+    }
+
+    /// Applies one uncompressed tar stream.
+    pub fn apply(&mut self, stream: impl Read) -> Result<LayerStats, UnpackError> {
+        let mut archive = tar::Archive::new(stream);
+        let mut layer = LayerState::default();
+        for entry in archive.entries().map_err(UnpackError::Stream)? {
+            let mut entry = entry.map_err(UnpackError::Stream)?;
+            layer.stats.entries += 1;
+            let raw = entry.path().map_err(UnpackError::Stream)?.into_owned();
+            let unsafe_entry = |reason: &str| UnpackError::Unsafe {
+                path: raw.display().to_string(),
+                reason: reason.to_string(),
+            };
+            let rel = match path::entry_name(&raw) {
+                Ok(rel) => rel,
+                // `./` itself: the rootfs directory already exists and keeps its own mode.
+                Err(path::NameError::Empty) if entry.header().entry_type().is_dir() => continue,
+                Err(e) => return Err(unsafe_entry(e.reason())),
+            };
+            if let Some(link) = self.symlinked_ancestor(&rel) {
+                return Err(unsafe_entry(&format!(
+                    "parent {} is a symlink",
+                    link.display()
+                )));
+            }
+            match path::whiteout(&rel) {
+                Whiteout::Remove(name) => {
+                    let victim = rel.with_file_name(name);
+                    if !layer.written.contains(&victim) {
+                        self.remove(&victim)?;
+                    }
+                    layer.stats.whiteouts += 1;
+                    continue;
+                }
+                Whiteout::Opaque => {
+                    let dir = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+                    self.clear_lower(&dir, &layer.written)?;
+                    layer.stats.whiteouts += 1;
+                    continue;
+                }
+                Whiteout::Metadata => continue,
+                Whiteout::None => {}
+            }
+            let header = entry.header();
+            let mode = header.mode().map_err(UnpackError::Stream)? & 0o7777 & !SPECIAL_BITS;
+            let mtime = header.mtime().map_err(UnpackError::Stream)? as i64;
+            let kind = header.entry_type();
+            match kind {
+                EntryType::Directory => {
+                    if layer.symlinks.contains(&rel) {
+                        return Err(unsafe_entry(
+                            "directory replaces a symlink of the same layer",
+                        ));
+                    }
+                    self.make_dir(&rel, mode | 0o700)?;
+                    self.dir_mtimes.insert(rel.clone(), mtime);
+                    layer.stats.dirs += 1;
+                }
+                EntryType::Regular | EntryType::Continuous => {
+                    let full = self.prepare(&rel)?;
+                    let written = self.write_file(&full, &mut entry, mode | 0o400, mtime)?;
+                    layer.stats.files += 1;
+                    layer.stats.file_bytes += written;
+                }
+                EntryType::Symlink => {
+                    let target = entry
+                        .link_name()
+                        .map_err(UnpackError::Stream)?
+                        .ok_or_else(|| unsafe_entry("symlink without a target"))?;
+                    let stored = path::confined_link_target(&rel, &target, &self.final_root);
+                    let full = self.prepare(&rel)?;
+                    std::os::unix::fs::symlink(&stored, &full)
+                        .map_err(|e| UnpackError::io(&full, e))?;
+                    let time = FileTime::from_unix_time(mtime, 0);
+                    filetime::set_symlink_file_times(&full, time, time)
+                        .map_err(|e| UnpackError::io(&full, e))?;
+                    self.symlinks.insert(rel.clone());
+                    layer.symlinks.insert(rel.clone());
+                    layer.stats.symlinks += 1;
+                }
+                EntryType::Link => {
+                    let target = entry
+                        .link_name()
+                        .map_err(UnpackError::Stream)?
+                        .ok_or_else(|| unsafe_entry("hard link without a target"))?;
+                    let target_rel = path::entry_name(&target)
+                        .map_err(|e| unsafe_entry(&format!("hard link target {}", e.reason())))?;
+                    if self.symlinked_ancestor(&target_rel).is_some() {
+                        return Err(unsafe_entry("hard link target lies below a symlink"));
+                    }
+                    let source = self.staging.join(&target_rel);
+                    let full = self.prepare(&rel)?;
+                    fs::hard_link(&source, &full).map_err(|e| UnpackError::io(&full, e))?;
+                    if self.symlinks.contains(&target_rel) {
+                        self.symlinks.insert(rel.clone());
+                    }
+                    layer.stats.hardlinks += 1;
+                }
+                EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                    layer.stats.skipped_special += 1;
+                    continue;
+                }
+                // PAX/GNU metadata entries are consumed by the tar crate; anything else
+                // (sparse files, unknown types) is refused rather than half-understood.
+                other => return Err(unsafe_entry(&format!("unsupported entry type {other:?}"))),
+            }
+            layer.written.insert(rel);
+        }
+        Ok(layer.stats)
+    }
+
+    /// Sets directory mtimes, last of all so that no later write disturbs them.
+    pub fn finish(self) -> Result<(), UnpackError> {
+        for (rel, mtime) in &self.dir_mtimes {
+            let full = self.staging.join(rel);
+            let time = FileTime::from_unix_time(*mtime, 0);
+            match filetime::set_symlink_file_times(&full, time, time) {
+                Ok(()) => {}
+                // Removed by a later layer's whiteout.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(UnpackError::io(full, e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn symlinked_ancestor<'p>(&self, rel: &'p Path) -> Option<&'p Path> {
+        if self.symlinks.is_empty() {
+            return None;
+        }
+        rel.ancestors().skip(1).find(|a| self.symlinks.contains(*a))
+    }
+
+    /// Makes room for a non-directory entry at `rel`: parents exist, nothing is in the way.
+    fn prepare(&mut self, rel: &Path) -> Result<PathBuf, UnpackError> {
+        let full = self.staging.join(rel);
+        match fs::symlink_metadata(&full) {
+            Ok(meta) if meta.is_dir() => self.remove(rel)?,
+            Ok(_) => {
+                fs::remove_file(&full).map_err(|e| UnpackError::io(&full, e))?;
+                self.symlinks.remove(rel);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    self.ensure_parents(parent)?;
+                }
+            }
+            Err(e) => return Err(UnpackError::io(&full, e)),
+        }
+        Ok(full)
+    }
+
+    /// Tars may omit directory entries; missing parents are created like `mkdir -p`.
+    fn ensure_parents(&mut self, rel_dir: &Path) -> Result<(), UnpackError> {
+        let full = self.staging.join(rel_dir);
+        match fs::symlink_metadata(&full) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => self.make_dir(rel_dir, 0o755),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&full).map_err(|e| UnpackError::io(&full, e))
+            }
+            Err(e) => Err(UnpackError::io(&full, e)),
+        }
+    }
+
+    fn make_dir(&mut self, rel: &Path, mode: u32) -> Result<(), UnpackError> {
+        let full = self.staging.join(rel);
+        match fs::symlink_metadata(&full) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                // A lower layer's file or symlink gives way to a directory (overlay semantics).
+                fs::remove_file(&full).map_err(|e| UnpackError::io(&full, e))?;
+                self.symlinks.remove(rel);
+                fs::create_dir(&full).map_err(|e| UnpackError::io(&full, e))?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    self.ensure_parents(parent)?;
+                }
+                fs::create_dir(&full).map_err(|e| UnpackError::io(&full, e))?;
+            }
+            Err(e) => return Err(UnpackError::io(&full, e)),
+        }
+        fs::set_permissions(&full, fs::Permissions::from_mode(mode))
+            .map_err(|e| UnpackError::io(&full, e))
+    }
+
+    fn write_file(
+        &mut self,
+        full: &Path,
+        data: &mut impl Read,
+        mode: u32,
+        mtime: i64,
+    ) -> Result<u64, UnpackError> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(full)
+            .map_err(|e| UnpackError::io(full, e))?;
+        let mut total = 0u64;
+        loop {
+            let n = match data.read(&mut self.buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(UnpackError::Stream(e)),
+            };
+            file.write_all(&self.buffer[..n])
+                .map_err(|e| UnpackError::io(full, e))?;
+            total += n as u64;
+        }
+        set_mode_and_mtime(&file, full, mode, mtime)?;
+        Ok(total)
+    }
+
+    /// Deletes `rel` (file, link or whole tree) if present.
+    fn remove(&mut self, rel: &Path) -> Result<(), UnpackError> {
+        let full = self.staging.join(rel);
+        let result = match fs::symlink_metadata(&full) {
+            Ok(meta) if meta.is_dir() => {
+                self.forget_symlinks_under(rel);
+                fs::remove_dir_all(&full)
+            }
+            Ok(_) => {
+                self.symlinks.remove(rel);
+                fs::remove_file(&full)
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(UnpackError::io(full, e)),
+        }
+    }
+
+    /// Opaque directory: everything below `dir` that this layer did not write goes.
+    fn clear_lower(&mut self, dir: &Path, written: &HashSet<PathBuf>) -> Result<(), UnpackError> {
+        let full = self.staging.join(dir);
+        let children = match fs::read_dir(&full) {
+            Ok(children) => children,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(UnpackError::io(full, e)),
+        };
+        let mut names = Vec::new();
+        for child in children {
+            names.push(child.map_err(|e| UnpackError::io(&full, e))?.file_name());
+        }
+        for name in names {
+            let rel = dir.join(&name);
+            if !written.contains(&rel) {
+                self.remove(&rel)?;
+            } else if fs::symlink_metadata(self.staging.join(&rel)).is_ok_and(|m| m.is_dir()) {
+                self.clear_lower(&rel, written)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn forget_symlinks_under(&mut self, rel: &Path) {
+        let doomed: Vec<PathBuf> = self
+            .symlinks
+            .range(rel.to_path_buf()..)
+            .take_while(|p| p.starts_with(rel))
+            .cloned()
+            .collect();
+        for p in doomed {
+            self.symlinks.remove(&p);
+        }
+    }
+}
+
+fn set_mode_and_mtime(file: &File, full: &Path, mode: u32, mtime: i64) -> Result<(), UnpackError> {
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(|e| UnpackError::io(full, e))?;
+    let time = FileTime::from_unix_time(mtime, 0);
+    filetime::set_file_handle_times(file, Some(time), Some(time))
+        .map_err(|e| UnpackError::io(full, e))
+}
