@@ -23,30 +23,30 @@ use crate::unpack::LayerStats;
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     /// A filesystem call failed.
-    #[error("rootfs cache: cannot {action} {path}: {source}")]
+    #[error("rootfs cache: cannot {action} {path}: {error}")]
     Io {
         /// What was attempted.
         action: &'static str,
         /// Where.
         path: PathBuf,
         /// The OS error.
-        source: io::Error,
+        error: io::Error,
     },
     /// `image.json` is unreadable.
-    #[error("rootfs cache: corrupt {path}: {source}")]
+    #[error("rootfs cache: corrupt {path}: {error}")]
     Corrupt {
         /// The metadata file.
         path: PathBuf,
         /// The parse error.
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CacheError + 'a {
-    move |source| CacheError::Io {
+    move |error| CacheError::Io {
         action,
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -169,9 +169,9 @@ impl RootfsCache {
             Err(e) => return Err(io_err("read", &meta_path)(e)),
         };
         let meta: ImageMeta =
-            serde_json::from_slice(&bytes).map_err(|source| CacheError::Corrupt {
+            serde_json::from_slice(&bytes).map_err(|error| CacheError::Corrupt {
                 path: meta_path,
-                source,
+                error,
             })?;
         if meta.manifest_digest != manifest_digest {
             return Ok(None);
@@ -252,9 +252,9 @@ impl Staging {
     /// Writes `image.json` and moves the build into place atomically.
     pub fn commit(mut self, meta: ImageMeta) -> Result<CachedImage, CacheError> {
         let meta_path = self.dir.join("image.json");
-        let json = serde_json::to_vec_pretty(&meta).map_err(|source| CacheError::Corrupt {
+        let json = serde_json::to_vec_pretty(&meta).map_err(|error| CacheError::Corrupt {
             path: meta_path.clone(),
-            source,
+            error,
         })?;
         let mut file = fs::File::create(&meta_path).map_err(io_err("create", &meta_path))?;
         file.write_all(&json).map_err(io_err("write", &meta_path))?;

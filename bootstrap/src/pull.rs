@@ -33,14 +33,14 @@ pub enum PullError {
         fault: BlobFault,
     },
     /// A layer's content could not be applied.
-    #[error("layer {index} ({digest}): {source}")]
+    #[error("layer {index} ({digest}): {error}")]
     Unpack {
         /// Position in the manifest, from 0.
         index: usize,
         /// The layer digest.
         digest: String,
         /// What went wrong.
-        source: UnpackError,
+        error: UnpackError,
     },
     /// The cache could not be read or written.
     #[error(transparent)]
@@ -276,11 +276,11 @@ fn apply_all(
         let result = apply_one(&mut applier, verifying, layer, &faults);
         let stats = match (result, faults.get()) {
             (_, Some(fault)) => return Err(fail_blob(fault)),
-            (Err(source), None) => {
+            (Err(error), None) => {
                 return Err(PullError::Unpack {
                     index,
                     digest: layer.digest.clone(),
-                    source,
+                    error,
                 });
             }
             (Ok(_), None) if !faults.verified() => {
@@ -310,10 +310,10 @@ fn apply_all(
             stats,
         });
     }
-    applier.finish().map_err(|source| PullError::Unpack {
+    applier.finish().map_err(|error| PullError::Unpack {
         index: layers.len(),
         digest: "(directory times)".into(),
-        source,
+        error,
     })?;
     Ok(records)
 }

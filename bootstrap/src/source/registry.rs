@@ -23,7 +23,7 @@ use super::{
 use crate::platform::Platform;
 
 /// Chunks buffered per layer ahead of the unpacker (a chunk is at most a few tens of KiB).
-const CHANNEL_CHUNKS: usize = 64;
+const CHANNEL_CHUNKS: usize = 16;
 
 /// How to talk to registries.
 #[derive(Debug, Clone, Default)]

@@ -45,25 +45,25 @@ pub enum UnpackError {
         path: PathBuf,
     },
     /// Any other filesystem error.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Io {
         /// The file being written.
         path: PathBuf,
         /// The OS error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The tar stream itself is corrupt or its source failed.
     #[error("corrupt layer stream: {0}")]
-    Stream(#[source] io::Error),
+    Stream(io::Error),
 }
 
 impl UnpackError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, error: io::Error) -> Self {
         let path = path.into();
-        if source.raw_os_error() == Some(nix::libc::ENOSPC) {
+        if error.raw_os_error() == Some(nix::libc::ENOSPC) {
             Self::NoSpace { path }
         } else {
-            Self::Io { path, source }
+            Self::Io { path, error }
         }
     }
 }

@@ -29,18 +29,21 @@ impl NameError {
 /// neither changes where the entry lands.
 pub fn entry_name(raw: &Path) -> Result<PathBuf, NameError> {
     let mut clean = PathBuf::new();
+    let mut absolute = false;
     for component in raw.components() {
         match component {
             Component::Normal(part) => clean.push(part),
             Component::CurDir => {}
             Component::ParentDir => return Err(NameError::ParentDir),
-            Component::RootDir | Component::Prefix(_) => return Err(NameError::Absolute),
+            Component::RootDir | Component::Prefix(_) => absolute = true,
         }
     }
-    if clean.as_os_str().is_empty() {
-        return Err(NameError::Empty);
+    // `/` alone (umoci writes it) names the root, like `./`; anything below it is refused.
+    match (clean.as_os_str().is_empty(), absolute) {
+        (true, _) => Err(NameError::Empty),
+        (false, true) => Err(NameError::Absolute),
+        (false, false) => Ok(clean),
     }
-    Ok(clean)
 }
 
 /// What an entry's file name asks for, per the OCI image layer spec.
@@ -151,6 +154,7 @@ mod tests {
         );
         assert_eq!(entry_name(Path::new("a/..")), Err(NameError::ParentDir));
         assert_eq!(entry_name(Path::new("./")), Err(NameError::Empty));
+        assert_eq!(entry_name(Path::new("/")), Err(NameError::Empty));
     }
 
     #[test]

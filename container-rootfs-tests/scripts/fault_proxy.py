@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""fault_proxy.py PORT UPSTREAM LOG — a registry front that misbehaves on request.
+
+The first repository path component picks the behaviour, the rest is the real repository:
+  /v2/count/<repo>/...  forwarded; each request is appended to LOG as "METHOD PATH"
+  /v2/e401/<repo>/...   401 UNAUTHORIZED on everything
+  /v2/e404/<repo>/...   404 MANIFEST_UNKNOWN on manifests
+  /v2/e500/<repo>/...   500 on manifests
+  /v2/drop/<repo>/...   blobs: full Content-Length announced, half the body sent, connection closed
+  /v2/corrupt/<repo>/...blobs: one byte flipped in the middle
+"""
+import json, sys, urllib.error, urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PORT, UPSTREAM, LOG = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+FORWARDED = ("Content-Type", "Docker-Content-Digest", "Content-Length", "Docker-Distribution-Api-Version")
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def error(self, status, code):
+        body = json.dumps({"errors": [{"code": code, "message": f"injected {status}"}]}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def handle_any(self):
+        if self.path.rstrip("/") == "/v2":
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        parts = self.path.split("/", 3)  # ['', 'v2', mode, rest]
+        if len(parts) < 4:
+            return self.error(404, "NAME_UNKNOWN")
+        mode, rest = parts[2], parts[3]
+        is_blob = "/blobs/" in rest
+        with open(LOG, "a") as log:
+            log.write(f"{mode} {self.command} /v2/{rest}\n")
+        if mode == "e401":
+            return self.error(401, "UNAUTHORIZED")
+        if mode == "e404" and not is_blob:
+            return self.error(404, "MANIFEST_UNKNOWN")
+        if mode == "e500" and not is_blob:
+            return self.error(500, "UNKNOWN")
+        request = urllib.request.Request(f"{UPSTREAM}/v2/{rest}", method=self.command,
+                                         headers={k: v for k, v in self.headers.items() if k.lower() == "accept"})
+        try:
+            upstream = urllib.request.urlopen(request)
+        except urllib.error.HTTPError as e:
+            upstream = e
+        body = upstream.read()
+        self.send_response(upstream.status if hasattr(upstream, "status") else upstream.code)
+        for name in FORWARDED:
+            if name != "Content-Length" and upstream.headers.get(name):
+                self.send_header(name, upstream.headers[name])
+        length = int(upstream.headers.get("Content-Length", len(body)))
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        if mode == "drop" and is_blob:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        if mode == "corrupt" and is_blob and body:
+            middle = len(body) // 2
+            body = body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1:]
+        self.wfile.write(body)
+
+    do_GET = do_HEAD = handle_any
+
+
+ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()

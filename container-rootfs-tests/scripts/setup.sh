@@ -1,0 +1,105 @@
+#!/bin/bash
+# setup.sh : everything the container-rootfs tests stand on, on 127.0.0.1 only.
+#   - Debian packages (registry, skopeo, umoci, debootstrap, musl, busybox, …)
+#   - images built offline: test/glibc, test/musl (host binaries), debian bookworm with
+#     perl, python3, cowsay and imagemagick (debootstrap)
+#   - docker-registry instances: anonymous :5000, bearer-token :5010 (token server :5011,
+#     user testuser:testpass), basic-auth :5012, and the fault proxy :5013
+#   - the same images as OCI layouts, docker-archives (plain and gzipped), zstd and Docker
+#     schema-2 pushes, a manifest list, and umoci reference unpacks
+# Writes $CRT_WORK/env.sh. Idempotent: what exists is kept, running services are reused.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+W=${CRT_WORK:-/tmp/scar-crt}; mkdir -p "$W"; cd "$W"
+export DEBIAN_FRONTEND=noninteractive
+
+need=()
+for pkg in docker-registry skopeo umoci debootstrap busybox-static musl-tools apache2-utils python3-cryptography openssl curl zstd; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}"
+  apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
+PY=/usr/bin/python3
+
+echo "setup: building images"
+[ -f oci-small/index.json ] || "$HERE/build-test-images.sh" oci-small
+"$HERE/build-debian-image.sh" bookworm oci-debian bookworm perl python3 cowsay fortune-mod fortunes-min imagemagick
+chmod -R a+rX oci-small oci-debian
+
+start() { # name pidfile command...
+  local name=$1 pidfile=$2; shift 2
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then return; fi
+  "$@" > "$W/$name.log" 2>&1 & echo $! > "$pidfile"
+}
+wait_http() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "setup: $1 did not come up"; exit 1; }
+
+mkdir -p reg tok
+[ -f tok/token.key ] || openssl req -x509 -newkey rsa:2048 -nodes -keyout tok/token.key -out tok/token.crt -days 30 -subj /CN=test-token-issuer 2>/dev/null
+[ -f htpasswd ] || htpasswd -Bbn testuser testpass > htpasswd
+storage="storage: {filesystem: {rootdirectory: $W/reg}, delete: {enabled: true}}"
+printf 'version: 0.1\n%s\nhttp: {addr: "127.0.0.1:5000", secret: t}\n' "$storage" > registry.yml
+printf 'version: 0.1\n%s\nhttp: {addr: "127.0.0.1:5010", secret: t}\nauth: {token: {realm: "http://127.0.0.1:5011/token", service: test-registry, issuer: test-issuer, rootcertbundle: %s}}\n' "$storage" "$W/tok/token.crt" > registry-token.yml
+printf 'version: 0.1\n%s\nhttp: {addr: "127.0.0.1:5012", secret: t}\nauth: {htpasswd: {realm: test-registry, path: %s}}\n' "$storage" "$W/htpasswd" > registry-basic.yml
+start registry registry.pid docker-registry serve registry.yml
+start registry-token registry-token.pid docker-registry serve registry-token.yml
+start registry-basic registry-basic.pid docker-registry serve registry-basic.yml
+start token-server token-server.pid env USERS=testuser:testpass $PY "$HERE/token_server.py" tok/token.key tok/token.crt 5011
+start fault-proxy fault-proxy.pid $PY "$HERE/fault_proxy.py" 5013 http://127.0.0.1:5000 "$W/fault-proxy.requests"
+for port in 5000 5010 5012 5011 5013; do wait_http "http://127.0.0.1:$port/"; done
+
+echo "setup: pushing"
+push() { skopeo copy -q --dest-tls-verify=false "$@"; }
+catalog=$(curl -s http://127.0.0.1:5000/v2/_catalog)
+has() { grep -q "\"$1\"" <<<"$catalog"; }
+has test/glibc || push oci:oci-small:glibc docker://127.0.0.1:5000/test/glibc:latest
+has test/musl || push oci:oci-small:musl docker://127.0.0.1:5000/test/musl:latest
+has test/glibc-v2s2 || push --format v2s2 oci:oci-small:glibc docker://127.0.0.1:5000/test/glibc-v2s2:latest
+has library/debian-cowsay || push oci:oci-debian:bookworm docker://127.0.0.1:5000/library/debian-cowsay:latest
+if ! has library/debian-cowsay-zstd; then
+  # skopeo keeps a known gzip blob instead of recompressing unless the source is plain and
+  # its blob-info cache forgets the gzip twin (shared/testinfra.md §6).
+  rm -rf plain && skopeo copy -q --dest-decompress oci:oci-debian:bookworm dir:plain
+  rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb
+  push --dest-compress-format zstd dir:plain docker://127.0.0.1:5000/library/debian-cowsay-zstd:latest
+  rm -rf plain
+fi
+if ! has test/multi; then
+  push oci:oci-small:glibc docker://127.0.0.1:5000/test/multi:amd64
+  push oci:oci-small:musl docker://127.0.0.1:5000/test/multi:arm64
+  accept='Accept: application/vnd.oci.image.manifest.v1+json'
+  entry() { # tag arch variant
+    local d s
+    d=$(curl -sI -H "$accept" "http://127.0.0.1:5000/v2/test/multi/manifests/$1" | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}')
+    s=$(curl -s -H "$accept" "http://127.0.0.1:5000/v2/test/multi/manifests/$1" | wc -c)
+    printf '{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"platform":{"os":"linux","architecture":"%s"%s}}' "$d" "$s" "$2" "$3"
+  }
+  index=$(printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[%s,%s]}' \
+    "$(entry amd64 amd64 '')" "$(entry arm64 arm64 ',"variant":"v8"')")
+  curl -sf -X PUT -H 'Content-Type: application/vnd.oci.image.index.v1+json' --data "$index" \
+    http://127.0.0.1:5000/v2/test/multi/manifests/latest >/dev/null
+fi
+
+echo "setup: archives and reference unpacks"
+[ -f glibc.tar ] || push oci:oci-small:glibc docker-archive:glibc.tar:test/glibc:latest
+[ -f glibc.tar.gz ] || gzip -1 -c glibc.tar > glibc.tar.gz
+[ -f debian.tar.gz ] || { push oci:oci-debian:bookworm docker-archive:debian.tar:library/debian-cowsay:latest && gzip -1 debian.tar; }
+mkdir -p ref
+for spec in glibc:oci-small:glibc musl:oci-small:musl debian:oci-debian:bookworm; do
+  IFS=: read -r name layout tag <<<"$spec"
+  [ -d "ref/$name/rootfs" ] || umoci unpack --rootless --image "$layout:$tag" "ref/$name" >/dev/null 2>&1
+  # Rootless umoci loosens some modes and fakes devices as empty files; a root unpack keeps
+  # the image's exact modes and device nodes, the ground truth for those two properties.
+  [ -d "ref-root/$name/rootfs" ] || umoci unpack --image "$layout:$tag" "ref-root/$name" >/dev/null 2>&1
+done
+chmod -R a+rX "$W"
+
+cat > env.sh <<ENV
+export CRT_WORK=$W
+export CRT_REGISTRY=127.0.0.1:5000
+export CRT_TOKEN_REGISTRY=127.0.0.1:5010
+export CRT_BASIC_REGISTRY=127.0.0.1:5012
+export CRT_FAULT_PROXY=127.0.0.1:5013
+ENV
+echo "setup: ready in $W"
