@@ -1,0 +1,309 @@
+//! The image engine against a real registry, real images and umoci's reference unpacks.
+//! Needs `scripts/setup.sh` (the Makefile's `test` target runs it), hence `#[ignore]`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+const NEEDS: &str = "needs scripts/setup.sh: run `make test`";
+
+fn check_against_reference(
+    reference: &str,
+    name: &str,
+    layout_tag: (&str, &str),
+    credentials: Option<(&str, &str)>,
+) {
+    let work = work();
+    let cache = tempfile::tempdir().unwrap();
+    let pulled = pull_with(reference, options(cache.path(), credentials))
+        .unwrap_or_else(|e| panic!("{reference}: {e}"));
+    assert!(!pulled.cached);
+    let rootfs = &pulled.image.rootfs;
+    let ours = tree(rootfs, Some(rootfs));
+    let mut reference_tree = tree(&work.join("ref").join(name).join("rootfs"), None);
+    // Rootless umoci stands empty files in for device nodes; we skip them and count them.
+    let root_tree = tree(&work.join("ref-root").join(name).join("rootfs"), None);
+    let specials: Vec<String> = root_tree
+        .iter()
+        .filter(|(_, n)| **n == Node::Special)
+        .map(|(p, _)| p.clone())
+        .collect();
+    for p in &specials {
+        reference_tree.remove(p);
+    }
+    let skipped: u64 = pulled
+        .image
+        .meta
+        .layers
+        .iter()
+        .map(|l| l.stats.skipped_special)
+        .sum();
+    assert_eq!(
+        skipped as usize,
+        specials.len(),
+        "{reference}: skipped special files"
+    );
+    assert!(
+        reference_tree.len() > 20 && ours.len() > 20,
+        "{reference}: trees too small to mean anything"
+    );
+    assert_same(&format!("{reference}: tree"), &ours, &reference_tree);
+    let expected = expected_attrs(&work.join(layout_tag.0), layout_tag.1);
+    assert!(
+        expected.len() * 10 > reference_tree.len() * 9,
+        "{reference}: header truth covers the tree"
+    );
+    let mut ours_attrs = attrs(rootfs);
+    ours_attrs.retain(|p, _| expected.contains_key(p));
+    assert_same(
+        &format!("{reference}: modes and mtimes"),
+        &ours_attrs,
+        &expected,
+    );
+}
+
+#[test]
+#[ignore = "needs scripts/setup.sh: run `make test`"]
+fn small_image_through_every_transport_matches_umoci() {
+    let w = work();
+    let glibc = ("oci-small", "glibc");
+    for reference in [
+        "127.0.0.1:5000/test/glibc".to_string(),
+        "127.0.0.1:5000/test/glibc-v2s2:latest".to_string(),
+        "127.0.0.1:5000/test/multi".to_string(),
+        format!("oci:{}/oci-small:glibc", w.display()),
+        format!("docker-archive:{}/glibc.tar", w.display()),
+        format!("docker-archive:{}/glibc.tar.gz", w.display()),
+    ] {
+        check_against_reference(&reference, "glibc", glibc, None);
+    }
+    check_against_reference(
+        "127.0.0.1:5010/test/glibc",
+        "glibc",
+        glibc,
+        Some(("testuser", "testpass")),
+    );
+    check_against_reference(
+        "127.0.0.1:5012/test/glibc",
+        "glibc",
+        glibc,
+        Some(("testuser", "testpass")),
+    );
+    check_against_reference(
+        "127.0.0.1:5000/test/musl",
+        "musl",
+        ("oci-small", "musl"),
+        None,
+    );
+}
+
+#[test]
+#[ignore = "needs scripts/setup.sh: run `make test`"]
+fn debian_image_through_every_transport_matches_umoci() {
+    let w = work();
+    let debian = ("oci-debian", "bookworm");
+    for reference in [
+        "127.0.0.1:5000/library/debian-cowsay".to_string(),
+        "127.0.0.1:5000/library/debian-cowsay-zstd".to_string(),
+        format!("oci:{}/oci-debian:bookworm", w.display()),
+        format!("docker-archive:{}/debian.tar.gz", w.display()),
+    ] {
+        check_against_reference(&reference, "debian", debian, None);
+    }
+}
+
+#[test]
+#[ignore = "needs scripts/setup.sh: run `make test`"]
+fn whiteouts_links_and_setuid_follow_the_rules() {
+    let cache = tempfile::tempdir().unwrap();
+    let rootfs = pull("127.0.0.1:5000/test/glibc", cache.path())
+        .unwrap()
+        .image
+        .rootfs;
+    assert!(!rootfs.join("etc/doomed.txt").exists(), "whiteout applied");
+    let data: Vec<String> = std::fs::read_dir(rootfs.join("opt/data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        data,
+        vec!["c".to_string()],
+        "opaque directory keeps only the upper layer's entries"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let hello = std::fs::metadata(rootfs.join("etc/hello.txt")).unwrap();
+    let hard = std::fs::metadata(rootfs.join("etc/hello-hardlink.txt")).unwrap();
+    assert_eq!(
+        (hello.ino(), hello.nlink()),
+        (hard.ino(), 2),
+        "hard link shares the inode"
+    );
+    assert_eq!(
+        std::fs::read_link(rootfs.join("etc/hello-symlink.txt")).unwrap(),
+        std::path::Path::new("hello.txt")
+    );
+    assert_eq!(
+        std::fs::read_link(rootfs.join("usr/bin/abs-dash")).unwrap(),
+        rootfs.join("bin/dash"),
+        "absolute target rooted"
+    );
+    assert_eq!(
+        std::fs::metadata(rootfs.join("bin/uname")).unwrap().mode() & 0o7777,
+        0o755,
+        "setuid dropped"
+    );
+    let out = Command::new(rootfs.join("usr/bin/abs-dash"))
+        .args(["-c", "echo via-symlink"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.stdout, b"via-symlink\n",
+        "the kernel resolves an absolute symlink inside the rootfs"
+    );
+}
+
+#[test]
+#[ignore = "needs scripts/setup.sh: run `make test`"]
+fn second_pull_costs_one_manifest_request_and_no_blob() {
+    let w = work();
+    let log = w.join("fault-proxy.requests");
+    let cache = tempfile::tempdir().unwrap();
+    let first = pull("127.0.0.1:5013/count/test/glibc:latest", cache.path()).unwrap();
+    assert!(!first.cached);
+    let before = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    let second = pull("127.0.0.1:5013/count/test/glibc:latest", cache.path()).unwrap();
+    assert!(second.cached);
+    assert_eq!(second.image.rootfs, first.image.rootfs);
+    let requests: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .skip(before)
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        requests,
+        vec!["count HEAD /v2/test/glibc/manifests/latest".to_string()],
+        "{requests:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs scripts/setup.sh: run `make test`"]
+fn rootfs_left_half_built_by_a_killed_pull_is_rebuilt() {
+    let w = work();
+    let cache = tempfile::tempdir().unwrap();
+    let bin = bootstrap_bin();
+    let mut child = Command::new(&bin)
+        .args(["pull", "--cache-dir"])
+        .arg(cache.path())
+        .arg(format!("oci:{}/oci-debian:bookworm", w.display()))
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once the staging tree has content, as a Lambda timeout or OOM would.
+    let staging = cache.path().join("staging");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while entries(cache.path(), "staging").is_empty() || walkdir_count(&staging) < 500 {
+        assert!(std::time::Instant::now() < deadline, "staging never filled");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        entries(cache.path(), "images").is_empty(),
+        "nothing committed"
+    );
+    assert_eq!(
+        entries(cache.path(), "staging").len(),
+        1,
+        "the killed build is left behind"
+    );
+    let pulled = pull(
+        &format!("oci:{}/oci-debian:bookworm", w.display()),
+        cache.path(),
+    )
+    .unwrap();
+    assert!(!pulled.cached, "rebuilt, not trusted");
+    assert!(entries(cache.path(), "staging").is_empty());
+    assert!(pulled.image.rootfs.join("usr/games/cowsay").exists());
+}
+
+fn walkdir_count(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                n += 1;
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    n
+}
+
+pub fn bootstrap_bin() -> std::path::PathBuf {
+    // target/<profile>/deps/<this test> → target/<profile>/bootstrap
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("bootstrap");
+    assert!(
+        bin.exists(),
+        "{} missing: build it first (`cargo build -p bootstrap`)",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+#[ignore = "needs scripts/setup.sh: run `make test`"]
+fn cli_prints_the_rootfs_path_and_uses_docker_config_credentials() {
+    let cache = tempfile::tempdir().unwrap();
+    let docker = tempfile::tempdir().unwrap();
+    let run = |docker_config: &std::path::Path| {
+        Command::new(bootstrap_bin())
+            .args(["pull", "127.0.0.1:5012/test/glibc", "--cache-dir"])
+            .arg(cache.path())
+            .env("DOCKER_CONFIG", docker_config)
+            .env_remove("SCAR_REGISTRY_USERNAME")
+            .env_remove("SCAR_REGISTRY_PASSWORD")
+            .output()
+            .unwrap()
+    };
+    let denied = run(docker.path());
+    assert!(!denied.status.success());
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        stderr.contains("127.0.0.1:5012") && stderr.contains("denied"),
+        "{stderr}"
+    );
+    std::fs::write(
+        docker.path().join("config.json"),
+        r#"{"auths":{"127.0.0.1:5012":{"auth":"dGVzdHVzZXI6dGVzdHBhc3M="}}}"#,
+    )
+    .unwrap();
+    let ok = run(docker.path());
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let path = String::from_utf8(ok.stdout).unwrap();
+    assert!(
+        path.ends_with("/rootfs\n") && path.starts_with(&cache.path().display().to_string()),
+        "{path:?}"
+    );
+    assert!(
+        std::path::Path::new(path.trim_end())
+            .join("bin/dash")
+            .is_file()
+    );
+}
