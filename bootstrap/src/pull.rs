@@ -273,7 +273,12 @@ fn apply_all(
         if let Some(progress) = &progress {
             verifying = verifying.with_progress(progress.clone());
         }
-        let result = apply_one(&mut applier, verifying, layer, &faults);
+        let result = apply_one(&mut applier, &mut verifying, layer, &faults);
+        if let Err(UnpackError::Stream(_)) = &result {
+            // A decoder may trip over corruption before the digest check sees the last byte;
+            // reading the blob to its end lets the check name the real cause.
+            let _ = io::copy(&mut verifying, &mut io::sink());
+        }
         let stats = match (result, faults.get()) {
             (_, Some(fault)) => return Err(fail_blob(fault)),
             (Err(error), None) => {
@@ -320,7 +325,7 @@ fn apply_all(
 
 fn apply_one(
     applier: &mut LayerApplier,
-    verifying: VerifyingReader<BlobReader>,
+    verifying: &mut VerifyingReader<BlobReader>,
     layer: &LayerDescriptor,
     faults: &FaultSlot,
 ) -> Result<LayerStats, UnpackError> {

@@ -6,8 +6,8 @@ The first repository path component picks the behaviour, the rest is the real re
   /v2/e401/<repo>/...   401 UNAUTHORIZED on everything
   /v2/e404/<repo>/...   404 MANIFEST_UNKNOWN on manifests
   /v2/e500/<repo>/...   500 on manifests
-  /v2/drop/<repo>/...   blobs: full Content-Length announced, half the body sent, connection closed
-  /v2/corrupt/<repo>/...blobs: one byte flipped in the middle
+  /v2/drop/<repo>/...   layer blobs (over 64 KiB): full Content-Length announced, half sent, connection closed
+  /v2/corrupt/<repo>/...layer blobs (over 64 KiB): one byte flipped in the middle
 """
 import json, sys, urllib.error, urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -66,13 +66,14 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
-        if mode == "drop" and is_blob:
+        is_layer = is_blob and len(body) > 65536
+        if mode == "drop" and is_layer:
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
             self.close_connection = True
             self.connection.shutdown(2)
             return
-        if mode == "corrupt" and is_blob and body:
+        if mode == "corrupt" and is_layer:
             middle = len(body) // 2
             body = body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1:]
         self.wfile.write(body)
