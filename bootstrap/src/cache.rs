@@ -274,10 +274,10 @@ impl Staging {
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        if !self.committed {
-            if let Err(e) = fs::remove_dir_all(&self.dir) {
-                tracing::warn!(path = %self.dir.display(), error = %e, "could not remove a failed build");
-            }
+        if !self.committed
+            && let Err(e) = fs::remove_dir_all(&self.dir)
+        {
+            tracing::warn!(path = %self.dir.display(), error = %e, "could not remove a failed build");
         }
     }
 }

@@ -220,14 +220,14 @@ fn corrupt_blobs_are_refused() {
     };
     expect_refusal(
         "bad digest",
-        &[layer.clone()],
+        std::slice::from_ref(&layer),
         GZIP,
         flip,
         &["layer 0", "digest mismatch"],
     );
     expect_refusal(
         "truncated",
-        &[layer.clone()],
+        std::slice::from_ref(&layer),
         GZIP,
         truncate,
         &["layer 0", "truncated"],

@@ -8,8 +8,6 @@ use std::process::Command;
 
 use common::*;
 
-const NEEDS: &str = "needs scripts/setup.sh: run `make test`";
-
 fn check_against_reference(
     reference: &str,
     name: &str,

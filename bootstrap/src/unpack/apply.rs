@@ -1,7 +1,7 @@
 //! The per-entry loop: one tar stream applied onto the staging rootfs.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -47,6 +47,7 @@ pub struct LayerApplier {
     /// Directory mtimes, applied once at the end: creating children changes them.
     dir_mtimes: HashMap<PathBuf, i64>,
     buffer: Vec<u8>,
+    umask: u32,
 }
 
 /// Per-layer state: what this layer itself wrote (whiteouts only hide lower layers).
@@ -67,6 +68,7 @@ impl LayerApplier {
             symlinks: BTreeSet::new(),
             dir_mtimes: HashMap::new(),
             buffer: vec![0; COPY_BUFFER],
+            umask: current_umask(),
         }
     }
 
@@ -263,10 +265,12 @@ impl LayerApplier {
         mode: u32,
         mtime: i64,
     ) -> Result<u64, UnpackError> {
+        // Created with its final mode: the fd stays writable even for a read-only mode, and
+        // the fchmod is only needed when the umask took bits away.
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(mode)
             .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
             .open(full)
             .map_err(|e| UnpackError::io(full, e))?;
@@ -282,7 +286,13 @@ impl LayerApplier {
                 .map_err(|e| UnpackError::io(full, e))?;
             total += n as u64;
         }
-        set_mode_and_mtime(&file, full, mode, mtime)?;
+        if mode & self.umask != 0 {
+            file.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(|e| UnpackError::io(full, e))?;
+        }
+        let time = FileTime::from_unix_time(mtime, 0);
+        filetime::set_file_handle_times(&file, Some(time), Some(time))
+            .map_err(|e| UnpackError::io(full, e))?;
         Ok(total)
     }
 
@@ -343,10 +353,11 @@ impl LayerApplier {
     }
 }
 
-fn set_mode_and_mtime(file: &File, full: &Path, mode: u32, mtime: i64) -> Result<(), UnpackError> {
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(|e| UnpackError::io(full, e))?;
-    let time = FileTime::from_unix_time(mtime, 0);
-    filetime::set_file_handle_times(file, Some(time), Some(time))
-        .map_err(|e| UnpackError::io(full, e))
+/// The process umask (read by setting it and putting it back: there is no getter before
+/// Linux 4.7's /proc field, and this runs once per pull).
+fn current_umask() -> u32 {
+    use nix::sys::stat::{Mode, umask};
+    let old = umask(Mode::from_bits_truncate(0o022));
+    umask(old);
+    old.bits()
 }

@@ -284,7 +284,8 @@ mod tests {
     #[test]
     fn reports_mismatch_truncation_and_oversize() {
         let data = b"layer bytes";
-        let cases: [(&[u8], Option<u64>, fn(&BlobFault) -> bool); 3] = [
+        type Case<'a> = (&'a [u8], Option<u64>, fn(&BlobFault) -> bool);
+        let cases: [Case; 3] = [
             (b"tampered!!!", Some(11), |f| {
                 matches!(f, BlobFault::DigestMismatch { .. })
             }),

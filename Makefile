@@ -1,0 +1,45 @@
+# Entry points; the README's two commands are `make demo` and `make test`.
+CRT_WORK ?= /tmp/scar-crt
+export CRT_WORK
+SETUP := container-rootfs-tests/scripts/setup.sh
+BOOTSTRAP_RELEASE := target/release/bootstrap
+
+.PHONY: demo test unit lint fmt setup teardown bench-pull
+
+## demo: build the offline images and a local registry, then pull the Debian image twice
+demo: setup
+	cargo build --release -p bootstrap
+	@echo "== cold pull (network -> sha256 -> gunzip -> tar, no compressed copy kept)"
+	time $(BOOTSTRAP_RELEASE) pull --cache-dir $(CRT_WORK)/demo-cache 127.0.0.1:5000/library/debian-cowsay
+	@echo "== warm pull (one HEAD request, no blob)"
+	time $(BOOTSTRAP_RELEASE) pull --cache-dir $(CRT_WORK)/demo-cache 127.0.0.1:5000/library/debian-cowsay
+	@echo "== the image config kept beside the rootfs"
+	cat $(CRT_WORK)/demo-cache/images/*/image.json | head -40
+
+## test: everything CI runs (fmt, clippy, unit tests, the container-rootfs suite)
+test: lint setup
+	cargo build -p bootstrap
+	cargo nextest run --workspace --run-ignored all --no-fail-fast
+
+## unit: the tests that need neither root nor the harness
+unit:
+	cargo nextest run --workspace
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+setup:
+	$(SETUP)
+
+teardown:
+	container-rootfs-tests/scripts/teardown.sh
+
+## bench-pull: pull+unpack against skopeo+umoci, udocker and the curl|gzip|tar floor
+bench-pull: setup
+	cargo build --release -p bootstrap
+	test -x /tmp/scar-bench-venv/bin/udocker || (python3 -m venv /tmp/scar-bench-venv && /tmp/scar-bench-venv/bin/pip install -q udocker)
+	python3 container-rootfs-tests/bench/bench_pull.py $(BOOTSTRAP_RELEASE) target/bench-pull.md 5
