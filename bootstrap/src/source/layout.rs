@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use oci_client::manifest::{OciImageIndex, OciManifest};
 use sha2::{Digest as _, Sha256};
 
-use super::{BlobReader, ResolvedImage, SourceError, layer_descriptors, parse_config};
+use super::{
+    BlobReader, ResolvedImage, SourceError, layer_descriptors, no_matching_platform, parse_config,
+};
 use crate::platform::Platform;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -96,16 +98,8 @@ impl LayoutSource {
         platform
             .select(&index.manifests)
             .map(|m| m.digest.clone())
-            .ok_or_else(|| SourceError::NoMatchingPlatform {
-                reference: self.dir.display().to_string(),
-                platform: platform.to_string(),
-                available: index
-                    .manifests
-                    .iter()
-                    .filter_map(|m| m.platform.as_ref())
-                    .map(|p| format!("{}/{}", p.os, p.architecture))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+            .ok_or_else(|| {
+                no_matching_platform(self.dir.display().to_string(), platform, &index.manifests)
             })
     }
 

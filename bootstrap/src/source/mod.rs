@@ -102,6 +102,25 @@ pub fn parse_config(bytes: &[u8]) -> Result<(ContainerConfig, Vec<String>), serd
     ))
 }
 
+/// The error for an index with no entry for `platform`, listing what it does offer.
+pub fn no_matching_platform(
+    reference: String,
+    platform: &crate::platform::Platform,
+    entries: &[oci_client::manifest::ImageIndexEntry],
+) -> SourceError {
+    let available = entries
+        .iter()
+        .filter_map(|m| m.platform.as_ref())
+        .map(|p| format!("{}/{}", p.os, p.architecture))
+        .collect::<Vec<_>>()
+        .join(", ");
+    SourceError::NoMatchingPlatform {
+        reference,
+        platform: platform.to_string(),
+        available,
+    }
+}
+
 /// Checks the layer media types of a manifest, returning descriptors.
 pub fn layer_descriptors(
     layers: impl IntoIterator<Item = (String, i64, String)>,

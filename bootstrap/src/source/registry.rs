@@ -18,7 +18,8 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::auth::Credentials;
 use super::{
-    BlobReader, LayerDescriptor, ResolvedImage, SourceError, layer_descriptors, parse_config,
+    BlobReader, LayerDescriptor, ResolvedImage, SourceError, layer_descriptors,
+    no_matching_platform, parse_config,
 };
 use crate::platform::Platform;
 
@@ -178,17 +179,7 @@ impl RegistrySource {
             OciManifest::Image(m) => (m, top_digest.clone()),
             OciManifest::ImageIndex(index) => {
                 let entry = platform.select(&index.manifests).ok_or_else(|| {
-                    SourceError::NoMatchingPlatform {
-                        reference: self.reference.whole(),
-                        platform: platform.to_string(),
-                        available: index
-                            .manifests
-                            .iter()
-                            .filter_map(|m| m.platform.as_ref())
-                            .map(|p| format!("{}/{}", p.os, p.architecture))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    }
+                    no_matching_platform(self.reference.whole(), platform, &index.manifests)
                 })?;
                 let by_digest = self.reference.clone_with_digest(entry.digest.clone());
                 match self
