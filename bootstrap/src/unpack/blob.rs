@@ -169,16 +169,6 @@ impl<R: Read> VerifyingReader<R> {
         self.progress = Some(progress);
         self
     }
-
-    /// Whether the whole blob was read and matched.
-    pub fn verified(&self) -> bool {
-        self.verified
-    }
-
-    /// Bytes read so far.
-    pub fn bytes_read(&self) -> u64 {
-        self.read
-    }
 }
 
 impl<R: Read> Read for VerifyingReader<R> {
