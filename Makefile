@@ -4,7 +4,23 @@ export CRT_WORK
 SETUP := container-rootfs-tests/scripts/setup.sh
 BOOTSTRAP_RELEASE := target/release/bootstrap
 
-.PHONY: demo test unit lint fmt setup teardown bench-pull
+.PHONY: demo test unit lint fmt setup teardown bench-pull shim tools
+SHIM_DIR := target/shim
+SHIM_GNU_TARGET := x86_64-unknown-linux-gnu
+SHIM_MUSL_TARGET := x86_64-unknown-linux-musl
+
+## tools: the cross toolchain for the shim (zig via PyPI; Rust's musl target)
+tools:
+	command -v cargo-zigbuild >/dev/null || pip install -q ziglang cargo-zigbuild
+	rustup target list --installed | grep -q $(SHIM_MUSL_TARGET) || rustup target add $(SHIM_MUSL_TARGET)
+
+## shim: the fakechroot shim, a glibc build bound to GLIBC_2.17 at most and a musl build
+shim: tools
+	cargo zigbuild -q -p scar-fakechroot --release --target $(SHIM_GNU_TARGET).2.17
+	RUSTFLAGS="-C target-feature=-crt-static" cargo zigbuild -q -p scar-fakechroot --release --target $(SHIM_MUSL_TARGET)
+	mkdir -p $(SHIM_DIR)
+	cp target/$(SHIM_GNU_TARGET)/release/libscar_fakechroot.so $(SHIM_DIR)/scar-fakechroot-glibc.so
+	cp target/$(SHIM_MUSL_TARGET)/release/libscar_fakechroot.so $(SHIM_DIR)/scar-fakechroot-musl.so
 
 ## demo: build the offline images and a local registry, then pull the Debian image twice
 demo: setup
@@ -17,7 +33,7 @@ demo: setup
 	cat $(CRT_WORK)/demo-cache/images/*/image.json | head -40
 
 ## test: everything CI runs (fmt, clippy, unit tests, the container-rootfs suite)
-test: lint setup
+test: lint setup shim
 	cargo build -p bootstrap
 	cargo nextest run --workspace --run-ignored all --no-fail-fast
 

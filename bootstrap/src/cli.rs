@@ -7,11 +7,14 @@
 //! | `--insecure-registry H` | `SCAR_INSECURE_REGISTRIES` (comma-separated) | none | plain-HTTP registries besides loopback |
 //! | `--concurrency N` | `SCAR_PULL_CONCURRENCY` | 3 | layers downloading at once |
 //! | | `SCAR_REGISTRY_USERNAME`, `SCAR_REGISTRY_PASSWORD` | `~/.docker/config.json` | registry credentials |
+//! | `--shim-dir DIR` | `SCAR_SHIM_DIR` | beside the executable, its `lib/`, `/opt/lib` | where the shim builds are |
+//! | `--static-binaries P` | `SCAR_STATIC_BINARIES` | `warn` | `run`, `warn` or `refuse` statically linked programs |
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::exec::StaticPolicy;
 use crate::platform::Platform;
 use crate::pull::PullOptions;
 use crate::source::auth::Credentials;
@@ -37,6 +40,61 @@ pub enum Command {
         #[command(flatten)]
         pull: PullArgs,
     },
+    /// Pull an image and run a command in it as the current user, streaming its output;
+    /// exits with the command's status.
+    Run {
+        /// The image, as for `pull`.
+        image: String,
+        /// Cache and registry settings.
+        #[command(flatten)]
+        pull: PullArgs,
+        /// Shim settings.
+        #[command(flatten)]
+        exec: ExecArgs,
+        /// `KEY=VALUE` for the container, after the image's Env (repeatable).
+        #[arg(long = "env", short = 'e', value_parser = parse_key_value)]
+        env: Vec<(String, String)>,
+        /// Working directory inside the container (default: the image's, else `/`).
+        #[arg(long, short = 'w')]
+        workdir: Option<String>,
+        /// `CONTAINER=HOST`: show a host directory inside the container (repeatable).
+        #[arg(long = "mount", value_parser = parse_mount)]
+        mounts: Vec<(String, PathBuf)>,
+        /// Seconds before the command's process group is ended.
+        #[arg(long)]
+        timeout: Option<f64>,
+        /// The command and its arguments (default: the image's Entrypoint and Cmd).
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+}
+
+/// How programs run inside a rootfs.
+#[derive(Debug, Clone, Args)]
+pub struct ExecArgs {
+    /// Directory holding `scar-fakechroot-glibc.so` and `scar-fakechroot-musl.so`.
+    #[arg(long, env = "SCAR_SHIM_DIR")]
+    pub shim_dir: Option<PathBuf>,
+    /// Statically linked programs cannot be confined: run them, warn, or refuse.
+    #[arg(long, env = "SCAR_STATIC_BINARIES", value_enum, default_value_t)]
+    pub static_binaries: StaticPolicy,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+fn parse_mount(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((container, host)) if container.starts_with('/') && host.starts_with('/') => Ok((
+            container.trim_end_matches('/').to_owned(),
+            PathBuf::from(host),
+        )),
+        _ => Err(format!("expected /CONTAINER/PATH=/HOST/PATH, got {text:?}")),
+    }
 }
 
 /// Settings shared by every command that pulls.

@@ -12,6 +12,8 @@
 
 pub mod cache;
 pub mod cli;
+pub mod exec;
+pub mod local;
 pub mod logging;
 pub mod platform;
 pub mod pull;
@@ -43,6 +45,28 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<i32> {
             );
             println!("{}", pulled.image.rootfs.display());
             Ok(0)
+        }
+        cli::Command::Run {
+            image,
+            pull,
+            exec,
+            env,
+            workdir,
+            mounts,
+            timeout,
+            command,
+        } => {
+            local::run(local::LocalRun {
+                image,
+                pull,
+                exec,
+                env,
+                workdir,
+                mounts,
+                timeout,
+                command,
+            })
+            .await
         }
     }
 }

@@ -14,7 +14,7 @@ W=${CRT_WORK:-/tmp/scar-crt}; mkdir -p "$W"; cd "$W"
 export DEBIAN_FRONTEND=noninteractive
 
 need=()
-for pkg in docker-registry skopeo umoci debootstrap busybox-static musl-tools apache2-utils python3-cryptography openssl curl zstd; do
+for pkg in docker-registry skopeo umoci debootstrap busybox-static musl-tools apache2-utils python3-cryptography openssl curl zstd bzip2 make binutils; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -23,10 +23,16 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 PY=/usr/bin/python3
 
+# Lambda runs functions as sbx_user1051 (uid 993); the shim tests run as the same uid.
+id -u sbx_user1051 >/dev/null 2>&1 || useradd --system --uid 993 --user-group --no-create-home \
+  --home-dir /nonexistent --shell /usr/sbin/nologin sbx_user1051
+
 echo "setup: building images"
 [ -f oci-small/index.json ] || "$HERE/build-test-images.sh" oci-small
 "$HERE/build-debian-image.sh" bookworm oci-debian bookworm perl python3 cowsay fortune-mod fortunes-min imagemagick
-chmod -R a+rX oci-small oci-debian
+# glibc 2.31: the stat ABI before 2.33 (__xstat), no --argv0 in its loader.
+"$HERE/build-debian-image.sh" bullseye oci-bullseye bullseye perl python3
+chmod -R a+rX oci-small oci-debian oci-bullseye
 
 start() { # name pidfile command...
   local name=$1 pidfile=$2; shift 2
@@ -57,6 +63,7 @@ has test/glibc || push oci:oci-small:glibc docker://127.0.0.1:5000/test/glibc:la
 has test/musl || push oci:oci-small:musl docker://127.0.0.1:5000/test/musl:latest
 has test/glibc-v2s2 || push --format v2s2 oci:oci-small:glibc docker://127.0.0.1:5000/test/glibc-v2s2:latest
 has library/debian-cowsay || push oci:oci-debian:bookworm docker://127.0.0.1:5000/library/debian-cowsay:latest
+has library/debian-bullseye || push oci:oci-bullseye:bullseye docker://127.0.0.1:5000/library/debian-bullseye:latest
 if ! has library/debian-cowsay-zstd; then
   # skopeo keeps a known gzip blob instead of recompressing unless the source is plain and
   # its blob-info cache forgets the gzip twin (shared/testinfra.md §6).
@@ -86,12 +93,18 @@ echo "setup: archives and reference unpacks"
 [ -f glibc.tar.gz ] || gzip -1 -c glibc.tar > glibc.tar.gz
 [ -f debian.tar.gz ] || { push oci:oci-debian:bookworm docker-archive:debian.tar:library/debian-cowsay:latest && gzip -1 debian.tar; }
 mkdir -p ref
-for spec in glibc:oci-small:glibc musl:oci-small:musl debian:oci-debian:bookworm; do
+for spec in glibc:oci-small:glibc musl:oci-small:musl debian:oci-debian:bookworm bullseye:oci-bullseye:bullseye; do
   IFS=: read -r name layout tag <<<"$spec"
   [ -d "ref/$name/rootfs" ] || umoci unpack --rootless --image "$layout:$tag" "ref/$name" >/dev/null 2>&1
   # Rootless umoci loosens some modes and fakes devices as empty files; a root unpack keeps
   # the image's exact modes and device nodes, the ground truth for those two properties.
   [ -d "ref-root/$name/rootfs" ] || umoci unpack --image "$layout:$tag" "ref-root/$name" >/dev/null 2>&1
+  # The shim's ground truth: a root unpack used with a real chroot, with the mount points
+  # a container runtime would add (the tests bind /proc, /dev and /sys there).
+  if [ ! -d "chroot/$name/rootfs" ]; then
+    umoci unpack --image "$layout:$tag" "chroot/$name" >/dev/null 2>&1
+    mkdir -p "chroot/$name/rootfs/proc" "chroot/$name/rootfs/dev" "chroot/$name/rootfs/sys"
+  fi
 done
 chmod -R a+rX "$W"
 

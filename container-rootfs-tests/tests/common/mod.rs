@@ -1,6 +1,8 @@
 //! Shared helpers: where the harness lives, pulling, and comparing trees.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod lambda;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;

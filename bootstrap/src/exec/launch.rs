@@ -1,0 +1,262 @@
+//! The first exec of a container: find the program in the container's PATH, follow `#!`
+//! lines inside the rootfs, and start it through the image's loader with the shim
+//! preloaded. Later execs are the shim's (the same rules, without allocating).
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use rootfs_paths::elf::{self, ElfKind, HEAD_LEN};
+use rootfs_paths::layout::clean_into;
+use rootfs_paths::{Layout, LoaderKind, Mount, PathBuf as PathBuffer, script};
+
+use super::{ExecError, Sandbox, StaticPolicy};
+
+const MAX_SCRIPT_DEPTH: usize = 4;
+
+/// A host command line ready for `Command`.
+#[derive(Debug)]
+pub struct Launch {
+    /// Host path of the loader (or of the program itself, when static).
+    pub program: PathBuf,
+    /// argv[1..].
+    pub args: Vec<OsString>,
+    /// Extra variables for the shim.
+    pub env: Vec<(String, OsString)>,
+    /// The program's container path.
+    pub container_program: String,
+}
+
+/// Container/host pairs as the shim's layout wants them.
+pub fn mounts_of(mounts: &[(String, PathBuf)]) -> Vec<Mount<'_>> {
+    let mut out: Vec<Mount<'_>> = mounts
+        .iter()
+        .map(|(c, h)| Mount {
+            container: c.as_bytes(),
+            host: h.as_os_str().as_bytes(),
+        })
+        .collect();
+    out.sort_by_key(|m| std::cmp::Reverse(m.container.len()));
+    out
+}
+
+/// The `SCAR_FC_MOUNTS` value for the same pairs.
+pub fn mounts_spec(mounts: &[(String, PathBuf)]) -> OsString {
+    let mut spec = Vec::new();
+    for (i, (container, host)) in mounts.iter().enumerate() {
+        if i > 0 {
+            spec.push(b':');
+        }
+        spec.extend_from_slice(container.as_bytes());
+        if Path::new(container) != host {
+            spec.push(b'=');
+            spec.extend_from_slice(host.as_os_str().as_bytes());
+        }
+    }
+    OsString::from_vec(spec)
+}
+
+pub(super) fn host_path(layout: &Layout<'_>, container: &str) -> Result<PathBuf, ExecError> {
+    let mut out = PathBuffer::new();
+    layout
+        .to_host(container.as_bytes(), &mut out)
+        .map_err(|_| ExecError::PathTooLong(container.to_owned()))?;
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(out.as_bytes())))
+}
+
+fn clean(path: &str) -> Result<String, ExecError> {
+    let mut out = PathBuffer::new();
+    clean_into(path.as_bytes(), &mut out).map_err(|_| ExecError::PathTooLong(path.to_owned()))?;
+    Ok(String::from_utf8_lossy(out.as_bytes()).into_owned())
+}
+
+fn is_executable_file(host: &Path) -> bool {
+    std::fs::metadata(host).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The container path of `name`: as given when it has a `/`, else the first executable
+/// match in the container's PATH.
+fn resolve(
+    layout: &Layout<'_>,
+    name: &str,
+    workdir: &str,
+    path_var: &str,
+) -> Result<String, ExecError> {
+    if name.contains('/') {
+        let joined = if name.starts_with('/') {
+            name.to_owned()
+        } else {
+            format!("{workdir}/{name}")
+        };
+        return clean(&joined);
+    }
+    for dir in path_var.split(':') {
+        let dir = if dir.is_empty() { workdir } else { dir };
+        let candidate = clean(&format!("{dir}/{name}"))?;
+        if is_executable_file(&host_path(layout, &candidate)?) {
+            return Ok(candidate);
+        }
+    }
+    Err(ExecError::NotFound {
+        program: name.to_owned(),
+        path: path_var.to_owned(),
+    })
+}
+
+fn read_head(host: &Path, container: &str) -> Result<Vec<u8>, ExecError> {
+    use std::io::Read;
+    let file = std::fs::File::open(host).map_err(|source| ExecError::Program {
+        program: container.to_owned(),
+        source,
+    })?;
+    if !is_executable_file(host) {
+        return Err(ExecError::NotExecutable(container.to_owned()));
+    }
+    let mut head = Vec::with_capacity(HEAD_LEN);
+    file.take(HEAD_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(|source| ExecError::Program {
+            program: container.to_owned(),
+            source,
+        })?;
+    Ok(head)
+}
+
+impl Sandbox {
+    /// Plans the exec of `argv` (container paths) from `workdir` with the container
+    /// environment `env`.
+    pub fn launch(
+        &self,
+        layout: &Layout<'_>,
+        argv: &[String],
+        workdir: &str,
+        env: &[(String, String)],
+    ) -> Result<Launch, ExecError> {
+        let first = argv.first().ok_or(ExecError::NoCommand)?;
+        let path_var = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map_or(super::DEFAULT_PATH, |(_, v)| v.as_str());
+        let mut program = resolve(layout, first, workdir, path_var)?;
+        let mut args: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        for _ in 0..=MAX_SCRIPT_DEPTH {
+            let host = host_path(layout, &program)?;
+            let head = read_head(&host, &program)?;
+            if let Some(shebang) = script::parse(&head) {
+                let interpreter = String::from_utf8_lossy(shebang.interpreter).into_owned();
+                let mut next = vec![OsString::from(&interpreter)];
+                next.extend(shebang.argument.map(|a| OsString::from_vec(a.to_vec())));
+                next.push(OsString::from(&program));
+                next.extend(args.drain(..).skip(1));
+                args = next;
+                program = resolve(layout, &interpreter, workdir, path_var)?;
+                continue;
+            }
+            return match elf::classify(&head) {
+                // As execvp does: a file that is neither ELF nor a script is a shell script.
+                ElfKind::NotElf => {
+                    let mut next = vec![OsString::from("/bin/sh"), OsString::from(&program)];
+                    next.extend(args.drain(..).skip(1));
+                    args = next;
+                    program = "/bin/sh".to_owned();
+                    continue;
+                }
+                ElfKind::Other => Ok(self.direct(host, args, program)),
+                ElfKind::Static => match self.static_policy {
+                    StaticPolicy::Refuse => Err(ExecError::Static(program)),
+                    policy => {
+                        if policy == StaticPolicy::Warn {
+                            tracing::warn!(
+                                program,
+                                "statically linked: it runs without path translation and sees the host's files"
+                            );
+                        }
+                        Ok(self.direct(host, args, program))
+                    }
+                },
+                ElfKind::Dynamic(range) => {
+                    self.through_loader(layout, &head[range], host, args, program)
+                }
+            };
+        }
+        Err(ExecError::ScriptLoop(first.clone()))
+    }
+
+    fn direct(&self, host: PathBuf, mut args: Vec<OsString>, program: String) -> Launch {
+        args.remove(0);
+        Launch {
+            program: host,
+            args,
+            env: Vec::new(),
+            container_program: program,
+        }
+    }
+
+    fn through_loader(
+        &self,
+        layout: &Layout<'_>,
+        interpreter: &[u8],
+        host: PathBuf,
+        args: Vec<OsString>,
+        program: String,
+    ) -> Result<Launch, ExecError> {
+        let kind = LoaderKind::of(interpreter);
+        let interpreter = String::from_utf8_lossy(interpreter).into_owned();
+        let loader = host_path(layout, &interpreter)?;
+        if !loader.exists() {
+            return Err(ExecError::NoLoader {
+                program,
+                loader: interpreter,
+            });
+        }
+        let shim = match kind {
+            LoaderKind::Glibc => self.shims.glibc.as_ref(),
+            LoaderKind::Musl => self.shims.musl.as_ref(),
+        }
+        .ok_or(ExecError::NoShim(kind))?;
+        let glibc = self.profile.glibc.unwrap_or((0, 0));
+        let has_preload = kind == LoaderKind::Musl || glibc >= (2, 30);
+        let has_argv0 = kind == LoaderKind::Musl || glibc >= (2, 33);
+        let mut loader_args: Vec<OsString> =
+            vec!["--library-path".into(), self.profile.library_path().into()];
+        if kind == LoaderKind::Glibc {
+            loader_args.push("--inhibit-cache".into());
+        }
+        // /proc/self/exe names the file with every symlink followed; so must SCAR_FC_EXE.
+        let exe = match host.canonicalize() {
+            Ok(real) => {
+                let mut out = PathBuffer::new();
+                match layout.to_container_into(real.as_os_str().as_bytes(), &mut out) {
+                    Ok(()) => OsString::from_vec(out.as_bytes().to_vec()),
+                    Err(_) => OsString::from(&program),
+                }
+            }
+            Err(_) => OsString::from(&program),
+        };
+        let mut env = vec![("SCAR_FC_EXE".to_owned(), exe)];
+        if has_preload {
+            loader_args.extend(["--preload".into(), shim.into()]);
+        } else {
+            env.push(("LD_PRELOAD".to_owned(), shim.into()));
+        }
+        let argv0 = args
+            .first()
+            .cloned()
+            .unwrap_or_else(|| OsString::from(&program));
+        if has_argv0 {
+            loader_args.extend(["--argv0".into(), argv0]);
+        } else {
+            env.push(("SCAR_FC_ARGV0".to_owned(), argv0));
+        }
+        loader_args.push(host.into_os_string());
+        loader_args.extend(args.into_iter().skip(1));
+        Ok(Launch {
+            program: loader,
+            args: loader_args,
+            env,
+            container_program: program,
+        })
+    }
+}

@@ -1,0 +1,138 @@
+//! Running commands the way Lambda does (uid 993, writable /tmp only) through
+//! `bootstrap run`, and the same commands under a real `chroot`, the ground truth.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::work;
+
+/// Lambda's `sbx_user1051`, created by setup.sh.
+pub const LAMBDA_UID: u32 = 993;
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The debug `bootstrap` that `make test` builds.
+pub fn bootstrap_bin() -> PathBuf {
+    let bin = workspace().join("target/debug/bootstrap");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build -p bootstrap` (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The two shim builds that `make shim` puts in target/shim.
+pub fn shim_dir() -> PathBuf {
+    let dir = std::env::var_os("CRT_SHIM_DIR")
+        .map_or_else(|| workspace().join("target/shim"), PathBuf::from);
+    for name in ["scar-fakechroot-glibc.so", "scar-fakechroot-musl.so"] {
+        assert!(
+            dir.join(name).exists(),
+            "{}/{name} missing: run `make shim` (make test does)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// A cache owned by the Lambda uid, shared by the tests (pulls are locked per image).
+pub fn lambda_cache() -> PathBuf {
+    let dir = work().join("cache-993");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(LAMBDA_UID), Some(LAMBDA_UID)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// The variables both sides of a comparison start from.
+pub const BASE_ENV: &[(&str, &str)] = &[
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
+    ("HOME", "/root"),
+    ("LANG", "C.UTF-8"),
+];
+
+/// `bootstrap run IMAGE [args] -- argv` as uid 993 with a clean environment.
+pub fn lambda_run(image: &str, run_args: &[&str], argv: &[&str]) -> Output {
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--reuid", "993", "--regid", "993", "--clear-groups", "--"])
+        .arg(bootstrap_bin())
+        .arg("run")
+        .arg("--cache-dir")
+        .arg(lambda_cache())
+        .arg("--shim-dir")
+        .arg(shim_dir())
+        .args(
+            BASE_ENV
+                .iter()
+                .flat_map(|(k, v)| ["--env".to_owned(), format!("{k}={v}")]),
+        )
+        .args(run_args)
+        .arg(image)
+        .arg("--")
+        .args(argv)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("AWS_LAMBDA_LOG_LEVEL", "error")
+        .current_dir("/tmp");
+    command.output().unwrap()
+}
+
+/// The same argv under `chroot --userspec=993:993 ROOT`, as root starts it, with /proc,
+/// /dev and /sys bound inside in a private mount namespace, as a container runtime does.
+pub fn chroot_run(root: &Path, argv: &[&str]) -> Output {
+    for dir in ["proc", "dev", "sys"] {
+        assert!(
+            root.join(dir).is_dir(),
+            "{}: no mount point {dir} (setup.sh makes them)",
+            root.display()
+        );
+    }
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
+        .arg(r#"R=$1; shift; for d in proc dev sys; do mount --rbind /$d "$R/$d" || exit 125; done; exec chroot --userspec=993:993 "$R" "$@""#)
+        .arg("chroot-run")
+        .arg(root)
+        .args(argv)
+        .env_clear()
+        .envs(BASE_ENV.iter().copied())
+        .current_dir("/")
+        .output()
+        .unwrap()
+}
+
+/// The pulled rootfs of an image in the Lambda cache (pulling it as uid 993 if needed).
+pub fn lambda_rootfs(image: &str) -> PathBuf {
+    let out = Command::new("setpriv")
+        .args(["--reuid", "993", "--regid", "993", "--clear-groups", "--"])
+        .arg(bootstrap_bin())
+        .args(["pull", "--cache-dir"])
+        .arg(lambda_cache())
+        .arg(image)
+        .env_clear()
+        .env("AWS_LAMBDA_LOG_LEVEL", "error")
+        .current_dir("/tmp")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pull {image}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

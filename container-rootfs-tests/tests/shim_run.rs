@@ -1,0 +1,167 @@
+//! `bootstrap run` as Lambda's uid: the options, the exit status, static programs, the
+//! deadline, and no library loaded from outside the rootfs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::lambda::{lambda_rootfs, lambda_run, shim_dir, text};
+
+const BOOKWORM: &str = "127.0.0.1:5000/library/debian-cowsay";
+const BULLSEYE: &str = "127.0.0.1:5000/library/debian-bullseye";
+const MUSL: &str = "127.0.0.1:5000/test/musl";
+
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn options_env_workdir_and_the_image_default_command() {
+    let out = lambda_run(
+        BOOKWORM,
+        &["--workdir", "/usr/share", "--env", "GREETING=hello there"],
+        &["/bin/sh", "-c", "pwd; echo $GREETING; echo $LANG"],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "/usr/share\nhello there\nC.UTF-8\n",
+        "{}",
+        text(&out.stderr)
+    );
+    // The image's Cmd is /bin/sh; with no stdin it exits 0 at once.
+    let out = lambda_run(BOOKWORM, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn the_exit_status_is_the_commands_and_a_missing_program_is_named() {
+    let out = lambda_run(BOOKWORM, &[], &["/bin/sh", "-c", "exit 42"]);
+    assert_eq!(out.status.code(), Some(42));
+    let out = lambda_run(BOOKWORM, &[], &["no-such-program"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no-such-program: not found in the container's PATH"),
+        "{err}"
+    );
+}
+
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn libraries_come_from_the_rootfs_only() {
+    for image in [BOOKWORM, BULLSEYE] {
+        let rootfs = lambda_rootfs(image);
+        let out = lambda_run(
+            image,
+            &[],
+            &[
+                "/bin/sh",
+                "-c",
+                "LD_DEBUG=libs python3 -c 'import ssl, sqlite3' 2>&1 | grep 'calling init:'",
+            ],
+        );
+        let listing = text(&out.stdout);
+        let loaded: Vec<&str> = listing
+            .lines()
+            .filter_map(|l| l.split("calling init: ").nth(1))
+            .collect();
+        assert!(
+            loaded.len() >= 5,
+            "{image}: too few libraries seen:\n{listing}{}",
+            text(&out.stderr)
+        );
+        let shims = shim_dir().canonicalize().unwrap();
+        let outside: Vec<_> = loaded
+            .iter()
+            .filter(|l| {
+                !l.starts_with(rootfs.to_str().unwrap()) && !l.starts_with(shims.to_str().unwrap())
+            })
+            .collect();
+        assert!(
+            outside.is_empty(),
+            "{image}: loaded from outside the rootfs: {outside:?}"
+        );
+        assert!(
+            loaded.iter().any(|l| l.contains("libssl")),
+            "{image}: {loaded:?}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn static_programs_run_with_a_warning_or_are_refused() {
+    let out = lambda_run(
+        MUSL,
+        &[],
+        &["/bin/sh", "-c", "/bin/busybox.static echo static-ok"],
+    );
+    assert_eq!(text(&out.stdout), "static-ok\n");
+    assert!(
+        text(&out.stderr).contains("statically linked"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = lambda_run(
+        MUSL,
+        &["--static-binaries", "refuse"],
+        &[
+            "/bin/sh",
+            "-c",
+            "/bin/busybox.static echo static-ok; echo status $?",
+        ],
+    );
+    assert!(
+        !text(&out.stdout).contains("static-ok"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stdout).contains("status 126"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("SCAR_STATIC_BINARIES=refuse"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = lambda_run(
+        MUSL,
+        &["--static-binaries", "refuse"],
+        &["/bin/busybox.static", "true"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("statically linked"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+fn lambda_processes(pattern: &str) -> String {
+    let out = std::process::Command::new("pgrep")
+        .args(["-u", "993", "-a", "-f", pattern])
+        .output()
+        .unwrap();
+    text(&out.stdout)
+}
+
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn the_timeout_ends_the_whole_process_group() {
+    let marker = "crt-timeout-marker";
+    let script = format!("sleep 300 & sleep 301 & echo started; sleep 302 # {marker}");
+    let started = Instant::now();
+    let out = lambda_run(BOOKWORM, &["--timeout", "1"], &["/bin/sh", "-c", &script]);
+    let took = started.elapsed();
+    assert_eq!(text(&out.stdout), "started\n");
+    assert_eq!(
+        out.status.code(),
+        Some(128 + 15),
+        "ended by SIGTERM: {}",
+        text(&out.stderr)
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(lambda_processes("sleep 30[012]"), "", "orphans left behind");
+}

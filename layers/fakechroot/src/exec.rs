@@ -1,0 +1,414 @@
+//! Every exec runs the program through the image's own dynamic loader:
+//! `ROOT/ld.so --library-path … [--inhibit-cache] --preload SHIM [--argv0 A] HOSTPATH args`.
+//!
+//! The kernel would read PT_INTERP and `#!` lines as host paths, so both are resolved here,
+//! inside the rootfs. Runs in vfork children: no malloc, no locks, only stack buffers, an
+//! anonymous mapping and raw syscalls.
+
+use std::ffi::{c_char, c_int};
+
+use rootfs_paths::buf::PATH_MAX;
+use rootfs_paths::elf::{self, ElfKind, HEAD_LEN};
+use rootfs_paths::layout::clean_into;
+use rootfs_paths::{LoaderKind, PathBuf, script};
+
+use crate::arena::{Arena, Vector, entries};
+use crate::state::{PER_EXEC, State, StaticPolicy};
+use crate::sys;
+use crate::translate::{container_dir, is_own_exe};
+
+/// Nested interpreters allowed, as Linux's `BINPRM_MAX_RECURSION`.
+const MAX_SCRIPT_DEPTH: usize = 4;
+
+/// A ready-to-exec host command; its memory lives in the arena.
+#[derive(Debug)]
+pub struct Command {
+    pub path: *const c_char,
+    pub argv: *const *const c_char,
+    pub envp: *const *const c_char,
+}
+
+/// Sizes the arena for one exec: pointers for argv/envp plus room for the new strings.
+pub fn arena_for(
+    st: &State,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> Result<Arena, c_int> {
+    // SAFETY: exec arguments are NULL-terminated arrays.
+    let (argc, env) = unsafe { (entries(argv).len(), entries(envp)) };
+    let ld_library_path =
+        env_value(env, b"LD_LIBRARY_PATH=").map_or(0, |v| v.len() * 2 + 64 * (st.root.len() + 1));
+    let pointers = (argc + env.len() + st.inherited.len() + 32) * (MAX_SCRIPT_DEPTH + 2) * 8;
+    Arena::new(pointers + 16 * PATH_MAX + 2 * st.library_path.len() + ld_library_path + 65536)
+}
+
+fn env_value<'a>(env: &[*const c_char], prefix: &[u8]) -> Option<&'a [u8]> {
+    env.iter()
+        // SAFETY: env entries are NUL-terminated strings.
+        .map(|&e| unsafe { sys::bytes(e) })
+        .find_map(|e| e.strip_prefix(prefix))
+}
+
+/// Plans the exec of container path `path` with `argv`/`envp` as given by the caller.
+pub fn plan(
+    st: &State,
+    arena: &mut Arena,
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> Result<Command, c_int> {
+    if path.is_null() {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: exec arguments are NULL-terminated arrays of NUL-terminated strings.
+    let (caller_args, env) = unsafe { (entries(argv), entries(envp)) };
+    let mut program = path;
+    let mut args = arena.vector(caller_args.len())?;
+    args.extend(caller_args)?;
+    let mut head = [0u8; HEAD_LEN];
+    for _ in 0..=MAX_SCRIPT_DEPTH {
+        let mut container = PathBuf::new();
+        // SAFETY: `program` is a NUL-terminated string (the caller's or the arena's).
+        container_path(st, unsafe { sys::bytes(program) }, &mut container)?;
+        let mut host = PathBuf::new();
+        st.layout()
+            .to_host(container.as_bytes(), &mut host)
+            .map_err(|_| libc::ENAMETOOLONG)?;
+        let mut resolved = [0u8; PATH_MAX];
+        let (len, resolved_len) = sys::read_head(host.as_ptr(), &mut head, &mut resolved)?;
+        sys::executable(host.as_ptr())?;
+        let head = &head[..len];
+        // /proc/self/exe names the file with every symlink followed; so must SCAR_FC_EXE.
+        if resolved_len > 0 && resolved_len < PATH_MAX {
+            let _ = st
+                .layout()
+                .to_container_into(&resolved[..resolved_len], &mut container);
+        }
+        if let Some(shebang) = script::parse(head) {
+            // Linux semantics: [interpreter, (its argument), the script as named, argv[1..]].
+            let interpreter = arena.string(&[shebang.interpreter])?;
+            let mut next = arena.vector(args.as_slice().len() + 2)?;
+            next.push(interpreter)?;
+            if let Some(argument) = shebang.argument {
+                next.push(arena.string(&[argument])?)?;
+            }
+            next.push(program)?;
+            next.extend(args.as_slice().get(1..).unwrap_or_default())?;
+            program = interpreter;
+            args = next;
+            continue;
+        }
+        let host_path = arena.string(&[host.as_bytes()])?;
+        return match elf::classify(head) {
+            ElfKind::NotElf => Err(libc::ENOEXEC),
+            ElfKind::Other => direct(host_path, &args, envp),
+            ElfKind::Static => {
+                match st.static_policy {
+                    StaticPolicy::Run => {}
+                    StaticPolicy::Warn => warn(
+                        b"runs without path translation (it is statically linked)",
+                        &container,
+                    ),
+                    StaticPolicy::Refuse => {
+                        warn(
+                            b"refused: statically linked, and SCAR_STATIC_BINARIES=refuse",
+                            &container,
+                        );
+                        return Err(libc::EACCES);
+                    }
+                }
+                direct(host_path, &args, envp)
+            }
+            ElfKind::Dynamic(range) => through_loader(
+                st,
+                arena,
+                &head[range],
+                host_path,
+                &container,
+                &args,
+                env,
+                program,
+            ),
+        };
+    }
+    Err(libc::ELOOP)
+}
+
+fn direct(
+    path: *const c_char,
+    args: &Vector,
+    envp: *const *const c_char,
+) -> Result<Command, c_int> {
+    Ok(Command {
+        path,
+        argv: args.as_ptr(),
+        envp,
+    })
+}
+
+fn warn(what: &[u8], container: &PathBuf) {
+    sys::write_stderr(&[b"scar: ", container.as_bytes(), b" ", what, b"\n"]);
+}
+
+/// The absolute, clean container path of a program named as the caller named it.
+fn container_path(st: &State, given: &[u8], out: &mut PathBuf) -> Result<(), c_int> {
+    if given.is_empty() {
+        return Err(libc::ENOENT);
+    }
+    let mut joined = PathBuf::new();
+    if given[0] == b'/' {
+        let given = match st.exe {
+            Some(exe) if is_own_exe(given) => exe,
+            _ => given,
+        };
+        joined.set(given).map_err(|_| libc::ENAMETOOLONG)?;
+    } else {
+        container_dir(st, libc::AT_FDCWD, &mut joined)?;
+        joined
+            .push(b"/")
+            .and_then(|()| joined.push(given))
+            .map_err(|_| libc::ENAMETOOLONG)?;
+    }
+    clean_into(joined.as_bytes(), out).map_err(|_| libc::ENAMETOOLONG)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn through_loader(
+    st: &State,
+    arena: &mut Arena,
+    interpreter: &[u8],
+    host_path: *const c_char,
+    container: &PathBuf,
+    args: &Vector,
+    env: &[*const c_char],
+    program: *const c_char,
+) -> Result<Command, c_int> {
+    let kind = LoaderKind::of(interpreter);
+    let mut loader = PathBuf::new();
+    st.layout()
+        .to_host(interpreter, &mut loader)
+        .map_err(|_| libc::ENAMETOOLONG)?;
+    let loader = arena.string(&[loader.as_bytes()])?;
+    let shim = st.shim(kind);
+    if shim.is_none() {
+        warn(
+            b"runs without path translation (no shim for its C library)",
+            container,
+        );
+    }
+    let argv0 = args.as_slice().first().copied().unwrap_or(program);
+    let library_path = library_path(st, arena, env)?;
+
+    let mut argv = arena.vector(args.as_slice().len() + 10)?;
+    argv.push(loader)?;
+    argv.push(c"--library-path".as_ptr())?;
+    argv.push(library_path)?;
+    if kind == LoaderKind::Glibc {
+        // Without it the loader reads the host's /etc/ld.so.cache and may pick host libraries.
+        argv.push(c"--inhibit-cache".as_ptr())?;
+    }
+    let preload_option = st.loader_has_preload(kind);
+    if let (Some(shim), true) = (shim, preload_option) {
+        argv.push(c"--preload".as_ptr())?;
+        argv.push(shim.as_ptr())?;
+    }
+    let argv0_option = st.loader_has_argv0(kind);
+    if argv0_option {
+        argv.push(c"--argv0".as_ptr())?;
+        argv.push(argv0)?;
+    }
+    argv.push(host_path)?;
+    argv.extend(args.as_slice().get(1..).unwrap_or_default())?;
+
+    let mut envp = arena.vector(env.len() + st.inherited.len() + 4)?;
+    for &entry in env {
+        // SAFETY: env entries are NUL-terminated.
+        let bytes = unsafe { sys::bytes(entry) };
+        let ours = PER_EXEC.iter().any(|p| bytes.starts_with(p))
+            || (bytes.starts_with(b"LD_PRELOAD=")
+                && [st.glibc_shim, st.musl_shim]
+                    .iter()
+                    .flatten()
+                    .any(|s| bytes.ends_with(s.to_bytes())));
+        if !ours {
+            envp.push(entry)?;
+        }
+    }
+    for &var in st.inherited {
+        let bytes = var.to_bytes();
+        let name = &bytes[..=bytes
+            .iter()
+            .position(|&b| b == b'=')
+            .unwrap_or(bytes.len() - 1)];
+        if env_value(env, name).is_none() {
+            envp.push(var.as_ptr())?;
+        }
+    }
+    envp.push(arena.string(&[b"SCAR_FC_EXE=", container.as_bytes()])?)?;
+    if !argv0_option {
+        // SAFETY: argv0 is a NUL-terminated string.
+        envp.push(arena.string(&[b"SCAR_FC_ARGV0=", unsafe { sys::bytes(argv0) }])?)?;
+    }
+    if let (Some(shim), false) = (shim, preload_option) {
+        envp.push(arena.string(&[b"LD_PRELOAD=", shim.to_bytes()])?)?;
+    }
+    if st.debug {
+        sys::write_stderr(&[
+            b"scar-fc: exec ",
+            container.as_bytes(),
+            b" via ",
+            interpreter,
+            b"\n",
+        ]);
+    }
+    Ok(Command {
+        path: loader,
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+    })
+}
+
+/// `--library-path` replaces LD_LIBRARY_PATH, so the program's own entries (container
+/// paths) go first, translated, then the image's library directories.
+fn library_path(
+    st: &State,
+    arena: &mut Arena,
+    env: &[*const c_char],
+) -> Result<*const c_char, c_int> {
+    let Some(user) = env_value(env, b"LD_LIBRARY_PATH=").filter(|v| !v.is_empty()) else {
+        return arena.string(&[st.library_path]);
+    };
+    let mut parts: [&[u8]; 128] = [b""; 128];
+    let mut count = 0;
+    let mut storage = PathBuf::new();
+    for dir in user
+        .split(|&b| b == b':')
+        .filter(|d| d.first() == Some(&b'/'))
+    {
+        if count + 2 >= parts.len() {
+            break;
+        }
+        st.layout()
+            .to_host(dir, &mut storage)
+            .map_err(|_| libc::ENAMETOOLONG)?;
+        let copy = arena.string(&[storage.as_bytes()])?;
+        // SAFETY: the arena string just written, NUL-terminated.
+        parts[count] = unsafe { sys::bytes(copy) };
+        parts[count + 1] = b":";
+        count += 2;
+    }
+    parts[count] = st.library_path;
+    arena.string(&parts[..=count])
+}
+
+/// exec of a container path; returns only on failure, with errno set.
+pub fn exec(
+    st: &State,
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    let mut arena = match arena_for(st, argv, envp) {
+        Ok(a) => a,
+        Err(code) => return sys::fail(code, -1),
+    };
+    match plan(st, &mut arena, path, argv, envp) {
+        Ok(cmd) => {
+            sys::execve(cmd.path, cmd.argv, cmd.envp);
+            let code = sys::errno();
+            drop(arena);
+            sys::fail(code, -1)
+        }
+        Err(code) => sys::fail(code, -1),
+    }
+}
+
+/// execvp's search of the container's PATH, with glibc's rules: ENOENT-like failures try
+/// the next directory, EACCES is remembered, ENOEXEC runs the file with /bin/sh.
+pub fn exec_search(
+    st: &State,
+    file: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    search(file, |candidate| {
+        let code = match exec(st, candidate, argv, envp) {
+            -1 => sys::errno(),
+            _ => return Ok(()),
+        };
+        if code == libc::ENOEXEC {
+            let mut arena = match arena_for(st, argv, envp) {
+                Ok(a) => a,
+                Err(code) => return Err(code),
+            };
+            let sh_argv = shell_argv(&mut arena, candidate, argv)?;
+            exec(st, c"/bin/sh".as_ptr(), sh_argv, envp);
+            return Err(sys::errno());
+        }
+        Err(code)
+    })
+}
+
+/// `[/bin/sh, file, argv[1..]]`, how execvp runs a file that is neither ELF nor `#!`.
+pub fn shell_argv(
+    arena: &mut Arena,
+    file: *const c_char,
+    argv: *const *const c_char,
+) -> Result<*const *const c_char, c_int> {
+    // SAFETY: a NULL-terminated argv.
+    let args = unsafe { entries(argv) };
+    let mut out = arena.vector(args.len() + 2)?;
+    out.push(c"/bin/sh".as_ptr())?;
+    out.push(file)?;
+    out.extend(args.get(1..).unwrap_or_default())?;
+    Ok(out.as_ptr())
+}
+
+/// Tries `attempt` on each PATH candidate for `file` (or on `file` itself when it has a
+/// `/`). `attempt` returns Ok when done, or the errno of this candidate.
+pub fn search(
+    file: *const c_char,
+    mut attempt: impl FnMut(*const c_char) -> Result<(), c_int>,
+) -> c_int {
+    if file.is_null() {
+        return sys::fail(libc::EFAULT, -1);
+    }
+    // SAFETY: non-null and NUL-terminated.
+    let name = unsafe { sys::bytes(file) };
+    if name.is_empty() {
+        return sys::fail(libc::ENOENT, -1);
+    }
+    if name.contains(&b'/') {
+        return match attempt(file) {
+            Ok(()) => 0,
+            Err(code) => sys::fail(code, -1),
+        };
+    }
+    // SAFETY: getenv is read-only here; PATH is the container's, set from the image's Env.
+    let path = unsafe { libc::getenv(c"PATH".as_ptr()) };
+    let path = if path.is_null() {
+        &b"/bin:/usr/bin"[..]
+    } else {
+        unsafe { sys::bytes(path) }
+    };
+    let mut denied = false;
+    for dir in path.split(|&b| b == b':') {
+        let mut candidate = PathBuf::new();
+        let dir = if dir.is_empty() { &b"."[..] } else { dir };
+        if candidate
+            .set(dir)
+            .and_then(|()| candidate.push(b"/"))
+            .and_then(|()| candidate.push(name))
+            .is_err()
+        {
+            continue;
+        }
+        match attempt(candidate.as_ptr().cast()) {
+            Ok(()) => return 0,
+            Err(libc::EACCES) => denied = true,
+            Err(libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT) => {}
+            Err(code) => return sys::fail(code, -1),
+        }
+    }
+    sys::fail(if denied { libc::EACCES } else { libc::ENOENT }, -1)
+}

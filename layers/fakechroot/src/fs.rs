@@ -1,0 +1,260 @@
+//! Wrappers that only translate their path arguments and forward to libc.
+//!
+//! libc's own functions call each other internally, not through the PLT (`fopen` uses an
+//! internal `open`), so every libc-level entry point that takes a path is listed, with
+//! both stat ABIs (`__xstat*` before glibc 2.33, `stat*` after) and the fortify variants.
+
+use std::ffi::{c_char, c_int, c_long, c_uint, c_void};
+
+use libc::{DIR, FILE, dev_t, gid_t, mode_t, off_t, size_t, ssize_t, uid_t};
+use rootfs_paths::PathBuf;
+
+use rootfs_paths::layout::{climbs_above_root, has_dotdot};
+
+use crate::state;
+use crate::sys::{self, fail, real};
+use crate::translate;
+
+/// `fn name([args before] path [args after]) -> ret = value on failure;`
+macro_rules! path_fns {
+    ($(fn $name:ident([$($pre:ident: $pt:ty),*] $path:ident [$($post:ident: $qt:ty),*]) -> $ret:ty = $err:expr $(, via $via:path)?;)*) => {$(
+        /// # Safety
+        /// The caller's contract is libc's for the function of the same name.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($($pre: $pt,)* $path: *const c_char $(, $post: $qt)*) -> $ret {
+            let Some(next) = real!($name: fn($($pt,)* *const c_char $(, $qt)*) -> $ret) else {
+                return fail(libc::ENOSYS, $err);
+            };
+            let mut buf = PathBuf::new();
+            match path_fns!(@via $($via)?)($path, &mut buf) {
+                // SAFETY: the caller's arguments, with the path translated.
+                Ok(path) => unsafe { next($($pre,)* path $(, $post)*) },
+                Err(code) => fail(code, $err),
+            }
+        }
+    )*};
+    (@via $via:path) => { $via };
+    (@via) => { translate::host };
+}
+
+/// `fn name([args before] dirfd, path [args after]) -> ret = value on failure;`
+macro_rules! at_fns {
+    ($(fn $name:ident([$($pre:ident: $pt:ty),*] $dirfd:ident, $path:ident [$($post:ident: $qt:ty),*]) -> $ret:ty = $err:expr $(, via $via:path)?;)*) => {$(
+        /// # Safety
+        /// The caller's contract is libc's for the function of the same name.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($($pre: $pt,)* $dirfd: c_int, $path: *const c_char $(, $post: $qt)*) -> $ret {
+            let Some(next) = real!($name: fn($($pt,)* c_int, *const c_char $(, $qt)*) -> $ret) else {
+                return fail(libc::ENOSYS, $err);
+            };
+            let mut buf = PathBuf::new();
+            match at_fns!(@via $($via)?)($dirfd, $path, &mut buf) {
+                // SAFETY: the caller's arguments, with the path translated.
+                Ok(path) => unsafe { next($($pre,)* $dirfd, path $(, $post)*) },
+                Err(code) => fail(code, $err),
+            }
+        }
+    )*};
+    (@via $via:path) => { $via };
+    (@via) => { translate::host_at };
+}
+
+// `open` is variadic in C; on x86_64 and aarch64 a fixed third argument is passed in the
+// same register, and libc reads it only with O_CREAT or O_TMPFILE.
+path_fns! {
+    fn open([] path [flags: c_int, mode: mode_t]) -> c_int = -1;
+    fn open64([] path [flags: c_int, mode: mode_t]) -> c_int = -1;
+    fn __open([] path [flags: c_int, mode: mode_t]) -> c_int = -1;
+    fn __open64([] path [flags: c_int, mode: mode_t]) -> c_int = -1;
+    fn __open_2([] path [flags: c_int]) -> c_int = -1;
+    fn __open64_2([] path [flags: c_int]) -> c_int = -1;
+    fn creat([] path [mode: mode_t]) -> c_int = -1;
+    fn creat64([] path [mode: mode_t]) -> c_int = -1;
+    fn fopen([] path [mode: *const c_char]) -> *mut FILE = std::ptr::null_mut();
+    fn fopen64([] path [mode: *const c_char]) -> *mut FILE = std::ptr::null_mut();
+    fn freopen([] path [mode: *const c_char, stream: *mut FILE]) -> *mut FILE = std::ptr::null_mut();
+    fn freopen64([] path [mode: *const c_char, stream: *mut FILE]) -> *mut FILE = std::ptr::null_mut();
+    fn truncate([] path [length: off_t]) -> c_int = -1;
+    fn truncate64([] path [length: off_t]) -> c_int = -1;
+    fn stat([] path [buf: *mut c_void]) -> c_int = -1;
+    fn stat64([] path [buf: *mut c_void]) -> c_int = -1;
+    fn lstat([] path [buf: *mut c_void]) -> c_int = -1, via translate::host_nofollow;
+    fn lstat64([] path [buf: *mut c_void]) -> c_int = -1, via translate::host_nofollow;
+    fn __xstat([ver: c_int] path [buf: *mut c_void]) -> c_int = -1;
+    fn __xstat64([ver: c_int] path [buf: *mut c_void]) -> c_int = -1;
+    fn __lxstat([ver: c_int] path [buf: *mut c_void]) -> c_int = -1, via translate::host_nofollow;
+    fn __lxstat64([ver: c_int] path [buf: *mut c_void]) -> c_int = -1, via translate::host_nofollow;
+    fn statfs([] path [buf: *mut c_void]) -> c_int = -1;
+    fn statfs64([] path [buf: *mut c_void]) -> c_int = -1;
+    fn __statfs([] path [buf: *mut c_void]) -> c_int = -1;
+    fn statvfs([] path [buf: *mut c_void]) -> c_int = -1;
+    fn statvfs64([] path [buf: *mut c_void]) -> c_int = -1;
+    fn access([] path [mode: c_int]) -> c_int = -1;
+    fn eaccess([] path [mode: c_int]) -> c_int = -1;
+    fn euidaccess([] path [mode: c_int]) -> c_int = -1;
+    fn pathconf([] path [name: c_int]) -> c_long = -1;
+    fn chmod([] path [mode: mode_t]) -> c_int = -1;
+    fn lchmod([] path [mode: mode_t]) -> c_int = -1;
+    fn chown([] path [owner: uid_t, group: gid_t]) -> c_int = -1;
+    fn lchown([] path [owner: uid_t, group: gid_t]) -> c_int = -1;
+    fn utime([] path [times: *const c_void]) -> c_int = -1;
+    fn utimes([] path [times: *const c_void]) -> c_int = -1;
+    fn lutimes([] path [times: *const c_void]) -> c_int = -1;
+    fn mkdir([] path [mode: mode_t]) -> c_int = -1;
+    fn rmdir([] path []) -> c_int = -1;
+    fn unlink([] path []) -> c_int = -1;
+    fn remove([] path []) -> c_int = -1;
+    fn mknod([] path [mode: mode_t, dev: dev_t]) -> c_int = -1;
+    fn __xmknod([ver: c_int] path [mode: mode_t, dev: *mut dev_t]) -> c_int = -1;
+    fn mkfifo([] path [mode: mode_t]) -> c_int = -1;
+    fn getxattr([] path [name: *const c_char, value: *mut c_void, size: size_t]) -> ssize_t = -1;
+    fn lgetxattr([] path [name: *const c_char, value: *mut c_void, size: size_t]) -> ssize_t = -1;
+    fn setxattr([] path [name: *const c_char, value: *const c_void, size: size_t, flags: c_int]) -> c_int = -1;
+    fn lsetxattr([] path [name: *const c_char, value: *const c_void, size: size_t, flags: c_int]) -> c_int = -1;
+    fn listxattr([] path [list: *mut c_char, size: size_t]) -> ssize_t = -1;
+    fn llistxattr([] path [list: *mut c_char, size: size_t]) -> ssize_t = -1;
+    fn removexattr([] path [name: *const c_char]) -> c_int = -1;
+    fn lremovexattr([] path [name: *const c_char]) -> c_int = -1;
+    fn inotify_add_watch([fd: c_int] path [mask: u32]) -> c_int = -1;
+    fn chdir([] path []) -> c_int = -1;
+    fn chroot([] path []) -> c_int = -1;
+    fn opendir([] path []) -> *mut DIR = std::ptr::null_mut();
+    fn __opendir([] path []) -> *mut DIR = std::ptr::null_mut();
+    fn scandir([] path [list: *mut c_void, filter: *const c_void, compar: *const c_void]) -> c_int = -1;
+    fn scandir64([] path [list: *mut c_void, filter: *const c_void, compar: *const c_void]) -> c_int = -1;
+    fn dlopen([] path [flags: c_int]) -> *mut c_void = std::ptr::null_mut();
+    fn dlmopen([ns: c_long] path [flags: c_int]) -> *mut c_void = std::ptr::null_mut();
+    fn bindtextdomain([domain: *const c_char] path []) -> *mut c_char = std::ptr::null_mut();
+    fn posix_spawn_file_actions_addopen([actions: *mut c_void, fd: c_int] path [flags: c_int, mode: mode_t]) -> c_int = libc::ENOSYS;
+}
+
+at_fns! {
+    fn openat([] dirfd, path [flags: c_int, mode: mode_t]) -> c_int = -1, via translate::host_at_exe;
+    fn openat64([] dirfd, path [flags: c_int, mode: mode_t]) -> c_int = -1, via translate::host_at_exe;
+    fn __openat_2([] dirfd, path [flags: c_int]) -> c_int = -1, via translate::host_at_exe;
+    fn __openat64_2([] dirfd, path [flags: c_int]) -> c_int = -1, via translate::host_at_exe;
+    fn fstatat([] dirfd, path [buf: *mut c_void, flags: c_int]) -> c_int = -1;
+    fn fstatat64([] dirfd, path [buf: *mut c_void, flags: c_int]) -> c_int = -1;
+    fn __fxstatat([ver: c_int] dirfd, path [buf: *mut c_void, flags: c_int]) -> c_int = -1;
+    fn __fxstatat64([ver: c_int] dirfd, path [buf: *mut c_void, flags: c_int]) -> c_int = -1;
+    fn statx([] dirfd, path [flags: c_int, mask: c_uint, buf: *mut c_void]) -> c_int = -1;
+    fn faccessat([] dirfd, path [mode: c_int, flags: c_int]) -> c_int = -1;
+    fn fchmodat([] dirfd, path [mode: mode_t, flags: c_int]) -> c_int = -1;
+    fn fchownat([] dirfd, path [owner: uid_t, group: gid_t, flags: c_int]) -> c_int = -1;
+    fn futimesat([] dirfd, path [times: *const c_void]) -> c_int = -1;
+    fn utimensat([] dirfd, path [times: *const c_void, flags: c_int]) -> c_int = -1;
+    fn mkdirat([] dirfd, path [mode: mode_t]) -> c_int = -1;
+    fn unlinkat([] dirfd, path [flags: c_int]) -> c_int = -1;
+    fn mknodat([] dirfd, path [mode: mode_t, dev: dev_t]) -> c_int = -1;
+    fn __xmknodat([ver: c_int] dirfd, path [mode: mode_t, dev: *mut dev_t]) -> c_int = -1;
+    fn mkfifoat([] dirfd, path [mode: mode_t]) -> c_int = -1;
+    fn scandirat([] dirfd, path [list: *mut c_void, filter: *const c_void, compar: *const c_void]) -> c_int = -1;
+    fn scandirat64([] dirfd, path [list: *mut c_void, filter: *const c_void, compar: *const c_void]) -> c_int = -1;
+    fn name_to_handle_at([] dirfd, path [handle: *mut c_void, mount_id: *mut c_int, flags: c_int]) -> c_int = -1;
+}
+
+/// Two-path calls: both sides translated.
+macro_rules! two_path_fns {
+    ($(fn $name:ident([$($a:ident: $at:ty)?] $old:ident, [$($b:ident: $bt:ty)?] $new:ident [$($c:ident: $ct:ty)?]) -> c_int;)*) => {$(
+        /// # Safety
+        /// The caller's contract is libc's for the function of the same name.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($($a: $at,)? $old: *const c_char, $($b: $bt,)? $new: *const c_char $(, $c: $ct)?) -> c_int {
+            let Some(next) = real!($name: fn($($at,)? *const c_char, $($bt,)? *const c_char $(, $ct)?) -> c_int) else {
+                return fail(libc::ENOSYS, -1);
+            };
+            let (mut old_buf, mut new_buf) = (PathBuf::new(), PathBuf::new());
+            let old = translate::host_at(two_path_fns!(@fd $($a)?), $old, &mut old_buf);
+            let new = translate::host_at(two_path_fns!(@fd $($b)?), $new, &mut new_buf);
+            match (old, new) {
+                // SAFETY: the caller's arguments, with both paths translated.
+                (Ok(old), Ok(new)) => unsafe { next($($a,)? old, $($b,)? new $(, $c)?) },
+                (Err(code), _) | (_, Err(code)) => fail(code, -1),
+            }
+        }
+    )*};
+    (@fd $fd:ident) => { $fd };
+    (@fd) => { libc::AT_FDCWD };
+}
+
+two_path_fns! {
+    fn rename([] old, [] new []) -> c_int;
+    fn renameat([olddirfd: c_int] old, [newdirfd: c_int] new []) -> c_int;
+    fn renameat2([olddirfd: c_int] old, [newdirfd: c_int] new [flags: c_uint]) -> c_int;
+    fn link([] old, [] new []) -> c_int;
+    fn linkat([olddirfd: c_int] old, [newdirfd: c_int] new [flags: c_int]) -> c_int;
+}
+
+/// An absolute target is stored with the rootfs in front, as the unpacker stores them,
+/// so that the kernel resolves it inside the rootfs; `readlink` takes the prefix off.
+/// A relative target is kept as written, since the kernel resolves it against the link's
+/// directory, unless it climbs above `/`: chroot would stop at `/`, the kernel would
+/// leave the rootfs, so such a target is stored resolved, like an absolute one.
+fn symlink_target(
+    target: *const c_char,
+    dirfd: c_int,
+    linkpath: *const c_char,
+    buf: &mut PathBuf,
+) -> Result<*const c_char, c_int> {
+    let Some(st) = state::get() else {
+        return Ok(target);
+    };
+    if target.is_null() || linkpath.is_null() {
+        return Ok(target);
+    }
+    // SAFETY: both are non-null, NUL-terminated strings.
+    let (target_bytes, link_bytes) = unsafe { (sys::bytes(target), sys::bytes(linkpath)) };
+    if target_bytes.first() == Some(&b'/') {
+        return translate::host(target, buf);
+    }
+    if !has_dotdot(target_bytes) {
+        return Ok(target);
+    }
+    let mut dir = PathBuf::new();
+    if link_bytes.first() != Some(&b'/') {
+        translate::container_dir(st, dirfd, &mut dir)?;
+        dir.push(b"/").map_err(|_| libc::ENAMETOOLONG)?;
+    }
+    dir.push(link_bytes).map_err(|_| libc::ENAMETOOLONG)?;
+    dir.pop_component();
+    if !climbs_above_root(dir.as_bytes(), target_bytes) {
+        return Ok(target);
+    }
+    dir.push(b"/")
+        .and_then(|()| dir.push(target_bytes))
+        .map_err(|_| libc::ENAMETOOLONG)?;
+    st.layout()
+        .to_host(dir.as_bytes(), buf)
+        .map_err(|_| libc::ENAMETOOLONG)?;
+    Ok(buf.as_ptr().cast())
+}
+
+/// # Safety
+/// libc's contract for `symlink`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn symlink(target: *const c_char, linkpath: *const c_char) -> c_int {
+    // SAFETY: same contract.
+    unsafe { symlinkat(target, libc::AT_FDCWD, linkpath) }
+}
+
+/// # Safety
+/// libc's contract for `symlinkat`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn symlinkat(
+    target: *const c_char,
+    dirfd: c_int,
+    linkpath: *const c_char,
+) -> c_int {
+    let Some(next) = real!(symlinkat: fn(*const c_char, c_int, *const c_char) -> c_int) else {
+        return fail(libc::ENOSYS, -1);
+    };
+    let (mut target_buf, mut link_buf) = (PathBuf::new(), PathBuf::new());
+    match (
+        symlink_target(target, dirfd, linkpath, &mut target_buf),
+        translate::host_at(dirfd, linkpath, &mut link_buf),
+    ) {
+        // SAFETY: the caller's arguments, translated.
+        (Ok(target), Ok(link)) => unsafe { next(target, dirfd, link) },
+        (Err(code), _) | (_, Err(code)) => fail(code, -1),
+    }
+}

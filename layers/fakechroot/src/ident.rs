@@ -1,0 +1,264 @@
+//! The running uid and gid always have a name.
+//!
+//! Lambda runs images as uid 993, which the image's /etc/passwd does not know. glibc
+//! ≥ 2.32 reads the host's files for lookups (internally, out of the shim's reach), and
+//! the host knows the uid; older libcs read the image's files. When the image has no
+//! entry for the caller's own uid or gid, the host's entry (or a made-up one) answers.
+
+use std::ffi::{CString, c_char, c_int};
+use std::sync::OnceLock;
+
+use libc::{gid_t, group, passwd, size_t, uid_t};
+
+use crate::sys::real;
+
+struct Identity {
+    user: CString,
+    group: CString,
+    home: CString,
+    shell: CString,
+    uid: uid_t,
+    gid: gid_t,
+}
+
+/// Finds the name for `id` in a host passwd/group style file (`name:x:id:…`).
+fn host_name(file: &str, id: u32) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id_field = fields.nth(1)?;
+        (id_field.parse::<u32>().ok()? == id).then(|| name.to_owned())
+    })
+}
+
+fn identity() -> Option<&'static Identity> {
+    static IDENTITY: OnceLock<Option<Identity>> = OnceLock::new();
+    IDENTITY
+        .get_or_init(|| {
+            // SAFETY: no preconditions.
+            let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+            // Read without the shim: these are host files (see the module comment).
+            let user = host_name("/etc/passwd", uid).unwrap_or_else(|| format!("user{uid}"));
+            let group = host_name("/etc/group", gid).unwrap_or_else(|| format!("group{gid}"));
+            Some(Identity {
+                user: CString::new(user).ok()?,
+                group: CString::new(group).ok()?,
+                home: CString::new("/tmp").ok()?,
+                shell: CString::new("/bin/sh").ok()?,
+                uid,
+                gid,
+            })
+        })
+        .as_ref()
+}
+
+struct Shared<T>(T);
+// SAFETY: written once under OnceLock, then only read; the pointers are to 'static data.
+unsafe impl<T> Sync for Shared<T> {}
+unsafe impl<T> Send for Shared<T> {}
+
+fn own_passwd(uid: uid_t) -> Option<*mut passwd> {
+    static ENTRY: OnceLock<Option<Shared<passwd>>> = OnceLock::new();
+    let id = identity().filter(|id| id.uid == uid)?;
+    let entry = ENTRY.get_or_init(|| {
+        Some(Shared(passwd {
+            pw_name: id.user.as_ptr().cast_mut(),
+            pw_passwd: c"x".as_ptr().cast_mut(),
+            pw_uid: id.uid,
+            pw_gid: id.gid,
+            pw_gecos: id.user.as_ptr().cast_mut(),
+            pw_dir: id.home.as_ptr().cast_mut(),
+            pw_shell: id.shell.as_ptr().cast_mut(),
+        }))
+    });
+    entry.as_ref().map(|e| (&raw const e.0).cast_mut())
+}
+
+fn own_group(gid: gid_t) -> Option<*mut group> {
+    static MEMBERS: Shared<[*mut c_char; 1]> = Shared([std::ptr::null_mut()]);
+    static ENTRY: OnceLock<Option<Shared<group>>> = OnceLock::new();
+    let id = identity().filter(|id| id.gid == gid)?;
+    let entry = ENTRY.get_or_init(|| {
+        Some(Shared(group {
+            gr_name: id.group.as_ptr().cast_mut(),
+            gr_passwd: c"x".as_ptr().cast_mut(),
+            gr_gid: id.gid,
+            gr_mem: MEMBERS.0.as_ptr().cast_mut(),
+        }))
+    });
+    entry.as_ref().map(|e| (&raw const e.0).cast_mut())
+}
+
+/// # Safety
+/// libc's contract for `getpwuid`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getpwuid(uid: uid_t) -> *mut passwd {
+    let Some(next) = real!(getpwuid: fn(uid_t) -> *mut passwd) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: same contract.
+    let found = unsafe { next(uid) };
+    if found.is_null() {
+        own_passwd(uid).unwrap_or(found)
+    } else {
+        found
+    }
+}
+
+/// # Safety
+/// libc's contract for `getpwnam`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getpwnam(name: *const c_char) -> *mut passwd {
+    let Some(next) = real!(getpwnam: fn(*const c_char) -> *mut passwd) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: same contract.
+    let found = unsafe { next(name) };
+    if !found.is_null() || name.is_null() {
+        return found;
+    }
+    // SAFETY: a NUL-terminated name.
+    let wanted = unsafe { std::ffi::CStr::from_ptr(name) };
+    match identity() {
+        Some(id) if id.user.as_c_str() == wanted => own_passwd(id.uid).unwrap_or(found),
+        _ => found,
+    }
+}
+
+/// # Safety
+/// libc's contract for `getgrgid`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getgrgid(gid: gid_t) -> *mut group {
+    let Some(next) = real!(getgrgid: fn(gid_t) -> *mut group) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: same contract.
+    let found = unsafe { next(gid) };
+    if found.is_null() {
+        own_group(gid).unwrap_or(found)
+    } else {
+        found
+    }
+}
+
+/// Copies `strings` into the caller's buffer for the `_r` variants; None if it is short.
+unsafe fn copy_strings<const N: usize>(
+    strings: [&[u8]; N],
+    buf: *mut c_char,
+    len: size_t,
+) -> Option<[*mut c_char; N]> {
+    let mut out = [std::ptr::null_mut(); N];
+    let mut at = 0;
+    for (slot, s) in out.iter_mut().zip(strings) {
+        if at + s.len() + 1 > len {
+            return None;
+        }
+        // SAFETY: within the caller's `len`-byte buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(s.as_ptr(), buf.add(at).cast(), s.len());
+            *buf.add(at + s.len()) = 0;
+            *slot = buf.add(at);
+        }
+        at += s.len() + 1;
+    }
+    Some(out)
+}
+
+/// # Safety
+/// libc's contract for `getpwuid_r`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getpwuid_r(
+    uid: uid_t,
+    pwd: *mut passwd,
+    buf: *mut c_char,
+    len: size_t,
+    result: *mut *mut passwd,
+) -> c_int {
+    let Some(next) =
+        real!(getpwuid_r: fn(uid_t, *mut passwd, *mut c_char, size_t, *mut *mut passwd) -> c_int)
+    else {
+        return libc::ENOSYS;
+    };
+    // SAFETY: same contract.
+    let code = unsafe { next(uid, pwd, buf, len, result) };
+    // SAFETY: `result` is the caller's out-pointer.
+    if code != 0 || unsafe { !(*result).is_null() } {
+        return code;
+    }
+    let Some(id) = identity().filter(|id| id.uid == uid) else {
+        return 0;
+    };
+    let strings = [
+        id.user.as_bytes(),
+        b"x",
+        id.home.as_bytes(),
+        id.shell.as_bytes(),
+    ];
+    // SAFETY: the caller's buffer and structures.
+    unsafe {
+        let Some([name, password, home, shell]) = copy_strings(strings, buf, len) else {
+            return libc::ERANGE;
+        };
+        *pwd = passwd {
+            pw_name: name,
+            pw_passwd: password,
+            pw_uid: id.uid,
+            pw_gid: id.gid,
+            pw_gecos: name,
+            pw_dir: home,
+            pw_shell: shell,
+        };
+        *result = pwd;
+    }
+    0
+}
+
+/// # Safety
+/// libc's contract for `getgrgid_r`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getgrgid_r(
+    gid: gid_t,
+    grp: *mut group,
+    buf: *mut c_char,
+    len: size_t,
+    result: *mut *mut group,
+) -> c_int {
+    let Some(next) =
+        real!(getgrgid_r: fn(gid_t, *mut group, *mut c_char, size_t, *mut *mut group) -> c_int)
+    else {
+        return libc::ENOSYS;
+    };
+    // SAFETY: same contract.
+    let code = unsafe { next(gid, grp, buf, len, result) };
+    // SAFETY: `result` is the caller's out-pointer.
+    if code != 0 || unsafe { !(*result).is_null() } {
+        return code;
+    }
+    let Some(id) = identity().filter(|id| id.gid == gid) else {
+        return 0;
+    };
+    let pointer_room = 2 * std::mem::size_of::<*mut c_char>();
+    if len < pointer_room {
+        return libc::ERANGE;
+    }
+    // SAFETY: the caller's buffer: the member list (one NULL) first, then the strings.
+    unsafe {
+        let members = buf.cast::<*mut c_char>();
+        *members = std::ptr::null_mut();
+        let strings_at = buf.add(pointer_room);
+        let Some([name, password]) =
+            copy_strings([id.group.as_bytes(), b"x"], strings_at, len - pointer_room)
+        else {
+            return libc::ERANGE;
+        };
+        *grp = group {
+            gr_name: name,
+            gr_passwd: password,
+            gr_gid: id.gid,
+            gr_mem: members,
+        };
+        *result = grp;
+    }
+    0
+}

@@ -1,0 +1,81 @@
+//! `scar-fakechroot`: an LD_PRELOAD library that makes an unpacked image look like `/`.
+//!
+//! Loaded by the image's own dynamic loader into every process of the container
+//! (`ld.so --preload`), it translates path arguments into the rootfs, maps paths that
+//! come back out of the kernel to container paths, and runs every exec through the
+//! image's loader again. The rules live in `rootfs-paths`; this crate is the thin
+//! `extern "C"` layer over them. With `SCAR_FC_ROOT` unset it only passes calls through.
+//!
+//! Variables (set by bootstrap and handed on by every exec):
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `SCAR_FC_ROOT` | host path of the rootfs |
+//! | `SCAR_FC_MOUNTS` | `:`-separated `PATH` (passthrough) or `CONTAINER=HOST` entries |
+//! | `SCAR_FC_LIBRARY_PATH` | host library directories for `--library-path` |
+//! | `SCAR_FC_GLIBC_SHIM`, `SCAR_FC_MUSL_SHIM` | host paths of the two builds of this library |
+//! | `SCAR_FC_GLIBC` | the image's glibc version (`2.36`): which loader options exist |
+//! | `SCAR_FC_STATIC` | `warn` (default), `run` or `refuse` for statically linked programs |
+//! | `SCAR_FC_DEBUG` | `1`: one stderr line per exec |
+//! | `SCAR_FC_EXE`, `SCAR_FC_ARGV0` | per exec: the program's container path and argv[0] |
+
+mod arena;
+mod dirs;
+mod exec;
+mod fs;
+mod ident;
+mod names;
+mod spawn;
+mod state;
+mod sys;
+mod translate;
+mod variadic;
+
+#[cfg(target_env = "gnu")]
+use std::ffi::{c_char, c_int};
+
+#[cfg(target_env = "gnu")]
+unsafe extern "C" {
+    static mut program_invocation_name: *mut c_char;
+    static mut program_invocation_short_name: *mut c_char;
+}
+
+/// Runs when the loader maps the shim, before the program's `main`.
+///
+/// glibc loaders before 2.33 have no `--argv0`, so the program starts with the host path
+/// of itself in argv[0]: the exec path passes the real one in `SCAR_FC_ARGV0` and it is put
+/// back here, where glibc hands initialisers the very argv that `main` receives.
+#[cfg(target_env = "gnu")]
+extern "C" fn init(argc: c_int, argv: *mut *mut c_char, _envp: *mut *mut c_char) {
+    if state::get().is_none() || argc < 1 || argv.is_null() {
+        return;
+    }
+    // SAFETY: getenv returns a pointer into the environment, which outlives main.
+    let argv0 = unsafe { libc::getenv(c"SCAR_FC_ARGV0".as_ptr()) };
+    if argv0.is_null() {
+        return;
+    }
+    // SAFETY: argv has argc ≥ 1 entries; the two globals are glibc's program name.
+    unsafe {
+        *argv = argv0;
+        program_invocation_name = argv0;
+        let name = sys::bytes(argv0);
+        let base = name.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+        program_invocation_short_name = argv0.add(base);
+    }
+}
+
+#[cfg(not(target_env = "gnu"))]
+extern "C" fn init() {
+    state::get();
+}
+
+#[cfg(target_env = "gnu")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static INIT: extern "C" fn(c_int, *mut *mut c_char, *mut *mut c_char) = init;
+
+#[cfg(not(target_env = "gnu"))]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static INIT: extern "C" fn() = init;

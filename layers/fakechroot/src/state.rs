@@ -1,0 +1,149 @@
+//! What the shim knows, read once from `SCAR_FC_*` variables that bootstrap (or the exec
+//! path of a parent process) sets.
+//!
+//! Read at load time, when allocating is safe, and never written again: the exec path
+//! only reads it, which a vfork child may do.
+
+use std::ffi::{CStr, c_char};
+use std::sync::OnceLock;
+
+use rootfs_paths::layout::{Mount, parse_mounts};
+use rootfs_paths::{Layout, LoaderKind};
+
+unsafe extern "C" {
+    static environ: *const *const c_char;
+}
+
+/// What an exec does with a statically linked program, which no preload can follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaticPolicy {
+    /// Run it unchanged, seeing the host's files (only /tmp and passthroughs agree).
+    Run,
+    /// The same, with one line on stderr saying so: the default.
+    Warn,
+    /// Fail the exec with EACCES and a line on stderr.
+    Refuse,
+}
+
+#[derive(Debug)]
+pub struct State {
+    pub root: &'static [u8],
+    pub mounts: &'static [Mount<'static>],
+    /// Host directories for `--library-path`, `:`-separated.
+    pub library_path: &'static [u8],
+    pub glibc_shim: Option<&'static CStr>,
+    pub musl_shim: Option<&'static CStr>,
+    /// The image's glibc `(major, minor)`: which loader options exist.
+    pub glibc: (u32, u32),
+    /// This process's program, as a container path.
+    pub exe: Option<&'static [u8]>,
+    pub static_policy: StaticPolicy,
+    pub debug: bool,
+    /// Every `SCAR_FC_*=…` entry that an exec must hand on, even through a scrubbed env.
+    pub inherited: &'static [&'static CStr],
+}
+
+/// The variables that describe one exec and are never inherited.
+pub const PER_EXEC: [&[u8]; 2] = [b"SCAR_FC_EXE=", b"SCAR_FC_ARGV0="];
+
+static STATE: OnceLock<Option<State>> = OnceLock::new();
+
+/// The shim's state, or `None` when no rootfs is set: then every call passes through.
+pub fn get() -> Option<&'static State> {
+    STATE.get_or_init(load).as_ref()
+}
+
+fn var(name: &CStr) -> Option<&'static [u8]> {
+    // SAFETY: getenv returns a pointer into the environment block or NULL; the block of a
+    // fresh process lives as long as the process unless the program rewrites it, and the
+    // values are copied below where it matters.
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: non-null getenv results are NUL-terminated.
+    let bytes = unsafe { CStr::from_ptr(value) }.to_bytes();
+    Some(Box::leak(bytes.to_vec().into_boxed_slice()))
+}
+
+fn leak_cstr(bytes: &[u8]) -> Option<&'static CStr> {
+    let mut owned = bytes.to_vec();
+    owned.push(0);
+    CStr::from_bytes_with_nul(Box::leak(owned.into_boxed_slice())).ok()
+}
+
+fn load() -> Option<State> {
+    let root = var(c"SCAR_FC_ROOT")?;
+    let mut mounts: Vec<Mount<'static>> = var(c"SCAR_FC_MOUNTS")
+        .map(|s| parse_mounts(s).collect())
+        .unwrap_or_default();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.container.len()));
+    let glibc = var(c"SCAR_FC_GLIBC")
+        .and_then(|v| {
+            let text = std::str::from_utf8(v).ok()?;
+            let (major, minor) = text.split_once('.')?;
+            Some((major.parse().ok()?, minor.parse().ok()?))
+        })
+        .unwrap_or((0, 0));
+    let static_policy = match var(c"SCAR_FC_STATIC") {
+        Some(b"run") => StaticPolicy::Run,
+        Some(b"refuse") => StaticPolicy::Refuse,
+        _ => StaticPolicy::Warn,
+    };
+    Some(State {
+        root,
+        mounts: Box::leak(mounts.into_boxed_slice()),
+        library_path: var(c"SCAR_FC_LIBRARY_PATH").unwrap_or_default(),
+        glibc_shim: var(c"SCAR_FC_GLIBC_SHIM").and_then(leak_cstr),
+        musl_shim: var(c"SCAR_FC_MUSL_SHIM").and_then(leak_cstr),
+        glibc,
+        exe: var(c"SCAR_FC_EXE"),
+        static_policy,
+        debug: var(c"SCAR_FC_DEBUG").is_some_and(|v| !v.is_empty() && v != b"0"),
+        inherited: Box::leak(inherited_vars().into_boxed_slice()),
+    })
+}
+
+fn inherited_vars() -> Vec<&'static CStr> {
+    let mut out = Vec::new();
+    // SAFETY: `environ` is a NULL-terminated array of NUL-terminated strings.
+    unsafe {
+        let mut entry = environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let bytes = CStr::from_ptr(*entry).to_bytes();
+            if bytes.starts_with(b"SCAR_FC_")
+                && !PER_EXEC.iter().any(|p| bytes.starts_with(p))
+                && let Some(kept) = leak_cstr(bytes)
+            {
+                out.push(kept);
+            }
+            entry = entry.add(1);
+        }
+    }
+    out
+}
+
+impl State {
+    pub fn layout(&self) -> Layout<'static> {
+        Layout {
+            root: self.root,
+            mounts: self.mounts,
+        }
+    }
+
+    pub fn shim(&self, kind: LoaderKind) -> Option<&'static CStr> {
+        match kind {
+            LoaderKind::Glibc => self.glibc_shim,
+            LoaderKind::Musl => self.musl_shim,
+        }
+    }
+
+    /// glibc loaders take `--preload` from 2.30 and `--argv0` from 2.33; musl's take both.
+    pub fn loader_has_preload(&self, kind: LoaderKind) -> bool {
+        kind == LoaderKind::Musl || self.glibc >= (2, 30)
+    }
+
+    pub fn loader_has_argv0(&self, kind: LoaderKind) -> bool {
+        kind == LoaderKind::Musl || self.glibc >= (2, 33)
+    }
+}

@@ -1,0 +1,155 @@
+//! The few primitives the wrappers stand on: the next definition of a symbol, errno, and
+//! raw syscalls that never re-enter the shim.
+
+use std::ffi::{c_char, c_int, c_long};
+
+/// Resolves the next definition of a libc function (the one this shim hides), once.
+/// Yields `None` when the running libc lacks it (e.g. `stat` before glibc 2.33).
+macro_rules! real {
+    ($name:ident : fn($($arg:ty),*) -> $ret:ty) => {{
+        static ADDR: ::std::sync::atomic::AtomicUsize = ::std::sync::atomic::AtomicUsize::new(0);
+        let mut addr = ADDR.load(::std::sync::atomic::Ordering::Relaxed);
+        if addr == 0 {
+            // SAFETY: a NUL-terminated literal name; RTLD_NEXT is valid in a shared object.
+            addr = unsafe {
+                ::libc::dlsym(::libc::RTLD_NEXT, concat!(stringify!($name), "\0").as_ptr().cast())
+            } as usize;
+            ADDR.store(addr, ::std::sync::atomic::Ordering::Relaxed);
+        }
+        // SAFETY: the symbol of that name has this C signature in every libc we load into.
+        (addr != 0).then(|| unsafe {
+            ::std::mem::transmute::<usize, unsafe extern "C" fn($($arg),*) -> $ret>(addr)
+        })
+    }};
+}
+pub(crate) use real;
+
+pub fn set_errno(code: c_int) {
+    // SAFETY: __errno_location exists in glibc and musl and returns this thread's errno.
+    unsafe { *libc::__errno_location() = code };
+}
+
+pub fn errno() -> c_int {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets errno and returns the caller's failure value.
+pub fn fail<T>(code: c_int, value: T) -> T {
+    set_errno(code);
+    value
+}
+
+fn check(ret: c_long) -> Result<usize, c_int> {
+    if ret < 0 {
+        Err(errno())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+pub fn open_read(path: *const u8) -> Result<c_int, c_int> {
+    // SAFETY: raw openat on a NUL-terminated path.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            path,
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    check(ret).map(|fd| fd as c_int)
+}
+
+pub fn read(fd: c_int, buf: &mut [u8]) -> Result<usize, c_int> {
+    // SAFETY: the buffer is valid for its length.
+    check(unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) })
+}
+
+pub fn close(fd: c_int) {
+    // SAFETY: closing an fd this module opened.
+    unsafe { libc::syscall(libc::SYS_close, fd) };
+}
+
+/// Reads up to `buf.len()` bytes from the start of a file, and the kernel's name for it
+/// (symlinks followed) into `name`; a directory is EACCES, as in execve.
+pub fn read_head(
+    path: *const u8,
+    buf: &mut [u8],
+    name: &mut [u8],
+) -> Result<(usize, usize), c_int> {
+    let fd = open_read(path)?;
+    let mut filled = 0;
+    let result = loop {
+        match read(fd, &mut buf[filled..]) {
+            Ok(0) => break Ok(filled),
+            Ok(n) => {
+                filled += n;
+                if filled == buf.len() {
+                    break Ok(filled);
+                }
+            }
+            Err(libc::EINTR) => {}
+            Err(libc::EISDIR) => break Err(libc::EACCES),
+            Err(e) => break Err(e),
+        }
+    };
+    let mut link = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0\0";
+    let mut digits = [0u8; 12];
+    let digits = crate::translate::format_int(fd as u64, &mut digits);
+    link[14..14 + digits.len()].copy_from_slice(digits);
+    let name_len = readlink(link.as_ptr(), name).unwrap_or(0);
+    close(fd);
+    result.map(|len| (len, name_len))
+}
+
+pub fn executable(path: *const u8) -> Result<(), c_int> {
+    // SAFETY: raw faccessat on a NUL-terminated path.
+    check(unsafe { libc::syscall(libc::SYS_faccessat, libc::AT_FDCWD, path, libc::X_OK) }).map(drop)
+}
+
+pub fn readlink(path: *const u8, buf: &mut [u8]) -> Result<usize, c_int> {
+    // SAFETY: the buffer is valid for its length.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_readlinkat,
+            libc::AT_FDCWD,
+            path,
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    })
+}
+
+/// The kernel's cwd (a host path), without the NUL.
+pub fn getcwd(buf: &mut [u8]) -> Result<usize, c_int> {
+    // SAFETY: the buffer is valid for its length; the kernel returns the length with NUL.
+    let n = check(unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) })?;
+    Ok(n.saturating_sub(1))
+}
+
+pub fn execve(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    // SAFETY: raw execve; returns only on failure, with errno set.
+    unsafe { libc::syscall(libc::SYS_execve, path, argv, envp) as c_int }
+}
+
+/// Writes one message to stderr without buffering or allocating.
+pub fn write_stderr(parts: &[&[u8]]) {
+    for part in parts {
+        // SAFETY: writing a valid slice to fd 2.
+        unsafe { libc::syscall(libc::SYS_write, 2, part.as_ptr(), part.len()) };
+    }
+}
+
+/// Bytes of a C string, without the NUL.
+///
+/// # Safety
+/// `ptr` must be non-null and NUL-terminated.
+pub unsafe fn bytes<'a>(ptr: *const c_char) -> &'a [u8] {
+    // SAFETY: guaranteed by the caller.
+    unsafe { std::ffi::CStr::from_ptr(ptr) }.to_bytes()
+}

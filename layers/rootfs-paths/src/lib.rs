@@ -1,0 +1,20 @@
+//! The pure logic of running a program inside an unpacked image without privileges.
+//!
+//! Everything here works on byte slices and fixed buffers, never allocates and never
+//! touches the filesystem: the shim calls it from `vfork` children, where `malloc` may
+//! deadlock, and `bootstrap` calls it to plan the first exec. File access stays with
+//! the callers.
+#![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod buf;
+pub mod elf;
+pub mod layout;
+pub mod script;
+
+pub use buf::{Overflow, PathBuf};
+pub use elf::{ElfKind, LoaderKind};
+pub use layout::{Layout, Mount};
+pub use script::Shebang;
