@@ -11,6 +11,36 @@ use common::lambda::{lambda_rootfs, lambda_run, shim_dir, text};
 const BOOKWORM: &str = "127.0.0.1:5000/library/debian-cowsay";
 const BULLSEYE: &str = "127.0.0.1:5000/library/debian-bullseye";
 const MUSL: &str = "127.0.0.1:5000/test/musl";
+const SMALL: &str = "127.0.0.1:5000/test/glibc";
+
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn the_lambda_uid_has_a_name_in_every_image() {
+    // None of the images lists uid 993; glibc >= 2.32 reads the host's passwd itself, older
+    // libcs and musl get the shim's entry, made from the host's.
+    for image in [BOOKWORM, BULLSEYE, SMALL, MUSL] {
+        let out = lambda_run(image, &[], &["/bin/sh", "-c", "id -u; whoami; id -un"]);
+        assert_eq!(
+            text(&out.stdout),
+            "993\nsbx_user1051\nsbx_user1051\n",
+            "{image}: {}",
+            text(&out.stderr)
+        );
+    }
+    for image in [BOOKWORM, BULLSEYE] {
+        let out = lambda_run(
+            image,
+            &[],
+            &["/bin/sh", "-c", "getent passwd 993 | cut -d: -f1,3"],
+        );
+        assert_eq!(
+            text(&out.stdout),
+            "sbx_user1051:993\n",
+            "{image}: {}",
+            text(&out.stderr)
+        );
+    }
+}
 
 #[test]
 #[ignore = "needs the harness, root and the shim (make test)"]

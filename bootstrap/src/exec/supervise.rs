@@ -80,6 +80,12 @@ fn read_capped(mut reader: std::io::PipeReader, limit: usize, into: Arc<Mutex<Ca
 impl Sandbox {
     /// Runs `spec` to completion or to its deadline.
     pub async fn run(&self, spec: &RunSpec) -> Result<Outcome, ExecError> {
+        let mut all_mounts = super::identity::identity_mounts(&self.rootfs);
+        all_mounts.extend(spec.mounts.iter().cloned());
+        let spec = &RunSpec {
+            mounts: all_mounts,
+            ..spec.clone()
+        };
         let mounts = mounts_of(&spec.mounts);
         let root = self.rootfs.as_os_str();
         let layout = Layout {

@@ -22,8 +22,16 @@ struct Identity {
 }
 
 /// Finds the name for `id` in a host passwd/group style file (`name:x:id:…`).
-fn host_name(file: &str, id: u32) -> Option<String> {
-    let text = std::fs::read_to_string(file).ok()?;
+fn host_name(file: &std::ffi::CStr, id: u32) -> Option<String> {
+    // Raw syscalls: std's File::open would come back through the shim's own `open`.
+    let fd = crate::sys::open_read(file.as_ptr().cast()).ok()?;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while let Ok(n @ 1..) = crate::sys::read(fd, &mut chunk) {
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+    crate::sys::close(fd);
+    let text = String::from_utf8_lossy(&bytes);
     text.lines().find_map(|line| {
         let mut fields = line.split(':');
         let name = fields.next()?;
@@ -39,8 +47,8 @@ fn identity() -> Option<&'static Identity> {
             // SAFETY: no preconditions.
             let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
             // Read without the shim: these are host files (see the module comment).
-            let user = host_name("/etc/passwd", uid).unwrap_or_else(|| format!("user{uid}"));
-            let group = host_name("/etc/group", gid).unwrap_or_else(|| format!("group{gid}"));
+            let user = host_name(c"/etc/passwd", uid).unwrap_or_else(|| format!("user{uid}"));
+            let group = host_name(c"/etc/group", gid).unwrap_or_else(|| format!("group{gid}"));
             Some(Identity {
                 user: CString::new(user).ok()?,
                 group: CString::new(group).ok()?,

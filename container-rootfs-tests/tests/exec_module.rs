@@ -1,0 +1,133 @@
+//! The exec module the runtime uses: captured and capped output, the deadline that ends the
+//! whole process group (SIGTERM, grace, SIGKILL), exit codes and signals.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use bootstrap::exec::{
+    Capture, Outcome, RootfsProfile, RunSpec, Sandbox, Shims, StaticPolicy, container_env,
+};
+use common::lambda::{lambda_rootfs, shim_dir};
+
+fn sandbox() -> Sandbox {
+    let rootfs = lambda_rootfs("127.0.0.1:5000/library/debian-cowsay");
+    Sandbox {
+        profile: RootfsProfile::scan(&rootfs),
+        rootfs,
+        shims: Shims::locate(Some(&shim_dir())),
+        static_policy: StaticPolicy::Warn,
+    }
+}
+
+fn spec(script: &str, limit: usize, deadline: Option<Duration>) -> RunSpec {
+    RunSpec {
+        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        env: container_env(
+            &["PATH=/usr/bin:/bin".into()],
+            &[("GREETING".into(), "hi".into())],
+        ),
+        workdir: "/".into(),
+        mounts: vec![
+            ("/proc".into(), "/proc".into()),
+            ("/dev".into(), "/dev".into()),
+        ],
+        capture: Capture::Combined { limit },
+        deadline: deadline.map(|d| tokio::time::Instant::now() + d),
+        grace: Duration::from_millis(500),
+    }
+}
+
+fn run(spec: &RunSpec) -> Outcome {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(sandbox().run(spec)).unwrap()
+}
+
+#[test]
+#[ignore = "needs the harness and the shim (make test)"]
+fn output_is_one_interleaved_stream_capped_at_the_limit() {
+    let outcome = run(&spec(
+        "echo $GREETING; echo err >&2; echo out; head -c 100000 /dev/zero",
+        1000,
+        None,
+    ));
+    assert_eq!(outcome.exit_code, Some(0));
+    assert!(
+        outcome.output.starts_with(b"hi\nerr\nout\n"),
+        "{:?}",
+        String::from_utf8_lossy(&outcome.output[..20])
+    );
+    assert_eq!(outcome.output.len(), 1000);
+    assert_eq!(outcome.dropped, 100_011 - 1000);
+}
+
+#[test]
+#[ignore = "needs the harness and the shim (make test)"]
+fn exit_codes_and_signals_are_reported() {
+    let outcome = run(&spec("exit 3", 100, None));
+    assert_eq!(
+        (outcome.exit_code, outcome.signal, outcome.timed_out),
+        (Some(3), None, false)
+    );
+    let outcome = run(&spec("kill -SEGV $$", 100, None));
+    assert_eq!((outcome.exit_code, outcome.signal), (None, Some(11)));
+    assert_eq!(outcome.status(), 139);
+}
+
+#[test]
+#[ignore = "needs the harness and the shim (make test)"]
+fn the_deadline_terms_the_group_and_keeps_partial_output() {
+    let outcome = run(&spec(
+        "echo before; sleep 30; echo never",
+        1000,
+        Some(Duration::from_millis(500)),
+    ));
+    assert!(outcome.timed_out);
+    assert_eq!(outcome.output, b"before\n");
+    assert_eq!(outcome.signal, Some(15));
+    assert!(
+        outcome.duration < Duration::from_secs(5),
+        "{:?}",
+        outcome.duration
+    );
+}
+
+#[test]
+#[ignore = "needs the harness and the shim (make test)"]
+fn a_command_ignoring_sigterm_is_killed_after_the_grace() {
+    let started = std::time::Instant::now();
+    let outcome = run(&spec(
+        "trap '' TERM; echo stubborn; while :; do sleep 0.1; done",
+        1000,
+        Some(Duration::from_millis(300)),
+    ));
+    assert!(outcome.timed_out);
+    assert_eq!(outcome.signal, Some(9), "SIGKILL after the grace");
+    assert_eq!(outcome.output, b"stubborn\n");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+#[ignore = "needs the harness and the shim (make test)"]
+fn a_missing_workdir_or_program_is_an_error_not_an_outcome() {
+    let sandbox = sandbox();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut bad = spec("true", 10, None);
+    bad.workdir = "/no/such/dir".into();
+    let err = rt.block_on(sandbox.run(&bad)).unwrap_err();
+    assert!(err.to_string().contains("/no/such/dir"), "{err}");
+    let mut bad = spec("true", 10, None);
+    bad.argv = vec!["no-such-program".into()];
+    let err = rt.block_on(sandbox.run(&bad)).unwrap_err();
+    assert!(
+        err.to_string().contains("no-such-program: not found"),
+        "{err}"
+    );
+}
