@@ -22,11 +22,29 @@ use crate::source::registry::RegistryOptions;
 
 /// Run any OCI image as an AWS Lambda function.
 #[derive(Debug, Parser)]
-#[command(name = "bootstrap", version, about)]
+#[command(
+    name = "bootstrap",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
-    /// What to do.
+    /// What to do; with none, serve Lambda invocations (AWS_LAMBDA_RUNTIME_API must be set).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// Run one invocation of EVENT.json (`-` for stdin) locally through the runtime's handler,
+    /// configured from the environment like the function; print the response JSON.
+    #[arg(long, value_name = "EVENT.json")]
+    pub emulate: Option<PathBuf>,
+    /// With --emulate: the image (instead of SCAR_IMAGE).
+    #[arg(long, requires = "emulate")]
+    pub image: Option<String>,
+    /// With --emulate: the function timeout in seconds.
+    #[arg(long, requires = "emulate", default_value_t = 300.0)]
+    pub timeout: f64,
+    /// With --emulate: `KEY=VALUE` for the container (repeatable).
+    #[arg(long = "env", short = 'e', requires = "emulate", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
 }
 
 /// Subcommands.
@@ -149,5 +167,43 @@ impl PullArgs {
             },
             progress,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn emulate_takes_its_flags_and_excludes_subcommands() {
+        let cli = Cli::try_parse_from([
+            "bootstrap",
+            "--emulate",
+            "e.json",
+            "--image",
+            "x",
+            "-e",
+            "A=1",
+            "--timeout",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(cli.emulate.as_deref(), Some(std::path::Path::new("e.json")));
+        assert_eq!(cli.env, [("A".to_owned(), "1".to_owned())]);
+        assert!(
+            Cli::try_parse_from(["bootstrap", "--image", "x"]).is_err(),
+            "--image needs --emulate"
+        );
+        assert!(Cli::try_parse_from(["bootstrap", "--emulate", "e.json", "pull", "x"]).is_err());
+        let cli = Cli::try_parse_from(["bootstrap", "run", "img", "--", "ls", "-l"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Run { command, .. }) if command == ["ls", "-l"])
+        );
     }
 }

@@ -18,6 +18,7 @@ pub mod logging;
 pub mod platform;
 pub mod pull;
 pub mod reference;
+pub mod runtime;
 pub mod source;
 pub mod unpack;
 
@@ -27,7 +28,28 @@ use anyhow::Context;
 
 /// Runs one parsed command line; returns the process exit code.
 pub async fn run(cli: cli::Cli) -> anyhow::Result<i32> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        if let Some(event) = cli.emulate {
+            anyhow::ensure!(
+                cli.timeout.is_finite() && cli.timeout > 0.0,
+                "--timeout must be a positive number of seconds"
+            );
+            let timeout = std::time::Duration::from_secs_f64(cli.timeout);
+            return runtime::emulate(runtime::Emulation {
+                event,
+                image: cli.image,
+                timeout,
+                env: cli.env,
+            })
+            .await;
+        }
+        let api = std::env::var("AWS_LAMBDA_RUNTIME_API").context(
+            "AWS_LAMBDA_RUNTIME_API is not set, so this is not a Lambda environment: use --emulate EVENT.json, run or pull",
+        )?;
+        runtime::serve(&api).await?;
+        return Ok(0);
+    };
+    match command {
         cli::Command::Pull { image, pull } => {
             let reference: reference::ImageReference = image.parse()?;
             let puller = pull::Puller::new(pull.options(std::io::stderr().is_terminal()))?;

@@ -16,6 +16,9 @@ use crate::source::{BlobReader, LayerDescriptor, ResolvedImage, SourceError};
 use crate::unpack::blob::{self, BlobFault, FaultSlot, VerifyingReader};
 use crate::unpack::{LayerApplier, LayerStats, UnpackError};
 
+/// Unpacked size ÷ compressed size assumed before a pull.
+const UNPACKED_FACTOR: u64 = 2;
+
 /// Why a pull failed. Whatever the cause, no rootfs is left half-built.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -45,6 +48,20 @@ pub enum PullError {
     /// The cache could not be read or written.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// The cache's filesystem cannot hold the image.
+    #[error(
+        "not enough space in {dir} for the image: its layers are {compressed_mb} MB compressed, so it needs at least {needed_mb} MB unpacked, and only {available_mb} MB are free; raise the function's ephemeral storage (EphemeralStorage, 512 to 10240 MB) or use a smaller image"
+    )]
+    NoSpace {
+        /// The cache directory.
+        dir: String,
+        /// Sum of the compressed layer sizes.
+        compressed_mb: u64,
+        /// The estimate of the unpacked size.
+        needed_mb: u64,
+        /// Free space there.
+        available_mb: u64,
+    },
     /// A worker thread died (a bug, reported rather than panicking).
     #[error("internal error: {0}")]
     Internal(String),
@@ -152,6 +169,29 @@ impl Puller {
         Ok(pulled)
     }
 
+    /// Refuses early, before a byte is written, when the image cannot fit: layers unpack
+    /// to at least twice their compressed size (gzip on typical images gives 2.5 to 3.5×).
+    fn check_space(&self, layers: &[LayerDescriptor]) -> Result<(), PullError> {
+        const MB: u64 = 1024 * 1024;
+        let compressed: u64 = layers.iter().filter_map(|l| l.size).sum();
+        let needed = compressed.saturating_mul(UNPACKED_FACTOR);
+        let Ok(stats) = nix::sys::statvfs::statvfs(&self.options.cache_dir) else {
+            return Ok(());
+        };
+        let available = stats
+            .blocks_available()
+            .saturating_mul(stats.fragment_size());
+        if needed > available {
+            return Err(PullError::NoSpace {
+                dir: self.options.cache_dir.display().to_string(),
+                compressed_mb: compressed.div_ceil(MB),
+                needed_mb: needed.div_ceil(MB),
+                available_mb: available / MB,
+            });
+        }
+        Ok(())
+    }
+
     fn cached(&self, alias: &str) -> Result<Option<Pulled>, PullError> {
         let Some(digest) = self.cache.alias(alias) else {
             return Ok(None);
@@ -178,6 +218,7 @@ impl Puller {
                 cached: true,
             });
         }
+        self.check_space(&resolved.layers)?;
         let staging = self.cache.stage(&resolved.manifest_digest, &lock)?;
         let readers = match &layers {
             Layers::Registry(source) => {
