@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use aws_lambda_events::event::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
-use aws_lambda_events::event::s3::S3Event;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::Value;
@@ -93,6 +92,39 @@ pub enum Event {
     Http(HttpRequest),
 }
 
+/// The fields of an S3 notification that matter. Not `aws_lambda_events`' `S3Event`: that
+/// requires every field of a real notification (`eventTime`, `userIdentity`…), and SCAR's
+/// event launcher and users' test events carry only these.
+#[derive(Debug, Deserialize)]
+struct S3Notification {
+    #[serde(rename = "Records")]
+    records: Vec<S3Record>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct S3Record {
+    #[serde(default)]
+    event_source: String,
+    s3: S3Entity,
+}
+
+#[derive(Debug, Deserialize)]
+struct S3Entity {
+    bucket: S3Named,
+    object: S3Key,
+}
+
+#[derive(Debug, Deserialize)]
+struct S3Named {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct S3Key {
+    key: String,
+}
+
 fn malformed(kind: &'static str) -> impl Fn(serde_json::Error) -> EventError {
     move |e| EventError::Malformed {
         kind,
@@ -170,25 +202,21 @@ impl Event {
     }
 
     fn parse_s3(value: Value, input_prefix: &str) -> Result<Self, EventError> {
-        let event: S3Event = serde_json::from_value(value).map_err(malformed("S3"))?;
+        let event: S3Notification = serde_json::from_value(value).map_err(malformed("S3"))?;
         let mut objects = Vec::new();
         let mut skipped = Vec::new();
         for record in event.records {
-            let source = record.event_source.unwrap_or_default();
-            if source != "aws:s3" {
-                return Err(EventError::Source(source));
+            if record.event_source != "aws:s3" {
+                return Err(EventError::Source(record.event_source));
             }
-            let (Some(bucket), Some(key)) = (record.s3.bucket.name, record.s3.object.key) else {
-                return Err(EventError::Malformed {
-                    kind: "S3",
-                    reason: "a record has no bucket name or object key".into(),
-                });
-            };
-            let key = decode_key(&key);
+            let key = decode_key(&record.s3.object.key);
             if is_placeholder(&key, input_prefix) {
                 skipped.push(key);
             } else {
-                objects.push(S3Object { bucket, key });
+                objects.push(S3Object {
+                    bucket: record.s3.bucket.name,
+                    key,
+                });
             }
         }
         Ok(Self::S3 { objects, skipped })
