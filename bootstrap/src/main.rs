@@ -1,6 +1,14 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // AWS_LAMBDA_RUNTIME_API may carry a path prefix (`127.0.0.1:9001/.rt`), which the
+    // runtime client only accepts as a full URL. Rewritten here, before any thread exists.
+    if let Some(url) =
+        bootstrap::runtime::runtime_api_url(std::env::var("AWS_LAMBDA_RUNTIME_API").ok())
+    {
+        // SAFETY: single-threaded at this point; nothing else reads the environment yet.
+        unsafe { std::env::set_var("AWS_LAMBDA_RUNTIME_API", url) };
+    }
     let cli = bootstrap::cli::Cli::parse();
     let logging = bootstrap::logging::LogSettings::from_lookup(|k| std::env::var(k).ok());
     if let Err(e) = logging.and_then(|l| l.install()) {

@@ -5,6 +5,7 @@
 #     perl, python3, cowsay and imagemagick (debootstrap)
 #   - docker-registry instances: anonymous :5000, bearer-token :5010 (token server :5011,
 #     user testuser:testpass), basic-auth :5012, and the fault proxy :5013
+#   - ministack on :4566 (S3, Lambda with a local Runtime API, API Gateway)
 #   - the same images as OCI layouts, docker-archives (plain and gzipped), zstd and Docker
 #     schema-2 pushes, a manifest list, and umoci reference unpacks
 # Writes $CRT_WORK/env.sh. Idempotent: what exists is kept, running services are reused.
@@ -53,7 +54,11 @@ start registry-token registry-token.pid docker-registry serve registry-token.yml
 start registry-basic registry-basic.pid docker-registry serve registry-basic.yml
 start token-server token-server.pid env USERS=testuser:testpass $PY "$HERE/token_server.py" tok/token.key tok/token.crt 5011
 start fault-proxy fault-proxy.pid $PY "$HERE/fault_proxy.py" 5013 http://127.0.0.1:5000 "$W/fault-proxy.requests"
-for port in 5000 5010 5012 5011 5013; do wait_http "http://127.0.0.1:$port/"; done
+# ministack (PyPI): S3, Lambda (runs a provided.al2023 bootstrap as a local process with its
+# own Runtime API), API Gateway, on :4566. Its own venv: it pins botocore.
+[ -x venv-ms/bin/ministack ] || { python3 -m venv venv-ms && venv-ms/bin/pip install -q ministack==1.5.33; }
+start ministack ministack.pid env BIND_HOST=127.0.0.1 GATEWAY_PORT=4566 "$W/venv-ms/bin/ministack"
+for port in 5000 5010 5012 5011 5013 4566; do wait_http "http://127.0.0.1:$port/"; done
 
 echo "setup: pushing"
 push() { skopeo copy -q --dest-tls-verify=false "$@"; }

@@ -30,10 +30,22 @@ impl From<InvokeError> for Diagnostic {
 /// `errorType` of a configuration the runtime cannot start with.
 pub const CONFIG_ERROR: &str = "Scar.ConfigError";
 
+/// The Runtime API address as a URL when the variable lacks a scheme (`host:port[/prefix]`
+/// → `http://host:port[/prefix]`); `None` when it needs no change.
+pub fn runtime_api_url(value: Option<String>) -> Option<String> {
+    value
+        .filter(|v| !v.is_empty() && !v.contains("://"))
+        .map(|v| format!("http://{v}"))
+}
+
 /// Reports an init failure to `/runtime/init/error`, as Lambda expects before exiting.
 async fn report_init_error(api: &str, error: &ConfigError) -> anyhow::Result<()> {
     // The variable may carry a path prefix (`127.0.0.1:9001/.rt`): never host:port parsing.
-    let url = format!("http://{api}/2018-06-01/runtime/init/error");
+    let base = runtime_api_url(Some(api.to_owned())).unwrap_or_else(|| api.to_owned());
+    let url = format!(
+        "{}/2018-06-01/runtime/init/error",
+        base.trim_end_matches('/')
+    );
     let body = serde_json::json!({ "errorType": CONFIG_ERROR, "errorMessage": error.to_string() });
     reqwest::Client::new()
         .post(&url)
@@ -152,4 +164,23 @@ fn rand_u64() -> u64 {
             .as_nanos(),
     );
     hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runtime_api_variable_becomes_a_url_keeping_any_prefix() {
+        assert_eq!(
+            runtime_api_url(Some("127.0.0.1:9001".into())).as_deref(),
+            Some("http://127.0.0.1:9001")
+        );
+        assert_eq!(
+            runtime_api_url(Some("127.0.0.1:9100/.rt".into())).as_deref(),
+            Some("http://127.0.0.1:9100/.rt")
+        );
+        assert_eq!(runtime_api_url(Some("http://h:1/x".into())), None);
+        assert_eq!(runtime_api_url(None), None);
+    }
 }

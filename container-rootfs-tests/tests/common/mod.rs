@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod lambda;
+pub mod runtime_api;
 
 use std::collections::BTreeMap;
 use std::fs;
