@@ -4,7 +4,7 @@ export CRT_WORK
 SETUP := container-rootfs-tests/scripts/setup.sh
 BOOTSTRAP_RELEASE := target/release/bootstrap
 
-.PHONY: demo test unit lint fmt setup teardown bench-pull bench-exec shim tools
+.PHONY: demo test unit lint fmt setup teardown bench-pull bench-exec bench-runtime shim tools
 SHIM_DIR := target/shim
 SHIM_GNU_TARGET := x86_64-unknown-linux-gnu
 SHIM_MUSL_TARGET := x86_64-unknown-linux-musl
@@ -22,14 +22,16 @@ shim: tools
 	cp target/$(SHIM_GNU_TARGET)/release/libscar_fakechroot.so $(SHIM_DIR)/scar-fakechroot-glibc.so
 	cp target/$(SHIM_MUSL_TARGET)/release/libscar_fakechroot.so $(SHIM_DIR)/scar-fakechroot-musl.so
 
-## demo: build the offline images and a local registry, pull the Debian image, run cowsay in it
+## demo: build the Debian image offline, serve it from a local registry, and run one Lambda
+## invocation of it through `bootstrap --emulate` (pull, shim, script, output files)
 demo: setup shim
 	cargo build --release -p bootstrap
-	@echo "== cold pull (network -> sha256 -> gunzip -> tar, no compressed copy kept)"
-	time $(BOOTSTRAP_RELEASE) pull --cache-dir $(CRT_WORK)/demo-cache 127.0.0.1:5000/library/debian-cowsay
-	@echo "== run a program of the image through the fakechroot shim, as an unprivileged user would"
-	$(BOOTSTRAP_RELEASE) run --cache-dir $(CRT_WORK)/demo-cache --shim-dir $(SHIM_DIR) 127.0.0.1:5000/library/debian-cowsay -- \
-	  sh -c '/usr/games/cowsay "Hello from $$(. /etc/os-release; echo $$PRETTY_NAME) on $$(uname -m)"'
+	@echo "== one invocation, cold: pull (network -> sha256 -> gunzip -> tar) then the script"
+	SCAR_CACHE_DIR=$(CRT_WORK)/demo-cache SCAR_SHIM_DIR=$(CURDIR)/$(SHIM_DIR) \
+	  $(BOOTSTRAP_RELEASE) --emulate examples/events/direct-script.json --image 127.0.0.1:5000/library/debian-cowsay
+	@echo "== the same image, warm, with the image's own program and arguments"
+	SCAR_CACHE_DIR=$(CRT_WORK)/demo-cache SCAR_SHIM_DIR=$(CURDIR)/$(SHIM_DIR) \
+	  $(BOOTSTRAP_RELEASE) --emulate examples/events/direct-args.json --image 127.0.0.1:5000/library/debian-cowsay
 
 ## test: everything CI runs (fmt, clippy, unit tests, the container-rootfs suite)
 test: lint setup shim
@@ -65,3 +67,8 @@ bench-exec: setup shim
 	command -v hyperfine >/dev/null && command -v fakechroot >/dev/null && command -v proot >/dev/null || \
 	  (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends hyperfine fakechroot proot >/dev/null)
 	python3 container-rootfs-tests/bench/bench_exec.py $(BOOTSTRAP_RELEASE) $(CURDIR)/$(SHIM_DIR) target/bench-exec.md 10
+
+## bench-runtime: the runtime's start, warm per-invocation overhead and idle memory
+bench-runtime: setup shim
+	cargo build --release -p bootstrap
+	python3 container-rootfs-tests/bench/bench_runtime.py $(BOOTSTRAP_RELEASE) $(CURDIR)/$(SHIM_DIR) target/bench-runtime.md 50

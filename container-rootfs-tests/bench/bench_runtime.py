@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""bench_runtime.py BOOTSTRAP SHIM_DIR OUT_MD [RUNS] — the runtime's own cost (issue #4):
+
+  start to first poll   from spawning `bootstrap` to its first GET /invocation/next
+  warm invoke of true   from handing out the event to receiving the response, through a
+                        Runtime API served here (HTTP on 127.0.0.1), image already cached
+  bootstrap run true    `bootstrap run IMAGE -- /bin/true`, a whole process, warm cache
+  native true           spawning /bin/true on the host
+  idle RSS              of the waiting runtime after the warm invocations
+
+Medians; writes a Markdown table to stdout and OUT_MD.
+"""
+import json, os, queue, statistics, subprocess, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+BOOTSTRAP, SHIM_DIR, OUT = sys.argv[1], sys.argv[2], sys.argv[3]
+RUNS = int(sys.argv[4]) if len(sys.argv) > 4 else 50
+IMAGE = "127.0.0.1:5000/library/debian-cowsay"
+CACHE = "/tmp/scar-bench-runtime-cache"
+events, replies, polls = queue.Queue(), queue.Queue(), queue.Queue()
+
+
+class RuntimeApi(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        polls.put(time.perf_counter())
+        rid, body = events.get()
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        for k, v in (("Lambda-Runtime-Aws-Request-Id", rid), ("Lambda-Runtime-Deadline-Ms", str(int((time.time() + 300) * 1000))),
+                     ("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:0:function:bench"), ("Content-Length", str(len(data)))):
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+        replies.put(("sent", time.perf_counter()))
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        replies.put((self.path, time.perf_counter(), body))
+
+
+def main():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RuntimeApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {"PATH": "/usr/bin:/bin", "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{server.server_port}", "AWS_LAMBDA_LOG_LEVEL": "error",
+           "AWS_LAMBDA_FUNCTION_NAME": "bench", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512", "AWS_LAMBDA_FUNCTION_VERSION": "1",
+           "SCAR_IMAGE": IMAGE, "SCAR_SHIM_DIR": SHIM_DIR, "SCAR_CACHE_DIR": CACHE}
+    subprocess.run([BOOTSTRAP, "pull", "--cache-dir", CACHE, IMAGE], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start_polls = []
+    for i in range(5):
+        started = time.perf_counter()
+        proc = subprocess.Popen([BOOTSTRAP], env=env)
+        start_polls.append((polls.get(timeout=30) - started) * 1000)
+        proc.kill(); proc.wait()
+        events.put(("drain", {}))  # unblock the handler thread the killed runtime left waiting
+    while not polls.empty():
+        polls.get()
+    proc = subprocess.Popen([BOOTSTRAP], env=env)
+    polls.get(timeout=30)
+    warm = []
+    for i in range(RUNS + 3):
+        events.put((f"r{i}", {"cmd_args": ["/bin/true"]}))
+        kind, sent = replies.get(timeout=60)
+        path, done, body = replies.get(timeout=60)
+        assert path.endswith("/response"), (path, body)
+        assert json.loads(body)["exit_code"] == 0, body
+        polls.get(timeout=30)
+        if i >= 3:
+            warm.append((done - sent) * 1000)
+    time.sleep(0.5)
+    rss = int([l for l in open(f"/proc/{proc.pid}/status") if l.startswith("VmRSS")][0].split()[1]) / 1024
+    proc.kill(); proc.wait()
+
+    def wall(cmd, n):
+        out = []
+        for _ in range(n):
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            out.append((time.perf_counter() - t) * 1000)
+        return statistics.median(out)
+
+    run_ms = wall([BOOTSTRAP, "run", "--cache-dir", CACHE, "--shim-dir", SHIM_DIR, IMAGE, "--", "/bin/true"], 20)
+    native_ms = wall(["/bin/true"], RUNS)
+    warm_ms = statistics.median(warm)
+    table = f"""| measure | median | target |
+|---|---:|---|
+| start to first poll | {statistics.median(start_polls):.1f} ms | ≤ 20 ms |
+| warm invoke of `true` (event out → response in) | {warm_ms:.1f} ms | |
+| native `/bin/true` (spawn and wait) | {native_ms:.1f} ms | |
+| runtime overhead over the command (warm − native) | {warm_ms - native_ms:.1f} ms | ≤ 5 ms |
+| `bootstrap run IMAGE -- /bin/true` (whole process, warm cache) | {run_ms:.1f} ms | |
+| idle RSS of the waiting runtime | {rss:.1f} MB | ≤ 20 MB |
+
+{RUNS} warm invocations after 3 warm-ups, 5 cold starts, 20 `bootstrap run`s; release build.
+"""
+    print(table)
+    open(OUT, "w").write(table)
+
+
+if __name__ == "__main__":
+    main()
