@@ -148,7 +148,9 @@ impl FunctionConfig {
                 .filter(|v| !v.is_empty())
         };
         let image = get("SCAR_IMAGE").ok_or(ConfigError::Missing("SCAR_IMAGE"))?;
-        if image.parse::<crate::reference::ImageReference>().is_err() {
+        // Only a cheap check here: the full reference grammar is a large regex whose
+        // compilation would delay the first poll; it is parsed at the first invocation.
+        if image.chars().any(char::is_whitespace) {
             return Err(ConfigError::Invalid {
                 name: "SCAR_IMAGE",
                 value: image,
