@@ -84,7 +84,7 @@ fn the_deadline_terms_the_group_and_keeps_partial_output() {
     let outcome = run(&spec(
         "echo before; sleep 30; echo never",
         1000,
-        Some(Duration::from_millis(500)),
+        Some(Duration::from_millis(1500)),
     ));
     assert!(outcome.timed_out);
     assert_eq!(outcome.output, b"before\n");
@@ -100,15 +100,20 @@ fn the_deadline_terms_the_group_and_keeps_partial_output() {
 #[ignore = "needs the harness and the shim (make test)"]
 fn a_command_ignoring_sigterm_is_killed_after_the_grace() {
     let started = std::time::Instant::now();
+    // The deadline leaves the shell ample time to install its trap, even on a loaded machine.
     let outcome = run(&spec(
         "trap '' TERM; echo stubborn; while :; do sleep 0.1; done",
         1000,
-        Some(Duration::from_millis(300)),
+        Some(Duration::from_millis(1500)),
     ));
     assert!(outcome.timed_out);
     assert_eq!(outcome.signal, Some(9), "SIGKILL after the grace");
     assert_eq!(outcome.output, b"stubborn\n");
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

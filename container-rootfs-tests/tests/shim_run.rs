@@ -182,7 +182,7 @@ fn the_timeout_ends_the_whole_process_group() {
     let marker = "crt-timeout-marker";
     let script = format!("sleep 300 & sleep 301 & echo started; sleep 302 # {marker}");
     let started = Instant::now();
-    let out = lambda_run(BOOKWORM, &["--timeout", "1"], &["/bin/sh", "-c", &script]);
+    let out = lambda_run(BOOKWORM, &["--timeout", "2"], &["/bin/sh", "-c", &script]);
     let took = started.elapsed();
     assert_eq!(text(&out.stdout), "started\n");
     assert_eq!(
