@@ -163,33 +163,35 @@ impl Event {
         }
         if map.contains_key("requestContext") {
             let v2 = map.get("version").and_then(Value::as_str) == Some("2.0");
-            return if v2 {
-                let request: ApiGatewayV2httpRequest =
+            // Both formats carry the same three things; only their envelopes differ.
+            let (format, text, base64_encoded, query) = if v2 {
+                let r: ApiGatewayV2httpRequest =
                     serde_json::from_value(value).map_err(malformed("HTTP (payload 2.0)"))?;
-                let query = request
-                    .query_string_parameters
-                    .iter()
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect();
-                Ok(Self::Http(HttpRequest {
-                    format: HttpFormat::V2,
-                    body: body(request.body, request.is_base64_encoded)?,
-                    query,
-                }))
+                (
+                    HttpFormat::V2,
+                    r.body,
+                    r.is_base64_encoded,
+                    r.query_string_parameters,
+                )
             } else {
-                let request: ApiGatewayProxyRequest =
+                let r: ApiGatewayProxyRequest =
                     serde_json::from_value(value).map_err(malformed("API Gateway REST"))?;
-                let query = request
-                    .query_string_parameters
-                    .iter()
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect();
-                Ok(Self::Http(HttpRequest {
-                    format: HttpFormat::RestV1,
-                    body: body(request.body, request.is_base64_encoded)?,
-                    query,
-                }))
+                (
+                    HttpFormat::RestV1,
+                    r.body,
+                    r.is_base64_encoded,
+                    r.query_string_parameters,
+                )
             };
+            let query = query
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            return Ok(Self::Http(HttpRequest {
+                format,
+                body: body(text, base64_encoded)?,
+                query,
+            }));
         }
         let direct: DirectInvoke =
             serde_json::from_value(value).map_err(malformed("direct invoke"))?;
