@@ -12,6 +12,7 @@ use crate::reference::ImageReference;
 use crate::source::archive::ArchiveSource;
 use crate::source::layout::LayoutSource;
 use crate::source::registry::{RegistryOptions, RegistrySource};
+use crate::source::s3::S3Store;
 use crate::source::{BlobReader, LayerDescriptor, ResolvedImage, SourceError};
 use crate::unpack::blob::{self, BlobFault, FaultSlot, VerifyingReader};
 use crate::unpack::{LayerApplier, LayerStats, UnpackError};
@@ -130,16 +131,6 @@ impl Puller {
                 let (resolved, _) = source.resolve(platform).await?;
                 (resolved, Layers::Registry(source), Some(alias))
             }
-            ImageReference::OciLayout { dir, tag } => {
-                let source = LayoutSource::new(dir.clone(), tag.clone());
-                let platform = platform.clone();
-                let resolved = blocking({
-                    let source = source.clone();
-                    move || source.resolve(&platform)
-                })
-                .await??;
-                (resolved, Layers::Layout(source), None)
-            }
             ImageReference::DockerArchive { file } => {
                 let alias = archive_alias(file);
                 if let Some(hit) = alias
@@ -150,9 +141,14 @@ impl Puller {
                 {
                     return Ok(hit);
                 }
-                let source = ArchiveSource::new(file.clone());
-                let (resolved, offsets) = blocking(move || source.resolve()).await??;
-                (resolved, Layers::Archive(offsets), alias)
+                let (resolved, layers) =
+                    resolve_source(reference, platform, &self.options.registry).await?;
+                (resolved, layers, alias)
+            }
+            ImageReference::OciLayout { .. } | ImageReference::S3Layout { .. } => {
+                let (resolved, layers) =
+                    resolve_source(reference, platform, &self.options.registry).await?;
+                (resolved, layers, None)
             }
         };
         let pulled = match self.cache.lookup(&resolved.manifest_digest)? {
@@ -220,13 +216,7 @@ impl Puller {
         }
         self.check_space(&resolved.layers)?;
         let staging = self.cache.stage(&resolved.manifest_digest, &lock)?;
-        let readers = match &layers {
-            Layers::Registry(source) => {
-                source.open_layers(&resolved.layers, self.options.registry.concurrency)
-            }
-            Layers::Layout(source) => source.open_layers(&resolved.layers)?,
-            Layers::Archive(offsets) => offsets.open()?,
-        };
+        let readers = layers.open(&resolved.layers, self.options.registry.concurrency)?;
         let progress = progress_bar(self.options.progress, &resolved.layers);
         let (staging_root, final_root) = (staging.rootfs(), staging.final_rootfs());
         let descriptors = resolved.layers.clone();
@@ -248,6 +238,68 @@ impl Puller {
             cached: false,
         })
     }
+}
+
+impl Layers {
+    fn open(
+        &self,
+        layers: &[LayerDescriptor],
+        concurrency: usize,
+    ) -> Result<Vec<BlobReader>, PullError> {
+        Ok(match self {
+            Self::Registry(source) => source.open_layers(layers, concurrency),
+            Self::Layout(source) => source.open_layers(layers)?,
+            Self::Archive(offsets) => offsets.open()?,
+        })
+    }
+}
+
+/// Resolves any reference to its image and a way to open its layers.
+async fn resolve_source(
+    reference: &ImageReference,
+    platform: &Platform,
+    registry: &RegistryOptions,
+) -> Result<(ResolvedImage, Layers), PullError> {
+    let layout = |source: LayoutSource| async move {
+        let platform = platform.clone();
+        let resolved = blocking({
+            let source = source.clone();
+            move || source.resolve(&platform)
+        })
+        .await??;
+        Ok::<_, PullError>((resolved, Layers::Layout(source)))
+    };
+    match reference {
+        ImageReference::Registry(r) => {
+            let source = RegistrySource::new(r.clone(), registry);
+            let (resolved, _) = source.resolve(platform).await?;
+            Ok((resolved, Layers::Registry(source)))
+        }
+        ImageReference::OciLayout { dir, tag } => {
+            layout(LayoutSource::new(dir.clone(), tag.clone())).await
+        }
+        ImageReference::S3Layout { bucket, prefix } => {
+            let store = S3Store::connect(bucket.clone(), prefix.clone()).await;
+            layout(LayoutSource::with_store(Arc::new(store), None)).await
+        }
+        ImageReference::DockerArchive { file } => {
+            let source = ArchiveSource::new(file.clone());
+            let (resolved, offsets) = blocking(move || source.resolve()).await??;
+            Ok((resolved, Layers::Archive(offsets)))
+        }
+    }
+}
+
+/// Resolves an image and opens its layers' bytes as stored, without unpacking or caching
+/// anything: for copying an image elsewhere (`deployer init -db` stages images in S3).
+pub async fn fetch(
+    reference: &ImageReference,
+    platform: &Platform,
+    registry: &RegistryOptions,
+) -> Result<(ResolvedImage, Vec<BlobReader>), PullError> {
+    let (resolved, layers) = resolve_source(reference, platform, registry).await?;
+    let readers = layers.open(&resolved.layers, registry.concurrency)?;
+    Ok((resolved, readers))
 }
 
 /// A docker-archive is identified by path, size and mtime so that a second pull skips the

@@ -5,6 +5,7 @@
 //! | `ubuntu`, `grycap/cowsay:latest`, `ghcr.io/o/i@sha256:…`, `127.0.0.1:5000/x:y` | registry (Docker Hub by default, tag `latest`) |
 //! | `oci:DIR[:TAG]` | an OCI image layout on disk |
 //! | `docker-archive:FILE` | a `docker save` tarball, gzipped or not |
+//! | `s3://BUCKET/PREFIX` | an OCI image layout under an S3 prefix (`deployer init -db`) |
 
 use std::fmt;
 use std::path::PathBuf;
@@ -45,6 +46,13 @@ pub enum ImageReference {
         /// The tarball, gzipped or not.
         file: PathBuf,
     },
+    /// An OCI image layout stored under an S3 prefix.
+    S3Layout {
+        /// The bucket.
+        bucket: String,
+        /// The key prefix, empty or ending in `/`.
+        prefix: String,
+    },
 }
 
 impl FromStr for ImageReference {
@@ -75,6 +83,21 @@ impl FromStr for ImageReference {
                 file: PathBuf::from(file),
             });
         }
+        if let Some(rest) = input.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(ReferenceError::MissingPath(input.to_string()));
+            }
+            let prefix = prefix.trim_end_matches('/');
+            return Ok(Self::S3Layout {
+                bucket: bucket.to_string(),
+                prefix: if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("{prefix}/")
+                },
+            });
+        }
         let input = input.strip_prefix("docker://").unwrap_or(input);
         Reference::from_str(input)
             .map(Self::Registry)
@@ -92,6 +115,7 @@ impl fmt::Display for ImageReference {
             Self::OciLayout { dir, tag: Some(t) } => write!(f, "oci:{}:{t}", dir.display()),
             Self::OciLayout { dir, tag: None } => write!(f, "oci:{}", dir.display()),
             Self::DockerArchive { file } => write!(f, "docker-archive:{}", file.display()),
+            Self::S3Layout { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
         }
     }
 }
@@ -151,6 +175,34 @@ mod tests {
             "oci:".parse::<ImageReference>(),
             Err(ReferenceError::MissingPath(_))
         ));
+    }
+
+    #[test]
+    fn s3_layouts() {
+        for (text, bucket, prefix) in [
+            (
+                "s3://deploy/scar-rs/images/f/",
+                "deploy",
+                "scar-rs/images/f/",
+            ),
+            ("s3://deploy/x", "deploy", "x/"),
+            ("s3://deploy", "deploy", ""),
+        ] {
+            let parsed = text.parse::<ImageReference>().ok();
+            assert_eq!(
+                parsed,
+                Some(ImageReference::S3Layout {
+                    bucket: bucket.into(),
+                    prefix: prefix.into()
+                }),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            "s3://b/p".parse::<ImageReference>().unwrap().to_string(),
+            "s3://b/p/"
+        );
+        assert!("s3:///x".parse::<ImageReference>().is_err());
     }
 
     #[test]

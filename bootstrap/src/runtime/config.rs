@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `SCAR_IMAGE` | required | the image reference, as for `bootstrap pull` |
 //! | `SCAR_TIMEOUT_THRESHOLD` | `10` | seconds kept back before Lambda's deadline: the command is ended then, and output is still returned and uploaded |
-//! | `SCAR_INIT_SCRIPT` | none | host path of a shell script run when the event brings neither `script` nor `cmd_args` |
+//! | `SCAR_INIT_SCRIPT` | none | a shell script run when the event brings neither `script` nor `cmd_args`; a relative path is in the function package (`$LAMBDA_TASK_ROOT`) |
 //! | `SCAR_INPUT_BUCKET` | none | the bucket whose uploads trigger the function (informational; events name their bucket) |
 //! | `SCAR_INPUT_PREFIX` | `input/` | the folder of input objects; its placeholder key is ignored |
 //! | `SCAR_OUTPUT_BUCKET` | the event's bucket | where files left in `$SCAR_OUTPUT_DIR` are uploaded |
@@ -77,6 +77,11 @@ const KNOWN: &[&str] = &[
     "SCAR_STATIC_BINARIES",
 ];
 
+/// Whether the runtime reads `name` (so a deployer can refuse a typo before deploying).
+pub fn is_known_variable(name: &str) -> bool {
+    KNOWN.contains(&name)
+}
+
 /// The parsed configuration.
 #[derive(Debug, Clone)]
 pub struct FunctionConfig {
@@ -106,6 +111,14 @@ pub struct FunctionConfig {
     pub shim_dir: Option<PathBuf>,
     /// Static programs.
     pub static_policy: StaticPolicy,
+}
+
+/// Where Lambda unpacks the function package.
+fn task_root(vars: &[(String, String)]) -> PathBuf {
+    vars.iter()
+        .rev()
+        .find(|(k, v)| k == "LAMBDA_TASK_ROOT" && !v.is_empty())
+        .map_or_else(|| PathBuf::from("/var/task"), |(_, v)| PathBuf::from(v))
 }
 
 fn seconds(
@@ -158,9 +171,12 @@ impl FunctionConfig {
             });
         }
         let init_script = match get("SCAR_INIT_SCRIPT") {
-            Some(path) => Some(std::fs::read(&path).map_err(|e| ConfigError::InitScript {
-                path,
-                reason: e.to_string(),
+            // A relative path names a file of the function package (`deployer init -s`).
+            Some(path) => Some(std::fs::read(task_root(&vars).join(&path)).map_err(|e| {
+                ConfigError::InitScript {
+                    path,
+                    reason: e.to_string(),
+                }
             })?),
             None => None,
         };

@@ -30,15 +30,8 @@ pub struct Storage {
 impl Storage {
     /// Loads the standard AWS configuration (the function's role credentials on Lambda).
     pub async fn connect() -> Self {
-        let shared = aws_config::load_from_env().await;
-        // A custom endpoint (a local stand-in) has no per-bucket DNS names.
-        let custom_endpoint = std::env::var_os("AWS_ENDPOINT_URL").is_some()
-            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
-        let config = aws_sdk_s3::config::Builder::from(&shared)
-            .force_path_style(custom_endpoint)
-            .build();
         Self {
-            client: aws_sdk_s3::Client::from_conf(config),
+            client: crate::source::s3::client().await,
         }
     }
 

@@ -150,6 +150,7 @@ impl ArchiveSource {
             manifest_digest: config_digest.clone(),
             config_digest,
             config,
+            config_blob: config_bytes.clone(),
             layers,
         };
         Ok((

@@ -1,7 +1,12 @@
-//! Images from an OCI image layout directory (`oci:DIR[:TAG]`).
+//! Images from an OCI image layout: a directory (`oci:DIR[:TAG]`) or an S3 prefix
+//! (`s3://BUCKET/PREFIX`, as `deployer init -db` stages images). Both are read through a
+//! [`LayoutStore`]: small files whole, layers as streams.
 
+use std::fmt::Debug;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use oci_client::manifest::{OciImageIndex, OciManifest};
 use sha2::{Digest as _, Sha256};
@@ -13,41 +18,74 @@ use crate::platform::Platform;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
-/// An OCI layout on disk.
+/// Where a layout's files are: paths are relative to the layout's root.
+pub trait LayoutStore: Debug + Send + Sync {
+    /// The layout's location, for messages.
+    fn location(&self) -> String;
+    /// Reads a small file whole.
+    fn read(&self, path: &str) -> io::Result<Vec<u8>>;
+    /// Opens a layer for streaming.
+    fn open(&self, path: &str) -> io::Result<BlobReader>;
+}
+
+/// A layout directory on disk.
+#[derive(Debug, Clone)]
+pub struct DirStore(pub PathBuf);
+
+impl LayoutStore for DirStore {
+    fn location(&self) -> String {
+        self.0.display().to_string()
+    }
+    fn read(&self, path: &str) -> io::Result<Vec<u8>> {
+        fs::read(self.0.join(path))
+    }
+    fn open(&self, path: &str) -> io::Result<BlobReader> {
+        Ok(Box::new(fs::File::open(self.0.join(path))?))
+    }
+}
+
+/// An OCI layout.
 #[derive(Debug, Clone)]
 pub struct LayoutSource {
-    dir: PathBuf,
+    store: Arc<dyn LayoutStore>,
     tag: Option<String>,
 }
 
 impl LayoutSource {
     /// `dir` holds `index.json`; `tag` selects by `org.opencontainers.image.ref.name`.
     pub fn new(dir: PathBuf, tag: Option<String>) -> Self {
-        Self { dir, tag }
+        Self::with_store(Arc::new(DirStore(dir)), tag)
+    }
+
+    /// A layout in any store.
+    pub fn with_store(store: Arc<dyn LayoutStore>, tag: Option<String>) -> Self {
+        Self { store, tag }
     }
 
     fn fail(&self, message: impl Into<String>) -> SourceError {
         SourceError::Local {
-            path: self.dir.display().to_string(),
+            path: self.store.location(),
             message: message.into(),
         }
     }
 
-    fn blob_path(&self, digest: &str) -> Result<PathBuf, SourceError> {
+    fn blob_path(&self, digest: &str) -> Result<String, SourceError> {
         let (algorithm, hex) = digest
             .split_once(':')
             .ok_or_else(|| self.fail(format!("malformed digest {digest:?}")))?;
         if algorithm != "sha256" || hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(self.fail(format!("malformed digest {digest:?}")));
         }
-        Ok(self.dir.join("blobs").join(algorithm).join(hex))
+        Ok(format!("blobs/{algorithm}/{hex}"))
     }
 
     /// Reads a small blob (manifest, index, config) and checks its digest.
     fn read_blob(&self, digest: &str) -> Result<Vec<u8>, SourceError> {
         let path = self.blob_path(digest)?;
-        let bytes =
-            fs::read(&path).map_err(|e| self.fail(format!("cannot read blob {digest}: {e}")))?;
+        let bytes = self
+            .store
+            .read(&path)
+            .map_err(|e| self.fail(format!("cannot read blob {digest}: {e}")))?;
         let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         if actual != digest {
             return Err(self.fail(format!(
@@ -98,15 +136,14 @@ impl LayoutSource {
         platform
             .select(&index.manifests)
             .map(|m| m.digest.clone())
-            .ok_or_else(|| {
-                no_matching_platform(self.dir.display().to_string(), platform, &index.manifests)
-            })
+            .ok_or_else(|| no_matching_platform(self.store.location(), platform, &index.manifests))
     }
 
     /// Reads `index.json`, follows indexes to `platform`, and reads the config.
     pub fn resolve(&self, platform: &Platform) -> Result<ResolvedImage, SourceError> {
-        let index_path = self.dir.join("index.json");
-        let index_bytes = fs::read(&index_path)
+        let index_bytes = self
+            .store
+            .read("index.json")
             .map_err(|e| self.fail(format!("not an OCI layout: cannot read index.json: {e}")))?;
         let index: OciImageIndex = serde_json::from_slice(&index_bytes)
             .map_err(|e| self.fail(format!("invalid index.json: {e}")))?;
@@ -134,6 +171,7 @@ impl LayoutSource {
                         manifest_digest: digest,
                         config_digest: m.config.digest.clone(),
                         config,
+                        config_blob: config_bytes,
                         layers,
                     });
                 }
@@ -151,15 +189,10 @@ impl LayoutSource {
             .iter()
             .map(|l| {
                 let path = self.blob_path(&l.digest)?;
-                let file = fs::File::open(&path)
-                    .map_err(|e| self.fail(format!("cannot open layer {}: {e}", l.digest)))?;
-                Ok(Box::new(file) as BlobReader)
+                self.store
+                    .open(&path)
+                    .map_err(|e| self.fail(format!("cannot open layer {}: {e}", l.digest)))
             })
             .collect()
-    }
-
-    /// The layout directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }

@@ -1,4 +1,5 @@
-//! Where layers come from: a registry, an OCI layout, or a `docker save` archive. Every
+//! Where layers come from: a registry, an OCI layout (on disk or in S3), or a `docker save`
+//! archive. Every
 //! source yields the same [`ResolvedImage`] and, per layer, a plain byte stream that the
 //! unpacker verifies and decompresses.
 
@@ -6,8 +7,12 @@ pub mod archive;
 pub mod auth;
 pub mod layout;
 pub mod registry;
+pub mod s3;
 
-use std::io::Read;
+use std::io::{self, Read};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
 
 use crate::cache::ContainerConfig;
 use crate::unpack::blob::Compression;
@@ -34,12 +39,47 @@ pub struct ResolvedImage {
     pub config_digest: String,
     /// Env, Entrypoint, Cmd, WorkingDir, User.
     pub config: ContainerConfig,
+    /// The config blob as stored (a few KiB), for copying the image elsewhere.
+    pub config_blob: Vec<u8>,
     /// Layers, base first.
     pub layers: Vec<LayerDescriptor>,
 }
 
 /// A layer's bytes, read on a blocking thread.
 pub type BlobReader = Box<dyn Read + Send>;
+
+/// Chunks buffered per layer ahead of the unpacker (a chunk is at most a few tens of KiB).
+const CHANNEL_CHUNKS: usize = 16;
+
+/// A blocking `Read` over the chunks a download task sends; dropping it ends the download.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    chunk: Bytes,
+}
+
+impl ChannelReader {
+    fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> Self {
+        Self {
+            rx,
+            chunk: Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.chunk = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
 
 /// Why an image could not be resolved or read.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,7 @@
 //! this module picks the platform, checks media types and streams blobs into bounded
 //! channels so that several layers download while the first one is being applied.
 
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,13 +18,10 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::auth::Credentials;
 use super::{
-    BlobReader, LayerDescriptor, ResolvedImage, SourceError, layer_descriptors,
+    BlobReader, ChannelReader, LayerDescriptor, ResolvedImage, SourceError, layer_descriptors,
     no_matching_platform, parse_config,
 };
 use crate::platform::Platform;
-
-/// Chunks buffered per layer ahead of the unpacker (a chunk is at most a few tens of KiB).
-const CHANNEL_CHUNKS: usize = 16;
 
 /// How to talk to registries.
 #[derive(Debug, Clone, Default)]
@@ -219,6 +216,7 @@ impl RegistrySource {
             manifest_digest: digest,
             config_digest: manifest.config.digest.clone(),
             config,
+            config_blob: config_bytes,
             layers,
         };
         Ok((resolved, top_digest))
@@ -231,11 +229,8 @@ impl RegistrySource {
         let mut readers: Vec<BlobReader> = Vec::with_capacity(layers.len());
         let mut jobs = Vec::with_capacity(layers.len());
         for layer in layers {
-            let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-            readers.push(Box::new(ChannelReader {
-                rx,
-                chunk: Bytes::new(),
-            }));
+            let (tx, rx) = mpsc::channel(super::CHANNEL_CHUNKS);
+            readers.push(Box::new(ChannelReader::new(rx)));
             jobs.push((layer.clone(), tx));
         }
         let this = self.clone();
@@ -298,27 +293,6 @@ impl RegistrySource {
             }
         }
         tracing::debug!(digest = %layer.digest, secs = started.elapsed().as_secs_f64(), "layer downloaded");
-    }
-}
-
-/// A blocking `Read` over the chunks a download task sends.
-struct ChannelReader {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    chunk: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.chunk.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => self.chunk = chunk,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.chunk.len());
-        buf[..n].copy_from_slice(&self.chunk.split_to(n));
-        Ok(n)
     }
 }
 

@@ -1,0 +1,461 @@
+//! The command line: SCAR's commands and flags, parsed by clap.
+//!
+//! SCAR spelled several flags as multi-letter single-dash options (`-if`, `-tt`, `-es`,
+//! `-db`, `-api`, `-ls`, `-ri`), which no argument parser accepts as short flags. They are
+//! rewritten to their long names before parsing, so both `-tt 20` and
+//! `--timeout-threshold 20` work; [`SCAR_FLAGS`] is the table.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// SCAR's multi-letter single-dash flags and the long flags they stand for.
+pub const SCAR_FLAGS: &[(&str, &str)] = &[
+    ("-if", "--image-file"),
+    ("-tt", "--timeout-threshold"),
+    ("-es", "--event-source"),
+    ("-db", "--deployment-bucket"),
+    ("-api", "--api-gateway-name"),
+    ("-ls", "--log-stream-name"),
+    ("-ri", "--request-id"),
+];
+
+/// Rewrites SCAR's multi-letter flags (up to a `--`, after which arguments belong to the
+/// container's command).
+pub fn normalize_scar_flags(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut passthrough = false;
+    args.into_iter()
+        .map(|arg| {
+            if passthrough {
+                return arg;
+            }
+            if arg == "--" {
+                passthrough = true;
+                return arg;
+            }
+            let Some(text) = arg.to_str() else {
+                return arg;
+            };
+            let (flag, value) = match text.split_once('=') {
+                Some((f, v)) => (f, Some(v)),
+                None => (text, None),
+            };
+            match SCAR_FLAGS.iter().find(|(scar, _)| *scar == flag) {
+                Some((_, long)) => match value {
+                    Some(v) => OsString::from(format!("{long}={v}")),
+                    None => OsString::from(*long),
+                },
+                None => arg,
+            }
+        })
+        .collect()
+}
+
+/// Run any OCI image as an AWS Lambda function: publish the runtime layer, then create,
+/// run, list, follow and remove functions as SCAR did.
+#[derive(Debug, Parser)]
+#[command(name = "deployer", version, about, long_about = None)]
+pub struct Cli {
+    /// The defaults file [default: $SCAR_DEPLOYER_CONFIG, else ~/.config/scar/deployer.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// AWS region (else the defaults file, else the standard AWS chain)
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build or publish the runtime layer (bootstrap and the fakechroot shims)
+    #[command(subcommand)]
+    Layer(LayerCommand),
+    /// Create a function that runs an image
+    Init(Box<InitArgs>),
+    /// Invoke a function and print the container's output
+    Run(RunArgs),
+    /// Call a function's HTTP endpoint (GET, or POST of a file)
+    Invoke(InvokeArgs),
+    /// List the functions this deployer created
+    Ls(LsArgs),
+    /// Print a function's logs
+    Log(LogArgs),
+    /// Remove a function and everything init created for it
+    Rm(RmArgs),
+}
+
+/// Lambda's two architectures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    /// Intel/AMD.
+    #[value(name = "x86_64")]
+    #[serde(rename = "x86_64")]
+    X86_64,
+    /// Graviton.
+    Arm64,
+}
+
+impl Arch {
+    /// The name Lambda uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::X86_64 => "x86_64",
+            Self::Arm64 => "arm64",
+        }
+    }
+}
+
+/// `deployer layer …`
+#[derive(Debug, Subcommand)]
+pub enum LayerCommand {
+    /// Zip bootstrap and the shims in the layout Lambda expects, and print the size
+    Build(LayerBuildArgs),
+    /// Publish a layer version (built from the given files, or a zip from `layer build`)
+    Publish(LayerPublishArgs),
+}
+
+/// Where the runtime's files come from.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeFiles {
+    /// A zip made by `deployer layer build` [default: target/layer/scar-layer-ARCH.zip]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["bootstrap", "shim_dir"])]
+    pub layer_zip: Option<PathBuf>,
+    /// The bootstrap binary to package (instead of a layer zip)
+    #[arg(long, value_name = "FILE", requires = "shim_dir")]
+    pub bootstrap: Option<PathBuf>,
+    /// The directory holding scar-fakechroot-glibc.so and scar-fakechroot-musl.so
+    #[arg(long, value_name = "DIR", requires = "bootstrap")]
+    pub shim_dir: Option<PathBuf>,
+}
+
+/// `deployer layer build`
+#[derive(Debug, Args)]
+pub struct LayerBuildArgs {
+    /// The architecture the files are built for (checked)
+    #[arg(long, value_enum, default_value = "x86_64")]
+    pub arch: Arch,
+    /// The bootstrap binary
+    #[arg(long, value_name = "FILE")]
+    pub bootstrap: PathBuf,
+    /// The directory holding both shim builds
+    #[arg(long, value_name = "DIR")]
+    pub shim_dir: PathBuf,
+    /// The zip to write
+    #[arg(long, short, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+/// `deployer layer publish`
+#[derive(Debug, Args)]
+pub struct LayerPublishArgs {
+    /// The architecture the files are built for
+    #[arg(long, value_enum, default_value = "x86_64")]
+    pub arch: Arch,
+    /// Share the layer version with every AWS account
+    #[arg(long, conflicts_with = "principal")]
+    pub public: bool,
+    /// Share the layer version with one AWS account (or an organization's account id)
+    #[arg(long, value_name = "ACCOUNT")]
+    pub principal: Option<String>,
+    /// The files to publish.
+    #[command(flatten)]
+    pub files: RuntimeFiles,
+}
+
+/// `deployer init`
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Function name
+    #[arg(short = 'n', long)]
+    pub name: String,
+    /// Image reference (Docker Hub by default, any registry, oci:DIR or docker-archive:FILE)
+    #[arg(
+        short = 'i',
+        long,
+        required_unless_present = "image_file",
+        conflicts_with = "image_file"
+    )]
+    pub image: Option<String>,
+    /// A `docker save` file to stage in the deployment bucket (SCAR: -if)
+    #[arg(long, value_name = "FILE", requires = "deployment_bucket")]
+    pub image_file: Option<PathBuf>,
+    /// Shell script run by S3 and HTTP events and by `run` without a command
+    #[arg(short = 's', long, value_name = "FILE")]
+    pub script: Option<PathBuf>,
+    /// Memory in MB (128 to 10240) [default: from the defaults file]
+    #[arg(short = 'm', long)]
+    pub memory: Option<i32>,
+    /// Timeout in seconds (1 to 900) [default: from the defaults file]
+    #[arg(short = 't', long)]
+    pub time: Option<i32>,
+    /// Seconds kept back before the timeout to stop the command and upload its output (SCAR: -tt)
+    #[arg(long, value_name = "SECS")]
+    pub timeout_threshold: Option<u32>,
+    /// Description
+    #[arg(short = 'd', long)]
+    pub description: Option<String>,
+    /// A variable for the container, KEY=VALUE (repeatable)
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    pub env: Vec<(String, String)>,
+    /// A variable for the runtime itself (SCAR_*, AWS_ENDPOINT_URL…), KEY=VALUE (repeatable)
+    #[arg(long = "function-env", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    pub function_env: Vec<(String, String)>,
+    /// Bucket whose uploads into the input folder run the function; created with input/ and output/ if missing (SCAR: -es)
+    #[arg(long, value_name = "BUCKET")]
+    pub event_source: Option<String>,
+    /// Bucket for output files [default: the event's bucket]
+    #[arg(long, value_name = "BUCKET")]
+    pub output_bucket: Option<String>,
+    /// Input folder in the event bucket
+    #[arg(long, value_name = "PREFIX", default_value = "input/")]
+    pub input_folder: String,
+    /// Output folder in the output bucket
+    #[arg(long, value_name = "PREFIX", default_value = "output/")]
+    pub output_folder: String,
+    /// Create a REST API with this name whose every route runs the function (SCAR: -api)
+    #[arg(long, value_name = "NAME")]
+    pub api_gateway_name: Option<String>,
+    /// Stage the image in this bucket so cold starts read it from S3, not the registry (SCAR: -db)
+    #[arg(long, value_name = "BUCKET")]
+    pub deployment_bucket: Option<String>,
+    /// Architecture [default: from the defaults file]
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
+    /// Size of /tmp in MB (512 to 10240) [default: from the defaults file]
+    #[arg(long, value_name = "MB")]
+    pub ephemeral_storage: Option<i32>,
+    /// IAM role ARN the function runs as [default: from the defaults file]
+    #[arg(long, value_name = "ARN")]
+    pub role: Option<String>,
+    /// Layer version ARN to attach [default: the newest version `layer publish` made]
+    #[arg(long, value_name = "ARN", conflicts_with = "runtime_in_package")]
+    pub layer: Option<String>,
+    /// Put bootstrap and the shims into the function package instead of using a layer
+    #[arg(long)]
+    pub runtime_in_package: bool,
+    /// The runtime's files, with --runtime-in-package.
+    #[command(flatten)]
+    pub files: RuntimeFiles,
+}
+
+/// `deployer run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Function name
+    #[arg(short = 'n', long)]
+    pub name: String,
+    /// A shell script to run instead of the function's
+    #[arg(short = 's', long, value_name = "FILE")]
+    pub script: Option<PathBuf>,
+    /// A variable for the container, KEY=VALUE (repeatable)
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    pub env: Vec<(String, String)>,
+    /// Do not wait for the result
+    #[arg(short = 'a', long = "async")]
+    pub asynchronous: bool,
+    /// Print the whole JSON response
+    #[arg(short = 'j', long)]
+    pub json: bool,
+    /// Send one S3 event per object in this bucket's input folder (SCAR: -es)
+    #[arg(long, value_name = "BUCKET")]
+    pub event_source: Option<String>,
+    /// The input folder, with --event-source
+    #[arg(long, value_name = "PREFIX", default_value = "input/")]
+    pub input_folder: String,
+    /// Asynchronous invokes in flight at once, with --event-source
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// The command and arguments (after the image's entrypoint); `--` before it is optional
+    #[arg(
+        value_name = "CMD",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
+}
+
+/// `deployer invoke`
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// Function name
+    #[arg(short = 'n', long)]
+    pub name: String,
+    /// POST this file as the request body (else GET)
+    #[arg(short = 'd', long = "data-binary", value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    /// Ask API Gateway to run the function asynchronously
+    #[arg(short = 'a', long = "async")]
+    pub asynchronous: bool,
+    /// Write the response body to this file instead of stdout
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `deployer ls`
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// JSON instead of a table
+    #[arg(short = 'j', long)]
+    pub json: bool,
+}
+
+/// `deployer log`
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Function name
+    #[arg(short = 'n', long)]
+    pub name: String,
+    /// Only this log stream (SCAR: -ls)
+    #[arg(long, value_name = "STREAM")]
+    pub log_stream_name: Option<String>,
+    /// Only the lines of this request (SCAR: -ri)
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
+}
+
+/// `deployer rm`
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Function name
+    #[arg(
+        short = 'n',
+        long,
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub name: Option<String>,
+    /// Every function this deployer created (found by its tag)
+    #[arg(short = 'a', long)]
+    pub all: bool,
+}
+
+fn parse_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => {
+            Ok((k.to_owned(), v.to_owned()))
+        }
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn scar_flags_become_long_flags_until_the_separator() {
+        let got = normalize_scar_flags(os(&[
+            "deployer", "init", "-n", "f", "-if", "img.tar", "-tt=5", "-api", "a", "--", "-es",
+        ]));
+        assert_eq!(
+            got,
+            os(&[
+                "deployer",
+                "init",
+                "-n",
+                "f",
+                "--image-file",
+                "img.tar",
+                "--timeout-threshold=5",
+                "--api-gateway-name",
+                "a",
+                "--",
+                "-es"
+            ])
+        );
+    }
+
+    #[test]
+    fn scar_command_lines_parse() {
+        let cli = Cli::try_parse_from(normalize_scar_flags(os(&[
+            "deployer",
+            "init",
+            "-n",
+            "cow",
+            "-i",
+            "grycap/cowsay",
+            "-m",
+            "1024",
+            "-t",
+            "60",
+            "-tt",
+            "5",
+            "-e",
+            "A=1",
+            "-e",
+            "B=x=y",
+            "-es",
+            "bkt",
+            "-api",
+            "cowapi",
+        ])))
+        .unwrap();
+        let Command::Init(init) = cli.command else {
+            panic!("not init")
+        };
+        assert_eq!(init.image.as_deref(), Some("grycap/cowsay"));
+        assert_eq!(
+            (init.memory, init.time, init.timeout_threshold),
+            (Some(1024), Some(60), Some(5))
+        );
+        assert_eq!(init.env[1], ("B".into(), "x=y".into()));
+        assert_eq!(init.event_source.as_deref(), Some("bkt"));
+        assert_eq!(init.api_gateway_name.as_deref(), Some("cowapi"));
+
+        let cli = Cli::try_parse_from(os(&[
+            "deployer",
+            "run",
+            "-n",
+            "cow",
+            "--",
+            "/usr/games/cowsay",
+            "-f",
+            "tux",
+        ]))
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.command, ["/usr/games/cowsay", "-f", "tux"]);
+    }
+
+    #[test]
+    fn contradictions_are_refused() {
+        for args in [
+            &["deployer", "init", "-n", "f"][..],
+            &[
+                "deployer",
+                "init",
+                "-n",
+                "f",
+                "-i",
+                "x",
+                "--image-file",
+                "y",
+            ],
+            &["deployer", "init", "-n", "f", "--image-file", "y"],
+            &["deployer", "rm"],
+            &["deployer", "rm", "-n", "f", "-a"],
+            &["deployer", "init", "-n", "f", "-i", "x", "-e", "NOEQUALS"],
+            &[
+                "deployer",
+                "layer",
+                "publish",
+                "--public",
+                "--principal",
+                "1",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(os(args)).is_err(), "{args:?}");
+        }
+    }
+}

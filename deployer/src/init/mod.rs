@@ -1,0 +1,188 @@
+//! `deployer init`: every input is checked before anything is created (the plan); then the
+//! steps run in order, each recording what it made, and a failing step undoes the others.
+
+mod plan;
+mod wire;
+
+use std::time::Duration;
+
+use aws_sdk_lambda::client::Waiters;
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::{Environment, EphemeralStorage, FunctionCode, Runtime};
+
+pub use plan::{Plan, plan};
+
+use crate::aws::Aws;
+use crate::error::DeployError;
+use crate::layer::architecture;
+use crate::resources::{self, Resource};
+
+/// What `init` made, for the user.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Created {
+    /// The function's ARN.
+    pub function_arn: String,
+    /// The layer attached, or none with --runtime-in-package.
+    pub layer: Option<String>,
+    /// The image reference the function pulls.
+    pub image: String,
+    /// `s3://BUCKET/PREFIX` that runs the function on upload.
+    pub trigger: Option<String>,
+    /// The HTTP endpoint.
+    pub endpoint: Option<String>,
+}
+
+/// Runs `init`: plans, creates, and undoes on failure.
+pub async fn init(aws: &Aws, plan: Plan) -> Result<Created, DeployError> {
+    let mut created = Vec::new();
+    match create(aws, &plan, &mut created).await {
+        Ok(result) => Ok(result),
+        Err(cause) => {
+            tracing::warn!(error = %cause, steps = created.len(), "init failed; undoing");
+            let undo_failures = resources::undo(aws, &created).await;
+            Err(DeployError::RolledBack {
+                cause: Box::new(cause),
+                undo_failures,
+            })
+        }
+    }
+}
+
+async fn create(
+    aws: &Aws,
+    plan: &Plan,
+    created: &mut Vec<Resource>,
+) -> Result<Created, DeployError> {
+    for bucket in &plan.buckets {
+        wire::ensure_bucket(aws, bucket, created).await?;
+    }
+    let mut tags = plan.tags.clone();
+    let image = match &plan.staging {
+        Some(staging) => {
+            let staged = crate::staging::stage(aws, staging).await;
+            // Recorded before the result is checked: a half-written prefix is removed too.
+            created.push(Resource::Staged {
+                bucket: staging.bucket.clone(),
+                prefix: staging.prefix.clone(),
+            });
+            tags.insert(
+                resources::TAG_STAGED.into(),
+                format!("{}/{}", staging.bucket, staging.prefix),
+            );
+            staged?
+        }
+        None => plan.image.clone(),
+    };
+    if wire::ensure_log_group(aws, &plan.log_group, plan.log_retention_days).await? {
+        created.push(Resource::LogGroup(plan.log_group.clone()));
+        tags.insert(resources::TAG_LOG_GROUP.into(), plan.log_group.clone());
+    }
+    let mut variables = plan.variables.clone();
+    variables.insert("SCAR_IMAGE".into(), image.clone());
+    let function_arn = create_function(aws, plan, variables, tags).await?;
+    created.push(Resource::Function(plan.name.clone()));
+    aws.lambda
+        .wait_until_function_active_v2()
+        .function_name(&plan.name)
+        .wait(Duration::from_secs(300))
+        .await
+        .map_err(DeployError::aws("lambda:GetFunction (waiting for Active)"))?;
+
+    let account = function_arn
+        .split(':')
+        .nth(4)
+        .unwrap_or_default()
+        .to_owned();
+    let trigger = match &plan.event_source {
+        Some(bucket) => {
+            let id = wire::add_trigger(aws, plan, bucket, &function_arn, &account).await?;
+            created.push(Resource::Trigger {
+                bucket: bucket.clone(),
+                id: id.clone(),
+            });
+            wire::tag(
+                aws,
+                &function_arn,
+                resources::TAG_TRIGGER,
+                &format!("{bucket}/{id}"),
+            )
+            .await?;
+            Some(format!("s3://{bucket}/{}", plan.input_folder))
+        }
+        None => None,
+    };
+    let endpoint = match &plan.api_name {
+        Some(api_name) => {
+            let api = wire::create_api(aws, api_name, &function_arn, &account, created).await?;
+            wire::tag(aws, &function_arn, resources::TAG_API, &api).await?;
+            Some(crate::endpoint::api_url(aws, &api))
+        }
+        None => None,
+    };
+    Ok(Created {
+        function_arn,
+        layer: plan.layer.clone(),
+        image,
+        trigger,
+        endpoint,
+    })
+}
+
+async fn create_function(
+    aws: &Aws,
+    plan: &Plan,
+    variables: std::collections::BTreeMap<String, String>,
+    tags: std::collections::BTreeMap<String, String>,
+) -> Result<String, DeployError> {
+    // A role created moments ago may not be assumable yet (IAM is eventually consistent):
+    // Lambda says so explicitly, and a short wait fixes it.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = aws
+            .lambda
+            .create_function()
+            .function_name(&plan.name)
+            .runtime(Runtime::Providedal2023)
+            .handler("scar")
+            .role(&plan.role)
+            .description(&plan.description)
+            .memory_size(plan.memory)
+            .timeout(plan.time)
+            .architectures(architecture(plan.arch))
+            .ephemeral_storage(
+                EphemeralStorage::builder()
+                    .size(plan.ephemeral_storage)
+                    .build()
+                    .map_err(DeployError::aws("lambda:CreateFunction"))?,
+            )
+            .set_layers(plan.layer.clone().map(|l| vec![l]))
+            .environment(
+                Environment::builder()
+                    .set_variables(Some(variables.clone().into_iter().collect()))
+                    .build(),
+            )
+            .set_tags(Some(tags.clone().into_iter().collect()))
+            .code(
+                FunctionCode::builder()
+                    .zip_file(Blob::new(plan.package.clone()))
+                    .build(),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(out) => return Ok(out.function_arn().unwrap_or_default().to_owned()),
+            Err(e)
+                if attempt < 6
+                    && e.as_service_error().is_some_and(|s| {
+                        s.is_invalid_parameter_value_exception()
+                            && s.to_string().contains("cannot be assumed")
+                    }) =>
+            {
+                tracing::info!(attempt, "the role is not assumable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Err(e) => return Err(DeployError::aws("lambda:CreateFunction")(e)),
+        }
+    }
+}

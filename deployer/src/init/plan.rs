@@ -1,0 +1,376 @@
+//! Everything `init` checks before it creates anything: a bad flag, a missing role, a taken
+//! name or a bucket owned elsewhere stops it with nothing to undo.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+
+use bootstrap::reference::ImageReference;
+
+use crate::aws::Aws;
+use crate::cli::{Arch, InitArgs};
+use crate::error::DeployError;
+use crate::package::{self, RuntimeSource};
+use crate::resources::{MANAGED_BY, TAG_IMAGE, TAG_MANAGED};
+use crate::settings::Settings;
+use crate::staging::StagingPlan;
+
+/// A bucket init needs, and whether it exists.
+#[derive(Debug, Clone)]
+pub struct BucketNeed {
+    /// The bucket.
+    pub name: String,
+    /// It exists and is reachable.
+    pub exists: bool,
+    /// Folder placeholders to create (SCAR's `input/` and `output/`).
+    pub folders: Vec<String>,
+}
+
+/// A checked `init`.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Function name.
+    pub name: String,
+    /// The image as the function will pull it (before staging).
+    pub image: String,
+    /// Role ARN.
+    pub role: String,
+    /// MB.
+    pub memory: i32,
+    /// Seconds.
+    pub time: i32,
+    /// Description.
+    pub description: String,
+    /// Architecture.
+    pub arch: Arch,
+    /// MB of /tmp.
+    pub ephemeral_storage: i32,
+    /// Layer ARN, unless the runtime is in the package.
+    pub layer: Option<String>,
+    /// The function package.
+    pub package: Vec<u8>,
+    /// The function's environment (SCAR_IMAGE is added after staging).
+    pub variables: BTreeMap<String, String>,
+    /// Tags (more are added as resources are created).
+    pub tags: BTreeMap<String, String>,
+    /// Buckets to make sure of, in order.
+    pub buckets: Vec<BucketNeed>,
+    /// The bucket whose uploads run the function.
+    pub event_source: Option<String>,
+    /// Its input folder.
+    pub input_folder: String,
+    /// The REST API to create.
+    pub api_name: Option<String>,
+    /// The image to stage in S3.
+    pub staging: Option<StagingPlan>,
+    /// `/aws/lambda/NAME`.
+    pub log_group: String,
+    /// Days.
+    pub log_retention_days: i32,
+}
+
+fn invalid(message: impl Into<String>) -> DeployError {
+    DeployError::Invalid(message.into())
+}
+
+/// Lambda's rule for function names.
+pub fn check_name(name: &str) -> Result<(), DeployError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "function name {name:?}: use 1 to 64 letters, digits, '-' or '_'"
+        )))
+    }
+}
+
+fn check_range(
+    what: &str,
+    value: i32,
+    range: std::ops::RangeInclusive<i32>,
+) -> Result<(), DeployError> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "{what} {value} is out of range: Lambda accepts {} to {}",
+            range.start(),
+            range.end()
+        )))
+    }
+}
+
+fn folder(prefix: &str) -> String {
+    let trimmed = prefix.trim_matches('/');
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("{trimmed}/")
+    }
+}
+
+/// The role's name from its ARN (`arn:aws:iam::ACCOUNT:role/PATH/NAME`).
+pub fn role_name(arn: &str) -> Option<&str> {
+    let (_, rest) = arn.split_once(":role/")?;
+    arn.starts_with("arn:")
+        .then(|| rest.rsplit('/').next())
+        .flatten()
+        .filter(|n| !n.is_empty())
+}
+
+/// Checks the flags, the defaults and AWS's state; creates nothing.
+pub async fn plan(
+    aws: &Aws,
+    settings: &Settings,
+    settings_path: &Path,
+    args: &InitArgs,
+) -> Result<Plan, DeployError> {
+    check_name(&args.name)?;
+    let memory = args.memory.unwrap_or(settings.lambda.memory);
+    check_range("memory (MB)", memory, 128..=10240)?;
+    let time = args.time.unwrap_or(settings.lambda.time);
+    check_range("time (s)", time, 1..=900)?;
+    let threshold = args
+        .timeout_threshold
+        .unwrap_or(settings.lambda.timeout_threshold);
+    if i64::from(threshold) >= i64::from(time) {
+        return Err(invalid(format!(
+            "timeout threshold {threshold}s leaves no time to run in a {time}s function"
+        )));
+    }
+    let ephemeral_storage = args
+        .ephemeral_storage
+        .unwrap_or(settings.lambda.ephemeral_storage);
+    check_range("ephemeral storage (MB)", ephemeral_storage, 512..=10240)?;
+    let arch = args.arch.unwrap_or(settings.lambda.architecture);
+
+    let role = args
+        .role
+        .clone()
+        .or_else(|| settings.role().map(str::to_owned))
+        .ok_or_else(|| DeployError::NoRole {
+            settings: settings_path.to_path_buf(),
+        })?;
+    let name = role_name(&role).ok_or_else(|| {
+        invalid(format!(
+            "{role:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+        ))
+    })?;
+
+    let (image, staging) = image_and_staging(args, arch)?;
+    let script = args
+        .script
+        .as_ref()
+        .map(|p| std::fs::read(p).map_err(DeployError::io(p)))
+        .transpose()?;
+    let mut variables = BTreeMap::new();
+    for (key, value) in &args.env {
+        if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(invalid(format!("-e {key}: not a variable name")));
+        }
+        variables.insert(format!("CONT_VAR_{key}"), value.clone());
+    }
+    for (key, value) in &args.function_env {
+        if key.starts_with("SCAR_") && !bootstrap::runtime::config::is_known_variable(key) {
+            return Err(invalid(format!(
+                "--function-env {key}: the runtime has no such setting (the README lists them)"
+            )));
+        }
+        variables.insert(key.clone(), value.clone());
+    }
+    variables.insert("SCAR_TIMEOUT_THRESHOLD".into(), threshold.to_string());
+    if script.is_some() {
+        variables.insert("SCAR_INIT_SCRIPT".into(), package::INIT_SCRIPT_ENTRY.into());
+    }
+    let (input_folder, output_folder) = (folder(&args.input_folder), folder(&args.output_folder));
+    variables.insert("SCAR_INPUT_PREFIX".into(), input_folder.clone());
+    variables.insert("SCAR_OUTPUT_PREFIX".into(), output_folder.clone());
+    if let Some(bucket) = &args.event_source {
+        variables.insert("SCAR_INPUT_BUCKET".into(), bucket.clone());
+    }
+    if let Some(bucket) = &args.output_bucket {
+        variables.insert("SCAR_OUTPUT_BUCKET".into(), bucket.clone());
+    }
+
+    let runtime = args
+        .runtime_in_package
+        .then(|| RuntimeSource::from_flags(&args.files, arch));
+    let package = package::function_zip(
+        script.as_deref(),
+        runtime.as_ref().map(|r| (r, arch)),
+        &image,
+    )?;
+    package::check_upload_size(&package, "function")?;
+
+    // What AWS holds: the role, the name, the buckets, the layer.
+    aws.iam
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(|e| DeployError::Role {
+            role: role.clone(),
+            message: aws_sdk_iam::error::DisplayErrorContext(&e).to_string(),
+        })?;
+    match aws
+        .lambda
+        .get_function()
+        .function_name(&args.name)
+        .send()
+        .await
+    {
+        Ok(_) => return Err(DeployError::FunctionExists(args.name.clone())),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) => {}
+        Err(e) => return Err(DeployError::aws("lambda:GetFunction")(e)),
+    }
+    let mut buckets: Vec<BucketNeed> = Vec::new();
+    let wanted = [
+        (
+            &args.event_source,
+            vec![input_folder.clone(), output_folder.clone()],
+        ),
+        (&args.output_bucket, vec![output_folder.clone()]),
+        (&args.deployment_bucket, vec![]),
+    ];
+    for (bucket, folders) in wanted {
+        let Some(bucket) = bucket else { continue };
+        if let Some(need) = buckets.iter_mut().find(|b| &b.name == bucket) {
+            need.folders.extend(folders);
+            continue;
+        }
+        let exists = bucket_exists(aws, bucket).await?;
+        buckets.push(BucketNeed {
+            name: bucket.clone(),
+            exists,
+            folders: folders.into_iter().filter(|f| !f.is_empty()).collect(),
+        });
+    }
+    let layer = match (&args.layer, runtime) {
+        (_, Some(_)) => None,
+        (Some(arn), None) => Some(arn.clone()),
+        (None, None) => Some(crate::layer::newest(aws, arch).await?),
+    };
+    let tags = BTreeMap::from([
+        (TAG_MANAGED.to_owned(), MANAGED_BY.to_owned()),
+        (TAG_IMAGE.to_owned(), tag_value(&image)),
+    ]);
+    Ok(Plan {
+        name: args.name.clone(),
+        image,
+        role,
+        memory,
+        time,
+        description: args
+            .description
+            .clone()
+            .unwrap_or_else(|| settings.lambda.description.clone()),
+        arch,
+        ephemeral_storage,
+        layer,
+        package,
+        variables,
+        tags,
+        buckets,
+        event_source: args.event_source.clone(),
+        input_folder,
+        api_name: args.api_gateway_name.clone(),
+        staging: staging.map(|s| s.for_function(&args.name)),
+        log_group: format!("/aws/lambda/{}", args.name),
+        log_retention_days: settings.cloudwatch.log_retention_days,
+    })
+}
+
+/// Tag values allow a limited alphabet and 256 characters.
+fn tag_value(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || " _.:/=+-@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(256)
+        .collect()
+}
+
+fn image_and_staging(
+    args: &InitArgs,
+    arch: Arch,
+) -> Result<(String, Option<crate::staging::StagingSource>), DeployError> {
+    use crate::staging::StagingSource;
+    let reference = match (&args.image, &args.image_file) {
+        (_, Some(file)) => {
+            if !file.is_file() {
+                return Err(invalid(format!("-if {}: no such file", file.display())));
+            }
+            ImageReference::DockerArchive { file: file.clone() }
+        }
+        (Some(image), None) => {
+            ImageReference::from_str(image).map_err(|e| invalid(e.to_string()))?
+        }
+        (None, None) => return Err(invalid("give an image with -i IMAGE or -if FILE")),
+    };
+    let local = !matches!(reference, ImageReference::Registry(_));
+    match (&args.deployment_bucket, local) {
+        (Some(bucket), _) => Ok((
+            reference.to_string(),
+            Some(StagingSource {
+                reference,
+                bucket: bucket.clone(),
+                arch,
+            }),
+        )),
+        (None, true) => Err(invalid(format!(
+            "{reference} is a local image: Lambda cannot read it; stage it with -db BUCKET"
+        ))),
+        (None, false) => Ok((reference.to_string(), None)),
+    }
+}
+
+async fn bucket_exists(aws: &Aws, bucket: &str) -> Result<bool, DeployError> {
+    match aws.s3.head_bucket().bucket(bucket).send().await {
+        Ok(_) => Ok(true),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(false),
+        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 403) => {
+            Err(DeployError::BucketNotOwned {
+                bucket: bucket.to_owned(),
+                message: "403 Forbidden".into(),
+            })
+        }
+        Err(e) => Err(DeployError::aws("s3:HeadBucket")(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_roles_and_folders() {
+        assert!(check_name("scar-cowsay_1").is_ok());
+        for bad in ["", "a b", "x".repeat(65).as_str(), "é"] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            role_name("arn:aws:iam::123:role/svc/scar-lambda"),
+            Some("scar-lambda")
+        );
+        assert_eq!(role_name("arn:aws:iam::123:role/r"), Some("r"));
+        assert_eq!(role_name("scar-lambda"), None);
+        assert_eq!(role_name("arn:aws:iam::123:role/"), None);
+        assert_eq!(
+            (folder("input"), folder("/in/put/"), folder("")),
+            ("input/".into(), "in/put/".into(), String::new())
+        );
+        assert_eq!(tag_value("ghcr.io/o/i@sha256:ab"), "ghcr.io/o/i@sha256:ab");
+        assert_eq!(tag_value("oci:/a b,c"), "oci:/a b_c");
+    }
+}

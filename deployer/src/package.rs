@@ -1,0 +1,285 @@
+//! Zips in the layout Lambda expects.
+//!
+//! | entry | in a layer, seen at | in a function package, seen at |
+//! |---|---|---|
+//! | `bootstrap` | `/opt/bootstrap` | `/var/task/bootstrap` |
+//! | `lib/scar-fakechroot-glibc.so` | `/opt/lib/…` | `/var/task/lib/…` |
+//! | `lib/scar-fakechroot-musl.so` | `/opt/lib/…` | `/var/task/lib/…` |
+//! | `init-script.sh` (functions only) | | `/var/task/init-script.sh` |
+//!
+//! bootstrap finds the shims in `lib/` beside itself, so both placements work unchanged.
+
+use std::io::{Cursor, Read, Write};
+use std::path::{Path, PathBuf};
+
+use zip::write::SimpleFileOptions;
+
+use crate::cli::Arch;
+use crate::error::DeployError;
+
+/// The shims' entry names.
+pub const SHIM_ENTRIES: [&str; 2] = [
+    "lib/scar-fakechroot-glibc.so",
+    "lib/scar-fakechroot-musl.so",
+];
+/// The init script's entry name (the runtime resolves it against `LAMBDA_TASK_ROOT`).
+pub const INIT_SCRIPT_ENTRY: &str = "init-script.sh";
+/// The largest zip Lambda accepts in a request (larger ones must come through S3).
+pub const DIRECT_UPLOAD_LIMIT: usize = 50 * 1024 * 1024;
+
+/// Where the runtime's files are.
+#[derive(Debug, Clone)]
+pub enum RuntimeSource {
+    /// A zip made by `layer build`.
+    Zip(PathBuf),
+    /// The bootstrap binary and the directory of shims.
+    Files {
+        /// bootstrap.
+        bootstrap: PathBuf,
+        /// The shims' directory.
+        shim_dir: PathBuf,
+    },
+}
+
+impl RuntimeSource {
+    /// From the flags; the default is the zip `make layer` builds.
+    pub fn from_flags(files: &crate::cli::RuntimeFiles, arch: Arch) -> Self {
+        match (&files.layer_zip, &files.bootstrap, &files.shim_dir) {
+            (Some(zip), _, _) => Self::Zip(zip.clone()),
+            (None, Some(bootstrap), Some(shim_dir)) => Self::Files {
+                bootstrap: bootstrap.clone(),
+                shim_dir: shim_dir.clone(),
+            },
+            _ => Self::Zip(PathBuf::from(format!(
+                "target/layer/scar-layer-{}.zip",
+                arch.as_str()
+            ))),
+        }
+    }
+
+    /// The files as (entry name, mode, bytes), checked to be built for `arch`.
+    fn entries(&self, arch: Arch) -> Result<Vec<(String, u32, Vec<u8>)>, DeployError> {
+        let entries = match self {
+            Self::Files {
+                bootstrap,
+                shim_dir,
+            } => {
+                let read = |p: PathBuf| std::fs::read(&p).map_err(DeployError::io(p));
+                let mut entries = vec![("bootstrap".to_owned(), 0o755, read(bootstrap.clone())?)];
+                for entry in SHIM_ENTRIES {
+                    let file = entry.trim_start_matches("lib/");
+                    entries.push((entry.to_owned(), 0o755, read(shim_dir.join(file))?));
+                }
+                entries
+            }
+            Self::Zip(path) => {
+                let bytes = std::fs::read(path).map_err(DeployError::io(path))?;
+                let mut archive =
+                    zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| DeployError::Package {
+                        path: path.clone(),
+                        message: format!("not a zip: {e}"),
+                    })?;
+                let mut entries = Vec::new();
+                for name in std::iter::once("bootstrap").chain(SHIM_ENTRIES) {
+                    let mut file = archive.by_name(name).map_err(|e| DeployError::Package {
+                        path: path.clone(),
+                        message: format!(
+                            "no {name} in the layer zip: {e} (build it with `make layer`)"
+                        ),
+                    })?;
+                    let mut data = Vec::with_capacity(file.size() as usize);
+                    file.read_to_end(&mut data)
+                        .map_err(DeployError::io(path.clone()))?;
+                    entries.push((name.to_owned(), 0o755, data));
+                }
+                entries
+            }
+        };
+        for (name, _, data) in &entries {
+            check_elf(name, data, arch, self)?;
+        }
+        Ok(entries)
+    }
+}
+
+/// Refuses a binary built for the other architecture: Lambda would only say
+/// "exec format error" at the first cold start.
+fn check_elf(
+    name: &str,
+    data: &[u8],
+    arch: Arch,
+    source: &RuntimeSource,
+) -> Result<(), DeployError> {
+    const EM_X86_64: u16 = 62;
+    const EM_AARCH64: u16 = 183;
+    let path = match source {
+        RuntimeSource::Zip(p) => p.clone(),
+        RuntimeSource::Files { .. } => PathBuf::from(name),
+    };
+    if data.len() < 20 || &data[..4] != b"\x7fELF" {
+        return Err(DeployError::Package {
+            path,
+            message: format!("{name} is not an ELF binary"),
+        });
+    }
+    let machine = u16::from_le_bytes([data[18], data[19]]);
+    let wanted = match arch {
+        Arch::X86_64 => EM_X86_64,
+        Arch::Arm64 => EM_AARCH64,
+    };
+    if machine != wanted {
+        let found = match machine {
+            EM_X86_64 => "x86_64",
+            EM_AARCH64 => "arm64",
+            _ => "another architecture",
+        };
+        return Err(DeployError::Package {
+            path,
+            message: format!("{name} is built for {found}, not {}", arch.as_str()),
+        });
+    }
+    Ok(())
+}
+
+fn zip_entries(entries: &[(String, u32, Vec<u8>)], path: &Path) -> Result<Vec<u8>, DeployError> {
+    let fail = |e: zip::result::ZipError| DeployError::Package {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    for (name, mode, data) in entries {
+        let options = SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .compression_level(Some(9))
+            .unix_permissions(*mode);
+        zip.start_file(name.as_str(), options).map_err(fail)?;
+        zip.write_all(data).map_err(DeployError::io(path))?;
+    }
+    Ok(zip.finish().map_err(fail)?.into_inner())
+}
+
+/// The layer zip for `arch`.
+pub fn layer_zip(source: &RuntimeSource, arch: Arch) -> Result<Vec<u8>, DeployError> {
+    let entries = source.entries(arch)?;
+    zip_entries(&entries, Path::new("layer.zip"))
+}
+
+/// A function package: the init script, and the runtime when it does not come from a layer.
+/// A package is never empty: Lambda refuses that, so a small manifest names the image.
+pub fn function_zip(
+    script: Option<&[u8]>,
+    runtime: Option<(&RuntimeSource, Arch)>,
+    image: &str,
+) -> Result<Vec<u8>, DeployError> {
+    let mut entries = vec![(
+        "scar-function.json".to_owned(),
+        0o644,
+        serde_json::to_vec_pretty(&serde_json::json!({ "image": image })).unwrap_or_default(),
+    )];
+    if let Some(script) = script {
+        entries.push((INIT_SCRIPT_ENTRY.to_owned(), 0o755, script.to_vec()));
+    }
+    if let Some((source, arch)) = runtime {
+        entries.extend(source.entries(arch)?);
+    }
+    zip_entries(&entries, Path::new("function.zip"))
+}
+
+/// Refuses a zip Lambda would refuse, before any resource is created.
+pub fn check_upload_size(zip: &[u8], what: &str) -> Result<(), DeployError> {
+    if zip.len() > DIRECT_UPLOAD_LIMIT {
+        return Err(DeployError::Invalid(format!(
+            "the {what} zip is {:.1} MB; Lambda takes at most {} MB in a request",
+            zip.len() as f64 / 1048576.0,
+            DIRECT_UPLOAD_LIMIT / 1048576
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_elf(machine: u16) -> Vec<u8> {
+        let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
+        elf.resize(18, 0);
+        elf.extend_from_slice(&machine.to_le_bytes());
+        elf.resize(64, 0);
+        elf
+    }
+
+    fn files(dir: &Path, machine: u16) -> RuntimeSource {
+        std::fs::write(dir.join("bootstrap"), fake_elf(machine)).unwrap();
+        std::fs::write(dir.join("scar-fakechroot-glibc.so"), fake_elf(machine)).unwrap();
+        std::fs::write(dir.join("scar-fakechroot-musl.so"), fake_elf(machine)).unwrap();
+        RuntimeSource::Files {
+            bootstrap: dir.join("bootstrap"),
+            shim_dir: dir.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn the_layer_holds_an_executable_bootstrap_at_its_root_and_the_shims_in_lib() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip = layer_zip(&files(dir.path(), 62), Arch::X86_64).unwrap();
+        let mut archive = zip::ZipArchive::new(Cursor::new(zip.clone())).unwrap();
+        let names: Vec<String> = archive
+            .file_names()
+            .map(|n| n.map(|n| n.into_owned()).unwrap())
+            .collect();
+        assert_eq!(names, ["bootstrap", SHIM_ENTRIES[0], SHIM_ENTRIES[1]]);
+        assert_eq!(
+            archive.by_name("bootstrap").unwrap().unix_mode(),
+            Some(0o100755)
+        );
+
+        // A zip from `layer build` feeds a function package unchanged.
+        let built = dir.path().join("layer.zip");
+        std::fs::write(&built, &zip).unwrap();
+        let package = function_zip(
+            Some(b"echo hi"),
+            Some((&RuntimeSource::Zip(built), Arch::X86_64)),
+            "img",
+        )
+        .unwrap();
+        let archive = zip::ZipArchive::new(Cursor::new(package)).unwrap();
+        let names: Vec<String> = archive
+            .file_names()
+            .map(|n| n.map(|n| n.into_owned()).unwrap())
+            .collect();
+        assert!(
+            names.iter().any(|n| n == "bootstrap") && names.iter().any(|n| n == INIT_SCRIPT_ENTRY),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn binaries_for_the_other_architecture_or_not_elf_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = layer_zip(&files(dir.path(), 62), Arch::Arm64).unwrap_err();
+        assert!(
+            err.to_string().contains("built for x86_64, not arm64"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("bootstrap"), "#!/bin/sh\n").unwrap();
+        let source = RuntimeSource::Files {
+            bootstrap: dir.path().join("bootstrap"),
+            shim_dir: dir.path().to_path_buf(),
+        };
+        let err = layer_zip(&source, Arch::X86_64).unwrap_err();
+        assert!(err.to_string().contains("not an ELF"), "{err}");
+    }
+
+    #[test]
+    fn a_zip_without_the_runtime_names_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.zip");
+        std::fs::write(&path, function_zip(None, None, "img").unwrap()).unwrap();
+        let err = layer_zip(&RuntimeSource::Zip(path), Arch::X86_64).unwrap_err();
+        assert!(
+            err.to_string().contains("no bootstrap in the layer zip"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,287 @@
+//! `deployer run`: one invocation with a script or a command, or SCAR's event launcher
+//! (`-es BUCKET`): one S3 event per object in the input folder, the first synchronous so
+//! that it pulls the image once, the rest asynchronous with bounded concurrency.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::InvocationType;
+use base64::Engine;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::aws::Aws;
+use crate::cli::RunArgs;
+use crate::error::DeployError;
+
+/// The result of one synchronous invocation.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The response document.
+    pub payload: Value,
+    /// Lambda's `FunctionError`, when the function failed.
+    pub function_error: Option<String>,
+}
+
+impl Outcome {
+    /// The exit status `deployer run` returns: the container's, else 1 for a failure.
+    pub fn exit_code(&self) -> i32 {
+        if self.function_error.is_some() {
+            return 1;
+        }
+        match self.payload.get("exit_code").and_then(Value::as_i64) {
+            Some(code) => i32::try_from(code).unwrap_or(1),
+            // Ended by a signal or by the timeout threshold.
+            None if self.payload.get("exit_code").is_some() => 1,
+            None => 0,
+        }
+    }
+
+    /// Prints what the user wants to see: the container's output, or the error.
+    pub fn print(
+        &self,
+        json: bool,
+        out: &mut impl Write,
+        err: &mut impl Write,
+    ) -> std::io::Result<()> {
+        if json {
+            return writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&self.payload).unwrap_or_default()
+            );
+        }
+        if self.function_error.is_some() {
+            let kind = self
+                .payload
+                .get("errorType")
+                .and_then(Value::as_str)
+                .unwrap_or("Unknown");
+            let message = self
+                .payload
+                .get("errorMessage")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            return writeln!(err, "{kind}: {message}");
+        }
+        match self.payload.get("output").and_then(Value::as_str) {
+            Some(output) => out.write_all(output.as_bytes()),
+            None => writeln!(out, "{}", self.payload),
+        }
+    }
+}
+
+/// The direct-invoke payload for `args`.
+pub fn payload(args: &RunArgs) -> Result<Value, DeployError> {
+    let mut event = serde_json::Map::new();
+    if let Some(path) = &args.script {
+        let script = std::fs::read(path).map_err(DeployError::io(path))?;
+        event.insert(
+            "script".into(),
+            base64::engine::general_purpose::STANDARD
+                .encode(script)
+                .into(),
+        );
+    }
+    if !args.command.is_empty() {
+        event.insert("cmd_args".into(), json!(args.command));
+    }
+    if !args.env.is_empty() {
+        let env: BTreeMap<_, _> = args.env.iter().cloned().collect();
+        event.insert("env".into(), json!(env));
+    }
+    Ok(Value::Object(event))
+}
+
+/// Invokes `name` with `event`; `None` for an asynchronous invoke.
+pub async fn invoke(
+    aws: &Aws,
+    name: &str,
+    event: &Value,
+    asynchronous: bool,
+) -> Result<Option<Outcome>, DeployError> {
+    let response = aws
+        .lambda
+        .invoke()
+        .function_name(name)
+        .invocation_type(if asynchronous {
+            InvocationType::Event
+        } else {
+            InvocationType::RequestResponse
+        })
+        .payload(Blob::new(event.to_string()))
+        .send()
+        .await
+        .map_err(|e| {
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception())
+            {
+                DeployError::NoFunction(name.to_owned())
+            } else {
+                DeployError::aws("lambda:Invoke")(e)
+            }
+        })?;
+    if asynchronous {
+        return Ok(None);
+    }
+    let bytes = response.payload().map(|p| p.as_ref()).unwrap_or_default();
+    let payload = serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()));
+    Ok(Some(Outcome {
+        payload,
+        function_error: response.function_error().map(str::to_owned),
+    }))
+}
+
+/// An S3 `ObjectCreated` event for one object, as S3 sends it (keys form-encoded).
+pub fn s3_event(region: &str, bucket: &str, key: &str, size: i64) -> Value {
+    let encoded: String = key
+        .split(' ')
+        .map(|part| percent_encoding::utf8_percent_encode(part, KEY_SET).to_string())
+        .collect::<Vec<_>>()
+        .join("+");
+    json!({
+        "Records": [{
+            "eventVersion": "2.1",
+            "eventSource": "aws:s3",
+            "awsRegion": region,
+            "eventName": "ObjectCreated:Put",
+            "s3": {
+                "s3SchemaVersion": "1.0",
+                "bucket": { "name": bucket, "arn": format!("arn:aws:s3:::{bucket}") },
+                "object": { "key": encoded, "size": size },
+            },
+        }]
+    })
+}
+
+/// S3 leaves `/` and unreserved characters as they are in event keys.
+const KEY_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// What the event launcher did.
+#[derive(Debug, Default)]
+pub struct Launched {
+    /// The first, synchronous invocation.
+    pub first: Option<Outcome>,
+    /// Objects sent asynchronously.
+    pub queued: usize,
+    /// Keys whose asynchronous invoke failed, with why.
+    pub failed: Vec<(String, String)>,
+}
+
+/// SCAR's event launcher.
+pub async fn launch_events(
+    aws: &Aws,
+    name: &str,
+    bucket: &str,
+    folder: &str,
+    concurrency: usize,
+) -> Result<Launched, DeployError> {
+    let folder = match folder.trim_matches('/') {
+        "" => String::new(),
+        f => format!("{f}/"),
+    };
+    let mut objects = Vec::new();
+    let mut pages = aws
+        .s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(&folder)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(DeployError::aws("s3:ListObjectsV2"))?;
+        for object in page.contents() {
+            match object.key() {
+                Some(key) if !key.ends_with('/') => {
+                    objects.push((key.to_owned(), object.size().unwrap_or_default()));
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut launched = Launched::default();
+    let Some(((first_key, first_size), rest)) = objects.split_first() else {
+        return Ok(launched);
+    };
+    let event = s3_event(&aws.region, bucket, first_key, *first_size);
+    launched.first = invoke(aws, name, &event, false).await?;
+    let progress = indicatif::ProgressBar::with_draw_target(
+        Some(rest.len() as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let results: Vec<_> = futures_util::stream::iter(rest)
+        .map(|(key, size)| {
+            let event = s3_event(&aws.region, bucket, key, *size);
+            let progress = progress.clone();
+            async move {
+                let result = invoke(aws, name, &event, true).await;
+                progress.inc(1);
+                (key.clone(), result)
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    progress.finish_and_clear();
+    for (key, result) in results {
+        match result {
+            Ok(_) => launched.queued += 1,
+            Err(e) => launched.failed.push((key, e.to_string())),
+        }
+    }
+    Ok(launched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launcher_events_encode_keys_as_s3_does() {
+        let event = s3_event("eu-west-1", "b", "input/a b/ü+1.png", 7);
+        let record = &event["Records"][0];
+        assert_eq!(record["s3"]["object"]["key"], "input/a+b/%C3%BC%2B1.png");
+        assert_eq!(record["eventSource"], "aws:s3");
+        let parsed = bootstrap::runtime::event::Event::parse(event.clone(), "input/").unwrap();
+        let debug = format!("{parsed:?}");
+        assert!(debug.contains("input/a b/ü+1.png"), "{debug}");
+    }
+
+    #[test]
+    fn exit_codes_follow_the_container() {
+        let outcome = |payload: Value, error: Option<&str>| Outcome {
+            payload,
+            function_error: error.map(str::to_owned),
+        };
+        assert_eq!(
+            outcome(json!({"exit_code": 0, "output": ""}), None).exit_code(),
+            0
+        );
+        assert_eq!(outcome(json!({"exit_code": 3}), None).exit_code(), 3);
+        assert_eq!(
+            outcome(json!({"exit_code": null, "signal": 9}), None).exit_code(),
+            1
+        );
+        let failed = outcome(
+            json!({"errorType": "Scar.ImageError", "errorMessage": "no such image"}),
+            Some("Unhandled"),
+        );
+        assert_eq!(failed.exit_code(), 1);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        failed.print(false, &mut out, &mut err).unwrap();
+        assert_eq!(
+            String::from_utf8(err).unwrap(),
+            "Scar.ImageError: no such image\n"
+        );
+    }
+}

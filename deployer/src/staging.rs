@@ -1,0 +1,217 @@
+//! `init -db BUCKET`: the image copied into S3 as an OCI image layout, so that cold starts
+//! read it from S3 (same region, no registry rate limits, no registry credentials in the
+//! function) with the same streaming unpacker as a registry pull.
+//!
+//! Layout under `s3://BUCKET/scar-rs/images/FUNCTION/`: `blobs/sha256/<hex>` for the config,
+//! the manifest and every layer as stored (compressed), and `index.json`, written last, so a
+//! half-staged prefix is never mistaken for an image.
+
+use std::io::{Read, Write};
+
+use aws_sdk_s3::primitives::ByteStream;
+use bootstrap::reference::ImageReference;
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+use crate::aws::Aws;
+use crate::cli::Arch;
+use crate::error::DeployError;
+
+/// What to stage, from the flags.
+#[derive(Debug, Clone)]
+pub struct StagingSource {
+    /// The image.
+    pub reference: ImageReference,
+    /// The deployment bucket.
+    pub bucket: String,
+    /// The function's architecture, which picks the image from an index.
+    pub arch: Arch,
+}
+
+/// Where it goes.
+#[derive(Debug, Clone)]
+pub struct StagingPlan {
+    /// The image.
+    pub reference: ImageReference,
+    /// The bucket.
+    pub bucket: String,
+    /// The prefix, ending in `/`.
+    pub prefix: String,
+    /// The platform.
+    pub arch: Arch,
+}
+
+impl StagingSource {
+    /// Places the image under the function's own prefix.
+    pub fn for_function(self, function: &str) -> StagingPlan {
+        StagingPlan {
+            reference: self.reference,
+            bucket: self.bucket,
+            prefix: format!("scar-rs/images/{function}/"),
+            arch: self.arch,
+        }
+    }
+}
+
+fn fail(plan: &StagingPlan, message: impl Into<String>) -> DeployError {
+    DeployError::Staging {
+        image: plan.reference.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Copies the image and returns the reference the function pulls (`s3://BUCKET/PREFIX`).
+pub async fn stage(aws: &Aws, plan: &StagingPlan) -> Result<String, DeployError> {
+    let platform: bootstrap::platform::Platform = format!("linux/{}", plan.arch.as_str())
+        .parse()
+        .map_err(|e| fail(plan, format!("{e:?}")))?;
+    let registry = bootstrap::source::registry::RegistryOptions {
+        concurrency: 3,
+        ..Default::default()
+    };
+    let (resolved, readers) = bootstrap::pull::fetch(&plan.reference, &platform, &registry)
+        .await
+        .map_err(|e| fail(plan, e.to_string()))?;
+    let mut layers = Vec::new();
+    for (descriptor, reader) in resolved.layers.iter().zip(readers) {
+        let spooled = tokio::task::spawn_blocking(move || spool(reader))
+            .await
+            .map_err(|e| fail(plan, e.to_string()))?
+            .map_err(|e| fail(plan, format!("reading layer {}: {e}", descriptor.digest)))?;
+        // A registry names the stored bytes: they must match. An archive names the
+        // uncompressed tar, which the unpacker checks at the first cold start instead.
+        if !descriptor.media_type.is_empty() && descriptor.digest != spooled.digest {
+            return Err(fail(
+                plan,
+                format!(
+                    "layer {} arrived with digest {}: corrupt in transit",
+                    descriptor.digest, spooled.digest
+                ),
+            ));
+        }
+        upload_file(aws, plan, &spooled).await?;
+        layers.push(json!({
+            "mediaType": spooled.media_type,
+            "digest": spooled.digest,
+            "size": spooled.size,
+        }));
+        tracing::info!(digest = %spooled.digest, bytes = spooled.size, "layer staged");
+    }
+    let config_digest = digest_of(&resolved.config_blob);
+    upload_bytes(
+        aws,
+        plan,
+        &blob_key(&config_digest),
+        resolved.config_blob.clone(),
+    )
+    .await?;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": resolved.config_blob.len(),
+        },
+        "layers": layers,
+    }))
+    .map_err(|e| fail(plan, e.to_string()))?;
+    let manifest_digest = digest_of(&manifest);
+    let manifest_size = manifest.len();
+    upload_bytes(aws, plan, &blob_key(&manifest_digest), manifest).await?;
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest_size,
+            "platform": { "os": "linux", "architecture": plan.arch.as_str() },
+            "annotations": { "org.opencontainers.image.ref.name": "latest" },
+        }],
+    }))
+    .map_err(|e| fail(plan, e.to_string()))?;
+    upload_bytes(aws, plan, "index.json", index).await?;
+    Ok(format!("s3://{}/{}", plan.bucket, plan.prefix))
+}
+
+fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn blob_key(digest: &str) -> String {
+    format!("blobs/{}", digest.replacen(':', "/", 1))
+}
+
+/// A layer copied to a local temporary file while hashing it.
+struct Spooled {
+    file: tempfile::NamedTempFile,
+    digest: String,
+    size: u64,
+    media_type: &'static str,
+}
+
+fn spool(mut reader: bootstrap::source::BlobReader) -> std::io::Result<Spooled> {
+    let mut file = tempfile::NamedTempFile::new()?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    let mut head = Vec::new();
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if head.len() < 8 {
+            head.extend_from_slice(&buf[..n.min(8)]);
+        }
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n])?;
+        size += n as u64;
+    }
+    file.flush()?;
+    let media_type = match bootstrap::unpack::blob::Compression::sniff(&head) {
+        bootstrap::unpack::blob::Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+        bootstrap::unpack::blob::Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        bootstrap::unpack::blob::Compression::None => "application/vnd.oci.image.layer.v1.tar",
+    };
+    Ok(Spooled {
+        file,
+        digest: format!("sha256:{}", hex::encode(hasher.finalize())),
+        size,
+        media_type,
+    })
+}
+
+async fn upload_file(aws: &Aws, plan: &StagingPlan, spooled: &Spooled) -> Result<(), DeployError> {
+    let body = ByteStream::from_path(spooled.file.path())
+        .await
+        .map_err(|e| fail(plan, e.to_string()))?;
+    put(aws, plan, &blob_key(&spooled.digest), body).await
+}
+
+async fn upload_bytes(
+    aws: &Aws,
+    plan: &StagingPlan,
+    key: &str,
+    bytes: Vec<u8>,
+) -> Result<(), DeployError> {
+    put(aws, plan, key, ByteStream::from(bytes)).await
+}
+
+async fn put(
+    aws: &Aws,
+    plan: &StagingPlan,
+    key: &str,
+    body: ByteStream,
+) -> Result<(), DeployError> {
+    aws.s3
+        .put_object()
+        .bucket(&plan.bucket)
+        .key(format!("{}{key}", plan.prefix))
+        .body(body)
+        .send()
+        .await
+        .map_err(DeployError::aws("s3:PutObject"))?;
+    Ok(())
+}
