@@ -121,14 +121,19 @@ fn undo_report(failures: &[String]) -> String {
 }
 
 impl DeployError {
-    /// Wraps an SDK error with the operation's name and the full cause chain.
+    /// Wraps an SDK error with the operation's name: the service's code and message when
+    /// it answered, else the whole cause chain (a connection error, a timeout).
     pub fn aws<E>(operation: &'static str) -> impl FnOnce(E) -> Self
     where
-        E: std::error::Error + 'static,
+        E: aws_sdk_lambda::error::ProvideErrorMetadata + std::error::Error + 'static,
     {
-        move |e| Self::Aws {
-            operation,
-            message: aws_sdk_lambda::error::DisplayErrorContext(&e).to_string(),
+        move |e| {
+            let message = match (e.code(), e.message()) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => code.to_owned(),
+                _ => aws_sdk_lambda::error::DisplayErrorContext(&e).to_string(),
+            };
+            Self::Aws { operation, message }
         }
     }
 

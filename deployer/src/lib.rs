@@ -77,6 +77,7 @@ pub async fn execute(cli: Cli) -> Result<u8, DeployError> {
             Ok(0)
         }
         Command::Run(args) => {
+            list::lookup(&aws, &args.name).await?;
             if let Some(bucket) = &args.event_source {
                 let launched = run::launch_events(
                     &aws,

@@ -154,7 +154,7 @@ async fn create_function(
                 EphemeralStorage::builder()
                     .size(plan.ephemeral_storage)
                     .build()
-                    .map_err(DeployError::aws("lambda:CreateFunction"))?,
+                    .map_err(|e| DeployError::Invalid(e.to_string()))?,
             )
             .set_layers(plan.layer.clone().map(|l| vec![l]))
             .environment(

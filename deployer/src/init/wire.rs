@@ -162,7 +162,7 @@ pub async fn add_trigger(
                     .build(),
             )
             .build()
-            .map_err(DeployError::aws("s3:PutBucketNotificationConfiguration"))?,
+            .map_err(|e| DeployError::Invalid(e.to_string()))?,
     );
     config.lambda_function_configurations = Some(entries);
     aws.s3

@@ -1,0 +1,206 @@
+//! Drives the real `deployer` binary against a local AWS stand-in and checks the result
+//! through separate SDK clients: the state the service holds, not what the deployer printed.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// moto server (control plane), started by setup.sh.
+pub const MOTO: &str = "http://127.0.0.1:5001";
+/// ministack (runs functions), started by setup.sh.
+pub const MINISTACK: &str = "http://127.0.0.1:4566";
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}-{}-{n}-{}", std::process::id(), nanos % 100_000)
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The x86_64 layer zip `make layer` builds (a real static bootstrap and both shims).
+pub fn layer_zip() -> PathBuf {
+    let path = root().join("target/layer/scar-layer-x86_64.zip");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make layer`",
+        path.display()
+    );
+    path
+}
+
+/// The harness's work directory.
+pub fn work() -> PathBuf {
+    PathBuf::from(std::env::var("CRT_WORK").unwrap_or_else(|_| "/tmp/scar-crt".into()))
+}
+
+/// What a deployer run printed.
+#[derive(Debug)]
+pub struct Ran {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    pub fn ok(self) -> Self {
+        assert_eq!(self.status, 0, "deployer failed: {self:?}");
+        self
+    }
+    pub fn fails_with(self, fragment: &str) -> Self {
+        assert_ne!(self.status, 0, "deployer should have failed: {self:?}");
+        assert!(
+            self.stderr.contains(fragment),
+            "expected {fragment:?} in stderr: {self:?}"
+        );
+        self
+    }
+}
+
+/// One isolated account view: a region of its own (functions and layers are regional) and
+/// a defaults file of its own.
+pub struct Stand {
+    pub endpoint: &'static str,
+    pub region: String,
+    pub home: tempfile::TempDir,
+    pub lambda: aws_sdk_lambda::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub apigw: aws_sdk_apigateway::Client,
+    pub iam: aws_sdk_iam::Client,
+}
+
+impl Stand {
+    pub async fn new(endpoint: &'static str, region: &str) -> Self {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(aws_config::Region::new(region.to_owned()))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .load()
+            .await;
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&config)
+                .force_path_style(true)
+                .build(),
+        );
+        Self {
+            endpoint,
+            region: region.to_owned(),
+            home: tempfile::tempdir().unwrap(),
+            lambda: aws_sdk_lambda::Client::new(&config),
+            s3,
+            logs: aws_sdk_cloudwatchlogs::Client::new(&config),
+            apigw: aws_sdk_apigateway::Client::new(&config),
+            iam: aws_sdk_iam::Client::new(&config),
+        }
+    }
+
+    pub fn defaults_file(&self) -> PathBuf {
+        self.home.path().join("deployer.toml")
+    }
+
+    /// Runs the deployer binary with this stand's endpoint, region and defaults file.
+    pub fn deployer(&self, args: &[&str]) -> Ran {
+        let out = Command::new(env!("CARGO_BIN_EXE_deployer"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("AWS_ENDPOINT_URL", self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", &self.region)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("SCAR_DEPLOYER_CONFIG", self.defaults_file())
+            .current_dir(root())
+            .output()
+            .unwrap();
+        Ran {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// An IAM role Lambda may assume.
+    pub async fn role(&self) -> String {
+        let name = unique("scar-test-role");
+        let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+        self.iam
+            .create_role()
+            .role_name(&name)
+            .assume_role_policy_document(trust)
+            .send()
+            .await
+            .unwrap()
+            .role
+            .unwrap()
+            .arn
+    }
+
+    pub async fn function_exists(&self, name: &str) -> bool {
+        match self.lambda.get_function().function_name(name).send().await {
+            Ok(_) => true,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                false
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    pub async fn bucket_exists(&self, bucket: &str) -> bool {
+        self.s3.head_bucket().bucket(bucket).send().await.is_ok()
+    }
+
+    pub async fn log_group_exists(&self, group: &str) -> bool {
+        self.logs
+            .describe_log_groups()
+            .log_group_name_prefix(group)
+            .send()
+            .await
+            .unwrap()
+            .log_groups()
+            .iter()
+            .any(|g| g.log_group_name() == Some(group))
+    }
+
+    pub async fn tags(&self, name: &str) -> std::collections::HashMap<String, String> {
+        self.lambda
+            .get_function()
+            .function_name(name)
+            .send()
+            .await
+            .unwrap()
+            .tags
+            .unwrap_or_default()
+    }
+
+    pub async fn function_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .lambda
+            .list_functions()
+            .send()
+            .await
+            .unwrap()
+            .functions()
+            .iter()
+            .filter_map(|f| f.function_name().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    }
+}

@@ -1,0 +1,972 @@
+//! Every deployer command against moto server (the AWS control plane on 127.0.0.1:5001,
+//! started by setup.sh), each result read back through separate SDK clients.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{MOTO, Stand, layer_zip, unique};
+
+const IMAGE: &str = "127.0.0.1:5000/library/debian-cowsay";
+
+#[test]
+fn every_command_has_help_naming_scars_flags() {
+    let stand = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(Stand::new(MOTO, "us-east-1"));
+    for (command, fragments) in [
+        (
+            &[][..],
+            &["layer", "init", "run", "invoke", "ls", "log", "rm"][..],
+        ),
+        (&["layer"], &["build", "publish"]),
+        (
+            &["layer", "build"],
+            &["--bootstrap", "--shim-dir", "--output"],
+        ),
+        (
+            &["layer", "publish"],
+            &["--arch", "--public", "--principal"],
+        ),
+        (
+            &["init"],
+            &[
+                "SCAR: -if",
+                "SCAR: -tt",
+                "SCAR: -es",
+                "SCAR: -api",
+                "SCAR: -db",
+                "--runtime-in-package",
+                "--ephemeral-storage",
+            ],
+        ),
+        (&["run"], &["SCAR: -es", "--async", "--json", "[CMD]..."]),
+        (&["invoke"], &["--data-binary", "--async"]),
+        (&["ls"], &["--json"]),
+        (&["log"], &["SCAR: -ls", "SCAR: -ri"]),
+        (&["rm"], &["--all", "--name"]),
+    ] {
+        let mut args = command.to_vec();
+        args.push("--help");
+        let ran = stand.deployer(&args).ok();
+        assert!(ran.stdout.contains("Usage: deployer"), "{ran:?}");
+        for fragment in fragments {
+            assert!(
+                ran.stdout.contains(fragment),
+                "{args:?} lacks {fragment:?}:\n{}",
+                ran.stdout
+            );
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs moto server (make test)"]
+async fn layer_publish_shares_versions_and_init_attaches_the_newest() {
+    let stand = Stand::new(MOTO, "us-east-2").await;
+    let zip = layer_zip();
+    let zip = zip.to_str().unwrap();
+    let first = stand
+        .deployer(&["layer", "publish", "--layer-zip", zip])
+        .ok();
+    let second = stand
+        .deployer(&["layer", "publish", "--layer-zip", zip, "--public"])
+        .ok();
+    let third = stand
+        .deployer(&[
+            "layer",
+            "publish",
+            "--layer-zip",
+            zip,
+            "--principal",
+            "210987654321",
+        ])
+        .ok();
+    let arn = |ran: &common::Ran| ran.stdout.split('\t').next().unwrap().to_owned();
+    let versions = stand
+        .lambda
+        .list_layer_versions()
+        .layer_name("scar-rs-runtime-x86_64")
+        .send()
+        .await
+        .unwrap();
+    let published: Vec<_> = versions
+        .layer_versions()
+        .iter()
+        .map(|v| v.layer_version_arn().unwrap().to_owned())
+        .collect();
+    // The server outlives a test run: earlier versions may be listed too.
+    for ran in [&first, &second, &third] {
+        assert!(published.contains(&arn(ran)), "{} not in {published:?}", arn(ran));
+    }
+    let content = stand
+        .lambda
+        .get_layer_version()
+        .layer_name("scar-rs-runtime-x86_64")
+        .version_number(arn(&first).rsplit(':').next().unwrap().parse().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        content.content().unwrap().code_size(),
+        std::fs::metadata(layer_zip()).unwrap().len() as i64,
+        "the zip is published unchanged"
+    );
+    let policy = |version: i64| {
+        let lambda = stand.lambda.clone();
+        async move {
+            lambda
+                .get_layer_version_policy()
+                .layer_name("scar-rs-runtime-x86_64")
+                .version_number(version)
+                .send()
+                .await
+                .ok()
+                .and_then(|p| p.policy)
+                .unwrap_or_default()
+        }
+    };
+    let version = |ran: &common::Ran| arn(ran).rsplit(':').next().unwrap().parse::<i64>().unwrap();
+    assert!(version(&first) < version(&second) && version(&second) < version(&third));
+    assert!(!policy(version(&first)).await.contains("GetLayerVersion"));
+    assert!(policy(version(&second)).await.contains("\"*\""));
+    assert!(policy(version(&third)).await.contains("210987654321"));
+
+    // An x86_64 zip is not published as arm64.
+    stand
+        .deployer(&["layer", "publish", "--layer-zip", zip, "--arch", "arm64"])
+        .fails_with("built for x86_64, not arm64");
+    let arm = stand
+        .lambda
+        .list_layer_versions()
+        .layer_name("scar-rs-runtime-arm64")
+        .send()
+        .await;
+    assert!(arm.map(|v| v.layer_versions().is_empty()).unwrap_or(true));
+
+    // init picks the newest version by itself.
+    let role = stand.role().await;
+    let name = unique("layered");
+    stand
+        .deployer(&["init", "-n", &name, "-i", IMAGE, "--role", &role])
+        .ok();
+    let function = stand
+        .lambda
+        .get_function()
+        .function_name(&name)
+        .send()
+        .await
+        .unwrap();
+    let layers: Vec<_> = function
+        .configuration()
+        .unwrap()
+        .layers()
+        .iter()
+        .map(|l| l.arn().unwrap().to_owned())
+        .collect();
+    assert_eq!(layers, [arn(&third)]);
+}
+
+#[tokio::test]
+#[ignore = "needs moto server (make test)"]
+async fn init_wires_everything_and_rm_takes_exactly_that_back() {
+    use aws_sdk_s3::types::{
+        Event, FilterRule, FilterRuleName, LambdaFunctionConfiguration, NotificationConfiguration,
+        NotificationConfigurationFilter, S3KeyFilter,
+    };
+    let stand = Stand::new(MOTO, "us-east-1").await;
+    let role = stand.role().await;
+    let (name, bucket, api) = (unique("wired"), unique("wired-data"), unique("wired-api"));
+    let script = stand.home.path().join("script.sh");
+    std::fs::write(
+        &script,
+        "convert \"$SCAR_INPUT_FILE\" \"$SCAR_OUTPUT_DIR/out.png\"\n",
+    )
+    .unwrap();
+
+    // The bucket exists already, with a notification of someone else's that must survive.
+    stand
+        .s3
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    let other = unique("other");
+    stand
+        .deployer(&[
+            "init",
+            "-n",
+            &other,
+            "-i",
+            IMAGE,
+            "--role",
+            &role,
+            "--runtime-in-package",
+            "--layer-zip",
+            layer_zip().to_str().unwrap(),
+        ])
+        .ok();
+    let other_arn = stand
+        .lambda
+        .get_function()
+        .function_name(&other)
+        .send()
+        .await
+        .unwrap()
+        .configuration()
+        .unwrap()
+        .function_arn()
+        .unwrap()
+        .to_owned();
+    let theirs = LambdaFunctionConfiguration::builder()
+        .id("theirs")
+        .lambda_function_arn(&other_arn)
+        .events(Event::S3ObjectCreated)
+        .filter(
+            NotificationConfigurationFilter::builder()
+                .key(
+                    S3KeyFilter::builder()
+                        .filter_rules(
+                            FilterRule::builder()
+                                .name(FilterRuleName::Prefix)
+                                .value("elsewhere/")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build(),
+        )
+        .build()
+        .unwrap();
+    stand
+        .s3
+        .put_bucket_notification_configuration()
+        .bucket(&bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .lambda_function_configurations(theirs)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let ran = stand
+        .deployer(&[
+            "init",
+            "-n",
+            &name,
+            "-i",
+            IMAGE,
+            "-s",
+            script.to_str().unwrap(),
+            "-m",
+            "1024",
+            "-t",
+            "60",
+            "-tt",
+            "5",
+            "-d",
+            "resize images",
+            "-e",
+            "GREETING=hi",
+            "-es",
+            &bucket,
+            "-api",
+            &api,
+            "--role",
+            &role,
+            "--ephemeral-storage",
+            "4096",
+            "--runtime-in-package",
+            "--layer-zip",
+            layer_zip().to_str().unwrap(),
+        ])
+        .ok();
+    assert!(
+        ran.stdout
+            .contains(&format!("uploads to s3://{bucket}/input/")),
+        "{ran:?}"
+    );
+
+    // The function, as Lambda holds it.
+    let function = stand
+        .lambda
+        .get_function()
+        .function_name(&name)
+        .send()
+        .await
+        .unwrap();
+    let config = function.configuration().unwrap();
+    assert_eq!(config.runtime().unwrap().as_str(), "provided.al2023");
+    assert_eq!(
+        (config.memory_size(), config.timeout()),
+        (Some(1024), Some(60))
+    );
+    assert_eq!(config.description(), Some("resize images"));
+    assert_eq!(config.role(), Some(role.as_str()));
+    assert_eq!(config.ephemeral_storage().unwrap().size(), 4096);
+    assert!(config.layers().is_empty(), "the runtime is in the package");
+    let env = config.environment().unwrap().variables().unwrap();
+    for (key, value) in [
+        ("SCAR_IMAGE", format!("{IMAGE}:latest")),
+        ("SCAR_TIMEOUT_THRESHOLD", "5".into()),
+        ("SCAR_INIT_SCRIPT", "init-script.sh".into()),
+        ("SCAR_INPUT_BUCKET", bucket.clone()),
+        ("SCAR_INPUT_PREFIX", "input/".into()),
+        ("SCAR_OUTPUT_PREFIX", "output/".into()),
+        ("CONT_VAR_GREETING", "hi".into()),
+    ] {
+        assert_eq!(env.get(key), Some(&value), "{key} in {env:?}");
+    }
+    let tags = stand.tags(&name).await;
+    assert_eq!(
+        tags.get("scar-rs:managed-by").map(String::as_str),
+        Some("scar-rs-deployer")
+    );
+    assert_eq!(
+        tags.get("scar-rs:trigger"),
+        Some(&format!("{bucket}/scar-{name}"))
+    );
+
+    // Its log group, with the default retention.
+    let groups = stand
+        .logs
+        .describe_log_groups()
+        .log_group_name_prefix(format!("/aws/lambda/{name}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(groups.log_groups()[0].retention_in_days(), Some(30));
+
+    // The bucket: SCAR's folders, and both notifications.
+    for folder in ["input/", "output/"] {
+        stand
+            .s3
+            .head_object()
+            .bucket(&bucket)
+            .key(folder)
+            .send()
+            .await
+            .unwrap();
+    }
+    let notifications = stand
+        .s3
+        .get_bucket_notification_configuration()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    let mut ids: Vec<_> = notifications
+        .lambda_function_configurations()
+        .iter()
+        .map(|c| c.id().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [format!("scar-{name}"), "theirs".to_owned()]);
+
+    // Permissions for S3 and API Gateway.
+    let policy = stand
+        .lambda
+        .get_policy()
+        .function_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .policy
+        .unwrap();
+    assert!(
+        policy.contains("s3.amazonaws.com") && policy.contains(&format!("arn:aws:s3:::{bucket}")),
+        "{policy}"
+    );
+    assert!(policy.contains("apigateway.amazonaws.com"), "{policy}");
+
+    // The REST API: a proxy route, a Lambda proxy integration, the `scar` stage.
+    let api_id = tags.get("scar-rs:api").unwrap();
+    let apis = stand.apigw.get_rest_apis().send().await.unwrap();
+    assert!(
+        apis.items()
+            .iter()
+            .any(|a| a.id() == Some(api_id) && a.name() == Some(api.as_str()))
+    );
+    let resources = stand
+        .apigw
+        .get_resources()
+        .rest_api_id(api_id)
+        .send()
+        .await
+        .unwrap();
+    let proxy = resources
+        .items()
+        .iter()
+        .find(|r| r.path() == Some("/{proxy+}"))
+        .expect("a {proxy+} route");
+    let integration = stand
+        .apigw
+        .get_integration()
+        .rest_api_id(api_id)
+        .resource_id(proxy.id().unwrap())
+        .http_method("ANY")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(integration.r#type().unwrap().as_str(), "AWS_PROXY");
+    assert!(
+        integration
+            .uri()
+            .unwrap()
+            .contains(config.function_arn().unwrap())
+    );
+    let stages = stand
+        .apigw
+        .get_stages()
+        .rest_api_id(api_id)
+        .send()
+        .await
+        .unwrap();
+    assert!(stages.item().iter().any(|s| s.stage_name() == Some("scar")));
+
+    // ls shows it with its image and endpoint.
+    let listed: serde_json::Value =
+        serde_json::from_str(&stand.deployer(&["ls", "--json"]).ok().stdout).unwrap();
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == name.as_str())
+        .unwrap();
+    assert_eq!(row["image"], format!("{IMAGE}:latest"));
+    assert_eq!(row["memory"], 1024);
+    assert!(row["endpoint"].as_str().unwrap().contains(api_id.as_str()));
+    let table = stand.deployer(&["ls"]).ok().stdout;
+    assert!(
+        table.starts_with("NAME") && table.contains(&name),
+        "{table}"
+    );
+
+    // rm: the function, its log group, its trigger and its API; the bucket and the other
+    // notification stay.
+    stand.deployer(&["rm", "-n", &name]).ok();
+    assert!(!stand.function_exists(&name).await);
+    assert!(!stand.log_group_exists(&format!("/aws/lambda/{name}")).await);
+    let apis = stand.apigw.get_rest_apis().send().await.unwrap();
+    assert!(!apis.items().iter().any(|a| a.id() == Some(api_id)));
+    let notifications = stand
+        .s3
+        .get_bucket_notification_configuration()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    let ids: Vec<_> = notifications
+        .lambda_function_configurations()
+        .iter()
+        .map(|c| c.id().unwrap())
+        .collect();
+    assert_eq!(ids, ["theirs"]);
+    assert!(stand.bucket_exists(&bucket).await);
+    assert!(stand.function_exists(&other).await);
+}
+
+#[tokio::test]
+#[ignore = "needs moto server (make test)"]
+async fn init_refuses_bad_input_before_creating_anything() {
+    let stand = Stand::new(MOTO, "us-west-1").await;
+    let role = stand.role().await;
+    let name = unique("refused");
+    let zip = layer_zip();
+    let zip = zip.to_str().unwrap();
+    let base = |extra: &[&str]| {
+        let mut args = vec![
+            "init",
+            "-n",
+            name.as_str(),
+            "-i",
+            IMAGE,
+            "--runtime-in-package",
+            "--layer-zip",
+            zip,
+        ];
+        args.extend_from_slice(extra);
+        stand.deployer(&args)
+    };
+    // No role anywhere: the message names the defaults file, which was created with comments.
+    let ran = base(&[]).fails_with("no IAM role");
+    assert!(
+        ran.stderr.contains(stand.defaults_file().to_str().unwrap()),
+        "{ran:?}"
+    );
+    let defaults = std::fs::read_to_string(stand.defaults_file()).unwrap();
+    assert!(defaults.contains("# ARN of the IAM role"), "{defaults}");
+    base(&["--role", "arn:aws:iam::123456789012:role/does-not-exist"]).fails_with("cannot be used");
+    base(&["--role", "scar-role"]).fails_with("is not an IAM role ARN");
+    base(&["--role", &role, "-m", "64"]).fails_with("memory (MB) 64 is out of range");
+    base(&["--role", &role, "-t", "10", "-tt", "10"]).fails_with("leaves no time");
+    base(&["--role", &role, "--function-env", "SCAR_TIMEOUT_TRESHOLD=3"])
+        .fails_with("no such setting");
+    base(&["--role", &role, "--ephemeral-storage", "100"]).fails_with("ephemeral storage");
+    stand
+        .deployer(&[
+            "init",
+            "-n",
+            &name,
+            "-i",
+            "oci:/tmp/layout",
+            "--role",
+            &role,
+        ])
+        .fails_with("stage it with -db BUCKET");
+    stand
+        .deployer(&["init", "-n", "bad name", "-i", IMAGE, "--role", &role])
+        .fails_with("use 1 to 64 letters");
+    // A strict defaults file: a typo is named.
+    std::fs::write(stand.defaults_file(), "[lambda]\nmemroy = 1024\n").unwrap();
+    base(&["--role", &role]).fails_with("memroy");
+    std::fs::write(stand.defaults_file(), format!("[aws]\nrole = \"{role}\"\n")).unwrap();
+
+    assert!(!stand.function_exists(&name).await);
+    assert!(!stand.log_group_exists(&format!("/aws/lambda/{name}")).await);
+
+    // The role from the defaults file works; a second init of the name is refused.
+    base(&[]).ok();
+    base(&[]).fails_with("already exists");
+    assert_eq!(
+        stand
+            .function_names()
+            .await
+            .iter()
+            .filter(|n| **n == name)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs moto server (make test)"]
+async fn a_step_failing_halfway_leaves_nothing_behind() {
+    let stand = Stand::new(MOTO, "eu-central-1").await;
+    let role = stand.role().await;
+    let (name, data, deploy) = (
+        unique("halfway"),
+        unique("halfway-data"),
+        unique("halfway-deploy"),
+    );
+    let zip = layer_zip();
+    // Buckets are made, then staging the image fails: it is not in the registry.
+    let ran = stand
+        .deployer(&[
+            "init",
+            "-n",
+            &name,
+            "-i",
+            "127.0.0.1:5000/library/not-there",
+            "-es",
+            &data,
+            "-db",
+            &deploy,
+            "--role",
+            &role,
+            "--runtime-in-package",
+            "--layer-zip",
+            zip.to_str().unwrap(),
+        ])
+        .fails_with("staging image 127.0.0.1:5000/library/not-there");
+    assert!(ran.stderr.contains("removed again"), "{ran:?}");
+    assert!(
+        !stand.bucket_exists(&data).await,
+        "the event bucket init made is gone"
+    );
+    assert!(
+        !stand.bucket_exists(&deploy).await,
+        "the deployment bucket init made is gone"
+    );
+    assert!(!stand.function_exists(&name).await);
+
+    // A corrupt docker-archive in an existing bucket: the bucket stays, the half-staged
+    // prefix does not.
+    stand
+        .s3
+        .create_bucket()
+        .bucket(&deploy)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuCentral1)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let archive = stand.home.path().join("broken.tar");
+    std::fs::write(&archive, vec![b'x'; 4096]).unwrap();
+    stand
+        .deployer(&[
+            "init",
+            "-n",
+            &name,
+            "-if",
+            archive.to_str().unwrap(),
+            "-db",
+            &deploy,
+            "--role",
+            &role,
+            "--runtime-in-package",
+            "--layer-zip",
+            zip.to_str().unwrap(),
+        ])
+        .fails_with("not a docker-archive");
+    assert!(stand.bucket_exists(&deploy).await);
+    let left = stand
+        .s3
+        .list_objects_v2()
+        .bucket(&deploy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(left.key_count(), Some(0), "{left:?}");
+    assert!(!stand.function_exists(&name).await);
+    assert!(!stand.log_group_exists(&format!("/aws/lambda/{name}")).await);
+}
+
+#[tokio::test]
+#[ignore = "needs moto server (make test)"]
+async fn image_staged_in_s3_is_an_oci_layout_the_function_points_at() {
+    let stand = Stand::new(MOTO, "ap-south-1").await;
+    let role = stand.role().await;
+    let (name, deploy) = (unique("staged"), unique("staged-deploy"));
+    stand
+        .deployer(&[
+            "init",
+            "-n",
+            &name,
+            "-i",
+            "127.0.0.1:5000/test/glibc",
+            "-db",
+            &deploy,
+            "--role",
+            &role,
+            "--runtime-in-package",
+            "--layer-zip",
+            layer_zip().to_str().unwrap(),
+        ])
+        .ok();
+    let prefix = format!("scar-rs/images/{name}/");
+    let function = stand
+        .lambda
+        .get_function()
+        .function_name(&name)
+        .send()
+        .await
+        .unwrap();
+    let env = function
+        .configuration()
+        .unwrap()
+        .environment()
+        .unwrap()
+        .variables()
+        .unwrap()
+        .clone();
+    assert_eq!(env["SCAR_IMAGE"], format!("s3://{deploy}/{prefix}"));
+    // The staged layout is pulled (from S3, through the runtime's own code) into a rootfs.
+    let cache = tempfile::tempdir().unwrap();
+    let pulled = std::process::Command::new(common::root().join("target/debug/bootstrap"))
+        .args([
+            "pull",
+            &env["SCAR_IMAGE"],
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ])
+        .env("AWS_ENDPOINT_URL", MOTO)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "ap-south-1")
+        .output()
+        .unwrap();
+    assert!(pulled.status.success(), "{pulled:?}");
+    let rootfs = String::from_utf8(pulled.stdout).unwrap();
+    assert!(
+        std::path::Path::new(rootfs.trim()).join("bin").exists(),
+        "{rootfs}"
+    );
+    stand.deployer(&["rm", "-n", &name]).ok();
+    let left = stand
+        .s3
+        .list_objects_v2()
+        .bucket(&deploy)
+        .prefix(&prefix)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(left.key_count(), Some(0), "rm removes the staged image");
+}
+
+#[tokio::test]
+#[ignore = "needs moto server (make test)"]
+async fn rm_all_removes_only_the_deployers_functions() {
+    let stand = Stand::new(MOTO, "us-west-2").await;
+    let role = stand.role().await;
+    let zip = layer_zip();
+    let ours = [unique("ours"), unique("ours")];
+    for name in &ours {
+        stand
+            .deployer(&[
+                "init",
+                "-n",
+                name,
+                "-i",
+                IMAGE,
+                "--role",
+                &role,
+                "--runtime-in-package",
+                "--layer-zip",
+                zip.to_str().unwrap(),
+            ])
+            .ok();
+    }
+    let theirs = unique("theirs");
+    stand
+        .lambda
+        .create_function()
+        .function_name(&theirs)
+        .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
+        .role(&role)
+        .handler("x")
+        .code(
+            aws_sdk_lambda::types::FunctionCode::builder()
+                .zip_file(aws_sdk_lambda::primitives::Blob::new(
+                    std::fs::read(&zip).unwrap(),
+                ))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    stand
+        .deployer(&["rm", "-n", &theirs])
+        .fails_with("not created by the deployer");
+    let ran = stand.deployer(&["rm", "-a"]).ok();
+    for name in &ours {
+        assert!(
+            ran.stdout.contains(&format!("removed function {name}")),
+            "{ran:?}"
+        );
+        assert!(!stand.function_exists(name).await);
+    }
+    // What is left is only functions the deployer did not make (earlier runs leave theirs).
+    let left = stand.function_names().await;
+    assert!(left.contains(&theirs), "{left:?}");
+    for name in left {
+        assert!(!stand.tags(&name).await.contains_key("scar-rs:managed-by"), "{name}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs moto server (make test)"]
+async fn run_sends_scripts_commands_variables_and_one_event_per_input_object() {
+    let stand = Stand::new(MOTO, "eu-west-1").await;
+    let role = stand.role().await;
+    let (name, bucket) = (unique("runner"), unique("runner-data"));
+    stand
+        .deployer(&[
+            "init",
+            "-n",
+            &name,
+            "-i",
+            IMAGE,
+            "--role",
+            &role,
+            "--runtime-in-package",
+            "--layer-zip",
+            layer_zip().to_str().unwrap(),
+        ])
+        .ok();
+    // moto does not run functions: it answers with the event it received, which is what
+    // these checks read (ministack runs them for real in tests/ministack.rs).
+    let script = stand.home.path().join("job.sh");
+    std::fs::write(&script, "echo $GREETING\n").unwrap();
+    let ran = stand
+        .deployer(&[
+            "run",
+            "-n",
+            &name,
+            "-s",
+            script.to_str().unwrap(),
+            "-e",
+            "GREETING=hola",
+            "--json",
+        ])
+        .ok();
+    let event: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    use base64::Engine;
+    let sent = base64::engine::general_purpose::STANDARD
+        .decode(event["script"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(sent, b"echo $GREETING\n");
+    assert_eq!(event["env"]["GREETING"], "hola");
+    let ran = stand
+        .deployer(&[
+            "run",
+            "-n",
+            &name,
+            "--json",
+            "/usr/games/cowsay",
+            "-f",
+            "tux",
+            "moo",
+        ])
+        .ok();
+    let event: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(
+        event["cmd_args"],
+        serde_json::json!(["/usr/games/cowsay", "-f", "tux", "moo"])
+    );
+
+    // The event launcher: the folder placeholder is skipped, keys are encoded as S3 does.
+    stand
+        .s3
+        .create_bucket()
+        .bucket(&bucket)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for key in [
+        "input/",
+        "input/a b.png",
+        "input/b.png",
+        "input/c.png",
+        "output/x.png",
+    ] {
+        stand
+            .s3
+            .put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(b"img".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let ran = stand
+        .deployer(&["run", "-n", &name, "-es", &bucket, "--json"])
+        .ok();
+    let first: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(first["Records"][0]["s3"]["object"]["key"], "input/a+b.png");
+    assert_eq!(first["Records"][0]["s3"]["bucket"]["name"], bucket.as_str());
+    assert!(
+        ran.stderr
+            .contains("1 event run synchronously, 2 sent asynchronously, 0 failed"),
+        "{ran:?}"
+    );
+
+    stand
+        .deployer(&["run", "-n", "no-such-function"])
+        .fails_with("no function named no-such-function");
+}
+
+#[tokio::test]
+#[ignore = "needs moto server (make test)"]
+async fn log_prints_a_stream_or_one_request_and_commands_name_missing_things() {
+    let stand = Stand::new(MOTO, "eu-west-2").await;
+    let role = stand.role().await;
+    let name = unique("logged");
+    stand
+        .deployer(&[
+            "init",
+            "-n",
+            &name,
+            "-i",
+            IMAGE,
+            "--role",
+            &role,
+            "--runtime-in-package",
+            "--layer-zip",
+            layer_zip().to_str().unwrap(),
+        ])
+        .ok();
+    let group = format!("/aws/lambda/{name}");
+    let lines: HashMap<&str, Vec<&str>> = HashMap::from([
+        (
+            "2026/11/27/[$LATEST]aaa",
+            vec![
+                "START RequestId: req-a Version: $LATEST",
+                "pulled in 2.1 s",
+                "END RequestId: req-a",
+                "REPORT RequestId: req-a Duration: 2100 ms",
+                "START RequestId: req-b Version: $LATEST",
+                "moo",
+                "END RequestId: req-b",
+                "REPORT RequestId: req-b Duration: 3 ms",
+            ],
+        ),
+        (
+            "2026/11/27/[$LATEST]bbb",
+            vec![
+                "START RequestId: req-c Version: $LATEST",
+                "other sandbox",
+                "REPORT RequestId: req-c Duration: 9 ms",
+            ],
+        ),
+    ]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for (stream, messages) in &lines {
+        stand
+            .logs
+            .create_log_stream()
+            .log_group_name(&group)
+            .log_stream_name(*stream)
+            .send()
+            .await
+            .unwrap();
+        let events = messages.iter().enumerate().map(|(i, m)| {
+            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                .timestamp(now + i as i64)
+                .message(*m)
+                .build()
+                .unwrap()
+        });
+        stand
+            .logs
+            .put_log_events()
+            .log_group_name(&group)
+            .log_stream_name(*stream)
+            .set_log_events(Some(events.collect()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let ran = stand.deployer(&["log", "-n", &name, "-ri", "req-b"]).ok();
+    assert_eq!(
+        ran.stdout,
+        "START RequestId: req-b Version: $LATEST\nmoo\nEND RequestId: req-b\nREPORT RequestId: req-b Duration: 3 ms\n"
+    );
+    let ran = stand
+        .deployer(&["log", "-n", &name, "-ls", "2026/11/27/[$LATEST]bbb"])
+        .ok();
+    assert_eq!(
+        ran.stdout,
+        "START RequestId: req-c Version: $LATEST\nother sandbox\nREPORT RequestId: req-c Duration: 9 ms\n"
+    );
+    let all = stand.deployer(&["log", "-n", &name]).ok();
+    assert_eq!(all.stdout.lines().count(), 11, "{all:?}");
+    stand
+        .deployer(&["log", "-n", &name, "-ls", "nope"])
+        .fails_with("no log stream \"nope\"");
+
+    stand
+        .deployer(&["invoke", "-n", &name])
+        .fails_with("has no HTTP endpoint");
+    for command in ["log", "invoke", "rm"] {
+        stand
+            .deployer(&[command, "-n", "no-such-function"])
+            .fails_with("no function named no-such-function");
+    }
+}
