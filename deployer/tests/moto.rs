@@ -98,7 +98,11 @@ async fn layer_publish_shares_versions_and_init_attaches_the_newest() {
         .collect();
     // The server outlives a test run: earlier versions may be listed too.
     for ran in [&first, &second, &third] {
-        assert!(published.contains(&arn(ran)), "{} not in {published:?}", arn(ran));
+        assert!(
+            published.contains(&arn(ran)),
+            "{} not in {published:?}",
+            arn(ran)
+        );
     }
     let content = stand
         .lambda
@@ -757,7 +761,10 @@ async fn rm_all_removes_only_the_deployers_functions() {
     let left = stand.function_names().await;
     assert!(left.contains(&theirs), "{left:?}");
     for name in left {
-        assert!(!stand.tags(&name).await.contains_key("scar-rs:managed-by"), "{name}");
+        assert!(
+            !stand.tags(&name).await.contains_key("scar-rs:managed-by"),
+            "{name}"
+        );
     }
 }
 

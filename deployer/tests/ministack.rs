@@ -1,0 +1,153 @@
+//! End to end on ministack (127.0.0.1:4566, started by setup.sh), which really runs
+//! functions: `init` with an image and the runtime in the package (the static bootstrap and
+//! shims of `make layer`), `run` with a script and with a command, an upload into `input/`
+//! producing its output object, `invoke` over HTTP, `log` and `rm`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{MINISTACK, Stand, layer_zip, unique, work};
+
+const IMAGE: &str = "127.0.0.1:5000/library/debian-cowsay";
+
+#[tokio::test]
+#[ignore = "needs the harness and ministack (make test)"]
+async fn init_run_upload_invoke_log_rm_on_a_local_lambda() {
+    let stand = Stand::new(MINISTACK, "us-east-1").await;
+    let role = stand.role().await;
+    let (name, bucket, api) = (unique("e2e"), unique("e2e-data"), unique("e2e-api"));
+    let init_script = stand.home.path().join("upper.sh");
+    std::fs::write(
+        &init_script,
+        "set -e\nout=\"$SCAR_OUTPUT_DIR/$(basename \"$SCAR_INPUT_FILE\").upper\"\ntr a-z A-Z < \"$SCAR_INPUT_FILE\" > \"$out\"\ncat \"$out\"\n",
+    )
+    .unwrap();
+    let cache = work().join("cache-deployer-e2e");
+    let ran = stand
+        .deployer(&[
+            "init",
+            "-n",
+            &name,
+            "-i",
+            IMAGE,
+            "-s",
+            init_script.to_str().unwrap(),
+            "-t",
+            "120",
+            "-tt",
+            "5",
+            "-es",
+            &bucket,
+            "-api",
+            &api,
+            "--role",
+            &role,
+            "-e",
+            "GREETING=hello from the container",
+            "--runtime-in-package",
+            "--layer-zip",
+            layer_zip().to_str().unwrap(),
+            "--function-env",
+            &format!("AWS_ENDPOINT_URL={MINISTACK}"),
+            "--function-env",
+            &format!("SCAR_CACHE_DIR={}", cache.display()),
+        ])
+        .ok();
+    let endpoint = ran
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("endpoint  "))
+        .unwrap()
+        .to_owned();
+
+    // run with a script: the first invocation pulls the image.
+    let job = stand.home.path().join("job.sh");
+    std::fs::write(
+        &job,
+        "echo \"$GREETING\"\n/usr/games/cowsay -f tux moo | head -2\n",
+    )
+    .unwrap();
+    let ran = stand
+        .deployer(&["run", "-n", &name, "-s", job.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        ran.stdout, "hello from the container\n _____\n< moo >\n",
+        "{ran:?}"
+    );
+    // run with a command; the container's exit status becomes the deployer's.
+    let ran = stand.deployer(&[
+        "run",
+        "-n",
+        &name,
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo $0 args; exit 3",
+        "two",
+    ]);
+    assert_eq!(
+        (ran.status, ran.stdout.as_str()),
+        (3, "two args\n"),
+        "{ran:?}"
+    );
+
+    // An upload into input/ runs the init script; its output file lands in output/.
+    stand
+        .s3
+        .put_object()
+        .bucket(&bucket)
+        .key("input/notes.txt")
+        .body(b"abc def\n".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let produced = loop {
+        match stand
+            .s3
+            .get_object()
+            .bucket(&bucket)
+            .key("output/notes.txt.upper")
+            .send()
+            .await
+        {
+            Ok(object) => break object.body.collect().await.unwrap().into_bytes(),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(300)).await
+            }
+            Err(e) => panic!("no output object: {e:?}"),
+        }
+    };
+    assert_eq!(&produced[..], b"ABC DEF\n");
+
+    // invoke: POST a file through API Gateway; the script's output comes back.
+    let posted = stand.home.path().join("posted.txt");
+    std::fs::write(&posted, "over http\n").unwrap();
+    let ran = stand
+        .deployer(&["invoke", "-n", &name, "-d", posted.to_str().unwrap()])
+        .ok();
+    assert_eq!(ran.stdout, "OVER HTTP\n", "{ran:?}");
+    let listed = stand.deployer(&["ls"]).ok().stdout;
+    assert!(listed.contains(&endpoint), "{listed}");
+
+    // log: Lambda's lines for these requests.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = stand.deployer(&["log", "-n", &name]).ok().stdout;
+        if log.contains("REPORT RequestId") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no REPORT line in the log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    stand.deployer(&["rm", "-n", &name]).ok();
+    assert!(!stand.function_exists(&name).await);
+    let apis = stand.apigw.get_rest_apis().send().await.unwrap();
+    assert!(!apis.items().iter().any(|a| a.name() == Some(api.as_str())));
+}
