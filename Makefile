@@ -4,15 +4,22 @@ export CRT_WORK
 SETUP := container-rootfs-tests/scripts/setup.sh
 BOOTSTRAP_RELEASE := target/release/bootstrap
 
-.PHONY: demo test unit lint fmt setup teardown bench-pull bench-exec bench-runtime shim tools
+.PHONY: demo test unit lint fmt setup teardown bench-pull bench-exec bench-runtime shim tools layer
 SHIM_DIR := target/shim
 SHIM_GNU_TARGET := x86_64-unknown-linux-gnu
 SHIM_MUSL_TARGET := x86_64-unknown-linux-musl
 
-## tools: the cross toolchain for the shim (zig via PyPI; Rust's musl target)
+CROSS_TARGETS := x86_64-unknown-linux-musl aarch64-unknown-linux-gnu aarch64-unknown-linux-musl
+
+## tools: the cross toolchain (zig via PyPI; Rust's musl and aarch64 targets)
 tools:
 	command -v cargo-zigbuild >/dev/null || pip install -q ziglang cargo-zigbuild
-	rustup target list --installed | grep -q $(SHIM_MUSL_TARGET) || rustup target add $(SHIM_MUSL_TARGET)
+	for t in $(CROSS_TARGETS); do rustup target list --installed | grep -qx $$t || rustup target add $$t; done
+
+## layer: the Lambda layer zips for x86_64 and arm64 (static bootstrap, both shims), with sizes
+layer: tools
+	layers/build-layer.sh x86_64
+	layers/build-layer.sh arm64
 
 ## shim: the fakechroot shim, a glibc build bound to GLIBC_2.17 at most and a musl build
 shim: tools

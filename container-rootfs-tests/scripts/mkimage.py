@@ -40,7 +40,7 @@ for root in dirs:
                    "digest": put(compressed), "size": len(compressed)})
 
 config = json.dumps({
-    "architecture": "amd64", "os": "linux",
+    "architecture": os.environ.get("ARCH", "amd64"), "os": "linux",
     "rootfs": {"type": "layers", "diff_ids": diff_ids},
     "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
                "Cmd": ["/bin/sh"], "WorkingDir": "/"}}).encode()

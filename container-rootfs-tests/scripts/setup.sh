@@ -17,7 +17,7 @@ W=${CRT_WORK:-/tmp/scar-crt}; mkdir -p "$W"; cd "$W"
 export DEBIAN_FRONTEND=noninteractive
 
 need=()
-for pkg in docker-registry skopeo umoci debootstrap busybox-static musl-tools apache2-utils python3-cryptography openssl curl zstd bzip2 make binutils; do
+for pkg in docker-registry skopeo umoci debootstrap busybox-static musl-tools apache2-utils python3-cryptography openssl curl zstd bzip2 make binutils qemu-user-static; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -30,12 +30,23 @@ PY=/usr/bin/python3
 id -u sbx_user1051 >/dev/null 2>&1 || useradd --system --uid 993 --user-group --no-create-home \
   --home-dir /nonexistent --shell /usr/sbin/nologin sbx_user1051
 
+# arm64 under qemu-user: binfmt_misc hands aarch64 ELF files to qemu-aarch64-static. The F
+# flag opens the emulator now, so it also serves programs inside chroots and rootfs trees.
+[ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || printf '%s' ':qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-aarch64-static:F' > /proc/sys/fs/binfmt_misc/register
+
 echo "setup: building images"
 [ -f oci-small/index.json ] || "$HERE/build-test-images.sh" oci-small
 "$HERE/build-debian-image.sh" bookworm oci-debian bookworm perl python3 cowsay fortune-mod fortunes-min imagemagick
 # glibc 2.31: the stat ABI before 2.33 (__xstat), no --argv0 in its loader.
 "$HERE/build-debian-image.sh" bullseye oci-bullseye bullseye perl python3
-chmod -R a+rX oci-small oci-debian oci-bullseye
+# The examples' second image: FFmpeg and the AWS CLI.
+"$HERE/build-debian-image.sh" bookworm oci-media bookworm ffmpeg awscli
+# The arm64 pair: Debian bookworm arm64 (debootstrapped through qemu) and a small image
+# made from its programs.
+ARCH=arm64 "$HERE/build-debian-image.sh" bookworm oci-debian-arm64 bookworm-arm64 python3
+"$HERE/build-arm64-small.sh" oci-debian-arm64 bookworm-arm64 oci-small-arm64
+chmod -R a+rX oci-small oci-debian oci-bullseye oci-media oci-debian-arm64 oci-small-arm64
 
 start() { # name pidfile command...
   local name=$1 pidfile=$2; shift 2
@@ -76,6 +87,9 @@ has test/musl || push oci:oci-small:musl docker://127.0.0.1:5000/test/musl:lates
 has test/glibc-v2s2 || push --format v2s2 oci:oci-small:glibc docker://127.0.0.1:5000/test/glibc-v2s2:latest
 has library/debian-cowsay || push oci:oci-debian:bookworm docker://127.0.0.1:5000/library/debian-cowsay:latest
 has library/debian-bullseye || push oci:oci-bullseye:bullseye docker://127.0.0.1:5000/library/debian-bullseye:latest
+has library/debian-media || push oci:oci-media:bookworm docker://127.0.0.1:5000/library/debian-media:latest
+has library/debian-arm64 || push oci:oci-debian-arm64:bookworm-arm64 docker://127.0.0.1:5000/library/debian-arm64:latest
+has test/glibc-arm64 || push oci:oci-small-arm64:glibc-arm64 docker://127.0.0.1:5000/test/glibc-arm64:latest
 if ! has library/debian-cowsay-zstd; then
   # skopeo keeps a known gzip blob instead of recompressing unless the source is plain and
   # its blob-info cache forgets the gzip twin (shared/testinfra.md §6).
@@ -105,7 +119,8 @@ echo "setup: archives and reference unpacks"
 [ -f glibc.tar.gz ] || gzip -1 -c glibc.tar > glibc.tar.gz
 [ -f debian.tar.gz ] || { push oci:oci-debian:bookworm docker-archive:debian.tar:library/debian-cowsay:latest && gzip -1 debian.tar; }
 mkdir -p ref
-for spec in glibc:oci-small:glibc musl:oci-small:musl debian:oci-debian:bookworm bullseye:oci-bullseye:bullseye; do
+for spec in glibc:oci-small:glibc musl:oci-small:musl debian:oci-debian:bookworm bullseye:oci-bullseye:bullseye \
+            debian-arm64:oci-debian-arm64:bookworm-arm64 glibc-arm64:oci-small-arm64:glibc-arm64; do
   IFS=: read -r name layout tag <<<"$spec"
   [ -d "ref/$name/rootfs" ] || umoci unpack --rootless --image "$layout:$tag" "ref/$name" >/dev/null 2>&1
   # Rootless umoci loosens some modes and fakes devices as empty files; a root unpack keeps

@@ -7,7 +7,9 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::lambda::{chroot_run, lambda_rootfs, lambda_run, text};
+use common::lambda::{
+    Tools, arm64_tools, chroot_run, lambda_rootfs_with, lambda_run_with, native_tools, text,
+};
 use common::work;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +18,10 @@ enum Image {
     Bullseye,
     Small,
     Musl,
+    /// Debian bookworm arm64, run by the arm64 layer's bootstrap and shim under qemu-user.
+    DebianArm64,
+    /// The small image made from Debian arm64 programs, likewise.
+    SmallArm64,
 }
 
 use Image::*;
@@ -27,6 +33,15 @@ impl Image {
             Bullseye => "127.0.0.1:5000/library/debian-bullseye",
             Small => "127.0.0.1:5000/test/glibc",
             Musl => "127.0.0.1:5000/test/musl",
+            DebianArm64 => "127.0.0.1:5000/library/debian-arm64",
+            SmallArm64 => "127.0.0.1:5000/test/glibc-arm64",
+        }
+    }
+
+    fn tools(self) -> Tools {
+        match self {
+            DebianArm64 | SmallArm64 => arm64_tools(),
+            _ => native_tools(),
         }
     }
 
@@ -37,14 +52,16 @@ impl Image {
             Bullseye => "bullseye",
             Small => "glibc",
             Musl => "musl",
+            DebianArm64 => "debian-arm64",
+            SmallArm64 => "glibc-arm64",
         };
         work().join("chroot").join(name).join("rootfs")
     }
 }
 
-const ALL: &[Image] = &[Bookworm, Bullseye, Small, Musl];
-const DEBIAN: &[Image] = &[Bookworm, Bullseye];
-const GLIBC: &[Image] = &[Bookworm, Bullseye, Small];
+const ALL: &[Image] = &[Bookworm, Bullseye, Small, Musl, DebianArm64, SmallArm64];
+const DEBIAN: &[Image] = &[Bookworm, Bullseye, DebianArm64];
+const GLIBC: &[Image] = &[Bookworm, Bullseye, Small, DebianArm64, SmallArm64];
 
 #[derive(Debug, Clone, Copy)]
 enum Check {
@@ -270,13 +287,14 @@ const CASES: &[Case] = &[
 ];
 
 fn matrix(image: Image) {
-    lambda_rootfs(image.reference());
+    let tools = image.tools();
+    lambda_rootfs_with(&tools, image.reference());
     let mut failures = Vec::new();
     let mut ran = 0;
     for case in CASES.iter().filter(|c| c.on.contains(&image)) {
         ran += 1;
         let argv = ["/bin/sh", "-c", case.script];
-        let ours = lambda_run(image.reference(), &[], &argv);
+        let ours = lambda_run_with(&tools, image.reference(), &[], &argv);
         let truth = chroot_run(&image.chroot_root(), &argv);
         let same_stdout = ours.stdout == truth.stdout && ours.status.code() == truth.status.code();
         let same = match case.check {
@@ -329,4 +347,16 @@ fn matrix_small_host_image() {
 #[ignore = "needs the harness, root and the shim (make test)"]
 fn matrix_musl() {
     matrix(Musl);
+}
+
+#[test]
+#[ignore = "needs the harness, root, qemu-user and the arm64 layer (make test)"]
+fn matrix_debian_arm64_under_qemu() {
+    matrix(DebianArm64);
+}
+
+#[test]
+#[ignore = "needs the harness, root, qemu-user and the arm64 layer (make test)"]
+fn matrix_small_arm64_under_qemu() {
+    matrix(SmallArm64);
 }

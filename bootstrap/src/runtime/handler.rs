@@ -437,9 +437,22 @@ impl Handler {
         match script {
             Some((name, body)) => {
                 let path = dir.root.join(name);
+                // A script with its own `#!` line (python, ruby, perl…) runs with that
+                // interpreter from the image; anything else is a shell script, as in SCAR.
+                let shebang = body.starts_with(b"#!");
                 std::fs::write(&path, body)
+                    .and_then(|()| {
+                        use std::os::unix::fs::PermissionsExt;
+                        let mode = if shebang { 0o755 } else { 0o644 };
+                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                    })
                     .map_err(io(format!("cannot write {}", path.display())))?;
-                Ok(vec!["/bin/sh".to_owned(), path.display().to_string()])
+                let path = path.display().to_string();
+                Ok(if shebang {
+                    vec![path]
+                } else {
+                    vec!["/bin/sh".to_owned(), path]
+                })
             }
             None => Ok(command_line(&prepared.config, &[])),
         }

@@ -43,6 +43,36 @@ pub fn shim_dir() -> PathBuf {
     dir
 }
 
+/// A bootstrap and the shims it uses.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    pub bootstrap: PathBuf,
+    pub shim_dir: PathBuf,
+}
+
+/// This machine's debug build.
+pub fn native_tools() -> Tools {
+    Tools {
+        bootstrap: bootstrap_bin(),
+        shim_dir: shim_dir(),
+    }
+}
+
+/// The arm64 layer's static bootstrap and shims (`make layer`), run under qemu-user through
+/// binfmt_misc (setup.sh registers it).
+pub fn arm64_tools() -> Tools {
+    let dir = workspace().join("target/layer/arm64");
+    assert!(
+        dir.join("bootstrap").exists(),
+        "{}/bootstrap missing: run `make layer`",
+        dir.display()
+    );
+    Tools {
+        bootstrap: dir.join("bootstrap"),
+        shim_dir: dir.join("lib"),
+    }
+}
+
 /// A cache owned by the Lambda uid, shared by the tests (pulls are locked per image).
 pub fn lambda_cache() -> PathBuf {
     let dir = work().join("cache-993");
@@ -64,15 +94,20 @@ pub const BASE_ENV: &[(&str, &str)] = &[
 
 /// `bootstrap run IMAGE [args] -- argv` as uid 993 with a clean environment.
 pub fn lambda_run(image: &str, run_args: &[&str], argv: &[&str]) -> Output {
+    lambda_run_with(&native_tools(), image, run_args, argv)
+}
+
+/// [`lambda_run`] with another bootstrap and shims.
+pub fn lambda_run_with(tools: &Tools, image: &str, run_args: &[&str], argv: &[&str]) -> Output {
     let mut command = Command::new("setpriv");
     command
         .args(["--reuid", "993", "--regid", "993", "--clear-groups", "--"])
-        .arg(bootstrap_bin())
+        .arg(&tools.bootstrap)
         .arg("run")
         .arg("--cache-dir")
         .arg(lambda_cache())
         .arg("--shim-dir")
-        .arg(shim_dir())
+        .arg(&tools.shim_dir)
         .args(
             BASE_ENV
                 .iter()
@@ -114,9 +149,14 @@ pub fn chroot_run(root: &Path, argv: &[&str]) -> Output {
 
 /// The pulled rootfs of an image in the Lambda cache (pulling it as uid 993 if needed).
 pub fn lambda_rootfs(image: &str) -> PathBuf {
+    lambda_rootfs_with(&native_tools(), image)
+}
+
+/// [`lambda_rootfs`] with another bootstrap.
+pub fn lambda_rootfs_with(tools: &Tools, image: &str) -> PathBuf {
     let out = Command::new("setpriv")
         .args(["--reuid", "993", "--regid", "993", "--clear-groups", "--"])
-        .arg(bootstrap_bin())
+        .arg(&tools.bootstrap)
         .args(["pull", "--cache-dir"])
         .arg(lambda_cache())
         .arg(image)

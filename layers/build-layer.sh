@@ -1,0 +1,34 @@
+#!/bin/bash
+# build-layer.sh ARCH : the Lambda layer for ARCH (x86_64 or arm64), cross-built with
+# cargo-zigbuild (zig from PyPI) only:
+#   bootstrap                      static, musl, profile `layer`
+#   lib/scar-fakechroot-glibc.so   glibc symbol versions <= GLIBC_2.17
+#   lib/scar-fakechroot-musl.so    for musl images (Alpine and friends)
+# zipped by `deployer layer build` into target/layer/scar-layer-ARCH.zip; fails above 10 MB.
+set -euo pipefail
+ARCH=$1
+case "$ARCH" in
+  x86_64) RUST_ARCH=x86_64 ;;
+  arm64) RUST_ARCH=aarch64 ;;
+  *) echo "build-layer.sh: ARCH is x86_64 or arm64, not $ARCH" >&2; exit 2 ;;
+esac
+cd "$(dirname "$0")/.."
+LIMIT=$((10 * 1024 * 1024))
+OUT=target/layer
+STAGE=$OUT/$ARCH
+mkdir -p "$STAGE/lib"
+# The static bootstrap has a target dir of its own: the musl shim's RUSTFLAGS differ, and
+# sharing one dir would rebuild every crate each time the two alternate.
+CARGO_TARGET_DIR=target/layer-build cargo zigbuild -q -p bootstrap --profile layer --target "$RUST_ARCH-unknown-linux-musl"
+cp "target/layer-build/$RUST_ARCH-unknown-linux-musl/layer/bootstrap" "$STAGE/bootstrap"
+cargo zigbuild -q -p scar-fakechroot --release --target "$RUST_ARCH-unknown-linux-gnu.2.17"
+cp "target/$RUST_ARCH-unknown-linux-gnu/release/libscar_fakechroot.so" "$STAGE/lib/scar-fakechroot-glibc.so"
+RUSTFLAGS="-C target-feature=-crt-static" cargo zigbuild -q -p scar-fakechroot --release --target "$RUST_ARCH-unknown-linux-musl"
+cp "target/$RUST_ARCH-unknown-linux-musl/release/libscar_fakechroot.so" "$STAGE/lib/scar-fakechroot-musl.so"
+cargo run -q -p deployer -- layer build --arch "$ARCH" --bootstrap "$STAGE/bootstrap" --shim-dir "$STAGE/lib" \
+  --output "$OUT/scar-layer-$ARCH.zip"
+SIZE=$(stat -c %s "$OUT/scar-layer-$ARCH.zip")
+if [ "$SIZE" -gt "$LIMIT" ]; then
+  echo "build-layer.sh: $OUT/scar-layer-$ARCH.zip is $SIZE bytes, over the 10 MB budget" >&2
+  exit 1
+fi
