@@ -40,9 +40,10 @@ demo: setup shim
 	SCAR_CACHE_DIR=$(CRT_WORK)/demo-cache SCAR_SHIM_DIR=$(CURDIR)/$(SHIM_DIR) \
 	  $(BOOTSTRAP_RELEASE) --emulate examples/events/direct-args.json --image 127.0.0.1:5000/library/debian-cowsay
 
-## test: everything CI runs (fmt, clippy, unit tests, the container-rootfs suite)
-test: lint setup shim
-	cargo build -p bootstrap
+## test: everything CI runs (fmt, clippy, unit tests, the container-rootfs suite, the
+## deployer against moto and ministack, arm64 under qemu, the examples)
+test: lint setup shim layer
+	cargo build -p bootstrap -p deployer
 	cargo nextest run --workspace --run-ignored all --no-fail-fast
 
 ## unit: the tests that need neither root nor the harness

@@ -19,7 +19,7 @@ STAGE=$OUT/$ARCH
 mkdir -p "$STAGE/lib"
 # The static bootstrap has a target dir of its own: the musl shim's RUSTFLAGS differ, and
 # sharing one dir would rebuild every crate each time the two alternate.
-CARGO_TARGET_DIR=target/layer-build cargo zigbuild -q -p bootstrap --profile layer --target "$RUST_ARCH-unknown-linux-musl"
+CARGO_TARGET_DIR=target/layer-build cargo zigbuild -p bootstrap --profile layer --target "$RUST_ARCH-unknown-linux-musl"
 cp "target/layer-build/$RUST_ARCH-unknown-linux-musl/layer/bootstrap" "$STAGE/bootstrap"
 cargo zigbuild -q -p scar-fakechroot --release --target "$RUST_ARCH-unknown-linux-gnu.2.17"
 cp "target/$RUST_ARCH-unknown-linux-gnu/release/libscar_fakechroot.so" "$STAGE/lib/scar-fakechroot-glibc.so"

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 
+use aws_sdk_iam::error::ProvideErrorMetadata;
 use bootstrap::reference::ImageReference;
 
 use crate::aws::Aws;
@@ -207,15 +208,23 @@ pub async fn plan(
     package::check_upload_size(&package, "function")?;
 
     // What AWS holds: the role, the name, the buckets, the layer.
-    aws.iam
-        .get_role()
-        .role_name(name)
-        .send()
-        .await
-        .map_err(|e| DeployError::Role {
-            role: role.clone(),
-            message: aws_sdk_iam::error::DisplayErrorContext(&e).to_string(),
-        })?;
+    match aws.iam.get_role().role_name(name).send().await {
+        Ok(_) => {}
+        // Users allowed to deploy are not always allowed to read IAM: then Lambda checks
+        // the role itself at CreateFunction, before anything else is created.
+        Err(e) if e.code() == Some("AccessDenied") => {
+            tracing::warn!(role = %role, "cannot read IAM (iam:GetRole denied); Lambda will check the role");
+        }
+        Err(e) => {
+            return Err(DeployError::Role {
+                role: role.clone(),
+                message: e.message().map_or_else(
+                    || aws_sdk_iam::error::DisplayErrorContext(&e).to_string(),
+                    str::to_owned,
+                ),
+            });
+        }
+    }
     match aws
         .lambda
         .get_function()
