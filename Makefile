@@ -4,7 +4,7 @@ export CRT_WORK
 SETUP := container-rootfs-tests/scripts/setup.sh
 BOOTSTRAP_RELEASE := target/release/bootstrap
 
-.PHONY: demo test unit lint fmt setup teardown bench-pull bench-exec bench-runtime shim tools layer
+.PHONY: demo test unit lint fmt setup teardown bench-pull bench-exec bench-runtime shim tools layer binaries
 SHIM_DIR := target/shim
 SHIM_GNU_TARGET := x86_64-unknown-linux-gnu
 SHIM_MUSL_TARGET := x86_64-unknown-linux-musl
@@ -42,9 +42,14 @@ demo: setup shim
 
 ## test: everything CI runs (fmt, clippy, unit tests, the container-rootfs suite, the
 ## deployer against moto and ministack, arm64 under qemu, the examples)
-test: lint setup shim layer
-	cargo build -p bootstrap -p deployer
+## The harness's set-up is mostly downloads: it runs alongside the builds.
+test:
+	$(MAKE) --no-print-directory -j3 lint setup binaries
 	cargo nextest run --workspace --run-ignored all --no-fail-fast
+
+## binaries: what the suite runs (the debug bootstrap and deployer, the shims, both layers)
+binaries: shim layer
+	cargo build -p bootstrap -p deployer
 
 ## unit: the tests that need neither root nor the harness
 unit:

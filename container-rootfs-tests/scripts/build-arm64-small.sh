@@ -22,10 +22,14 @@ copy_with_libs() {
 for b in bin/dash bin/bash bin/ls bin/cat bin/echo usr/bin/env bin/uname bin/rm bin/mkdir usr/bin/id \
          bin/pwd usr/bin/find usr/bin/du usr/bin/readlink usr/bin/realpath bin/sed usr/bin/wc bin/true \
          usr/bin/seq usr/bin/whoami usr/bin/stat bin/ln bin/touch bin/cp bin/mv usr/bin/head bin/grep \
-         bin/df usr/bin/tr usr/bin/xargs usr/bin/sort usr/bin/mktemp bin/tar usr/bin/printf bin/sleep; do
+         bin/df usr/bin/tr usr/bin/xargs usr/bin/sort usr/bin/mktemp bin/tar usr/bin/printf bin/sleep bin/chmod; do
   copy_with_libs "$b"
 done
 install -D "$(readlink -f "$R/lib/ld-linux-aarch64.so.1")" "$L/lib/ld-linux-aarch64.so.1"
+# glibc's compatibility stubs, which every glibc package ships (the shim, built against
+# glibc 2.17, needs them; on glibc >= 2.34 they are empty).
+copy_with_libs "$LIBDIR/libpthread.so.0"
+copy_with_libs "$LIBDIR/libdl.so.2"
 ln -s dash $L/bin/sh
 chmod 1777 $L/tmp
 printf 'NAME="glibc arm64 test"\nID=glibctest\nVERSION_ID=1\n' > $L/etc/os-release

@@ -62,6 +62,9 @@ impl Image {
 const ALL: &[Image] = &[Bookworm, Bullseye, Small, Musl, DebianArm64, SmallArm64];
 const DEBIAN: &[Image] = &[Bookworm, Bullseye, DebianArm64];
 const GLIBC: &[Image] = &[Bookworm, Bullseye, Small, DebianArm64, SmallArm64];
+/// Not under qemu: binfmt_misc without the P flag hands qemu the program's path, not the
+/// argv[0] it was executed with, so `chroot`, the ground truth, loses `exec -a`'s name there.
+const GLIBC_NATIVE: &[Image] = &[Bookworm, Bullseye, Small];
 
 #[derive(Debug, Clone, Copy)]
 enum Check {
@@ -191,7 +194,7 @@ const CASES: &[Case] = &[
     ),
     case(
         "exec -a",
-        GLIBC,
+        GLIBC_NATIVE,
         Check::Same,
         r#"bash -c 'exec -a foo /bin/sh -c "echo \$0"'"#,
     ),
