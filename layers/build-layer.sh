@@ -21,6 +21,10 @@ mkdir -p "$STAGE/lib"
 # sharing one dir would rebuild every crate each time the two alternate.
 CARGO_TARGET_DIR=target/layer-build cargo zigbuild -p bootstrap --profile layer --target "$RUST_ARCH-unknown-linux-musl"
 cp "target/layer-build/$RUST_ARCH-unknown-linux-musl/layer/bootstrap" "$STAGE/bootstrap"
+# Static means no program interpreter: it must start on provided.al2 and al2023 alike.
+if readelf -l "$STAGE/bootstrap" | grep -q INTERP; then
+  echo "build-layer.sh: $STAGE/bootstrap is dynamically linked" >&2; exit 1
+fi
 cargo zigbuild -q -p scar-fakechroot --release --target "$RUST_ARCH-unknown-linux-gnu.2.17"
 cp "target/$RUST_ARCH-unknown-linux-gnu/release/libscar_fakechroot.so" "$STAGE/lib/scar-fakechroot-glibc.so"
 RUSTFLAGS="-C target-feature=-crt-static" cargo zigbuild -q -p scar-fakechroot --release --target "$RUST_ARCH-unknown-linux-musl"
