@@ -198,20 +198,7 @@ async fn init_wires_everything_and_rm_takes_exactly_that_back() {
         .await
         .unwrap();
     let other = unique("other");
-    stand
-        .deployer(&[
-            "init",
-            "-n",
-            &other,
-            "-i",
-            IMAGE,
-            "--role",
-            &role,
-            "--runtime-in-package",
-            "--layer-zip",
-            layer_zip().to_str().unwrap(),
-        ])
-        .ok();
+    stand.init_packaged(&other, IMAGE, &role).ok();
     let other_arn = stand
         .lambda
         .get_function()
@@ -713,20 +700,7 @@ async fn rm_all_removes_only_the_deployers_functions() {
     let zip = layer_zip();
     let ours = [unique("ours"), unique("ours")];
     for name in &ours {
-        stand
-            .deployer(&[
-                "init",
-                "-n",
-                name,
-                "-i",
-                IMAGE,
-                "--role",
-                &role,
-                "--runtime-in-package",
-                "--layer-zip",
-                zip.to_str().unwrap(),
-            ])
-            .ok();
+        stand.init_packaged(name, IMAGE, &role).ok();
     }
     let theirs = unique("theirs");
     stand
@@ -774,20 +748,7 @@ async fn run_sends_scripts_commands_variables_and_one_event_per_input_object() {
     let stand = Stand::new(MOTO, "eu-west-1").await;
     let role = stand.role().await;
     let (name, bucket) = (unique("runner"), unique("runner-data"));
-    stand
-        .deployer(&[
-            "init",
-            "-n",
-            &name,
-            "-i",
-            IMAGE,
-            "--role",
-            &role,
-            "--runtime-in-package",
-            "--layer-zip",
-            layer_zip().to_str().unwrap(),
-        ])
-        .ok();
+    stand.init_packaged(&name, IMAGE, &role).ok();
     // moto does not run functions: it answers with the event it received, which is what
     // these checks read (ministack runs them for real in tests/ministack.rs).
     let script = stand.home.path().join("job.sh");
@@ -882,20 +843,7 @@ async fn log_prints_a_stream_or_one_request_and_commands_name_missing_things() {
     let stand = Stand::new(MOTO, "eu-west-2").await;
     let role = stand.role().await;
     let name = unique("logged");
-    stand
-        .deployer(&[
-            "init",
-            "-n",
-            &name,
-            "-i",
-            IMAGE,
-            "--role",
-            &role,
-            "--runtime-in-package",
-            "--layer-zip",
-            layer_zip().to_str().unwrap(),
-        ])
-        .ok();
+    stand.init_packaged(&name, IMAGE, &role).ok();
     let group = format!("/aws/lambda/{name}");
     let lines: HashMap<&str, Vec<&str>> = HashMap::from([
         (

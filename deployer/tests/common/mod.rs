@@ -133,6 +133,24 @@ impl Stand {
         }
     }
 
+    /// `deployer init` of `image` with the x86_64 layer's runtime in the package (so that no
+    /// layer needs publishing first).
+    pub fn init_packaged(&self, name: &str, image: &str, role: &str) -> Ran {
+        let zip = layer_zip();
+        self.deployer(&[
+            "init",
+            "-n",
+            name,
+            "-i",
+            image,
+            "--role",
+            role,
+            "--runtime-in-package",
+            "--layer-zip",
+            zip.to_str().unwrap(),
+        ])
+    }
+
     /// An IAM role Lambda may assume.
     pub async fn role(&self) -> String {
         let name = unique("scar-test-role");
