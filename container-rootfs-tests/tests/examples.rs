@@ -58,22 +58,6 @@ fn output(response: &Value) -> &str {
     response["output"].as_str().unwrap()
 }
 
-async fn s3() -> aws_sdk_s3::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(MOTO)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .load()
-        .await;
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(true)
-            .build(),
-    )
-}
-
 /// A fresh bucket holding `objects` (the examples' events name fixed buckets).
 async fn bucket_with(client: &aws_sdk_s3::Client, bucket: &str, objects: &[(&str, Vec<u8>)]) {
     let _ = client.create_bucket().bucket(bucket).send().await;
@@ -123,7 +107,7 @@ fn cowsay_with_arguments() {
 #[tokio::test]
 #[ignore = "needs the harness and moto (make test)"]
 async fn imagemagick_on_an_s3_upload() {
-    let client = s3().await;
+    let client = common::s3_client(MOTO).await;
     let bucket = "scar-example-imagemagick";
     // A 64x32 colour gradient as a binary PPM, the simplest format ImageMagick reads.
     let mut ppm = b"P6\n64 32\n255\n".to_vec();
@@ -179,7 +163,7 @@ async fn ffmpeg_on_an_s3_upload() {
     let video = std::fs::read(made.path().join("clip.mp4")).unwrap();
     assert_eq!(&video[4..8], b"ftyp", "an MP4 file");
 
-    let client = s3().await;
+    let client = common::s3_client(MOTO).await;
     let bucket = "scar-example-ffmpeg";
     bucket_with(&client, bucket, &[("input/clip.mp4", video)]).await;
     let response = emulate("ffmpeg", MEDIA, Some("script.sh"), &[]);
@@ -204,7 +188,7 @@ async fn ffmpeg_on_an_s3_upload() {
 #[tokio::test]
 #[ignore = "needs the harness and moto (make test)"]
 async fn aws_cli_lists_a_bucket_with_the_functions_credentials() {
-    let client = s3().await;
+    let client = common::s3_client(MOTO).await;
     let bucket = "scar-example-aws-cli";
     bucket_with(
         &client,

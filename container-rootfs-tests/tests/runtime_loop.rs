@@ -222,22 +222,6 @@ fn direct_invokes_http_events_and_malformed_events() {
     let _ = std::fs::remove_file(init);
 }
 
-async fn s3_client() -> aws_sdk_s3::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(S3_ENDPOINT)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .load()
-        .await;
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(true)
-            .build(),
-    )
-}
-
 fn lambda_processes(pattern: &str) -> String {
     let out = Command::new("pgrep")
         .args(["-a", "-f", pattern])
@@ -250,7 +234,7 @@ fn lambda_processes(pattern: &str) -> String {
 #[ignore = "needs the harness (make test)"]
 fn the_threshold_ends_the_command_keeps_partial_output_and_uploads_files() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let s3 = rt.block_on(s3_client());
+    let s3 = rt.block_on(common::s3_client(S3_ENDPOINT));
     let bucket = format!("scar-threshold-{}", std::process::id());
     rt.block_on(s3.create_bucket().bucket(&bucket).send())
         .unwrap();

@@ -16,6 +16,24 @@ use bootstrap::source::auth::Credentials;
 use bootstrap::source::registry::RegistryOptions;
 use sha2::{Digest, Sha256};
 
+/// An S3 client for a local stand-in (moto or ministack): test credentials, path-style
+/// addressing, since stand-ins have no per-bucket DNS names.
+pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .load()
+        .await;
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
 /// The harness directory made by `scripts/setup.sh`.
 pub fn work() -> PathBuf {
     let dir = PathBuf::from(std::env::var("CRT_WORK").unwrap_or_else(|_| "/tmp/scar-crt".into()));
