@@ -1,10 +1,11 @@
-# Entry points; the README's two commands are `make demo` and `make test`.
+# Entry points; the README's two commands are `make demo` and `make test`. `make check` is the
+# tier that needs neither root nor services.
 CRT_WORK ?= /tmp/scar-crt
 export CRT_WORK
 SETUP := container-rootfs-tests/scripts/setup.sh
 BOOTSTRAP_RELEASE := target/release/bootstrap
 
-.PHONY: demo test unit lint fmt setup teardown bench-pull bench-exec bench-runtime shim tools layer binaries
+.PHONY: demo test check docs unit lint fmt setup teardown bench-pull bench-exec bench-runtime shim tools shim-tools layer binaries
 SHIM_DIR := target/shim
 SHIM_GNU_TARGET := x86_64-unknown-linux-gnu
 SHIM_MUSL_TARGET := x86_64-unknown-linux-musl
@@ -16,6 +17,11 @@ tools:
 	command -v cargo-zigbuild >/dev/null || pip install -q ziglang cargo-zigbuild
 	for t in $(CROSS_TARGETS); do rustup target list --installed | grep -qx $$t || rustup target add $$t; done
 
+## shim-tools: only what the x86_64 shims need (the demo)
+shim-tools:
+	command -v cargo-zigbuild >/dev/null || pip install -q ziglang cargo-zigbuild
+	rustup target list --installed | grep -qx $(SHIM_MUSL_TARGET) || rustup target add $(SHIM_MUSL_TARGET)
+
 ## layer: the Lambda layer zips for x86_64 and arm64 (static bootstrap, both shims), with sizes
 LAYER_PROFILE ?= layer
 layer: tools
@@ -23,7 +29,7 @@ layer: tools
 	LAYER_PROFILE=$(LAYER_PROFILE) layers/build-layer.sh arm64
 
 ## shim: the fakechroot shim, a glibc build bound to GLIBC_2.17 at most and a musl build
-shim: tools
+shim: shim-tools
 	cargo zigbuild -q -p scar-fakechroot --release --target $(SHIM_GNU_TARGET).2.17
 	RUSTFLAGS="-C target-feature=-crt-static" cargo zigbuild -q -p scar-fakechroot --release --target $(SHIM_MUSL_TARGET)
 	mkdir -p $(SHIM_DIR)
@@ -32,7 +38,8 @@ shim: tools
 
 ## demo: build the Debian image offline, serve it from a local registry, and run one Lambda
 ## invocation of it through `bootstrap --emulate` (pull, shim, script, output files)
-demo: setup shim
+demo: shim
+	CRT_ONLY=demo $(SETUP)
 	cargo build --release -p bootstrap
 	@echo "== one invocation, cold: pull (network -> sha256 -> gunzip -> tar) then the script"
 	SCAR_CACHE_DIR=$(CRT_WORK)/demo-cache SCAR_SHIM_DIR=$(CURDIR)/$(SHIM_DIR) \
@@ -45,8 +52,16 @@ demo: setup shim
 ## deployer against moto and ministack, arm64 under qemu, the examples)
 ## The harness's set-up is mostly downloads: it runs alongside the builds.
 test:
-	$(MAKE) --no-print-directory -j3 lint setup binaries
-	cargo nextest run --workspace --run-ignored all --no-fail-fast
+	$(MAKE) --no-print-directory -j3 check setup binaries
+	cargo nextest run --workspace --run-ignored only --no-fail-fast
+
+## check: formatting, clippy, the unit tests and the docs check; no root, no services
+check: lint
+	cargo nextest run --workspace
+
+## docs: rewrite the generated part of docs/configuration.md from the settings table
+docs:
+	UPDATE_DOCS=1 cargo test -q -p scar-runtime the_documentation_carries_the_table
 
 ## binaries: what the suite runs (the debug bootstrap and deployer, the shims, both layers,
 ## built with the faster `layer-test` profile: same code, no size budget)

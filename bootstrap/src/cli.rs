@@ -1,24 +1,15 @@
-//! Command-line interface of the `bootstrap` binary.
-//!
-//! | flag | env | default | meaning |
-//! |---|---|---|---|
-//! | `--cache-dir DIR` | `SCAR_CACHE_DIR` | `/tmp/scar` | root of the rootfs cache |
-//! | `--platform P` | `SCAR_PLATFORM` | this machine's | `os/arch[/variant]` for indexes |
-//! | `--insecure-registry H` | `SCAR_INSECURE_REGISTRIES` (comma-separated) | none | plain-HTTP registries besides loopback |
-//! | `--concurrency N` | `SCAR_PULL_CONCURRENCY` | 3 | layers downloading at once |
-//! | | `SCAR_REGISTRY_USERNAME`, `SCAR_REGISTRY_PASSWORD` | `~/.docker/config.json` | registry credentials |
-//! | `--shim-dir DIR` | `SCAR_SHIM_DIR` | beside the executable, its `lib/`, `/opt/lib` | where the shim builds are |
-//! | `--static-binaries P` | `SCAR_STATIC_BINARIES` | `warn` | `run`, `warn` or `refuse` statically linked programs |
+//! The command line of `bootstrap`. The flags of `pull` and `run` that configure the pull and
+//! the shim come from the settings table (`scar_runtime::settings`): each is written there
+//! once with its variable, default, range and meaning, and a flag given here wins over its
+//! variable.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-
-use crate::exec::StaticPolicy;
-use crate::platform::Platform;
-use crate::pull::PullOptions;
-use crate::source::auth::Credentials;
-use crate::source::registry::RegistryOptions;
+use clap::{
+    Arg, ArgAction, ArgMatches, Args, Command as ClapCommand, FromArgMatches, Parser, Subcommand,
+};
+use scar_runtime::settings::{self, Kind, SETTINGS, Scope};
 
 /// Run any OCI image as an AWS Lambda function.
 #[derive(Debug, Parser)]
@@ -28,47 +19,44 @@ use crate::source::registry::RegistryOptions;
     about,
     args_conflicts_with_subcommands = true
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to do; with none, serve Lambda invocations (AWS_LAMBDA_RUNTIME_API must be set).
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub(crate) command: Option<Command>,
     /// Run one invocation of EVENT.json (`-` for stdin) locally through the runtime's handler,
     /// configured from the environment like the function; print the response JSON.
     #[arg(long, value_name = "EVENT.json")]
-    pub emulate: Option<PathBuf>,
+    pub(crate) emulate: Option<PathBuf>,
     /// With --emulate: the image (instead of SCAR_IMAGE).
     #[arg(long, requires = "emulate")]
-    pub image: Option<String>,
-    /// With --emulate: the function timeout in seconds.
-    #[arg(long, requires = "emulate", default_value_t = 300.0)]
-    pub timeout: f64,
+    pub(crate) image: Option<String>,
+    /// With --emulate: the function timeout in seconds (up to 900, Lambda's maximum).
+    #[arg(long, requires = "emulate", default_value = "300", value_parser = parse_timeout)]
+    pub(crate) timeout: Duration,
     /// With --emulate: `KEY=VALUE` for the container (repeatable).
     #[arg(long = "env", short = 'e', requires = "emulate", value_parser = parse_key_value)]
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Pull an image into the rootfs cache and print the rootfs path.
     Pull {
-        /// `ubuntu`, `grycap/cowsay:latest`, `127.0.0.1:5000/x:y`, `oci:DIR[:TAG]`, `docker-archive:FILE`.
+        /// `ubuntu`, `grycap/cowsay:latest`, `127.0.0.1:5000/x:y`, `oci:DIR[:TAG]`, `docker-archive:FILE`, `s3://BUCKET/PREFIX`.
         image: String,
         /// Cache and registry settings.
         #[command(flatten)]
-        pull: PullArgs,
+        settings: PullFlags,
     },
     /// Pull an image and run a command in it as the current user, streaming its output;
     /// exits with the command's status.
     Run {
         /// The image, as for `pull`.
         image: String,
-        /// Cache and registry settings.
+        /// Cache, registry and shim settings.
         #[command(flatten)]
-        pull: PullArgs,
-        /// Shim settings.
-        #[command(flatten)]
-        exec: ExecArgs,
+        settings: RunFlags,
         /// `KEY=VALUE` for the container, after the image's Env (repeatable).
         #[arg(long = "env", short = 'e', value_parser = parse_key_value)]
         env: Vec<(String, String)>,
@@ -78,24 +66,19 @@ pub enum Command {
         /// `CONTAINER=HOST`: show a host directory inside the container (repeatable).
         #[arg(long = "mount", value_parser = parse_mount)]
         mounts: Vec<(String, PathBuf)>,
-        /// Seconds before the command's process group is ended.
-        #[arg(long)]
-        timeout: Option<f64>,
+        /// Seconds before the command's process group is ended (up to 900).
+        #[arg(long, value_parser = parse_timeout)]
+        timeout: Option<Duration>,
         /// The command and its arguments (default: the image's Entrypoint and Cmd).
         #[arg(last = true)]
         command: Vec<String>,
     },
 }
 
-/// How programs run inside a rootfs.
-#[derive(Debug, Clone, Args)]
-pub struct ExecArgs {
-    /// Directory holding `scar-fakechroot-glibc.so` and `scar-fakechroot-musl.so`.
-    #[arg(long, env = "SCAR_SHIM_DIR")]
-    pub shim_dir: Option<PathBuf>,
-    /// Statically linked programs cannot be confined: run them, warn, or refuse.
-    #[arg(long, env = "SCAR_STATIC_BINARIES", value_enum, default_value_t)]
-    pub static_binaries: StaticPolicy,
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    settings::parse_seconds(text, 900.0)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("expected seconds above 0 and at most 900, got {text:?}"))
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
@@ -115,60 +98,107 @@ fn parse_mount(text: &str) -> Result<(String, PathBuf), String> {
     }
 }
 
-/// Settings shared by every command that pulls.
-#[derive(Debug, Clone, Args)]
-pub struct PullArgs {
-    /// Root of the rootfs cache.
-    #[arg(long, env = "SCAR_CACHE_DIR", default_value = "/tmp/scar")]
-    pub cache_dir: PathBuf,
-    /// Platform to resolve multi-platform images to (`linux/arm64/v8`).
-    #[arg(long, env = "SCAR_PLATFORM")]
-    pub platform: Option<Platform>,
-    /// Registry reached over plain HTTP (loopback registries always are).
-    #[arg(
-        long = "insecure-registry",
-        env = "SCAR_INSECURE_REGISTRIES",
-        value_delimiter = ','
-    )]
-    pub insecure: Vec<String>,
-    /// Layers downloading at once.
-    #[arg(long, env = "SCAR_PULL_CONCURRENCY", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=32))]
-    pub concurrency: u16,
-    /// Registry user name (with `SCAR_REGISTRY_PASSWORD`).
-    #[arg(long, env = "SCAR_REGISTRY_USERNAME", hide = true)]
-    pub registry_username: Option<String>,
-    /// Registry password or token.
-    #[arg(
-        long,
-        env = "SCAR_REGISTRY_PASSWORD",
-        hide = true,
-        hide_env_values = true
-    )]
-    pub registry_password: Option<String>,
+/// Flags of the settings in `scopes`, from the table.
+fn setting_args(mut command: ClapCommand, scopes: &[Scope]) -> ClapCommand {
+    for setting in SETTINGS.iter().filter(|s| scopes.contains(&s.scope)) {
+        let Some(flag) = setting.flag else { continue };
+        let mut help = format!("{} [env: {}]", capitalised(setting.meaning), setting.var);
+        if let Some(default) = setting.default {
+            help.push_str(&format!(" [default: {default}]"));
+        }
+        let mut arg = Arg::new(setting.var)
+            .long(flag)
+            .help(help)
+            .value_name(match setting.kind {
+                Kind::Seconds { .. } => "SECONDS",
+                Kind::Count { .. } => "N",
+                Kind::Path => "DIR",
+                Kind::Platform => "OS/ARCH",
+                _ => "VALUE",
+            });
+        if let Kind::Choice(words) = setting.kind {
+            arg = arg.value_parser(clap::builder::PossibleValuesParser::new(
+                words.iter().copied(),
+            ));
+        }
+        if setting.kind == Kind::List {
+            arg = arg.action(ArgAction::Append).value_delimiter(',');
+        }
+        if setting.kind == Kind::Secret || setting.var == settings::REGISTRY_USERNAME.var {
+            arg = arg.hide(true);
+        }
+        command = command.arg(arg);
+    }
+    command
 }
 
-impl PullArgs {
-    /// The pull options these flags describe.
-    pub fn options(&self, progress: bool) -> PullOptions {
-        let credentials = match (&self.registry_username, &self.registry_password) {
-            (Some(username), Some(password)) => Some(Credentials {
-                username: username.clone(),
-                password: password.clone(),
-            }),
-            _ => None,
-        };
-        PullOptions {
-            cache_dir: self.cache_dir.clone(),
-            platform: self.platform.clone().unwrap_or_else(Platform::current),
-            registry: RegistryOptions {
-                insecure: self.insecure.clone(),
-                credentials,
-                concurrency: usize::from(self.concurrency),
-            },
-            progress,
-        }
-    }
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
+
+fn given(matches: &ArgMatches, scopes: &[Scope]) -> Vec<(&'static str, String)> {
+    SETTINGS
+        .iter()
+        .filter(|s| s.flag.is_some() && scopes.contains(&s.scope))
+        .filter_map(|s| {
+            let values: Vec<String> = matches.get_many::<String>(s.var)?.cloned().collect();
+            Some((s.var, values.join(",")))
+        })
+        .collect()
+}
+
+macro_rules! setting_flags {
+    ($name:ident, $doc:literal, $($scope:expr),+) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone, Default)]
+        pub(crate) struct $name {
+            /// `(variable, value)` for each flag given.
+            pub(crate) given: Vec<(&'static str, String)>,
+        }
+
+        impl $name {
+            /// The value of `var`: the flag when given, else the environment.
+            pub(crate) fn lookup(&self, var: &str) -> Option<String> {
+                self.given
+                    .iter()
+                    .find(|(v, _)| *v == var)
+                    .map(|(_, value)| value.clone())
+                    .or_else(|| std::env::var(var).ok())
+            }
+        }
+
+        impl FromArgMatches for $name {
+            fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+                Ok(Self { given: given(matches, &[$($scope),+]) })
+            }
+            fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+                *self = Self::from_arg_matches(matches)?;
+                Ok(())
+            }
+        }
+
+        impl Args for $name {
+            fn augment_args(command: ClapCommand) -> ClapCommand {
+                setting_args(command, &[$($scope),+])
+            }
+            fn augment_args_for_update(command: ClapCommand) -> ClapCommand {
+                Self::augment_args(command)
+            }
+        }
+    };
+}
+
+setting_flags!(PullFlags, "The pull settings given as flags.", Scope::Pull);
+setting_flags!(
+    RunFlags,
+    "The pull and shim settings given as flags.",
+    Scope::Pull,
+    Scope::Exec
+);
 
 #[cfg(test)]
 mod tests {
@@ -196,6 +226,7 @@ mod tests {
         .unwrap();
         assert_eq!(cli.emulate.as_deref(), Some(std::path::Path::new("e.json")));
         assert_eq!(cli.env, [("A".to_owned(), "1".to_owned())]);
+        assert_eq!(cli.timeout, Duration::from_secs(5));
         assert!(
             Cli::try_parse_from(["bootstrap", "--image", "x"]).is_err(),
             "--image needs --emulate"
@@ -204,6 +235,67 @@ mod tests {
         let cli = Cli::try_parse_from(["bootstrap", "run", "img", "--", "ls", "-l"]).unwrap();
         assert!(
             matches!(cli.command, Some(Command::Run { command, .. }) if command == ["ls", "-l"])
+        );
+    }
+
+    #[test]
+    fn timeouts_are_range_checked_at_parse_time() {
+        for bad in ["NaN", "inf", "-1", "0", "901", "soon"] {
+            assert!(
+                Cli::try_parse_from(["bootstrap", "run", "img", "--timeout", bad]).is_err(),
+                "{bad}"
+            );
+            assert!(
+                Cli::try_parse_from(["bootstrap", "--emulate", "e", "--timeout", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn setting_flags_come_from_the_table_and_win_over_the_environment() {
+        let cli = Cli::try_parse_from([
+            "bootstrap",
+            "run",
+            "img",
+            "--cache-dir",
+            "/c",
+            "--concurrency",
+            "7",
+            "--insecure-registry",
+            "a,b",
+            "--insecure-registry",
+            "c",
+            "--static-binaries",
+            "refuse",
+        ])
+        .unwrap();
+        let Some(Command::Run { settings, .. }) = cli.command else {
+            panic!("not run");
+        };
+        assert_eq!(settings.lookup("SCAR_CACHE_DIR").as_deref(), Some("/c"));
+        assert_eq!(
+            settings.lookup("SCAR_PULL_CONCURRENCY").as_deref(),
+            Some("7")
+        );
+        assert_eq!(
+            settings.lookup("SCAR_INSECURE_REGISTRIES").as_deref(),
+            Some("a,b,c")
+        );
+        assert!(
+            Cli::try_parse_from(["bootstrap", "run", "img", "--static-binaries", "maybe"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["bootstrap", "pull", "img", "--shim-dir", "/x"]).is_err(),
+            "pull takes no shim flag"
+        );
+        let help = Cli::command()
+            .find_subcommand_mut("pull")
+            .map(|c| c.render_long_help().to_string())
+            .unwrap_or_default();
+        assert!(
+            help.contains("--concurrency") && help.contains("[env: SCAR_PULL_CONCURRENCY]"),
+            "{help}"
         );
     }
 }

@@ -1,16 +1,23 @@
+//! `bootstrap`: the Lambda custom runtime, and the same code on any machine (`pull`, `run`,
+//! `--emulate`). This binary holds only the command line and one file per command; the work
+//! is in `scar-runtime` and `scar-image`.
+
+mod cli;
+mod commands;
+
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     // AWS_LAMBDA_RUNTIME_API may carry a path prefix (`127.0.0.1:9001/.rt`), which the
     // runtime client only accepts as a full URL. Rewritten here, before any thread exists.
     if let Some(url) =
-        bootstrap::runtime::runtime_api_url(std::env::var("AWS_LAMBDA_RUNTIME_API").ok())
+        scar_runtime::lambda::runtime_api_url(std::env::var("AWS_LAMBDA_RUNTIME_API").ok())
     {
         // SAFETY: single-threaded at this point; nothing else reads the environment yet.
         unsafe { std::env::set_var("AWS_LAMBDA_RUNTIME_API", url) };
     }
-    let cli = bootstrap::cli::Cli::parse();
-    let logging = bootstrap::logging::LogSettings::from_lookup(|k| std::env::var(k).ok());
+    let cli = cli::Cli::parse();
+    let logging = scar_runtime::logging::LogSettings::from_lookup(|k| std::env::var(k).ok());
     if let Err(e) = logging.and_then(|l| l.install()) {
         eprintln!("bootstrap: {e}");
         return std::process::ExitCode::from(2);
@@ -25,7 +32,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    match runtime.block_on(bootstrap::run(cli)) {
+    match runtime.block_on(commands::run(cli)) {
         Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             eprintln!("bootstrap: {e:#}");

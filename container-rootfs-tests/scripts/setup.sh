@@ -11,6 +11,7 @@
 #   - the same images as OCI layouts, docker-archives (plain and gzipped), zstd and Docker
 #     schema-2 pushes, a manifest list, and umoci reference unpacks
 # Writes $CRT_WORK/env.sh. Idempotent: what exists is kept, running services are reused.
+# CRT_ONLY=demo sets up only what `make demo` uses: the Debian image and the anonymous registry.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 W=${CRT_WORK:-/tmp/scar-crt}; mkdir -p "$W"; cd "$W"
@@ -34,6 +35,22 @@ id -u sbx_user1051 >/dev/null 2>&1 || useradd --system --uid 993 --user-group --
 # flag opens the emulator now, so it also serves programs inside chroots and rootfs trees.
 [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
 [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || printf '%s' ':qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-aarch64-static:F' > /proc/sys/fs/binfmt_misc/register
+
+if [ "${CRT_ONLY:-}" = demo ]; then
+  echo "setup: the demo's image and registry only"
+  "$HERE/build-debian-image.sh" bookworm oci-debian bookworm perl python3 cowsay fortune-mod fortunes-min imagemagick
+  chmod -R a+rX oci-debian
+  if ! { [ -f registry-demo.pid ] && kill -0 "$(cat registry-demo.pid)" 2>/dev/null; } && ! curl -s -o /dev/null http://127.0.0.1:5000/; then
+    mkdir -p reg
+    printf 'version: 0.1\nstorage: {filesystem: {rootdirectory: %s/reg}, delete: {enabled: true}}\nhttp: {addr: "127.0.0.1:5000", secret: t}\n' "$W" > registry.yml
+    docker-registry serve registry.yml > registry.log 2>&1 & echo $! > registry.pid
+    for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:5000/ && break; sleep 0.1; done
+  fi
+  curl -s http://127.0.0.1:5000/v2/_catalog | grep -q '"library/debian-cowsay"' || \
+    skopeo copy -q --dest-tls-verify=false oci:oci-debian:bookworm docker://127.0.0.1:5000/library/debian-cowsay:latest
+  echo "setup: demo ready in $W"
+  exit 0
+fi
 
 echo "setup: building images"
 [ -f oci-small/index.json ] || "$HERE/build-test-images.sh" oci-small

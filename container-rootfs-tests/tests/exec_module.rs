@@ -6,10 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use bootstrap::exec::{
+use common::lambda::{lambda_rootfs, shim_dir};
+use scar_runtime::exec::{
     Capture, Outcome, RootfsProfile, RunSpec, Sandbox, Shims, StaticPolicy, container_env,
 };
-use common::lambda::{lambda_rootfs, shim_dir};
 
 fn sandbox() -> Sandbox {
     let rootfs = lambda_rootfs("127.0.0.1:5000/library/debian-cowsay");
@@ -18,6 +18,7 @@ fn sandbox() -> Sandbox {
         rootfs,
         shims: Shims::locate(Some(&shim_dir())),
         static_policy: StaticPolicy::Warn,
+        scratch: std::env::temp_dir().join("scar-exec-module-scratch"),
     }
 }
 

@@ -1,5 +1,5 @@
 //! The shim's binary interface: it must load into old and new glibc images and into musl
-//! images, and export every entry point the brief lists.
+//! images, and export every entry point it interposes (the list below).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

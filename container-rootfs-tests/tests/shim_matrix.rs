@@ -1,4 +1,4 @@
-//! The shim matrix (fakechroot brief §7): each command runs through `bootstrap run` as
+//! The shim matrix: each command runs through `bootstrap run` as
 //! Lambda's uid 993, and under a real `chroot` as the same uid, the ground truth; outputs
 //! must match byte for byte where they are deterministic.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -11,6 +11,8 @@ use base64::Engine;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use scar_runtime::lambda::{ErrorDocument, Reply, Response};
+
 use crate::aws::Aws;
 use crate::cli::RunArgs;
 use crate::error::DeployError;
@@ -25,15 +27,24 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The response, typed, when the function answered with one (HTTP replies and other
+    /// documents are `None`).
+    pub fn response(&self) -> Option<Response> {
+        match serde_json::from_value(self.payload.clone()) {
+            Ok(Reply::Run(response)) => Some(response),
+            _ => None,
+        }
+    }
+
     /// The exit status `deployer run` returns: the container's, else 1 for a failure.
     pub fn exit_code(&self) -> i32 {
         if self.function_error.is_some() {
             return 1;
         }
-        match self.payload.get("exit_code").and_then(Value::as_i64) {
-            Some(code) => i32::try_from(code).unwrap_or(1),
+        match self.response().map(|r| r.result.exit_code()) {
+            Some(Some(code)) => code,
             // Ended by a signal or by the timeout threshold.
-            None if self.payload.get("exit_code").is_some() => 1,
+            Some(None) => 1,
             None => 0,
         }
     }
@@ -49,24 +60,19 @@ impl Outcome {
             return writeln!(
                 out,
                 "{}",
-                serde_json::to_string_pretty(&self.payload).unwrap_or_default()
+                serde_json::to_string_pretty(&self.payload).map_err(std::io::Error::other)?
             );
         }
         if self.function_error.is_some() {
-            let kind = self
-                .payload
-                .get("errorType")
-                .and_then(Value::as_str)
-                .unwrap_or("Unknown");
-            let message = self
-                .payload
-                .get("errorMessage")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            return writeln!(err, "{kind}: {message}");
+            let error: ErrorDocument =
+                serde_json::from_value(self.payload.clone()).unwrap_or_else(|_| ErrorDocument {
+                    error_type: "Unknown".to_owned(),
+                    error_message: self.payload.to_string(),
+                });
+            return writeln!(err, "{}: {}", error.error_type, error.error_message);
         }
-        match self.payload.get("output").and_then(Value::as_str) {
-            Some(output) => out.write_all(output.as_bytes()),
+        match self.response() {
+            Some(response) => out.write_all(response.result.output().as_bytes()),
             None => writeln!(out, "{}", self.payload),
         }
     }
@@ -252,7 +258,7 @@ mod tests {
         let record = &event["Records"][0];
         assert_eq!(record["s3"]["object"]["key"], "input/a+b/%C3%BC%2B1.png");
         assert_eq!(record["eventSource"], "aws:s3");
-        let parsed = bootstrap::runtime::event::Event::parse(event.clone(), "input/").unwrap();
+        let parsed = scar_runtime::lambda::Event::parse(event.clone(), "input/").unwrap();
         let debug = format!("{parsed:?}");
         assert!(debug.contains("input/a b/ü+1.png"), "{debug}");
     }
@@ -263,15 +269,19 @@ mod tests {
             payload,
             function_error: error.map(str::to_owned),
         };
-        assert_eq!(
-            outcome(json!({"exit_code": 0, "output": ""}), None).exit_code(),
-            0
-        );
-        assert_eq!(outcome(json!({"exit_code": 3}), None).exit_code(), 3);
-        assert_eq!(
-            outcome(json!({"exit_code": null, "signal": 9}), None).exit_code(),
-            1
-        );
+        let run = |exit_code: Value, signal: Value| {
+            json!({"request_id": "r", "image": "i", "digest": "d", "cached": true,
+                   "pull_seconds": 0.0, "exit_code": exit_code, "signal": signal,
+                   "timed_out": false, "output": "hi\n", "output_truncated_bytes": 0,
+                   "exec_seconds": 0.1, "uploaded": []})
+        };
+        let ok = outcome(run(json!(0), Value::Null), None);
+        assert_eq!(ok.exit_code(), 0);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        ok.print(false, &mut out, &mut err).unwrap();
+        assert_eq!(out, b"hi\n");
+        assert_eq!(outcome(run(json!(3), Value::Null), None).exit_code(), 3);
+        assert_eq!(outcome(run(Value::Null, json!(9)), None).exit_code(), 1);
         let failed = outcome(
             json!({"errorType": "Scar.ImageError", "errorMessage": "no such image"}),
             Some("Unhandled"),

@@ -9,7 +9,7 @@
 use std::io::{Read, Write};
 
 use aws_sdk_s3::primitives::ByteStream;
-use bootstrap::reference::ImageReference;
+use scar_image::ImageReference;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
@@ -62,14 +62,14 @@ fn fail(plan: &StagingPlan, message: impl Into<String>) -> DeployError {
 
 /// Copies the image and returns the reference the function pulls (`s3://BUCKET/PREFIX`).
 pub async fn stage(aws: &Aws, plan: &StagingPlan) -> Result<String, DeployError> {
-    let platform: bootstrap::platform::Platform = format!("linux/{}", plan.arch.as_str())
+    let platform: scar_image::Platform = format!("linux/{}", plan.arch.as_str())
         .parse()
         .map_err(|e| fail(plan, format!("{e:?}")))?;
-    let registry = bootstrap::source::registry::RegistryOptions {
+    let registry = scar_image::RegistryOptions {
         concurrency: 3,
         ..Default::default()
     };
-    let (resolved, readers) = bootstrap::pull::fetch(&plan.reference, &platform, &registry)
+    let (resolved, readers) = scar_image::fetch(&plan.reference, &platform, &registry)
         .await
         .map_err(|e| fail(plan, e.to_string()))?;
     let mut layers = Vec::new();
@@ -151,7 +151,7 @@ struct Spooled {
     media_type: &'static str,
 }
 
-fn spool(mut reader: bootstrap::source::BlobReader) -> std::io::Result<Spooled> {
+fn spool(mut reader: scar_image::BlobReader) -> std::io::Result<Spooled> {
     let mut file = tempfile::NamedTempFile::new()?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
@@ -170,11 +170,7 @@ fn spool(mut reader: bootstrap::source::BlobReader) -> std::io::Result<Spooled> 
         size += n as u64;
     }
     file.flush()?;
-    let media_type = match bootstrap::unpack::blob::Compression::sniff(&head) {
-        bootstrap::unpack::blob::Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-        bootstrap::unpack::blob::Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
-        bootstrap::unpack::blob::Compression::None => "application/vnd.oci.image.layer.v1.tar",
-    };
+    let media_type = scar_image::Compression::sniff(&head).media_type();
     Ok(Spooled {
         file,
         digest: format!("sha256:{}", hex::encode(hasher.finalize())),

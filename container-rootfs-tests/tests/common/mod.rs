@@ -10,10 +10,7 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use bootstrap::platform::Platform;
-use bootstrap::pull::{PullError, PullOptions, Pulled, Puller};
-use bootstrap::source::auth::Credentials;
-use bootstrap::source::registry::RegistryOptions;
+use scar_image::{Credentials, Platform, PullError, PullOptions, Pulled, Puller, RegistryOptions};
 use sha2::{Digest, Sha256};
 
 /// An S3 client for a local stand-in (moto or ministack): test credentials, path-style

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use aws_sdk_iam::error::ProvideErrorMetadata;
-use bootstrap::reference::ImageReference;
+use scar_image::ImageReference;
 
 use crate::aws::Aws;
 use crate::cli::{Arch, InitArgs};
@@ -176,7 +176,7 @@ pub async fn plan(
         variables.insert(format!("CONT_VAR_{key}"), value.clone());
     }
     for (key, value) in &args.function_env {
-        if key.starts_with("SCAR_") && !bootstrap::runtime::config::is_known_variable(key) {
+        if key.starts_with("SCAR_") && !scar_runtime::settings::is_known_variable(key) {
             return Err(invalid(format!(
                 "--function-env {key}: the runtime has no such setting (the README lists them)"
             )));

@@ -1,0 +1,34 @@
+//! The image engine: from what a user wrote to a cached, complete rootfs.
+//!
+//! 1. [`ImageReference`] parses the reference (`ubuntu`, `oci:DIR:TAG`, `docker-archive:FILE`,
+//!    `s3://BUCKET/PREFIX`);
+//! 2. a source (registry, OCI layout on disk or in S3, `docker save` archive) resolves it to one
+//!    [`Platform`]'s manifest, config and layers;
+//! 3. [`Puller`] streams each layer network → sha256 → gunzip/zstd → tar into a staging
+//!    directory, then the cache renames it into place, keyed by manifest digest.
+//!
+//! This crate knows nothing of Lambda, of the shim or of a command line: the runtime and the
+//! binaries sit above it and the flow only points down.
+
+#![warn(missing_docs)]
+
+mod cache;
+mod oci;
+mod platform;
+mod pull;
+mod reference;
+mod s3;
+mod source;
+mod unpack;
+
+pub use cache::{CacheError, CachedImage, ImageMeta, LayerRecord, RootfsCache};
+pub use oci::{Compression, ContainerConfig};
+pub use platform::{Platform, PlatformError};
+pub use pull::{PullError, PullOptions, Pulled, Puller, fetch};
+pub use reference::{ImageReference, ReferenceError};
+pub use s3::client as s3_client;
+pub use source::auth::Credentials;
+pub use source::registry::RegistryOptions;
+pub use source::{BlobReader, LayerDescriptor, ResolvedImage, SourceError};
+pub use unpack::blob::BlobFault;
+pub use unpack::{LayerStats, UnpackError};

@@ -1,0 +1,197 @@
+//! Images from an OCI image layout: a directory (`oci:DIR[:TAG]`) or an S3 prefix
+//! (`s3://BUCKET/PREFIX`, as `deployer init -db` stages images). Both are read through a
+//! [`LayoutStore`]: small files whole, layers as streams.
+
+use std::fmt::Debug;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use oci_client::manifest::{OciImageIndex, OciManifest};
+use sha2::{Digest as _, Sha256};
+
+use super::{BlobReader, ResolvedImage, SourceError, layer_descriptors, no_matching_platform};
+use crate::oci::parse_config;
+use crate::platform::Platform;
+
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// Where a layout's files are: paths are relative to the layout's root.
+pub trait LayoutStore: Debug + Send + Sync {
+    /// The layout's location, for messages.
+    fn location(&self) -> String;
+    /// Reads a small file whole.
+    fn read(&self, path: &str) -> io::Result<Vec<u8>>;
+    /// Opens a layer for streaming.
+    fn open(&self, path: &str) -> io::Result<BlobReader>;
+}
+
+/// A layout directory on disk.
+#[derive(Debug, Clone)]
+pub struct DirStore(pub PathBuf);
+
+impl LayoutStore for DirStore {
+    fn location(&self) -> String {
+        self.0.display().to_string()
+    }
+    fn read(&self, path: &str) -> io::Result<Vec<u8>> {
+        fs::read(self.0.join(path))
+    }
+    fn open(&self, path: &str) -> io::Result<BlobReader> {
+        Ok(Box::new(fs::File::open(self.0.join(path))?))
+    }
+}
+
+/// An OCI layout.
+#[derive(Debug, Clone)]
+pub struct LayoutSource {
+    store: Arc<dyn LayoutStore>,
+    tag: Option<String>,
+}
+
+impl LayoutSource {
+    /// `dir` holds `index.json`; `tag` selects by `org.opencontainers.image.ref.name`.
+    pub fn new(dir: PathBuf, tag: Option<String>) -> Self {
+        Self::with_store(Arc::new(DirStore(dir)), tag)
+    }
+
+    /// A layout in any store.
+    pub fn with_store(store: Arc<dyn LayoutStore>, tag: Option<String>) -> Self {
+        Self { store, tag }
+    }
+
+    fn fail(&self, message: impl Into<String>) -> SourceError {
+        SourceError::Local {
+            path: self.store.location(),
+            message: message.into(),
+        }
+    }
+
+    fn blob_path(&self, digest: &str) -> Result<String, SourceError> {
+        let (algorithm, hex) = digest
+            .split_once(':')
+            .ok_or_else(|| self.fail(format!("malformed digest {digest:?}")))?;
+        if algorithm != "sha256" || hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(self.fail(format!("malformed digest {digest:?}")));
+        }
+        Ok(format!("blobs/{algorithm}/{hex}"))
+    }
+
+    /// Reads a small blob (manifest, index, config) and checks its digest.
+    fn read_blob(&self, digest: &str) -> Result<Vec<u8>, SourceError> {
+        let path = self.blob_path(digest)?;
+        let bytes = self
+            .store
+            .read(&path)
+            .map_err(|e| self.fail(format!("cannot read blob {digest}: {e}")))?;
+        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        if actual != digest {
+            return Err(self.fail(format!(
+                "blob {digest} is corrupt (its content hashes to {actual})"
+            )));
+        }
+        Ok(bytes)
+    }
+
+    fn select_from_index(
+        &self,
+        index: &OciImageIndex,
+        platform: &Platform,
+        top: bool,
+    ) -> Result<String, SourceError> {
+        let names = || {
+            index
+                .manifests
+                .iter()
+                .filter_map(|m| m.annotations.as_ref()?.get(REF_NAME).cloned())
+                .collect::<Vec<_>>()
+        };
+        if top {
+            match &self.tag {
+                Some(tag) => {
+                    return index
+                        .manifests
+                        .iter()
+                        .find(|m| m.annotations.as_ref().and_then(|a| a.get(REF_NAME)) == Some(tag))
+                        .map(|m| m.digest.clone())
+                        .ok_or_else(|| {
+                            self.fail(format!(
+                                "no image tagged {tag:?} (tags: {})",
+                                names().join(", ")
+                            ))
+                        });
+                }
+                None if index.manifests.len() == 1 => return Ok(index.manifests[0].digest.clone()),
+                None if index.manifests.iter().all(|m| m.platform.is_none()) => {
+                    return Err(self.fail(format!(
+                        "holds several images; name one as oci:DIR:TAG (tags: {})",
+                        names().join(", ")
+                    )));
+                }
+                None => {}
+            }
+        }
+        platform
+            .select(&index.manifests)
+            .map(|m| m.digest.clone())
+            .ok_or_else(|| no_matching_platform(self.store.location(), platform, &index.manifests))
+    }
+
+    /// Reads `index.json`, follows indexes to `platform`, and reads the config.
+    pub fn resolve(&self, platform: &Platform) -> Result<ResolvedImage, SourceError> {
+        let index_bytes = self
+            .store
+            .read("index.json")
+            .map_err(|e| self.fail(format!("not an OCI layout: cannot read index.json: {e}")))?;
+        let index: OciImageIndex = serde_json::from_slice(&index_bytes)
+            .map_err(|e| self.fail(format!("invalid index.json: {e}")))?;
+        let mut digest = self.select_from_index(&index, platform, true)?;
+        // Nested indexes are legal; a bound on depth keeps a cyclic layout from looping.
+        for _ in 0..4 {
+            let bytes = self.read_blob(&digest)?;
+            let manifest: OciManifest = serde_json::from_slice(&bytes)
+                .map_err(|e| self.fail(format!("invalid manifest {digest}: {e}")))?;
+            match manifest {
+                OciManifest::ImageIndex(inner) => {
+                    digest = self.select_from_index(&inner, platform, false)?
+                }
+                OciManifest::Image(m) => {
+                    let layers = layer_descriptors(
+                        m.layers
+                            .iter()
+                            .map(|l| (l.digest.clone(), l.size, l.media_type.clone())),
+                    )?;
+                    let config_bytes = self.read_blob(&m.config.digest)?;
+                    let (config, _) = parse_config(&config_bytes).map_err(|e| {
+                        self.fail(format!("invalid config {}: {e}", m.config.digest))
+                    })?;
+                    return Ok(ResolvedImage {
+                        manifest_digest: digest,
+                        config_digest: m.config.digest.clone(),
+                        config,
+                        config_blob: config_bytes,
+                        layers,
+                    });
+                }
+            }
+        }
+        Err(self.fail("image indexes nested too deeply"))
+    }
+
+    /// Opens each layer blob for reading.
+    pub fn open_layers(
+        &self,
+        layers: &[super::LayerDescriptor],
+    ) -> Result<Vec<BlobReader>, SourceError> {
+        layers
+            .iter()
+            .map(|l| {
+                let path = self.blob_path(&l.digest)?;
+                self.store
+                    .open(&path)
+                    .map_err(|e| self.fail(format!("cannot open layer {}: {e}", l.digest)))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,164 @@
+//! Where layers come from: a registry, an OCI layout (on disk or in S3), or a `docker save`
+//! archive. Every
+//! source yields the same [`ResolvedImage`] and, per layer, a plain byte stream that the
+//! unpacker verifies and decompresses.
+
+pub mod archive;
+pub mod auth;
+pub mod layout;
+pub mod registry;
+pub mod s3;
+
+use std::io::{self, Read};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::oci::{Compression, ContainerConfig};
+
+/// A layer to fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerDescriptor {
+    /// Digest of the bytes as stored (`sha256:…`).
+    pub digest: String,
+    /// Size in bytes as stored, when known.
+    pub size: Option<u64>,
+    /// Media type (empty for docker-archive layers).
+    pub media_type: String,
+    /// Compression the media type declares; `None` means "sniff the bytes".
+    pub compression: Option<Compression>,
+}
+
+/// An image resolved to one platform.
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    /// The platform-specific manifest digest (or, for docker-archive, the config digest).
+    pub manifest_digest: String,
+    /// The config blob digest.
+    pub config_digest: String,
+    /// Env, Entrypoint, Cmd, WorkingDir, User.
+    pub config: ContainerConfig,
+    /// The config blob as stored (a few KiB), for copying the image elsewhere.
+    pub config_blob: Vec<u8>,
+    /// Layers, base first.
+    pub layers: Vec<LayerDescriptor>,
+}
+
+/// A layer's bytes, read on a blocking thread.
+pub type BlobReader = Box<dyn Read + Send>;
+
+/// Chunks buffered per layer ahead of the unpacker (a chunk is at most a few tens of KiB).
+const CHANNEL_CHUNKS: usize = 16;
+
+/// A blocking `Read` over the chunks a download task sends; dropping it ends the download.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    chunk: Bytes,
+}
+
+impl ChannelReader {
+    fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> Self {
+        Self {
+            rx,
+            chunk: Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.chunk = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Why an image could not be resolved or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The registry answered with an error or could not be reached.
+    #[error("registry {registry}: {message}")]
+    Registry {
+        /// Host of the registry.
+        registry: String,
+        /// What went wrong, in words.
+        message: String,
+        /// HTTP status, when there was one.
+        status: Option<u16>,
+    },
+    /// The index has no image for this platform.
+    #[error("{reference} has no image for {platform} (available: {available})")]
+    NoMatchingPlatform {
+        /// The reference.
+        reference: String,
+        /// The wanted platform.
+        platform: String,
+        /// The platforms the index offers.
+        available: String,
+    },
+    /// A layer whose media type we cannot unpack.
+    #[error("layer {digest} has unsupported media type {media_type:?}")]
+    UnsupportedMediaType {
+        /// The layer.
+        digest: String,
+        /// Its media type.
+        media_type: String,
+    },
+    /// A local layout or archive that is unreadable or malformed.
+    #[error("{path}: {message}")]
+    Local {
+        /// The layout directory or archive file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// The error for an index with no entry for `platform`, listing what it does offer.
+pub fn no_matching_platform(
+    reference: String,
+    platform: &crate::platform::Platform,
+    entries: &[oci_client::manifest::ImageIndexEntry],
+) -> SourceError {
+    let available = entries
+        .iter()
+        .filter_map(|m| m.platform.as_ref())
+        .map(|p| format!("{}/{}", p.os, p.architecture))
+        .collect::<Vec<_>>()
+        .join(", ");
+    SourceError::NoMatchingPlatform {
+        reference,
+        platform: platform.to_string(),
+        available,
+    }
+}
+
+/// Checks the layer media types of a manifest, returning descriptors.
+pub fn layer_descriptors(
+    layers: impl IntoIterator<Item = (String, i64, String)>,
+) -> Result<Vec<LayerDescriptor>, SourceError> {
+    layers
+        .into_iter()
+        .map(|(digest, size, media_type)| {
+            let compression = Compression::from_media_type(&media_type).ok_or_else(|| {
+                SourceError::UnsupportedMediaType {
+                    digest: digest.clone(),
+                    media_type: media_type.clone(),
+                }
+            })?;
+            Ok(LayerDescriptor {
+                digest,
+                size: u64::try_from(size).ok(),
+                media_type,
+                compression: Some(compression),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,100 @@
+//! An OCI layout under an S3 prefix (`s3://BUCKET/PREFIX`), as `deployer init -db` stages
+//! images: cold starts then read layers from S3 in the function's region instead of a
+//! registry, through the same streaming unpacker (no compressed copy on disk).
+
+use std::io;
+
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use super::layout::LayoutStore;
+use super::{BlobReader, CHANNEL_CHUNKS, ChannelReader};
+
+/// The layout's files in S3.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    runtime: Handle,
+}
+
+impl S3Store {
+    /// A store for `s3://bucket/prefix`; must be called inside the tokio runtime.
+    pub async fn connect(bucket: String, prefix: String) -> Self {
+        Self {
+            client: crate::s3::client().await,
+            bucket,
+            prefix,
+            runtime: Handle::current(),
+        }
+    }
+
+    fn key(&self, path: &str) -> String {
+        format!("{}{path}", self.prefix)
+    }
+}
+
+fn s3_error<E: std::error::Error + 'static>(
+    e: aws_sdk_s3::error::SdkError<E>,
+    missing: bool,
+) -> io::Error {
+    let kind = if missing {
+        io::ErrorKind::NotFound
+    } else {
+        io::ErrorKind::Other
+    };
+    io::Error::new(kind, aws_sdk_s3::error::DisplayErrorContext(e).to_string())
+}
+
+impl LayoutStore for S3Store {
+    fn location(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    /// Called on a blocking thread (the layout is resolved there).
+    fn read(&self, path: &str) -> io::Result<Vec<u8>> {
+        self.runtime.block_on(async {
+            let object = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(self.key(path))
+                .send()
+                .await
+                .map_err(|e| {
+                    let missing = e.as_service_error().is_some_and(|s| s.is_no_such_key());
+                    s3_error(e, missing)
+                })?;
+            let body = object.body.collect().await.map_err(io::Error::other)?;
+            Ok(body.into_bytes().to_vec())
+        })
+    }
+
+    fn open(&self, path: &str) -> io::Result<BlobReader> {
+        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key(path));
+        self.runtime.spawn(async move {
+            let object = match client.get_object().bucket(bucket).key(key).send().await {
+                Ok(object) => object,
+                Err(e) => {
+                    let _ = tx.send(Err(s3_error(e, false))).await;
+                    return;
+                }
+            };
+            let mut body = object.body;
+            loop {
+                let chunk = match body.try_next().await {
+                    Ok(Some(chunk)) => Ok(chunk),
+                    Ok(None) => return,
+                    Err(e) => Err(io::Error::other(e)),
+                };
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Box::new(ChannelReader::new(rx)))
+    }
+}

@@ -1,0 +1,281 @@
+//! Running a command inside a rootfs: the environment, the working directory, the shim,
+//! its own process group, captured output and a deadline that ends the whole group.
+
+mod identity;
+mod launch;
+mod profile;
+mod supervise;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rootfs_paths::LoaderKind;
+use scar_image::ContainerConfig;
+
+pub use launch::{Launch, mounts_of, mounts_spec};
+pub use profile::RootfsProfile;
+pub use supervise::{Capture, Outcome};
+
+/// PATH when neither the image nor the caller sets one (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Host paths that every container sees unchanged.
+pub const PASSTHROUGH: &[&str] = &["/proc", "/dev", "/sys", "/etc/resolv.conf", "/etc/hosts"];
+
+/// File names of the two shim builds.
+pub const GLIBC_SHIM: &str = "scar-fakechroot-glibc.so";
+/// See [`GLIBC_SHIM`].
+pub const MUSL_SHIM: &str = "scar-fakechroot-musl.so";
+
+/// Why a command could not run (its own failure is an [`Outcome`], not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// Nothing to run: no command given and the image has no Entrypoint or Cmd.
+    #[error("no command: none was given and the image has no Entrypoint or Cmd")]
+    NoCommand,
+    /// The program is not in the container's PATH.
+    #[error("{program}: not found in the container's PATH ({path})")]
+    NotFound {
+        /// As given.
+        program: String,
+        /// The PATH searched.
+        path: String,
+    },
+    /// The program cannot be read.
+    #[error("{program}: {source}")]
+    Program {
+        /// Container path.
+        program: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The program has no execute permission.
+    #[error("{0}: permission denied (not executable)")]
+    NotExecutable(String),
+    /// `#!` lines nest too deep.
+    #[error("{0}: too many levels of #! interpreters")]
+    ScriptLoop(String),
+    /// A statically linked program and `SCAR_STATIC_BINARIES=refuse`.
+    #[error(
+        "{0}: statically linked, so it cannot be confined to the image; refused because SCAR_STATIC_BINARIES=refuse"
+    )]
+    Static(String),
+    /// PT_INTERP names a loader the image lacks.
+    #[error("{program}: its loader {loader} is not in the image")]
+    NoLoader {
+        /// Container path of the program.
+        program: String,
+        /// Its PT_INTERP.
+        loader: String,
+    },
+    /// The shim build for that C library was not found.
+    #[error(
+        "no {0:?} build of the fakechroot shim: set SCAR_SHIM_DIR to the directory holding {GLIBC_SHIM} and {MUSL_SHIM}"
+    )]
+    NoShim(LoaderKind),
+    /// The working directory is not a directory in the container.
+    #[error("working directory {0}: not a directory in the image")]
+    Workdir(String),
+    /// A path longer than PATH_MAX.
+    #[error("path too long: {0}")]
+    PathTooLong(String),
+    /// The process could not be started or watched.
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        /// Container path.
+        program: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// What happens to statically linked programs (`SCAR_STATIC_BINARIES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StaticPolicy {
+    /// Run them unconfined, silently.
+    Run,
+    /// Run them unconfined with a warning on stderr.
+    #[default]
+    Warn,
+    /// Refuse them.
+    Refuse,
+}
+
+impl StaticPolicy {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Run => "run",
+            Self::Warn => "warn",
+            Self::Refuse => "refuse",
+        }
+    }
+}
+
+/// Where the shim builds are.
+#[derive(Debug, Clone, Default)]
+pub struct Shims {
+    /// The glibc build.
+    pub glibc: Option<PathBuf>,
+    /// The musl build.
+    pub musl: Option<PathBuf>,
+}
+
+impl Shims {
+    /// Looks in `dir` if given, else beside the running executable, in its `lib/`, and in
+    /// `/opt/lib` (where a Lambda layer puts libraries).
+    pub fn locate(dir: Option<&Path>) -> Self {
+        let exe_dir = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf));
+        let candidates: Vec<PathBuf> = match dir {
+            Some(d) => vec![d.to_path_buf()],
+            None => exe_dir
+                .iter()
+                .flat_map(|d| [d.clone(), d.join("lib"), d.join("../shim")])
+                .chain([PathBuf::from("/opt/lib")])
+                .collect(),
+        };
+        let find = |name: &str| {
+            candidates
+                .iter()
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+                .and_then(|p| p.canonicalize().ok())
+        };
+        Self {
+            glibc: find(GLIBC_SHIM),
+            musl: find(MUSL_SHIM),
+        }
+    }
+}
+
+/// A rootfs and what is needed to run programs from it.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    /// Host path of the rootfs.
+    pub rootfs: PathBuf,
+    /// Its scanned facts.
+    pub profile: RootfsProfile,
+    /// The shim builds.
+    pub shims: Shims,
+    /// What to do with static programs.
+    pub static_policy: StaticPolicy,
+    /// Where exec may write its own files (the passwd/group entries of the running user):
+    /// never the cached image's directory, which other environments may share.
+    pub scratch: PathBuf,
+}
+
+/// One command to run.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// argv, container paths.
+    pub argv: Vec<String>,
+    /// The container environment, in order; later entries win.
+    pub env: Vec<(String, String)>,
+    /// Container path of the working directory.
+    pub workdir: String,
+    /// `(container path, host path)` pairs over the rootfs; equal sides pass through.
+    pub mounts: Vec<(String, PathBuf)>,
+    /// Where stdout and stderr go.
+    pub capture: Capture,
+    /// When the whole process group is ended.
+    pub deadline: Option<tokio::time::Instant>,
+    /// Between SIGTERM and SIGKILL at the deadline.
+    pub grace: Duration,
+}
+
+/// The image's Entrypoint followed by its Cmd, unless a command was given (it replaces Cmd
+/// only, as `docker run IMAGE CMD` does).
+pub fn command_line(config: &ContainerConfig, given: &[String]) -> Vec<String> {
+    let mut argv = config.entrypoint.clone().unwrap_or_default();
+    if given.is_empty() {
+        argv.extend(config.cmd.clone().unwrap_or_default());
+    } else {
+        argv.extend(given.iter().cloned());
+    }
+    argv
+}
+
+/// Host paths that exist here and are seen unchanged in every container.
+pub fn passthrough_mounts() -> Vec<(String, PathBuf)> {
+    PASSTHROUGH
+        .iter()
+        .filter(|p| Path::new(p).exists())
+        .map(|p| ((*p).to_owned(), PathBuf::from(p)))
+        .collect()
+}
+
+/// The container environment: the image's `KEY=value` list, then `overrides`.
+pub fn container_env(
+    image_env: &[String],
+    overrides: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let set = |key: &str, value: &str, env: &mut Vec<(String, String)>| {
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_owned(), value.to_owned()));
+    };
+    for entry in image_env {
+        let (key, value) = entry.split_once('=').unwrap_or((entry, ""));
+        set(key, value, &mut env);
+    }
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        set("PATH", DEFAULT_PATH, &mut env);
+    }
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        set("HOME", "/root", &mut env);
+    }
+    for (key, value) in overrides {
+        set(key, value, &mut env);
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_env_layers_image_defaults_and_overrides() {
+        let env = container_env(
+            &["PATH=/bin".into(), "LANG=C.UTF-8".into(), "EMPTY=".into()],
+            &[("LANG".into(), "C".into()), ("X".into(), "1".into())],
+        );
+        let get = |k: &str| {
+            env.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("PATH"), Some("/bin"));
+        assert_eq!(get("LANG"), Some("C"), "the caller wins");
+        assert_eq!(
+            get("HOME"),
+            Some("/root"),
+            "Docker's default for images running as root"
+        );
+        assert_eq!(get("EMPTY"), Some(""));
+        assert_eq!(env.iter().filter(|(k, _)| k == "LANG").count(), 1);
+        assert_eq!(env.last().map(|(k, _)| k.as_str()), Some("X"));
+    }
+
+    #[test]
+    fn a_given_command_replaces_cmd_but_keeps_the_entrypoint() {
+        let config = ContainerConfig {
+            entrypoint: Some(vec!["/entry".into()]),
+            cmd: Some(vec!["default".into()]),
+            ..ContainerConfig::default()
+        };
+        assert_eq!(command_line(&config, &[]), ["/entry", "default"]);
+        assert_eq!(command_line(&config, &["x".into()]), ["/entry", "x"]);
+        assert!(command_line(&ContainerConfig::default(), &[]).is_empty());
+    }
+
+    #[test]
+    fn mounts_spec_marks_maps_only() {
+        let spec = mounts_spec(&[
+            ("/proc".into(), "/proc".into()),
+            ("/tmp".into(), "/tmp/run-1".into()),
+        ]);
+        assert_eq!(spec, "/proc:/tmp=/tmp/run-1");
+    }
+}

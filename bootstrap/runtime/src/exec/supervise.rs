@@ -1,0 +1,240 @@
+//! Starting the planned command in its own process group and ending that group: when the
+//! program exits (nothing it left behind survives it) or at the deadline (SIGTERM, a
+//! grace period, SIGKILL).
+
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use rootfs_paths::Layout;
+
+use super::launch::{host_path, mounts_of, mounts_spec};
+use super::{ExecError, RunSpec, Sandbox};
+
+/// Where a command's stdout and stderr go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capture {
+    /// This process's own streams (`bootstrap run`).
+    Inherit,
+    /// One pipe for both, so they interleave as on a terminal; the first `limit` bytes
+    /// are kept, the rest counted and dropped.
+    Combined {
+        /// Bytes kept.
+        limit: usize,
+    },
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The exit status, when it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that ended it, when one did.
+    pub signal: Option<i32>,
+    /// Ended by the deadline.
+    pub timed_out: bool,
+    /// Captured output (empty with [`Capture::Inherit`]).
+    pub output: Vec<u8>,
+    /// Bytes produced beyond the capture limit.
+    pub dropped: u64,
+    /// Wall time from spawn to exit.
+    pub duration: Duration,
+}
+
+impl Outcome {
+    /// A shell-style status: the exit code, or 128 + signal.
+    pub fn status(&self) -> i32 {
+        self.exit_code.or(self.signal.map(|s| 128 + s)).unwrap_or(1)
+    }
+}
+
+/// How long to wait for output still held open by processes outside the group.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+
+struct Captured {
+    kept: Vec<u8>,
+    dropped: u64,
+}
+
+fn read_capped(mut reader: std::io::PipeReader, limit: usize, into: Arc<Mutex<Captured>>) {
+    let mut chunk = [0u8; 65536];
+    loop {
+        match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                let Ok(mut captured) = into.lock() else { break };
+                let room = limit.saturating_sub(captured.kept.len()).min(n);
+                captured.kept.extend_from_slice(&chunk[..room]);
+                captured.dropped += (n - room) as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+}
+
+impl Sandbox {
+    /// Runs `spec` to completion or to its deadline.
+    pub async fn run(&self, spec: &RunSpec) -> Result<Outcome, ExecError> {
+        let mut all_mounts = super::identity::identity_mounts(&self.rootfs, &self.scratch);
+        all_mounts.extend(spec.mounts.iter().cloned());
+        let spec = &RunSpec {
+            mounts: all_mounts,
+            ..spec.clone()
+        };
+        let mounts = mounts_of(&spec.mounts);
+        let root = self.rootfs.as_os_str();
+        let layout = Layout {
+            root: std::os::unix::ffi::OsStrExt::as_bytes(root),
+            mounts: &mounts,
+        };
+        // As a container runtime does: a directory mounted over the image has a mount point
+        // in it, so `ls /` shows /proc and /dev even in images that ship without them.
+        for (container, host) in &spec.mounts {
+            if host.is_dir() {
+                let _ =
+                    std::fs::create_dir_all(self.rootfs.join(container.trim_start_matches('/')));
+            }
+        }
+        let workdir = host_path(&layout, &spec.workdir)?;
+        if !workdir.is_dir() {
+            return Err(ExecError::Workdir(spec.workdir.clone()));
+        }
+        let launch = self.launch(&layout, &spec.argv, &spec.workdir, &spec.env)?;
+        tracing::debug!(program = %launch.container_program, loader = %launch.program.display(), "exec");
+
+        let mut command = std::process::Command::new(&launch.program);
+        command
+            .args(&launch.args)
+            .env_clear()
+            .current_dir(&workdir)
+            .process_group(0);
+        for (key, value) in &self.profile.data_env {
+            if !spec.env.iter().any(|(k, _)| k == key) {
+                command.env(key, value);
+            }
+        }
+        command.envs(spec.env.iter().map(|(k, v)| (k, v)));
+        command
+            .env("SCAR_FC_ROOT", &self.rootfs)
+            .env("SCAR_FC_MOUNTS", mounts_spec(&spec.mounts))
+            .env("SCAR_FC_LIBRARY_PATH", self.profile.library_path())
+            .env("SCAR_FC_STATIC", self.static_policy.as_str());
+        if let Some((major, minor)) = self.profile.glibc {
+            command.env("SCAR_FC_GLIBC", format!("{major}.{minor}"));
+        }
+        if let Some(shim) = &self.shims.glibc {
+            command.env("SCAR_FC_GLIBC_SHIM", shim);
+        }
+        if let Some(shim) = &self.shims.musl {
+            command.env("SCAR_FC_MUSL_SHIM", shim);
+        }
+        command.envs(launch.env.iter().map(|(k, v)| (k, v)));
+
+        let captured = Arc::new(Mutex::new(Captured {
+            kept: Vec::new(),
+            dropped: 0,
+        }));
+        let mut reader_thread = None;
+        let spawn_error = |source| ExecError::Spawn {
+            program: launch.container_program.clone(),
+            source,
+        };
+        if let Capture::Combined { limit } = spec.capture {
+            let (reader, writer) = std::io::pipe().map_err(spawn_error)?;
+            command
+                .stdin(Stdio::null())
+                .stdout(writer.try_clone().map_err(spawn_error)?)
+                .stderr(writer);
+            let into = Arc::clone(&captured);
+            reader_thread = Some(std::thread::spawn(move || read_capped(reader, limit, into)));
+        }
+        let started = Instant::now();
+        let mut child = tokio::process::Command::from(command)
+            .spawn()
+            .map_err(spawn_error)?;
+        // The Command (and with it our copies of the pipe's write end) is gone: EOF comes
+        // when the last process holding the pipe exits.
+        let group = child.id().map(|id| Pid::from_raw(id as i32));
+
+        let mut timed_out = false;
+        let status = match spec.deadline {
+            Some(deadline) => {
+                match tokio::time::timeout_at(deadline, wait_forwarding_signals(&mut child, group))
+                    .await
+                {
+                    Ok(status) => status,
+                    Err(_) => {
+                        timed_out = true;
+                        if let Some(group) = group {
+                            let _ = killpg(group, Signal::SIGTERM);
+                        }
+                        match tokio::time::timeout(spec.grace, child.wait()).await {
+                            Ok(status) => status,
+                            Err(_) => {
+                                if let Some(group) = group {
+                                    let _ = killpg(group, Signal::SIGKILL);
+                                }
+                                child.wait().await
+                            }
+                        }
+                    }
+                }
+            }
+            None => wait_forwarding_signals(&mut child, group).await,
+        }
+        .map_err(spawn_error)?;
+        let duration = started.elapsed();
+        if let Some(group) = group {
+            // Like a container's init exiting: whatever the command left running ends too.
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+        if let Some(thread) = reader_thread {
+            let waited = Instant::now();
+            while !thread.is_finished() && waited.elapsed() < DRAIN_WAIT {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let (output, dropped) = match captured.lock() {
+            Ok(mut c) => (std::mem::take(&mut c.kept), c.dropped),
+            Err(_) => (Vec::new(), 0),
+        };
+        Ok(Outcome {
+            exit_code: status.code(),
+            signal: status.signal(),
+            timed_out,
+            output,
+            dropped,
+            duration,
+        })
+    }
+}
+
+/// Waits for the child; SIGINT and SIGTERM sent to us go to its whole group, which a
+/// terminal's Ctrl-C or Lambda's shutdown would otherwise miss (it has its own group).
+async fn wait_forwarding_signals(
+    child: &mut tokio::process::Child,
+    group: Option<Pid>,
+) -> std::io::Result<std::process::ExitStatus> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return child.wait().await;
+    };
+    loop {
+        let forwarded = tokio::select! {
+            status = child.wait() => return status,
+            _ = interrupt.recv() => Signal::SIGINT,
+            _ = terminate.recv() => Signal::SIGTERM,
+        };
+        if let Some(group) = group {
+            let _ = killpg(group, forwarded);
+        }
+    }
+}

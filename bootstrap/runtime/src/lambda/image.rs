@@ -1,0 +1,126 @@
+//! The image, pulled and scanned once per execution environment and shared by every
+//! invocation after that. An invocation that finds the pull under way waits for it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use scar_image::{ContainerConfig, ImageReference, PullError, PullOptions, Puller};
+
+use super::error::{InvokeError, io};
+use crate::config::ExecOptions;
+use crate::exec::{RootfsProfile, Sandbox, Shims};
+
+/// A rootfs ready to run programs from.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The rootfs and how to run its programs.
+    pub sandbox: Sandbox,
+    /// The image's Env, Entrypoint, Cmd, WorkingDir.
+    pub config: ContainerConfig,
+    /// The manifest digest.
+    pub digest: String,
+}
+
+/// How the image was obtained for this invocation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PullInfo {
+    /// Nothing had to be pulled.
+    pub cached: bool,
+    /// Seconds this invocation spent pulling.
+    pub pull_seconds: f64,
+}
+
+/// Where the handler gets its rootfs: the pull in production, a prepared tree in tests.
+pub trait Images: Send + Sync {
+    /// The image's rootfs, pulled before `cutoff` unless it is ready.
+    fn prepare(
+        &self,
+        cutoff: tokio::time::Instant,
+    ) -> impl Future<Output = Result<(Arc<Prepared>, PullInfo), InvokeError>> + Send;
+}
+
+/// The function's image, pulled on first use into the cache.
+#[derive(Debug)]
+pub struct PulledImage {
+    image: String,
+    pull: PullOptions,
+    exec: ExecOptions,
+    slot: tokio::sync::Mutex<Option<Arc<Prepared>>>,
+}
+
+impl PulledImage {
+    /// `image`, pulled with `pull`, run with `exec`.
+    pub fn new(image: String, pull: PullOptions, exec: ExecOptions) -> Self {
+        Self {
+            image,
+            pull,
+            exec,
+            slot: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl Images for PulledImage {
+    async fn prepare(
+        &self,
+        cutoff: tokio::time::Instant,
+    ) -> Result<(Arc<Prepared>, PullInfo), InvokeError> {
+        let mut slot = self.slot.lock().await;
+        if let Some(prepared) = slot.as_ref() {
+            let info = PullInfo {
+                cached: true,
+                pull_seconds: 0.0,
+            };
+            return Ok((Arc::clone(prepared), info));
+        }
+        let started = Instant::now();
+        let image = self.image.clone();
+        let image_error = |source: PullError| match source {
+            PullError::NoSpace { .. } => InvokeError::NoSpace(source),
+            source => InvokeError::Image {
+                image: image.clone(),
+                source,
+            },
+        };
+        let reference: ImageReference = image.parse().map_err(|source| InvokeError::Reference {
+            image: image.clone(),
+            source,
+        })?;
+        let puller = Puller::new(self.pull.clone()).map_err(image_error)?;
+        // Dropping the pull at the cutoff leaves only a staging directory, which the next
+        // pull recognises as abandoned and rebuilds: the cache stays consistent.
+        let pulled = match tokio::time::timeout_at(cutoff, puller.pull(&reference)).await {
+            Ok(pulled) => pulled.map_err(image_error)?,
+            Err(_) => {
+                return Err(InvokeError::Deadline(format!(
+                    "the pull of {image} did not finish before the deadline minus SCAR_TIMEOUT_THRESHOLD ({:.1}s spent); it resumes on the next invocation",
+                    started.elapsed().as_secs_f64()
+                )));
+            }
+        };
+        let rootfs = pulled.image.rootfs.clone();
+        let profile = tokio::task::spawn_blocking(move || RootfsProfile::scan(&rootfs))
+            .await
+            .map_err(|e| io("cannot scan the rootfs")(std::io::Error::other(e.to_string())))?;
+        let prepared = Arc::new(Prepared {
+            sandbox: Sandbox {
+                rootfs: pulled.image.rootfs.clone(),
+                profile,
+                shims: Shims::locate(self.exec.shim_dir.as_deref()),
+                static_policy: self.exec.static_policy,
+                scratch: self.pull.cache_dir.join("scratch"),
+            },
+            config: pulled.image.meta.config.clone(),
+            digest: pulled.image.meta.manifest_digest.clone(),
+        });
+        tracing::info!(image = %image, digest = %prepared.digest, cached = pulled.cached, secs = started.elapsed().as_secs_f64(), "image ready");
+        super::release_free_memory();
+        *slot = Some(Arc::clone(&prepared));
+        let info = PullInfo {
+            cached: pulled.cached,
+            pull_seconds: started.elapsed().as_secs_f64(),
+        };
+        Ok((prepared, info))
+    }
+}

@@ -1,0 +1,482 @@
+//! Every setting of `bootstrap`, written once: its variable, its flag (when a command takes
+//! one), its default, its range and its meaning. The command lines of `pull` and `run` are
+//! built from this table, [`crate::FunctionConfig`] and the pull and exec options are parsed
+//! through it, the deployer checks `SCAR_` names against it, and `docs/configuration.md`
+//! carries [`markdown_table`] (a test fails when they disagree).
+//!
+//! Parsing is strict: a value out of range, not a number, NaN or infinite is an error that
+//! names the variable (or flag) and says what was expected; nothing unchecked reaches the code.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// What values a setting takes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    /// Any text.
+    Text,
+    /// A host path.
+    Path,
+    /// Text never shown (passwords, tokens).
+    Secret,
+    /// A comma-separated list.
+    List,
+    /// Seconds, a finite number from 0 to `max`.
+    Seconds {
+        /// The largest value accepted.
+        max: f64,
+    },
+    /// A whole number from `min` to `max`.
+    Count {
+        /// The smallest value accepted.
+        min: u64,
+        /// The largest value accepted.
+        max: u64,
+    },
+    /// One of these words.
+    Choice(&'static [&'static str]),
+    /// `os/arch[/variant]`.
+    Platform,
+}
+
+/// Which commands read a setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The Lambda function (serve and `--emulate`) only.
+    Function,
+    /// Every command that pulls (pull, run, the function).
+    Pull,
+    /// Every command that runs a program (run, the function).
+    Exec,
+}
+
+/// One setting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Setting {
+    /// The environment variable.
+    pub var: &'static str,
+    /// The long flag of `bootstrap pull`/`run`, for settings those commands take.
+    pub flag: Option<&'static str>,
+    /// The default, as a variable's value would be written; `None`: unset unless given.
+    pub default: Option<&'static str>,
+    /// What values it takes.
+    pub kind: Kind,
+    /// Which commands read it.
+    pub scope: Scope,
+    /// What it means, in one sentence.
+    pub meaning: &'static str,
+}
+
+/// `SCAR_IMAGE`.
+pub const IMAGE: Setting = Setting {
+    var: "SCAR_IMAGE",
+    flag: None,
+    default: None,
+    kind: Kind::Text,
+    scope: Scope::Function,
+    meaning: "the image reference, as for `bootstrap pull` (required)",
+};
+/// `SCAR_TIMEOUT_THRESHOLD`.
+pub const TIMEOUT_THRESHOLD: Setting = Setting {
+    var: "SCAR_TIMEOUT_THRESHOLD",
+    flag: None,
+    default: Some("10"),
+    kind: Kind::Seconds { max: 900.0 },
+    scope: Scope::Function,
+    meaning: "seconds kept back before Lambda's deadline: the command is ended then, and its output is still returned and uploaded",
+};
+/// `SCAR_INIT_SCRIPT`.
+pub const INIT_SCRIPT: Setting = Setting {
+    var: "SCAR_INIT_SCRIPT",
+    flag: None,
+    default: None,
+    kind: Kind::Path,
+    scope: Scope::Function,
+    meaning: "a script run when the event brings neither `script` nor `cmd_args`; a relative path is in the function package (`$LAMBDA_TASK_ROOT`)",
+};
+/// `SCAR_INPUT_BUCKET`.
+pub const INPUT_BUCKET: Setting = Setting {
+    var: "SCAR_INPUT_BUCKET",
+    flag: None,
+    default: None,
+    kind: Kind::Text,
+    scope: Scope::Function,
+    meaning: "the bucket whose uploads trigger the function (informational: events name their bucket)",
+};
+/// `SCAR_INPUT_PREFIX`.
+pub const INPUT_PREFIX: Setting = Setting {
+    var: "SCAR_INPUT_PREFIX",
+    flag: None,
+    default: Some("input/"),
+    kind: Kind::Text,
+    scope: Scope::Function,
+    meaning: "the folder of input objects; its placeholder key is ignored",
+};
+/// `SCAR_OUTPUT_BUCKET`.
+pub const OUTPUT_BUCKET: Setting = Setting {
+    var: "SCAR_OUTPUT_BUCKET",
+    flag: None,
+    default: None,
+    kind: Kind::Text,
+    scope: Scope::Function,
+    meaning: "where files left in `$SCAR_OUTPUT_DIR` are uploaded (default: the event's bucket)",
+};
+/// `SCAR_OUTPUT_PREFIX`.
+pub const OUTPUT_PREFIX: Setting = Setting {
+    var: "SCAR_OUTPUT_PREFIX",
+    flag: None,
+    default: Some("output/"),
+    kind: Kind::Text,
+    scope: Scope::Function,
+    meaning: "the key prefix of uploaded output files",
+};
+/// `SCAR_OUTPUT_LIMIT`.
+pub const OUTPUT_LIMIT: Setting = Setting {
+    var: "SCAR_OUTPUT_LIMIT",
+    flag: None,
+    default: Some("4194304"),
+    kind: Kind::Count {
+        min: 0,
+        max: 5 * 1024 * 1024,
+    },
+    scope: Scope::Function,
+    meaning: "bytes of stdout+stderr returned in the response (Lambda's limit is 6 MB)",
+};
+/// `SCAR_KILL_GRACE`.
+pub const KILL_GRACE: Setting = Setting {
+    var: "SCAR_KILL_GRACE",
+    flag: None,
+    default: Some("2"),
+    kind: Kind::Seconds { max: 900.0 },
+    scope: Scope::Function,
+    meaning: "seconds between SIGTERM and SIGKILL when the deadline comes",
+};
+/// `SCAR_CACHE_DIR`.
+pub const CACHE_DIR: Setting = Setting {
+    var: "SCAR_CACHE_DIR",
+    flag: Some("cache-dir"),
+    default: Some("/tmp/scar"),
+    kind: Kind::Path,
+    scope: Scope::Pull,
+    meaning: "the root of the rootfs cache",
+};
+/// `SCAR_PLATFORM`.
+pub const PLATFORM: Setting = Setting {
+    var: "SCAR_PLATFORM",
+    flag: Some("platform"),
+    default: None,
+    kind: Kind::Platform,
+    scope: Scope::Pull,
+    meaning: "the platform multi-platform images resolve to (default: this machine's)",
+};
+/// `SCAR_INSECURE_REGISTRIES`.
+pub const INSECURE_REGISTRIES: Setting = Setting {
+    var: "SCAR_INSECURE_REGISTRIES",
+    flag: Some("insecure-registry"),
+    default: None,
+    kind: Kind::List,
+    scope: Scope::Pull,
+    meaning: "registries reached over plain HTTP besides loopback ones",
+};
+/// `SCAR_PULL_CONCURRENCY`.
+pub const PULL_CONCURRENCY: Setting = Setting {
+    var: "SCAR_PULL_CONCURRENCY",
+    flag: Some("concurrency"),
+    default: Some("3"),
+    kind: Kind::Count { min: 1, max: 32 },
+    scope: Scope::Pull,
+    meaning: "layers downloading at once",
+};
+/// `SCAR_REGISTRY_USERNAME`.
+pub const REGISTRY_USERNAME: Setting = Setting {
+    var: "SCAR_REGISTRY_USERNAME",
+    flag: Some("registry-username"),
+    default: None,
+    kind: Kind::Text,
+    scope: Scope::Pull,
+    meaning: "registry user name, with `SCAR_REGISTRY_PASSWORD` (default: `~/.docker/config.json`)",
+};
+/// `SCAR_REGISTRY_PASSWORD`.
+pub const REGISTRY_PASSWORD: Setting = Setting {
+    var: "SCAR_REGISTRY_PASSWORD",
+    flag: Some("registry-password"),
+    default: None,
+    kind: Kind::Secret,
+    scope: Scope::Pull,
+    meaning: "registry password or token, with `SCAR_REGISTRY_USERNAME`",
+};
+/// `SCAR_SHIM_DIR`.
+pub const SHIM_DIR: Setting = Setting {
+    var: "SCAR_SHIM_DIR",
+    flag: Some("shim-dir"),
+    default: None,
+    kind: Kind::Path,
+    scope: Scope::Exec,
+    meaning: "the directory of the shim builds (default: beside the executable, its `lib/`, `/opt/lib`)",
+};
+/// `SCAR_STATIC_BINARIES`.
+pub const STATIC_BINARIES: Setting = Setting {
+    var: "SCAR_STATIC_BINARIES",
+    flag: Some("static-binaries"),
+    default: Some("warn"),
+    kind: Kind::Choice(&["run", "warn", "refuse"]),
+    scope: Scope::Exec,
+    meaning: "statically linked programs cannot be confined: run them, warn, or refuse them",
+};
+
+/// The whole table, in the order the documentation lists it.
+pub const SETTINGS: &[&Setting] = &[
+    &IMAGE,
+    &TIMEOUT_THRESHOLD,
+    &INIT_SCRIPT,
+    &INPUT_BUCKET,
+    &INPUT_PREFIX,
+    &OUTPUT_BUCKET,
+    &OUTPUT_PREFIX,
+    &OUTPUT_LIMIT,
+    &KILL_GRACE,
+    &CACHE_DIR,
+    &PLATFORM,
+    &INSECURE_REGISTRIES,
+    &PULL_CONCURRENCY,
+    &REGISTRY_USERNAME,
+    &REGISTRY_PASSWORD,
+    &SHIM_DIR,
+    &STATIC_BINARIES,
+];
+
+/// The prefix of the shim's own variables, which bootstrap sets and nobody configures.
+pub const SHIM_PREFIX: &str = "SCAR_FC_";
+
+/// Whether the runtime reads `name` (so a deployer can refuse a typo before deploying).
+pub fn is_known_variable(name: &str) -> bool {
+    SETTINGS.iter().any(|s| s.var == name)
+}
+
+/// A `SCAR_` variable that no setting names: most likely a typo.
+pub fn is_unknown_scar_variable(name: &str) -> bool {
+    name.starts_with("SCAR_") && !name.starts_with(SHIM_PREFIX) && !is_known_variable(name)
+}
+
+/// A value that a setting does not take.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{name}={value:?}: expected {expected}")]
+pub struct InvalidValue {
+    /// The variable (or flag) as the user wrote it.
+    pub name: String,
+    /// The value given.
+    pub value: String,
+    /// What the setting takes.
+    pub expected: String,
+}
+
+impl Kind {
+    /// What values this kind takes, in words.
+    pub fn expected(&self) -> String {
+        match self {
+            Self::Text | Self::Secret => "text".to_owned(),
+            Self::Path => "a path".to_owned(),
+            Self::List => "a comma-separated list".to_owned(),
+            Self::Seconds { max } => format!("seconds from 0 to {max}"),
+            Self::Count { min, max } => format!("a whole number from {min} to {max}"),
+            Self::Choice(words) => format!("one of {}", words.join(", ")),
+            Self::Platform => "os/arch[/variant]".to_owned(),
+        }
+    }
+}
+
+/// Parses seconds: finite, not negative, at most `max`.
+pub fn parse_seconds(text: &str, max: f64) -> Option<Duration> {
+    let seconds: f64 = text.trim().parse().ok()?;
+    (seconds.is_finite() && (0.0..=max).contains(&seconds))
+        .then(|| Duration::from_secs_f64(seconds))
+}
+
+impl Setting {
+    fn invalid(&self, value: &str) -> InvalidValue {
+        InvalidValue {
+            name: self.var.to_owned(),
+            value: value.to_owned(),
+            expected: self.kind.expected(),
+        }
+    }
+
+    /// The value `lookup` gives (an empty value counts as unset), else the default.
+    pub fn raw(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+        lookup(self.var)
+            .filter(|v| !v.is_empty())
+            .or_else(|| self.default.map(str::to_owned))
+    }
+
+    /// A seconds setting.
+    pub fn seconds(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Duration>, InvalidValue> {
+        let Kind::Seconds { max } = self.kind else {
+            return Err(self.invalid("(not a seconds setting)"));
+        };
+        self.raw(lookup)
+            .map(|v| parse_seconds(&v, max).ok_or_else(|| self.invalid(&v)))
+            .transpose()
+    }
+
+    /// A count setting.
+    pub fn count(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<u64>, InvalidValue> {
+        let Kind::Count { min, max } = self.kind else {
+            return Err(self.invalid("(not a count setting)"));
+        };
+        self.raw(lookup)
+            .map(|v| match v.trim().parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(self.invalid(&v)),
+            })
+            .transpose()
+    }
+
+    /// A choice setting: the word as the table spells it.
+    pub fn choice(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<&'static str>, InvalidValue> {
+        let Kind::Choice(words) = self.kind else {
+            return Err(self.invalid("(not a choice setting)"));
+        };
+        self.raw(lookup)
+            .map(|v| {
+                words
+                    .iter()
+                    .copied()
+                    .find(|w| *w == v)
+                    .ok_or_else(|| self.invalid(&v))
+            })
+            .transpose()
+    }
+
+    /// A list setting, trimmed, without empty items.
+    pub fn list(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+        self.raw(lookup)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A platform setting.
+    pub fn platform(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<scar_image::Platform>, InvalidValue> {
+        self.raw(lookup)
+            .map(|v| v.parse().map_err(|_| self.invalid(&v)))
+            .transpose()
+    }
+}
+
+/// The table as Markdown, as `docs/configuration.md` carries it.
+pub fn markdown_table() -> String {
+    let mut out =
+        String::from("| variable | flag | default | values | meaning |\n|---|---|---|---|---|\n");
+    for s in SETTINGS {
+        let flag = s.flag.map_or_else(String::new, |f| format!("`--{f}`"));
+        let default = match (s.default, s.var) {
+            (Some(d), _) => format!("`{d}`"),
+            (None, "SCAR_IMAGE") => "required".to_owned(),
+            (None, _) => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} | {} |",
+            s.var,
+            flag,
+            default,
+            s.kind.expected(),
+            s.meaning
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn none(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn every_default_is_in_range() {
+        for s in SETTINGS {
+            let result = match s.kind {
+                Kind::Seconds { .. } => s.seconds(&none).map(|_| ()),
+                Kind::Count { .. } => s.count(&none).map(|_| ()),
+                Kind::Choice(_) => s.choice(&none).map(|_| ()),
+                Kind::Platform => s.platform(&none).map(|_| ()),
+                Kind::Text | Kind::Path | Kind::Secret | Kind::List => Ok(()),
+            };
+            assert!(result.is_ok(), "{}: {result:?}", s.var);
+        }
+    }
+
+    #[test]
+    fn names_and_flags_are_unique_and_scar_prefixed() {
+        for (i, a) in SETTINGS.iter().enumerate() {
+            assert!(a.var.starts_with("SCAR_") && !a.var.starts_with(SHIM_PREFIX));
+            for b in &SETTINGS[i + 1..] {
+                assert_ne!(a.var, b.var);
+                assert!(a.flag.is_none() || a.flag != b.flag, "{}", a.var);
+            }
+        }
+    }
+
+    #[test]
+    fn seconds_refuse_nan_negative_infinite_and_absurd_values() {
+        for bad in ["NaN", "nan", "inf", "-1", "901", "1e400", "ten", ""] {
+            assert_eq!(parse_seconds(bad, 900.0), None, "{bad}");
+        }
+        assert_eq!(
+            parse_seconds(" 2.5 ", 900.0),
+            Some(Duration::from_millis(2500))
+        );
+        let lookup = |_: &str| Some("NaN".to_owned());
+        let err = TIMEOUT_THRESHOLD.seconds(&lookup).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "SCAR_TIMEOUT_THRESHOLD=\"NaN\": expected seconds from 0 to 900"
+        );
+    }
+
+    #[test]
+    fn the_documentation_carries_the_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+        let doc = std::fs::read_to_string(path).unwrap_or_default();
+        let (begin, end) = ("<!-- settings:begin -->\n", "<!-- settings:end -->");
+        let table = markdown_table();
+        let start = doc.find(begin).map(|i| i + begin.len());
+        let stop = doc.find(end);
+        let current = match (start, stop) {
+            (Some(a), Some(b)) if a <= b => &doc[a..b],
+            _ => "",
+        };
+        if current != table && std::env::var_os("UPDATE_DOCS").is_some() {
+            let (Some(a), Some(b)) = (start, stop) else {
+                panic!("{path} lacks the settings markers");
+            };
+            let updated = format!("{}{table}{}", &doc[..a], &doc[b..]);
+            std::fs::write(path, updated).unwrap();
+            return;
+        }
+        assert_eq!(
+            current, table,
+            "docs/configuration.md disagrees with the settings table: run `make docs`"
+        );
+    }
+}
