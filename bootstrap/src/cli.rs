@@ -66,8 +66,8 @@ pub(crate) enum Command {
         /// `CONTAINER=HOST`: show a host directory inside the container (repeatable).
         #[arg(long = "mount", value_parser = parse_mount)]
         mounts: Vec<(String, PathBuf)>,
-        /// Seconds before the command's process group is ended (up to 900).
-        #[arg(long, value_parser = parse_timeout)]
+        /// Seconds before the command's process group is ended (up to a day).
+        #[arg(long, value_parser = parse_run_timeout)]
         timeout: Option<Duration>,
         /// The command and its arguments (default: the image's Entrypoint and Cmd).
         #[arg(last = true)]
@@ -75,10 +75,23 @@ pub(crate) enum Command {
     },
 }
 
-fn parse_timeout(text: &str) -> Result<Duration, String> {
-    settings::parse_seconds(text, 900.0)
+/// Lambda's longest function timeout.
+const LAMBDA_MAX_SECONDS: f64 = 900.0;
+/// A local run may take longer than any function, but not forever by mistake.
+const RUN_MAX_SECONDS: f64 = 86_400.0;
+
+fn positive_seconds(text: &str, max: f64) -> Result<Duration, String> {
+    settings::parse_seconds(text, max)
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("expected seconds above 0 and at most 900, got {text:?}"))
+        .ok_or_else(|| format!("expected seconds above 0 and at most {max}, got {text:?}"))
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    positive_seconds(text, LAMBDA_MAX_SECONDS)
+}
+
+fn parse_run_timeout(text: &str) -> Result<Duration, String> {
+    positive_seconds(text, RUN_MAX_SECONDS)
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
@@ -240,11 +253,13 @@ mod tests {
 
     #[test]
     fn timeouts_are_range_checked_at_parse_time() {
-        for bad in ["NaN", "inf", "-1", "0", "901", "soon"] {
+        for bad in ["NaN", "inf", "-1", "0", "86401", "soon"] {
             assert!(
                 Cli::try_parse_from(["bootstrap", "run", "img", "--timeout", bad]).is_err(),
                 "{bad}"
             );
+        }
+        for bad in ["NaN", "inf", "-1", "0", "901", "soon"] {
             assert!(
                 Cli::try_parse_from(["bootstrap", "--emulate", "e", "--timeout", bad]).is_err(),
                 "{bad}"

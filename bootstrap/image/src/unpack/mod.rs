@@ -1,6 +1,6 @@
 //! Applying layers to a rootfs as an unprivileged user, safely.
 //!
-//! Rules (see the README's "Rootfs conventions"):
+//! Rules (docs/architecture.md, "Rootfs conventions"):
 //! * whiteouts `.wh.NAME` and opaque markers `.wh..wh..opq` hide lower-layer content;
 //! * regular files, directories, symlinks and hard links are created; device nodes and fifos
 //!   are skipped and counted (an unprivileged user cannot make devices, and the container
