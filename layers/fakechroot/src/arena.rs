@@ -57,12 +57,16 @@ impl Arena {
         let out = self.take(len + 1, 1)?;
         let mut at = 0;
         for part in parts {
-            // SAFETY: `out` has len + 1 bytes, and parts never overlap the fresh region.
-            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), out.add(at), part.len()) };
+            // SAFETY: `at + part.len() <= len`, inside the `len + 1` bytes just taken.
+            let dest = unsafe { out.add(at) };
+            // SAFETY: `dest` has room for `part`, and parts never overlap the fresh region.
+            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), dest, part.len()) };
             at += part.len();
         }
-        // SAFETY: the last byte of the region.
-        unsafe { *out.add(len) = 0 };
+        // SAFETY: `len` is the last byte of the `len + 1` bytes taken.
+        let end = unsafe { out.add(len) };
+        // SAFETY: `end` is inside the region and writable.
+        unsafe { *end = 0 };
         Ok(out.cast_const().cast())
     }
 
@@ -102,11 +106,14 @@ impl Vector {
         if self.len == self.cap {
             return Err(libc::E2BIG);
         }
-        // SAFETY: within capacity; slot `cap` is kept for the NULL.
-        unsafe {
-            *self.ptr.add(self.len) = item;
-            *self.ptr.add(self.len + 1) = std::ptr::null();
-        }
+        // SAFETY: `len < cap`, and the vector has `cap + 1` slots (the last for the NULL).
+        let slot = unsafe { self.ptr.add(self.len) };
+        // SAFETY: `slot` and the one after it are inside the vector's slots.
+        let next = unsafe { slot.add(1) };
+        // SAFETY: `slot` is a valid, writable slot of the vector.
+        unsafe { *slot = item };
+        // SAFETY: `next` is at most slot `cap`, kept for the NULL.
+        unsafe { *next = std::ptr::null() };
         self.len += 1;
         Ok(())
     }
@@ -138,11 +145,15 @@ pub unsafe fn entries<'a>(list: *const *const c_char) -> &'a [*const c_char] {
         return &[];
     }
     let mut len = 0;
-    // SAFETY: walking to the terminating NULL.
-    unsafe {
-        while !(*list.add(len)).is_null() {
-            len += 1;
+    loop {
+        // SAFETY: entries up to and including the terminating NULL are inside the array.
+        let entry = unsafe { list.add(len) };
+        // SAFETY: `entry` points at an initialised entry of the array.
+        if unsafe { *entry }.is_null() {
+            break;
         }
-        std::slice::from_raw_parts(list, len)
+        len += 1;
     }
+    // SAFETY: the `len` entries before the NULL, valid for `'a` by the caller's promise.
+    unsafe { std::slice::from_raw_parts(list, len) }
 }

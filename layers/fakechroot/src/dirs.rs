@@ -16,19 +16,22 @@ type GlobErr = Option<unsafe extern "C" fn(*const c_char, c_int) -> c_int>;
 /// rootfs path it came from, and musl keeps the strings inside larger allocations, so
 /// the pointers themselves must stay.
 unsafe fn narrow_glob(pglob: *mut libc::glob_t, from: usize) {
-    // SAFETY: glob filled gl_pathv with gl_pathc strings after gl_offs NULLs.
-    unsafe {
-        let g = &*pglob;
-        for i in from..g.gl_pathc {
-            let entry = *g.gl_pathv.add(g.gl_offs + i);
-            if entry.is_null() {
-                continue;
-            }
-            let len = sys::bytes(entry).len();
-            let bytes = std::slice::from_raw_parts_mut(entry.cast::<u8>(), len + 1);
-            if let Some(new) = translate::to_container_in_place(bytes, len, len) {
-                bytes[new] = 0;
-            }
+    // SAFETY: the caller passes the glob_t that glob just filled.
+    let g = unsafe { &*pglob };
+    for i in from..g.gl_pathc {
+        // SAFETY: glob filled gl_pathv with gl_pathc strings after gl_offs NULLs.
+        let slot = unsafe { g.gl_pathv.add(g.gl_offs + i) };
+        // SAFETY: `slot` is one of those initialised entries.
+        let entry = unsafe { *slot };
+        if entry.is_null() {
+            continue;
+        }
+        // SAFETY: glob's strings are NUL-terminated.
+        let len = unsafe { sys::bytes(entry) }.len();
+        // SAFETY: the string and its NUL are glob's own writable allocation.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(entry.cast::<u8>(), len + 1) };
+        if let Some(new) = translate::to_container_in_place(bytes, len, len) {
+            bytes[new] = 0;
         }
     }
 }
@@ -185,17 +188,16 @@ unsafe fn with_template<R: PartialEq>(
     }
     let result = call(host.cast_mut());
     if result != failed {
-        // SAFETY: both strings end with the same `tail` bytes, now filled in the copy.
-        unsafe {
-            let ours = sys::bytes(host);
-            let theirs = sys::bytes(template);
-            let n = tail.min(ours.len()).min(theirs.len());
-            std::ptr::copy_nonoverlapping(
-                ours.as_ptr().add(ours.len() - n),
-                template.add(theirs.len() - n).cast(),
-                n,
-            );
-        }
+        // SAFETY: our host copy of the template, NUL-terminated.
+        let ours = unsafe { sys::bytes(host) };
+        // SAFETY: the caller's template, NUL-terminated.
+        let theirs = unsafe { sys::bytes(template) };
+        let n = tail.min(ours.len()).min(theirs.len());
+        // SAFETY: `n` is at most the template's length, so the last `n` bytes are its own.
+        let dest = unsafe { template.add(theirs.len() - n) };
+        // SAFETY: both strings end with the same `tail` bytes, now filled in our copy; the
+        // two buffers are distinct.
+        unsafe { std::ptr::copy_nonoverlapping(ours[ours.len() - n..].as_ptr(), dest.cast(), n) };
     }
     result
 }

@@ -35,7 +35,9 @@ pub fn arena_for(
     envp: *const *const c_char,
 ) -> Result<Arena, c_int> {
     // SAFETY: exec arguments are NULL-terminated arrays.
-    let (argc, env) = unsafe { (entries(argv).len(), entries(envp)) };
+    let argc = unsafe { entries(argv) }.len();
+    // SAFETY: as above.
+    let env = unsafe { entries(envp) };
     let ld_library_path =
         env_value(env, b"LD_LIBRARY_PATH=").map_or(0, |v| v.len() * 2 + 64 * (st.root.len() + 1));
     let pointers = (argc + env.len() + st.inherited.len() + 32) * (MAX_SCRIPT_DEPTH + 2) * 8;
@@ -61,7 +63,9 @@ pub fn plan(
         return Err(libc::EFAULT);
     }
     // SAFETY: exec arguments are NULL-terminated arrays of NUL-terminated strings.
-    let (caller_args, env) = unsafe { (entries(argv), entries(envp)) };
+    let caller_args = unsafe { entries(argv) };
+    // SAFETY: as above.
+    let env = unsafe { entries(envp) };
     let mut program = path;
     let mut args = arena.vector(caller_args.len())?;
     args.extend(caller_args)?;
@@ -389,6 +393,7 @@ pub fn search(
     let path = if path.is_null() {
         &b"/bin:/usr/bin"[..]
     } else {
+        // SAFETY: a non-null getenv result is a NUL-terminated string.
         unsafe { sys::bytes(path) }
     };
     let mut denied = false;

@@ -202,8 +202,10 @@ fn symlink_target(
     if target.is_null() || linkpath.is_null() {
         return Ok(target);
     }
-    // SAFETY: both are non-null, NUL-terminated strings.
-    let (target_bytes, link_bytes) = unsafe { (sys::bytes(target), sys::bytes(linkpath)) };
+    // SAFETY: non-null and NUL-terminated (symlink's contract).
+    let target_bytes = unsafe { sys::bytes(target) };
+    // SAFETY: as above.
+    let link_bytes = unsafe { sys::bytes(linkpath) };
     if target_bytes.first() == Some(&b'/') {
         return translate::host(target, buf);
     }

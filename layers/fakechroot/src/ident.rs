@@ -45,7 +45,9 @@ fn identity() -> Option<&'static Identity> {
     IDENTITY
         .get_or_init(|| {
             // SAFETY: no preconditions.
-            let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+            let uid = unsafe { libc::getuid() };
+            // SAFETY: no preconditions.
+            let gid = unsafe { libc::getgid() };
             // Read without the shim: these are host files (see the module comment).
             let user = host_name(c"/etc/passwd", uid).unwrap_or_else(|| format!("user{uid}"));
             let group = host_name(c"/etc/group", gid).unwrap_or_else(|| format!("group{gid}"));
@@ -64,6 +66,7 @@ fn identity() -> Option<&'static Identity> {
 struct Shared<T>(T);
 // SAFETY: written once under OnceLock, then only read; the pointers are to 'static data.
 unsafe impl<T> Sync for Shared<T> {}
+// SAFETY: as above: immutable after initialisation.
 unsafe impl<T> Send for Shared<T> {}
 
 fn own_passwd(uid: uid_t) -> Option<*mut passwd> {
@@ -162,12 +165,15 @@ unsafe fn copy_strings<const N: usize>(
         if at + s.len() + 1 > len {
             return None;
         }
-        // SAFETY: within the caller's `len`-byte buffer.
-        unsafe {
-            std::ptr::copy_nonoverlapping(s.as_ptr(), buf.add(at).cast(), s.len());
-            *buf.add(at + s.len()) = 0;
-            *slot = buf.add(at);
-        }
+        // SAFETY: `at + s.len() < len`: inside the caller's `len`-byte buffer.
+        let start = unsafe { buf.add(at) };
+        // SAFETY: as above, the byte after the string.
+        let end = unsafe { start.add(s.len()) };
+        // SAFETY: `start` has room for `s`, which is not in the caller's buffer.
+        unsafe { std::ptr::copy_nonoverlapping(s.as_ptr(), start.cast(), s.len()) };
+        // SAFETY: `end` is inside the buffer.
+        unsafe { *end = 0 };
+        *slot = start;
         at += s.len() + 1;
     }
     Some(out)
@@ -203,22 +209,23 @@ pub unsafe extern "C" fn getpwuid_r(
         id.home.as_bytes(),
         id.shell.as_bytes(),
     ];
-    // SAFETY: the caller's buffer and structures.
-    unsafe {
-        let Some([name, password, home, shell]) = copy_strings(strings, buf, len) else {
-            return libc::ERANGE;
-        };
-        *pwd = passwd {
-            pw_name: name,
-            pw_passwd: password,
-            pw_uid: id.uid,
-            pw_gid: id.gid,
-            pw_gecos: name,
-            pw_dir: home,
-            pw_shell: shell,
-        };
-        *result = pwd;
-    }
+    // SAFETY: the caller's `len`-byte buffer.
+    let Some([name, password, home, shell]) = (unsafe { copy_strings(strings, buf, len) }) else {
+        return libc::ERANGE;
+    };
+    let entry = passwd {
+        pw_name: name,
+        pw_passwd: password,
+        pw_uid: id.uid,
+        pw_gid: id.gid,
+        pw_gecos: name,
+        pw_dir: home,
+        pw_shell: shell,
+    };
+    // SAFETY: the caller's passwd structure.
+    unsafe { *pwd = entry };
+    // SAFETY: the caller's out-pointer.
+    unsafe { *result = pwd };
     0
 }
 
@@ -250,23 +257,28 @@ pub unsafe extern "C" fn getgrgid_r(
     if len < pointer_room {
         return libc::ERANGE;
     }
-    // SAFETY: the caller's buffer: the member list (one NULL) first, then the strings.
-    unsafe {
-        let members = buf.cast::<*mut c_char>();
-        *members = std::ptr::null_mut();
-        let strings_at = buf.add(pointer_room);
-        let Some([name, password]) =
-            copy_strings([id.group.as_bytes(), b"x"], strings_at, len - pointer_room)
-        else {
-            return libc::ERANGE;
-        };
-        *grp = group {
-            gr_name: name,
-            gr_passwd: password,
-            gr_gid: id.gid,
-            gr_mem: members,
-        };
-        *result = grp;
-    }
+    // The caller's buffer holds the member list (one NULL) first, then the strings.
+    let members = buf.cast::<*mut c_char>();
+    // SAFETY: `len >= pointer_room`: the list's first slot is inside the buffer (glibc and
+    // musl hand over buffers aligned for pointers).
+    unsafe { *members = std::ptr::null_mut() };
+    // SAFETY: as above, the strings start after the list.
+    let strings_at = unsafe { buf.add(pointer_room) };
+    // SAFETY: the rest of the caller's buffer.
+    let copied =
+        unsafe { copy_strings([id.group.as_bytes(), b"x"], strings_at, len - pointer_room) };
+    let Some([name, password]) = copied else {
+        return libc::ERANGE;
+    };
+    let entry = group {
+        gr_name: name,
+        gr_passwd: password,
+        gr_gid: id.gid,
+        gr_mem: members,
+    };
+    // SAFETY: the caller's group structure.
+    unsafe { *grp = entry };
+    // SAFETY: the caller's out-pointer.
+    unsafe { *result = grp };
     0
 }

@@ -19,6 +19,14 @@
 //! | `SCAR_FC_DEBUG` | `1`: one stderr line per exec |
 //! | `SCAR_FC_EXE`, `SCAR_FC_ARGV0` | per exec: the program's container path and argv[0] |
 
+// Every unsafe operation carries its own reason: the shim runs inside every program of the
+// container, where a wrong pointer is the user's crash, not ours.
+#![deny(
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc,
+    clippy::multiple_unsafe_ops_per_block
+)]
+
 mod arena;
 mod dirs;
 mod exec;
@@ -55,14 +63,17 @@ extern "C" fn init(argc: c_int, argv: *mut *mut c_char, _envp: *mut *mut c_char)
     if argv0.is_null() {
         return;
     }
-    // SAFETY: argv has argc ≥ 1 entries; the two globals are glibc's program name.
-    unsafe {
-        *argv = argv0;
-        program_invocation_name = argv0;
-        let name = sys::bytes(argv0);
-        let base = name.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
-        program_invocation_short_name = argv0.add(base);
-    }
+    // SAFETY: argv has argc ≥ 1 entries.
+    unsafe { *argv = argv0 };
+    // SAFETY: glibc's program name; initialisers run before any other thread exists.
+    unsafe { program_invocation_name = argv0 };
+    // SAFETY: a getenv result is NUL-terminated.
+    let name = unsafe { sys::bytes(argv0) };
+    let base = name.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    // SAFETY: `base` is within the string.
+    let short = unsafe { argv0.add(base) };
+    // SAFETY: as for program_invocation_name.
+    unsafe { program_invocation_short_name = short };
 }
 
 #[cfg(not(target_env = "gnu"))]

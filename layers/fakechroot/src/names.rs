@@ -33,9 +33,14 @@ pub unsafe extern "C" fn readlinkat(
     };
     let mut target = [0u8; PATH_MAX];
     let len = match (state::get(), path.is_null()) {
+        // SAFETY: a non-null path argument is NUL-terminated.
         (Some(st), false) if st.exe.is_some() && is_own_exe(unsafe { sys::bytes(path) }) => {
             let exe = st.exe.unwrap_or_default();
-            target[..exe.len()].copy_from_slice(exe);
+            // A SCAR_FC_EXE longer than a path can be is refused, never a panic in the host.
+            let Some(slot) = target.get_mut(..exe.len()) else {
+                return fail(libc::ENAMETOOLONG, -1);
+            };
+            slot.copy_from_slice(exe);
             exe.len()
         }
         _ => {
@@ -98,11 +103,13 @@ unsafe fn hand_back(path: &[u8], resolved: *mut c_char) -> *mut c_char {
     } else {
         resolved
     };
-    // SAFETY: `out` holds PATH_MAX bytes (the realpath contract) or was sized above.
-    unsafe {
-        std::ptr::copy_nonoverlapping(path.as_ptr(), out.cast(), path.len());
-        *out.add(path.len()) = 0;
-    }
+    // SAFETY: `out` holds PATH_MAX bytes (the realpath contract) or was sized above, and
+    // `path` is shorter than that.
+    let end = unsafe { out.add(path.len()) };
+    // SAFETY: as above; `path` is our own buffer, distinct from `out`.
+    unsafe { std::ptr::copy_nonoverlapping(path.as_ptr(), out.cast(), path.len()) };
+    // SAFETY: `end` is inside `out`.
+    unsafe { *end = 0 };
     out
 }
 
@@ -136,6 +143,7 @@ pub unsafe extern "C" fn realpath(path: *const c_char, resolved: *mut c_char) ->
             // SAFETY: the caller's buffer, per the realpath contract.
             unsafe { hand_back(container.as_bytes(), resolved) }
         }
+        // SAFETY: as above.
         _ => unsafe { hand_back(&found[..len], resolved) },
     }
 }
@@ -222,15 +230,17 @@ pub unsafe extern "C" fn get_current_dir_name() -> *mut c_char {
 /// `dli_fname` is a host path; point it past the rootfs prefix.
 unsafe fn narrow_dl_info(info: *mut libc::Dl_info) {
     let Some(st) = state::get() else { return };
-    // SAFETY: dladdr filled `info`; dli_fname is NUL-terminated or NULL.
-    unsafe {
-        let name = (*info).dli_fname;
-        if name.is_null() {
-            return;
-        }
-        if let Some((b"", rest)) = st.layout().to_container(sys::bytes(name)) {
-            (*info).dli_fname = name.add(sys::bytes(name).len() - rest.len());
-        }
+    // SAFETY: dladdr filled `info`, which the caller passes on.
+    let info = unsafe { &mut *info };
+    let name = info.dli_fname;
+    if name.is_null() {
+        return;
+    }
+    // SAFETY: a non-null dli_fname is NUL-terminated.
+    let bytes = unsafe { sys::bytes(name) };
+    if let Some((b"", rest)) = st.layout().to_container(bytes) {
+        // SAFETY: `rest` is a suffix of `bytes`: the pointer stays inside the string.
+        info.dli_fname = unsafe { name.add(bytes.len() - rest.len()) };
     }
 }
 
@@ -279,16 +289,21 @@ unsafe fn unix_addr(
     len: socklen_t,
     out: &mut libc::sockaddr_un,
 ) -> Result<Option<socklen_t>, c_int> {
-    // SAFETY: the caller passes a valid address of `len` bytes.
-    unsafe {
-        if addr.is_null() || (*addr).sa_family != libc::AF_UNIX as libc::sa_family_t {
-            return Ok(None);
-        }
-        let un = &*addr.cast::<libc::sockaddr_un>();
-        let max = (len as usize)
-            .saturating_sub(std::mem::size_of::<libc::sa_family_t>())
-            .min(un.sun_path.len());
-        let path: &[u8] = std::slice::from_raw_parts(un.sun_path.as_ptr().cast(), max);
+    if addr.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: the caller passes a valid address of `len` bytes; every family starts with it.
+    if unsafe { (*addr).sa_family } != libc::AF_UNIX as libc::sa_family_t {
+        return Ok(None);
+    }
+    // SAFETY: an AF_UNIX address is a sockaddr_un (of at most its size).
+    let un = unsafe { &*addr.cast::<libc::sockaddr_un>() };
+    let max = (len as usize)
+        .saturating_sub(std::mem::size_of::<libc::sa_family_t>())
+        .min(un.sun_path.len());
+    // SAFETY: `max` bytes of sun_path, within the address.
+    let path: &[u8] = unsafe { std::slice::from_raw_parts(un.sun_path.as_ptr().cast(), max) };
+    {
         let path = &path[..path.iter().position(|&b| b == 0).unwrap_or(path.len())];
         // Abstract sockets (leading NUL) and relative names are not paths to move.
         if path.first() != Some(&b'/') {
@@ -329,6 +344,7 @@ macro_rules! socket_in {
             match unsafe { unix_addr(addr, len, &mut copy) } {
                 // SAFETY: the caller's arguments or the translated copy.
                 Ok(None) => unsafe { next(fd, addr, len) },
+                // SAFETY: the translated copy, `new_len` bytes of it valid.
                 Ok(Some(new_len)) => unsafe { next(fd, (&raw const copy).cast(), new_len) },
                 Err(code) => fail(code, -1),
             }

@@ -120,6 +120,7 @@ pub unsafe extern "C" fn execveat(
     let name = if path.is_null() {
         &b""[..]
     } else {
+        // SAFETY: as above.
         unsafe { sys::bytes(path) }
     };
     if name.first() == Some(&b'/') {
@@ -290,6 +291,9 @@ fn wait_for(pid: pid_t) -> c_int {
 /// # Safety
 /// libc's contract for `system`.
 #[unsafe(no_mangle)]
+// One block holds the whole signal and spawn dance, whose steps share one reason; it is
+// rewritten block by block with POSIX popen/pclose (closing earlier popen streams in the child).
+#[allow(clippy::multiple_unsafe_ops_per_block)]
 pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
     if command.is_null() {
         return 1;
@@ -340,6 +344,9 @@ static POPENED: Mutex<Vec<(usize, pid_t)>> = Mutex::new(Vec::new());
 /// # Safety
 /// libc's contract for `popen`.
 #[unsafe(no_mangle)]
+// One block holds the whole signal and spawn dance, whose steps share one reason; it is
+// rewritten block by block with POSIX popen/pclose (closing earlier popen streams in the child).
+#[allow(clippy::multiple_unsafe_ops_per_block)]
 pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *mut FILE {
     let null = std::ptr::null_mut();
     if command.is_null() || mode.is_null() {

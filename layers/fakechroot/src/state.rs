@@ -106,18 +106,19 @@ fn load() -> Option<State> {
 
 fn inherited_vars() -> Vec<&'static CStr> {
     let mut out = Vec::new();
-    // SAFETY: `environ` is a NULL-terminated array of NUL-terminated strings.
-    unsafe {
-        let mut entry = environ;
-        while !entry.is_null() && !(*entry).is_null() {
-            let bytes = CStr::from_ptr(*entry).to_bytes();
-            if bytes.starts_with(b"SCAR_FC_")
-                && !PER_EXEC.iter().any(|p| bytes.starts_with(p))
-                && let Some(kept) = leak_cstr(bytes)
-            {
-                out.push(kept);
-            }
-            entry = entry.add(1);
+    // SAFETY: `environ` is a NULL-terminated array of NUL-terminated strings, read at load
+    // time before the program can change it.
+    let list = unsafe { environ };
+    // SAFETY: as above.
+    let entries = unsafe { crate::arena::entries(list) };
+    for &entry in entries {
+        // SAFETY: each entry is NUL-terminated.
+        let bytes = unsafe { CStr::from_ptr(entry) }.to_bytes();
+        if bytes.starts_with(b"SCAR_FC_")
+            && !PER_EXEC.iter().any(|p| bytes.starts_with(p))
+            && let Some(kept) = leak_cstr(bytes)
+        {
+            out.push(kept);
         }
     }
     out

@@ -26,12 +26,16 @@ pub(crate) use real;
 
 pub fn set_errno(code: c_int) {
     // SAFETY: __errno_location exists in glibc and musl and returns this thread's errno.
-    unsafe { *libc::__errno_location() = code };
+    let slot = unsafe { libc::__errno_location() };
+    // SAFETY: that slot is valid and writable for this thread's lifetime.
+    unsafe { *slot = code };
 }
 
 pub fn errno() -> c_int {
     // SAFETY: as above.
-    unsafe { *libc::__errno_location() }
+    let slot = unsafe { libc::__errno_location() };
+    // SAFETY: as above.
+    unsafe { *slot }
 }
 
 /// Sets errno and returns the caller's failure value.
@@ -96,7 +100,7 @@ pub fn read_head(
     };
     let mut link = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0\0";
     let mut digits = [0u8; 12];
-    let digits = crate::translate::format_int(fd as u64, &mut digits);
+    let digits = format_int(fd as u64, &mut digits);
     link[14..14 + digits.len()].copy_from_slice(digits);
     let name_len = readlink(link.as_ptr(), name).unwrap_or(0);
     close(fd);
@@ -152,4 +156,18 @@ pub fn write_stderr(parts: &[&[u8]]) {
 pub unsafe fn bytes<'a>(ptr: *const c_char) -> &'a [u8] {
     // SAFETY: guaranteed by the caller.
     unsafe { std::ffi::CStr::from_ptr(ptr) }.to_bytes()
+}
+
+/// Decimal digits of `n` in `buf`, without allocating.
+pub fn format_int(mut n: u64, buf: &mut [u8; 12]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    &buf[at..]
 }

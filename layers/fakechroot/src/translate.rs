@@ -109,27 +109,13 @@ pub fn container_dir(st: &State, dirfd: c_int, out: &mut PathBuf) -> Result<(), 
         let mut digits = [0u8; 12];
         link.set(b"/proc/self/fd/")
             .map_err(|_| libc::ENAMETOOLONG)?;
-        link.push(format_int(dirfd as u64, &mut digits))
+        link.push(sys::format_int(dirfd as u64, &mut digits))
             .map_err(|_| libc::ENAMETOOLONG)?;
         sys::readlink(link.as_ptr(), &mut raw)?
     };
     st.layout()
         .to_container_into(&raw[..len], out)
         .map_err(|_| libc::ENAMETOOLONG)
-}
-
-/// Decimal digits of `n` in `buf`, without allocating.
-pub fn format_int(mut n: u64, buf: &mut [u8; 12]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 || at == 0 {
-            break;
-        }
-    }
-    &buf[at..]
 }
 
 /// Rewrites a host path result in place as a container path: `buf` holds `len` bytes
@@ -145,6 +131,6 @@ pub fn to_container_in_place(buf: &mut [u8], len: usize, cap: usize) -> Option<u
     if new.len() > cap {
         return None;
     }
-    buf[..new.len()].copy_from_slice(new);
+    buf.get_mut(..new.len())?.copy_from_slice(new);
     Some(new.len())
 }
