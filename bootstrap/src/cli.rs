@@ -51,28 +51,32 @@ pub(crate) enum Command {
     },
     /// Pull an image and run a command in it as the current user, streaming its output;
     /// exits with the command's status.
-    Run {
-        /// The image, as for `pull`.
-        image: String,
-        /// Cache, registry and shim settings.
-        #[command(flatten)]
-        settings: RunFlags,
-        /// `KEY=VALUE` for the container, after the image's Env (repeatable).
-        #[arg(long = "env", short = 'e', value_parser = parse_key_value)]
-        env: Vec<(String, String)>,
-        /// Working directory inside the container (default: the image's, else `/`).
-        #[arg(long, short = 'w')]
-        workdir: Option<String>,
-        /// `CONTAINER=HOST`: show a host directory inside the container (repeatable).
-        #[arg(long = "mount", value_parser = parse_mount)]
-        mounts: Vec<(String, PathBuf)>,
-        /// Seconds before the command's process group is ended (up to a day).
-        #[arg(long, value_parser = parse_run_timeout)]
-        timeout: Option<Duration>,
-        /// The command and its arguments (default: the image's Entrypoint and Cmd).
-        #[arg(last = true)]
-        command: Vec<String>,
-    },
+    Run(RunArgs),
+}
+
+/// What `bootstrap run` takes.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The image, as for `pull`.
+    pub(crate) image: String,
+    /// Cache, registry and shim settings.
+    #[command(flatten)]
+    pub(crate) settings: RunFlags,
+    /// `KEY=VALUE` for the container, after the image's Env (repeatable).
+    #[arg(long = "env", short = 'e', value_parser = parse_key_value)]
+    pub(crate) env: Vec<(String, String)>,
+    /// Working directory inside the container (default: the image's, else `/`).
+    #[arg(long, short = 'w')]
+    pub(crate) workdir: Option<String>,
+    /// `CONTAINER=HOST`: show a host directory inside the container (repeatable).
+    #[arg(long = "mount", value_parser = parse_mount)]
+    pub(crate) mounts: Vec<(String, PathBuf)>,
+    /// Seconds before the command's process group is ended (up to a day).
+    #[arg(long, value_parser = parse_run_timeout)]
+    pub(crate) timeout: Option<Duration>,
+    /// The command and its arguments (default: the image's Entrypoint and Cmd).
+    #[arg(last = true)]
+    pub(crate) command: Vec<String>,
 }
 
 /// Lambda's longest function timeout.
@@ -247,7 +251,7 @@ mod tests {
         assert!(Cli::try_parse_from(["bootstrap", "--emulate", "e.json", "pull", "x"]).is_err());
         let cli = Cli::try_parse_from(["bootstrap", "run", "img", "--", "ls", "-l"]).unwrap();
         assert!(
-            matches!(cli.command, Some(Command::Run { command, .. }) if command == ["ls", "-l"])
+            matches!(cli.command, Some(Command::Run(RunArgs { command, .. })) if command == ["ls", "-l"])
         );
     }
 
@@ -285,7 +289,7 @@ mod tests {
             "refuse",
         ])
         .unwrap();
-        let Some(Command::Run { settings, .. }) = cli.command else {
+        let Some(Command::Run(RunArgs { settings, .. })) = cli.command else {
             panic!("not run");
         };
         assert_eq!(settings.lookup("SCAR_CACHE_DIR").as_deref(), Some("/c"));

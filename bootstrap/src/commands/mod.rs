@@ -11,26 +11,7 @@ use crate::cli::{Cli, Command};
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Some(Command::Pull { image, settings }) => pull::pull(&image, &settings).await,
-        Some(Command::Run {
-            image,
-            settings,
-            env,
-            workdir,
-            mounts,
-            timeout,
-            command,
-        }) => {
-            run::run(run::LocalRun {
-                image,
-                settings,
-                env,
-                workdir,
-                mounts,
-                timeout,
-                command,
-            })
-            .await
-        }
+        Some(Command::Run(args)) => run::run(args).await,
         None => match cli.emulate {
             Some(event) => emulate::emulate(&event, cli.image, cli.timeout, cli.env).await,
             None => serve::serve().await,

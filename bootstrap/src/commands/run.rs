@@ -1,7 +1,6 @@
 //! `bootstrap run`: SCAR's "test the image locally", without Docker or udocker.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,22 +10,10 @@ use scar_runtime::exec::{
     passthrough_mounts,
 };
 
-use crate::cli::RunFlags;
-
-/// Everything `bootstrap run` was given.
-#[derive(Debug)]
-pub(crate) struct LocalRun {
-    pub(crate) image: String,
-    pub(crate) settings: RunFlags,
-    pub(crate) env: Vec<(String, String)>,
-    pub(crate) workdir: Option<String>,
-    pub(crate) mounts: Vec<(String, PathBuf)>,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) command: Vec<String>,
-}
+use crate::cli::RunArgs;
 
 /// Pulls, runs, and returns the command's status (128 + signal when killed).
-pub(crate) async fn run(args: LocalRun) -> anyhow::Result<i32> {
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let reference: ImageReference = args.image.parse()?;
     let lookup = |var: &str| args.settings.lookup(var);
     let options = scar_runtime::pull_options(&lookup, std::io::stderr().is_terminal())?;
