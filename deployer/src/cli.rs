@@ -148,6 +148,9 @@ pub struct LayerBuildArgs {
     /// The zip to write
     #[arg(long, short, value_name = "FILE")]
     pub output: PathBuf,
+    /// JSON instead of text
+    #[arg(short = 'j', long)]
+    pub json: bool,
 }
 
 /// `deployer layer publish`
@@ -165,6 +168,9 @@ pub struct LayerPublishArgs {
     /// The files to publish.
     #[command(flatten)]
     pub files: RuntimeFiles,
+    /// JSON instead of text
+    #[arg(short = 'j', long)]
+    pub json: bool,
 }
 
 /// `deployer init`
@@ -241,6 +247,9 @@ pub struct InitArgs {
     /// The runtime's files, with --runtime-in-package.
     #[command(flatten)]
     pub files: RuntimeFiles,
+    /// JSON instead of text
+    #[arg(short = 'j', long)]
+    pub json: bool,
 }
 
 /// `deployer run`
@@ -316,6 +325,9 @@ pub struct LogArgs {
     /// Only the lines of this request (SCAR: -ri)
     #[arg(long, value_name = "ID")]
     pub request_id: Option<String>,
+    /// JSON instead of text
+    #[arg(short = 'j', long)]
+    pub json: bool,
 }
 
 /// `deployer rm`
@@ -332,6 +344,9 @@ pub struct RmArgs {
     /// Every function this deployer created (found by its tag)
     #[arg(short = 'a', long)]
     pub all: bool,
+    /// JSON instead of text
+    #[arg(short = 'j', long)]
+    pub json: bool,
 }
 
 fn parse_pair(text: &str) -> Result<(String, String), String> {

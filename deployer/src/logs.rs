@@ -6,7 +6,7 @@ use crate::aws::Aws;
 use crate::error::DeployError;
 
 /// One log line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Line {
     /// Its stream.
     pub stream: String,

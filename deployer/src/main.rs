@@ -1,7 +1,30 @@
+//! The deployer: SCAR's command line (`init`, `run`, `invoke`, `ls`, `log`, `rm`) on the AWS
+//! SDK, plus `layer` to publish the runtime. The runtime does the work; this binary only
+//! publishes it and wires functions, triggers and endpoints to it.
+//!
+//! `cli` parses, `commands` holds one file per command, and the modules below them do the
+//! AWS work (`init`, `run`, `list`, `logs`, `remove`, `layer`, `staging`, `resources`).
+
+mod aws;
+mod cli;
+mod commands;
+mod endpoint;
+mod error;
+mod init;
+mod layer;
+mod list;
+mod logs;
+mod package;
+mod remove;
+mod resources;
+mod run;
+mod settings;
+mod staging;
+
 use std::process::ExitCode;
 
 use clap::Parser;
-use deployer::cli::{Cli, normalize_scar_flags};
+use cli::{Cli, normalize_scar_flags};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -13,7 +36,7 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match deployer::execute(cli).await {
+    match commands::execute(cli).await {
         Ok(status) => ExitCode::from(status),
         Err(e) => {
             eprintln!("error: {:#}", anyhow::Error::new(e));

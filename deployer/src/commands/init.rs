@@ -1,0 +1,40 @@
+//! `deployer init`.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::report::{Report, emit};
+use crate::aws::Aws;
+use crate::cli::InitArgs;
+use crate::error::DeployError;
+use crate::init::{self, Created};
+use crate::settings::Settings;
+
+impl Report for Created {
+    fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(out, "function  {}", self.function_arn)?;
+        writeln!(out, "image     {}", self.image)?;
+        match &self.layer {
+            Some(layer) => writeln!(out, "layer     {layer}")?,
+            None => writeln!(out, "runtime   in the function package")?,
+        }
+        if let Some(trigger) = &self.trigger {
+            writeln!(out, "trigger   uploads to {trigger}")?;
+        }
+        if let Some(endpoint) = &self.endpoint {
+            writeln!(out, "endpoint  {endpoint}")?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) async fn run(
+    aws: &Aws,
+    settings: &Settings,
+    settings_path: &Path,
+    args: &InitArgs,
+) -> Result<u8, DeployError> {
+    let plan = init::plan(aws, settings, settings_path, args).await?;
+    emit(&init::init(aws, plan).await?, args.json)?;
+    Ok(0)
+}

@@ -1,0 +1,34 @@
+//! `deployer rm`: a function and what init recorded in its tags, or every managed function.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use super::report::{Report, emit};
+use crate::aws::Aws;
+use crate::cli::RmArgs;
+use crate::error::DeployError;
+use crate::remove;
+
+/// What was removed, one resource a line.
+#[derive(Debug, Serialize)]
+struct Removed {
+    removed: Vec<String>,
+}
+
+impl Report for Removed {
+    fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        self.removed
+            .iter()
+            .try_for_each(|what| writeln!(out, "removed {what}"))
+    }
+}
+
+pub(crate) async fn run(aws: &Aws, args: &RmArgs) -> Result<u8, DeployError> {
+    let removed = match &args.name {
+        Some(name) => remove::remove_named(aws, name).await?,
+        None => remove::remove_all(aws).await?,
+    };
+    emit(&Removed { removed }, args.json)?;
+    Ok(0)
+}
