@@ -3,7 +3,8 @@
 //! offline by setup.sh, with S3 on moto; each test checks what the example produced.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use scar_test_kit as common;
+use scar_test_kit::images;
 
 use std::path::Path;
 use std::process::Command;
@@ -11,8 +12,8 @@ use std::process::Command;
 use common::lambda::{LAMBDA_UID, bootstrap_bin, lambda_cache, shim_dir, workspace};
 use serde_json::Value;
 
-const COWSAY: &str = "127.0.0.1:5000/library/debian-cowsay";
-const MEDIA: &str = "127.0.0.1:5000/library/debian-media";
+const COWSAY: &str = images::DEBIAN;
+const MEDIA: &str = images::MEDIA;
 const MOTO: &str = "http://127.0.0.1:5001";
 
 /// Runs one example's event; `init_script` is the example's script, placed as

@@ -2,7 +2,8 @@
 //! whole process group (SIGTERM, grace, SIGKILL), exit codes and signals.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use scar_test_kit as common;
+use scar_test_kit::images;
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use scar_runtime::exec::{
 };
 
 fn sandbox() -> Sandbox {
-    let rootfs = lambda_rootfs("127.0.0.1:5000/library/debian-cowsay");
+    let rootfs = lambda_rootfs(images::DEBIAN);
     Sandbox {
         profile: RootfsProfile::scan(&rootfs),
         rootfs,

@@ -2,7 +2,7 @@
 //! left in the cache and nothing written outside it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use scar_test_kit as common;
 
 use std::fs;
 use std::io::Write;

@@ -2,7 +2,8 @@
 //! Needs `scripts/setup.sh` (the Makefile's `test` target runs it), hence `#[ignore]`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use scar_test_kit as common;
+use scar_test_kit::images;
 
 use std::process::Command;
 
@@ -69,9 +70,9 @@ fn small_image_through_every_transport_matches_umoci() {
     let w = work();
     let glibc = ("oci-small", "glibc");
     for reference in [
-        "127.0.0.1:5000/test/glibc".to_string(),
+        images::GLIBC.to_string(),
         "127.0.0.1:5000/test/glibc-v2s2:latest".to_string(),
-        "127.0.0.1:5000/test/multi".to_string(),
+        images::MULTI.to_string(),
         format!("oci:{}/oci-small:glibc", w.display()),
         format!("docker-archive:{}/glibc.tar", w.display()),
         format!("docker-archive:{}/glibc.tar.gz", w.display()),
@@ -90,12 +91,7 @@ fn small_image_through_every_transport_matches_umoci() {
         glibc,
         Some(("testuser", "testpass")),
     );
-    check_against_reference(
-        "127.0.0.1:5000/test/musl",
-        "musl",
-        ("oci-small", "musl"),
-        None,
-    );
+    check_against_reference(images::MUSL, "musl", ("oci-small", "musl"), None);
 }
 
 #[test]
@@ -104,8 +100,8 @@ fn debian_image_through_every_transport_matches_umoci() {
     let w = work();
     let debian = ("oci-debian", "bookworm");
     for reference in [
-        "127.0.0.1:5000/library/debian-cowsay".to_string(),
-        "127.0.0.1:5000/library/debian-cowsay-zstd".to_string(),
+        images::DEBIAN.to_string(),
+        images::DEBIAN_ZSTD.to_string(),
         format!("oci:{}/oci-debian:bookworm", w.display()),
         format!("docker-archive:{}/debian.tar.gz", w.display()),
     ] {
@@ -117,10 +113,7 @@ fn debian_image_through_every_transport_matches_umoci() {
 #[ignore = "needs scripts/setup.sh: run `make test`"]
 fn whiteouts_links_and_setuid_follow_the_rules() {
     let cache = tempfile::tempdir().unwrap();
-    let rootfs = pull("127.0.0.1:5000/test/glibc", cache.path())
-        .unwrap()
-        .image
-        .rootfs;
+    let rootfs = pull(images::GLIBC, cache.path()).unwrap().image.rootfs;
     assert!(!rootfs.join("etc/doomed.txt").exists(), "whiteout applied");
     let data: Vec<String> = std::fs::read_dir(rootfs.join("opt/data"))
         .unwrap()

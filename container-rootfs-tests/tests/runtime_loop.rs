@@ -3,7 +3,8 @@
 //! peer that hangs up.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use scar_test_kit as common;
+use scar_test_kit::images;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -15,7 +16,7 @@ use common::runtime_api::{FakeRuntimeApi, Reply};
 use common::work;
 use serde_json::{Value, json};
 
-const IMAGE: &str = "127.0.0.1:5000/library/debian-cowsay";
+const IMAGE: &str = images::DEBIAN;
 const S3_ENDPOINT: &str = "http://127.0.0.1:4566";
 
 struct Runtime {

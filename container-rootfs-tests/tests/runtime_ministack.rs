@@ -4,7 +4,8 @@
 //! produce `output/`, and an HTTP POST through API Gateway.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use scar_test_kit as common;
+use scar_test_kit::images;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use common::work;
 use serde_json::{Value, json};
 
 const ENDPOINT: &str = "http://127.0.0.1:4566";
-const IMAGE: &str = "127.0.0.1:5000/library/debian-cowsay";
+const IMAGE: &str = images::DEBIAN;
 
 async fn shared_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())

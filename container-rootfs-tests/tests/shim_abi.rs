@@ -2,7 +2,7 @@
 //! images, and export every entry point it interposes (the list below).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use scar_test_kit as common;
 
 use std::process::Command;
 

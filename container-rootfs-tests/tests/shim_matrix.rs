@@ -3,7 +3,8 @@
 //! must match byte for byte where they are deterministic.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use scar_test_kit as common;
+use scar_test_kit::images;
 
 use std::path::PathBuf;
 
@@ -29,12 +30,12 @@ use Image::*;
 impl Image {
     fn reference(self) -> &'static str {
         match self {
-            Bookworm => "127.0.0.1:5000/library/debian-cowsay",
-            Bullseye => "127.0.0.1:5000/library/debian-bullseye",
-            Small => "127.0.0.1:5000/test/glibc",
-            Musl => "127.0.0.1:5000/test/musl",
-            DebianArm64 => "127.0.0.1:5000/library/debian-arm64",
-            SmallArm64 => "127.0.0.1:5000/test/glibc-arm64",
+            Bookworm => images::DEBIAN,
+            Bullseye => images::BULLSEYE,
+            Small => images::GLIBC,
+            Musl => images::MUSL,
+            DebianArm64 => images::DEBIAN_ARM64,
+            SmallArm64 => images::GLIBC_ARM64,
         }
     }
 

@@ -2,16 +2,17 @@
 //! deadline, and no library loaded from outside the rootfs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use scar_test_kit as common;
+use scar_test_kit::images;
 
 use std::time::{Duration, Instant};
 
 use common::lambda::{lambda_rootfs, lambda_run, shim_dir, text};
 
-const BOOKWORM: &str = "127.0.0.1:5000/library/debian-cowsay";
-const BULLSEYE: &str = "127.0.0.1:5000/library/debian-bullseye";
-const MUSL: &str = "127.0.0.1:5000/test/musl";
-const SMALL: &str = "127.0.0.1:5000/test/glibc";
+const BOOKWORM: &str = images::DEBIAN;
+const BULLSEYE: &str = images::BULLSEYE;
+const MUSL: &str = images::MUSL;
+const SMALL: &str = images::GLIBC;
 
 #[test]
 #[ignore = "needs the harness, root and the shim (make test)"]

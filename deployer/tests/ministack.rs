@@ -4,13 +4,14 @@
 //! producing its output object, `invoke` over HTTP, `log` and `rm`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use scar_test_kit as common;
+use scar_test_kit::images;
 
 use std::time::{Duration, Instant};
 
 use common::{MINISTACK, Stand, layer_zip, unique, work};
 
-const IMAGE: &str = "127.0.0.1:5000/library/debian-cowsay";
+const IMAGE: &str = images::DEBIAN;
 
 #[tokio::test]
 #[ignore = "needs the harness and ministack (make test)"]

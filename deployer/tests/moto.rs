@@ -2,13 +2,14 @@
 //! started by setup.sh), each result read back through separate SDK clients.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use scar_test_kit as common;
+use scar_test_kit::images;
 
 use std::collections::HashMap;
 
 use common::{MOTO, Stand, layer_zip, unique};
 
-const IMAGE: &str = "127.0.0.1:5000/library/debian-cowsay";
+const IMAGE: &str = images::DEBIAN;
 
 #[test]
 fn every_command_has_help_naming_scars_flags() {
@@ -632,7 +633,7 @@ async fn image_staged_in_s3_is_an_oci_layout_the_function_points_at() {
             "-n",
             &name,
             "-i",
-            "127.0.0.1:5000/test/glibc",
+            images::GLIBC,
             "-db",
             &deploy,
             "--role",

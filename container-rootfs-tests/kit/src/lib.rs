@@ -1,8 +1,18 @@
-//! Shared helpers: where the harness lives, pulling, and comparing trees.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! The test kit both suites stand on, compiled once: where the harness lives and what it
+//! serves ([`images`], the registries, the AWS stand-ins), pulling and comparing trees with
+//! the reference unpacks, running commands as Lambda does against a real chroot
+//! ([`lambda`]), the in-process Runtime API peer ([`runtime_api`]), and driving the deployer
+//! against moto and ministack ([`stand`]).
+//!
+//! Helpers assert instead of returning errors: a failed helper is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod images;
 pub mod lambda;
 pub mod runtime_api;
+pub mod stand;
+
+pub use stand::{MINISTACK, MOTO, Ran, Stand, layer_zip, root, unique};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,16 +26,25 @@ use sha2::{Digest, Sha256};
 /// An S3 client for a local stand-in (moto or ministack): test credentials, path-style
 /// addressing, since stand-ins have no per-bucket DNS names.
 pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    s3_client_for(&sdk_config(endpoint, "us-east-1").await)
+}
+
+/// The SDK configuration for a local stand-in: its endpoint, a region, test credentials.
+pub async fn sdk_config(endpoint: &str, region: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
+        .region(aws_config::Region::new(region.to_owned()))
         .credentials_provider(aws_sdk_s3::config::Credentials::new(
             "test", "test", None, None, "test",
         ))
         .load()
-        .await;
+        .await
+}
+
+/// An S3 client with path-style addressing, as stand-ins need.
+pub fn s3_client_for(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&config)
+        aws_sdk_s3::config::Builder::from(config)
             .force_path_style(true)
             .build(),
     )

@@ -2,7 +2,6 @@
 //! be made to do on demand: chosen deadlines, init errors, a peer that hangs up. It serves
 //! under a path prefix, as some peers do, to prove the runtime never treats
 //! `AWS_LAMBDA_RUNTIME_API` as host:port.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,7 +20,7 @@ pub enum Reply {
     Error { error_type: String, body: Value },
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct State {
     pending: Mutex<VecDeque<(String, Value, u64)>>,
     replies: Mutex<HashMap<String, Reply>>,
@@ -34,6 +33,7 @@ struct State {
     next_id: AtomicU64,
 }
 
+#[derive(Debug)]
 pub struct FakeRuntimeApi {
     /// The value for AWS_LAMBDA_RUNTIME_API: `127.0.0.1:PORT/prefix`.
     pub endpoint: String,

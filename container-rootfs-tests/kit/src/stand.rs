@@ -1,6 +1,5 @@
 //! Drives the real `deployer` binary against a local AWS stand-in and checks the result
 //! through separate SDK clients: the state the service holds, not what the deployer printed.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -24,7 +23,19 @@ pub fn unique(prefix: &str) -> String {
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    // This crate is container-rootfs-tests/kit.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The debug `deployer` the deployer's tests run (cargo builds it for them).
+pub fn deployer_bin() -> PathBuf {
+    let bin = root().join("target/debug/deployer");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build -p deployer` (make test does)",
+        bin.display()
+    );
+    bin
 }
 
 /// The x86_64 layer zip `make layer` builds (a real static bootstrap and both shims).
@@ -36,11 +47,6 @@ pub fn layer_zip() -> PathBuf {
         path.display()
     );
     path
-}
-
-/// The harness's work directory.
-pub fn work() -> PathBuf {
-    PathBuf::from(std::env::var("CRT_WORK").unwrap_or_else(|_| "/tmp/scar-crt".into()))
 }
 
 /// What a deployer run printed.
@@ -68,6 +74,7 @@ impl Ran {
 
 /// One isolated account view: a region of its own (functions and layers are regional) and
 /// a defaults file of its own.
+#[derive(Debug)]
 pub struct Stand {
     pub endpoint: &'static str,
     pub region: String,
@@ -81,19 +88,8 @@ pub struct Stand {
 
 impl Stand {
     pub async fn new(endpoint: &'static str, region: &str) -> Self {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(endpoint)
-            .region(aws_config::Region::new(region.to_owned()))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "test", "test", None, None, "test",
-            ))
-            .load()
-            .await;
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&config)
-                .force_path_style(true)
-                .build(),
-        );
+        let config = crate::sdk_config(endpoint, region).await;
+        let s3 = crate::s3_client_for(&config);
         Self {
             endpoint,
             region: region.to_owned(),
@@ -112,7 +108,7 @@ impl Stand {
 
     /// Runs the deployer binary with this stand's endpoint, region and defaults file.
     pub fn deployer(&self, args: &[&str]) -> Ran {
-        let out = Command::new(env!("CARGO_BIN_EXE_deployer"))
+        let out = Command::new(deployer_bin())
             .args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -1,21 +1,17 @@
 //! Running commands the way Lambda does (uid 993, writable /tmp only) through
 //! `bootstrap run`, and the same commands under a real `chroot`, the ground truth.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use super::work;
+use crate::work;
 
 /// Lambda's `sbx_user1051`, created by setup.sh.
 pub const LAMBDA_UID: u32 = 993;
 
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    crate::root()
 }
 
 /// The debug `bootstrap` that `make test` builds.
