@@ -176,10 +176,6 @@ async fn layer_publish_shares_versions_and_init_attaches_the_newest() {
 #[tokio::test]
 #[ignore = "needs moto server (make test)"]
 async fn init_wires_everything_and_rm_takes_exactly_that_back() {
-    use aws_sdk_s3::types::{
-        Event, FilterRule, FilterRuleName, LambdaFunctionConfiguration, NotificationConfiguration,
-        NotificationConfigurationFilter, S3KeyFilter,
-    };
     let stand = Stand::new(MOTO, "us-east-1").await;
     let role = stand.role().await;
     let (name, bucket, api) = (unique("wired"), unique("wired-data"), unique("wired-api"));
@@ -200,50 +196,10 @@ async fn init_wires_everything_and_rm_takes_exactly_that_back() {
         .unwrap();
     let other = unique("other");
     stand.init_packaged(&other, IMAGE, &role).ok();
-    let other_arn = stand
-        .lambda
-        .get_function()
-        .function_name(&other)
-        .send()
-        .await
-        .unwrap()
-        .configuration()
-        .unwrap()
-        .function_arn()
-        .unwrap()
-        .to_owned();
-    let theirs = LambdaFunctionConfiguration::builder()
-        .id("theirs")
-        .lambda_function_arn(&other_arn)
-        .events(Event::S3ObjectCreated)
-        .filter(
-            NotificationConfigurationFilter::builder()
-                .key(
-                    S3KeyFilter::builder()
-                        .filter_rules(
-                            FilterRule::builder()
-                                .name(FilterRuleName::Prefix)
-                                .value("elsewhere/")
-                                .build(),
-                        )
-                        .build(),
-                )
-                .build(),
-        )
-        .build()
-        .unwrap();
+    let other_arn = stand.function_arn(&other).await;
     stand
-        .s3
-        .put_bucket_notification_configuration()
-        .bucket(&bucket)
-        .notification_configuration(
-            NotificationConfiguration::builder()
-                .lambda_function_configurations(theirs)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+        .add_foreign_notification(&bucket, "theirs", &other_arn, "elsewhere/")
+        .await;
 
     let ran = stand
         .deployer(&[
@@ -324,14 +280,10 @@ async fn init_wires_everything_and_rm_takes_exactly_that_back() {
     );
 
     // Its log group, with the default retention.
-    let groups = stand
-        .logs
-        .describe_log_groups()
-        .log_group_name_prefix(format!("/aws/lambda/{name}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(groups.log_groups()[0].retention_in_days(), Some(30));
+    assert_eq!(
+        stand.log_retention(&format!("/aws/lambda/{name}")).await,
+        Some(30)
+    );
 
     // The bucket: SCAR's folders, and both notifications.
     for folder in ["input/", "output/"] {
@@ -344,31 +296,13 @@ async fn init_wires_everything_and_rm_takes_exactly_that_back() {
             .await
             .unwrap();
     }
-    let notifications = stand
-        .s3
-        .get_bucket_notification_configuration()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
-    let mut ids: Vec<_> = notifications
-        .lambda_function_configurations()
-        .iter()
-        .map(|c| c.id().unwrap().to_owned())
-        .collect();
-    ids.sort();
-    assert_eq!(ids, [format!("scar-{name}"), "theirs".to_owned()]);
+    assert_eq!(
+        stand.notification_ids(&bucket).await,
+        [format!("scar-{name}"), "theirs".to_owned()]
+    );
 
     // Permissions for S3 and API Gateway.
-    let policy = stand
-        .lambda
-        .get_policy()
-        .function_name(&name)
-        .send()
-        .await
-        .unwrap()
-        .policy
-        .unwrap();
+    let policy = stand.policy(&name).await;
     assert!(
         policy.contains("s3.amazonaws.com") && policy.contains(&format!("arn:aws:s3:::{bucket}")),
         "{policy}"
@@ -377,48 +311,18 @@ async fn init_wires_everything_and_rm_takes_exactly_that_back() {
 
     // The REST API: a proxy route, a Lambda proxy integration, the `scar` stage.
     let api_id = tags.get("scar-rs:api").unwrap();
-    let apis = stand.apigw.get_rest_apis().send().await.unwrap();
-    assert!(
-        apis.items()
-            .iter()
-            .any(|a| a.id() == Some(api_id) && a.name() == Some(api.as_str()))
-    );
-    let resources = stand
-        .apigw
-        .get_resources()
-        .rest_api_id(api_id)
-        .send()
+    let wired = stand
+        .rest_api(api_id)
         .await
-        .unwrap();
-    let proxy = resources
-        .items()
-        .iter()
-        .find(|r| r.path() == Some("/{proxy+}"))
-        .expect("a {proxy+} route");
-    let integration = stand
-        .apigw
-        .get_integration()
-        .rest_api_id(api_id)
-        .resource_id(proxy.id().unwrap())
-        .http_method("ANY")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(integration.r#type().unwrap().as_str(), "AWS_PROXY");
+        .expect("the REST API with a {proxy+} route");
+    assert_eq!(wired.name, api);
+    assert_eq!(wired.integration_type, "AWS_PROXY");
     assert!(
-        integration
-            .uri()
-            .unwrap()
+        wired
+            .integration_uri
             .contains(config.function_arn().unwrap())
     );
-    let stages = stand
-        .apigw
-        .get_stages()
-        .rest_api_id(api_id)
-        .send()
-        .await
-        .unwrap();
-    assert!(stages.item().iter().any(|s| s.stage_name() == Some("scar")));
+    assert!(wired.stages.iter().any(|s| s == "scar"), "{wired:?}");
 
     // ls shows it with its image and endpoint.
     let listed: serde_json::Value =
@@ -443,21 +347,8 @@ async fn init_wires_everything_and_rm_takes_exactly_that_back() {
     stand.deployer(&["rm", "-n", &name]).ok();
     assert!(!stand.function_exists(&name).await);
     assert!(!stand.log_group_exists(&format!("/aws/lambda/{name}")).await);
-    let apis = stand.apigw.get_rest_apis().send().await.unwrap();
-    assert!(!apis.items().iter().any(|a| a.id() == Some(api_id)));
-    let notifications = stand
-        .s3
-        .get_bucket_notification_configuration()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
-    let ids: Vec<_> = notifications
-        .lambda_function_configurations()
-        .iter()
-        .map(|c| c.id().unwrap())
-        .collect();
-    assert_eq!(ids, ["theirs"]);
+    assert_eq!(stand.rest_api(api_id).await, None);
+    assert_eq!(stand.notification_ids(&bucket).await, ["theirs"]);
     assert!(stand.bucket_exists(&bucket).await);
     assert!(stand.function_exists(&other).await);
 }

@@ -217,4 +217,156 @@ impl Stand {
         names.sort();
         names
     }
+
+    pub async fn function_arn(&self, name: &str) -> String {
+        self.lambda
+            .get_function()
+            .function_name(name)
+            .send()
+            .await
+            .unwrap()
+            .configuration()
+            .unwrap()
+            .function_arn()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The function's resource policy, as JSON text.
+    pub async fn policy(&self, name: &str) -> String {
+        self.lambda
+            .get_policy()
+            .function_name(name)
+            .send()
+            .await
+            .unwrap()
+            .policy
+            .unwrap()
+    }
+
+    pub async fn log_retention(&self, group: &str) -> Option<i32> {
+        self.logs
+            .describe_log_groups()
+            .log_group_name_prefix(group)
+            .send()
+            .await
+            .unwrap()
+            .log_groups()
+            .first()
+            .and_then(|g| g.retention_in_days())
+    }
+
+    /// The ids of the bucket's Lambda notifications, sorted.
+    pub async fn notification_ids(&self, bucket: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .s3
+            .get_bucket_notification_configuration()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap()
+            .lambda_function_configurations()
+            .iter()
+            .filter_map(|c| c.id().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Gives `bucket` a notification of someone else's: uploads below `prefix` run
+    /// `function_arn`.
+    pub async fn add_foreign_notification(
+        &self,
+        bucket: &str,
+        id: &str,
+        function_arn: &str,
+        prefix: &str,
+    ) {
+        use aws_sdk_s3::types::{
+            Event, FilterRule, FilterRuleName, LambdaFunctionConfiguration,
+            NotificationConfiguration, NotificationConfigurationFilter, S3KeyFilter,
+        };
+        let rule = FilterRule::builder()
+            .name(FilterRuleName::Prefix)
+            .value(prefix)
+            .build();
+        let filter = NotificationConfigurationFilter::builder()
+            .key(S3KeyFilter::builder().filter_rules(rule).build())
+            .build();
+        let theirs = LambdaFunctionConfiguration::builder()
+            .id(id)
+            .lambda_function_arn(function_arn)
+            .events(Event::S3ObjectCreated)
+            .filter(filter)
+            .build()
+            .unwrap();
+        let configuration = NotificationConfiguration::builder()
+            .lambda_function_configurations(theirs)
+            .build();
+        self.s3
+            .put_bucket_notification_configuration()
+            .bucket(bucket)
+            .notification_configuration(configuration)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// How a REST API is wired: its name, its `{proxy+}` route's integration, its stages.
+    pub async fn rest_api(&self, api_id: &str) -> Option<RestApi> {
+        let apis = self.apigw.get_rest_apis().send().await.unwrap();
+        let name = apis
+            .items()
+            .iter()
+            .find(|a| a.id() == Some(api_id))?
+            .name()?
+            .to_owned();
+        let resources = self
+            .apigw
+            .get_resources()
+            .rest_api_id(api_id)
+            .send()
+            .await
+            .unwrap();
+        let proxy = resources
+            .items()
+            .iter()
+            .find(|r| r.path() == Some("/{proxy+}"))?;
+        let integration = self
+            .apigw
+            .get_integration()
+            .rest_api_id(api_id)
+            .resource_id(proxy.id()?)
+            .http_method("ANY")
+            .send()
+            .await
+            .unwrap();
+        let stages = self
+            .apigw
+            .get_stages()
+            .rest_api_id(api_id)
+            .send()
+            .await
+            .unwrap();
+        Some(RestApi {
+            name,
+            integration_type: integration.r#type()?.as_str().to_owned(),
+            integration_uri: integration.uri()?.to_owned(),
+            stages: stages
+                .item()
+                .iter()
+                .filter_map(|s| s.stage_name().map(str::to_owned))
+                .collect(),
+        })
+    }
+}
+
+/// A REST API as [`Stand::rest_api`] reads it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestApi {
+    pub name: String,
+    /// The `{proxy+}` route's integration type (`AWS_PROXY`).
+    pub integration_type: String,
+    pub integration_uri: String,
+    pub stages: Vec<String>,
 }
