@@ -19,13 +19,28 @@ const MOTO: &str = "http://127.0.0.1:5001";
 /// Runs one example's event; `init_script` is the example's script, placed as
 /// `deployer init -s` places it (relative to the function package).
 fn emulate(example: &str, image: &str, init_script: Option<&str>, extra: &[&str]) -> Value {
+    let event = workspace()
+        .join("examples")
+        .join(example)
+        .join("event.json");
+    emulate_event(example, &event, image, init_script, extra)
+}
+
+/// [`emulate`] with another event file.
+fn emulate_event(
+    example: &str,
+    event: &std::path::Path,
+    image: &str,
+    init_script: Option<&str>,
+    extra: &[&str],
+) -> Value {
     let dir = workspace().join("examples").join(example);
     let mut command = Command::new("setpriv");
     command
         .args(["--reuid", "993", "--regid", "993", "--clear-groups", "--"])
         .arg(bootstrap_bin())
         .arg("--emulate")
-        .arg(dir.join("event.json"))
+        .arg(event)
         .args(["--image", image, "--timeout", "120"])
         .args(extra)
         .env_clear()
@@ -110,14 +125,12 @@ fn cowsay_with_arguments() {
 async fn imagemagick_on_an_s3_upload() {
     let client = common::s3_client(MOTO).await;
     let bucket = "scar-example-imagemagick";
-    // A 64x32 colour gradient as a binary PPM, the simplest format ImageMagick reads.
-    let mut ppm = b"P6\n64 32\n255\n".to_vec();
-    for y in 0..32u8 {
-        for x in 0..64u8 {
-            ppm.extend_from_slice(&[x * 4, y * 8, 255 - x * 2]);
-        }
-    }
-    bucket_with(&client, bucket, &[("input/sunset photo.ppm", ppm)]).await;
+    bucket_with(
+        &client,
+        bucket,
+        &[("input/sunset photo.ppm", gradient_ppm())],
+    )
+    .await;
     let response = emulate("imagemagick", COWSAY, Some("script.sh"), &[]);
     let record = &response["records"][0];
     assert_eq!(output(record), "sunset photo.png 32x16 Gray\n");
@@ -126,11 +139,52 @@ async fn imagemagick_on_an_s3_upload() {
         serde_json::json!([format!("s3://{bucket}/output/sunset photo.png")])
     );
     let png = object(&client, bucket, "output/sunset photo.png").await;
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(
+        png_shape(&png),
+        (32, 16, 0),
+        "half size, grayscale (colour type 0)"
+    );
+}
+
+/// A 64x32 colour gradient as a binary PPM, the simplest format ImageMagick reads.
+fn gradient_ppm() -> Vec<u8> {
+    let mut ppm = b"P6\n64 32\n255\n".to_vec();
+    for y in 0..32u8 {
+        for x in 0..64u8 {
+            ppm.extend_from_slice(&[x * 4, y * 8, 255 - x * 2]);
+        }
+    }
+    ppm
+}
+
+/// Width, height and colour type of a PNG.
+fn png_shape(png: &[u8]) -> (u32, u32, u8) {
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
     let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
     let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
-    assert_eq!((width, height), (32, 16));
-    assert_eq!(png[25], 0, "PNG colour type 0 is grayscale");
+    (width, height, png[25])
+}
+
+#[test]
+#[ignore = "needs the harness (make test)"]
+fn imagemagick_answers_an_http_post_with_a_binary_png() {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(gradient_ppm());
+    let event = serde_json::json!({"version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": "",
+        "headers": {"content-type": "image/x-portable-pixmap"},
+        "requestContext": {"http": {"method": "POST", "path": "/", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "curl"}},
+        "body": encoded, "isBase64Encoded": true});
+    let file = common::work().join(format!("imagemagick-http-{}.json", std::process::id()));
+    std::fs::write(&file, event.to_string()).unwrap();
+    let response = emulate_event("imagemagick", &file, COWSAY, Some("script.sh"), &[]);
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(response["statusCode"], 200, "{response:#}");
+    assert_eq!(response["isBase64Encoded"], true);
+    assert_eq!(response["headers"]["content-type"], "image/png");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(response["body"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(png_shape(&png), (32, 16, 0), "half size, grayscale");
 }
 
 #[tokio::test]

@@ -39,6 +39,7 @@ fn spec(script: &str, limit: usize, deadline: Option<Duration>) -> RunSpec {
             ("/dev".into(), "/dev".into()),
         ],
         capture: Capture::Combined { limit },
+        live_log: None,
         deadline: deadline.map(|d| tokio::time::Instant::now() + d),
         grace: Duration::from_millis(500),
     }

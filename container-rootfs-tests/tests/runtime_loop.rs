@@ -31,6 +31,11 @@ impl Drop for Runtime {
 }
 
 fn start(api: &FakeRuntimeApi, vars: &[(&str, &str)]) -> Runtime {
+    start_logging_to(api, vars, Stdio::inherit())
+}
+
+/// [`start`] with the runtime's stderr (its log, as CloudWatch would receive it) in `log`.
+fn start_logging_to(api: &FakeRuntimeApi, vars: &[(&str, &str)], log: impl Into<Stdio>) -> Runtime {
     let cache = work().join("cache-runtime");
     let child = Command::new(bootstrap_bin())
         .env_clear()
@@ -49,7 +54,7 @@ fn start(api: &FakeRuntimeApi, vars: &[(&str, &str)]) -> Runtime {
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .envs(vars.iter().copied())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(log)
         .spawn()
         .unwrap();
     Runtime { child }
@@ -128,7 +133,7 @@ fn a_bad_configuration_is_posted_to_init_error() {
 #[ignore = "needs the harness (make test)"]
 fn direct_invokes_http_events_and_malformed_events() {
     let init = init_script(
-        "if [ -n \"$SCAR_INPUT_FILE\" ]; then cat \"$SCAR_INPUT_FILE\"; echo; fi; echo \"name=$name from init\"\n",
+        "if [ -n \"$SCAR_INPUT_FILE\" ]; then cat \"$SCAR_INPUT_FILE\"; echo; fi; echo \"name=$HTTP_QUERY_NAME from init\"\n",
     );
     let api = FakeRuntimeApi::start();
     let _runtime = start(
@@ -209,7 +214,11 @@ fn direct_invokes_http_events_and_malformed_events() {
         (json!({"script": "%%%"}), "base64"),
         (
             json!({"Records": [{"eventSource": "aws:sqs", "s3": {"bucket": {"name": "b"}, "object": {"key": "k"}}}]}),
-            "aws:sqs",
+            "malformed SQS event: missing field `messageId`",
+        ),
+        (
+            json!({"Records": [{"eventSource": "aws:kinesis"}]}),
+            "unsupported event source \"aws:kinesis\"",
         ),
         (json!("a string"), "JSON object"),
     ] {
@@ -355,4 +364,207 @@ fn a_peer_that_hangs_up_ends_the_runtime() {
     api.hang_up();
     let status = wait_exit(&mut runtime, Duration::from_secs(20));
     assert!(!status.success(), "exited with {status}");
+}
+
+fn runtime_with_init(
+    api: &FakeRuntimeApi,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> (Runtime, PathBuf) {
+    let init = init_script(body);
+    let mut vars = vec![
+        ("SCAR_IMAGE", IMAGE),
+        ("SCAR_INIT_SCRIPT", init.to_str().unwrap()),
+    ];
+    vars.extend_from_slice(extra);
+    (start(api, &vars), init)
+}
+
+#[test]
+#[ignore = "needs the harness (make test)"]
+fn sqs_sns_eventbridge_and_any_json_run_with_the_event_file_and_their_inputs() {
+    let api = FakeRuntimeApi::start();
+    let (_runtime, init) = runtime_with_init(
+        &api,
+        "x=$(cat \"$SCAR_INPUT_FILE\" 2>/dev/null || echo none)\n\
+         echo \"got $x at ${EVENT_TIME:-?} via $INPUT_FILE_PATH trace=$_X_AMZN_TRACE_ID\"\n\
+         grep -c '\"source\"' \"$SCAR_EVENT_FILE\" || true\n\
+         [ \"$x\" != fail ]\n",
+        &[],
+    );
+    let minute = Duration::from_secs(60);
+    let sample = |name: &str| -> Value {
+        let path = common::root().join(format!("examples/events/aws/{name}.json"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+
+    // SQS, in the shape AWS documents: one run per message, failures for retry.
+    let mut sqs = sample("sqs");
+    sqs["Records"][1]["body"] = json!("fail");
+    let (id, reply) = api.invoke_with_id(sqs, minute);
+    let reply = response(reply);
+    assert_eq!(
+        reply["batchItemFailures"],
+        json!([{"itemIdentifier": "2e1424d4-f796-459a-8184-9c92662be6da"}]),
+        "{reply}"
+    );
+    let first = reply["records"][0]["output"].as_str().unwrap();
+    assert!(
+        first.starts_with(&format!(
+            "got Test message. at 1545082649183 via /tmp/{id}/input/message trace=Root=1-00000000-000000000000000000000000\n"
+        )),
+        "{first}"
+    );
+    assert!(
+        reply.get("output").is_none(),
+        "the output appears once: {reply}"
+    );
+
+    // SNS: the message is the input.
+    let reply = response(api.invoke(sample("sns"), minute));
+    assert!(
+        reply["records"][0]["output"]
+            .as_str()
+            .unwrap()
+            .starts_with("got Hello from SNS! at 2019-01-02T12:45:07.000Z"),
+        "{reply}"
+    );
+
+    // A scheduled event: one run of the function's command, the event in its file.
+    let reply = response(api.invoke(sample("scheduled"), minute));
+    assert_eq!(reply["exit_code"], 0, "{reply}");
+    assert!(
+        reply["output"]
+            .as_str()
+            .unwrap()
+            .starts_with("got none at ? via  trace="),
+        "{reply}"
+    );
+    assert!(
+        reply["output"].as_str().unwrap().ends_with("\n1\n"),
+        "the event file: {reply}"
+    );
+    let _ = std::fs::remove_file(init);
+}
+
+#[test]
+#[ignore = "needs the harness (make test)"]
+fn an_http_caller_cannot_set_the_containers_environment() {
+    let api = FakeRuntimeApi::start();
+    let (_runtime, init) = runtime_with_init(
+        &api,
+        "env | grep -v -e '^REQUEST_ID=' -e '^SCAR_INPUT_DIR=' -e '^SCAR_OUTPUT_DIR=' -e '^TMP_OUTPUT_DIR=' \\\n\
+           -e '^SCAR_EVENT_FILE=' -e '^SCAR_HTTP_' -e '^SCAR_INPUT_FILE=' -e '^INPUT_FILE_PATH=' | sort\n",
+        &[("CONT_VAR_OWN", "kept")],
+    );
+    let request = |query: Value| {
+        json!({"version": "2.0", "routeKey": "$default", "rawPath": "/PATH=/evil", "rawQueryString": "",
+               "queryStringParameters": query,
+               "headers": {"content-type": "text/plain", "ld_preload": "/tmp/x.so", "bash_env": "/tmp/x"},
+               "requestContext": {"http": {"method": "POST", "path": "/", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "t"}},
+               "body": "PERL5OPT=-d", "isBase64Encoded": false})
+    };
+    let hostile = json!({"PATH": "/evil", "LD_PRELOAD": "/tmp/x.so", "BASH_ENV": "/tmp/x",
+        "PERL5OPT": "-d", "AWS_ACCESS_KEY_ID": "AKIAFORGED", "SCAR_INPUT_FILE": "/etc/shadow",
+        "SCAR_IMAGE": "x", "CONT_VAR_OWN": "forged", "a=b": "c", "with space": "d", "ünï": "e"});
+    let minute = Duration::from_secs(60);
+    let with = response(api.invoke(request(hostile), minute));
+    let without = response(api.invoke(request(json!({})), minute));
+    let lines = |reply: &Value| -> Vec<String> {
+        reply["body"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let (with, without) = (lines(&with), lines(&without));
+    let outside: Vec<&String> = with
+        .iter()
+        .filter(|l| !l.starts_with("HTTP_QUERY_"))
+        .collect();
+    assert_eq!(
+        outside,
+        without.iter().collect::<Vec<_>>(),
+        "the environment changed"
+    );
+    assert!(without.contains(&"OWN=kept".to_owned()), "{without:?}");
+    assert!(
+        without.contains(&"AWS_ACCESS_KEY_ID=test".to_owned()),
+        "{without:?}"
+    );
+    let namespaced: Vec<&String> = with
+        .iter()
+        .filter(|l| l.starts_with("HTTP_QUERY_"))
+        .collect();
+    assert_eq!(namespaced.len(), 11, "{namespaced:?}");
+    assert!(with.contains(&"HTTP_QUERY_LD_PRELOAD=/tmp/x.so".to_owned()));
+    assert!(with.contains(&"HTTP_QUERY_A_B=c".to_owned()));
+    let _ = std::fs::remove_file(init);
+}
+
+#[test]
+#[ignore = "needs the harness (make test)"]
+fn output_goes_live_to_the_log_and_responses_stay_under_lambdas_limit() {
+    let api = FakeRuntimeApi::start();
+    let log_path = work().join(format!("runtime-log-{}.jsonl", std::process::id()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let _runtime = start_logging_to(
+        &api,
+        &[("SCAR_IMAGE", IMAGE), ("AWS_LAMBDA_LOG_FORMAT", "JSON")],
+        log,
+    );
+    let minute = Duration::from_secs(120);
+    let (id, reply) = api.invoke_with_id(
+        script("echo first line; echo second >&2; printf 'no newline'"),
+        minute,
+    );
+    assert_eq!(response(reply)["output"], "first line\nsecond\nno newline");
+    // 50 MB of output: the response keeps SCAR_OUTPUT_LIMIT of it and says what it cut.
+    let big = response(api.invoke(
+        script("head -c 50000000 /dev/zero | tr '\\0' x; echo; echo done"),
+        minute,
+    ));
+    let size = serde_json::to_vec(&big).unwrap().len();
+    assert!(size < 6 * 1024 * 1024, "a {size}-byte response");
+    assert!(
+        big["output_truncated_bytes"].as_u64().unwrap() > 45_000_000,
+        "{}",
+        big["output_truncated_bytes"]
+    );
+    assert!(
+        big["output"]
+            .as_str()
+            .unwrap()
+            .contains("[scar: output truncated:")
+    );
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let records: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["requestId"] == id.as_str())
+        .collect();
+    let messages: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["message"].as_str())
+        .collect();
+    assert_eq!(
+        messages,
+        ["first line", "second", "no newline"],
+        "{text:.2000}"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r["timestamp"].is_string() && r["level"] == "INFO")
+    );
+    // Every line of the 50 MB reached the log, unless the log fell behind and said so.
+    let done = text.lines().any(|l| l.contains("\"message\":\"done\""));
+    let dropped = text.contains("lines of output not logged");
+    assert!(
+        done || dropped,
+        "the last line is logged or the drop is said"
+    );
+    let _ = std::fs::remove_file(log_path);
 }

@@ -1,4 +1,5 @@
 # Runs for every HTTP request: the POSTed body is $SCAR_INPUT_FILE; what the script prints is
-# the response body. Query parameters arrive as variables (?animal=tux sets $animal).
+# the response body. Query parameters arrive as HTTP_QUERY_<NAME> variables only
+# (?animal=tux sets $HTTP_QUERY_ANIMAL), so a caller can never set PATH or LD_PRELOAD.
 set -eu
-/usr/games/cowsay -f "${animal:-default}" < "$SCAR_INPUT_FILE"
+/usr/games/cowsay -f "${HTTP_QUERY_ANIMAL:-default}" < "$SCAR_INPUT_FILE"

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use scar_image::{Credentials, Platform, PullOptions, RegistryOptions};
 
-use crate::exec::StaticPolicy;
+use crate::exec::{LineFormat, StaticPolicy};
 use crate::settings::{self, InvalidValue};
 
 /// A setting that cannot be used.
@@ -61,6 +61,8 @@ pub struct FunctionConfig {
     pub pull: PullOptions,
     /// How programs run.
     pub exec: ExecOptions,
+    /// How the command's output lines are written to the log (`AWS_LAMBDA_LOG_FORMAT`).
+    pub log_format: LineFormat,
 }
 
 /// Where the shim builds are and what happens to static programs.
@@ -201,6 +203,10 @@ impl FunctionConfig {
             container_env,
             pull: pull_options(lookup, false)?,
             exec: exec_options(lookup)?,
+            log_format: match lookup("AWS_LAMBDA_LOG_FORMAT") {
+                Some(format) if format.eq_ignore_ascii_case("json") => LineFormat::Json,
+                _ => LineFormat::Text,
+            },
         })
     }
 }

@@ -45,6 +45,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<i32> {
             .unwrap_or_else(|| "/".to_owned()),
         mounts,
         capture: Capture::Inherit,
+        live_log: None,
         deadline: args.timeout.map(|t| tokio::time::Instant::now() + t),
         grace: Duration::from_secs(2),
     };

@@ -27,9 +27,13 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The debug `deployer` the deployer's tests run (cargo builds it for them).
+/// The debug `deployer` the deployer's tests run (cargo builds it for them; nextest names
+/// it in `NEXTEST_BIN_EXE_deployer`).
 pub fn deployer_bin() -> PathBuf {
-    let bin = root().join("target/debug/deployer");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let bin = std::env::var_os("NEXTEST_BIN_EXE_deployer")
+        .map_or_else(|| target.join("debug/deployer"), PathBuf::from);
     assert!(
         bin.exists(),
         "{} missing: run `cargo build -p deployer` (make test does)",

@@ -3,6 +3,7 @@
 
 mod identity;
 mod launch;
+mod live_log;
 mod profile;
 mod supervise;
 
@@ -13,6 +14,7 @@ use rootfs_paths::LoaderKind;
 use scar_image::ContainerConfig;
 
 pub use launch::{Launch, mounts_of, mounts_spec};
+pub use live_log::{LineFormat, LiveLog};
 pub use profile::RootfsProfile;
 pub use supervise::{Capture, Outcome};
 
@@ -178,6 +180,8 @@ pub struct RunSpec {
     pub mounts: Vec<(String, PathBuf)>,
     /// Where stdout and stderr go.
     pub capture: Capture,
+    /// With [`Capture::Combined`]: the output's lines, live, in the runtime's log too.
+    pub live_log: Option<LiveLog>,
     /// When the whole process group is ended.
     pub deadline: Option<tokio::time::Instant>,
     /// Between SIGTERM and SIGKILL at the deadline.

@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 use rootfs_paths::Layout;
 
 use super::launch::{host_path, mounts_of, mounts_spec};
+use super::live_log::LiveLog;
 use super::{ExecError, RunSpec, Sandbox};
 
 /// Where a command's stdout and stderr go.
@@ -60,12 +61,21 @@ struct Captured {
     dropped: u64,
 }
 
-fn read_capped(mut reader: std::io::PipeReader, limit: usize, into: Arc<Mutex<Captured>>) {
+fn read_capped(
+    mut reader: std::io::PipeReader,
+    limit: usize,
+    into: Arc<Mutex<Captured>>,
+    log: Option<LiveLog>,
+) {
     let mut chunk = [0u8; 65536];
+    let mut lines = log.as_ref().map(LiveLog::lines);
     loop {
         match reader.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => {
+                if let Some(lines) = lines.as_mut() {
+                    lines.push(&chunk[..n]);
+                }
                 let Ok(mut captured) = into.lock() else { break };
                 let room = limit.saturating_sub(captured.kept.len()).min(n);
                 captured.kept.extend_from_slice(&chunk[..room]);
@@ -74,6 +84,9 @@ fn read_capped(mut reader: std::io::PipeReader, limit: usize, into: Arc<Mutex<Ca
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
+    }
+    if let Some(lines) = lines {
+        lines.finish();
     }
 }
 
@@ -151,7 +164,10 @@ impl Sandbox {
                 .stdout(writer.try_clone().map_err(spawn_error)?)
                 .stderr(writer);
             let into = Arc::clone(&captured);
-            reader_thread = Some(std::thread::spawn(move || read_capped(reader, limit, into)));
+            let log = spec.live_log.clone();
+            reader_thread = Some(std::thread::spawn(move || {
+                read_capped(reader, limit, into, log);
+            }));
         }
         let started = Instant::now();
         let mut child = tokio::process::Command::from(command)
@@ -198,6 +214,11 @@ impl Sandbox {
             while !thread.is_finished() && waited.elapsed() < DRAIN_WAIT {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
+        }
+        if spec.live_log.is_some() {
+            // The response waits for the log: a user reading CloudWatch sees every line
+            // before the invocation's END.
+            let _ = tokio::task::spawn_blocking(|| LiveLog::flush(DRAIN_WAIT)).await;
         }
         let (output, dropped) = match captured.lock() {
             Ok(mut c) => (std::mem::take(&mut c.kept), c.dropped),

@@ -1,13 +1,21 @@
-//! What an invocation asks for, from its event JSON: a direct invoke (SCAR's `script`,
-//! `cmd_args`, `env`), S3 `ObjectCreated` records, or an HTTP request from API Gateway
-//! (REST v1, HTTP API v2) or a Function URL (the v2 format).
+//! What an invocation asks for, from its event JSON, in the shapes AWS documents:
+//! - a direct invoke (SCAR's `script`, `cmd_args`, `env`);
+//! - S3 notifications, also wrapped in SQS messages, SNS notifications, or SNS inside SQS;
+//! - SQS messages and SNS notifications (one run per record, the body as the input file);
+//! - EventBridge events: S3 "Object Created" like an S3 notification, anything else (a
+//!   scheduled event) as one run;
+//! - an HTTP request from API Gateway (REST v1, HTTP API v2) or a Function URL (v2);
+//! - any other JSON object: one run with the event in `$SCAR_EVENT_FILE`.
+//!
+//! A malformed event of a known shape is refused with the field named; nothing here turns
+//! a caller's text into a path or a variable name (the handler does, through one rule).
 
 use std::collections::BTreeMap;
 
 use aws_lambda_events::event::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
 use base64::Engine;
-use serde::Deserialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// A malformed or unsupported event.
 #[derive(Debug, thiserror::Error)]
@@ -23,8 +31,8 @@ pub enum EventError {
         /// serde's message, naming the field.
         reason: String,
     },
-    /// Records from a source other than S3.
-    #[error("unsupported event source {0:?}: only aws:s3 records are handled")]
+    /// Records from a source this runtime does not know.
+    #[error("unsupported event source {0:?}: records from aws:s3, aws:sqs and aws:sns are handled")]
     Source(String),
     /// `script` is not base64.
     #[error("\"script\" must be a base64-encoded shell script: {0}")]
@@ -47,6 +55,9 @@ pub struct DirectInvoke {
     pub env: BTreeMap<String, String>,
 }
 
+/// The fields that make an object a direct invoke.
+const DIRECT_FIELDS: [&str; 3] = ["script", "cmd_args", "env"];
+
 /// One uploaded object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Object {
@@ -65,15 +76,59 @@ pub enum HttpFormat {
     V2,
 }
 
-/// An HTTP request.
-#[derive(Debug, Clone)]
+/// An HTTP request, as the command sees it in `$SCAR_HTTP_REQUEST_FILE`.
+#[derive(Debug, Clone, Serialize)]
 pub struct HttpRequest {
     /// How to answer.
+    #[serde(skip)]
     pub format: HttpFormat,
-    /// The request body, decoded.
-    pub body: Option<Vec<u8>>,
-    /// Query parameters (the first value of each), which become container variables.
+    /// `GET`, `POST`…
+    pub method: String,
+    /// The path as the caller sent it.
+    pub path: String,
+    /// Query parameters, in order, the first value of each.
     pub query: Vec<(String, String)>,
+    /// Request headers (lower-cased names).
+    pub headers: BTreeMap<String, String>,
+    /// The request body, decoded (written to `input/body`, not into the request file).
+    #[serde(skip)]
+    pub body: Option<Vec<u8>>,
+}
+
+/// What a batch event's records came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchSource {
+    /// S3 notifications (directly, or wrapped in SQS or SNS).
+    S3,
+    /// SQS messages.
+    Sqs,
+    /// SNS notifications.
+    Sns,
+    /// EventBridge's S3 "Object Created" events.
+    Eventbridge,
+}
+
+/// What one run of a batch reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// An S3 object, downloaded into the input directory.
+    Object(S3Object),
+    /// A message body, written into the input directory as `message`.
+    Message(Vec<u8>),
+}
+
+/// One run of a batch event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// What the report names it by: `s3://bucket/key`, or the message id.
+    pub name: String,
+    /// Its input.
+    pub input: Input,
+    /// When the record's event happened, as the event wrote it.
+    pub event_time: Option<String>,
+    /// The SQS message id Lambda retries by when this run fails.
+    pub sqs_message_id: Option<String>,
 }
 
 /// What an invocation asks for.
@@ -81,48 +136,23 @@ pub struct HttpRequest {
 pub enum Event {
     /// A direct invoke.
     Direct(DirectInvoke),
-    /// S3 records (placeholders already dropped), and how many placeholders there were.
-    S3 {
-        /// The objects to process, in order.
-        objects: Vec<S3Object>,
-        /// Folder placeholder keys that were skipped.
+    /// Records: one run each.
+    Batch {
+        /// What they came from.
+        source: BatchSource,
+        /// The runs, in order.
+        items: Vec<Item>,
+        /// Folder placeholder keys (and S3 test events) that were skipped.
         skipped: Vec<String>,
     },
     /// An HTTP request.
     Http(HttpRequest),
-}
-
-/// The fields of an S3 notification that matter. Not `aws_lambda_events`' `S3Event`: that
-/// requires every field of a real notification (`eventTime`, `userIdentity`…), and SCAR's
-/// event launcher and users' test events carry only these.
-#[derive(Debug, Deserialize)]
-struct S3Notification {
-    #[serde(rename = "Records")]
-    records: Vec<S3Record>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct S3Record {
-    #[serde(default)]
-    event_source: String,
-    s3: S3Entity,
-}
-
-#[derive(Debug, Deserialize)]
-struct S3Entity {
-    bucket: S3Named,
-    object: S3Key,
-}
-
-#[derive(Debug, Deserialize)]
-struct S3Named {
-    name: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct S3Key {
-    key: String,
+    /// Any other event (a scheduled event, EventBridge, custom JSON): one run of the
+    /// function's command, with the event in `$SCAR_EVENT_FILE`.
+    Other {
+        /// What it looked like: `eventbridge:<source>/<detail-type>`, or `json`.
+        kind: String,
+    },
 }
 
 fn malformed(kind: &'static str) -> impl Fn(serde_json::Error) -> EventError {
@@ -145,84 +175,324 @@ fn is_placeholder(key: &str, input_prefix: &str) -> bool {
     key.ends_with('/') || (!input_prefix.is_empty() && key == input_prefix.trim_end_matches('/'))
 }
 
+/// The fields of an S3 notification record that matter. Not `aws_lambda_events`' `S3Event`:
+/// that requires every field of a real notification, and SCAR's event launcher and users'
+/// test events carry only these.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct S3Record {
+    #[serde(default)]
+    event_time: Option<String>,
+    s3: S3Entity,
+}
+
+#[derive(Debug, Deserialize)]
+struct S3Entity {
+    bucket: Named,
+    object: Keyed,
+}
+
+#[derive(Debug, Deserialize)]
+struct Named {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Keyed {
+    key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SqsRecord {
+    message_id: String,
+    body: String,
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SnsRecord {
+    sns: SnsMessage,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SnsMessage {
+    message_id: String,
+    message: String,
+    #[serde(default)]
+    timestamp: Option<String>,
+}
+
+/// An EventBridge event's envelope (the fields every event has).
+#[derive(Debug, Deserialize)]
+struct EventBridge {
+    source: String,
+    #[serde(rename = "detail-type")]
+    detail_type: String,
+    #[serde(default)]
+    time: Option<String>,
+    #[serde(default)]
+    detail: Value,
+}
+
+/// EventBridge's S3 "Object Created" detail (keys are not URL-encoded there).
+#[derive(Debug, Deserialize)]
+struct S3Detail {
+    bucket: Named,
+    object: Keyed,
+}
+
+/// Collects the runs of a batch; S3 objects are decoded and placeholders skipped.
+struct Batch<'a> {
+    input_prefix: &'a str,
+    items: Vec<Item>,
+    skipped: Vec<String>,
+}
+
+impl Batch<'_> {
+    fn object(&mut self, bucket: String, key: String, time: Option<String>, sqs: Option<&str>) {
+        if is_placeholder(&key, self.input_prefix) {
+            self.skipped.push(key);
+            return;
+        }
+        self.items.push(Item {
+            name: format!("s3://{bucket}/{key}"),
+            input: Input::Object(S3Object { bucket, key }),
+            event_time: time,
+            sqs_message_id: sqs.map(str::to_owned),
+        });
+    }
+
+    /// The records of an S3 notification; `sqs` is the message that carried it.
+    fn s3_records(&mut self, records: &[Value], sqs: Option<&str>) -> Result<(), EventError> {
+        for record in records {
+            let record: S3Record =
+                serde_json::from_value(record.clone()).map_err(malformed("S3"))?;
+            let key = decode_key(&record.s3.object.key);
+            self.object(record.s3.bucket.name, key, record.event_time, sqs);
+        }
+        Ok(())
+    }
+
+    /// A message body: an S3 notification (or an SNS notification of one) becomes its
+    /// objects, S3's test event is skipped, anything else is the run's input.
+    fn message(
+        &mut self,
+        id: &str,
+        body: &str,
+        time: Option<String>,
+        sqs: Option<&str>,
+    ) -> Result<(), EventError> {
+        let parsed: Option<Map<String, Value>> = serde_json::from_str(body).ok();
+        if let Some(object) = &parsed {
+            if let Some(Value::Array(records)) = object.get("Records")
+                && records.iter().all(|r| r.get("s3").is_some())
+            {
+                return self.s3_records(records, sqs);
+            }
+            if object.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
+                self.skipped.push(format!("s3:TestEvent ({id})"));
+                return Ok(());
+            }
+            // SNS delivered to SQS without raw delivery: the notification's own envelope.
+            if object.get("Type").and_then(Value::as_str) == Some("Notification")
+                && let Some(message) = object.get("Message").and_then(Value::as_str)
+            {
+                let time = object
+                    .get("Timestamp")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .or(time);
+                return self.message(id, message, time, sqs);
+            }
+        }
+        self.items.push(Item {
+            name: id.to_owned(),
+            input: Input::Message(body.as_bytes().to_vec()),
+            event_time: time,
+            sqs_message_id: sqs.map(str::to_owned),
+        });
+        Ok(())
+    }
+}
+
+fn kind_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 impl Event {
     /// Classifies and parses an event.
     pub fn parse(value: Value, input_prefix: &str) -> Result<Self, EventError> {
         let Value::Object(map) = &value else {
-            return Err(EventError::NotAnObject(match value {
-                Value::Null => "null",
-                Value::Bool(_) => "a boolean",
-                Value::Number(_) => "a number",
-                Value::String(_) => "a string",
-                Value::Array(_) => "an array",
-                Value::Object(_) => "an object",
-            }));
+            return Err(EventError::NotAnObject(kind_name(&value)));
         };
-        if map.contains_key("Records") {
-            return Self::parse_s3(value, input_prefix);
+        if let Some(records) = map.get("Records") {
+            return Self::parse_records(records, input_prefix);
         }
         if map.contains_key("requestContext") {
-            let v2 = map.get("version").and_then(Value::as_str) == Some("2.0");
-            // Both formats carry the same three things; only their envelopes differ.
-            let (format, text, base64_encoded, query) = if v2 {
-                let r: ApiGatewayV2httpRequest =
-                    serde_json::from_value(value).map_err(malformed("HTTP (payload 2.0)"))?;
-                (
-                    HttpFormat::V2,
-                    r.body,
-                    r.is_base64_encoded,
-                    r.query_string_parameters,
-                )
-            } else {
-                let r: ApiGatewayProxyRequest =
-                    serde_json::from_value(value).map_err(malformed("API Gateway REST"))?;
-                (
-                    HttpFormat::RestV1,
-                    r.body,
-                    r.is_base64_encoded,
-                    r.query_string_parameters,
-                )
-            };
-            let query = query
-                .iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
-            return Ok(Self::Http(HttpRequest {
-                format,
-                body: body(text, base64_encoded)?,
-                query,
-            }));
+            return Self::parse_http(value).map(Self::Http);
         }
-        let direct: DirectInvoke =
-            serde_json::from_value(value).map_err(malformed("direct invoke"))?;
-        if let Some(script) = &direct.script {
-            base64::engine::general_purpose::STANDARD
-                .decode(script.trim())
-                .map_err(EventError::Script)?;
+        if map.contains_key("detail-type") && map.contains_key("source") {
+            return Self::parse_eventbridge(value, input_prefix);
         }
-        Ok(Self::Direct(direct))
+        if map.keys().all(|k| DIRECT_FIELDS.contains(&k.as_str())) {
+            let direct: DirectInvoke =
+                serde_json::from_value(value).map_err(malformed("direct invoke"))?;
+            if let Some(script) = &direct.script {
+                base64::engine::general_purpose::STANDARD
+                    .decode(script.trim())
+                    .map_err(EventError::Script)?;
+            }
+            return Ok(Self::Direct(direct));
+        }
+        if map.keys().any(|k| DIRECT_FIELDS.contains(&k.as_str())) {
+            // SCAR's fields with others beside them: a direct invoke with a typo.
+            let unknown = map
+                .keys()
+                .find(|k| !DIRECT_FIELDS.contains(&k.as_str()))
+                .cloned()
+                .unwrap_or_default();
+            return Err(EventError::Malformed {
+                kind: "direct invoke",
+                reason: format!(
+                    "unknown field `{unknown}`, expected one of `script`, `cmd_args`, `env`"
+                ),
+            });
+        }
+        Ok(Self::Other {
+            kind: "json".to_owned(),
+        })
     }
 
-    fn parse_s3(value: Value, input_prefix: &str) -> Result<Self, EventError> {
-        let event: S3Notification = serde_json::from_value(value).map_err(malformed("S3"))?;
-        let mut objects = Vec::new();
-        let mut skipped = Vec::new();
-        for record in event.records {
-            if record.event_source != "aws:s3" {
-                return Err(EventError::Source(record.event_source));
-            }
-            let key = decode_key(&record.s3.object.key);
-            if is_placeholder(&key, input_prefix) {
-                skipped.push(key);
-            } else {
-                objects.push(S3Object {
-                    bucket: record.s3.bucket.name,
-                    key,
+    fn parse_records(records: &Value, input_prefix: &str) -> Result<Self, EventError> {
+        let Value::Array(records) = records else {
+            return Err(EventError::Malformed {
+                kind: "Records",
+                reason: format!("\"Records\" must be an array, got {}", kind_name(records)),
+            });
+        };
+        let source_of = |r: &Value| {
+            r.get("eventSource")
+                .or_else(|| r.get("EventSource"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                // SCAR's event launcher and hand-made test events omit it.
+                .unwrap_or_else(|| if r.get("s3").is_some() { "aws:s3" } else { "" }.to_owned())
+        };
+        let mut batch = Batch {
+            input_prefix,
+            items: Vec::new(),
+            skipped: Vec::new(),
+        };
+        let mut source = None;
+        for record in records {
+            let this = source_of(record);
+            let kind = match this.as_str() {
+                "aws:s3" => BatchSource::S3,
+                "aws:sqs" => BatchSource::Sqs,
+                "aws:sns" => BatchSource::Sns,
+                _ => return Err(EventError::Source(this)),
+            };
+            if *source.get_or_insert(kind) != kind {
+                return Err(EventError::Malformed {
+                    kind: "Records",
+                    reason: format!("records from more than one source ({this} among others)"),
                 });
             }
+            match kind {
+                BatchSource::S3 => batch.s3_records(std::slice::from_ref(record), None)?,
+                BatchSource::Sqs => {
+                    let r: SqsRecord =
+                        serde_json::from_value(record.clone()).map_err(malformed("SQS"))?;
+                    let time = r.attributes.get("SentTimestamp").cloned();
+                    batch.message(&r.message_id, &r.body, time, Some(&r.message_id))?;
+                }
+                BatchSource::Sns | BatchSource::Eventbridge => {
+                    let r: SnsRecord =
+                        serde_json::from_value(record.clone()).map_err(malformed("SNS"))?;
+                    batch.message(&r.sns.message_id, &r.sns.message, r.sns.timestamp, None)?;
+                }
+            }
         }
-        Ok(Self::S3 { objects, skipped })
+        Ok(Self::Batch {
+            source: source.unwrap_or(BatchSource::S3),
+            items: batch.items,
+            skipped: batch.skipped,
+        })
     }
+
+    fn parse_eventbridge(value: Value, input_prefix: &str) -> Result<Self, EventError> {
+        let event: EventBridge = serde_json::from_value(value).map_err(malformed("EventBridge"))?;
+        if event.source == "aws.s3" && event.detail_type == "Object Created" {
+            let detail: S3Detail =
+                serde_json::from_value(event.detail).map_err(malformed("EventBridge S3"))?;
+            let mut batch = Batch {
+                input_prefix,
+                items: Vec::new(),
+                skipped: Vec::new(),
+            };
+            batch.object(detail.bucket.name, detail.object.key, event.time, None);
+            return Ok(Self::Batch {
+                source: BatchSource::Eventbridge,
+                items: batch.items,
+                skipped: batch.skipped,
+            });
+        }
+        Ok(Self::Other {
+            kind: format!("eventbridge:{}/{}", event.source, event.detail_type),
+        })
+    }
+
+    fn parse_http(value: Value) -> Result<HttpRequest, EventError> {
+        let v2 = value.get("version").and_then(Value::as_str) == Some("2.0");
+        if v2 {
+            let r: ApiGatewayV2httpRequest =
+                serde_json::from_value(value).map_err(malformed("HTTP (payload 2.0)"))?;
+            return Ok(HttpRequest {
+                format: HttpFormat::V2,
+                method: r.request_context.http.method.to_string(),
+                path: r.raw_path.unwrap_or_default(),
+                query: pairs(r.query_string_parameters.iter()),
+                headers: headers(&r.headers),
+                body: body(r.body, r.is_base64_encoded)?,
+            });
+        }
+        let r: ApiGatewayProxyRequest =
+            serde_json::from_value(value).map_err(malformed("API Gateway REST"))?;
+        Ok(HttpRequest {
+            format: HttpFormat::RestV1,
+            method: r.http_method.to_string(),
+            path: r.path.unwrap_or_default(),
+            query: pairs(r.query_string_parameters.iter()),
+            headers: headers(&r.headers),
+            body: body(r.body, r.is_base64_encoded)?,
+        })
+    }
+}
+
+fn pairs<'a>(iter: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<(String, String)> {
+    iter.map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+fn headers(map: &aws_lambda_events::http::HeaderMap) -> BTreeMap<String, String> {
+    map.iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 fn body(body: Option<String>, base64_encoded: bool) -> Result<Option<Vec<u8>>, EventError> {
@@ -248,85 +518,4 @@ impl DirectInvoke {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn s3_record(key: &str) -> Value {
-        json!({"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-               "s3": {"bucket": {"name": "b"}, "object": {"key": key, "size": 3}}})
-    }
-
-    #[test]
-    fn direct_invokes() {
-        let Event::Direct(d) = Event::parse(json!({}), "input/").unwrap() else {
-            panic!()
-        };
-        assert!(d.script.is_none() && d.cmd_args.is_none());
-        let e = Event::parse(
-            json!({"script": "ZWNobyBoaQo=", "env": {"A": "1"}}),
-            "input/",
-        )
-        .unwrap();
-        let Event::Direct(d) = e else { panic!() };
-        assert_eq!(d.script_bytes().unwrap(), b"echo hi\n");
-        assert_eq!(d.env["A"], "1");
-        let err = Event::parse(json!({"script": "not base64!"}), "").unwrap_err();
-        assert!(err.to_string().contains("base64"), "{err}");
-        let err = Event::parse(json!({"cmd_args": "ls -l"}), "").unwrap_err();
-        assert!(
-            err.to_string().starts_with("malformed direct invoke event"),
-            "{err}"
-        );
-        let err = Event::parse(json!({"scirpt": "x"}), "").unwrap_err();
-        assert!(err.to_string().contains("unknown field `scirpt`"), "{err}");
-        assert!(matches!(
-            Event::parse(json!([1]), ""),
-            Err(EventError::NotAnObject("an array"))
-        ));
-    }
-
-    #[test]
-    fn every_s3_record_decoded_and_placeholders_skipped() {
-        let event = json!({"Records": [s3_record("input/"), s3_record("input/my+photo%281%29.jpg"), s3_record("input/b.txt")]});
-        let Event::S3 { objects, skipped } = Event::parse(event, "input/").unwrap() else {
-            panic!()
-        };
-        assert_eq!(
-            objects.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(),
-            ["input/my photo(1).jpg", "input/b.txt"]
-        );
-        assert_eq!(skipped, ["input/"]);
-        let mut other = s3_record("x");
-        other["eventSource"] = json!("aws:sqs");
-        assert!(
-            matches!(Event::parse(json!({"Records": [other]}), ""), Err(EventError::Source(s)) if s == "aws:sqs")
-        );
-    }
-
-    #[test]
-    fn http_events_of_both_formats() {
-        let v1 = json!({"httpMethod": "POST", "path": "/launch", "requestContext": {"httpMethod": "POST"},
-                        "queryStringParameters": {"size": "64"}, "body": "aGk=", "isBase64Encoded": true, "headers": {}});
-        let Event::Http(h) = Event::parse(v1, "").unwrap() else {
-            panic!()
-        };
-        assert_eq!(
-            (h.format, h.body.as_deref(), h.query.as_slice()),
-            (
-                HttpFormat::RestV1,
-                Some(&b"hi"[..]),
-                &[("size".to_owned(), "64".to_owned())][..]
-            )
-        );
-        let v2 = json!({"version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": "",
-                        "requestContext": {"http": {"method": "POST", "path": "/"}}, "body": "text body", "isBase64Encoded": false});
-        let Event::Http(h) = Event::parse(v2, "").unwrap() else {
-            panic!()
-        };
-        assert_eq!(
-            (h.format, h.body.as_deref()),
-            (HttpFormat::V2, Some(&b"text body"[..]))
-        );
-    }
-}
+mod tests;

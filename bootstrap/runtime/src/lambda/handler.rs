@@ -1,6 +1,7 @@
-//! One invocation: parse the event, make `/tmp/$REQUEST_ID/{input,output}`, get the image
-//! (pulled once per execution environment), run the command with the time that is left minus
-//! the threshold, upload what it wrote, answer, and clean up.
+//! One invocation: parse the event, make `/tmp/$REQUEST_ID/{input,output}`, write the raw
+//! event there, get the image (pulled once per execution environment), run the command (once,
+//! or once per record of a batch) with the time that is left minus the threshold, upload what
+//! it wrote, answer within Lambda's limits, and clean up.
 //!
 //! The image and the process are reached through [`Images`] and [`Runner`], so that unit
 //! tests run whole invocations without a registry or a process.
@@ -11,25 +12,35 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
+use super::environment::{RunVariables, names};
 use super::error::{InvokeError, io};
-use super::event::{DirectInvoke, Event, HttpRequest, S3Object};
+use super::event::{BatchSource, DirectInvoke, Event, HttpRequest, Input, Item};
 use super::http;
 use super::image::{Images, Prepared, PullInfo, PulledImage};
 use super::request_dir::{RequestDir, clear_dir};
-use super::response::{BatchReport, Reply, Response, RunReport, RunResult};
+use super::response::{
+    BatchReport, HttpReply, LAMBDA_RESPONSE_LIMIT, Reply, Response, RunReport, RunResult,
+};
 use super::s3::{Storage, files_below};
 use crate::config::FunctionConfig;
 use crate::exec::{
-    Capture, ExecError, Outcome, RunSpec, Sandbox, command_line, container_env, passthrough_mounts,
+    Capture, ExecError, LiveLog, Outcome, RunSpec, Sandbox, command_line, container_env,
+    passthrough_mounts,
 };
 
-/// Who is asking and until when.
-#[derive(Debug, Clone)]
+/// Who is asking, until when, and what Lambda says about the caller.
+#[derive(Debug, Clone, Default)]
 pub struct Invocation {
     /// The Lambda request id.
     pub request_id: String,
     /// Lambda's deadline for this invocation.
-    pub deadline: SystemTime,
+    pub deadline: Option<SystemTime>,
+    /// The X-Ray trace header (`Lambda-Runtime-Trace-Id`).
+    pub trace_id: Option<String>,
+    /// The client context of a mobile SDK invoke, as JSON text.
+    pub client_context: Option<String>,
+    /// The Cognito identity of the caller, as JSON text.
+    pub identity: Option<String>,
 }
 
 /// How the handler starts a command: the sandbox in production, a stand-in in tests.
@@ -51,17 +62,6 @@ impl Runner for SandboxRunner {
         sandbox.run(spec).await
     }
 }
-
-/// The variables from the function's own environment that the container also gets.
-const FORWARDED: &[&str] = &[
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-];
 
 /// Serves invocations for one function configuration.
 #[derive(Debug)]
@@ -98,44 +98,83 @@ impl<I: Images, R: Runner> Handler<I, R> {
         }
     }
 
-    /// Handles one event and returns the response.
+    /// Handles one event and returns the response, cut to Lambda's limit.
     pub async fn handle(
         &self,
         event: Value,
         invocation: &Invocation,
     ) -> Result<Reply, InvokeError> {
+        // The command sees the event as Lambda sent it, whatever this runtime makes of it.
+        let raw = serde_json::to_vec_pretty(&event)
+            .map_err(|e| io("cannot write the event file")(std::io::Error::other(e)))?;
         let event = Event::parse(event, &self.config.input_prefix)?;
         let cutoff = self.cutoff(invocation)?;
         let dir = RequestDir::create(&self.tmp, &invocation.request_id)?;
+        let event_file = dir.write("event.json", &raw)?;
         let (prepared, pull) = self.images.prepare(cutoff).await?;
+        let mut base =
+            RunVariables::of_function(&self.config.container_env, |name| std::env::var(name).ok());
+        base.set(names::REQUEST_ID, invocation.request_id.clone());
+        base.set(names::EVENT_FILE, event_file.display().to_string());
+        if let Some(trace) = &invocation.trace_id {
+            base.set(names::TRACE_ID, trace.clone());
+        }
+        for (text, name, file) in [
+            (
+                &invocation.client_context,
+                names::CLIENT_CONTEXT_FILE,
+                "client_context.json",
+            ),
+            (&invocation.identity, names::IDENTITY_FILE, "identity.json"),
+        ] {
+            if let Some(text) = text {
+                let path = dir.write(file, text.as_bytes())?;
+                base.set(name, path.display().to_string());
+            }
+        }
         let run = Run {
             handler: self,
             prepared: &prepared,
             dir: &dir,
-            invocation,
+            base,
+            log: LiveLog::new(&invocation.request_id, self.config.log_format),
             cutoff,
         };
         let reply = match event {
             Event::Direct(direct) => run
                 .direct(direct)
                 .await
-                .map(|r| run.response(pull, RunResult::Single(r))),
-            Event::S3 { objects, skipped } => run
-                .s3(objects, skipped)
+                .map(|r| run.response(invocation, pull, RunResult::Single(r))),
+            Event::Other { kind } => run
+                .other(&kind)
                 .await
-                .map(|r| run.response(pull, RunResult::Batch(r))),
-            Event::Http(request) => run.http(request).await.map(Reply::Http),
+                .map(|r| run.response(invocation, pull, RunResult::Single(r))),
+            Event::Batch {
+                source,
+                items,
+                skipped,
+            } => run
+                .batch(source, items, skipped)
+                .await
+                .map(|r| run.response(invocation, pull, RunResult::Batch(r))),
+            Event::Http(request) => run
+                .http(request, &invocation.request_id)
+                .await
+                .map(Reply::Http),
         };
         clear_dir(&prepared.sandbox.rootfs.join("tmp"));
         super::release_free_memory();
-        reply
+        reply.map(|mut reply| {
+            reply.fit(LAMBDA_RESPONSE_LIMIT);
+            reply
+        })
     }
 
     /// When the command must be ended: the deadline minus the threshold.
     fn cutoff(&self, invocation: &Invocation) -> Result<tokio::time::Instant, InvokeError> {
         let remaining = invocation
             .deadline
-            .duration_since(SystemTime::now())
+            .and_then(|d| d.duration_since(SystemTime::now()).ok())
             .unwrap_or_default();
         let threshold = self.config.timeout_threshold;
         if remaining <= threshold {
@@ -158,7 +197,10 @@ struct Run<'a, I, R> {
     handler: &'a Handler<I, R>,
     prepared: &'a Prepared,
     dir: &'a RequestDir,
-    invocation: &'a Invocation,
+    /// The variables every run of this invocation gets.
+    base: RunVariables,
+    /// The runs' output, live, in the function's log.
+    log: LiveLog,
     cutoff: tokio::time::Instant,
 }
 
@@ -167,9 +209,9 @@ impl<I: Images, R: Runner> Run<'_, I, R> {
         &self.handler.config
     }
 
-    fn response(&self, pull: PullInfo, result: RunResult) -> Reply {
+    fn response(&self, invocation: &Invocation, pull: PullInfo, result: RunResult) -> Reply {
         Reply::Run(Response {
-            request_id: self.invocation.request_id.clone(),
+            request_id: invocation.request_id.clone(),
             image: self.config().image.clone(),
             digest: self.prepared.digest.clone(),
             cached: pull.cached,
@@ -178,47 +220,36 @@ impl<I: Images, R: Runner> Run<'_, I, R> {
         })
     }
 
-    /// Runs `argv` with the invocation's variables; `extra` come after the function's.
+    /// Runs `argv` with the invocation's variables and `vars` for this run; keeps at most
+    /// `budget` bytes of output.
     async fn run(
         &self,
         argv: Vec<String>,
-        extra: Vec<(String, String)>,
+        vars: RunVariables,
+        budget: usize,
     ) -> Result<RunReport, InvokeError> {
         let config = self.config();
-        let mut overrides = config.container_env.clone();
-        for name in FORWARDED {
-            if let Ok(value) = std::env::var(name) {
-                overrides.push(((*name).to_owned(), value));
-            }
-        }
-        if let Ok(token) = std::env::var("AWS_SESSION_TOKEN") {
-            overrides.push(("AWS_SECURITY_TOKEN".to_owned(), token));
-        }
-        overrides.extend(extra);
-        overrides.push(("REQUEST_ID".to_owned(), self.invocation.request_id.clone()));
-        overrides.push((
-            "SCAR_INPUT_DIR".to_owned(),
-            self.dir.input().display().to_string(),
-        ));
-        overrides.push((
-            "SCAR_OUTPUT_DIR".to_owned(),
+        let mut vars = vars;
+        vars.set(names::INPUT_DIR, self.dir.input().display().to_string());
+        vars.set(names::OUTPUT_DIR, self.dir.output().display().to_string());
+        vars.set(
+            names::OSCAR_OUTPUT_DIR,
             self.dir.output().display().to_string(),
-        ));
+        );
         let mut mounts = passthrough_mounts();
         mounts.push((self.dir.root.display().to_string(), self.dir.root.clone()));
         let image = &self.prepared.config;
         let spec = RunSpec {
             argv,
-            env: container_env(image.env.as_deref().unwrap_or_default(), &overrides),
+            env: container_env(image.env.as_deref().unwrap_or_default(), &vars.into_vec()),
             workdir: image
                 .working_dir
                 .clone()
                 .filter(|w| !w.is_empty())
                 .unwrap_or_else(|| "/".to_owned()),
             mounts,
-            capture: Capture::Combined {
-                limit: config.output_limit,
-            },
+            capture: Capture::Combined { limit: budget },
+            live_log: Some(self.log.clone()),
             deadline: Some(self.cutoff),
             grace: config.kill_grace.min(config.timeout_threshold / 2),
         };
@@ -227,7 +258,13 @@ impl<I: Images, R: Runner> Run<'_, I, R> {
             .runner
             .run(&self.prepared.sandbox, &spec)
             .await?;
-        tracing::info!(exit_code = ?outcome.exit_code, signal = ?outcome.signal, timed_out = outcome.timed_out, secs = outcome.duration.as_secs_f64(), "command ended");
+        tracing::info!(
+            exit_code = outcome.exit_code,
+            signal = outcome.signal,
+            timed_out = outcome.timed_out,
+            secs = outcome.duration.as_secs_f64(),
+            "command ended"
+        );
         Ok(RunReport::new(outcome, config.timeout_threshold))
     }
 
@@ -284,45 +321,92 @@ impl<I: Images, R: Runner> Run<'_, I, R> {
 
     async fn direct(&self, direct: DirectInvoke) -> Result<RunReport, InvokeError> {
         let argv = self.argv(&direct)?;
-        let mut report = self.run(argv, direct.env.into_iter().collect()).await?;
+        let mut vars = self.base.clone();
+        vars.invoker(direct.env);
+        let mut report = self.run(argv, vars, self.config().output_limit).await?;
         report.uploaded = self.upload(None).await?;
         Ok(report)
     }
 
-    async fn s3(
+    /// An event of no known shape: the function's command once, with the event file.
+    async fn other(&self, kind: &str) -> Result<RunReport, InvokeError> {
+        tracing::info!(
+            kind,
+            "event of no known shape: one run with $SCAR_EVENT_FILE"
+        );
+        self.direct(DirectInvoke::default()).await
+    }
+
+    /// One run per record; the records share the output budget.
+    async fn batch(
         &self,
-        objects: Vec<S3Object>,
+        source: BatchSource,
+        items: Vec<Item>,
         skipped: Vec<String>,
     ) -> Result<BatchReport, InvokeError> {
         let argv = self.argv(&DirectInvoke::default())?;
-        let mut records = Vec::new();
-        for object in &objects {
+        let mut budget = self.config().output_limit;
+        let mut records = Vec::with_capacity(items.len());
+        let mut sqs_ids = Vec::with_capacity(items.len());
+        for item in items {
             self.dir.reset()?;
-            let storage = self.handler.storage().await;
-            let input = storage.download(object, &self.dir.input()).await?;
-            let extra = vec![("SCAR_INPUT_FILE".to_owned(), input.display().to_string())];
-            let mut report = self.run(argv.clone(), extra).await?;
-            report.input = Some(format!("s3://{}/{}", object.bucket, object.key));
-            report.uploaded = self.upload(Some(&object.bucket)).await?;
+            let mut vars = self.base.clone();
+            let bucket = match &item.input {
+                Input::Object(object) => {
+                    let storage = self.handler.storage().await;
+                    let file = storage.download(object, &self.dir.input()).await?;
+                    vars.input_file(&file);
+                    vars.set(names::OSCAR_OBJECT_KEY, object.key.clone());
+                    Some(object.bucket.clone())
+                }
+                Input::Message(body) => {
+                    let path = self.dir.input().join("message");
+                    std::fs::write(&path, body)
+                        .map_err(io(format!("cannot write {}", path.display())))?;
+                    vars.input_file(&path);
+                    None
+                }
+            };
+            if let Some(time) = &item.event_time {
+                vars.set(names::OSCAR_EVENT_TIME, time.clone());
+            }
+            let mut report = self.run(argv.clone(), vars, budget).await?;
+            budget = budget.saturating_sub(report.output.len());
+            report.input = Some(item.name);
+            report.uploaded = self.upload(bucket.as_deref()).await?;
             records.push(report);
+            sqs_ids.push(item.sqs_message_id);
         }
-        Ok(BatchReport::new(records, skipped))
+        let sqs = (source == BatchSource::Sqs).then_some(sqs_ids);
+        Ok(BatchReport::new(records, skipped, sqs))
     }
 
-    async fn http(&self, request: HttpRequest) -> Result<super::response::HttpReply, InvokeError> {
+    async fn http(&self, request: HttpRequest, request_id: &str) -> Result<HttpReply, InvokeError> {
         let argv = self.argv(&DirectInvoke::default())?;
-        let mut extra = request.query.clone();
+        let mut vars = self.base.clone();
+        vars.http_query(&request.query);
         if let Some(body) = &request.body {
             let path = self.dir.input().join("body");
             std::fs::write(&path, body).map_err(io(format!("cannot write {}", path.display())))?;
-            extra.push(("SCAR_INPUT_FILE".to_owned(), path.display().to_string()));
+            vars.input_file(&path);
         }
-        let mut report = self.run(argv, extra).await?;
+        let described = serde_json::to_vec_pretty(&request)
+            .map_err(|e| io("cannot describe the request")(std::io::Error::other(e)))?;
+        let request_file = self.dir.input().join("request.json");
+        std::fs::write(&request_file, described)
+            .map_err(io(format!("cannot write {}", request_file.display())))?;
+        vars.set(names::HTTP_REQUEST_FILE, request_file.display().to_string());
+        let response_dir = self.dir.http_response();
+        std::fs::create_dir_all(&response_dir)
+            .map_err(io(format!("cannot create {}", response_dir.display())))?;
+        vars.set(names::HTTP_RESPONSE_DIR, response_dir.display().to_string());
+        let mut report = self.run(argv, vars, self.config().output_limit).await?;
         report.uploaded = self.upload(None).await?;
         Ok(http::response(
             request.format,
             &report,
-            &self.invocation.request_id,
+            request_id,
+            &response_dir,
         ))
     }
 }
@@ -364,14 +448,17 @@ mod tests {
             if let Ok(mut specs) = self.0.lock() {
                 specs.push(spec.clone());
             }
-            let code = if spec.argv.last().map(String::as_str) == Some("fail") {
-                3
-            } else {
-                0
-            };
+            // The input file, read while the run has it: "fail" makes the run fail.
+            let input = env_of(spec, "SCAR_INPUT_FILE")
+                .and_then(|path| std::fs::read_to_string(path).ok())
+                .unwrap_or_default();
+            let failing = spec.argv.last().map(String::as_str) == Some("fail") || input == "fail";
+            let event = env_of(spec, "SCAR_EVENT_FILE")
+                .and_then(|path| std::fs::read_to_string(path).ok())
+                .unwrap_or_default();
             Ok(Outcome {
-                exit_code: Some(code),
-                output: spec.argv.join(" ").into_bytes(),
+                exit_code: Some(if failing { 3 } else { 0 }),
+                output: format!("{} <{input}> {}", spec.argv.join(" "), event.len()).into_bytes(),
                 duration: Duration::from_millis(5),
                 ..Outcome::default()
             })
@@ -415,7 +502,8 @@ mod tests {
     fn invocation(id: &str) -> Invocation {
         Invocation {
             request_id: id.to_owned(),
-            deadline: SystemTime::now() + Duration::from_secs(60),
+            deadline: Some(SystemTime::now() + Duration::from_secs(60)),
+            ..Invocation::default()
         }
     }
 
@@ -445,7 +533,7 @@ mod tests {
         assert_eq!(response.request_id, "req-1");
         assert_eq!(response.digest, "sha256:abc");
         assert_eq!(response.result.exit_code(), Some(3));
-        assert_eq!(response.result.output(), "/entry x fail");
+        assert!(response.result.output().starts_with("/entry x fail <> "));
         assert!(!reply.succeeded());
         let specs = recorder.0.lock().unwrap();
         let spec = &specs[0];
@@ -502,9 +590,142 @@ mod tests {
         assert_eq!(err.error_type(), "Scar.InvalidEvent");
         let late = Invocation {
             request_id: "r".into(),
-            deadline: SystemTime::now() + Duration::from_secs(5),
+            deadline: Some(SystemTime::now() + Duration::from_secs(5)),
+            ..Invocation::default()
         };
         let err = handler.handle(json!({}), &late).await.unwrap_err();
         assert_eq!(err.error_type(), "Scar.Deadline", "{err}");
+    }
+
+    fn env_without_query(spec: &RunSpec) -> Vec<(String, String)> {
+        spec.env
+            .iter()
+            .filter(|(k, _)| !k.starts_with("HTTP_QUERY_"))
+            .cloned()
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn nothing_an_http_caller_sends_reaches_the_environment_outside_its_namespace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let recorder = Recorder::default();
+        let handler = handler(tmp.path(), recorder.clone());
+        let request = |query: Value, headers: Value| {
+            json!({"version": "2.0", "rawPath": "/PATH=x", "rawQueryString": "",
+                   "queryStringParameters": query, "headers": headers,
+                   "requestContext": {"http": {"method": "POST", "path": "/"}},
+                   "body": "LD_PRELOAD=/x", "isBase64Encoded": false})
+        };
+        let hostile = json!({"PATH": "/evil", "LD_PRELOAD": "/tmp/x.so", "BASH_ENV": "/tmp/x",
+            "PERL5OPT": "-d", "AWS_ACCESS_KEY_ID": "AKIA", "SCAR_INPUT_FILE": "/etc/shadow",
+            "CONT_VAR_X": "1", "REQUEST_ID": "forged", "a=b": "c", "with space": "d",
+            "ünï": "e", "_X_AMZN_TRACE_ID": "forged"});
+        let headers = json!({"x-forwarded-for": "1.2.3.4", "ld_preload": "/x"});
+        handler
+            .handle(request(hostile, headers), &invocation("same-id"))
+            .await
+            .unwrap();
+        handler
+            .handle(request(json!({}), json!({})), &invocation("same-id"))
+            .await
+            .unwrap();
+        let specs = recorder.0.lock().unwrap();
+        let (with, without) = (&specs[0], &specs[1]);
+        assert_eq!(env_without_query(with), env_without_query(without));
+        let query: Vec<&str> = with
+            .env
+            .iter()
+            .filter(|(k, _)| k.starts_with("HTTP_QUERY_"))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(query.len(), 12, "{query:?}");
+        assert!(query.iter().all(|k| {
+            k.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        }));
+        assert_eq!(env_of(with, "HTTP_QUERY_PATH").as_deref(), Some("/evil"));
+    }
+
+    #[tokio::test]
+    async fn sqs_messages_run_one_each_and_failures_are_reported_for_retry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let recorder = Recorder::default();
+        let handler = handler(tmp.path(), recorder.clone());
+        let record = |id: &str, body: &str| {
+            json!({"messageId": id, "receiptHandle": "h", "body": body, "attributes": {"SentTimestamp": "1545082649183"},
+                   "messageAttributes": {}, "md5OfBody": "x", "eventSource": "aws:sqs",
+                   "eventSourceARN": "arn:aws:sqs:us-east-2:123456789012:q", "awsRegion": "us-east-2"})
+        };
+        let event =
+            json!({"Records": [record("m1", "ok"), record("m2", "fail"), record("m3", "ok")]});
+        let reply = handler
+            .handle(event.clone(), &invocation("sqs"))
+            .await
+            .unwrap();
+        let value = serde_json::to_value(&reply).unwrap();
+        assert_eq!(
+            value["batchItemFailures"],
+            json!([{"itemIdentifier": "m2"}]),
+            "{value}"
+        );
+        assert_eq!(value["records"].as_array().unwrap().len(), 3);
+        assert_eq!(value["records"][1]["input"], "m2");
+        let specs = recorder.0.lock().unwrap();
+        assert_eq!(specs.len(), 3);
+        assert_eq!(
+            env_of(&specs[0], "EVENT_TIME").as_deref(),
+            Some("1545082649183")
+        );
+        assert_eq!(
+            env_of(&specs[0], "INPUT_FILE_PATH"),
+            env_of(&specs[0], "SCAR_INPUT_FILE")
+        );
+        assert_eq!(
+            env_of(&specs[0], "TMP_OUTPUT_DIR"),
+            env_of(&specs[0], "SCAR_OUTPUT_DIR")
+        );
+        // Each run saw the whole event, as Lambda sent it.
+        let event_len = serde_json::to_vec_pretty(&event).unwrap().len();
+        assert!(
+            value["records"][0]["output"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(" {event_len}"))
+        );
+    }
+
+    #[tokio::test]
+    async fn any_other_event_runs_once_with_the_event_file_trace_and_identity() {
+        let tmp = tempfile::tempdir().unwrap();
+        let recorder = Recorder::default();
+        let handler = handler(tmp.path(), recorder.clone());
+        let scheduled = json!({"version": "0", "id": "cdc73f9d", "detail-type": "Scheduled Event",
+            "source": "aws.events", "account": "123456789012", "time": "2019-03-01T01:23:45Z",
+            "region": "us-east-2", "resources": [], "detail": {}});
+        let traced = Invocation {
+            trace_id: Some(
+                "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1".into(),
+            ),
+            identity: Some(r#"{"cognitoIdentityId":"id","cognitoIdentityPoolId":"pool"}"#.into()),
+            ..invocation("other")
+        };
+        let reply = handler.handle(scheduled, &traced).await.unwrap();
+        assert!(reply.succeeded());
+        let specs = recorder.0.lock().unwrap();
+        assert_eq!(specs.len(), 1);
+        assert_eq!(
+            specs[0].argv,
+            ["/entry", "default"],
+            "the image's own command"
+        );
+        assert_eq!(env_of(&specs[0], "_X_AMZN_TRACE_ID"), traced.trace_id);
+        let identity = env_of(&specs[0], "SCAR_IDENTITY_FILE").unwrap();
+        assert!(identity.ends_with("/other/identity.json"), "{identity}");
+        assert!(env_of(&specs[0], "SCAR_CLIENT_CONTEXT_FILE").is_none());
+        assert!(
+            env_of(&specs[0], "SCAR_EVENT_FILE")
+                .unwrap()
+                .ends_with("/other/event.json")
+        );
     }
 }

@@ -1,25 +1,133 @@
 //! Proxy responses for API Gateway (REST v1, HTTP API v2) and Function URLs.
+//!
+//! By default the body is the command's output as text: 200 when it exited 0, 504 when the
+//! threshold ended it, 500 otherwise. A command chooses its own response by writing files in
+//! `$SCAR_HTTP_RESPONSE_DIR`: `body` (any bytes: an image, a PDF), `content-type` (default
+//! `application/octet-stream` for such a body) and `status` (a number from 100 to 599). A body
+//! that is not text travels base64-encoded with `isBase64Encoded`, which API Gateway and
+//! Function URLs decode for the caller. The exit status and the request id are in headers.
 
-use super::event::HttpFormat;
-use super::response::{HttpReply, RunReport};
+use std::path::Path;
+
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::event::apigw::{ApiGatewayProxyResponse, ApiGatewayV2httpResponse};
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
 
-/// 200 when the command exited 0, 504 when it was timed out, 500 otherwise; the body is its
-/// output; the exit status and the request id travel in headers.
-pub(crate) fn response(format: HttpFormat, report: &RunReport, request_id: &str) -> HttpReply {
-    let status = if report.timed_out {
+use super::event::HttpFormat;
+use super::response::{HttpReply, LAMBDA_RESPONSE_LIMIT, RunReport};
+
+/// The largest body a command may choose: base64 makes it 4/3 larger, and the response must
+/// stay under Lambda's 6 MB with its headers.
+pub const MAX_BODY_BYTES: usize = (LAMBDA_RESPONSE_LIMIT - 64 * 1024) / 4 * 3;
+
+/// Whether a content type is text that travels as is.
+fn is_text(content_type: &str) -> bool {
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    media.starts_with("text/")
+        || media.ends_with("+json")
+        || media.ends_with("+xml")
+        || matches!(
+            media.as_str(),
+            "application/json" | "application/xml" | "application/javascript"
+        )
+}
+
+/// What the command left in the response directory.
+struct Chosen {
+    body: Vec<u8>,
+    content_type: String,
+    status: Option<i64>,
+}
+
+fn chosen(dir: &Path) -> Result<Option<Chosen>, String> {
+    let body_file = dir.join("body");
+    let Ok(meta) = std::fs::symlink_metadata(&body_file) else {
+        return Ok(None);
+    };
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", body_file.display()));
+    }
+    if meta.len() > MAX_BODY_BYTES as u64 {
+        return Err(format!(
+            "the response body is {} bytes, more than the {MAX_BODY_BYTES} an HTTP response can carry through Lambda (6 MB, base64); write it to $SCAR_OUTPUT_DIR and answer with its location",
+            meta.len()
+        ));
+    }
+    let body = std::fs::read(&body_file).map_err(|e| format!("{}: {e}", body_file.display()))?;
+    let small = |name: &str| {
+        std::fs::read(dir.join(name))
+            .ok()
+            .filter(|b| b.len() <= 1024)
+            .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+            .filter(|t| !t.is_empty())
+    };
+    let status = match small("status") {
+        Some(text) => match text.parse::<i64>() {
+            Ok(code @ 100..=599) => Some(code),
+            _ => {
+                return Err(format!(
+                    "status {text:?} is not an HTTP status from 100 to 599"
+                ));
+            }
+        },
+        None => None,
+    };
+    Ok(Some(Chosen {
+        body,
+        content_type: small("content-type")
+            .unwrap_or_else(|| "application/octet-stream".to_owned()),
+        status,
+    }))
+}
+
+/// The proxy response for `report`, with the body `response_dir` chooses, if any.
+pub(crate) fn response(
+    format: HttpFormat,
+    report: &RunReport,
+    request_id: &str,
+    response_dir: &Path,
+) -> HttpReply {
+    let mut status = if report.timed_out {
         504
     } else if report.succeeded() {
         200
     } else {
         500
     };
+    let mut content_type = "text/plain; charset=utf-8".to_owned();
+    let mut body = Body::Text(report.output.clone());
+    let mut base64 = false;
+    match chosen(response_dir) {
+        Ok(Some(chosen)) => {
+            if let Some(code) = chosen.status.filter(|_| !report.timed_out) {
+                status = code;
+            }
+            base64 = !is_text(&chosen.content_type);
+            body = if base64 {
+                Body::Binary(chosen.body)
+            } else {
+                Body::Text(String::from_utf8_lossy(&chosen.body).into_owned())
+            };
+            content_type = chosen.content_type;
+        }
+        Ok(None) => {}
+        Err(problem) => {
+            status = 500;
+            body = Body::Text(format!(
+                "[scar: the command's HTTP response was refused: {problem}]\n"
+            ));
+        }
+    }
     let mut headers = HeaderMap::new();
     headers.insert(
         "content-type",
-        HeaderValue::from_static("text/plain; charset=utf-8"),
+        HeaderValue::from_str(&content_type)
+            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream")),
     );
     let exit = report
         .exit_code
@@ -34,21 +142,103 @@ pub(crate) fn response(format: HttpFormat, report: &RunReport, request_id: &str)
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert("amz-lambda-request-id", v);
     }
-    let body = Some(Body::Text(report.output.clone()));
     match format {
         HttpFormat::RestV1 => {
             let mut r = ApiGatewayProxyResponse::default();
             r.status_code = status;
             r.headers = headers;
-            r.body = body;
+            r.body = Some(body);
+            r.is_base64_encoded = base64;
             HttpReply::RestV1(r)
         }
         HttpFormat::V2 => {
             let mut r = ApiGatewayV2httpResponse::default();
             r.status_code = status;
             r.headers = headers;
-            r.body = body;
+            r.body = Some(body);
+            r.is_base64_encoded = base64;
             HttpReply::V2(r)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(code: i32) -> RunReport {
+        RunReport {
+            exit_code: Some(code),
+            signal: None,
+            timed_out: false,
+            output: "printed\n".into(),
+            output_truncated_bytes: 0,
+            exec_seconds: 0.0,
+            uploaded: vec![],
+            input: None,
+        }
+    }
+
+    fn json(reply: &HttpReply) -> serde_json::Value {
+        serde_json::to_value(reply).unwrap()
+    }
+
+    #[test]
+    fn the_output_is_the_body_unless_the_command_chooses_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let reply = json(&response(HttpFormat::V2, &report(0), "r", dir.path()));
+        assert_eq!(reply["statusCode"], 200);
+        assert_eq!(reply["body"], "printed\n");
+        assert_eq!(reply["isBase64Encoded"], false);
+        let failed = json(&response(HttpFormat::RestV1, &report(2), "r", dir.path()));
+        assert_eq!(failed["statusCode"], 500);
+        assert_eq!(failed["headers"]["x-scar-exit-code"], "2");
+    }
+
+    #[test]
+    fn a_binary_body_travels_base64_with_its_type_and_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe";
+        std::fs::write(dir.path().join("body"), png).unwrap();
+        std::fs::write(dir.path().join("content-type"), "image/png\n").unwrap();
+        std::fs::write(dir.path().join("status"), "201").unwrap();
+        for format in [HttpFormat::RestV1, HttpFormat::V2] {
+            let reply = json(&response(format, &report(0), "r", dir.path()));
+            assert_eq!(reply["statusCode"], 201);
+            assert_eq!(reply["isBase64Encoded"], true);
+            assert_eq!(reply["headers"]["content-type"], "image/png");
+            let body = base64::Engine::decode(
+                &base64::engine::general_purpose::STANDARD,
+                reply["body"].as_str().unwrap(),
+            )
+            .unwrap();
+            assert_eq!(body, png);
+        }
+        std::fs::write(dir.path().join("content-type"), "application/json").unwrap();
+        std::fs::write(dir.path().join("body"), "{\"a\":1}").unwrap();
+        let reply = json(&response(HttpFormat::V2, &report(0), "r", dir.path()));
+        assert_eq!(
+            (reply["isBase64Encoded"].clone(), reply["body"].clone()),
+            (false.into(), "{\"a\":1}".into())
+        );
+    }
+
+    #[test]
+    fn a_bad_choice_is_a_500_that_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("body"), "x").unwrap();
+        std::fs::write(dir.path().join("status"), "999").unwrap();
+        let reply = json(&response(HttpFormat::V2, &report(0), "r", dir.path()));
+        assert_eq!(reply["statusCode"], 500);
+        assert!(reply["body"].as_str().unwrap().contains("999"), "{reply}");
+        std::fs::remove_file(dir.path().join("status")).unwrap();
+        let big = std::fs::File::create(dir.path().join("body")).unwrap();
+        big.set_len(MAX_BODY_BYTES as u64 + 1).unwrap();
+        let reply = json(&response(HttpFormat::V2, &report(0), "r", dir.path()));
+        assert_eq!(reply["statusCode"], 500);
+        assert!(
+            reply["body"].as_str().unwrap().contains("SCAR_OUTPUT_DIR"),
+            "{reply}"
+        );
     }
 }

@@ -12,11 +12,13 @@
 //! | inputs in, outputs out | `s3.rs` |
 //! | why an invocation failed | `error.rs` |
 
+mod environment;
 mod error;
 mod event;
 mod handler;
 mod http;
 mod image;
+mod panic;
 mod request_dir;
 mod response;
 mod s3;
@@ -26,12 +28,18 @@ use std::time::{Duration, SystemTime};
 
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::Value;
+use tracing::Instrument as _;
 
+pub use environment::{HTTP_QUERY_PREFIX, http_query_variable, names};
 pub use error::{ErrorDocument, InvokeError};
-pub use event::{Event, EventError};
+pub use event::{BatchSource, Event, EventError};
 pub use handler::{Handler, Invocation, Runner, SandboxRunner};
 pub use image::{Images, Prepared, PullInfo, PulledImage};
-pub use response::{BatchReport, HttpReply, Reply, Response, RunReport, RunResult};
+pub use panic::{PANIC_ERROR, install_panic_reporter};
+pub use response::{
+    BatchReport, HttpReply, ItemFailure, LAMBDA_RESPONSE_LIMIT, Reply, Response, RunReport,
+    RunResult,
+};
 
 use crate::config::{ConfigError, FunctionConfig};
 
@@ -108,26 +116,47 @@ pub async fn serve(
     let config = match FunctionConfig::from_vars(vars) {
         Ok(config) => config,
         Err(error) => {
-            tracing::error!(%error, "bad configuration");
+            // Logged once, by the caller that prints the returned error.
             report_init_error(api, &error).await?;
             return Err(ServeError::Config(error));
         }
     };
+    install_panic_reporter(api);
     tracing::info!(image = %config.image, threshold = config.timeout_threshold.as_secs_f64(), "runtime ready");
     let handler = Arc::new(Handler::new(config, std::env::temp_dir()));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let handler = Arc::clone(&handler);
         async move {
+            let context = &event.context;
+            let json = |value: Option<String>| value.filter(|text| text != "null");
             let invocation = Invocation {
-                request_id: event.context.request_id.clone(),
-                deadline: SystemTime::UNIX_EPOCH + Duration::from_millis(event.context.deadline),
+                request_id: context.request_id.clone(),
+                deadline: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(context.deadline)),
+                trace_id: context.xray_trace_id.clone(),
+                client_context: json(
+                    context
+                        .client_context
+                        .as_ref()
+                        .and_then(|c| serde_json::to_string(c).ok()),
+                ),
+                identity: json(
+                    context
+                        .identity
+                        .as_ref()
+                        .and_then(|c| serde_json::to_string(c).ok()),
+                ),
             };
+            crate::logging::set_current_request(Some(&invocation.request_id));
             let span = tracing::info_span!("invoke", request_id = %invocation.request_id);
-            let _guard = span.enter();
-            let result = handler.handle(event.payload, &invocation).await;
+            let result = handler
+                .handle(event.payload, &invocation)
+                .instrument(span.clone())
+                .await;
             if let Err(error) = &result {
+                let _guard = span.enter();
                 tracing::error!(error_type = error.error_type(), %error, "invocation failed");
             }
+            crate::logging::set_current_request(None);
             result
         }
     }))
@@ -155,7 +184,8 @@ pub async fn emulate(
     let handler = Handler::new(config, std::env::temp_dir());
     let invocation = Invocation {
         request_id: format!("emulated-{:016x}", rand_u64()),
-        deadline: SystemTime::now() + timeout,
+        deadline: Some(SystemTime::now() + timeout),
+        ..Invocation::default()
     };
     Ok(match handler.handle(event, &invocation).await {
         Ok(reply) => Emulated::Reply(Box::new(reply)),

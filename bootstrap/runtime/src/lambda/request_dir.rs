@@ -41,6 +41,18 @@ impl RequestDir {
         self.root.join("output")
     }
 
+    /// Where a command may leave an HTTP response's parts (`$SCAR_HTTP_RESPONSE_DIR`).
+    pub(crate) fn http_response(&self) -> PathBuf {
+        self.root.join("response")
+    }
+
+    /// A file of the request directory, written whole.
+    pub(crate) fn write(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, InvokeError> {
+        let path = self.root.join(name);
+        std::fs::write(&path, bytes).map_err(io(format!("cannot write {}", path.display())))?;
+        Ok(path)
+    }
+
     /// Empties `input/` and `output/` between the records of one event.
     pub(crate) fn reset(&self) -> Result<(), InvokeError> {
         for dir in [self.input(), self.output()] {

@@ -1,6 +1,11 @@
 //! The invocation's response, typed: one serde type that the handler writes, `--emulate`
-//! prints and the deployer reads back. Direct invokes get one [`RunReport`], S3 events a
-//! [`BatchReport`] with one per record, HTTP requests an API Gateway proxy response.
+//! prints and the deployer reads back. Direct invokes get one [`RunReport`], batch events
+//! (S3, SQS, SNS, EventBridge) a [`BatchReport`] with one per record, HTTP requests an API
+//! Gateway proxy response.
+//!
+//! Lambda refuses a response over 6 MB (and retries an asynchronous invocation that made
+//! one), so every response is cut to fit ([`Reply::fit`]): the output appears once, the
+//! records of a batch share one budget, and whatever is cut is counted and marked.
 
 use std::time::Duration;
 
@@ -29,6 +34,46 @@ impl Reply {
         }
     }
 }
+
+/// Lambda's limit on a synchronous response: 6 MB.
+pub const LAMBDA_RESPONSE_LIMIT: usize = 6 * 1024 * 1024;
+
+impl Reply {
+    /// Cuts the outputs of a run reply until its JSON is at most `limit` bytes (escaping can
+    /// make a text grow up to six times); each cut is counted in `output_truncated_bytes` and
+    /// marked. HTTP replies are sized where their body is chosen.
+    pub fn fit(&mut self, limit: usize) {
+        let Self::Run(response) = self else { return };
+        let rounds = response.result.reports_mut().len() * 2 + 8;
+        for _ in 0..rounds {
+            let size = serde_json::to_vec(response).map_or(0, |v| v.len());
+            if size <= limit {
+                return;
+            }
+            let mut reports = response.result.reports_mut();
+            let escaped = |r: &RunReport| serde_json::to_vec(&r.output).map_or(0, |v| v.len());
+            let Some(largest) = reports.iter_mut().max_by_key(|r| escaped(r)) else {
+                return;
+            };
+            // Each byte cut saves up to six escaped ones; cut the excess over the ratio.
+            let ratio = (escaped(largest) / largest.output.len().max(1)).max(1);
+            let excess = (size - limit) / ratio + TRUNCATION_MARKER_ROOM;
+            let mut cut = largest.output.len().saturating_sub(excess);
+            while !largest.output.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let removed = largest.output.len() - cut;
+            largest.output.truncate(cut);
+            largest.output_truncated_bytes += removed as u64;
+            largest.output.push_str(&format!(
+                "\n[scar: response cut: {removed} more bytes not shown (Lambda's response limit is 6 MB); the whole output is in the function's log]\n"
+            ));
+        }
+    }
+}
+
+/// Room for the marker [`Reply::fit`] appends.
+const TRUNCATION_MARKER_ROOM: usize = 256;
 
 /// A proxy response for API Gateway REST (v1), or HTTP API 2.0 and Function URLs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,44 +131,87 @@ impl RunResult {
     }
 
     /// The output shown to a user.
-    pub fn output(&self) -> &str {
+    pub fn output(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Self::Batch(batch) => &batch.output,
-            Self::Single(run) => &run.output,
+            Self::Batch(batch) => batch.output().into(),
+            Self::Single(run) => run.output.as_str().into(),
+        }
+    }
+
+    fn reports_mut(&mut self) -> Vec<&mut RunReport> {
+        match self {
+            Self::Batch(batch) => batch.records.iter_mut().collect(),
+            Self::Single(run) => vec![run],
         }
     }
 }
 
-/// An S3 event's runs.
+/// A batch event's runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BatchReport {
     /// 0 when every record succeeded, else the first failing record's status.
     pub exit_code: Option<i32>,
     /// Any record was timed out.
     pub timed_out: bool,
-    /// Every record's output under a `== s3://… ==` heading.
-    pub output: String,
-    /// One report per record, in order.
+    /// One report per record, in order; each carries its own output.
     pub records: Vec<RunReport>,
-    /// Folder placeholder keys that were skipped.
+    /// Folder placeholder keys and S3 test events that were skipped.
     pub skipped: Vec<String>,
+    /// SQS: the messages whose run failed, which Lambda then retries alone (with
+    /// `ReportBatchItemFailures` on the event source mapping).
+    #[serde(
+        default,
+        rename = "batchItemFailures",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub batch_item_failures: Option<Vec<ItemFailure>>,
+}
+
+/// One failed SQS message, as Lambda's partial batch response names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemFailure {
+    /// The message id.
+    #[serde(rename = "itemIdentifier")]
+    pub item_identifier: String,
 }
 
 impl BatchReport {
-    /// Sums up the records' reports.
-    pub fn new(records: Vec<RunReport>, skipped: Vec<String>) -> Self {
+    /// Sums up the records' reports; `sqs_ids` (SQS events only) gives each record's message.
+    pub fn new(
+        records: Vec<RunReport>,
+        skipped: Vec<String>,
+        sqs_ids: Option<Vec<Option<String>>>,
+    ) -> Self {
         let failed = records.iter().find(|r| !r.succeeded());
+        let batch_item_failures = sqs_ids.map(|ids| {
+            let mut failures: Vec<ItemFailure> = Vec::new();
+            for (record, id) in records.iter().zip(ids) {
+                if let Some(id) = id.filter(|_| !record.succeeded())
+                    && !failures.iter().any(|f| f.item_identifier == id)
+                {
+                    failures.push(ItemFailure {
+                        item_identifier: id,
+                    });
+                }
+            }
+            failures
+        });
         Self {
             exit_code: failed.map_or(Some(0), |r| r.exit_code),
             timed_out: records.iter().any(|r| r.timed_out),
-            output: records
-                .iter()
-                .map(|r| format!("== {} ==\n{}", r.input.as_deref().unwrap_or(""), r.output))
-                .collect::<Vec<_>>()
-                .join("\n"),
             records,
             skipped,
+            batch_item_failures,
         }
+    }
+
+    /// Every record's output under a `== input ==` heading, for a person to read.
+    pub fn output(&self) -> String {
+        self.records
+            .iter()
+            .map(|r| format!("== {} ==\n{}", r.input.as_deref().unwrap_or(""), r.output))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -221,11 +309,12 @@ mod tests {
                 report(Some(4), "s3://b/d"),
             ],
             vec!["input/".into()],
+            None,
         );
         assert_eq!(batch.exit_code, Some(3));
         assert!(
             batch
-                .output
+                .output()
                 .starts_with("== s3://b/a ==\nout s3://b/a\n\n== s3://b/c ==")
         );
         let text = serde_json::to_string(&Reply::Run(response(RunResult::Batch(batch)))).unwrap();
@@ -265,5 +354,73 @@ mod tests {
         let back: Reply = serde_json::from_str(&text).unwrap();
         assert!(matches!(back, Reply::Http(_)), "{text}");
         assert!(!back.succeeded());
+    }
+
+    #[test]
+    fn sqs_failures_name_each_failed_message_once() {
+        let batch = BatchReport::new(
+            vec![
+                report(Some(0), "m1"),
+                report(Some(2), "m2"),
+                report(None, "o1"),
+                report(Some(0), "m3"),
+            ],
+            vec![],
+            Some(vec![
+                Some("m1".into()),
+                Some("m2".into()),
+                Some("m2".into()),
+                Some("m3".into()),
+            ]),
+        );
+        let value = serde_json::to_value(&batch).unwrap();
+        assert_eq!(
+            value["batchItemFailures"],
+            serde_json::json!([{"itemIdentifier": "m2"}])
+        );
+        let plain = serde_json::to_value(BatchReport::new(vec![], vec![], None)).unwrap();
+        assert!(plain.get("batchItemFailures").is_none());
+        assert!(
+            plain.get("output").is_none(),
+            "the output appears once, in the records"
+        );
+    }
+
+    #[test]
+    fn a_reply_is_cut_to_fit_whatever_the_output() {
+        let control_chars = "\u{1}".repeat(3 * 1024 * 1024);
+        let records = (0..10)
+            .map(|i| RunReport {
+                output: if i == 3 {
+                    control_chars.clone()
+                } else {
+                    "x".repeat(1024 * 1024)
+                },
+                ..report(Some(0), "r")
+            })
+            .collect();
+        let mut reply = Reply::Run(response(RunResult::Batch(BatchReport::new(
+            records,
+            vec![],
+            None,
+        ))));
+        reply.fit(LAMBDA_RESPONSE_LIMIT);
+        let size = serde_json::to_vec(&reply).unwrap().len();
+        assert!(size <= LAMBDA_RESPONSE_LIMIT, "{size}");
+        let Reply::Run(Response {
+            result: RunResult::Batch(batch),
+            ..
+        }) = &reply
+        else {
+            panic!()
+        };
+        let cut: u64 = batch.records.iter().map(|r| r.output_truncated_bytes).sum();
+        assert!(cut > 0);
+        assert!(
+            batch
+                .records
+                .iter()
+                .any(|r| r.output.contains("[scar: response cut:"))
+        );
     }
 }

@@ -1,0 +1,250 @@
+use serde_json::json;
+
+use super::*;
+
+/// A sample event from `examples/events/aws/`, as AWS documents it.
+fn sample(name: &str) -> Value {
+    let path = format!(
+        "{}/../../examples/events/aws/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn batch(event: Value) -> (BatchSource, Vec<Item>, Vec<String>) {
+    match Event::parse(event, "input/").unwrap() {
+        Event::Batch {
+            source,
+            items,
+            skipped,
+        } => (source, items, skipped),
+        other => panic!("not a batch: {other:?}"),
+    }
+}
+
+fn s3_record(key: &str) -> Value {
+    json!({"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+           "s3": {"bucket": {"name": "b"}, "object": {"key": key, "size": 3}}})
+}
+
+fn object(bucket: &str, key: &str) -> Input {
+    Input::Object(S3Object {
+        bucket: bucket.into(),
+        key: key.into(),
+    })
+}
+
+#[test]
+fn direct_invokes() {
+    let Event::Direct(d) = Event::parse(json!({}), "input/").unwrap() else {
+        panic!()
+    };
+    assert!(d.script.is_none() && d.cmd_args.is_none());
+    let e = Event::parse(
+        json!({"script": "ZWNobyBoaQo=", "env": {"A": "1"}}),
+        "input/",
+    )
+    .unwrap();
+    let Event::Direct(d) = e else { panic!() };
+    assert_eq!(d.script_bytes().unwrap(), b"echo hi\n");
+    assert_eq!(d.env["A"], "1");
+    let err = Event::parse(json!({"script": "not base64!"}), "").unwrap_err();
+    assert!(err.to_string().contains("base64"), "{err}");
+    let err = Event::parse(json!({"cmd_args": "ls -l"}), "").unwrap_err();
+    assert!(
+        err.to_string().starts_with("malformed direct invoke event"),
+        "{err}"
+    );
+    let err = Event::parse(json!({"script": "ZWNobw==", "scirpt": "x"}), "").unwrap_err();
+    assert!(err.to_string().contains("unknown field `scirpt`"), "{err}");
+    assert!(matches!(
+        Event::parse(json!([1]), ""),
+        Err(EventError::NotAnObject("an array"))
+    ));
+}
+
+#[test]
+fn any_other_object_is_one_run_with_the_event_file() {
+    for event in [json!({"scirpt": "x"}), json!({"bucket": "b", "n": 3})] {
+        assert!(matches!(Event::parse(event, ""), Ok(Event::Other { kind }) if kind == "json"));
+    }
+    let Event::Other { kind } = Event::parse(sample("scheduled"), "input/").unwrap() else {
+        panic!("a scheduled event is one run");
+    };
+    assert_eq!(kind, "eventbridge:aws.events/Scheduled Event");
+}
+
+#[test]
+fn s3_notifications_as_aws_documents_them() {
+    let (source, items, skipped) = batch(sample("s3-put"));
+    assert_eq!(source, BatchSource::S3);
+    assert!(skipped.is_empty());
+    assert_eq!(
+        items,
+        [Item {
+            name: "s3://DOC-EXAMPLE-BUCKET/input/b21b84d653bb07b05b1e6b33684dc11b".into(),
+            input: object(
+                "DOC-EXAMPLE-BUCKET",
+                "input/b21b84d653bb07b05b1e6b33684dc11b"
+            ),
+            event_time: Some("2019-09-03T19:37:27.192Z".into()),
+            sqs_message_id: None,
+        }]
+    );
+}
+
+#[test]
+fn every_s3_record_decoded_and_placeholders_skipped() {
+    let event = json!({"Records": [s3_record("input/"), s3_record("input/my+photo%281%29.jpg"), s3_record("input/b.txt")]});
+    let (_, items, skipped) = batch(event);
+    assert_eq!(
+        items.iter().map(|i| i.input.clone()).collect::<Vec<_>>(),
+        [
+            object("b", "input/my photo(1).jpg"),
+            object("b", "input/b.txt")
+        ]
+    );
+    assert_eq!(skipped, ["input/"]);
+    let mut other = s3_record("x");
+    other["eventSource"] = json!("aws:kinesis");
+    assert!(
+        matches!(Event::parse(json!({"Records": [other]}), ""), Err(EventError::Source(s)) if s == "aws:kinesis")
+    );
+    let err = Event::parse(json!({"Records": "none"}), "").unwrap_err();
+    assert!(err.to_string().contains("must be an array"), "{err}");
+}
+
+#[test]
+fn sqs_messages_are_one_run_each_with_their_ids() {
+    let (source, items, _) = batch(sample("sqs"));
+    assert_eq!(source, BatchSource::Sqs);
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0].input, Input::Message(b"Test message.".to_vec()));
+    assert_eq!(
+        items[1].sqs_message_id.as_deref(),
+        Some("2e1424d4-f796-459a-8184-9c92662be6da")
+    );
+    assert_eq!(items[0].event_time.as_deref(), Some("1545082649183"));
+    let mut broken = sample("sqs");
+    broken["Records"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("messageId");
+    let err = Event::parse(broken, "").unwrap_err();
+    assert!(err.to_string().contains("messageId"), "{err}");
+}
+
+#[test]
+fn sns_notifications_are_one_run_each() {
+    let (source, items, _) = batch(sample("sns"));
+    assert_eq!(source, BatchSource::Sns);
+    assert_eq!(items[0].name, "95df01b4-ee98-5cb9-9903-4c221d41eb5e");
+    assert_eq!(items[0].input, Input::Message(b"Hello from SNS!".to_vec()));
+    assert_eq!(
+        items[0].event_time.as_deref(),
+        Some("2019-01-02T12:45:07.000Z")
+    );
+}
+
+#[test]
+fn s3_notifications_inside_sqs_and_sns_are_their_objects() {
+    let notification = sample("s3-put").to_string();
+    let mut sqs = sample("sqs");
+    sqs["Records"][0]["body"] = json!(notification);
+    sqs["Records"][1]["body"] =
+        json!(json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "b"}).to_string());
+    let (_, items, skipped) = batch(sqs);
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(
+        items[0].input,
+        object(
+            "DOC-EXAMPLE-BUCKET",
+            "input/b21b84d653bb07b05b1e6b33684dc11b"
+        )
+    );
+    assert_eq!(
+        items[0].sqs_message_id.as_deref(),
+        Some("059f36b4-87a3-44ab-83d2-661975830a7d"),
+        "a failed object retries its message"
+    );
+    assert_eq!(skipped.len(), 1, "the S3 test event");
+
+    let mut sns = sample("sns");
+    sns["Records"][0]["Sns"]["Message"] = json!(notification);
+    let (_, items, _) = batch(sns);
+    assert_eq!(
+        items[0].input,
+        object(
+            "DOC-EXAMPLE-BUCKET",
+            "input/b21b84d653bb07b05b1e6b33684dc11b"
+        )
+    );
+
+    // SNS delivered to SQS (not raw): the SNS envelope is the SQS body.
+    let envelope = json!({"Type": "Notification", "MessageId": "m", "TopicArn": "t",
+                          "Message": notification, "Timestamp": "2024-01-01T00:00:00Z"});
+    let mut sqs = sample("sqs");
+    sqs["Records"][0]["body"] = json!(envelope.to_string());
+    let (_, items, _) = batch(sqs);
+    assert_eq!(
+        items[0].input,
+        object(
+            "DOC-EXAMPLE-BUCKET",
+            "input/b21b84d653bb07b05b1e6b33684dc11b"
+        )
+    );
+    assert_eq!(
+        items[0].event_time.as_deref(),
+        Some("2019-09-03T19:37:27.192Z"),
+        "the S3 record's own time"
+    );
+}
+
+#[test]
+fn eventbridge_object_created_is_an_s3_object() {
+    let (source, items, _) = batch(sample("eventbridge-s3-object-created"));
+    assert_eq!(source, BatchSource::Eventbridge);
+    assert_eq!(
+        items[0].input,
+        object("DOC-EXAMPLE-BUCKET1", "input/example key"),
+        "EventBridge keys are not URL-encoded"
+    );
+    let mut broken = sample("eventbridge-s3-object-created");
+    broken["detail"].as_object_mut().unwrap().remove("bucket");
+    let err = Event::parse(broken, "").unwrap_err();
+    assert!(err.to_string().contains("bucket"), "{err}");
+}
+
+#[test]
+fn http_events_of_both_formats() {
+    let v1 = json!({"httpMethod": "POST", "path": "/launch", "requestContext": {"httpMethod": "POST"},
+                    "queryStringParameters": {"size": "64"}, "body": "aGk=", "isBase64Encoded": true,
+                    "headers": {"Content-Type": "text/plain"}});
+    let Event::Http(h) = Event::parse(v1, "").unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (h.format, h.body.as_deref(), h.query.as_slice()),
+        (
+            HttpFormat::RestV1,
+            Some(&b"hi"[..]),
+            &[("size".to_owned(), "64".to_owned())][..]
+        )
+    );
+    assert_eq!((h.method.as_str(), h.path.as_str()), ("POST", "/launch"));
+    assert_eq!(h.headers["content-type"], "text/plain");
+    let v2 = json!({"version": "2.0", "routeKey": "$default", "rawPath": "/x", "rawQueryString": "",
+                    "requestContext": {"http": {"method": "PUT", "path": "/x"}}, "body": "text body", "isBase64Encoded": false});
+    let Event::Http(h) = Event::parse(v2, "").unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            h.format,
+            h.body.as_deref(),
+            h.method.as_str(),
+            h.path.as_str()
+        ),
+        (HttpFormat::V2, Some(&b"text body"[..]), "PUT", "/x")
+    );
+}
