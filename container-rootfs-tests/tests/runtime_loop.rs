@@ -454,7 +454,7 @@ fn an_http_caller_cannot_set_the_containers_environment() {
     let (_runtime, init) = runtime_with_init(
         &api,
         "env | grep -v -e '^REQUEST_ID=' -e '^SCAR_INPUT_DIR=' -e '^SCAR_OUTPUT_DIR=' -e '^TMP_OUTPUT_DIR=' \\\n\
-           -e '^SCAR_EVENT_FILE=' -e '^SCAR_HTTP_' -e '^SCAR_INPUT_FILE=' -e '^INPUT_FILE_PATH=' | sort\n",
+           -e '^SCAR_EVENT_FILE=' -e '^SCAR_HTTP_' -e '^SCAR_INPUT_FILE=' -e '^INPUT_FILE_PATH=' -e '^SCAR_FC_MOUNTS=' | sort\n",
         &[("CONT_VAR_OWN", "kept")],
     );
     let request = |query: Value| {
