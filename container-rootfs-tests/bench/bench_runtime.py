@@ -7,6 +7,9 @@
   bootstrap run true    `bootstrap run IMAGE -- /bin/true`, a whole process, warm cache
   native true           spawning /bin/true on the host
   idle RSS              of the waiting runtime after the warm invocations
+  100 MB of short lines a command printing them, output logged live (SCAR_LOG_OUTPUT=live,
+                        the default; the log read as fast as CloudWatch would) against the
+                        same with output captured only (off): time and peak RSS
 
 Medians; writes a Markdown table to stdout and OUT_MD.
 """
@@ -53,6 +56,53 @@ class RuntimeApi(BaseHTTPRequestHandler):
         replies.put((self.path, time.perf_counter(), body))
 
 
+def stop(proc):
+    """Ends a runtime and the poll it left waiting, and forgets what either left queued."""
+    proc.kill(); proc.wait()
+    events.put(("drain", {}))
+    time.sleep(0.3)
+    for q in (replies, polls):
+        while not q.empty():
+            q.get()
+
+
+def big_output(env, mode, runs=3):
+    """Median seconds and peak RSS (MB) of invocations printing 100 MB of short lines; None
+    when this runtime has no SCAR_LOG_OUTPUT."""
+    while not polls.empty():
+        polls.get()
+    proc = subprocess.Popen([BOOTSTRAP], env={**env, "SCAR_LOG_OUTPUT": mode}, stderr=subprocess.DEVNULL)
+    try:
+        polls.get(timeout=10)
+    except queue.Empty:
+        proc.kill(); proc.wait()
+        time.sleep(0.3)
+        while not replies.empty():
+            replies.get()
+        return None
+    times = []
+    for i in range(runs):
+        events.put((f"big-{mode}-{i}", {"cmd_args": ["/bin/sh", "-c", "yes 0123456789abcdef | head -c 100000000"]}))
+        kind, sent = replies.get(timeout=120)
+        path, done, body = replies.get(timeout=120)
+        assert path.endswith("/response"), (path, body)
+        polls.get(timeout=30)
+        times.append(done - sent)
+    peak = int([l for l in open(f"/proc/{proc.pid}/status") if l.startswith("VmHWM")][0].split()[1]) / 1024
+    stop(proc)
+    return statistics.median(times), peak
+
+
+def big_output_rows(lines):
+    if lines["off"] is None or lines["live"] is None:
+        return "| 100 MB of short lines, logged live | n/a (this runtime has no SCAR_LOG_OUTPUT) | |\n"
+    (off_s, off_rss), (live_s, live_rss) = lines["off"], lines["live"]
+    return (f"| 100 MB of short lines, captured only (`SCAR_LOG_OUTPUT=off`) | {off_s:.2f} s, peak RSS {off_rss:.1f} MB | |\n"
+            f"| 100 MB of short lines, logged live (the default) | {live_s:.2f} s, peak RSS {live_rss:.1f} MB | |\n"
+            f"| live ÷ captured only | {live_s / off_s:.2f} × | ≤ 1.2 × |\n"
+            f"| peak RSS, logged live | {live_rss:.1f} MB | ≤ 32 MB |\n")
+
+
 def main():
     server = ThreadingHTTPServer(("127.0.0.1", 0), RuntimeApi)
     server.handle_error = lambda *args: None  # the killed cold-start runtimes drop their connections
@@ -84,7 +134,7 @@ def main():
             warm.append((done - sent) * 1000)
     time.sleep(0.5)
     rss = int([l for l in open(f"/proc/{proc.pid}/status") if l.startswith("VmRSS")][0].split()[1]) / 1024
-    proc.kill(); proc.wait()
+    stop(proc)
 
     def wall(cmd, n):
         out = []
@@ -94,6 +144,7 @@ def main():
             out.append((time.perf_counter() - t) * 1000)
         return statistics.median(out)
 
+    lines = {mode: big_output(env, mode) for mode in ("off", "live")}
     run_ms = wall([BOOTSTRAP, "run", "--cache-dir", CACHE, "--shim-dir", SHIM_DIR, IMAGE, "--", "/bin/true"], 20)
     native_ms = wall(["/bin/true"], RUNS)
     warm_ms = statistics.median(warm)
@@ -105,7 +156,7 @@ def main():
 | runtime overhead over the command (warm − native) | {warm_ms - native_ms:.1f} ms | ≤ 5 ms |
 | `bootstrap run IMAGE -- /bin/true` (whole process, warm cache) | {run_ms:.1f} ms | |
 | idle RSS of the waiting runtime | {rss:.1f} MB | ≤ 20 MB |
-
+{big_output_rows(lines)}
 {RUNS} warm invocations after 3 warm-ups, 5 cold starts, 20 `bootstrap run`s; release build.
 """
     print(table)

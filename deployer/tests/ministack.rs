@@ -133,16 +133,17 @@ async fn init_run_upload_invoke_log_rm_on_a_local_lambda() {
     let listed = stand.deployer(&["ls"]).ok().stdout;
     assert!(listed.contains(&endpoint), "{listed}");
 
-    // log: Lambda's lines for these requests.
+    // log: Lambda's lines for these requests, and what the S3-triggered script printed
+    // (its response went nowhere: the runtime wrote its output to the log as it ran).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let log = stand.deployer(&["log", "-n", &name]).ok().stdout;
-        if log.contains("REPORT RequestId") {
+        if log.contains("REPORT RequestId") && log.contains("\tABC DEF") {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "no REPORT line in the log:\n{log}"
+            "no REPORT line or no script output in the log:\n{log}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

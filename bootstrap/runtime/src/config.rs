@@ -63,6 +63,8 @@ pub struct FunctionConfig {
     pub exec: ExecOptions,
     /// How the command's output lines are written to the log (`AWS_LAMBDA_LOG_FORMAT`).
     pub log_format: LineFormat,
+    /// Whether they are (`SCAR_LOG_OUTPUT`).
+    pub log_output: bool,
 }
 
 /// Where the shim builds are and what happens to static programs.
@@ -203,6 +205,7 @@ impl FunctionConfig {
             container_env,
             pull: pull_options(lookup, false)?,
             exec: exec_options(lookup)?,
+            log_output: settings::LOG_OUTPUT.choice(lookup)? != Some("off"),
             log_format: match lookup("AWS_LAMBDA_LOG_FORMAT") {
                 Some(format) if format.eq_ignore_ascii_case("json") => LineFormat::Json,
                 _ => LineFormat::Text,
@@ -243,6 +246,15 @@ mod tests {
             [("GREETING".to_owned(), "hi".to_owned())]
         );
         assert_eq!(config.pull.cache_dir, PathBuf::from("/tmp/scar"));
+        assert!(config.log_output, "the output is logged live by default");
+        let quiet = FunctionConfig::from_vars(vars(&[
+            ("SCAR_IMAGE", "x"),
+            ("SCAR_LOG_OUTPUT", "off"),
+            ("AWS_LAMBDA_LOG_FORMAT", "json"),
+        ]))
+        .unwrap();
+        assert!(!quiet.log_output);
+        assert_eq!(quiet.log_format, LineFormat::Json);
     }
 
     #[test]

@@ -151,6 +151,15 @@ pub const KILL_GRACE: Setting = Setting {
     scope: Scope::Function,
     meaning: "seconds between SIGTERM and SIGKILL when the deadline comes",
 };
+/// `SCAR_LOG_OUTPUT`.
+pub const LOG_OUTPUT: Setting = Setting {
+    var: "SCAR_LOG_OUTPUT",
+    flag: None,
+    default: Some("live"),
+    kind: Kind::Choice(&["live", "off"]),
+    scope: Scope::Function,
+    meaning: "the command's output lines in the function's log as they are printed (`live`), or only in the response (`off`)",
+};
 /// `SCAR_CACHE_DIR`.
 pub const CACHE_DIR: Setting = Setting {
     var: "SCAR_CACHE_DIR",
@@ -235,6 +244,7 @@ pub const SETTINGS: &[&Setting] = &[
     &OUTPUT_PREFIX,
     &OUTPUT_LIMIT,
     &KILL_GRACE,
+    &LOG_OUTPUT,
     &CACHE_DIR,
     &PLATFORM,
     &INSECURE_REGISTRIES,

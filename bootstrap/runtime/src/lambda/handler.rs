@@ -249,7 +249,7 @@ impl<I: Images, R: Runner> Run<'_, I, R> {
                 .unwrap_or_else(|| "/".to_owned()),
             mounts,
             capture: Capture::Combined { limit: budget },
-            live_log: Some(self.log.clone()),
+            live_log: config.log_output.then(|| self.log.clone()),
             deadline: Some(self.cutoff),
             grace: config.kill_grace.min(config.timeout_threshold / 2),
         };
