@@ -21,6 +21,8 @@ pub struct Aws {
     pub region: String,
     /// `AWS_ENDPOINT_URL` (or the profile's `endpoint_url`), when set.
     pub endpoint: Option<String>,
+    /// The credentials the clients use, to sign requests to IAM-authorized endpoints.
+    pub credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
 }
 
 impl Aws {
@@ -54,6 +56,7 @@ impl Aws {
             iam: aws_sdk_iam::Client::new(config),
             region,
             endpoint,
+            credentials: config.credentials_provider(),
         })
     }
 }

@@ -133,6 +133,26 @@ pub struct RuntimeFiles {
     pub shim_dir: Option<PathBuf>,
 }
 
+/// Who may call an HTTP endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointAuth {
+    /// Only requests signed (SigV4) by a principal allowed to invoke the function.
+    Iam,
+    /// Anyone who knows the URL: every request runs the function under its role.
+    None,
+}
+
+impl EndpointAuth {
+    /// The tag value, and what the deployer reads back.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Iam => "iam",
+            Self::None => "none",
+        }
+    }
+}
+
 /// `deployer layer build`
 #[derive(Debug, Args)]
 pub struct LayerBuildArgs {
@@ -226,6 +246,15 @@ pub struct InitArgs {
     /// Create a REST API with this name whose every route runs the function (SCAR: -api)
     #[arg(long, value_name = "NAME")]
     pub api_gateway_name: Option<String>,
+    /// Who may call the REST API: callers signing with AWS credentials (iam) or anyone (none)
+    #[arg(long, value_enum, default_value = "iam", requires = "api_gateway_name")]
+    pub api_auth: EndpointAuth,
+    /// Create a Function URL for the function
+    #[arg(long)]
+    pub url: bool,
+    /// Who may call the Function URL: callers signing with AWS credentials (iam) or anyone (none)
+    #[arg(long, value_enum, default_value = "iam", requires = "url")]
+    pub url_auth: EndpointAuth,
     /// Stage the image in this bucket so cold starts read it from S3, not the registry (SCAR: -db)
     #[arg(long, value_name = "BUCKET")]
     pub deployment_bucket: Option<String>,

@@ -30,30 +30,124 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// Calls `url`: POST of `data` when given, else GET. `asynchronous` asks API Gateway to
-/// invoke the function as an event (the API maps `X-Amz-Invocation-Type`).
+/// Signs requests for an IAM-authorized endpoint (SigV4, service `execute-api` for a REST
+/// API, `lambda` for a Function URL) with the deployer's own credentials.
+#[derive(Debug, Clone)]
+pub struct Signer {
+    credentials: aws_credential_types::Credentials,
+    region: String,
+}
+
+impl Signer {
+    /// The deployer's current credentials.
+    pub async fn of(aws: &Aws) -> Result<Self, DeployError> {
+        use aws_credential_types::provider::ProvideCredentials as _;
+        let provider = aws.credentials.as_ref().ok_or(DeployError::Http {
+            url: "(signing)".into(),
+            message: "no AWS credentials to sign the request with".into(),
+        })?;
+        let credentials = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| DeployError::Http {
+                url: "(signing)".into(),
+                message: format!("cannot load AWS credentials to sign the request: {e}"),
+            })?;
+        Ok(Self {
+            credentials,
+            region: aws.region.clone(),
+        })
+    }
+
+    /// The headers that sign `method url` with `headers` and `body`.
+    pub fn headers(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        now: std::time::SystemTime,
+    ) -> Result<Vec<(String, String)>, String> {
+        use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+        let service = if url.contains(".lambda-url.") {
+            "lambda"
+        } else {
+            "execute-api"
+        };
+        let identity = self.credentials.clone().into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name(service)
+            .time(now)
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| e.to_string())?
+            .into();
+        let request = SignableRequest::new(
+            method,
+            url,
+            headers.iter().copied(),
+            SignableBody::Bytes(body),
+        )
+        .map_err(|e| e.to_string())?;
+        let (instructions, _) = sign(request, &params)
+            .map_err(|e| e.to_string())?
+            .into_parts();
+        Ok(instructions
+            .headers()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect())
+    }
+}
+
+/// Calls `url`: POST of `data` when given, else GET, signed when `signer` is given.
+/// `asynchronous` asks API Gateway to invoke the function as an event (the API maps
+/// `X-Amz-Invocation-Type`).
 pub async fn call(
     url: &str,
     data: Option<&Path>,
     asynchronous: bool,
+    signer: Option<&Signer>,
 ) -> Result<Response, DeployError> {
     let fail = |message: String| DeployError::Http {
         url: url.to_owned(),
         message,
     };
+    let body = match data {
+        Some(path) => Some(tokio::fs::read(path).await.map_err(DeployError::io(path))?),
+        None => None,
+    };
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if body.is_some() {
+        headers.push(("content-type", "application/octet-stream"));
+    }
+    if asynchronous {
+        headers.push(("x-amz-invocation-type", "Event"));
+    }
+    let method = if body.is_some() { "POST" } else { "GET" };
+    let signed = match signer {
+        Some(signer) => signer
+            .headers(
+                method,
+                url,
+                &headers,
+                body.as_deref().unwrap_or_default(),
+                std::time::SystemTime::now(),
+            )
+            .map_err(&fail)?,
+        None => Vec::new(),
+    };
     let client = reqwest::Client::new();
-    let mut request = match data {
-        Some(path) => {
-            let body = tokio::fs::read(path).await.map_err(DeployError::io(path))?;
-            client
-                .post(url)
-                .header("content-type", "application/octet-stream")
-                .body(body)
-        }
+    let mut request = match body {
+        Some(body) => client.post(url).body(body),
         None => client.get(url),
     };
-    if asynchronous {
-        request = request.header("X-Amz-Invocation-Type", "Event");
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    for (name, value) in signed {
+        request = request.header(name, value);
     }
     let response = request.send().await.map_err(|e| fail(e.to_string()))?;
     let status = response.status().as_u16();
@@ -62,4 +156,65 @@ pub async fn call(
         status,
         body: body.to_vec(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_to_an_iam_endpoint_carry_a_sigv4_signature() {
+        let signer = Signer {
+            credentials: aws_credential_types::Credentials::new(
+                "AKIDEXAMPLE",
+                "secret",
+                None,
+                None,
+                "test",
+            ),
+            region: "eu-west-1".into(),
+        };
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let headers = signer
+            .headers(
+                "POST",
+                "https://abc.execute-api.eu-west-1.amazonaws.com/scar/launch",
+                &[("content-type", "application/octet-stream")],
+                b"body",
+                when,
+            )
+            .unwrap();
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let authorization = get("authorization").unwrap();
+        assert!(
+            authorization.starts_with(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20231114/eu-west-1/execute-api/aws4_request"
+            ),
+            "{authorization}"
+        );
+        assert!(
+            authorization.contains("SignedHeaders=content-type;host;x-amz-date"),
+            "{authorization}"
+        );
+        assert_eq!(get("x-amz-date"), Some("20231114T221320Z"));
+        let url = signer
+            .headers(
+                "GET",
+                "https://xyz.lambda-url.eu-west-1.on.aws/",
+                &[],
+                b"",
+                when,
+            )
+            .unwrap();
+        assert!(
+            url.iter()
+                .any(|(k, v)| k == "authorization" && v.contains("/eu-west-1/lambda/aws4_request")),
+            "{url:?}"
+        );
+    }
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use crate::aws::Aws;
 use crate::error::DeployError;
-use crate::resources::{self, TAG_API, TAG_IMAGE};
+use crate::resources::{self, TAG_API, TAG_ENDPOINT_AUTH, TAG_IMAGE, TAG_URL};
 
 /// One managed function.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -19,8 +19,10 @@ pub struct ManagedFunction {
     pub time: i32,
     /// The image the user gave.
     pub image: String,
-    /// The HTTP endpoint, when init made one.
+    /// The HTTP endpoint (the REST API, else the Function URL), when init made one.
     pub endpoint: Option<String>,
+    /// Who may call it: `iam` (signed requests) or `none`.
+    pub endpoint_auth: Option<String>,
     /// All its tags.
     #[serde(skip)]
     pub tags: HashMap<String, String>,
@@ -50,7 +52,12 @@ fn managed(
         image: tags.get(TAG_IMAGE).cloned().unwrap_or_default(),
         endpoint: tags
             .get(TAG_API)
-            .map(|api| crate::endpoint::api_url(aws, api)),
+            .map(|api| crate::endpoint::api_url(aws, api))
+            .or_else(|| tags.get(TAG_URL).cloned()),
+        // Functions made before endpoints had authorization were open.
+        endpoint_auth: tags.get(TAG_ENDPOINT_AUTH).cloned().or_else(|| {
+            (tags.contains_key(TAG_API) || tags.contains_key(TAG_URL)).then(|| "none".to_owned())
+        }),
         tags,
     }
 }

@@ -21,6 +21,10 @@ pub const TAG_IMAGE: &str = "scar-rs:image";
 pub const TAG_TRIGGER: &str = "scar-rs:trigger";
 /// The REST API init created.
 pub const TAG_API: &str = "scar-rs:api";
+/// Who may call the function's endpoint (`iam` or `none`).
+pub const TAG_ENDPOINT_AUTH: &str = "scar-rs:endpoint-auth";
+/// The function's Function URL, when init made one.
+pub const TAG_URL: &str = "scar-rs:url";
 /// `BUCKET/PREFIX` of the staged image.
 pub const TAG_STAGED: &str = "scar-rs:staged";
 /// The log group, when init created it (not when it already existed).

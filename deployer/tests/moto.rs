@@ -317,6 +317,10 @@ async fn init_wires_everything_and_rm_takes_exactly_that_back() {
         .expect("the REST API with a {proxy+} route");
     assert_eq!(wired.name, api);
     assert_eq!(wired.integration_type, "AWS_PROXY");
+    assert_eq!(
+        wired.authorization, "AWS_IAM",
+        "endpoints need signed requests by default"
+    );
     assert!(
         wired
             .integration_uri
@@ -816,4 +820,96 @@ async fn log_prints_a_stream_or_one_request_and_commands_name_missing_things() {
             .deployer(&[command, "-n", "no-such-function"])
             .fails_with("no function named no-such-function");
     }
+}
+
+#[tokio::test]
+#[ignore = "needs moto server (make test)"]
+async fn open_endpoints_are_asked_for_and_said_so() {
+    let stand = Stand::new(MOTO, "ca-central-1").await;
+    let role = stand.role().await;
+    let (name, api) = (unique("open"), unique("open-api"));
+    let zip = layer_zip();
+    let ran = stand
+        .deployer(&[
+            "init",
+            "-n",
+            &name,
+            "-i",
+            IMAGE,
+            "--role",
+            &role,
+            "-api",
+            &api,
+            "--api-auth",
+            "none",
+            "--url",
+            "--url-auth",
+            "none",
+            "--runtime-in-package",
+            "--layer-zip",
+            zip.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(
+        ran.stderr
+            .contains("warning: the endpoint takes unsigned requests"),
+        "{ran:?}"
+    );
+    let tags = stand.tags(&name).await;
+    assert_eq!(
+        tags.get("scar-rs:endpoint-auth").map(String::as_str),
+        Some("none")
+    );
+    let api_id = tags.get("scar-rs:api").unwrap();
+    let wired = stand.rest_api(api_id).await.unwrap();
+    assert_eq!(wired.authorization, "NONE");
+    let url = stand
+        .lambda
+        .get_function_url_config()
+        .function_name(&name)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(url.auth_type().as_str(), "NONE");
+    assert_eq!(
+        tags.get("scar-rs:url").map(String::as_str),
+        Some(url.function_url())
+    );
+    let policy = stand.policy(&name).await;
+    assert!(policy.contains("lambda:InvokeFunctionUrl"), "{policy}");
+
+    // The default: signed requests only, and no warning.
+    let signed = unique("signed");
+    let ran = stand
+        .deployer(&[
+            "init",
+            "-n",
+            &signed,
+            "-i",
+            IMAGE,
+            "--role",
+            &role,
+            "--url",
+            "--runtime-in-package",
+            "--layer-zip",
+            zip.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(!ran.stderr.contains("warning"), "{ran:?}");
+    let url = stand
+        .lambda
+        .get_function_url_config()
+        .function_name(&signed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(url.auth_type().as_str(), "AWS_IAM");
+    assert!(
+        !stand
+            .policy_or_empty(&signed)
+            .await
+            .contains("InvokeFunctionUrl")
+    );
+    stand.deployer(&["rm", "-n", &name]).ok();
+    stand.deployer(&["rm", "-n", &signed]).ok();
 }

@@ -248,6 +248,14 @@ impl Stand {
             .unwrap()
     }
 
+    /// The function's resource policy, or "" when it has none.
+    pub async fn policy_or_empty(&self, name: &str) -> String {
+        match self.lambda.get_policy().function_name(name).send().await {
+            Ok(out) => out.policy.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
     pub async fn log_retention(&self, group: &str) -> Option<i32> {
         self.logs
             .describe_log_groups()
@@ -345,6 +353,15 @@ impl Stand {
             .send()
             .await
             .unwrap();
+        let method = self
+            .apigw
+            .get_method()
+            .rest_api_id(api_id)
+            .resource_id(proxy.id()?)
+            .http_method("ANY")
+            .send()
+            .await
+            .unwrap();
         let stages = self
             .apigw
             .get_stages()
@@ -356,6 +373,7 @@ impl Stand {
             name,
             integration_type: integration.r#type()?.as_str().to_owned(),
             integration_uri: integration.uri()?.to_owned(),
+            authorization: method.authorization_type()?.to_owned(),
             stages: stages
                 .item()
                 .iter()
@@ -372,5 +390,7 @@ pub struct RestApi {
     /// The `{proxy+}` route's integration type (`AWS_PROXY`).
     pub integration_type: String,
     pub integration_uri: String,
+    /// The `{proxy+}` route's authorization type (`AWS_IAM`, `NONE`).
+    pub authorization: String,
     pub stages: Vec<String>,
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::report::{Report, emit};
 use crate::aws::Aws;
-use crate::cli::InitArgs;
+use crate::cli::{EndpointAuth, InitArgs};
 use crate::error::DeployError;
 use crate::init::{self, Created};
 use crate::settings::Settings;
@@ -34,6 +34,13 @@ pub(crate) async fn run(
     settings_path: &Path,
     args: &InitArgs,
 ) -> Result<u8, DeployError> {
+    let open = (args.api_gateway_name.is_some() && args.api_auth == EndpointAuth::None)
+        || (args.url && args.url_auth == EndpointAuth::None);
+    if open {
+        eprintln!(
+            "warning: the endpoint takes unsigned requests: anyone who finds its URL runs the function under its role"
+        );
+    }
     let plan = init::plan(aws, settings, settings_path, args).await?;
     emit(&init::init(aws, plan).await?, args.json)?;
     Ok(0)

@@ -14,7 +14,17 @@ pub(crate) async fn run(aws: &Aws, args: &InvokeArgs) -> Result<u8, DeployError>
     let url = function
         .endpoint
         .ok_or_else(|| DeployError::NoEndpoint(args.name.clone()))?;
-    let response = endpoint::call(&url, args.data.as_deref(), args.asynchronous).await?;
+    let signer = match function.endpoint_auth.as_deref() {
+        Some("iam") => Some(endpoint::Signer::of(aws).await?),
+        _ => None,
+    };
+    let response = endpoint::call(
+        &url,
+        args.data.as_deref(),
+        args.asynchronous,
+        signer.as_ref(),
+    )
+    .await?;
     match &args.output {
         Some(path) => std::fs::write(path, &response.body).map_err(DeployError::io(path))?,
         None => std::io::stdout()

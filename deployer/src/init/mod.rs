@@ -111,14 +111,34 @@ async fn create(
         }
         None => None,
     };
-    let endpoint = match &plan.api_name {
-        Some(api_name) => {
-            let api = wire::create_api(aws, api_name, &function_arn, &account, created).await?;
-            wire::tag(aws, &function_arn, resources::TAG_API, &api).await?;
-            Some(crate::endpoint::api_url(aws, &api))
+    let mut endpoint = None;
+    if let Some(api_name) = &plan.api_name {
+        let auth = plan.api_auth;
+        let api = wire::create_api(aws, api_name, auth, &function_arn, &account, created).await?;
+        wire::tag(aws, &function_arn, resources::TAG_API, &api).await?;
+        wire::tag(
+            aws,
+            &function_arn,
+            resources::TAG_ENDPOINT_AUTH,
+            auth.as_str(),
+        )
+        .await?;
+        endpoint = Some(crate::endpoint::api_url(aws, &api));
+    }
+    if let Some(auth) = plan.url {
+        let url = wire::create_url(aws, &function_arn, auth).await?;
+        wire::tag(aws, &function_arn, resources::TAG_URL, &url).await?;
+        if plan.api_name.is_none() {
+            wire::tag(
+                aws,
+                &function_arn,
+                resources::TAG_ENDPOINT_AUTH,
+                auth.as_str(),
+            )
+            .await?;
         }
-        None => None,
-    };
+        endpoint.get_or_insert(url);
+    }
     Ok(Created {
         function_arn,
         layer: plan.layer.clone(),

@@ -9,7 +9,7 @@ use aws_sdk_iam::error::ProvideErrorMetadata;
 use scar_image::ImageReference;
 
 use crate::aws::Aws;
-use crate::cli::{Arch, InitArgs};
+use crate::cli::{Arch, EndpointAuth, InitArgs};
 use crate::error::DeployError;
 use crate::package::{self, RuntimeSource};
 use crate::resources::{MANAGED_BY, TAG_IMAGE, TAG_MANAGED};
@@ -62,6 +62,10 @@ pub struct Plan {
     pub input_folder: String,
     /// The REST API to create.
     pub api_name: Option<String>,
+    /// Who may call it.
+    pub api_auth: EndpointAuth,
+    /// The Function URL to create, and who may call it.
+    pub url: Option<EndpointAuth>,
     /// The image to stage in S3.
     pub staging: Option<StagingPlan>,
     /// `/aws/lambda/NAME`.
@@ -289,6 +293,8 @@ pub async fn plan(
         event_source: args.event_source.clone(),
         input_folder,
         api_name: args.api_gateway_name.clone(),
+        api_auth: args.api_auth,
+        url: args.url.then_some(args.url_auth),
         staging: staging.map(|s| s.for_function(&args.name)),
         log_group: format!("/aws/lambda/{}", args.name),
         log_retention_days: settings.cloudwatch.log_retention_days,

@@ -1,6 +1,7 @@
 //! The resources around the function: buckets, its log group, the S3 trigger and the REST API.
 
 use aws_sdk_apigateway::types::IntegrationType;
+use aws_sdk_lambda::types::FunctionUrlAuthType;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, CreateBucketConfiguration, Event, FilterRule, FilterRuleName,
     LambdaFunctionConfiguration, NotificationConfigurationFilter, S3KeyFilter,
@@ -9,6 +10,7 @@ use aws_sdk_s3::types::{
 use super::Plan;
 use super::plan::BucketNeed;
 use crate::aws::Aws;
+use crate::cli::EndpointAuth;
 use crate::error::DeployError;
 use crate::resources::{self, Resource, STAGE};
 
@@ -192,6 +194,7 @@ pub async fn add_trigger(
 pub async fn create_api(
     aws: &Aws,
     name: &str,
+    auth: EndpointAuth,
     function_arn: &str,
     account: &str,
     created: &mut Vec<Resource>,
@@ -240,7 +243,10 @@ pub async fn create_api(
             .rest_api_id(&api_id)
             .resource_id(resource)
             .http_method("ANY")
-            .authorization_type("NONE")
+            .authorization_type(match auth {
+                EndpointAuth::Iam => "AWS_IAM",
+                EndpointAuth::None => "NONE",
+            })
             .request_parameters("method.request.header.X-Amz-Invocation-Type", false)
             .send()
             .await
@@ -282,4 +288,38 @@ pub async fn create_api(
         .await
         .map_err(DeployError::aws("lambda:AddPermission"))?;
     Ok(api_id)
+}
+
+/// A Function URL; with `none`, the permission that lets anyone call it. Returns the URL.
+/// (Deleting the function deletes its URL, so `rm` needs no step of its own.)
+pub async fn create_url(
+    aws: &Aws,
+    function_arn: &str,
+    auth: EndpointAuth,
+) -> Result<String, DeployError> {
+    let auth_type = match auth {
+        EndpointAuth::Iam => FunctionUrlAuthType::AwsIam,
+        EndpointAuth::None => FunctionUrlAuthType::None,
+    };
+    let url = aws
+        .lambda
+        .create_function_url_config()
+        .function_name(function_arn)
+        .auth_type(auth_type.clone())
+        .send()
+        .await
+        .map_err(DeployError::aws("lambda:CreateFunctionUrlConfig"))?;
+    if auth == EndpointAuth::None {
+        aws.lambda
+            .add_permission()
+            .function_name(function_arn)
+            .statement_id("scar-function-url")
+            .action("lambda:InvokeFunctionUrl")
+            .principal("*")
+            .function_url_auth_type(auth_type)
+            .send()
+            .await
+            .map_err(DeployError::aws("lambda:AddPermission"))?;
+    }
+    Ok(url.function_url().to_owned())
 }
