@@ -111,34 +111,30 @@ async fn create(
         }
         None => None,
     };
-    let mut endpoint = None;
-    if let Some(api_name) = &plan.api_name {
-        let auth = plan.api_auth;
-        let api = wire::create_api(aws, api_name, auth, &function_arn, &account, created).await?;
-        wire::tag(aws, &function_arn, resources::TAG_API, &api).await?;
-        wire::tag(
-            aws,
-            &function_arn,
-            resources::TAG_ENDPOINT_AUTH,
-            auth.as_str(),
-        )
-        .await?;
-        endpoint = Some(crate::endpoint::api_url(aws, &api));
-    }
-    if let Some(auth) = plan.url {
-        let url = wire::create_url(aws, &function_arn, auth).await?;
-        wire::tag(aws, &function_arn, resources::TAG_URL, &url).await?;
-        if plan.api_name.is_none() {
-            wire::tag(
-                aws,
-                &function_arn,
-                resources::TAG_ENDPOINT_AUTH,
-                auth.as_str(),
-            )
-            .await?;
+    let api = match &plan.api_name {
+        Some(name) => {
+            let api = wire::create_api(aws, name, plan.api_auth, &function_arn, &account, created)
+                .await?;
+            wire::tag(aws, &function_arn, resources::TAG_API, &api).await?;
+            Some(api)
         }
-        endpoint.get_or_insert(url);
+        None => None,
+    };
+    let url = match plan.url {
+        Some(auth) => {
+            let url = wire::create_url(aws, &function_arn, auth).await?;
+            wire::tag(aws, &function_arn, resources::TAG_URL, &url).await?;
+            Some(url)
+        }
+        None => None,
+    };
+    // The endpoint shown (the REST API, else the URL) and who may call it, for `invoke`.
+    let endpoint_auth = plan.api_name.as_ref().map(|_| plan.api_auth).or(plan.url);
+    if let Some(auth) = endpoint_auth {
+        let auth = auth.as_str();
+        wire::tag(aws, &function_arn, resources::TAG_ENDPOINT_AUTH, auth).await?;
     }
+    let endpoint = api.map(|api| crate::endpoint::api_url(aws, &api)).or(url);
     Ok(Created {
         function_arn,
         layer: plan.layer.clone(),
