@@ -256,7 +256,7 @@ pub const SETTINGS: &[&Setting] = &[
 ];
 
 /// The prefix of the shim's own variables, which bootstrap sets and nobody configures.
-pub const SHIM_PREFIX: &str = "SCAR_FC_";
+pub const SHIM_PREFIX: &str = rootfs_paths::protocol::PREFIX;
 
 /// Whether the runtime reads `name` (so a deployer can refuse a typo before deploying).
 pub fn is_known_variable(name: &str) -> bool {

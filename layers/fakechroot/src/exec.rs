@@ -13,12 +13,11 @@ use rootfs_paths::layout::clean_into;
 use rootfs_paths::{LoaderKind, PathBuf, script};
 
 use crate::arena::{Arena, Vector, entries};
-use crate::state::{PER_EXEC, State, StaticPolicy};
+use crate::state::{State, StaticPolicy};
 use crate::sys;
 use crate::translate::{container_dir, is_own_exe};
 
-/// Nested interpreters allowed, as Linux's `BINPRM_MAX_RECURSION`.
-const MAX_SCRIPT_DEPTH: usize = 4;
+use rootfs_paths::protocol::{self, MAX_SCRIPT_DEPTH};
 
 /// A ready-to-exec host command; its memory lives in the arena.
 #[derive(Debug)]
@@ -228,7 +227,9 @@ fn through_loader(
     for &entry in env {
         // SAFETY: env entries are NUL-terminated.
         let bytes = unsafe { sys::bytes(entry) };
-        let ours = PER_EXEC.iter().any(|p| bytes.starts_with(p))
+        let ours = protocol::PER_EXEC
+            .iter()
+            .any(|p| bytes.starts_with(p.assignment))
             || (bytes.starts_with(b"LD_PRELOAD=")
                 && [st.glibc_shim, st.musl_shim]
                     .iter()
@@ -248,10 +249,10 @@ fn through_loader(
             envp.push(var.as_ptr())?;
         }
     }
-    envp.push(arena.string(&[b"SCAR_FC_EXE=", container.as_bytes()])?)?;
+    envp.push(arena.string(&[protocol::EXE.assignment, container.as_bytes()])?)?;
     if !argv0_option {
         // SAFETY: argv0 is a NUL-terminated string.
-        envp.push(arena.string(&[b"SCAR_FC_ARGV0=", unsafe { sys::bytes(argv0) }])?)?;
+        envp.push(arena.string(&[protocol::ARGV0.assignment, unsafe { sys::bytes(argv0) }])?)?;
     }
     if let (Some(shim), false) = (shim, preload_option) {
         envp.push(arena.string(&[b"LD_PRELOAD=", shim.to_bytes()])?)?;

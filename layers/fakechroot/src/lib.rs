@@ -59,7 +59,7 @@ extern "C" fn init(argc: c_int, argv: *mut *mut c_char, _envp: *mut *mut c_char)
         return;
     }
     // SAFETY: getenv returns a pointer into the environment, which outlives main.
-    let argv0 = unsafe { libc::getenv(c"SCAR_FC_ARGV0".as_ptr()) };
+    let argv0 = unsafe { libc::getenv(rootfs_paths::protocol::ARGV0.env.as_ptr()) };
     if argv0.is_null() {
         return;
     }

@@ -8,22 +8,13 @@ use std::ffi::{CStr, c_char};
 use std::sync::OnceLock;
 
 use rootfs_paths::layout::{Mount, parse_mounts};
-use rootfs_paths::{Layout, LoaderKind};
+use rootfs_paths::{Layout, LoaderKind, protocol};
 
 unsafe extern "C" {
     static environ: *const *const c_char;
 }
 
-/// What an exec does with a statically linked program, which no preload can follow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StaticPolicy {
-    /// Run it unchanged, seeing the host's files (only /tmp and passthroughs agree).
-    Run,
-    /// The same, with one line on stderr saying so: the default.
-    Warn,
-    /// Fail the exec with EACCES and a line on stderr.
-    Refuse,
-}
+pub use rootfs_paths::protocol::StaticPolicy;
 
 #[derive(Debug)]
 pub struct State {
@@ -42,9 +33,6 @@ pub struct State {
     /// Every `SCAR_FC_*=…` entry that an exec must hand on, even through a scrubbed env.
     pub inherited: &'static [&'static CStr],
 }
-
-/// The variables that describe one exec and are never inherited.
-pub const PER_EXEC: [&[u8]; 2] = [b"SCAR_FC_EXE=", b"SCAR_FC_ARGV0="];
 
 static STATE: OnceLock<Option<State>> = OnceLock::new();
 
@@ -73,33 +61,30 @@ fn leak_cstr(bytes: &[u8]) -> Option<&'static CStr> {
 }
 
 fn load() -> Option<State> {
-    let root = var(c"SCAR_FC_ROOT")?;
-    let mut mounts: Vec<Mount<'static>> = var(c"SCAR_FC_MOUNTS")
+    let root = var(protocol::ROOT.env)?;
+    let mut mounts: Vec<Mount<'static>> = var(protocol::MOUNTS.env)
         .map(|s| parse_mounts(s).collect())
         .unwrap_or_default();
     mounts.sort_by_key(|m| std::cmp::Reverse(m.container.len()));
-    let glibc = var(c"SCAR_FC_GLIBC")
+    let glibc = var(protocol::GLIBC.env)
         .and_then(|v| {
             let text = std::str::from_utf8(v).ok()?;
             let (major, minor) = text.split_once('.')?;
             Some((major.parse().ok()?, minor.parse().ok()?))
         })
         .unwrap_or((0, 0));
-    let static_policy = match var(c"SCAR_FC_STATIC") {
-        Some(b"run") => StaticPolicy::Run,
-        Some(b"refuse") => StaticPolicy::Refuse,
-        _ => StaticPolicy::Warn,
-    };
+    let static_policy =
+        var(protocol::STATIC.env).map_or(StaticPolicy::Warn, StaticPolicy::from_word);
     Some(State {
         root,
         mounts: Box::leak(mounts.into_boxed_slice()),
-        library_path: var(c"SCAR_FC_LIBRARY_PATH").unwrap_or_default(),
-        glibc_shim: var(c"SCAR_FC_GLIBC_SHIM").and_then(leak_cstr),
-        musl_shim: var(c"SCAR_FC_MUSL_SHIM").and_then(leak_cstr),
+        library_path: var(protocol::LIBRARY_PATH.env).unwrap_or_default(),
+        glibc_shim: var(protocol::GLIBC_SHIM.env).and_then(leak_cstr),
+        musl_shim: var(protocol::MUSL_SHIM.env).and_then(leak_cstr),
         glibc,
-        exe: var(c"SCAR_FC_EXE"),
+        exe: var(protocol::EXE.env),
         static_policy,
-        debug: var(c"SCAR_FC_DEBUG").is_some_and(|v| !v.is_empty() && v != b"0"),
+        debug: var(protocol::DEBUG.env).is_some_and(|v| !v.is_empty() && v != b"0"),
         inherited: Box::leak(inherited_vars().into_boxed_slice()),
     })
 }
@@ -114,8 +99,10 @@ fn inherited_vars() -> Vec<&'static CStr> {
     for &entry in entries {
         // SAFETY: each entry is NUL-terminated.
         let bytes = unsafe { CStr::from_ptr(entry) }.to_bytes();
-        if bytes.starts_with(b"SCAR_FC_")
-            && !PER_EXEC.iter().any(|p| bytes.starts_with(p))
+        if bytes.starts_with(protocol::PREFIX.as_bytes())
+            && !protocol::PER_EXEC
+                .iter()
+                .any(|p| bytes.starts_with(p.assignment))
             && let Some(kept) = leak_cstr(bytes)
         {
             out.push(kept);
@@ -139,12 +126,11 @@ impl State {
         }
     }
 
-    /// glibc loaders take `--preload` from 2.30 and `--argv0` from 2.33; musl's take both.
     pub fn loader_has_preload(&self, kind: LoaderKind) -> bool {
-        kind == LoaderKind::Musl || self.glibc >= (2, 30)
+        protocol::loader_has_preload(kind, self.glibc)
     }
 
     pub fn loader_has_argv0(&self, kind: LoaderKind) -> bool {
-        kind == LoaderKind::Musl || self.glibc >= (2, 33)
+        protocol::loader_has_argv0(kind, self.glibc)
     }
 }

@@ -12,6 +12,7 @@ extern crate std;
 pub mod buf;
 pub mod elf;
 pub mod layout;
+pub mod protocol;
 pub mod script;
 
 pub use buf::{Overflow, PathBuf};

@@ -9,11 +9,9 @@ use std::path::{Path, PathBuf};
 
 use rootfs_paths::elf::{self, ElfKind, HEAD_LEN};
 use rootfs_paths::layout::clean_into;
-use rootfs_paths::{Layout, LoaderKind, Mount, PathBuf as PathBuffer, script};
+use rootfs_paths::{Layout, LoaderKind, Mount, PathBuf as PathBuffer, protocol, script};
 
 use super::{ExecError, Sandbox, StaticPolicy};
-
-const MAX_SCRIPT_DEPTH: usize = 4;
 
 /// A host command line ready for `Command`.
 #[derive(Debug)]
@@ -141,7 +139,7 @@ impl Sandbox {
             .map_or(super::DEFAULT_PATH, |(_, v)| v.as_str());
         let mut program = resolve(layout, first, workdir, path_var)?;
         let mut args: Vec<OsString> = argv.iter().map(OsString::from).collect();
-        for _ in 0..=MAX_SCRIPT_DEPTH {
+        for _ in 0..=protocol::MAX_SCRIPT_DEPTH {
             let host = host_path(layout, &program)?;
             let head = read_head(&host, &program)?;
             if let Some(shebang) = script::parse(&head) {
@@ -217,8 +215,8 @@ impl Sandbox {
         }
         .ok_or(ExecError::NoShim(kind))?;
         let glibc = self.profile.glibc.unwrap_or((0, 0));
-        let has_preload = kind == LoaderKind::Musl || glibc >= (2, 30);
-        let has_argv0 = kind == LoaderKind::Musl || glibc >= (2, 33);
+        let has_preload = protocol::loader_has_preload(kind, glibc);
+        let has_argv0 = protocol::loader_has_argv0(kind, glibc);
         let mut loader_args: Vec<OsString> =
             vec!["--library-path".into(), self.profile.library_path().into()];
         if kind == LoaderKind::Glibc {
@@ -235,7 +233,7 @@ impl Sandbox {
             }
             Err(_) => OsString::from(&program),
         };
-        let mut env = vec![("SCAR_FC_EXE".to_owned(), exe)];
+        let mut env = vec![(protocol::EXE.name.to_owned(), exe)];
         if has_preload {
             loader_args.extend(["--preload".into(), shim.into()]);
         } else {
@@ -248,7 +246,7 @@ impl Sandbox {
         if has_argv0 {
             loader_args.extend(["--argv0".into(), argv0]);
         } else {
-            env.push(("SCAR_FC_ARGV0".to_owned(), argv0));
+            env.push((protocol::ARGV0.name.to_owned(), argv0));
         }
         loader_args.push(host.into_os_string());
         loader_args.extend(args.into_iter().skip(1));

@@ -91,27 +91,9 @@ pub enum ExecError {
     },
 }
 
-/// What happens to statically linked programs (`SCAR_STATIC_BINARIES`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum StaticPolicy {
-    /// Run them unconfined, silently.
-    Run,
-    /// Run them unconfined with a warning on stderr.
-    #[default]
-    Warn,
-    /// Refuse them.
-    Refuse,
-}
-
-impl StaticPolicy {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Run => "run",
-            Self::Warn => "warn",
-            Self::Refuse => "refuse",
-        }
-    }
-}
+/// What happens to statically linked programs (`SCAR_STATIC_BINARIES`): the rule the shim
+/// applies too.
+pub use rootfs_paths::protocol::StaticPolicy;
 
 /// Where the shim builds are.
 #[derive(Debug, Clone, Default)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use rootfs_paths::Layout;
+use rootfs_paths::{Layout, protocol};
 
 use super::launch::{host_path, mounts_of, mounts_spec};
 use super::live_log::LiveLog;
@@ -133,18 +133,18 @@ impl Sandbox {
         }
         command.envs(spec.env.iter().map(|(k, v)| (k, v)));
         command
-            .env("SCAR_FC_ROOT", &self.rootfs)
-            .env("SCAR_FC_MOUNTS", mounts_spec(&spec.mounts))
-            .env("SCAR_FC_LIBRARY_PATH", self.profile.library_path())
-            .env("SCAR_FC_STATIC", self.static_policy.as_str());
+            .env(protocol::ROOT.name, &self.rootfs)
+            .env(protocol::MOUNTS.name, mounts_spec(&spec.mounts))
+            .env(protocol::LIBRARY_PATH.name, self.profile.library_path())
+            .env(protocol::STATIC.name, self.static_policy.as_str());
         if let Some((major, minor)) = self.profile.glibc {
-            command.env("SCAR_FC_GLIBC", format!("{major}.{minor}"));
+            command.env(protocol::GLIBC.name, format!("{major}.{minor}"));
         }
         if let Some(shim) = &self.shims.glibc {
-            command.env("SCAR_FC_GLIBC_SHIM", shim);
+            command.env(protocol::GLIBC_SHIM.name, shim);
         }
         if let Some(shim) = &self.shims.musl {
-            command.env("SCAR_FC_MUSL_SHIM", shim);
+            command.env(protocol::MUSL_SHIM.name, shim);
         }
         command.envs(launch.env.iter().map(|(k, v)| (k, v)));
 

@@ -1,0 +1,141 @@
+//! What bootstrap tells the shim, and the exec rules both apply: the `SCAR_FC_*` variables,
+//! the depth of `#!` chains, which loader options exist, and what happens to static programs.
+//! Bootstrap plans a container's first exec and the shim every later one; both read these
+//! from here, so the two can never disagree.
+
+use core::ffi::CStr;
+
+use crate::LoaderKind;
+
+/// One variable of the protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct Var {
+    /// `SCAR_FC_…`.
+    pub name: &'static str,
+    /// The same, NUL-terminated, for `getenv`.
+    pub env: &'static CStr,
+    /// `SCAR_FC_…=`, to find or build an `environ` entry.
+    pub assignment: &'static [u8],
+}
+
+macro_rules! protocol_var {
+    ($name:literal) => {
+        Var {
+            name: $name,
+            env: match CStr::from_bytes_with_nul(concat!($name, "\0").as_bytes()) {
+                Ok(name) => name,
+                Err(_) => panic!("a protocol variable name holds a NUL"),
+            },
+            assignment: concat!($name, "=").as_bytes(),
+        }
+    };
+}
+
+/// The prefix of every protocol variable: a user never sets these.
+pub const PREFIX: &str = "SCAR_FC_";
+/// Host path of the rootfs.
+pub const ROOT: Var = protocol_var!("SCAR_FC_ROOT");
+/// `:`-separated `PATH` (passthrough) or `CONTAINER=HOST` entries.
+pub const MOUNTS: Var = protocol_var!("SCAR_FC_MOUNTS");
+/// Host library directories for the loader's `--library-path`.
+pub const LIBRARY_PATH: Var = protocol_var!("SCAR_FC_LIBRARY_PATH");
+/// Host path of the glibc build of the shim.
+pub const GLIBC_SHIM: Var = protocol_var!("SCAR_FC_GLIBC_SHIM");
+/// Host path of the musl build of the shim.
+pub const MUSL_SHIM: Var = protocol_var!("SCAR_FC_MUSL_SHIM");
+/// The image's glibc version, `2.36`: which loader options exist.
+pub const GLIBC: Var = protocol_var!("SCAR_FC_GLIBC");
+/// [`StaticPolicy`], as its word.
+pub const STATIC: Var = protocol_var!("SCAR_FC_STATIC");
+/// `1`: one stderr line per exec.
+pub const DEBUG: Var = protocol_var!("SCAR_FC_DEBUG");
+/// Per exec: the program's container path (what `/proc/self/exe` answers).
+pub const EXE: Var = protocol_var!("SCAR_FC_EXE");
+/// Per exec, for loaders without `--argv0`: the program's argv[0].
+pub const ARGV0: Var = protocol_var!("SCAR_FC_ARGV0");
+/// The variables that describe one exec and are never handed on.
+pub const PER_EXEC: [Var; 2] = [EXE, ARGV0];
+
+/// Nested `#!` interpreters allowed, as Linux's `BINPRM_MAX_RECURSION`.
+pub const MAX_SCRIPT_DEPTH: usize = 4;
+
+/// glibc loaders take `--preload` from 2.30; musl's always.
+pub fn loader_has_preload(kind: LoaderKind, glibc: (u32, u32)) -> bool {
+    kind == LoaderKind::Musl || glibc >= (2, 30)
+}
+
+/// glibc loaders take `--argv0` from 2.33; musl's always.
+pub fn loader_has_argv0(kind: LoaderKind, glibc: (u32, u32)) -> bool {
+    kind == LoaderKind::Musl || glibc >= (2, 33)
+}
+
+/// What an exec does with a statically linked program, which no preload can follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StaticPolicy {
+    /// Run it unconfined, silently.
+    Run,
+    /// Run it unconfined with a warning on stderr.
+    #[default]
+    Warn,
+    /// Refuse it (the exec fails with EACCES).
+    Refuse,
+}
+
+impl StaticPolicy {
+    /// The word in [`STATIC`] (and `SCAR_STATIC_BINARIES`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Run => "run",
+            Self::Warn => "warn",
+            Self::Refuse => "refuse",
+        }
+    }
+
+    /// The policy a word names; anything else is the default.
+    pub fn from_word(word: &[u8]) -> Self {
+        match word {
+            b"run" => Self::Run,
+            b"refuse" => Self::Refuse,
+            _ => Self::Warn,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_variable_has_its_three_spellings() {
+        assert_eq!(EXE.name, "SCAR_FC_EXE");
+        assert_eq!(EXE.env.to_bytes(), b"SCAR_FC_EXE");
+        assert_eq!(EXE.assignment, b"SCAR_FC_EXE=");
+        for var in [
+            ROOT,
+            MOUNTS,
+            LIBRARY_PATH,
+            GLIBC_SHIM,
+            MUSL_SHIM,
+            GLIBC,
+            STATIC,
+            DEBUG,
+            EXE,
+            ARGV0,
+        ] {
+            assert!(var.name.starts_with(PREFIX));
+        }
+    }
+
+    #[test]
+    fn loader_options_by_libc() {
+        assert!(!loader_has_preload(LoaderKind::Glibc, (2, 29)));
+        assert!(loader_has_preload(LoaderKind::Glibc, (2, 30)));
+        assert!(!loader_has_argv0(LoaderKind::Glibc, (2, 32)));
+        assert!(loader_has_argv0(LoaderKind::Glibc, (2, 33)));
+        assert!(loader_has_argv0(LoaderKind::Musl, (0, 0)));
+        for policy in [StaticPolicy::Run, StaticPolicy::Warn, StaticPolicy::Refuse] {
+            assert_eq!(StaticPolicy::from_word(policy.as_str().as_bytes()), policy);
+        }
+        assert_eq!(StaticPolicy::from_word(b"?"), StaticPolicy::Warn);
+    }
+}
