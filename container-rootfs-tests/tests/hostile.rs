@@ -16,6 +16,8 @@ enum Entry<'a> {
     File(&'a str, &'a [u8]),
     Symlink(&'a str, &'a str),
     HardLink(&'a str, &'a str),
+    /// An entry of any type byte, with this content.
+    Raw(&'a str, u8, &'a [u8]),
 }
 
 /// A raw tar: names are written as given (the `tar` crate's safe setters refuse `..`).
@@ -28,6 +30,7 @@ fn tar_of(entries: &[Entry]) -> Vec<u8> {
             Entry::File(n, d) => (n, tar::EntryType::Regular, None, d),
             Entry::Symlink(n, t) => (n, tar::EntryType::Symlink, Some(t), b""),
             Entry::HardLink(n, t) => (n, tar::EntryType::Link, Some(t), b""),
+            Entry::Raw(n, kind, d) => (n, tar::EntryType::new(*kind), None, d),
         };
         let bytes = name.as_bytes();
         header.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
@@ -61,6 +64,17 @@ fn put(dir: &Path, data: &[u8]) -> String {
 
 /// Writes a one-image OCI layout; `tamper` may rewrite the layer blob after its digest is taken.
 fn layout(dir: &Path, layers: &[Vec<u8>], media_type: &str, tamper: impl Fn(&Path, &str)) {
+    layout_sized(dir, layers, media_type, tamper, None);
+}
+
+/// [`layout`], with every layer's size in the manifest replaced by `size` when given.
+fn layout_sized(
+    dir: &Path,
+    layers: &[Vec<u8>],
+    media_type: &str,
+    tamper: impl Fn(&Path, &str),
+    size: Option<i64>,
+) {
     fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     let config = br#"{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":[]}}"#;
     let config_digest = put(dir, config);
@@ -68,9 +82,9 @@ fn layout(dir: &Path, layers: &[Vec<u8>], media_type: &str, tamper: impl Fn(&Pat
     for layer in layers {
         let blob = gzip(layer);
         let digest = put(dir, &blob);
-        descriptors.push(
-            serde_json::json!({"mediaType": media_type, "digest": digest, "size": blob.len()}),
-        );
+        let declared = size.unwrap_or(blob.len() as i64);
+        descriptors
+            .push(serde_json::json!({"mediaType": media_type, "digest": digest, "size": declared}));
         tamper(dir, &digest);
     }
     let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -293,4 +307,185 @@ fn registry_faults_are_named() {
         &["denied"],
     );
     registry_failure("127.0.0.1:1/test/glibc", None, &["127.0.0.1:1"]);
+}
+
+/// A directory outside every cache, with a file and a directory whose content and times a
+/// test compares before and after.
+struct Canary {
+    dir: std::path::PathBuf,
+}
+
+impl Canary {
+    fn new(dir: std::path::PathBuf) -> Self {
+        fs::create_dir_all(dir.join("b")).unwrap();
+        fs::write(dir.join("file"), b"canary").unwrap();
+        Self { dir }
+    }
+
+    /// Every path below, with its kind, size, mode and mtime.
+    fn snapshot(&self) -> Vec<(String, bool, u64, u32, i64)> {
+        use std::os::unix::fs::MetadataExt;
+        let mut out = Vec::new();
+        let mut pending = vec![self.dir.clone()];
+        while let Some(dir) = pending.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = fs::symlink_metadata(&path).unwrap();
+                if meta.is_dir() {
+                    pending.push(path.clone());
+                }
+                out.push((
+                    path.display().to_string(),
+                    meta.is_dir(),
+                    meta.len(),
+                    meta.mode(),
+                    meta.mtime(),
+                ));
+            }
+        }
+        let meta = fs::symlink_metadata(&self.dir).unwrap();
+        out.push(("/".into(), true, 0, meta.mode(), meta.mtime()));
+        out.sort();
+        out
+    }
+}
+
+/// Pulls `layers` from a layout in a sandbox whose `outside/` canary must not change; returns
+/// the rootfs, or the error.
+fn pull_beside_a_canary(
+    name: &str,
+    layers: &[Vec<u8>],
+) -> (tempfile::TempDir, Result<std::path::PathBuf, String>) {
+    let sandbox = tempfile::tempdir().unwrap();
+    let canary = Canary::new(sandbox.path().join("outside"));
+    // Old enough that a change to "now" (or to an archive's 1970) shows.
+    let old = filetime::FileTime::from_unix_time(1_000_000_000, 0);
+    for path in [
+        canary.dir.join("b"),
+        canary.dir.join("file"),
+        canary.dir.clone(),
+    ] {
+        filetime::set_file_times(&path, old, old).unwrap();
+    }
+    let before = canary.snapshot();
+    let image = sandbox.path().join("image");
+    layout(&image, layers, GZIP, |_: &Path, _: &str| {});
+    let cache = sandbox.path().join("c");
+    let result = pull(&format!("oci:{}", image.display()), &cache)
+        .map(|p| p.image.rootfs)
+        .map_err(|e| e.to_string());
+    assert_eq!(
+        canary.snapshot(),
+        before,
+        "{name}: something outside the cache changed"
+    );
+    (sandbox, result)
+}
+
+#[test]
+fn a_symlink_chain_through_dot_stays_inside() {
+    // `q -> .` makes `q/q/q/q` the rootfs itself, so four `..` after it climb four real
+    // levels: from the rootfs up to the sandbox, then into `outside/`.
+    let layer = tar_of(&[
+        Entry::Symlink("q", "."),
+        Entry::Symlink("p", "q/q/q/q/../../../../outside"),
+        Entry::Dir("d"),
+        Entry::Symlink("d/s", "/"),
+        Entry::Symlink("d/t", "s/../../../../../outside"),
+    ]);
+    let (_sandbox, result) = pull_beside_a_canary("dot chain", &[layer]);
+    let rootfs = result.unwrap();
+    for (link, inside) in [("p", "outside"), ("d/t", "outside")] {
+        let stored = fs::read_link(rootfs.join(link)).unwrap();
+        assert_eq!(
+            stored,
+            rootfs.join(inside),
+            "{link} is stored in its confined form"
+        );
+    }
+    assert_eq!(
+        fs::read_link(rootfs.join("q")).unwrap(),
+        Path::new("."),
+        "a plain link is kept"
+    );
+    // Writing through the links lands inside the rootfs (or nowhere), never outside.
+    let _ = fs::write(rootfs.join("p/file"), b"pwned");
+    let _ = fs::write(rootfs.join("d/t/file"), b"pwned");
+}
+
+#[test]
+fn directory_times_are_never_set_through_a_later_symlink() {
+    let lower = tar_of(&[Entry::Dir("a"), Entry::Dir("a/b"), Entry::Symlink("q", ".")]);
+    // The directory `a` becomes a link that, through `q`, leads to the canary.
+    let upper = tar_of(&[Entry::Symlink("a", "q/q/q/q/../../../../outside")]);
+    let (_sandbox, result) = pull_beside_a_canary("replaced directory", &[lower, upper]);
+    let rootfs = result.unwrap();
+    assert!(
+        fs::symlink_metadata(rootfs.join("a"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
+
+#[test]
+fn invalid_whiteouts_are_refused_and_delete_nothing() {
+    for name in ["d/.wh.", "d/.wh..", "d/.wh...", ".wh.."] {
+        let layer = tar_of(&[
+            Entry::Dir("d"),
+            Entry::File("d/keep", b"x"),
+            Entry::File(name, b""),
+        ]);
+        let (_sandbox, result) = pull_beside_a_canary(name, &[layer]);
+        let err = result.unwrap_err();
+        assert!(err.contains("invalid whiteout"), "{name}: {err}");
+    }
+}
+
+#[test]
+fn a_git_archive_global_header_is_metadata_not_a_refusal() {
+    // `git archive` writes a pax global header holding the commit id first.
+    let comment = b"52 comment=0123456789012345678901234567890123456789\n";
+    let layer = tar_of(&[
+        Entry::Raw("pax_global_header", b'g', comment),
+        Entry::File("hello", b"hi\n"),
+    ]);
+    let (_sandbox, result) = pull_beside_a_canary("git archive", &[layer]);
+    let rootfs = result.unwrap();
+    assert_eq!(fs::read(rootfs.join("hello")).unwrap(), b"hi\n");
+    assert!(!rootfs.join("pax_global_header").exists());
+}
+
+#[test]
+fn unsupported_entry_types_are_refused_by_name() {
+    for (kind, name) in [
+        (b'D', "GNU dumpdir ('D')"),
+        (b'V', "GNU volume label ('V')"),
+        (b'Z', "unknown type ('Z')"),
+    ] {
+        let layer = tar_of(&[Entry::Raw("x", kind, b"")]);
+        let (_sandbox, result) = pull_beside_a_canary(name, &[layer]);
+        let err = result.unwrap_err();
+        assert!(err.contains(name), "{err}");
+        assert!(!err.contains("Nonexhaustive"), "{err}");
+    }
+    let layer = tar_of(&[Entry::Raw("dir", b'5', b"x")]);
+    let (_sandbox, result) = pull_beside_a_canary("sized directory", &[layer]);
+    assert!(result.unwrap_err().contains("directory entry with a size"));
+}
+
+#[test]
+fn a_negative_layer_size_is_refused_before_a_byte_is_read() {
+    let sandbox = tempfile::tempdir().unwrap();
+    let image = sandbox.path().join("image");
+    let layer = tar_of(&[Entry::File("a", b"x")]);
+    layout_sized(&image, &[layer], GZIP, |_: &Path, _: &str| {}, Some(-1));
+    let err = pull(
+        &format!("oci:{}", image.display()),
+        &sandbox.path().join("c"),
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("size -1"), "{err}");
 }

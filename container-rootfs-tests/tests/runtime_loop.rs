@@ -568,3 +568,37 @@ fn output_goes_live_to_the_log_and_responses_stay_under_lambdas_limit() {
     );
     let _ = std::fs::remove_file(log_path);
 }
+
+#[test]
+#[ignore = "needs the harness (make test)"]
+fn emulate_names_an_event_that_is_not_json_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+    for (name, text) in [
+        ("bad", "{not json"),
+        ("empty", ""),
+        ("surrogate", r#"{"script": "\ud800"}"#),
+        ("deep", deep.as_str()),
+    ] {
+        let path = dir.path().join(format!("{name}.json"));
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(bootstrap_bin())
+            .arg("--emulate")
+            .arg(&path)
+            .args(["--image", IMAGE])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}: {out:?}");
+        let document: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(document["errorType"], "Scar.InvalidEvent", "{name}");
+        assert!(
+            document["errorMessage"]
+                .as_str()
+                .unwrap()
+                .contains("is not JSON"),
+            "{name}: {document}"
+        );
+    }
+}

@@ -111,6 +111,16 @@ pub enum SourceError {
         /// Its media type.
         media_type: String,
     },
+    /// A manifest gives a layer a negative size: no size and free-space check could hold.
+    #[error(
+        "layer {digest} has size {size} in the manifest; a layer's size must be known and not negative"
+    )]
+    BadSize {
+        /// The layer.
+        digest: String,
+        /// The size the manifest gives.
+        size: i64,
+    },
     /// A local layout or archive that is unreadable or malformed.
     #[error("{path}: {message}")]
     Local {
@@ -153,9 +163,12 @@ pub fn layer_descriptors(
                     media_type: media_type.clone(),
                 }
             })?;
+            let Ok(size) = u64::try_from(size) else {
+                return Err(SourceError::BadSize { digest, size });
+            };
             Ok(LayerDescriptor {
                 digest,
-                size: u64::try_from(size).ok(),
+                size: Some(size),
                 media_type,
                 compression: Some(compression),
             })

@@ -112,14 +112,39 @@ impl LayerApplier {
                     continue;
                 }
                 Whiteout::Metadata => continue,
+                Whiteout::Invalid => {
+                    return Err(unsafe_entry(
+                        "invalid whiteout name (it would delete its own directory or a parent)",
+                    ));
+                }
                 Whiteout::None => {}
             }
             let header = entry.header();
             let mode = header.mode().map_err(UnpackError::Stream)? & 0o7777 & !SPECIAL_BITS;
             let mtime = header.mtime().map_err(UnpackError::Stream)? as i64;
-            let kind = header.entry_type();
+            let mut kind = header.entry_type();
+            // Old V7 tars mark a directory by a trailing `/` on a regular entry, and GNU tar
+            // reads it so (no file name ends with `/`); as a file, it would swallow the next
+            // header as its content.
+            if kind == EntryType::Regular && entry.path_bytes().ends_with(b"/") {
+                kind = EntryType::Directory;
+            }
+            if is_pax_sparse(&mut entry) {
+                return Err(unsafe_entry(
+                    "PAX sparse file (GNU.sparse.* records): sparse files are not supported",
+                ));
+            }
             match kind {
                 EntryType::Directory => {
+                    // A directory with a size (some old tars write one) would have its
+                    // "content" read as data by our reader while GNU tar reads the next
+                    // header there: the tree would differ, so it is refused by name.
+                    let size = entry.header().entry_size().map_err(UnpackError::Stream)?;
+                    if size > 0 {
+                        return Err(unsafe_entry(&format!(
+                            "directory entry with a size ({size} bytes): ambiguous layout"
+                        )));
+                    }
                     if layer.symlinks.contains(&rel) {
                         return Err(unsafe_entry(
                             "directory replaces a symlink of the same layer",
@@ -173,26 +198,69 @@ impl LayerApplier {
                     layer.stats.skipped_special += 1;
                     continue;
                 }
-                // PAX/GNU metadata entries are consumed by the tar crate; anything else
-                // (sparse files, unknown types) is refused rather than half-understood.
-                other => return Err(unsafe_entry(&format!("unsupported entry type {other:?}"))),
+                // `git archive` starts its tars with one (the commit id): metadata for the
+                // archive, nothing for the tree. Docker and containerd ignore it too.
+                EntryType::XGlobalHeader => continue,
+                // Per-entry PAX and GNU long-name records are consumed by the tar crate;
+                // anything else (sparse files, dumpdirs, unknown types) is refused by name
+                // rather than half-understood.
+                other => {
+                    return Err(unsafe_entry(&format!(
+                        "unsupported entry type {}",
+                        entry_type_name(other)
+                    )));
+                }
             }
             layer.written.insert(rel);
         }
         Ok(layer.stats)
     }
 
-    /// Sets directory mtimes, last of all so that no later write disturbs them.
+    /// Once every layer is applied: rewrites the symlinks whose `..` would climb through
+    /// another symlink, then sets directory mtimes, last of all so that no later write
+    /// disturbs them.
     pub fn finish(self) -> Result<(), UnpackError> {
+        self.confine_climbing_links()?;
         for (rel, mtime) in &self.dir_mtimes {
+            // A directory a later layer replaced, by a symlink or below one, is not ours to
+            // touch: following that path would change a file outside the rootfs.
+            if self.symlinks.contains(rel) || self.symlinked_ancestor(rel).is_some() {
+                continue;
+            }
             let full = self.staging.join(rel);
-            let time = FileTime::from_unix_time(*mtime, 0);
-            match filetime::set_symlink_file_times(&full, time, time) {
-                Ok(()) => {}
-                // Removed by a later layer's whiteout.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            match fs::symlink_metadata(&full) {
+                Ok(meta) if meta.is_dir() => {}
+                // Removed by a later layer's whiteout, or now a file.
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(UnpackError::io(full, e)),
             }
+            let time = FileTime::from_unix_time(*mtime, 0);
+            filetime::set_symlink_file_times(&full, time, time)
+                .map_err(|e| UnpackError::io(&full, e))?;
+        }
+        Ok(())
+    }
+
+    /// The final tree's symlinks are all known now: a relative target that climbs with `..`
+    /// after passing through one of them is stored in its absolute, `..`-free form.
+    fn confine_climbing_links(&self) -> Result<(), UnpackError> {
+        for link in &self.symlinks {
+            let full = self.staging.join(link);
+            let Ok(target) = fs::read_link(&full) else {
+                continue;
+            };
+            if !path::climbs_through_a_symlink(link, &target, |p| self.symlinks.contains(p)) {
+                continue;
+            }
+            let mtime = fs::symlink_metadata(&full)
+                .map(|m| FileTime::from_last_modification_time(&m))
+                .map_err(|e| UnpackError::io(&full, e))?;
+            let stored = path::absolute_link_target(link, &target, &self.final_root);
+            fs::remove_file(&full).map_err(|e| UnpackError::io(&full, e))?;
+            std::os::unix::fs::symlink(&stored, &full).map_err(|e| UnpackError::io(&full, e))?;
+            filetime::set_symlink_file_times(&full, mtime, mtime)
+                .map_err(|e| UnpackError::io(&full, e))?;
         }
         Ok(())
     }
@@ -360,4 +428,35 @@ fn current_umask() -> u32 {
     let old = umask(Mode::from_bits_truncate(0o022));
     umask(old);
     old.bits()
+}
+
+/// Whether the entry's PAX records describe a sparse file (formats 0.0, 0.1 and 1.0 all use
+/// `GNU.sparse.*` keys): its data is the encoded map, not the file.
+fn is_pax_sparse<R: Read>(entry: &mut tar::Entry<'_, R>) -> bool {
+    let Ok(Some(extensions)) = entry.pax_extensions() else {
+        return false;
+    };
+    extensions
+        .flatten()
+        .any(|e| e.key_bytes().starts_with(b"GNU.sparse."))
+}
+
+/// A tar entry type as a person reads it.
+fn entry_type_name(kind: EntryType) -> String {
+    let byte = kind.as_byte();
+    let name = match byte {
+        b'D' => "GNU dumpdir",
+        b'S' => "GNU sparse file",
+        b'M' => "GNU multi-volume continuation",
+        b'V' => "GNU volume label",
+        b'N' => "GNU old long name",
+        b'K' | b'L' => "GNU long name",
+        b'x' | b'g' => "PAX header",
+        _ => "unknown type",
+    };
+    if byte.is_ascii_graphic() {
+        format!("{name} ('{}')", byte as char)
+    } else {
+        format!("{name} (byte {byte})")
+    }
 }

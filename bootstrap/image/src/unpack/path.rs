@@ -57,6 +57,9 @@ pub enum Whiteout<'a> {
     Opaque,
     /// Another `.wh..wh.` name (AUFS metadata such as `.wh..wh.plnk`): never materialised.
     Metadata,
+    /// `.wh.`, `.wh..`, `.wh...`: a whiteout of nothing, of the directory itself or of its
+    /// parent. Refused, as containerd does.
+    Invalid,
 }
 
 /// Classifies an entry name (its last component).
@@ -71,7 +74,10 @@ pub fn whiteout(name: &Path) -> Whiteout<'_> {
     } else if bytes.starts_with(b".wh..wh.") {
         Whiteout::Metadata
     } else if let Some(rest) = bytes.strip_prefix(b".wh.") {
-        Whiteout::Remove(std::ffi::OsStr::from_bytes(rest))
+        match rest {
+            b"" | b"." | b".." => Whiteout::Invalid,
+            _ => Whiteout::Remove(std::ffi::OsStr::from_bytes(rest)),
+        }
     } else {
         Whiteout::None
     }
@@ -110,14 +116,51 @@ pub fn confined_link_target(link: &Path, target: &Path, final_root: &Path) -> Pa
         match component {
             Component::Normal(_) => depth += 1,
             Component::ParentDir if depth == 0 => {
-                let resolved = link.parent().unwrap_or(Path::new("")).join(target);
-                return final_root.join(clamp_lexically(&resolved));
+                return absolute_link_target(link, target, final_root);
             }
             Component::ParentDir => depth -= 1,
             _ => {}
         }
     }
     target.to_path_buf()
+}
+
+/// The absolute form of a link's relative target: resolved lexically from the link's
+/// directory, `..` clamped at `/`, under `final_root`. It holds no `..`, so the kernel can
+/// never climb out of the rootfs through it.
+pub fn absolute_link_target(link: &Path, target: &Path, final_root: &Path) -> PathBuf {
+    let resolved = link.parent().unwrap_or(Path::new("")).join(target);
+    final_root.join(clamp_lexically(&resolved))
+}
+
+/// Whether a relative `target` of the link at `link` walks through a symlink and climbs
+/// with `..` after it. Counting `..` against the components walked is only right when every
+/// component is a real directory: through `q -> .`, `q/q/../..` climbs two levels from where
+/// it started. Such a target must be stored in its absolute form.
+pub fn climbs_through_a_symlink(
+    link: &Path,
+    target: &Path,
+    is_symlink: impl Fn(&Path) -> bool,
+) -> bool {
+    if target.is_absolute() {
+        return false;
+    }
+    let mut walked = link.parent().unwrap_or(Path::new("")).to_path_buf();
+    let mut through_symlink = false;
+    for component in target.components() {
+        match component {
+            Component::Normal(part) => {
+                walked.push(part);
+                through_symlink |= is_symlink(&walked);
+            }
+            Component::ParentDir if through_symlink => return true,
+            Component::ParentDir => {
+                walked.pop();
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// The image's view of a stored symlink target: the inverse of [`confined_link_target`]
@@ -204,5 +247,59 @@ mod tests {
         assert_eq!(out, PathBuf::from("/c/rootfs/etc/shadow"));
         let top = confined_link_target(Path::new("x"), Path::new(".."), root);
         assert_eq!(top, PathBuf::from("/c/rootfs"));
+    }
+
+    #[test]
+    fn whiteouts_of_nothing_itself_or_the_parent_are_invalid() {
+        for name in [".wh.", ".wh..", ".wh..."] {
+            assert_eq!(whiteout(Path::new(name)), Whiteout::Invalid, "{name}");
+            assert_eq!(
+                whiteout(&Path::new("a/b").join(name)),
+                Whiteout::Invalid,
+                "{name}"
+            );
+        }
+        assert_eq!(
+            whiteout(Path::new("a/.wh....")),
+            Whiteout::Remove(std::ffi::OsStr::new("...")),
+            "a file named ... is a name like any other"
+        );
+    }
+
+    #[test]
+    fn a_climb_after_a_symlink_is_caught_whatever_the_count() {
+        let symlinks = [Path::new("q"), Path::new("d/s")];
+        let is_symlink = |p: &Path| symlinks.contains(&p);
+        assert!(climbs_through_a_symlink(
+            Path::new("p"),
+            Path::new("q/q/q/../../../x"),
+            is_symlink
+        ));
+        assert!(climbs_through_a_symlink(
+            Path::new("d/p"),
+            Path::new("s/.."),
+            is_symlink
+        ));
+        assert!(
+            !climbs_through_a_symlink(Path::new("d/p"), Path::new("../d/s"), is_symlink),
+            "a symlink last is fine"
+        );
+        assert!(!climbs_through_a_symlink(
+            Path::new("a/b/p"),
+            Path::new("../c/../x"),
+            is_symlink
+        ));
+        assert!(
+            !climbs_through_a_symlink(Path::new("p"), Path::new("/q/.."), is_symlink),
+            "absolute targets are stored clamped"
+        );
+        assert_eq!(
+            absolute_link_target(
+                Path::new("p"),
+                Path::new("q/q/q/../../../x"),
+                Path::new("/R")
+            ),
+            Path::new("/R/x")
+        );
     }
 }
