@@ -489,3 +489,66 @@ fn a_negative_layer_size_is_refused_before_a_byte_is_read() {
     .to_string();
     assert!(err.contains("size -1"), "{err}");
 }
+
+/// A valid layout whose files `spoil` then replaces; the pull must end in a named error
+/// within seconds (no hang, no unbounded read).
+fn spoiled_layout(name: &str, spoil: impl Fn(&Path, &Path), expected: &str) {
+    let sandbox = tempfile::tempdir().unwrap();
+    let image = sandbox.path().join("image");
+    layout(
+        &image,
+        &[tar_of(&[Entry::File("a", b"x")])],
+        GZIP,
+        |_: &Path, _: &str| {},
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(image.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest = image
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    spoil(&image, &manifest);
+    let reference = format!("oci:{}", image.display());
+    let cache = sandbox.path().join("c");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(
+            pull(&reference, &cache)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        );
+    });
+    let result = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{name}: the pull hangs"));
+    let err = result.expect_err(name);
+    assert!(err.contains(expected), "{name}: {err}");
+}
+
+#[test]
+fn layout_files_that_never_end_or_never_open_are_refused() {
+    spoiled_layout(
+        "index.json is a FIFO",
+        |image, _| {
+            fs::remove_file(image.join("index.json")).unwrap();
+            let made = std::process::Command::new("mkfifo")
+                .arg(image.join("index.json"))
+                .status();
+            assert!(made.unwrap().success());
+        },
+        "not a regular file",
+    );
+    spoiled_layout(
+        "the manifest is /dev/zero",
+        |_, manifest| {
+            fs::remove_file(manifest).unwrap();
+            std::os::unix::fs::symlink("/dev/zero", manifest).unwrap();
+        },
+        "not a regular file",
+    );
+    spoiled_layout(
+        "a 5 MB manifest",
+        |_, manifest| fs::write(manifest, vec![b' '; 5 * 1024 * 1024]).unwrap(),
+        "larger than",
+    );
+}

@@ -17,6 +17,45 @@ use crate::platform::Platform;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+/// The largest `index.json`, manifest or config read whole: a "manifest" that never ends
+/// must not exhaust memory (containerd's limits are of the same order).
+pub const MAX_METADATA_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Opens a layout file that must be a regular file: a FIFO would hang the pull and
+/// `/dev/zero` would never end. Opened non-blocking, so a FIFO is refused, not waited on.
+fn open_regular(path: &std::path::Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
+/// Reads a small file whole, refusing one over [`MAX_METADATA_BYTES`].
+pub(crate) fn read_capped(reader: impl io::Read, name: &str) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_METADATA_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_METADATA_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{name} is larger than {MAX_METADATA_BYTES} bytes: not an index, manifest or config"
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Where a layout's files are: paths are relative to the layout's root.
 pub trait LayoutStore: Debug + Send + Sync {
     /// The layout's location, for messages.
@@ -36,10 +75,18 @@ impl LayoutStore for DirStore {
         self.0.display().to_string()
     }
     fn read(&self, path: &str) -> io::Result<Vec<u8>> {
-        fs::read(self.0.join(path))
+        let full = self.0.join(path);
+        read_capped(open_regular(&full)?, &full.display().to_string())
     }
     fn open(&self, path: &str) -> io::Result<BlobReader> {
-        Ok(Box::new(fs::File::open(self.0.join(path))?))
+        let file = open_regular(&self.0.join(path))?;
+        // Reads block again (O_NONBLOCK only kept a FIFO from hanging the open).
+        nix::fcntl::fcntl(
+            &file,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+        )
+        .map_err(io::Error::from)?;
+        Ok(Box::new(file))
     }
 }
 

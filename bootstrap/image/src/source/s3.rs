@@ -66,8 +66,15 @@ impl LayoutStore for S3Store {
                     let missing = e.as_service_error().is_some_and(|s| s.is_no_such_key());
                     s3_error(e, missing)
                 })?;
+            let declared = object.content_length().unwrap_or(0);
+            if u64::try_from(declared).unwrap_or(0) > super::layout::MAX_METADATA_BYTES {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{path} is {declared} bytes: not an index, manifest or config"),
+                ));
+            }
             let body = object.body.collect().await.map_err(io::Error::other)?;
-            Ok(body.into_bytes().to_vec())
+            super::layout::read_capped(body.into_bytes().as_ref(), path)
         })
     }
 

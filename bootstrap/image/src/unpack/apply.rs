@@ -129,11 +129,7 @@ impl LayerApplier {
             if kind == EntryType::Regular && entry.path_bytes().ends_with(b"/") {
                 kind = EntryType::Directory;
             }
-            if is_pax_sparse(&mut entry) {
-                return Err(unsafe_entry(
-                    "PAX sparse file (GNU.sparse.* records): sparse files are not supported",
-                ));
-            }
+            check_pax(&mut entry, kind).map_err(|reason| unsafe_entry(&reason))?;
             match kind {
                 EntryType::Directory => {
                     // A directory with a size (some old tars write one) would have its
@@ -430,15 +426,36 @@ fn current_umask() -> u32 {
     old.bits()
 }
 
-/// Whether the entry's PAX records describe a sparse file (formats 0.0, 0.1 and 1.0 all use
-/// `GNU.sparse.*` keys): its data is the encoded map, not the file.
-fn is_pax_sparse<R: Read>(entry: &mut tar::Entry<'_, R>) -> bool {
-    let Ok(Some(extensions)) = entry.pax_extensions() else {
-        return false;
+/// Refuses, by name, what GNU tar refuses or what would come out silently wrong: malformed
+/// PAX records; sparse files (formats 0.0, 0.1 and 1.0 all use `GNU.sparse.*` keys, and their
+/// data is the encoded map, not the file); a global header that sets anything but a comment
+/// (it would apply to every later entry, which our reader does not do).
+fn check_pax<R: Read>(entry: &mut tar::Entry<'_, R>, kind: EntryType) -> Result<(), String> {
+    let extensions = match entry.pax_extensions() {
+        Ok(Some(extensions)) => extensions,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(format!("unreadable PAX records: {e}")),
     };
-    extensions
-        .flatten()
-        .any(|e| e.key_bytes().starts_with(b"GNU.sparse."))
+    for record in extensions {
+        let record = record.map_err(|e| format!("malformed PAX record: {e}"))?;
+        let key = record.key_bytes();
+        if key.contains(&0) {
+            // GNU tar and Go's reader refuse these too: no key holds a NUL.
+            return Err("malformed PAX record: its key holds a NUL byte".into());
+        }
+        if key.starts_with(b"GNU.sparse.") {
+            return Err(
+                "PAX sparse file (GNU.sparse.* records): sparse files are not supported".into(),
+            );
+        }
+        if kind == EntryType::XGlobalHeader && key != b"comment" {
+            return Err(format!(
+                "PAX global header sets {:?} for every later entry: not supported",
+                String::from_utf8_lossy(key)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A tar entry type as a person reads it.
