@@ -552,3 +552,24 @@ fn layout_files_that_never_end_or_never_open_are_refused() {
         "larger than",
     );
 }
+
+#[test]
+fn metadata_headers_declaring_megabytes_are_refused_unread() {
+    // 64 MiB of one byte gzips to a few dozen KiB: a cheap way to make a reader hold 64 MiB.
+    for (kind, what) in [
+        (b'x', "PAX header"),
+        (b'L', "GNU long name"),
+        (b'g', "PAX header"),
+    ] {
+        let huge = vec![b'a'; 64 * 1024 * 1024];
+        let layer = tar_of(&[Entry::Raw("meta", kind, &huge), Entry::File("a", b"x")]);
+        let (_sandbox, result) = pull_beside_a_canary(what, &[layer]);
+        let err = result.unwrap_err();
+        assert!(
+            err.contains(&format!(
+                "a {what} of 67108864 bytes (at most 1048576 are read)"
+            )),
+            "{err}"
+        );
+    }
+}

@@ -74,7 +74,7 @@ impl LayerApplier {
 
     /// Applies one uncompressed tar stream.
     pub fn apply(&mut self, stream: impl Read) -> Result<LayerStats, UnpackError> {
-        let mut archive = tar::Archive::new(stream);
+        let mut archive = tar::Archive::new(super::guard::HeaderGuard::new(stream));
         let mut layer = LayerState::default();
         for entry in archive.entries().map_err(UnpackError::Stream)? {
             let mut entry = entry.map_err(UnpackError::Stream)?;

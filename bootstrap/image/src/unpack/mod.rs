@@ -17,6 +17,7 @@
 
 mod apply;
 pub mod blob;
+mod guard;
 pub mod path;
 
 use std::io;
