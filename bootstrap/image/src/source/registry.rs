@@ -198,6 +198,19 @@ impl RegistrySource {
                 .iter()
                 .map(|l| (l.digest.clone(), l.size, l.media_type.clone())),
         )?;
+        let declared = u64::try_from(manifest.config.size).unwrap_or(u64::MAX);
+        if declared > super::layout::MAX_METADATA_BYTES {
+            return Err(SourceError::Registry {
+                registry: self.reference.registry().into(),
+                message: format!(
+                    "the image config {} declares {} bytes: not a config (at most {} are read)",
+                    manifest.config.digest,
+                    manifest.config.size,
+                    super::layout::MAX_METADATA_BYTES
+                ),
+                status: None,
+            });
+        }
         let mut config_bytes = Vec::new();
         self.client
             .pull_blob(&self.reference, &manifest.config, &mut config_bytes)

@@ -17,6 +17,8 @@
 
 mod apply;
 pub mod blob;
+#[cfg(test)]
+mod confinement;
 mod guard;
 pub mod path;
 
