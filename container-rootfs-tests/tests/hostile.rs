@@ -9,7 +9,6 @@ use std::io::Write;
 use std::path::Path;
 
 use common::*;
-use sha2::{Digest, Sha256};
 
 enum Entry<'a> {
     Dir(&'a str),
@@ -56,12 +55,6 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     gz.finish().unwrap()
 }
 
-fn put(dir: &Path, data: &[u8]) -> String {
-    let hex = hex::encode(Sha256::digest(data));
-    fs::write(dir.join("blobs/sha256").join(&hex), data).unwrap();
-    format!("sha256:{hex}")
-}
-
 /// Writes a one-image OCI layout; `tamper` may rewrite the layer blob after its digest is taken.
 fn layout(dir: &Path, layers: &[Vec<u8>], media_type: &str, tamper: impl Fn(&Path, &str)) {
     layout_sized(dir, layers, media_type, tamper, None);
@@ -75,27 +68,18 @@ fn layout_sized(
     tamper: impl Fn(&Path, &str),
     size: Option<i64>,
 ) {
-    fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-    let config = br#"{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let config_digest = put(dir, config);
-    let mut descriptors = Vec::new();
-    for layer in layers {
-        let blob = gzip(layer);
-        let digest = put(dir, &blob);
-        let declared = size.unwrap_or(blob.len() as i64);
-        descriptors
-            .push(serde_json::json!({"mediaType": media_type, "digest": digest, "size": declared}));
+    let blobs: Vec<Vec<u8>> = layers.iter().map(|l| gzip(l)).collect();
+    let described: Vec<LayoutLayer<'_>> = blobs
+        .iter()
+        .map(|blob| LayoutLayer {
+            blob,
+            media_type,
+            declared_size: size,
+        })
+        .collect();
+    for digest in write_oci_layout(dir, &described) {
         tamper(dir, &digest);
     }
-    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": descriptors});
-    let manifest = serde_json::to_vec(&manifest).unwrap();
-    let manifest_digest = put(dir, &manifest);
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": manifest_digest, "size": manifest.len()}]});
-    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 }
 
 const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";

@@ -1,6 +1,7 @@
 //! Other implementations' tar test fixtures (`../shared/testdata/hostile-tars`), each packed as
-//! a layer: it is extracted as GNU tar extracts it, or refused with a named error; either way
-//! nothing outside the cache changes, nothing panics and nothing hangs.
+//! a layer and pulled by the real `bootstrap pull`: it is extracted as GNU tar extracts it, or
+//! refused with a named error; either way nothing outside the cache changes, nothing panics,
+//! nothing hangs, and no pull's memory reaches 64 MB.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use scar_test_kit as common;
@@ -13,7 +14,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{Node, tree};
-use sha2::{Digest, Sha256};
 
 fn corpus() -> PathBuf {
     let dir = common::root().join("../shared/testdata/hostile-tars");
@@ -59,28 +59,6 @@ fn unwrap(path: &Path) -> (Vec<u8>, Vec<u8>, &'static str) {
         }
         _ => (raw.clone(), raw, "application/vnd.oci.image.layer.v1.tar"),
     }
-}
-
-fn put(dir: &Path, data: &[u8]) -> String {
-    let hex = hex::encode(Sha256::digest(data));
-    fs::write(dir.join("blobs/sha256").join(&hex), data).unwrap();
-    format!("sha256:{hex}")
-}
-
-fn layout(dir: &Path, blob: &[u8], media_type: &str) {
-    fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-    let config = br#"{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let config_digest = put(dir, config);
-    let digest = put(dir, blob);
-    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": media_type, "digest": digest, "size": blob.len()}]});
-    let manifest = serde_json::to_vec(&manifest).unwrap();
-    let manifest_digest = put(dir, &manifest);
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": manifest_digest, "size": manifest.len()}]});
-    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 }
 
 /// Paths, kinds, sizes and times below `dir`, to prove nothing there changed.
@@ -138,16 +116,34 @@ fn third_party_archives_extract_as_gnu_tar_or_are_refused_by_name() {
         fs::write(outside.join("canary"), b"canary").unwrap();
         let before = snapshot(&outside);
         let image = sandbox.path().join("image");
-        layout(&image, &blob, media_type);
+        common::write_oci_layout(
+            &image,
+            &[common::LayoutLayer {
+                blob: &blob,
+                media_type,
+                declared_size: None,
+            }],
+        );
         let cache = sandbox.path().join("c");
         let reference = format!("oci:{}", image.display());
+        // The real binary, in a process of its own: its peak memory is measured below.
+        let bootstrap = common::lambda::bootstrap_bin();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = tx.send(
-                common::pull(&reference, &cache)
-                    .map(|p| p.image.rootfs)
-                    .map_err(|e| e.to_string()),
-            );
+            let out = Command::new(bootstrap)
+                .args(["pull", "--cache-dir"])
+                .arg(&cache)
+                .arg(&reference)
+                .env_clear()
+                .env("AWS_LAMBDA_LOG_LEVEL", "error")
+                .output();
+            let _ = tx.send(match out {
+                Ok(out) if out.status.success() => Ok(PathBuf::from(
+                    String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+                )),
+                Ok(out) => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+                Err(e) => Err(format!("cannot run bootstrap: {e}")),
+            });
         });
         let ours = rx
             .recv_timeout(Duration::from_secs(120))
@@ -219,5 +215,15 @@ fn third_party_archives_extract_as_gnu_tar_or_are_refused_by_name() {
         "{} archives silently wrong:\n{}",
         wrong.len(),
         wrong.join("\n")
+    );
+    // The largest child this test waited for: a `bootstrap pull` (GNU tar's are smaller).
+    let peak = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .unwrap()
+        .max_rss();
+    println!("peak RSS of the pulls: {} MB", peak / 1024);
+    assert!(
+        peak < 64 * 1024,
+        "a pull peaked at {} MB (at most 64)",
+        peak / 1024
     );
 }

@@ -318,3 +318,47 @@ pub fn assert_same<V: std::fmt::Debug + PartialEq>(
             .join("\n")
     );
 }
+
+/// One layer of a layout written by [`write_oci_layout`].
+#[derive(Debug, Clone)]
+pub struct LayoutLayer<'a> {
+    /// The blob as stored (already compressed as `media_type` says).
+    pub blob: &'a [u8],
+    /// Its OCI media type.
+    pub media_type: &'a str,
+    /// The size the manifest declares, when not the blob's own.
+    pub declared_size: Option<i64>,
+}
+
+/// Writes a one-image OCI layout (config, manifest, `index.json`) with `layers`; returns the
+/// layers' digests.
+pub fn write_oci_layout(dir: &Path, layers: &[LayoutLayer<'_>]) -> Vec<String> {
+    fn put(dir: &Path, data: &[u8]) -> String {
+        let hex = hex::encode(Sha256::digest(data));
+        fs::write(dir.join("blobs/sha256").join(&hex), data).unwrap();
+        format!("sha256:{hex}")
+    }
+    fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    let config = br#"{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config_digest = put(dir, config);
+    let mut digests = Vec::new();
+    let mut descriptors = Vec::new();
+    for layer in layers {
+        let digest = put(dir, layer.blob);
+        let size = layer.declared_size.unwrap_or(layer.blob.len() as i64);
+        descriptors.push(
+            serde_json::json!({"mediaType": layer.media_type, "digest": digest, "size": size}),
+        );
+        digests.push(digest);
+    }
+    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": descriptors});
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let manifest_digest = put(dir, &manifest);
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": manifest_digest, "size": manifest.len()}]});
+    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    digests
+}
