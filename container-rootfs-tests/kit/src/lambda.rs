@@ -16,13 +16,7 @@ pub fn workspace() -> PathBuf {
 
 /// The debug `bootstrap` that `make test` builds.
 pub fn bootstrap_bin() -> PathBuf {
-    let bin = workspace().join("target/debug/bootstrap");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo build -p bootstrap` (make test does)",
-        bin.display()
-    );
-    bin
+    crate::debug_bin("bootstrap")
 }
 
 /// The two shim builds that `make shim` puts in target/shim.

@@ -362,3 +362,19 @@ pub fn write_oci_layout(dir: &Path, layers: &[LayoutLayer<'_>]) -> Vec<String> {
     fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     digests
 }
+
+/// A debug binary of the workspace, as cargo built it for the tests: nextest names it in
+/// `NEXTEST_BIN_EXE_<name>` when the test's own package has it, else it is in the target
+/// directory (`CARGO_TARGET_DIR`, else `target/`).
+pub fn debug_bin(name: &str) -> PathBuf {
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let bin = std::env::var_os(format!("NEXTEST_BIN_EXE_{name}"))
+        .map_or_else(|| target.join("debug").join(name), PathBuf::from);
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build -p {name}` (make test does)",
+        bin.display()
+    );
+    bin
+}

@@ -27,19 +27,9 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The debug `deployer` the deployer's tests run (cargo builds it for them; nextest names
-/// it in `NEXTEST_BIN_EXE_deployer`).
+/// The debug `deployer` the deployer's tests run (cargo builds it for them).
 pub fn deployer_bin() -> PathBuf {
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    let bin = std::env::var_os("NEXTEST_BIN_EXE_deployer")
-        .map_or_else(|| target.join("debug/deployer"), PathBuf::from);
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo build -p deployer` (make test does)",
-        bin.display()
-    );
-    bin
+    crate::debug_bin("deployer")
 }
 
 /// The x86_64 layer zip `make layer` builds (a real static bootstrap and both shims).

@@ -12,11 +12,8 @@ pub const MAX_META_BYTES: u64 = 1024 * 1024;
 const BLOCK: usize = 512;
 
 enum State {
-    /// Filling the next 512-byte header.
-    Header {
-        block: Box<[u8; BLOCK]>,
-        filled: usize,
-    },
+    /// Filling the next 512-byte header (`filled` bytes of the guard's block so far).
+    Header { filled: usize },
     /// Inside an entry's data (padded to whole blocks); PAX records are kept to find `size`.
     Data {
         remaining: u64,
@@ -31,6 +28,8 @@ enum State {
 pub struct HeaderGuard<R> {
     inner: R,
     state: State,
+    /// The header being read; one buffer for the whole stream.
+    block: [u8; BLOCK],
     /// A PAX `size` record, which replaces the next entry's header size.
     next_size: Option<u64>,
 }
@@ -40,10 +39,8 @@ impl<R: Read> HeaderGuard<R> {
     pub fn new(inner: R) -> Self {
         Self {
             inner,
-            state: State::Header {
-                block: Box::new([0; BLOCK]),
-                filled: 0,
-            },
+            state: State::Header { filled: 0 },
+            block: [0; BLOCK],
             next_size: None,
         }
     }
@@ -52,14 +49,13 @@ impl<R: Read> HeaderGuard<R> {
         while !bytes.is_empty() {
             match &mut self.state {
                 State::Unwatched => return Ok(()),
-                State::Header { block, filled } => {
+                State::Header { filled } => {
                     let n = (BLOCK - *filled).min(bytes.len());
-                    block[*filled..*filled + n].copy_from_slice(&bytes[..n]);
+                    self.block[*filled..*filled + n].copy_from_slice(&bytes[..n]);
                     *filled += n;
                     bytes = &bytes[n..];
                     if *filled == BLOCK {
-                        let header = **block;
-                        self.on_header(&header)?;
+                        self.on_header()?;
                     }
                 }
                 State::Data { remaining, records } => {
@@ -75,10 +71,7 @@ impl<R: Read> HeaderGuard<R> {
                         if let Some(records) = records.take() {
                             self.next_size = pax_size(&records);
                         }
-                        self.state = State::Header {
-                            block: Box::new([0; BLOCK]),
-                            filled: 0,
-                        };
+                        self.state = State::Header { filled: 0 };
                     }
                 }
             }
@@ -86,11 +79,9 @@ impl<R: Read> HeaderGuard<R> {
         Ok(())
     }
 
-    fn on_header(&mut self, header: &[u8; BLOCK]) -> io::Result<()> {
-        let fresh = State::Header {
-            block: Box::new([0; BLOCK]),
-            filled: 0,
-        };
+    fn on_header(&mut self) -> io::Result<()> {
+        let fresh = State::Header { filled: 0 };
+        let header = &self.block;
         if header.iter().all(|&b| b == 0) {
             self.state = fresh;
             return Ok(());
