@@ -184,9 +184,15 @@ impl LayerApplier {
                     }
                     let source = self.staging.join(&target_rel);
                     let full = self.prepare(&rel)?;
-                    fs::hard_link(&source, &full).map_err(|e| UnpackError::io(&full, e))?;
                     if self.symlinks.contains(&target_rel) {
+                        // A hard link to a symlink is that symlink in another directory, where
+                        // a relative target means something else (`a/b -> ..` linked as `q`
+                        // climbs one level higher): it is made again as a symlink, its target
+                        // confined from its new place, as chroot would resolve it.
+                        self.relink_symlink(&source, &rel, &full)?;
                         self.symlinks.insert(rel.clone());
+                    } else {
+                        fs::hard_link(&source, &full).map_err(|e| UnpackError::io(&full, e))?;
                     }
                     layer.stats.hardlinks += 1;
                 }
@@ -259,6 +265,22 @@ impl LayerApplier {
                 .map_err(|e| UnpackError::io(&full, e))?;
         }
         Ok(())
+    }
+
+    /// A copy of the symlink at `source` at `rel` (host path `full`), its target confined
+    /// from `rel`'s directory; the stored form of an absolute target is already confined.
+    fn relink_symlink(&self, source: &Path, rel: &Path, full: &Path) -> Result<(), UnpackError> {
+        let stored = fs::read_link(source).map_err(|e| UnpackError::io(source, e))?;
+        let target = if stored.is_absolute() {
+            stored
+        } else {
+            path::confined_link_target(rel, &stored, &self.final_root)
+        };
+        let mtime = fs::symlink_metadata(source)
+            .map(|m| FileTime::from_last_modification_time(&m))
+            .map_err(|e| UnpackError::io(source, e))?;
+        std::os::unix::fs::symlink(&target, full).map_err(|e| UnpackError::io(full, e))?;
+        filetime::set_symlink_file_times(full, mtime, mtime).map_err(|e| UnpackError::io(full, e))
     }
 
     fn symlinked_ancestor<'p>(&self, rel: &'p Path) -> Option<&'p Path> {

@@ -159,4 +159,10 @@ fn the_known_escapes_are_among_what_the_property_catches() {
         ]];
         check(&chain).unwrap();
     }
+    // Found by the property: a hard link moves a relative symlink one level up.
+    let moved = vec![vec![
+        Item::Symlink("a/b", "..".into()),
+        Item::HardLink("q", "a/b"),
+    ]];
+    check(&moved).unwrap();
 }
