@@ -62,6 +62,7 @@ check: lint
 ## docs: rewrite the generated part of docs/configuration.md from the settings table
 docs:
 	UPDATE_DOCS=1 cargo test -q -p scar-runtime the_documentation_carries_the_table
+	UPDATE_DOCS=1 cargo test -q -p rootfs-paths the_documentation_carries_the_table
 
 ## binaries: what the suite runs (the debug bootstrap and deployer, the shims, both layers,
 ## built with the faster `layer-test` profile: same code, no size budget)

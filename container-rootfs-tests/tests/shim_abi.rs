@@ -104,6 +104,7 @@ fn both_builds_export_the_interposition_set() {
         "execle",
         "execlp",
         "execveat",
+        "syscall",
         "fexecve",
         "posix_spawn",
         "posix_spawnp",

@@ -117,6 +117,12 @@ pub fn lambda_run_with(tools: &Tools, image: &str, run_args: &[&str], argv: &[&s
 /// The same argv under `chroot --userspec=993:993 ROOT`, as root starts it, with /proc,
 /// /dev and /sys bound inside in a private mount namespace, as a container runtime does.
 pub fn chroot_run(root: &Path, argv: &[&str]) -> Output {
+    chroot_run_binding(root, &[], argv)
+}
+
+/// [`chroot_run`] with host directories bound over existing directories of the root
+/// (`(container, host)`), as `bootstrap run --mount` shows them.
+pub fn chroot_run_binding(root: &Path, binds: &[(&str, &Path)], argv: &[&str]) -> Output {
     for dir in ["proc", "dev", "sys"] {
         assert!(
             root.join(dir).is_dir(),
@@ -124,9 +130,23 @@ pub fn chroot_run(root: &Path, argv: &[&str]) -> Output {
             root.display()
         );
     }
+    let mut script = String::from(
+        r#"R=$1; shift; for d in proc dev sys; do mount --rbind /$d "$R/$d" || exit 125; done; "#,
+    );
+    for (container, host) in binds {
+        assert!(
+            root.join(container.trim_start_matches('/')).is_dir(),
+            "{container}: no mount point"
+        );
+        script.push_str(&format!(
+            "mount --bind '{}' \"$R{container}\" || exit 125; ",
+            host.display()
+        ));
+    }
+    script.push_str(r#"exec chroot --userspec=993:993 "$R" "$@""#);
     Command::new("unshare")
         .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
-        .arg(r#"R=$1; shift; for d in proc dev sys; do mount --rbind /$d "$R/$d" || exit 125; done; exec chroot --userspec=993:993 "$R" "$@""#)
+        .arg(script)
         .arg("chroot-run")
         .arg(root)
         .args(argv)

@@ -20,13 +20,13 @@ impl Arena {
         let cap = size.div_ceil(PAGE) * PAGE;
         // SAFETY: a raw anonymous private mapping; no libc state involved.
         let base = unsafe {
-            libc::syscall(
+            crate::sys::raw_syscall!(
                 libc::SYS_mmap,
                 std::ptr::null_mut::<u8>(),
                 cap,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
+                -1_i32,
                 0,
             )
         };
@@ -89,7 +89,7 @@ impl Arena {
 impl Drop for Arena {
     fn drop(&mut self) {
         // SAFETY: unmapping the region mapped in `new`.
-        unsafe { libc::syscall(libc::SYS_munmap, self.base, self.cap) };
+        unsafe { crate::sys::raw_syscall!(libc::SYS_munmap, self.base, self.cap) };
     }
 }
 

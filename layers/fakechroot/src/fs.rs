@@ -78,12 +78,8 @@ path_fns! {
     fn truncate64([] path [length: off_t]) -> c_int = -1;
     fn stat([] path [buf: *mut c_void]) -> c_int = -1;
     fn stat64([] path [buf: *mut c_void]) -> c_int = -1;
-    fn lstat([] path [buf: *mut c_void]) -> c_int = -1, via translate::host_nofollow;
-    fn lstat64([] path [buf: *mut c_void]) -> c_int = -1, via translate::host_nofollow;
     fn __xstat([ver: c_int] path [buf: *mut c_void]) -> c_int = -1;
     fn __xstat64([ver: c_int] path [buf: *mut c_void]) -> c_int = -1;
-    fn __lxstat([ver: c_int] path [buf: *mut c_void]) -> c_int = -1, via translate::host_nofollow;
-    fn __lxstat64([ver: c_int] path [buf: *mut c_void]) -> c_int = -1, via translate::host_nofollow;
     fn statfs([] path [buf: *mut c_void]) -> c_int = -1;
     fn statfs64([] path [buf: *mut c_void]) -> c_int = -1;
     fn __statfs([] path [buf: *mut c_void]) -> c_int = -1;
@@ -133,11 +129,6 @@ at_fns! {
     fn openat64([] dirfd, path [flags: c_int, mode: mode_t]) -> c_int = -1, via translate::host_at_exe;
     fn __openat_2([] dirfd, path [flags: c_int]) -> c_int = -1, via translate::host_at_exe;
     fn __openat64_2([] dirfd, path [flags: c_int]) -> c_int = -1, via translate::host_at_exe;
-    fn fstatat([] dirfd, path [buf: *mut c_void, flags: c_int]) -> c_int = -1;
-    fn fstatat64([] dirfd, path [buf: *mut c_void, flags: c_int]) -> c_int = -1;
-    fn __fxstatat([ver: c_int] dirfd, path [buf: *mut c_void, flags: c_int]) -> c_int = -1;
-    fn __fxstatat64([ver: c_int] dirfd, path [buf: *mut c_void, flags: c_int]) -> c_int = -1;
-    fn statx([] dirfd, path [flags: c_int, mask: c_uint, buf: *mut c_void]) -> c_int = -1;
     fn faccessat([] dirfd, path [mode: c_int, flags: c_int]) -> c_int = -1;
     fn fchmodat([] dirfd, path [mode: mode_t, flags: c_int]) -> c_int = -1;
     fn fchownat([] dirfd, path [owner: uid_t, group: gid_t, flags: c_int]) -> c_int = -1;

@@ -113,7 +113,7 @@ pub unsafe extern "C" fn execveat(
     let Some(st) = state::get() else {
         // SAFETY: raw execveat with the caller's arguments.
         return unsafe {
-            libc::syscall(libc::SYS_execveat, dirfd, path, argv, envp, flags) as c_int
+            crate::sys::raw_syscall!(libc::SYS_execveat, dirfd, path, argv, envp, flags) as c_int
         };
     };
     // SAFETY: a non-null path is NUL-terminated.

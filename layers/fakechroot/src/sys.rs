@@ -1,5 +1,9 @@
 //! The few primitives the wrappers stand on: the next definition of a symbol, errno, and
 //! raw syscalls that never re-enter the shim.
+//!
+//! The shim exports its own `syscall()` (the gate, `gate.rs`), so a `libc::syscall` made
+//! here would bind to it and come back in: every call the shim makes for itself is the
+//! instruction, through [`raw_syscall!`].
 
 use std::ffi::{c_char, c_int, c_long};
 
@@ -23,6 +27,36 @@ macro_rules! real {
     }};
 }
 pub(crate) use real;
+
+/// `raw_syscall!(SYS_x, args…)`: the call made with the `syscall` instruction itself, with
+/// libc's conventions for the result (`-1` and errno on failure). At most six arguments,
+/// each an integer or a pointer.
+macro_rules! raw_syscall {
+    ($nr:expr $(, $arg:expr)* $(,)?) => {{
+        let mut args = [0usize; 6];
+        let given = [$($arg as usize),*];
+        args[..given.len()].copy_from_slice(&given);
+        $crate::sys::raw(($nr) as usize, args)
+    }};
+}
+pub(crate) use raw_syscall;
+
+/// The body of [`raw_syscall!`].
+///
+/// # Safety
+/// The kernel's contract for call `nr` with these arguments.
+pub unsafe fn raw(nr: usize, args: [usize; 6]) -> c_long {
+    let [a, b, c, d, e, f] = args;
+    // SAFETY: guaranteed by the caller.
+    let ret = unsafe { syscalls::raw::syscall6(nr, a, b, c, d, e, f) } as isize;
+    // The kernel returns -4095..-1 for an error, as `-errno`.
+    if (-4095..0).contains(&ret) {
+        set_errno(-ret as c_int);
+        -1
+    } else {
+        ret as c_long
+    }
+}
 
 pub fn set_errno(code: c_int) {
     // SAFETY: __errno_location exists in glibc and musl and returns this thread's errno.
@@ -55,7 +89,7 @@ fn check(ret: c_long) -> Result<usize, c_int> {
 pub fn open_read(path: *const u8) -> Result<c_int, c_int> {
     // SAFETY: raw openat on a NUL-terminated path.
     let ret = unsafe {
-        libc::syscall(
+        raw_syscall!(
             libc::SYS_openat,
             libc::AT_FDCWD,
             path,
@@ -67,12 +101,12 @@ pub fn open_read(path: *const u8) -> Result<c_int, c_int> {
 
 pub fn read(fd: c_int, buf: &mut [u8]) -> Result<usize, c_int> {
     // SAFETY: the buffer is valid for its length.
-    check(unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) })
+    check(unsafe { raw_syscall!(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) })
 }
 
 pub fn close(fd: c_int) {
     // SAFETY: closing an fd this module opened.
-    unsafe { libc::syscall(libc::SYS_close, fd) };
+    unsafe { raw_syscall!(libc::SYS_close, fd) };
 }
 
 /// Reads up to `buf.len()` bytes from the start of a file, and the kernel's name for it
@@ -109,13 +143,13 @@ pub fn read_head(
 
 pub fn executable(path: *const u8) -> Result<(), c_int> {
     // SAFETY: raw faccessat on a NUL-terminated path.
-    check(unsafe { libc::syscall(libc::SYS_faccessat, libc::AT_FDCWD, path, libc::X_OK) }).map(drop)
+    check(unsafe { raw_syscall!(libc::SYS_faccessat, libc::AT_FDCWD, path, libc::X_OK) }).map(drop)
 }
 
 pub fn readlink(path: *const u8, buf: &mut [u8]) -> Result<usize, c_int> {
     // SAFETY: the buffer is valid for its length.
     check(unsafe {
-        libc::syscall(
+        raw_syscall!(
             libc::SYS_readlinkat,
             libc::AT_FDCWD,
             path,
@@ -128,7 +162,7 @@ pub fn readlink(path: *const u8, buf: &mut [u8]) -> Result<usize, c_int> {
 /// The kernel's cwd (a host path), without the NUL.
 pub fn getcwd(buf: &mut [u8]) -> Result<usize, c_int> {
     // SAFETY: the buffer is valid for its length; the kernel returns the length with NUL.
-    let n = check(unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) })?;
+    let n = check(unsafe { raw_syscall!(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) })?;
     Ok(n.saturating_sub(1))
 }
 
@@ -138,14 +172,14 @@ pub fn execve(
     envp: *const *const c_char,
 ) -> c_int {
     // SAFETY: raw execve; returns only on failure, with errno set.
-    unsafe { libc::syscall(libc::SYS_execve, path, argv, envp) as c_int }
+    unsafe { raw_syscall!(libc::SYS_execve, path, argv, envp) as c_int }
 }
 
 /// Writes one message to stderr without buffering or allocating.
 pub fn write_stderr(parts: &[&[u8]]) {
     for part in parts {
         // SAFETY: writing a valid slice to fd 2.
-        unsafe { libc::syscall(libc::SYS_write, 2, part.as_ptr(), part.len()) };
+        unsafe { raw_syscall!(libc::SYS_write, 2, part.as_ptr(), part.len()) };
     }
 }
 

@@ -14,6 +14,7 @@ pub mod elf;
 pub mod layout;
 pub mod protocol;
 pub mod script;
+pub mod syscall_gate;
 
 pub use buf::{Overflow, PathBuf};
 pub use elf::{ElfKind, LoaderKind};

@@ -211,6 +211,11 @@ pub fn container_env(
     if !env.iter().any(|(k, _)| k == "HOME") {
         set("HOME", "/root", &mut env);
     }
+    // libuv's own switch: its io_uring file operations would pass the shim by (the shim
+    // also refuses io_uring_setup; see docs/syscall-gate.md). The image or caller may set it.
+    if !env.iter().any(|(k, _)| k == "UV_USE_IO_URING") {
+        set("UV_USE_IO_URING", "0", &mut env);
+    }
     for (key, value) in overrides {
         set(key, value, &mut env);
     }
@@ -233,6 +238,7 @@ mod tests {
                 .map(|(_, v)| v.as_str())
         };
         assert_eq!(get("PATH"), Some("/bin"));
+        assert_eq!(get("UV_USE_IO_URING"), Some("0"));
         assert_eq!(get("LANG"), Some("C"), "the caller wins");
         assert_eq!(
             get("HOME"),
