@@ -9,6 +9,7 @@
 
 pub mod images;
 pub mod lambda;
+pub mod probe;
 pub mod runtime_api;
 pub mod stand;
 

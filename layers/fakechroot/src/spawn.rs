@@ -291,8 +291,7 @@ fn wait_for(pid: pid_t) -> c_int {
 /// # Safety
 /// libc's contract for `system`.
 #[unsafe(no_mangle)]
-// One block holds the whole signal and spawn dance, whose steps share one reason; it is
-// rewritten block by block with POSIX popen/pclose (closing earlier popen streams in the child).
+// One block holds the whole signal and spawn dance, whose steps share one reason.
 #[allow(clippy::multiple_unsafe_ops_per_block)]
 pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
     if command.is_null() {
@@ -326,10 +325,14 @@ pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
             &mut attr,
             (libc::POSIX_SPAWN_SETSIGDEF | libc::POSIX_SPAWN_SETSIGMASK) as _,
         );
-        let status = match spawn_shell(command, std::ptr::null(), &attr) {
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        libc::posix_spawn_file_actions_init(&mut actions);
+        close_popened(&mut actions);
+        let status = match spawn_shell(command, &actions, &attr) {
             Ok(pid) => wait_for(pid),
             Err(_) => 127 << 8,
         };
+        libc::posix_spawn_file_actions_destroy(&mut actions);
         libc::posix_spawnattr_destroy(&mut attr);
         libc::sigaction(libc::SIGINT, &old_int, std::ptr::null_mut());
         libc::sigaction(libc::SIGQUIT, &old_quit, std::ptr::null_mut());
@@ -338,14 +341,35 @@ pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
     }
 }
 
-/// Streams opened by our popen, and the shells behind them, for pclose.
-static POPENED: Mutex<Vec<(usize, pid_t)>> = Mutex::new(Vec::new());
+/// One stream opened by our popen: the `FILE *`, its descriptor, and the shell behind it.
+#[derive(Debug, Clone, Copy)]
+struct Popened {
+    stream: usize,
+    fd: c_int,
+    pid: pid_t,
+}
+
+/// Streams opened by our popen and not yet pclosed.
+static POPENED: Mutex<Vec<Popened>> = Mutex::new(Vec::new());
+
+/// Adds a close of every open popen stream's descriptor to a spawn's actions. POSIX: "popen()
+/// shall ensure that any streams from previous popen() calls that remain open in the parent
+/// process are closed in the new child process"; otherwise a child holding another stream's
+/// write end keeps that stream's reader from ever seeing end of input, and its pclose hangs.
+/// system()'s shell gets the same, for the same reason. A descriptor the program closed
+/// itself fails to close in the child, which posix_spawn ignores for a valid number.
+fn close_popened(actions: &mut libc::posix_spawn_file_actions_t) {
+    let Ok(open) = POPENED.lock() else { return };
+    for stream in open.iter() {
+        // SAFETY: an initialised actions object; the fd is a plain number.
+        unsafe { libc::posix_spawn_file_actions_addclose(actions, stream.fd) };
+    }
+}
 
 /// # Safety
 /// libc's contract for `popen`.
 #[unsafe(no_mangle)]
-// One block holds the whole signal and spawn dance, whose steps share one reason; it is
-// rewritten block by block with POSIX popen/pclose (closing earlier popen streams in the child).
+// One block holds the pipe and spawn steps, whose calls share one reason: fds we own.
 #[allow(clippy::multiple_unsafe_ops_per_block)]
 pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *mut FILE {
     let null = std::ptr::null_mut();
@@ -372,6 +396,7 @@ pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *
         };
         let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
         libc::posix_spawn_file_actions_init(&mut actions);
+        close_popened(&mut actions);
         libc::posix_spawn_file_actions_adddup2(&mut actions, theirs, target);
         let spawned = spawn_shell(command, &actions, std::ptr::null());
         libc::posix_spawn_file_actions_destroy(&mut actions);
@@ -396,11 +421,17 @@ pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *
             wait_for(pid);
             return null;
         }
+        // As glibc: without `e` the parent's end is inherited by the program's own later
+        // execs; the popen and system children close it (close_popened).
         if !mode_bytes.contains(&b'e') {
             libc::fcntl(ours, libc::F_SETFD, 0);
         }
         if let Ok(mut open) = POPENED.lock() {
-            open.push((stream as usize, pid));
+            open.push(Popened {
+                stream: stream as usize,
+                fd: ours,
+                pid,
+            });
         }
         stream
     }
@@ -411,8 +442,8 @@ pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pclose(stream: *mut FILE) -> c_int {
     let pid = POPENED.lock().ok().and_then(|mut open| {
-        let at = open.iter().position(|&(s, _)| s == stream as usize)?;
-        Some(open.swap_remove(at).1)
+        let at = open.iter().position(|p| p.stream == stream as usize)?;
+        Some(open.swap_remove(at).pid)
     });
     match pid {
         Some(pid) => {

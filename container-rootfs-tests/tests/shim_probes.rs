@@ -1,0 +1,154 @@
+//! C probes (`probes/*.c`) that make the calls language runtimes make, run under the shim
+//! and under a real chroot as Lambda's uid; the outputs must be equal byte for byte.
+//!
+//! * `syscall_gate`: every path-taking call through raw `syscall()`, as libuv, Rust's std and
+//!   liburing make them. Without the gate the kernel resolves those paths on the host (the
+//!   image-only file is missing, a host-only file appears).
+//! * `popen_streams`: several popen streams open at once, both directions, `e` or not, and
+//!   system() in between. A child holding another stream's write end hangs its pclose: the
+//!   runs have a timeout.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use scar_test_kit::images;
+use scar_test_kit::lambda::{
+    Tools, arm64_tools, chroot_run_binding, lambda_rootfs_with, lambda_run_with, native_tools, text,
+};
+use scar_test_kit::probe::Probe;
+use scar_test_kit::work;
+
+struct Run<'a> {
+    tools: Tools,
+    image: &'a str,
+    /// The directory of `work()/chroot` holding the same image for chroot.
+    chroot: &'a str,
+    /// Where the probe's directory is seen: an existing, traversable directory of the image.
+    at: &'a str,
+}
+
+impl Run<'_> {
+    /// Runs `probe ARGS` on both sides (under `timeout`) and returns chroot's stdout after
+    /// checking the shim's is the same.
+    fn same_as_chroot(&self, probe: &Probe, name: &str, args: &[&str]) -> String {
+        lambda_rootfs_with(&self.tools, self.image);
+        let program = format!("{}/{name}", self.at);
+        let mut argv = vec!["timeout", "60", program.as_str()];
+        argv.extend(args);
+        let mount = format!("{}={}", self.at, probe.dir().display());
+        let ours = lambda_run_with(&self.tools, self.image, &["--mount", &mount], &argv);
+        let root: PathBuf = work().join("chroot").join(self.chroot).join("rootfs");
+        let truth = chroot_run_binding(&root, &[(self.at, probe.dir())], &argv);
+        let report = format!(
+            "chroot ({:?}):\n{}{}\nshim ({:?}):\n{}{}",
+            truth.status.code(),
+            text(&truth.stdout),
+            text(&truth.stderr),
+            ours.status.code(),
+            text(&ours.stdout),
+            text(&ours.stderr)
+        );
+        assert_eq!(truth.status.code(), Some(0), "{report}");
+        assert_eq!(ours.stdout, truth.stdout, "{report}");
+        assert_eq!(ours.status.code(), truth.status.code(), "{report}");
+        text(&truth.stdout)
+    }
+}
+
+fn bookworm() -> Run<'static> {
+    Run {
+        tools: native_tools(),
+        image: images::DEBIAN,
+        chroot: "debian",
+        at: "/mnt",
+    }
+}
+
+fn gate_same_as_chroot(run: &Run<'_>, target: &str) {
+    let probe = Probe::build("syscall_gate", target);
+    let dir = format!("{}/s", run.at);
+    let out = run.same_as_chroot(&probe, "syscall_gate", &[&dir]);
+    assert!(
+        out.contains("statx: size") && out.ends_with("execve through syscall()\n"),
+        "the probe did not run through: {out}"
+    );
+}
+
+#[test]
+#[ignore = "needs the harness, root, zig and the shim (make test)"]
+fn raw_syscalls_see_the_image_as_chroot_does_x86_64() {
+    gate_same_as_chroot(&bookworm(), "x86_64-linux-gnu.2.31");
+}
+
+#[test]
+#[ignore = "needs the harness, root, zig and the shim (make test)"]
+fn raw_syscalls_see_the_image_as_chroot_does_on_glibc_2_31() {
+    let run = Run {
+        image: images::BULLSEYE,
+        chroot: "bullseye",
+        ..bookworm()
+    };
+    gate_same_as_chroot(&run, "x86_64-linux-gnu.2.31");
+}
+
+#[test]
+#[ignore = "needs the harness, root, qemu-user, zig and the arm64 layer (make test)"]
+fn raw_syscalls_see_the_image_as_chroot_does_aarch64() {
+    let run = Run {
+        tools: arm64_tools(),
+        image: images::DEBIAN_ARM64,
+        chroot: "debian-arm64",
+        at: "/mnt",
+    };
+    gate_same_as_chroot(&run, "aarch64-linux-gnu.2.31");
+}
+
+/// io_uring's file operations are invisible to any interposer: its setup fails with ENOSYS
+/// inside the container, so libuv and liburing users fall back to plain calls.
+#[test]
+#[ignore = "needs the harness, root, zig and the shim (make test)"]
+fn io_uring_setup_is_refused_inside_the_container() {
+    let probe = Probe::build("syscall_gate", "x86_64-linux-gnu.2.31");
+    let mount = format!("/mnt={}", probe.dir().display());
+    let out = lambda_run_with(
+        &native_tools(),
+        images::DEBIAN,
+        &["--mount", &mount],
+        &["/mnt/syscall_gate", "/mnt/s", "io_uring"],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "io_uring_setup: -1 ENOSYS (38)\n",
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+fn popen_same_as_chroot(run: &Run<'_>, target: &str) {
+    let probe = Probe::build("popen_streams", target);
+    let dir = format!("{}/s", run.at);
+    let out = run.same_as_chroot(&probe, "popen_streams", &[&dir]);
+    assert!(
+        out.contains("pclose r2: 0\n")
+            && out.ends_with("the earlier stream's pipe, seen by a later child: 0\n"),
+        "{out}"
+    );
+}
+
+#[test]
+#[ignore = "needs the harness, root, zig and the shim (make test)"]
+fn concurrent_popen_streams_behave_as_under_chroot_glibc() {
+    popen_same_as_chroot(&bookworm(), "x86_64-linux-gnu.2.31");
+}
+
+#[test]
+#[ignore = "needs the harness, root, zig and the shim (make test)"]
+fn concurrent_popen_streams_behave_as_under_chroot_musl() {
+    let run = Run {
+        image: images::MUSL,
+        chroot: "musl",
+        at: "/tmp",
+        ..bookworm()
+    };
+    popen_same_as_chroot(&run, "x86_64-linux-musl");
+}
