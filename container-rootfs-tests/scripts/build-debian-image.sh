@@ -15,8 +15,10 @@ ARCH=${ARCH:-$(dpkg --print-architecture)}
 debootstrap --arch="$ARCH" --variant=minbase "$SUITE" "$W/rootfs" "$MIRROR" > "$W/debootstrap.log" 2>&1 \
   || { tail -20 "$W/debootstrap.log"; exit 1; }
 if [ -n "$PACKAGES" ]; then
-  chroot "$W/rootfs" sh -c "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PACKAGES && apt-get clean && rm -rf /var/lib/apt/lists/*" > "$W/apt.log" 2>&1 \
-    || { tail -20 "$W/apt.log"; exit 1; }
+  # Java's postinst runs the JVM (it needs /proc) and links man pages into man1.
+  mkdir -p "$W/rootfs/usr/share/man/man1"
+  unshare --mount --propagation private sh -c "mount -t proc proc '$W/rootfs/proc' && chroot '$W/rootfs' sh -c 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PACKAGES && apt-get clean && rm -rf /var/lib/apt/lists/*'" > "$W/apt.log" 2>&1 \
+    || { grep -B3 -A12 -m3 'rror' "$W/apt.log" | head -60; tail -20 "$W/apt.log"; exit 1; }
 fi
 mkdir -p "$(dirname "$OUT")"
 [ -f "$OUT/index.json" ] || umoci init --layout "$OUT"

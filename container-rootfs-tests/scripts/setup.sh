@@ -59,11 +59,14 @@ echo "setup: building images"
 "$HERE/build-debian-image.sh" bullseye oci-bullseye bullseye perl python3
 # The examples' second image: FFmpeg and the AWS CLI.
 "$HERE/build-debian-image.sh" bookworm oci-media bookworm ffmpeg awscli
+# The language runtimes the shim must run as a chroot does (shim_matrix's polyglot cases).
+"$HERE/build-debian-image.sh" bookworm oci-polyglot bookworm nodejs lua5.4 php-cli ruby tcl perl \
+  python3-numpy git sqlite3 file imagemagick xz-utils erlang-base elixir default-jre-headless r-base-core
 # The arm64 pair: Debian bookworm arm64 (debootstrapped through qemu) and a small image
 # made from its programs.
 ARCH=arm64 "$HERE/build-debian-image.sh" bookworm oci-debian-arm64 bookworm-arm64 python3
 "$HERE/build-arm64-small.sh" oci-debian-arm64 bookworm-arm64 oci-small-arm64
-chmod -R a+rX oci-small oci-debian oci-bullseye oci-media oci-debian-arm64 oci-small-arm64
+chmod -R a+rX oci-small oci-debian oci-bullseye oci-media oci-polyglot oci-debian-arm64 oci-small-arm64
 
 start() { # name pidfile command...
   local name=$1 pidfile=$2; shift 2
@@ -105,6 +108,7 @@ has test/glibc-v2s2 || push --format v2s2 oci:oci-small:glibc docker://127.0.0.1
 has library/debian-cowsay || push oci:oci-debian:bookworm docker://127.0.0.1:5000/library/debian-cowsay:latest
 has library/debian-bullseye || push oci:oci-bullseye:bullseye docker://127.0.0.1:5000/library/debian-bullseye:latest
 has library/debian-media || push oci:oci-media:bookworm docker://127.0.0.1:5000/library/debian-media:latest
+has library/polyglot || push oci:oci-polyglot:bookworm docker://127.0.0.1:5000/library/polyglot:latest
 has library/debian-arm64 || push oci:oci-debian-arm64:bookworm-arm64 docker://127.0.0.1:5000/library/debian-arm64:latest
 has test/glibc-arm64 || push oci:oci-small-arm64:glibc-arm64 docker://127.0.0.1:5000/test/glibc-arm64:latest
 if ! has library/debian-cowsay-zstd; then
@@ -150,6 +154,11 @@ for spec in glibc:oci-small:glibc musl:oci-small:musl debian:oci-debian:bookworm
     mkdir -p "chroot/$name/rootfs/proc" "chroot/$name/rootfs/dev" "chroot/$name/rootfs/sys"
   fi
 done
+# The polyglot image is only run under chroot (no reference unpack is compared with it).
+if [ ! -d chroot/polyglot/rootfs ]; then
+  umoci unpack --image oci-polyglot:bookworm chroot/polyglot >/dev/null 2>&1
+  mkdir -p chroot/polyglot/rootfs/proc chroot/polyglot/rootfs/dev chroot/polyglot/rootfs/sys
+fi
 chmod -R a+rX "$W"
 
 cat > env.sh <<ENV

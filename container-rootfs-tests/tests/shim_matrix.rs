@@ -23,6 +23,9 @@ enum Image {
     DebianArm64,
     /// The small image made from Debian arm64 programs, likewise.
     SmallArm64,
+    /// Debian bookworm with the common language runtimes (Node, Java, Ruby, R, Erlang,
+    /// Elixir, PHP, Lua, Tcl, Perl, Python + numpy) and git, sqlite, file, ImageMagick, xz.
+    Polyglot,
 }
 
 use Image::*;
@@ -36,6 +39,7 @@ impl Image {
             Musl => images::MUSL,
             DebianArm64 => images::DEBIAN_ARM64,
             SmallArm64 => images::GLIBC_ARM64,
+            Polyglot => images::POLYGLOT,
         }
     }
 
@@ -55,17 +59,27 @@ impl Image {
             Musl => "musl",
             DebianArm64 => "debian-arm64",
             SmallArm64 => "glibc-arm64",
+            Polyglot => "polyglot",
         };
         work().join("chroot").join(name).join("rootfs")
     }
 }
 
-const ALL: &[Image] = &[Bookworm, Bullseye, Small, Musl, DebianArm64, SmallArm64];
-const DEBIAN: &[Image] = &[Bookworm, Bullseye, DebianArm64];
-const GLIBC: &[Image] = &[Bookworm, Bullseye, Small, DebianArm64, SmallArm64];
+const ALL: &[Image] = &[
+    Bookworm,
+    Bullseye,
+    Small,
+    Musl,
+    DebianArm64,
+    SmallArm64,
+    Polyglot,
+];
+const DEBIAN: &[Image] = &[Bookworm, Bullseye, DebianArm64, Polyglot];
+const GLIBC: &[Image] = &[Bookworm, Bullseye, Small, DebianArm64, SmallArm64, Polyglot];
 /// Not under qemu: binfmt_misc without the P flag hands qemu the program's path, not the
 /// argv[0] it was executed with, so `chroot`, the ground truth, loses `exec -a`'s name there.
-const GLIBC_NATIVE: &[Image] = &[Bookworm, Bullseye, Small];
+const GLIBC_NATIVE: &[Image] = &[Bookworm, Bullseye, Small, Polyglot];
+const POLYGLOT: &[Image] = &[Polyglot];
 
 #[derive(Debug, Clone, Copy)]
 enum Check {
@@ -80,6 +94,8 @@ struct Case {
     script: &'static str,
     on: &'static [Image],
     check: Check,
+    /// chroot must exit 0: equal failures (a runtime missing on both sides) are no proof.
+    must_succeed: bool,
 }
 
 const fn case(
@@ -93,6 +109,18 @@ const fn case(
         script,
         on,
         check,
+        must_succeed: false,
+    }
+}
+
+/// A language runtime's case on the polyglot image: same output, and chroot succeeded.
+const fn runtime(name: &'static str, script: &'static str) -> Case {
+    Case {
+        name,
+        script,
+        on: POLYGLOT,
+        check: Check::Same,
+        must_succeed: true,
     }
 }
 
@@ -270,6 +298,100 @@ const CASES: &[Case] = &[
         "convert -size 64x64 xc:red /tmp/crt-r.png && identify -format '%w %h %m\\n' /tmp/crt-r.png; rm /tmp/crt-r.png",
     ),
     case("cowsay", &[Bookworm], Check::Same, "/usr/games/cowsay moo"),
+    // The language runtimes, each loading modules by relative and absolute paths, sizing and
+    // resolving files of the image, starting subprocesses, and naming its own executable.
+    runtime(
+        "node: stat, realpath, lstat of an absolute link",
+        r#"node -e 'const fs=require("fs"); console.log(fs.statSync("/etc/scar-test-image").size, fs.realpathSync("/usr/bin/awk"), fs.lstatSync("/usr/bin/awk").size, fs.existsSync("/work"))'"#,
+    ),
+    runtime(
+        "node: require relative and absolute",
+        r#"d=$(mktemp -d) && mkdir $d/lib && echo 'module.exports = require("./lib/b") * 2' > $d/a.js && echo 'module.exports = 21' > $d/lib/b.js && echo 'console.log(require("./a"), require(process.argv[2] + "/lib/b.js"))' > $d/main.js && cd $d && node main.js $d && node $d/main.js $d; rm -rf $d"#,
+    ),
+    runtime(
+        "node: the image's own modules and process.execPath",
+        r#"node -e 'console.log(process.execPath, require("path").basename(require.resolve("fs")), typeof require("child_process").spawnSync); console.log(require("fs").readlinkSync("/proc/self/exe"))'"#,
+    ),
+    runtime(
+        "node: child processes and pipes",
+        r#"node -e 'const cp=require("child_process"); console.log(cp.execSync("echo hi | tr a-z A-Z").toString().trim()); const r=cp.spawnSync("sh",["-c","cat /etc/scar-test-image; exit 3"]); console.log(r.status, r.stdout.toString().trim())'"#,
+    ),
+    runtime(
+        "node: async fs through libuv's thread pool, temp files",
+        r#"node -e 'const fs=require("fs"),os=require("os"),p=require("path"); const d=fs.mkdtempSync(p.join(os.tmpdir(),"n-")); fs.promises.writeFile(d+"/x","42").then(()=>fs.promises.readFile(d+"/x","utf8")).then(t=>fs.promises.stat(d+"/x").then(s=>{console.log(t,s.size,fs.readdirSync(d)); fs.rmSync(d,{recursive:true})}))'"#,
+    ),
+    runtime(
+        "node: fs.watch",
+        r#"node -e 'const fs=require("fs"); const d=fs.mkdtempSync("/tmp/w-"); const w=fs.watch(d,(e,f)=>{console.log("event", f); w.close(); fs.rmSync(d,{recursive:true})}); setTimeout(()=>fs.writeFileSync(d+"/new","1"),100)'"#,
+    ),
+    runtime(
+        "node: http server and client on loopback",
+        r#"node -e 'const h=require("http"); const s=h.createServer((q,r)=>r.end("pong "+q.url)).listen(0,"127.0.0.1",()=>h.get("http://127.0.0.1:"+s.address().port+"/x",r=>{let b="";r.on("data",c=>b+=c);r.on("end",()=>{console.log(b);s.close()})}))'"#,
+    ),
+    runtime(
+        "python: numpy and the interpreter's paths",
+        r#"python3 -c 'import numpy,sys,os; print(numpy.arange(12).reshape(3,4).sum(axis=0).tolist(), os.path.dirname(numpy.__file__)); print(sys.executable, os.path.realpath("/usr/bin/python3"), os.lstat("/usr/bin/awk").st_size)'"#,
+    ),
+    runtime(
+        "python: relative imports, subprocess pipes",
+        r#"d=$(mktemp -d) && echo 'X = 7' > $d/m.py && cd $d && python3 -c 'import m, subprocess; p = subprocess.run("sort | uniq -c", shell=True, input=b"b\na\nb\n", capture_output=True); print(m.X, p.stdout.decode().split())'; rm -rf $d"#,
+    ),
+    runtime(
+        "ruby: files, require, subprocess, its own path",
+        r#"d=$(mktemp -d) && echo 'V = 5' > $d/v.rb && ruby -I$d -rjson -e 'require "v"; require_relative "/etc/../'$d'/v.rb"; puts V, File.size("/etc/scar-test-image"), File.realpath("/usr/bin/awk"), `echo sub`.strip, JSON.generate({"a"=>[1]}), File.readlink("/proc/self/exe")'; rm -rf $d"#,
+    ),
+    runtime(
+        "perl: its executable, stat, readlink, pipes",
+        r#"perl -MCwd=abs_path -e 'print join(" ", $^X, -s "/etc/scar-test-image", readlink("/usr/bin/awk"), abs_path("/usr/bin/awk")), "\n"; open(my $p, "-|", "echo piped") or die; print <$p>'"#,
+    ),
+    runtime(
+        "php: files, realpath, two popens",
+        r#"cd /tmp && php -r 'echo filesize("/etc/scar-test-image"), " ", realpath("/usr/bin/awk"), " ", PHP_BINARY, "\n"; $a = popen("cat > /tmp/php-a", "w"); $b = popen("cat > /tmp/php-b", "w"); fwrite($a, "A"); fwrite($b, "B"); echo pclose($a), pclose($b), file_get_contents("/tmp/php-a"), file_get_contents("/tmp/php-b"), "\n"; unlink("/tmp/php-a"); unlink("/tmp/php-b");'"#,
+    ),
+    runtime(
+        "lua: two write popens at once",
+        r#"lua5.4 -e 'local a = io.popen("cat > /tmp/lua-a", "w"); local b = io.popen("cat > /tmp/lua-b", "w"); a:write("one"); b:write("two"); print(a:close()); print(b:close()); print(io.open("/tmp/lua-a"):read("a"), io.open("/tmp/lua-b"):read("a")); os.remove("/tmp/lua-a"); os.remove("/tmp/lua-b")'"#,
+    ),
+    runtime(
+        "lua: read popen and files",
+        r#"lua5.4 -e 'print(io.popen("echo lua; ls /etc/scar-test-image"):read("a")); print(io.open("/etc/scar-test-image"):read("l"))'"#,
+    ),
+    runtime(
+        "tcl: file commands and exec",
+        r#"echo 'puts [file size /etc/scar-test-image]; puts [file readlink /usr/bin/awk]; puts [file normalize /usr/bin/../bin/awk]; puts [exec sh -c "echo from tcl"]; puts [info nameofexecutable]' | tclsh"#,
+    ),
+    runtime(
+        "erlang: BEAM starts, reads files, runs a port",
+        r#"HOME=/tmp erl -noshell -eval 'io:format("~p ~s~n", [filelib:file_size("/etc/scar-test-image"), os:cmd("echo port")]), {ok, L} = file:read_link("/usr/bin/awk"), io:format("~s~n", [L]), halt().'"#,
+    ),
+    runtime(
+        "elixir: scripts and System.cmd",
+        r#"HOME=/tmp elixir -e 'IO.puts(File.read!("/etc/scar-test-image")); {out, 0} = System.cmd("echo", ["cmd"]); IO.write(out); IO.puts(Path.expand("../x", "/usr/bin"))'"#,
+    ),
+    runtime(
+        "java: the source launcher, files, a subprocess, its own path",
+        r#"d=$(mktemp -d) && printf '%s\n' 'import java.nio.file.*;' 'class M { public static void main(String[] a) throws Exception {' 'System.out.println(Files.size(Path.of("/etc/scar-test-image")) + " " + Path.of("/usr/bin/awk").toRealPath());' 'Process p = new ProcessBuilder("sh", "-c", "echo from java").start(); System.out.print(new String(p.getInputStream().readAllBytes())); System.out.println(p.waitFor());' 'System.out.println(ProcessHandle.current().info().command().orElse("?").startsWith("/usr/lib/jvm/"));' '}}' > $d/M.java && java -Xshare:auto $d/M.java; rm -rf $d"#,
+    ),
+    runtime(
+        "R: files, system, two pipes",
+        r#"Rscript -e 'cat(file.size("/etc/scar-test-image"), Sys.readlink("/usr/bin/awk"), normalizePath("/usr/bin/awk"), "\n"); a <- pipe("cat > /tmp/r-a", "w"); b <- pipe("cat > /tmp/r-b", "w"); writeLines("ra", a); writeLines("rb", b); close(a); close(b); cat(readLines("/tmp/r-a"), readLines("/tmp/r-b"), "\n"); system("echo from R"); invisible(file.remove("/tmp/r-a", "/tmp/r-b"))'"#,
+    ),
+    runtime(
+        "git: init, commit, log, status",
+        r#"d=$(mktemp -d) && cd $d && git init -q -b main && echo x > f && git add f && git -c user.email=a@b -c user.name=n commit -q -m first && git log --format=%s && git status --short --branch && git rev-parse --show-toplevel | sed "s|$d|D|"; rm -rf $d"#,
+    ),
+    runtime(
+        "sqlite: a database file",
+        r#"d=$(mktemp -d) && sqlite3 $d/t.db 'create table t(x); insert into t values (6*7);' && sqlite3 $d/t.db 'select x from t; pragma journal_mode;'; rm -rf $d"#,
+    ),
+    runtime(
+        "file: the magic database",
+        "file -L /usr/bin/awk /etc/scar-test-image | sed 's/, BuildID[^,]*//'; file /usr/bin/awk",
+    ),
+    runtime(
+        "xz and ImageMagick through pipes",
+        "echo compressed | xz | xz -d; convert -size 3x2 xc:blue png:- | identify -format '%w %h %m\\n' -",
+    ),
     case(
         "dotdot stays inside",
         ALL,
@@ -305,7 +427,9 @@ fn matrix(image: Image) {
             Check::Same => same_stdout && ours.stderr == truth.stderr,
             Check::SameStdout => same_stdout,
         };
-        if !same || truth.status.code().is_none() {
+        let failed =
+            truth.status.code().is_none() || (case.must_succeed && truth.status.code() != Some(0));
+        if !same || failed {
             failures.push(format!(
                 "--- {:?} {}: {}\n  chroot ({:?}):\n{}{}\n  shim ({:?}):\n{}{}",
                 image,
@@ -351,6 +475,12 @@ fn matrix_small_host_image() {
 #[ignore = "needs the harness, root and the shim (make test)"]
 fn matrix_musl() {
     matrix(Musl);
+}
+
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn matrix_polyglot_language_runtimes() {
+    matrix(Polyglot);
 }
 
 #[test]

@@ -9,6 +9,9 @@ pub const DEBIAN_ZSTD: &str = "127.0.0.1:5000/library/debian-cowsay-zstd";
 pub const BULLSEYE: &str = "127.0.0.1:5000/library/debian-bullseye";
 /// Debian bookworm with FFmpeg and the AWS CLI, for the examples.
 pub const MEDIA: &str = "127.0.0.1:5000/library/debian-media";
+/// Debian bookworm with the common language runtimes (Node, Java, Ruby, R, Erlang, Elixir,
+/// PHP, Lua, Tcl, Perl, Python + numpy) and git, sqlite, file, ImageMagick, xz.
+pub const POLYGLOT: &str = "127.0.0.1:5000/library/polyglot";
 /// Debian bookworm arm64, debootstrapped through qemu.
 pub const DEBIAN_ARM64: &str = "127.0.0.1:5000/library/debian-arm64";
 /// A small glibc image made from the host's programs, with a whiteout and an opaque dir.
