@@ -141,6 +141,9 @@ fn setting_args(mut command: ClapCommand, scopes: &[Scope]) -> ClapCommand {
         if setting.kind == Kind::List {
             arg = arg.action(ArgAction::Append).value_delimiter(',');
         }
+        if setting.kind == Kind::Switch {
+            arg = arg.action(ArgAction::SetTrue);
+        }
         if setting.kind == Kind::Secret || setting.var == settings::REGISTRY_USERNAME.var {
             arg = arg.hide(true);
         }
@@ -162,6 +165,9 @@ fn given(matches: &ArgMatches, scopes: &[Scope]) -> Vec<(&'static str, String)> 
         .iter()
         .filter(|s| s.flag.is_some() && scopes.contains(&s.scope))
         .filter_map(|s| {
+            if s.kind == Kind::Switch {
+                return matches.get_flag(s.var).then(|| (s.var, "1".to_owned()));
+            }
             let values: Vec<String> = matches.get_many::<String>(s.var)?.cloned().collect();
             Some((s.var, values.join(",")))
         })

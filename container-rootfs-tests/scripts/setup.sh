@@ -18,7 +18,7 @@ W=${CRT_WORK:-/tmp/scar-crt}; mkdir -p "$W"; cd "$W"
 export DEBIAN_FRONTEND=noninteractive
 
 need=()
-for pkg in docker-registry skopeo umoci debootstrap busybox-static musl-tools apache2-utils python3-cryptography openssl curl zstd bzip2 make binutils qemu-user-static; do
+for pkg in docker-registry skopeo umoci debootstrap busybox-static musl-tools apache2-utils python3-cryptography openssl curl zstd bzip2 make binutils qemu-user-static dpkg-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -86,6 +86,17 @@ start registry registry.pid docker-registry serve registry.yml
 start registry-token registry-token.pid docker-registry serve registry-token.yml
 start registry-basic registry-basic.pid docker-registry serve registry-basic.yml
 start token-server token-server.pid env USERS=testuser:testpass $PY "$HERE/token_server.py" tok/token.key tok/token.crt 5011
+# A local apt repository of real Debian packages for the fake-root installs (tests/fakeroot.rs):
+# one with a shared library (jq, libjq1, libonig5), one whose postinst adds a user
+# (uuid-runtime, with adduser and init-system-helpers), and hello. The host is the
+# images' release (bookworm), so its apt downloads them.
+if [ ! -f apt-repo/Packages ]; then
+  rm -rf apt-repo && mkdir -p apt-repo
+  ( cd apt-repo && { apt-get download hello jq libjq1 libonig5 uuid-runtime adduser init-system-helpers >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get download hello jq libjq1 libonig5 uuid-runtime adduser init-system-helpers >/dev/null 2>&1; }; } \
+    && dpkg-scanpackages . /dev/null > Packages 2>/dev/null )
+fi
+start apt-repo apt-repo.pid $PY -m http.server 5020 --bind 127.0.0.1 --directory "$W/apt-repo"
 start fault-proxy fault-proxy.pid $PY "$HERE/fault_proxy.py" 5013 http://127.0.0.1:5000 "$W/fault-proxy.requests"
 # ministack (PyPI): S3, Lambda (runs a provided.al2023 bootstrap as a local process with its
 # own Runtime API), API Gateway, on :4566. Its own venv: it pins botocore.
@@ -94,7 +105,7 @@ start ministack ministack.pid env BIND_HOST=127.0.0.1 GATEWAY_PORT=4566 "$W/venv
 # moto (PyPI): the control-plane state the deployer tests check through their own clients.
 [ -x venv-moto/bin/moto_server ] || { python3 -m venv venv-moto && venv-moto/bin/pip install -q 'moto[server]==5.2.5'; }
 start moto moto.pid "$W/venv-moto/bin/moto_server" -H 127.0.0.1 -p 5001
-for port in 5000 5010 5012 5011 5013 4566 5001; do wait_http "http://127.0.0.1:$port/"; done
+for port in 5000 5010 5012 5011 5013 5020 4566 5001; do wait_http "http://127.0.0.1:$port/"; done
 curl -sf -X POST -H 'Content-Type: application/json' -d '{"lambda":{"use_docker":false}}' \
   http://127.0.0.1:5001/moto-api/config >/dev/null
 

@@ -19,6 +19,7 @@ fn sandbox() -> Sandbox {
         rootfs,
         shims: Shims::locate(Some(&shim_dir())),
         static_policy: StaticPolicy::Warn,
+        fakeroot: false,
         scratch: std::env::temp_dir().join("scar-exec-module-scratch"),
     }
 }

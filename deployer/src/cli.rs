@@ -231,6 +231,9 @@ pub struct InitArgs {
     /// A variable for the runtime itself (SCAR_*, AWS_ENDPOINT_URL…), KEY=VALUE (repeatable)
     #[arg(long = "function-env", value_name = "KEY=VALUE", value_parser = parse_pair)]
     pub function_env: Vec<(String, String)>,
+    /// Run the command as a fake root, so that apt-get, dpkg and pip can install into the image (SCAR_FAKEROOT=1)
+    #[arg(long)]
+    pub fakeroot: bool,
     /// Bucket whose uploads into the input folder run the function; created with input/ and output/ if missing (SCAR: -es)
     #[arg(long, value_name = "BUCKET")]
     pub event_source: Option<String>,

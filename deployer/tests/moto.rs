@@ -228,6 +228,7 @@ async fn init_wires_everything_and_rm_takes_exactly_that_back() {
             &role,
             "--ephemeral-storage",
             "4096",
+            "--fakeroot",
             "--runtime-in-package",
             "--layer-zip",
             layer_zip().to_str().unwrap(),
@@ -266,6 +267,7 @@ async fn init_wires_everything_and_rm_takes_exactly_that_back() {
         ("SCAR_INPUT_PREFIX", "input/".into()),
         ("SCAR_OUTPUT_PREFIX", "output/".into()),
         ("CONT_VAR_GREETING", "hi".into()),
+        ("SCAR_FAKEROOT", "1".into()),
     ] {
         assert_eq!(env.get(key), Some(&value), "{key} in {env:?}");
     }

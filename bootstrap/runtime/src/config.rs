@@ -74,6 +74,8 @@ pub struct ExecOptions {
     pub shim_dir: Option<PathBuf>,
     /// Static programs.
     pub static_policy: StaticPolicy,
+    /// Whether commands run as a fake root.
+    pub fakeroot: bool,
 }
 
 /// A variable lookup: the process environment, or flags over it.
@@ -132,6 +134,7 @@ pub fn exec_options(lookup: Lookup<'_>) -> Result<ExecOptions, ConfigError> {
     Ok(ExecOptions {
         shim_dir: settings::SHIM_DIR.raw(lookup).map(PathBuf::from),
         static_policy,
+        fakeroot: settings::FAKEROOT.switch(lookup)?,
     })
 }
 

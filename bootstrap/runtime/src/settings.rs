@@ -37,6 +37,8 @@ pub enum Kind {
     Choice(&'static [&'static str]),
     /// `os/arch[/variant]`.
     Platform,
+    /// On or off: `1` or `0` (a flag without a value on the command line).
+    Switch,
 }
 
 /// Which commands read a setting.
@@ -233,6 +235,16 @@ pub const STATIC_BINARIES: Setting = Setting {
     meaning: "statically linked programs cannot be confined: run them, warn, or refuse them",
 };
 
+/// `SCAR_FAKEROOT`.
+pub const FAKEROOT: Setting = Setting {
+    var: "SCAR_FAKEROOT",
+    flag: Some("fakeroot"),
+    default: Some("0"),
+    kind: Kind::Switch,
+    scope: Scope::Exec,
+    meaning: "the command sees itself as root: uid 0, ownership changes remembered, so package managers can install (docs/fakeroot.md)",
+};
+
 /// The whole table, in the order the documentation lists it.
 pub const SETTINGS: &[&Setting] = &[
     &IMAGE,
@@ -253,6 +265,7 @@ pub const SETTINGS: &[&Setting] = &[
     &REGISTRY_PASSWORD,
     &SHIM_DIR,
     &STATIC_BINARIES,
+    &FAKEROOT,
 ];
 
 /// The prefix of the shim's own variables, which bootstrap sets and nobody configures.
@@ -291,6 +304,7 @@ impl Kind {
             Self::Count { min, max } => format!("a whole number from {min} to {max}"),
             Self::Choice(words) => format!("one of {}", words.join(", ")),
             Self::Platform => "os/arch[/variant]".to_owned(),
+            Self::Switch => "1 or 0".to_owned(),
         }
     }
 }
@@ -379,6 +393,15 @@ impl Setting {
             .unwrap_or_default()
     }
 
+    /// A switch: `1` on, `0` off.
+    pub fn switch(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<bool, InvalidValue> {
+        match self.raw(lookup).as_deref() {
+            None | Some("0") => Ok(false),
+            Some("1") => Ok(true),
+            Some(other) => Err(self.invalid(other)),
+        }
+    }
+
     /// A platform setting.
     pub fn platform(
         &self,
@@ -430,6 +453,7 @@ mod tests {
                 Kind::Count { .. } => s.count(&none).map(|_| ()),
                 Kind::Choice(_) => s.choice(&none).map(|_| ()),
                 Kind::Platform => s.platform(&none).map(|_| ()),
+                Kind::Switch => s.switch(&none).map(|_| ()),
                 Kind::Text | Kind::Path | Kind::Secret | Kind::List => Ok(()),
             };
             assert!(result.is_ok(), "{}: {result:?}", s.var);

@@ -30,6 +30,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<i32> {
         rootfs: pulled.image.rootfs.clone(),
         shims: Shims::locate(exec.shim_dir.as_deref()),
         static_policy: exec.static_policy,
+        fakeroot: exec.fakeroot,
         scratch: options_cache_dir.join("scratch"),
     };
     // The container's /tmp is the image's own, as under chroot: a host directory mapped

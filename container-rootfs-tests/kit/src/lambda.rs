@@ -93,9 +93,12 @@ pub fn lambda_run_with(tools: &Tools, image: &str, run_args: &[&str], argv: &[&s
     command
         .args(["--reuid", "993", "--regid", "993", "--clear-groups", "--"])
         .arg(&tools.bootstrap)
-        .arg("run")
-        .arg("--cache-dir")
-        .arg(lambda_cache())
+        .arg("run");
+    // A test with its own cache (one that changes the image) names it in `run_args`.
+    if !run_args.contains(&"--cache-dir") {
+        command.arg("--cache-dir").arg(lambda_cache());
+    }
+    command
         .arg("--shim-dir")
         .arg(&tools.shim_dir)
         .args(
@@ -123,6 +126,11 @@ pub fn chroot_run(root: &Path, argv: &[&str]) -> Output {
 /// [`chroot_run`] with host directories bound over existing directories of the root
 /// (`(container, host)`), as `bootstrap run --mount` shows them.
 pub fn chroot_run_binding(root: &Path, binds: &[(&str, &Path)], argv: &[&str]) -> Output {
+    chroot_run_as(root, "993:993", binds, argv)
+}
+
+/// [`chroot_run_binding`] as `user` (`uid:gid`; `0:0` is real root, fake root's truth).
+pub fn chroot_run_as(root: &Path, user: &str, binds: &[(&str, &Path)], argv: &[&str]) -> Output {
     for dir in ["proc", "dev", "sys"] {
         assert!(
             root.join(dir).is_dir(),
@@ -143,7 +151,7 @@ pub fn chroot_run_binding(root: &Path, binds: &[(&str, &Path)], argv: &[&str]) -
             host.display()
         ));
     }
-    script.push_str(r#"exec chroot --userspec=993:993 "$R" "$@""#);
+    script.push_str(&format!(r#"exec chroot --userspec={user} "$R" "$@""#));
     Command::new("unshare")
         .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
         .arg(script)

@@ -188,6 +188,9 @@ pub async fn plan(
         variables.insert(key.clone(), value.clone());
     }
     variables.insert("SCAR_TIMEOUT_THRESHOLD".into(), threshold.to_string());
+    if args.fakeroot {
+        variables.insert(scar_runtime::settings::FAKEROOT.var.into(), "1".into());
+    }
     if script.is_some() {
         variables.insert("SCAR_INIT_SCRIPT".into(), package::INIT_SCRIPT_ENTRY.into());
     }

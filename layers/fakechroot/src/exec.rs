@@ -105,6 +105,21 @@ pub fn plan(
         return match elf::classify(head) {
             ElfKind::NotElf => Err(libc::ENOEXEC),
             ElfKind::Other => direct(host_path, &args, envp),
+            ElfKind::Static if protocol::is_ldconfig(container.as_bytes()) => {
+                if st.debug {
+                    warn(
+                        b"not run: the loader never reads its cache (sh -c : instead)",
+                        &container,
+                    );
+                }
+                program = arena.string(&[b"/bin/sh"])?;
+                let mut noop = arena.vector(3)?;
+                noop.push(arena.string(&[b"ldconfig"])?)?;
+                noop.push(arena.string(&[b"-c"])?)?;
+                noop.push(arena.string(&[b":"])?)?;
+                args = noop;
+                continue;
+            }
             ElfKind::Static => {
                 match st.static_policy {
                     StaticPolicy::Run => {}

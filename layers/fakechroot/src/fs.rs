@@ -6,18 +6,18 @@
 
 use std::ffi::{c_char, c_int, c_long, c_uint, c_void};
 
-use libc::{DIR, FILE, dev_t, gid_t, mode_t, off_t, size_t, ssize_t, uid_t};
+use libc::{DIR, FILE, dev_t, mode_t, off_t, size_t, ssize_t};
 use rootfs_paths::PathBuf;
 
 use rootfs_paths::layout::{climbs_above_root, has_dotdot};
 
-use crate::state;
 use crate::sys::{self, fail, real};
 use crate::translate;
+use crate::{fakeroot, state};
 
 /// `fn name([args before] path [args after]) -> ret = value on failure;`
 macro_rules! path_fns {
-    ($(fn $name:ident([$($pre:ident: $pt:ty),*] $path:ident [$($post:ident: $qt:ty),*]) -> $ret:ty = $err:expr $(, via $via:path)?;)*) => {$(
+    ($(fn $name:ident([$($pre:ident: $pt:ty),*] $path:ident [$($post:ident: $qt:ty),*]) -> $ret:ty = $err:expr $(, via $via:path)? $(, before $before:path)?;)*) => {$(
         /// # Safety
         /// The caller's contract is libc's for the function of the same name.
         #[unsafe(no_mangle)]
@@ -27,8 +27,11 @@ macro_rules! path_fns {
             };
             let mut buf = PathBuf::new();
             match path_fns!(@via $($via)?)($path, &mut buf) {
-                // SAFETY: the caller's arguments, with the path translated.
-                Ok(path) => unsafe { next($($pre,)* path $(, $post)*) },
+                Ok(path) => {
+                    $($before(libc::AT_FDCWD, path);)?
+                    // SAFETY: the caller's arguments, with the path translated.
+                    unsafe { next($($pre,)* path $(, $post)*) }
+                }
                 Err(code) => fail(code, $err),
             }
         }
@@ -39,7 +42,7 @@ macro_rules! path_fns {
 
 /// `fn name([args before] dirfd, path [args after]) -> ret = value on failure;`
 macro_rules! at_fns {
-    ($(fn $name:ident([$($pre:ident: $pt:ty),*] $dirfd:ident, $path:ident [$($post:ident: $qt:ty),*]) -> $ret:ty = $err:expr $(, via $via:path)?;)*) => {$(
+    ($(fn $name:ident([$($pre:ident: $pt:ty),*] $dirfd:ident, $path:ident [$($post:ident: $qt:ty),*]) -> $ret:ty = $err:expr $(, via $via:path)? $(, before $before:path)?;)*) => {$(
         /// # Safety
         /// The caller's contract is libc's for the function of the same name.
         #[unsafe(no_mangle)]
@@ -49,8 +52,11 @@ macro_rules! at_fns {
             };
             let mut buf = PathBuf::new();
             match at_fns!(@via $($via)?)($dirfd, $path, &mut buf) {
-                // SAFETY: the caller's arguments, with the path translated.
-                Ok(path) => unsafe { next($($pre,)* $dirfd, path $(, $post)*) },
+                Ok(path) => {
+                    $($before($dirfd, path);)?
+                    // SAFETY: the caller's arguments, with the path translated.
+                    unsafe { next($($pre,)* $dirfd, path $(, $post)*) }
+                }
                 Err(code) => fail(code, $err),
             }
         }
@@ -76,10 +82,6 @@ path_fns! {
     fn freopen64([] path [mode: *const c_char, stream: *mut FILE]) -> *mut FILE = std::ptr::null_mut();
     fn truncate([] path [length: off_t]) -> c_int = -1;
     fn truncate64([] path [length: off_t]) -> c_int = -1;
-    fn stat([] path [buf: *mut c_void]) -> c_int = -1;
-    fn stat64([] path [buf: *mut c_void]) -> c_int = -1;
-    fn __xstat([ver: c_int] path [buf: *mut c_void]) -> c_int = -1;
-    fn __xstat64([ver: c_int] path [buf: *mut c_void]) -> c_int = -1;
     fn statfs([] path [buf: *mut c_void]) -> c_int = -1;
     fn statfs64([] path [buf: *mut c_void]) -> c_int = -1;
     fn __statfs([] path [buf: *mut c_void]) -> c_int = -1;
@@ -91,15 +93,13 @@ path_fns! {
     fn pathconf([] path [name: c_int]) -> c_long = -1;
     fn chmod([] path [mode: mode_t]) -> c_int = -1;
     fn lchmod([] path [mode: mode_t]) -> c_int = -1;
-    fn chown([] path [owner: uid_t, group: gid_t]) -> c_int = -1;
-    fn lchown([] path [owner: uid_t, group: gid_t]) -> c_int = -1;
     fn utime([] path [times: *const c_void]) -> c_int = -1;
     fn utimes([] path [times: *const c_void]) -> c_int = -1;
     fn lutimes([] path [times: *const c_void]) -> c_int = -1;
     fn mkdir([] path [mode: mode_t]) -> c_int = -1;
-    fn rmdir([] path []) -> c_int = -1;
-    fn unlink([] path []) -> c_int = -1;
-    fn remove([] path []) -> c_int = -1;
+    fn rmdir([] path []) -> c_int = -1, before fakeroot::forget;
+    fn unlink([] path []) -> c_int = -1, before fakeroot::forget;
+    fn remove([] path []) -> c_int = -1, before fakeroot::forget;
     fn mknod([] path [mode: mode_t, dev: dev_t]) -> c_int = -1;
     fn __xmknod([ver: c_int] path [mode: mode_t, dev: *mut dev_t]) -> c_int = -1;
     fn mkfifo([] path [mode: mode_t]) -> c_int = -1;
@@ -131,11 +131,10 @@ at_fns! {
     fn __openat64_2([] dirfd, path [flags: c_int]) -> c_int = -1, via translate::host_at_exe;
     fn faccessat([] dirfd, path [mode: c_int, flags: c_int]) -> c_int = -1;
     fn fchmodat([] dirfd, path [mode: mode_t, flags: c_int]) -> c_int = -1;
-    fn fchownat([] dirfd, path [owner: uid_t, group: gid_t, flags: c_int]) -> c_int = -1;
     fn futimesat([] dirfd, path [times: *const c_void]) -> c_int = -1;
     fn utimensat([] dirfd, path [times: *const c_void, flags: c_int]) -> c_int = -1;
     fn mkdirat([] dirfd, path [mode: mode_t]) -> c_int = -1;
-    fn unlinkat([] dirfd, path [flags: c_int]) -> c_int = -1;
+    fn unlinkat([] dirfd, path [flags: c_int]) -> c_int = -1, before fakeroot::forget;
     fn mknodat([] dirfd, path [mode: mode_t, dev: dev_t]) -> c_int = -1;
     fn __xmknodat([ver: c_int] dirfd, path [mode: mode_t, dev: *mut dev_t]) -> c_int = -1;
     fn mkfifoat([] dirfd, path [mode: mode_t]) -> c_int = -1;
@@ -146,7 +145,7 @@ at_fns! {
 
 /// Two-path calls: both sides translated.
 macro_rules! two_path_fns {
-    ($(fn $name:ident([$($a:ident: $at:ty)?] $old:ident, [$($b:ident: $bt:ty)?] $new:ident [$($c:ident: $ct:ty)?]) -> c_int;)*) => {$(
+    ($(fn $name:ident([$($a:ident: $at:ty)?] $old:ident, [$($b:ident: $bt:ty)?] $new:ident [$($c:ident: $ct:ty)?]) -> c_int $(, before $before:path)?;)*) => {$(
         /// # Safety
         /// The caller's contract is libc's for the function of the same name.
         #[unsafe(no_mangle)]
@@ -157,9 +156,14 @@ macro_rules! two_path_fns {
             let (mut old_buf, mut new_buf) = (PathBuf::new(), PathBuf::new());
             let old = translate::host_at(two_path_fns!(@fd $($a)?), $old, &mut old_buf);
             let new = translate::host_at(two_path_fns!(@fd $($b)?), $new, &mut new_buf);
+            let _new_dirfd = two_path_fns!(@fd $($b)?);
             match (old, new) {
-                // SAFETY: the caller's arguments, with both paths translated.
-                (Ok(old), Ok(new)) => unsafe { next($($a,)? old, $($b,)? new $(, $c)?) },
+                (Ok(old), Ok(new)) => {
+                    // A file replaced by the rename is gone.
+                    $($before(_new_dirfd, new);)?
+                    // SAFETY: the caller's arguments, with both paths translated.
+                    unsafe { next($($a,)? old, $($b,)? new $(, $c)?) }
+                }
                 (Err(code), _) | (_, Err(code)) => fail(code, -1),
             }
         }
@@ -169,9 +173,9 @@ macro_rules! two_path_fns {
 }
 
 two_path_fns! {
-    fn rename([] old, [] new []) -> c_int;
-    fn renameat([olddirfd: c_int] old, [newdirfd: c_int] new []) -> c_int;
-    fn renameat2([olddirfd: c_int] old, [newdirfd: c_int] new [flags: c_uint]) -> c_int;
+    fn rename([] old, [] new []) -> c_int, before fakeroot::forget;
+    fn renameat([olddirfd: c_int] old, [newdirfd: c_int] new []) -> c_int, before fakeroot::forget;
+    fn renameat2([olddirfd: c_int] old, [newdirfd: c_int] new [flags: c_uint]) -> c_int, before fakeroot::forget;
     fn link([] old, [] new []) -> c_int;
     fn linkat([olddirfd: c_int] old, [newdirfd: c_int] new [flags: c_int]) -> c_int;
 }

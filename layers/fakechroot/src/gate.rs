@@ -9,11 +9,11 @@
 use std::ffi::{c_char, c_int, c_long};
 
 use rootfs_paths::PathBuf;
-use rootfs_paths::syscall_gate::{ExeLink, Gate, PathArg, StatLayout, classify};
+use rootfs_paths::syscall_gate::{ChownCall, ExeLink, Gate, PathArg, StatLayout, classify};
 
-use crate::linkstat::{Filled, fix_link_size};
+use crate::stat::{Filled, after_stat};
 use crate::sys::{self, fail};
-use crate::{fs, names, spawn, state, translate};
+use crate::{fakeroot, fs, names, spawn, state, translate};
 
 /// `long syscall(long number, ...)`. C passes the variadic arguments of this call in the
 /// same registers as six fixed ones on x86_64 and aarch64, and the kernel reads exactly
@@ -91,8 +91,24 @@ unsafe fn gated(number: usize, gate: Gate, mut args: [usize; 6]) -> c_long {
                 StatLayout::Stat => Filled::Stat(out.cast()),
                 StatLayout::Statx => Filled::Statx(out),
             };
-            fix_link_size(ret as c_int, nofollow, dirfd, host, filled);
+            after_stat(ret as c_int, nofollow, dirfd, host, filled);
             ret
+        }
+        Gate::Chown(call) => {
+            let id = |i: usize| args[i] as u32;
+            let ret = match call {
+                // SAFETY: the caller's arguments, as fchown's.
+                ChownCall::Fd => unsafe { fakeroot::fchown(args[0] as c_int, id(1), id(2)) },
+                // SAFETY: the caller's arguments, as fchownat's.
+                ChownCall::At => unsafe {
+                    fakeroot::fchownat(args[0] as c_int, ptr(1), id(2), id(3), args[4] as c_int)
+                },
+                // SAFETY: the caller's arguments, as chown's.
+                ChownCall::Path => unsafe { fakeroot::chown(ptr(0), id(1), id(2)) },
+                // SAFETY: the caller's arguments, as lchown's.
+                ChownCall::LinkPath => unsafe { fakeroot::lchown(ptr(0), id(1), id(2)) },
+            };
+            c_long::from(ret)
         }
         Gate::Readlink { dirfd } => {
             let path = dirfd.map_or(0, |d| d + 1);

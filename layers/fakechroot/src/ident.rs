@@ -1,14 +1,18 @@
-//! The running uid and gid always have a name.
+//! User and group lookups answer from the image's files, and the running uid and gid
+//! always have a name.
 //!
-//! Lambda runs images as uid 993, which the image's /etc/passwd does not know. glibc
-//! ≥ 2.32 reads the host's files for lookups (internally, out of the shim's reach), and
-//! the host knows the uid; older libcs read the image's files. When the image has no
-//! entry for the caller's own uid or gid, the host's entry (or a made-up one) answers.
+//! glibc ≥ 2.32 opens /etc/passwd and /etc/group from inside libc, out of the shim's
+//! reach, so its lookups read the host's files: a user the image defines, or one a
+//! package script has just added under fake root, would be unknown. So the image's files
+//! are searched first, with glibc's own parser (`fgetpwent_r`) on the image's file; then
+//! libc's lookup (the host's files); then, for the caller's own ids, which Lambda's uid 993
+//! is in no image, the host's name or a made-up one. musl has no `fgetpwent_r`: there the
+//! image's files are not searched.
 
 use std::ffi::{CString, c_char, c_int};
 use std::sync::OnceLock;
 
-use libc::{gid_t, group, passwd, size_t, uid_t};
+use libc::{FILE, gid_t, group, passwd, size_t, uid_t};
 
 use crate::sys::real;
 
@@ -69,6 +73,153 @@ unsafe impl<T> Sync for Shared<T> {}
 // SAFETY: as above: immutable after initialisation.
 unsafe impl<T> Send for Shared<T> {}
 
+/// Which entry a lookup wants.
+#[derive(Clone, Copy)]
+enum Key<'a> {
+    Id(u32),
+    Name(&'a [u8]),
+}
+
+/// Searches the image's `file` (`/etc/passwd` or `/etc/group`) with libc's parser `parse`
+/// (`fgetpwent_r` or `fgetgrent_r`), filling the caller's entry and buffer. `Ok(true)`:
+/// found; `Ok(false)`: not there (or no parser, or no file); `Err(ERANGE)`: buffer short.
+///
+/// # Safety
+/// `parse` has `fgetpwent_r`'s contract for entries of type `T`; `entry`, `buf` and `len`
+/// are the caller's, valid for a `_r` lookup.
+unsafe fn search_image<T>(
+    file: &std::ffi::CStr,
+    parse: unsafe extern "C" fn(*mut FILE, *mut T, *mut c_char, size_t, *mut *mut T) -> c_int,
+    fields: fn(&T) -> (u32, *const c_char),
+    key: Key<'_>,
+    entry: *mut T,
+    buf: *mut c_char,
+    len: size_t,
+) -> Result<bool, c_int> {
+    // SAFETY: our own fopen wrapper translates the path into the image.
+    let stream = unsafe { crate::fs::fopen(file.as_ptr(), c"re".as_ptr()) };
+    if stream.is_null() {
+        return Ok(false);
+    }
+    let mut found: *mut T = std::ptr::null_mut();
+    let result = loop {
+        // SAFETY: the caller's entry and buffer; a stream we opened.
+        match unsafe { parse(stream, entry, buf, len, &mut found) } {
+            0 if !found.is_null() => {
+                // SAFETY: a parsed entry, in the caller's storage.
+                let (id, name) = fields(unsafe { &*found });
+                let hit = match key {
+                    Key::Id(wanted) => id == wanted,
+                    Key::Name(wanted) => {
+                        // SAFETY: parsed names are NUL-terminated.
+                        !name.is_null() && unsafe { crate::sys::bytes(name) } == wanted
+                    }
+                };
+                if hit {
+                    break Ok(true);
+                }
+            }
+            libc::ERANGE => break Err(libc::ERANGE),
+            _ => break Ok(false),
+        }
+    };
+    // SAFETY: the stream we opened.
+    unsafe { libc::fclose(stream) };
+    result
+}
+
+fn passwd_fields(p: &passwd) -> (u32, *const c_char) {
+    (p.pw_uid, p.pw_name)
+}
+
+fn group_fields(g: &group) -> (u32, *const c_char) {
+    (g.gr_gid, g.gr_name)
+}
+
+/// A passwd lookup in the image (see [`search_image`]).
+///
+/// # Safety
+/// The caller's `_r` arguments.
+unsafe fn image_passwd(
+    key: Key<'_>,
+    pwd: *mut passwd,
+    buf: *mut c_char,
+    len: size_t,
+) -> Result<bool, c_int> {
+    if crate::state::get().is_none() {
+        return Ok(false);
+    }
+    let Some(parse) = real!(fgetpwent_r: fn(*mut FILE, *mut passwd, *mut c_char, size_t, *mut *mut passwd) -> c_int)
+    else {
+        return Ok(false);
+    };
+    // SAFETY: fgetpwent_r's contract is search_image's; the caller's arguments.
+    unsafe { search_image(c"/etc/passwd", parse, passwd_fields, key, pwd, buf, len) }
+}
+
+/// A group lookup in the image (see [`search_image`]).
+///
+/// # Safety
+/// The caller's `_r` arguments.
+unsafe fn image_group(
+    key: Key<'_>,
+    grp: *mut group,
+    buf: *mut c_char,
+    len: size_t,
+) -> Result<bool, c_int> {
+    if crate::state::get().is_none() {
+        return Ok(false);
+    }
+    let Some(parse) = real!(fgetgrent_r: fn(*mut FILE, *mut group, *mut c_char, size_t, *mut *mut group) -> c_int)
+    else {
+        return Ok(false);
+    };
+    // SAFETY: fgetgrent_r's contract is search_image's; the caller's arguments.
+    unsafe { search_image(c"/etc/group", parse, group_fields, key, grp, buf, len) }
+}
+
+/// Storage for the non-reentrant lookups, which return a pointer valid until the next call.
+struct Static<T> {
+    entry: T,
+    buf: [c_char; 16384],
+}
+
+// SAFETY: the entry's pointers point into `buf` beside it; only used under its Mutex.
+unsafe impl<T> Send for Static<T> {}
+
+static PASSWD_STATIC: std::sync::Mutex<Option<Box<Static<passwd>>>> = std::sync::Mutex::new(None);
+static GROUP_STATIC: std::sync::Mutex<Option<Box<Static<group>>>> = std::sync::Mutex::new(None);
+
+/// The image's entry in static storage, or None.
+fn image_passwd_static(key: Key<'_>) -> Option<*mut passwd> {
+    let mut slot = PASSWD_STATIC.lock().ok()?;
+    let store = slot.get_or_insert_with(|| {
+        Box::new(Static {
+            // SAFETY: an all-zero passwd is valid (null pointers, zero ids).
+            entry: unsafe { std::mem::zeroed() },
+            buf: [0; 16384],
+        })
+    });
+    let (entry, buf) = (&raw mut store.entry, store.buf.as_mut_ptr());
+    // SAFETY: storage that outlives the call (boxed in a static).
+    matches!(unsafe { image_passwd(key, entry, buf, 16384) }, Ok(true)).then_some(entry)
+}
+
+/// The image's entry in static storage, or None.
+fn image_group_static(key: Key<'_>) -> Option<*mut group> {
+    let mut slot = GROUP_STATIC.lock().ok()?;
+    let store = slot.get_or_insert_with(|| {
+        Box::new(Static {
+            // SAFETY: an all-zero group is valid.
+            entry: unsafe { std::mem::zeroed() },
+            buf: [0; 16384],
+        })
+    });
+    let (entry, buf) = (&raw mut store.entry, store.buf.as_mut_ptr());
+    // SAFETY: as above.
+    matches!(unsafe { image_group(key, entry, buf, 16384) }, Ok(true)).then_some(entry)
+}
+
 fn own_passwd(uid: uid_t) -> Option<*mut passwd> {
     static ENTRY: OnceLock<Option<Shared<passwd>>> = OnceLock::new();
     let id = identity().filter(|id| id.uid == uid)?;
@@ -105,6 +256,9 @@ fn own_group(gid: gid_t) -> Option<*mut group> {
 /// libc's contract for `getpwuid`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn getpwuid(uid: uid_t) -> *mut passwd {
+    if let Some(found) = image_passwd_static(Key::Id(uid)) {
+        return found;
+    }
     let Some(next) = real!(getpwuid: fn(uid_t) -> *mut passwd) else {
         return std::ptr::null_mut();
     };
@@ -121,6 +275,12 @@ pub unsafe extern "C" fn getpwuid(uid: uid_t) -> *mut passwd {
 /// libc's contract for `getpwnam`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn getpwnam(name: *const c_char) -> *mut passwd {
+    if !name.is_null() {
+        // SAFETY: a NUL-terminated name.
+        if let Some(found) = image_passwd_static(Key::Name(unsafe { crate::sys::bytes(name) })) {
+            return found;
+        }
+    }
     let Some(next) = real!(getpwnam: fn(*const c_char) -> *mut passwd) else {
         return std::ptr::null_mut();
     };
@@ -141,6 +301,9 @@ pub unsafe extern "C" fn getpwnam(name: *const c_char) -> *mut passwd {
 /// libc's contract for `getgrgid`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn getgrgid(gid: gid_t) -> *mut group {
+    if let Some(found) = image_group_static(Key::Id(gid)) {
+        return found;
+    }
     let Some(next) = real!(getgrgid: fn(gid_t) -> *mut group) else {
         return std::ptr::null_mut();
     };
@@ -189,6 +352,16 @@ pub unsafe extern "C" fn getpwuid_r(
     len: size_t,
     result: *mut *mut passwd,
 ) -> c_int {
+    // SAFETY: the caller's arguments.
+    match unsafe { image_passwd(Key::Id(uid), pwd, buf, len) } {
+        Ok(true) => {
+            // SAFETY: the caller's out-pointer.
+            unsafe { *result = pwd };
+            return 0;
+        }
+        Err(code) => return code,
+        Ok(false) => {}
+    }
     let Some(next) =
         real!(getpwuid_r: fn(uid_t, *mut passwd, *mut c_char, size_t, *mut *mut passwd) -> c_int)
     else {
@@ -239,6 +412,16 @@ pub unsafe extern "C" fn getgrgid_r(
     len: size_t,
     result: *mut *mut group,
 ) -> c_int {
+    // SAFETY: the caller's arguments.
+    match unsafe { image_group(Key::Id(gid), grp, buf, len) } {
+        Ok(true) => {
+            // SAFETY: the caller's out-pointer.
+            unsafe { *result = grp };
+            return 0;
+        }
+        Err(code) => return code,
+        Ok(false) => {}
+    }
     let Some(next) =
         real!(getgrgid_r: fn(gid_t, *mut group, *mut c_char, size_t, *mut *mut group) -> c_int)
     else {
@@ -282,3 +465,57 @@ pub unsafe extern "C" fn getgrgid_r(
     unsafe { *result = grp };
     0
 }
+
+/// # Safety
+/// libc's contract for `getgrnam`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getgrnam(name: *const c_char) -> *mut group {
+    if !name.is_null() {
+        // SAFETY: a NUL-terminated name.
+        if let Some(found) = image_group_static(Key::Name(unsafe { crate::sys::bytes(name) })) {
+            return found;
+        }
+    }
+    match real!(getgrnam: fn(*const c_char) -> *mut group) {
+        // SAFETY: same contract.
+        Some(next) => unsafe { next(name) },
+        None => std::ptr::null_mut(),
+    }
+}
+
+/// `getpwnam_r` and `getgrnam_r`: the image's entry, else libc's.
+macro_rules! by_name_r {
+    ($name:ident, $t:ty, $search:ident) => {
+        /// # Safety
+        /// libc's contract for the function of the same name.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(
+            name: *const c_char,
+            entry: *mut $t,
+            buf: *mut c_char,
+            len: size_t,
+            result: *mut *mut $t,
+        ) -> c_int {
+            if !name.is_null() {
+                // SAFETY: a NUL-terminated name; the caller's storage.
+                match unsafe { $search(Key::Name(crate::sys::bytes(name)), entry, buf, len) } {
+                    Ok(true) => {
+                        // SAFETY: the caller's out-pointer.
+                        unsafe { *result = entry };
+                        return 0;
+                    }
+                    Err(code) => return code,
+                    Ok(false) => {}
+                }
+            }
+            match real!($name: fn(*const c_char, *mut $t, *mut c_char, size_t, *mut *mut $t) -> c_int) {
+                // SAFETY: same contract.
+                Some(next) => unsafe { next(name, entry, buf, len, result) },
+                None => libc::ENOSYS,
+            }
+        }
+    };
+}
+
+by_name_r!(getpwnam_r, passwd, image_passwd);
+by_name_r!(getgrnam_r, group, image_group);

@@ -30,12 +30,13 @@
 mod arena;
 mod dirs;
 mod exec;
+mod fakeroot;
 mod fs;
 mod gate;
 mod ident;
-mod linkstat;
 mod names;
 mod spawn;
+mod stat;
 mod state;
 mod sys;
 mod translate;

@@ -30,6 +30,8 @@ pub struct State {
     pub exe: Option<&'static [u8]>,
     pub static_policy: StaticPolicy,
     pub debug: bool,
+    /// Fake root: the host path of the ownership file (`fakeroot.rs`).
+    pub fakeroot: Option<&'static CStr>,
     /// Every `SCAR_FC_*=…` entry that an exec must hand on, even through a scrubbed env.
     pub inherited: &'static [&'static CStr],
 }
@@ -85,6 +87,9 @@ fn load() -> Option<State> {
         exe: var(protocol::EXE.env),
         static_policy,
         debug: var(protocol::DEBUG.env).is_some_and(|v| !v.is_empty() && v != b"0"),
+        fakeroot: var(protocol::FAKEROOT.env)
+            .filter(|v| !v.is_empty())
+            .and_then(leak_cstr),
         inherited: Box::leak(inherited_vars().into_boxed_slice()),
     })
 }

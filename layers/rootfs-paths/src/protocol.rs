@@ -49,12 +49,32 @@ pub const GLIBC: Var = protocol_var!("SCAR_FC_GLIBC");
 pub const STATIC: Var = protocol_var!("SCAR_FC_STATIC");
 /// `1`: one stderr line per exec.
 pub const DEBUG: Var = protocol_var!("SCAR_FC_DEBUG");
+/// Fake root: the host path of the ownership file (see the shim's `fakeroot.rs`).
+pub const FAKEROOT: Var = protocol_var!("SCAR_FC_FAKEROOT");
+/// Slots of the fake-root ownership table (`(dev, inode) → owner`, 32 bytes each), which
+/// bootstrap creates at `FAKEROOT_TABLE_BYTES` and every shim maps: 4 MiB, sparse.
+pub const FAKEROOT_SLOTS: usize = 1 << 17;
+/// The table's size in bytes.
+pub const FAKEROOT_TABLE_BYTES: usize = FAKEROOT_SLOTS * 32;
 /// Per exec: the program's container path (what `/proc/self/exe` answers).
 pub const EXE: Var = protocol_var!("SCAR_FC_EXE");
 /// Per exec, for loaders without `--argv0`: the program's argv[0].
 pub const ARGV0: Var = protocol_var!("SCAR_FC_ARGV0");
 /// The variables that describe one exec and are never handed on.
 pub const PER_EXEC: [Var; 2] = [EXE, ARGV0];
+
+/// The image's `ldconfig` (static in glibc images, so it would run unconfined and rebuild
+/// the *host's* `/etc/ld.so.cache`) is never run: programs here start through the image's
+/// loader with `--inhibit-cache` and the image's library directories, so the cache it
+/// would write is never read. An exec of it runs `/bin/sh -c :` instead, which succeeds
+/// as `ldconfig` would, for package tools' triggers.
+pub fn is_ldconfig(container_path: &[u8]) -> bool {
+    let name = container_path
+        .rsplit(|&b| b == b'/')
+        .next()
+        .unwrap_or(container_path);
+    name == b"ldconfig" || name == b"ldconfig.real"
+}
 
 /// Nested `#!` interpreters allowed, as Linux's `BINPRM_MAX_RECURSION`.
 pub const MAX_SCRIPT_DEPTH: usize = 4;
@@ -103,6 +123,15 @@ impl StaticPolicy {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ldconfig_is_recognised_by_name_only() {
+        assert!(is_ldconfig(b"/sbin/ldconfig"));
+        assert!(is_ldconfig(b"/usr/sbin/ldconfig.real"));
+        assert!(is_ldconfig(b"ldconfig"));
+        assert!(!is_ldconfig(b"/usr/bin/ldconfig-helper"));
+        assert!(!is_ldconfig(b"/sbin/ldconfig/x"));
+    }
+
     use super::*;
 
     #[test]

@@ -56,6 +56,8 @@ pub enum Gate {
         buf: u8,
         layout: StatLayout,
     },
+    /// The `chown` family, as the shim's functions of that name (fake root remembers it).
+    Chown(ChownCall),
     /// `readlink[at]`: a link's target comes back as a container path.
     Readlink {
         dirfd: Option<u8>,
@@ -72,6 +74,19 @@ pub enum Gate {
     /// `ENOSYS`: a path the shim cannot translate (privileged or opaque), or io_uring, whose
     /// file operations no interposer sees; programs fall back to plain calls.
     Refuse,
+}
+
+/// Which `chown` a call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChownCall {
+    /// `fchown(fd, uid, gid)`.
+    Fd,
+    /// `fchownat(dirfd, path, uid, gid, flags)`.
+    At,
+    /// `chown(path, uid, gid)`.
+    Path,
+    /// `lchown(path, uid, gid)`.
+    LinkPath,
 }
 
 /// The structure a stat-type call fills.
@@ -203,7 +218,8 @@ gate_table! {
         unlinkat => one(at(0, Kernel)),
         fchmodat => one(at(0, Kernel)),
         fchmodat2 => one(at(0, Kernel)),
-        fchownat => one(at(0, Kernel)),
+        fchownat => Gate::Chown(ChownCall::At),
+        fchown => Gate::Chown(ChownCall::Fd),
         utimensat => one(at(0, Kernel)),
         truncate => one(cwd(0, Program)),
         setxattr => one(cwd(0, Program)),
@@ -251,8 +267,8 @@ gate_table! {
         unlink => one(cwd(0, Kernel)),
         rmdir => one(cwd(0, Kernel)),
         chmod => one(cwd(0, Program)),
-        chown => one(cwd(0, Program)),
-        lchown => one(cwd(0, Kernel)),
+        chown => Gate::Chown(ChownCall::Path),
+        lchown => Gate::Chown(ChownCall::LinkPath),
         futimesat => one(at(0, Kernel)),
         utime => one(cwd(0, Program)),
         utimes => one(cwd(0, Program)),
@@ -361,6 +377,9 @@ mod tests {
                 }
                 Gate::Getcwd => "the container cwd, with the kernel's return value".into(),
                 Gate::Execve | Gate::Execveat => "the shim's exec path (the image's loader)".into(),
+                Gate::Chown(_) => {
+                    "as `chown`: the path translated; under fake root, remembered".into()
+                }
                 Gate::Refuse => "`ENOSYS`".into(),
             };
             let nr = |n: Option<usize>| n.map_or("-".into(), |n| std::format!("{n}"));

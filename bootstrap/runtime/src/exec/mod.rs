@@ -24,6 +24,10 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// Host paths that every container sees unchanged.
 pub const PASSTHROUGH: &[&str] = &["/proc", "/dev", "/sys", "/etc/resolv.conf", "/etc/hosts"];
 
+/// The fake-root ownership table, beside the rootfs (the shim maps it; see its
+/// `fakeroot.rs`), of `protocol::FAKEROOT_TABLE_BYTES`.
+pub const FAKEROOT_FILE: &str = "fakeroot-owners";
+
 /// File names of the two shim builds.
 pub const GLIBC_SHIM: &str = "scar-fakechroot-glibc.so";
 /// See [`GLIBC_SHIM`].
@@ -75,6 +79,14 @@ pub enum ExecError {
         "no {0:?} build of the fakechroot shim: set SCAR_SHIM_DIR to the directory holding {GLIBC_SHIM} and {MUSL_SHIM}"
     )]
     NoShim(LoaderKind),
+    /// The fake-root ownership table could not be made.
+    #[error("cannot prepare fake root ({path}): {source}")]
+    Fakeroot {
+        /// Host path of the table.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The working directory is not a directory in the container.
     #[error("working directory {0}: not a directory in the image")]
     Workdir(String),
@@ -144,6 +156,9 @@ pub struct Sandbox {
     pub shims: Shims,
     /// What to do with static programs.
     pub static_policy: StaticPolicy,
+    /// Whether programs see themselves as root (`SCAR_FAKEROOT`): the ownership they set
+    /// is kept beside the rootfs, as part of the image's state, in [`FAKEROOT_FILE`].
+    pub fakeroot: bool,
     /// Where exec may write its own files (the passwd/group entries of the running user):
     /// never the cached image's directory, which other environments may share.
     pub scratch: PathBuf,

@@ -4,6 +4,7 @@
 
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use rootfs_paths::{Layout, protocol};
 
 use super::launch::{host_path, mounts_of, mounts_spec};
 use super::live_log::LiveLog;
-use super::{ExecError, RunSpec, Sandbox};
+use super::{ExecError, FAKEROOT_FILE, RunSpec, Sandbox};
 
 /// Where a command's stdout and stderr go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,9 +92,37 @@ fn read_capped(
 }
 
 impl Sandbox {
+    /// The fake-root ownership table beside the rootfs, made at its full (sparse) size the
+    /// first time: the shim maps it and never grows it.
+    fn fakeroot_table(&self) -> Result<PathBuf, ExecError> {
+        let path = self.rootfs.with_file_name(FAKEROOT_FILE);
+        let fail = |source| ExecError::Fakeroot {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(fail)?;
+        let size = protocol::FAKEROOT_TABLE_BYTES as u64;
+        if file.metadata().map_err(fail)?.len() != size {
+            file.set_len(size).map_err(fail)?;
+        }
+        Ok(path)
+    }
+
     /// Runs `spec` to completion or to its deadline.
     pub async fn run(&self, spec: &RunSpec) -> Result<Outcome, ExecError> {
-        let mut all_mounts = super::identity::identity_mounts(&self.rootfs, &self.scratch);
+        // Under fake root the command runs as root, whom every image lists, and package
+        // scripts must change the image's own account files.
+        let mut all_mounts = if self.fakeroot {
+            Vec::new()
+        } else {
+            super::identity::identity_mounts(&self.rootfs, &self.scratch)
+        };
         all_mounts.extend(spec.mounts.iter().cloned());
         let spec = &RunSpec {
             mounts: all_mounts,
@@ -139,6 +168,9 @@ impl Sandbox {
             .env(protocol::STATIC.name, self.static_policy.as_str());
         if let Some((major, minor)) = self.profile.glibc {
             command.env(protocol::GLIBC.name, format!("{major}.{minor}"));
+        }
+        if self.fakeroot {
+            command.env(protocol::FAKEROOT.name, self.fakeroot_table()?);
         }
         if let Some(shim) = &self.shims.glibc {
             command.env(protocol::GLIBC_SHIM.name, shim);

@@ -481,6 +481,7 @@ mod tests {
                 },
                 shims: Shims::default(),
                 static_policy: StaticPolicy::Warn,
+                fakeroot: false,
                 scratch: tmp.join("scratch"),
             },
             config: ContainerConfig {

@@ -109,6 +109,7 @@ impl Images for PulledImage {
                 profile,
                 shims: Shims::locate(self.exec.shim_dir.as_deref()),
                 static_policy: self.exec.static_policy,
+                fakeroot: self.exec.fakeroot,
                 scratch: self.pull.cache_dir.join("scratch"),
             },
             config: pulled.image.meta.config.clone(),
