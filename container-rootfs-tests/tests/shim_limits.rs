@@ -1,0 +1,101 @@
+//! The shim's known limits (docs/limits.md, docs/fakeroot.md), each pinned to its current
+//! behaviour: when one is fixed, or a regression changes it, a test here fails and the
+//! documentation must change with it. Where a real chroot behaves differently, the test
+//! says what chroot does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use scar_test_kit::images;
+use scar_test_kit::lambda::{LAMBDA_UID, lambda_run, text};
+
+fn sh(script: &str, extra: &[&str]) -> (String, String) {
+    let out = lambda_run(images::DEBIAN, extra, &["/bin/sh", "-c", script]);
+    (text(&out.stdout), text(&out.stderr))
+}
+
+/// `..` is resolved lexically: `/tmp/lim/link/..` is `/tmp/lim`, where chroot would follow
+/// `link` to `/usr/bin` first and land in `/usr`.
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn dotdot_after_a_symlink_is_lexical() {
+    let (out, err) = sh(
+        "rm -rf /tmp/lim && mkdir -p /tmp/lim && ln -s /usr/bin /tmp/lim/link && \
+         ls -d /tmp/lim/link/../bin 2>/dev/null || echo lexical; rm -rf /tmp/lim",
+        &[],
+    );
+    assert_eq!(out, "lexical\n", "{err}");
+}
+
+/// A relative symlink made at run time whose target climbs above `/` is stored resolved.
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn a_climbing_relative_symlink_is_stored_resolved() {
+    let (out, err) = sh(
+        "ln -sf ../../../../bin/ls /tmp/lim-up && readlink /tmp/lim-up; rm /tmp/lim-up",
+        &[],
+    );
+    assert_eq!(out, "/bin/ls\n", "chroot keeps ../../../../bin/ls: {err}");
+}
+
+/// `/proc/self/maps` names the host paths of the image's files.
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn proc_self_maps_shows_host_paths() {
+    let (out, err) = sh("grep -c /rootfs/ /proc/self/maps", &[]);
+    let count: u32 = out.trim().parse().unwrap_or(0);
+    assert!(count > 0, "maps: {out} {err}");
+}
+
+/// setuid bits are dropped at unpack and `chroot()` fails: nothing gains privileges.
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn no_setuid_bits_and_no_chroot() {
+    let (out, err) = sh(
+        "stat -c %a /usr/bin/passwd; python3 -c 'import os\ntry:\n os.chroot(\"/tmp\")\nexcept OSError as e: print(e.errno)'",
+        &[],
+    );
+    assert_eq!(
+        out, "755\n1\n",
+        "Debian ships passwd 4755; chroot needs privileges: {err}"
+    );
+}
+
+/// An AF_UNIX path that fits under chroot can be too long once the rootfs is in front.
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn a_long_unix_socket_path_fails_with_enametoolong() {
+    let name = format!("/tmp/{}", "s".repeat(95));
+    let script = format!(
+        "python3 -c 'import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n s.bind(\"{name}\"); print(\"bound\")\nexcept OSError as e: print(e.errno)'; rm -f {name}"
+    );
+    let (out, err) = sh(&script, &[]);
+    assert_eq!(
+        out,
+        "36\n",
+        "a {}-byte path binds under chroot: {err}",
+        name.len()
+    );
+}
+
+/// The rootfs is shared by every run of the image: a file one run leaves, the next sees.
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn runs_share_the_rootfs() {
+    // Not under /etc or /usr, which the shim matrix lists and compares with chroot.
+    let marker = format!("/var/tmp/lim-shared-{}", std::process::id());
+    let (_, err) = sh(&format!("echo kept > {marker}"), &[]);
+    let (out, _) = sh(&format!("cat {marker}; rm {marker}"), &[]);
+    assert_eq!(out, "kept\n", "{err}");
+}
+
+/// Fake root: `/proc/self/status` still shows the real uid, and credentials dropped by one
+/// program are root again in the program it execs.
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn fake_root_limits() {
+    let (out, err) = sh(
+        "id -u; awk '/^Uid:/{print $2}' /proc/self/status; \
+         python3 -c 'import os; os.setresuid(65534, 65534, 65534); print(os.getuid(), flush=True); os.execvp(\"id\", [\"id\", \"-u\"])'",
+        &["--fakeroot"],
+    );
+    assert_eq!(out, format!("0\n{LAMBDA_UID}\n65534\n0\n"), "{err}");
+}
