@@ -5,7 +5,7 @@ export CRT_WORK
 SETUP := container-rootfs-tests/scripts/setup.sh
 BOOTSTRAP_RELEASE := target/release/bootstrap
 
-.PHONY: demo test check docs unit lint fmt setup teardown bench-pull bench-exec bench-runtime shim tools shim-tools layer binaries
+.PHONY: demo test check docs unit lint fmt setup teardown bench-pull bench-exec bench-runtime soak fuzz shim tools shim-tools layer binaries
 SHIM_DIR := target/shim
 SHIM_GNU_TARGET := x86_64-unknown-linux-gnu
 SHIM_MUSL_TARGET := x86_64-unknown-linux-musl
@@ -92,6 +92,18 @@ bench-pull: setup
 	cargo build --release -p bootstrap
 	test -x /tmp/scar-bench-venv/bin/udocker || (python3 -m venv /tmp/scar-bench-venv && /tmp/scar-bench-venv/bin/pip install -q udocker)
 	python3 container-rootfs-tests/bench/bench_pull.py $(BOOTSTRAP_RELEASE) target/bench-pull.md 5
+
+## soak: one runtime serves 10,000 mixed invocations; memory, descriptors and leftovers
+## (RELIABILITY.md), written to target/soak.md
+soak: setup binaries
+	SOAK_INVOCATIONS=10000 cargo nextest run -p container-rootfs-tests --test runtime_loop --run-ignored only soak_many
+	cat target/soak.md
+
+## fuzz: the parser fuzz targets (property tests with generated inputs) at 20,000 cases
+## each instead of the few thousand `make check` runs; failures land in proptest-regressions/
+fuzz:
+	PROPTEST_CASES=20000 cargo test --release -p scar-image fuzz -- --nocapture
+	PROPTEST_CASES=20000 cargo test --release -p scar-runtime fuzz -- --nocapture
 
 ## bench-exec: the shim against native chroot, Debian's fakechroot and proot (needs root)
 bench-exec: setup shim

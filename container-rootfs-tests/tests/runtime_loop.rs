@@ -602,3 +602,197 @@ fn emulate_names_an_event_that_is_not_json_and_exits_2() {
         );
     }
 }
+
+/// One soak sample: after `done` invocations, the runtime's resident memory and descriptors.
+struct Sample {
+    done: usize,
+    rss_kb: u64,
+    fds: usize,
+}
+
+fn sample(pid: u32, done: usize) -> Sample {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    Sample { done, rss_kb, fds }
+}
+
+/// Least-squares slope of `y` over `x`.
+fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let (mx, my) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let cov: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let var: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    if var == 0.0 { 0.0 } else { cov / var }
+}
+
+fn children_of(pid: u32) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …: comm may hold spaces, so split after its ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if rest.split_whitespace().nth(1) == Some(&pid.to_string()) {
+            found.push(head.to_owned());
+        }
+    }
+    found
+}
+
+/// Reliability, issue #17 item 1: one runtime serves `SOAK_INVOCATIONS` (default 2,000;
+/// `make soak` runs 10,000) mixed invocations: direct scripts, failures, timeouts, malformed
+/// events, HTTP and S3 events. Every reply is the expected kind; resident memory and
+/// descriptors, sampled every 500, stay flat; no request directory or process is left.
+/// The figures go to target/soak.md.
+#[test]
+#[ignore = "needs the harness (make test)"]
+fn soak_many_invocations_hold_memory_and_descriptors_flat() {
+    let total: usize = std::env::var("SOAK_INVOCATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s3 = rt.block_on(common::s3_client(S3_ENDPOINT));
+    let bucket = format!("scar-soak-{}", std::process::id());
+    rt.block_on(s3.create_bucket().bucket(&bucket).send())
+        .unwrap();
+    rt.block_on(
+        s3.put_object()
+            .bucket(&bucket)
+            .key("input/data.txt")
+            .body(b"soak data".to_vec().into())
+            .send(),
+    )
+    .unwrap();
+    let api = FakeRuntimeApi::start();
+    let (runtime, init) = runtime_with_init(
+        &api,
+        "if [ -n \"$SCAR_INPUT_FILE\" ]; then cat \"$SCAR_INPUT_FILE\"; echo; fi; echo init\n",
+        &[("SCAR_TIMEOUT_THRESHOLD", "1")],
+    );
+    let pid = runtime.child.id();
+    let minute = Duration::from_secs(60);
+    response(api.invoke(script("true"), Duration::from_secs(300)));
+
+    let s3_event = json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-12-02T00:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+               "object": {"key": "input/data.txt", "size": 9}}}]});
+    let http_event = json!({"version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": "",
+        "headers": {"content-type": "text/plain"},
+        "requestContext": {"http": {"method": "POST", "path": "/", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "soak"}},
+        "body": "posted", "isBase64Encoded": false});
+    let mut samples = vec![sample(pid, 0)];
+    let mut ids = Vec::with_capacity(total);
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    let mut wrong = Vec::new();
+    let started = Instant::now();
+    for i in 0..total {
+        let (kind, event, time_left) = match i % 50 {
+            0 => (
+                "timeout",
+                script("echo begun; sleep 30"),
+                Duration::from_millis(1500),
+            ),
+            1..=4 => ("failure", script("echo bad >&2; exit 3"), minute),
+            5..=7 => ("malformed", json!({"script": "%%%"}), minute),
+            8..=12 => ("http", http_event.clone(), minute),
+            13..=15 => ("s3", s3_event.clone(), minute),
+            _ => ("direct", script(&format!("echo ok {i}")), minute),
+        };
+        *counts.entry(kind).or_default() += 1;
+        let (id, reply) = api.invoke_with_id(event, time_left);
+        ids.push(id);
+        let good = match (kind, &reply) {
+            ("timeout", Reply::Response(v)) => v["timed_out"] == true,
+            ("failure", Reply::Response(v)) => v["exit_code"] == 3 && v["output"] == "bad\n",
+            ("malformed", Reply::Error { error_type, .. }) => error_type == "Scar.InvalidEvent",
+            ("http", Reply::Response(v)) => v["statusCode"] == 200 && v["body"] == "posted\ninit\n",
+            ("s3", Reply::Response(v)) => v.to_string().contains("soak data"),
+            ("direct", Reply::Response(v)) => v["output"] == format!("ok {i}\n"),
+            _ => false,
+        };
+        if !good && wrong.len() < 10 {
+            wrong.push(format!("#{i} {kind}: {reply:?}"));
+        }
+        if (i + 1) % 500 == 0 {
+            samples.push(sample(pid, i + 1));
+        }
+    }
+    let elapsed = started.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    let left_dirs: Vec<&String> = ids
+        .iter()
+        .filter(|id| std::path::Path::new("/tmp").join(id).exists())
+        .collect();
+    let left_children = children_of(pid);
+    let points: Vec<(f64, f64)> = samples
+        .iter()
+        .skip(1)
+        .map(|s| (s.done as f64, s.rss_kb as f64))
+        .collect();
+    let rss_slope = slope(&points) * 1000.0;
+    let (first, last) = (
+        &samples[1.min(samples.len() - 1)],
+        &samples[samples.len() - 1],
+    );
+
+    let mut report = format!(
+        "| invocations | seconds | per second | RSS first → last (KB) | RSS slope (KB per 1,000) | fds first → last |\n|---:|---:|---:|---|---:|---|\n| {total} | {:.0} | {:.1} | {} → {} | {rss_slope:.1} | {} → {} |\n\nMix: {}.\n\nSamples (invocations: RSS KB, fds): {}.\n",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        first.rss_kb,
+        last.rss_kb,
+        first.fds,
+        last.fds,
+        counts
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        samples
+            .iter()
+            .map(|s| format!("{}: {}, {}", s.done, s.rss_kb, s.fds))
+            .collect::<Vec<_>>()
+            .join("; "),
+    );
+    report.push_str(&format!(
+        "\nLeft behind: {} request directories, {} processes; {} wrong replies.\n",
+        left_dirs.len(),
+        left_children.len(),
+        wrong.len()
+    ));
+    println!("{report}");
+    let out = common::root().join("target/soak.md");
+    let _ = std::fs::write(out, &report);
+    assert!(wrong.is_empty(), "wrong replies: {wrong:#?}");
+    assert!(left_dirs.is_empty(), "request dirs left: {left_dirs:?}");
+    assert!(
+        left_children.is_empty(),
+        "processes left: {left_children:?}"
+    );
+    assert!(last.fds <= first.fds + 2, "descriptors grew: {report}");
+    assert!(
+        total < 2000 || rss_slope < 512.0,
+        "memory grows by {rss_slope:.0} KB per 1,000 invocations: {report}"
+    );
+    assert!(
+        last.rss_kb < first.rss_kb + 16 * 1024,
+        "memory grew by more than 16 MB: {report}"
+    );
+    let _ = std::fs::remove_file(init);
+}

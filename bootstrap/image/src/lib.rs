@@ -13,6 +13,8 @@
 #![warn(missing_docs)]
 
 mod cache;
+#[cfg(test)]
+mod fuzz;
 mod oci;
 mod platform;
 mod pull;

@@ -70,9 +70,16 @@ impl FromStr for ImageReference {
             if dir.is_empty() {
                 return Err(ReferenceError::MissingPath(input.to_string()));
             }
+            // `oci:DIR:` would name DIR with its ':' dropped, and print back as another dir.
+            if tag.as_deref() == Some("") {
+                return Err(ReferenceError::Invalid {
+                    input: input.to_string(),
+                    reason: "empty tag after ':'".to_string(),
+                });
+            }
             return Ok(Self::OciLayout {
                 dir: PathBuf::from(dir),
-                tag: tag.filter(|t| !t.is_empty()),
+                tag,
             });
         }
         if let Some(file) = input.strip_prefix("docker-archive:") {

@@ -248,3 +248,150 @@ fn http_events_of_both_formats() {
         (HttpFormat::V2, Some(&b"text body"[..]), "PUT", "/x")
     );
 }
+
+/// Fuzzing (issue #17): JSON trees built from the field names and values of every event
+/// source, mixed with noise, and mutations of AWS's own samples. `Event::parse` classifies
+/// each or refuses it with an error; it never panics. `PROPTEST_CASES` raises the cases.
+mod fuzz {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    use super::{Event, sample};
+
+    const KEYS: &[&str] = &[
+        "Records",
+        "eventSource",
+        "EventSource",
+        "eventName",
+        "s3",
+        "bucket",
+        "name",
+        "object",
+        "key",
+        "size",
+        "body",
+        "messageId",
+        "receiptHandle",
+        "Sns",
+        "Message",
+        "MessageId",
+        "version",
+        "routeKey",
+        "rawPath",
+        "rawQueryString",
+        "requestContext",
+        "http",
+        "method",
+        "path",
+        "headers",
+        "queryStringParameters",
+        "isBase64Encoded",
+        "httpMethod",
+        "resource",
+        "script",
+        "cmd_args",
+        "env",
+        "source",
+        "detail-type",
+        "detail",
+        "time",
+        "id",
+    ];
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            prop::sample::select(vec![
+                "aws:s3",
+                "aws:sqs",
+                "aws:sns",
+                "aws:kinesis",
+                "2.0",
+                "1.0",
+                "POST",
+                "Object Created",
+                "aws.s3",
+                "%%%",
+                "ZWNobyBoaQ==",
+                "input/x",
+                "ObjectCreated:Put"
+            ])
+            .prop_map(|s| Value::String(s.to_owned())),
+            ".{0,16}".prop_map(Value::String),
+        ]
+    }
+
+    fn tree() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((prop::sample::select(KEYS.to_vec()), inner), 0..6).prop_map(
+                    |pairs| {
+                        Value::Object(
+                            pairs
+                                .into_iter()
+                                .map(|(k, v)| (k.to_owned(), v))
+                                .collect::<Map<_, _>>(),
+                        )
+                    }
+                ),
+            ]
+        })
+    }
+
+    fn cases(default: u32) -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default);
+        ProptestConfig {
+            cases,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Replaces the value at a pseudo-random path of `event` with `with`.
+    fn mutate(event: &mut Value, choice: usize, with: Value) {
+        if choice.is_multiple_of(3) {
+            *event = with;
+            return;
+        }
+        match event {
+            Value::Object(map) if !map.is_empty() => {
+                let n = map.len();
+                if let Some(child) = map.values_mut().nth(choice % n) {
+                    mutate(child, choice / 3, with);
+                }
+            }
+            Value::Array(items) if !items.is_empty() => {
+                let n = items.len();
+                mutate(&mut items[choice % n], choice / 3, with);
+            }
+            _ => *event = with,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(cases(3000))]
+
+        #[test]
+        fn generated_events_are_classified_or_refused(event in tree()) {
+            let _ = Event::parse(event, "input/");
+        }
+
+        #[test]
+        fn mutated_aws_samples_are_classified_or_refused(
+            which in prop::sample::select(vec!["s3-put", "sqs", "sns", "eventbridge-s3-object-created", "scheduled"]),
+            choice in any::<usize>(),
+            with in tree(),
+        ) {
+            let mut event = sample(which);
+            mutate(&mut event, choice, with);
+            let _ = Event::parse(event, "input/");
+        }
+    }
+}
