@@ -796,3 +796,29 @@ fn soak_many_invocations_hold_memory_and_descriptors_flat() {
     );
     let _ = std::fs::remove_file(init);
 }
+
+/// Cold start I (issue #13 item 1): with `SCAR_IMAGE` known, the pull runs in Lambda's init
+/// phase, before the first event is asked for, so the first invocation finds the image
+/// ready; with a budget of 0 the first invocation pulls, as before.
+#[test]
+#[ignore = "needs the harness (make test)"]
+fn the_image_is_pulled_during_init_before_the_first_event() {
+    for (budget, cached_at_first) in [("60", true), ("0", false)] {
+        let cache = tempfile::tempdir_in(work()).unwrap();
+        let api = FakeRuntimeApi::start();
+        let _runtime = start(
+            &api,
+            &[
+                ("SCAR_IMAGE", IMAGE),
+                ("SCAR_INIT_PULL_BUDGET", budget),
+                ("SCAR_CACHE_DIR", cache.path().to_str().unwrap()),
+            ],
+        );
+        let first = response(api.invoke(script("echo first"), Duration::from_secs(120)));
+        assert_eq!(first["output"], "first\n", "{first}");
+        assert_eq!(first["cached"], cached_at_first, "budget {budget}: {first}");
+        if cached_at_first {
+            assert_eq!(first["pull_seconds"], 0.0, "{first}");
+        }
+    }
+}

@@ -65,6 +65,8 @@ pub struct FunctionConfig {
     pub log_format: LineFormat,
     /// Whether they are (`SCAR_LOG_OUTPUT`).
     pub log_output: bool,
+    /// How long the init phase waits for the image's pull (`SCAR_INIT_PULL_BUDGET`).
+    pub init_pull_budget: Duration,
 }
 
 /// Where the shim builds are and what happens to static programs.
@@ -196,6 +198,9 @@ impl FunctionConfig {
         Ok(Self {
             image,
             timeout_threshold: settings::TIMEOUT_THRESHOLD
+                .seconds(lookup)?
+                .unwrap_or_default(),
+            init_pull_budget: settings::INIT_PULL_BUDGET
                 .seconds(lookup)?
                 .unwrap_or_default(),
             init_script,

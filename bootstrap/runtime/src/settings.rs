@@ -87,6 +87,15 @@ pub const TIMEOUT_THRESHOLD: Setting = Setting {
     scope: Scope::Function,
     meaning: "seconds kept back before Lambda's deadline: the command is ended then, and its output is still returned and uploaded",
 };
+/// `SCAR_INIT_PULL_BUDGET`.
+pub const INIT_PULL_BUDGET: Setting = Setting {
+    var: "SCAR_INIT_PULL_BUDGET",
+    flag: None,
+    default: Some("9"),
+    kind: Kind::Seconds { max: 900.0 },
+    scope: Scope::Function,
+    meaning: "seconds of Lambda's init phase spent pulling the image before the first event is asked for (the pull goes on after it; 0: pull at the first invocation)",
+};
 /// `SCAR_INIT_SCRIPT`.
 pub const INIT_SCRIPT: Setting = Setting {
     var: "SCAR_INIT_SCRIPT",
@@ -250,6 +259,7 @@ pub const SETTINGS: &[&Setting] = &[
     &IMAGE,
     &TIMEOUT_THRESHOLD,
     &INIT_SCRIPT,
+    &INIT_PULL_BUDGET,
     &INPUT_BUCKET,
     &INPUT_PREFIX,
     &OUTPUT_BUCKET,

@@ -98,6 +98,42 @@ impl<I: Images, R: Runner> Handler<I, R> {
         }
     }
 
+    /// Lambda's init phase: pulls the image before the first event is asked for, waiting at
+    /// most `budget`. The pull goes on in the background after that, and the first
+    /// invocation waits for it (within its own deadline) rather than starting another; with
+    /// provisioned concurrency no invocation waits for a pull. A failure here is only logged:
+    /// the first invocation pulls again and reports it, as without this step.
+    pub async fn pull_at_init(self: std::sync::Arc<Self>, budget: std::time::Duration)
+    where
+        I: 'static,
+        R: 'static,
+    {
+        if budget.is_zero() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let handler = std::sync::Arc::clone(&self);
+        let pull = tokio::spawn(async move {
+            let unbounded = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400);
+            match handler.images.prepare(unbounded).await {
+                Ok((_, info)) => tracing::info!(
+                    cached = info.cached,
+                    secs = info.pull_seconds,
+                    "image ready at init"
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "the pull at init failed; the first invocation pulls again and reports it")
+                }
+            }
+        });
+        if tokio::time::timeout(budget, pull).await.is_err() {
+            tracing::info!(
+                secs = started.elapsed().as_secs_f64(),
+                "init budget spent (SCAR_INIT_PULL_BUDGET): serving events while the pull goes on"
+            );
+        }
+    }
+
     /// Handles one event and returns the response, cut to Lambda's limit.
     pub async fn handle(
         &self,

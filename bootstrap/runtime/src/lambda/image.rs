@@ -66,7 +66,14 @@ impl Images for PulledImage {
         &self,
         cutoff: tokio::time::Instant,
     ) -> Result<(Arc<Prepared>, PullInfo), InvokeError> {
-        let mut slot = self.slot.lock().await;
+        // A pull under way (the init phase's, or another invocation's) is waited for, within
+        // this invocation's own time.
+        let Ok(mut slot) = tokio::time::timeout_at(cutoff, self.slot.lock()).await else {
+            return Err(InvokeError::Deadline(format!(
+                "the pull of {} under way did not finish before the deadline minus SCAR_TIMEOUT_THRESHOLD; it goes on for the next invocation",
+                self.image
+            )));
+        };
         if let Some(prepared) = slot.as_ref() {
             let info = PullInfo {
                 cached: true,

@@ -123,7 +123,9 @@ pub async fn serve(
     };
     install_panic_reporter(api);
     tracing::info!(image = %config.image, threshold = config.timeout_threshold.as_secs_f64(), "runtime ready");
+    let init_pull_budget = config.init_pull_budget;
     let handler = Arc::new(Handler::new(config, std::env::temp_dir()));
+    Arc::clone(&handler).pull_at_init(init_pull_budget).await;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let handler = Arc::clone(&handler);
         async move {
