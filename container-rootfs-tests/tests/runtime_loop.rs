@@ -822,3 +822,47 @@ fn the_image_is_pulled_during_init_before_the_first_event() {
         }
     }
 }
+
+/// Reliability (issue #17 item 2): Lambda's shutdown sends SIGTERM to the runtime while a
+/// command runs. The command's whole group is ended, nothing it started survives, and the
+/// reply says the command was killed: partial work is never reported as success.
+#[test]
+#[ignore = "needs the harness (make test)"]
+fn sigterm_to_the_runtime_ends_the_commands_group_and_is_not_success() {
+    let api = FakeRuntimeApi::start();
+    let runtime = start(&api, &[("SCAR_IMAGE", IMAGE)]);
+    response(api.invoke(script("true"), Duration::from_secs(300)));
+    let id = api.queue(
+        script("echo begun; sleep 313 & sleep 314; echo never"),
+        Duration::from_secs(120),
+    );
+    let started = Instant::now();
+    while lambda_processes("sleep 314").is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the command never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(runtime.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let reply = api
+        .reply(&id, Duration::from_secs(30))
+        .expect("no reply after SIGTERM");
+    match reply {
+        Reply::Response(v) => {
+            assert_ne!(v["exit_code"], 0, "reported as success: {v}");
+            assert_eq!(v["output"], "begun\n", "{v}");
+        }
+        Reply::Error { .. } => {}
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        lambda_processes("sleep 31[34]"),
+        "",
+        "the command's processes outlived it"
+    );
+}

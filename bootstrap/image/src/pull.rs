@@ -416,17 +416,84 @@ fn apply_all(
     Ok(records)
 }
 
+/// Decompressed bytes in flight between the two threads of one layer: 4 × 256 KiB.
+const PIPELINE_CHUNK: usize = 256 * 1024;
+const PIPELINE_CHUNKS: usize = 4;
+
+/// Applies one layer on two cores: a scoped thread reads the blob, checks its digest and
+/// decompresses it (CPU), while this thread parses the tar and writes the files (system
+/// calls). They meet through a bounded channel, so memory stays at a few chunks.
 fn apply_one(
     applier: &mut LayerApplier,
     verifying: &mut VerifyingReader<BlobReader>,
     layer: &LayerDescriptor,
     faults: &FaultSlot,
 ) -> Result<LayerStats, UnpackError> {
-    let mut stream =
+    let stream =
         blob::decompressed(verifying, layer.compression, faults).map_err(UnpackError::Stream)?;
-    let stats = applier.apply(&mut stream)?;
-    // The tar ends before the blob does (padding, compression trailer): read on so that
-    // the size and digest are checked over every byte.
-    io::copy(&mut stream, &mut io::sink()).map_err(UnpackError::Stream)?;
-    Ok(stats)
+    std::thread::scope(|scope| {
+        let (chunks, received) = std::sync::mpsc::sync_channel(PIPELINE_CHUNKS);
+        scope.spawn(move || decompress_into(stream, &chunks));
+        let mut reader = ChunkReader {
+            chunks: received,
+            current: Vec::new(),
+            at: 0,
+        };
+        let stats = applier.apply(&mut reader)?;
+        // The tar ends before the blob does (padding, compression trailer): read on so that
+        // the size and digest are checked over every byte.
+        io::copy(&mut reader, &mut io::sink()).map_err(UnpackError::Stream)?;
+        Ok(stats)
+    })
+}
+
+/// The producer: the whole decompressed stream in chunks, then its end (the channel
+/// closes) or its error. Stops early when the applier has given up (the receiver is gone).
+fn decompress_into(
+    mut stream: impl io::Read,
+    chunks: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+) {
+    loop {
+        let mut chunk = vec![0; PIPELINE_CHUNK];
+        match stream.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => {
+                chunk.truncate(n);
+                if chunks.send(Ok(chunk)).is_err() {
+                    return;
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                let _ = chunks.send(Err(error));
+                return;
+            }
+        }
+    }
+}
+
+/// The consumer's side of [`decompress_into`], as a `Read`.
+struct ChunkReader {
+    chunks: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.current.len() {
+            match self.chunks.recv() {
+                Ok(chunk) => {
+                    self.current = chunk?;
+                    self.at = 0;
+                }
+                // The producer is done: the stream ended.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
