@@ -86,6 +86,10 @@ pub enum Command {
     Log(LogArgs),
     /// Remove a function and everything init created for it
     Rm(RmArgs),
+    /// Upload a file or a folder to a bucket (into a function's input folder, it runs it)
+    Put(PutArgs),
+    /// Download a bucket folder's files (a function's outputs)
+    Get(GetArgs),
 }
 
 /// Lambda's two architectures.
@@ -340,7 +344,52 @@ pub struct InvokeArgs {
 /// `deployer ls`
 #[derive(Debug, Args)]
 pub struct LsArgs {
+    /// List this bucket's files instead of the functions (SCAR: ls -b)
+    #[arg(short = 'b', long)]
+    pub bucket: Option<String>,
+    /// Only the files under this folder of the bucket (SCAR: -bf)
+    #[arg(
+        long = "bucket-folder",
+        alias = "bf",
+        requires = "bucket",
+        value_name = "FOLDER"
+    )]
+    pub bucket_folder: Option<String>,
     /// JSON instead of a table
+    #[arg(short = 'j', long)]
+    pub json: bool,
+}
+
+/// `deployer put`
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// The bucket
+    #[arg(short = 'b', long)]
+    pub bucket: String,
+    /// The folder of the bucket to upload into (SCAR: -bf) [default: the bucket's top]
+    #[arg(long = "bucket-folder", alias = "bf", value_name = "FOLDER")]
+    pub bucket_folder: Option<String>,
+    /// A file, or a folder whose files are uploaded with their relative paths
+    #[arg(short = 'p', long)]
+    pub path: PathBuf,
+    /// JSON instead of text
+    #[arg(short = 'j', long)]
+    pub json: bool,
+}
+
+/// `deployer get`
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The bucket
+    #[arg(short = 'b', long)]
+    pub bucket: String,
+    /// The folder of the bucket to download (SCAR: -bf) [default: the whole bucket]
+    #[arg(long = "bucket-folder", alias = "bf", value_name = "FOLDER")]
+    pub bucket_folder: Option<String>,
+    /// Where to write the files, with their paths under the folder [default: .]
+    #[arg(short = 'p', long, default_value = ".")]
+    pub path: PathBuf,
+    /// JSON instead of text
     #[arg(short = 'j', long)]
     pub json: bool,
 }

@@ -19,7 +19,9 @@ fn every_command_has_help_naming_scars_flags() {
     for (command, fragments) in [
         (
             &[][..],
-            &["layer", "init", "run", "invoke", "ls", "log", "rm"][..],
+            &[
+                "layer", "init", "run", "invoke", "ls", "log", "rm", "put", "get",
+            ][..],
         ),
         (&["layer"], &["build", "publish"]),
         (
@@ -44,7 +46,9 @@ fn every_command_has_help_naming_scars_flags() {
         ),
         (&["run"], &["SCAR: -es", "--async", "--json", "[CMD]..."]),
         (&["invoke"], &["--data-binary", "--async"]),
-        (&["ls"], &["--json"]),
+        (&["ls"], &["--json", "SCAR: ls -b", "SCAR: -bf"]),
+        (&["put"], &["--bucket", "--path", "SCAR: -bf"]),
+        (&["get"], &["--bucket", "--path", "SCAR: -bf"]),
         (&["log"], &["SCAR: -ls", "SCAR: -ri"]),
         (&["rm"], &["--all", "--name"]),
     ] {
@@ -914,4 +918,137 @@ async fn open_endpoints_are_asked_for_and_said_so() {
     );
     stand.deployer(&["rm", "-n", &name]).ok();
     stand.deployer(&["rm", "-n", &signed]).ok();
+}
+
+#[tokio::test]
+#[ignore = "needs moto server (make test)"]
+async fn put_ls_and_get_move_folders_and_refuse_bad_paths_and_keys() {
+    let stand = Stand::new(MOTO, "eu-central-1").await;
+    let bucket = unique("files");
+    stand
+        .s3
+        .create_bucket()
+        .bucket(&bucket)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuCentral1)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let local = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(local.path().join("batch/sub")).unwrap();
+    std::fs::write(local.path().join("batch/a.txt"), "alpha").unwrap();
+    std::fs::write(local.path().join("batch/sub/b.txt"), "beta!").unwrap();
+    std::fs::write(local.path().join("single.csv"), "1,2").unwrap();
+
+    // A missing path uploads nothing.
+    stand
+        .deployer(&[
+            "put",
+            "-b",
+            &bucket,
+            "--bf",
+            "input",
+            "-p",
+            "/nonexistent/x",
+        ])
+        .fails_with("/nonexistent/x");
+    let batch = local.path().join("batch");
+    let single = local.path().join("single.csv");
+    stand
+        .deployer(&[
+            "put",
+            "-b",
+            &bucket,
+            "--bf",
+            "input",
+            "-p",
+            batch.to_str().unwrap(),
+        ])
+        .ok();
+    stand
+        .deployer(&[
+            "put",
+            "-b",
+            &bucket,
+            "--bf",
+            "/input/",
+            "-p",
+            single.to_str().unwrap(),
+        ])
+        .ok();
+    let listed = stand.deployer(&["ls", "-b", &bucket, "--bf", "input"]).ok();
+    assert_eq!(
+        listed.stdout,
+        "input/a.txt\t5\ninput/single.csv\t3\ninput/sub/b.txt\t5\n"
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    let got = stand
+        .deployer(&[
+            "get",
+            "-b",
+            &bucket,
+            "--bf",
+            "input",
+            "-p",
+            out.path().to_str().unwrap(),
+            "--json",
+        ])
+        .ok();
+    let report: serde_json::Value = serde_json::from_str(&got.stdout).unwrap();
+    assert_eq!(report["objects"].as_array().unwrap().len(), 3, "{report}");
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("a.txt")).unwrap(),
+        "alpha"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("sub/b.txt")).unwrap(),
+        "beta!"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("single.csv")).unwrap(),
+        "1,2"
+    );
+
+    // A key written by someone else that climbs out of the target is refused, and nothing
+    // of the folder is written.
+    stand
+        .s3
+        .put_object()
+        .bucket(&bucket)
+        .key("output/../../escaped.txt")
+        .body(b"x".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    stand
+        .s3
+        .put_object()
+        .bucket(&bucket)
+        .key("output/fine.txt")
+        .body(b"x".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let inner = target.path().join("inner");
+    stand
+        .deployer(&[
+            "get",
+            "-b",
+            &bucket,
+            "--bf",
+            "output",
+            "-p",
+            inner.to_str().unwrap(),
+        ])
+        .fails_with("would be written outside");
+    assert!(!target.path().join("escaped.txt").exists());
+    assert!(
+        !inner.join("fine.txt").exists(),
+        "refused before anything was written"
+    );
 }

@@ -22,6 +22,9 @@ impl Report for Functions {
 }
 
 pub(crate) async fn run(aws: &Aws, args: &LsArgs) -> Result<u8, DeployError> {
+    if let Some(bucket) = &args.bucket {
+        return super::objects::list(aws, bucket, args.bucket_folder.as_deref(), args.json).await;
+    }
     emit(&Functions(list::list(aws).await?), args.json)?;
     Ok(0)
 }

@@ -5,6 +5,7 @@ mod invoke;
 mod layer;
 mod log;
 mod ls;
+mod objects;
 mod report;
 mod rm;
 mod run;
@@ -35,5 +36,7 @@ pub(crate) async fn execute(cli: Cli) -> Result<u8, DeployError> {
         Command::Ls(args) => ls::run(&aws, args).await,
         Command::Log(args) => log::run(&aws, args).await,
         Command::Rm(args) => rm::run(&aws, args).await,
+        Command::Put(args) => objects::put(&aws, args).await,
+        Command::Get(args) => objects::get(&aws, args).await,
     }
 }
