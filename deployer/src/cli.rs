@@ -138,7 +138,7 @@ pub struct RuntimeFiles {
 }
 
 /// Who may call an HTTP endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EndpointAuth {
     /// Only requests signed (SigV4) by a principal allowed to invoke the function.
@@ -200,14 +200,17 @@ pub struct LayerPublishArgs {
 /// `deployer init`
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// Function name
-    #[arg(short = 'n', long)]
+    /// Function name (required unless -f)
+    #[arg(short = 'n', long, default_value = "", hide_default_value = true)]
     pub name: String,
+    /// A function definition file: every function in it, all or none (SCAR: -f; docs/functions.md)
+    #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with_all = ["image", "image_file", "script"])]
+    pub file: Option<PathBuf>,
     /// Image reference (Docker Hub by default, any registry, oci:DIR or docker-archive:FILE)
     #[arg(
         short = 'i',
         long,
-        required_unless_present = "image_file",
+        required_unless_present_any = ["image_file", "file"],
         conflicts_with = "image_file"
     )]
     pub image: Option<String>,
@@ -418,10 +421,18 @@ pub struct RmArgs {
     #[arg(
         short = 'n',
         long,
-        required_unless_present = "all",
-        conflicts_with = "all"
+        required_unless_present_any = ["all", "file"],
+        conflicts_with_all = ["all", "file"]
     )]
     pub name: Option<String>,
+    /// Every function of a definition file (SCAR: -f)
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        conflicts_with = "all"
+    )]
+    pub file: Option<PathBuf>,
     /// Every function this deployer created (found by its tag)
     #[arg(short = 'a', long)]
     pub all: bool,

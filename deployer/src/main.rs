@@ -8,6 +8,7 @@
 mod aws;
 mod cli;
 mod commands;
+mod definitions;
 mod endpoint;
 mod error;
 mod init;

@@ -36,6 +36,7 @@ fn every_command_has_help_naming_scars_flags() {
             &["init"],
             &[
                 "SCAR: -if",
+                "SCAR: -f",
                 "SCAR: -tt",
                 "SCAR: -es",
                 "SCAR: -api",
@@ -50,7 +51,7 @@ fn every_command_has_help_naming_scars_flags() {
         (&["put"], &["--bucket", "--path", "SCAR: -bf"]),
         (&["get"], &["--bucket", "--path", "SCAR: -bf"]),
         (&["log"], &["SCAR: -ls", "SCAR: -ri"]),
-        (&["rm"], &["--all", "--name"]),
+        (&["rm"], &["--all", "--name", "SCAR: -f"]),
     ] {
         let mut args = command.to_vec();
         args.push("--help");
@@ -1051,4 +1052,141 @@ async fn put_ls_and_get_move_folders_and_refuse_bad_paths_and_keys() {
         !inner.join("fine.txt").exists(),
         "refused before anything was written"
     );
+}
+
+/// SCAR's definition files: a two-function pipeline (the first one's output folder is the
+/// second one's input) deploys from one YAML file, both triggers wired; `rm -f` removes it.
+/// A file with a mistake creates nothing and names the key and line.
+#[tokio::test]
+#[ignore = "needs moto server (make test)"]
+async fn a_pipeline_deploys_from_a_definition_file_and_bad_files_create_nothing() {
+    let stand = Stand::new(MOTO, "eu-west-3").await;
+    let role = stand.role().await;
+    let (first, second) = (unique("resize"), unique("archive"));
+    let (photos, work) = (unique("photos"), unique("work"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("resize.sh"),
+        "echo resize \"$SCAR_INPUT_FILE\"\n",
+    )
+    .unwrap();
+    let file = dir.path().join("functions.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "functions:\n  {first}:\n    image: {IMAGE}\n    init_script: resize.sh\n    memory: 1024\n    environment: {{SIZE: small}}\n    \
+             s3: {{input_bucket: {photos}, output_bucket: {work}, output_folder: stage1/}}\n  {second}:\n    image: {IMAGE}\n    \
+             time: 120\n    fakeroot: true\n    s3: {{input_bucket: {work}, input_folder: stage1/, output_folder: done/}}\n"
+        ),
+    )
+    .unwrap();
+    let zip = layer_zip();
+    let common = [
+        "--role",
+        &role,
+        "--runtime-in-package",
+        "--layer-zip",
+        zip.to_str().unwrap(),
+    ];
+
+    // A typo: nothing is created, the key and its line are named.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        format!("functions:\n  {first}:\n    image: {IMAGE}\n    memroy: 1024\n"),
+    )
+    .unwrap();
+    let mut args = vec!["init", "-f", bad.to_str().unwrap()];
+    args.extend(common);
+    stand
+        .deployer(&args)
+        .fails_with("unknown field `memroy`")
+        .fails_with("line 4");
+    assert!(
+        stand
+            .lambda
+            .get_function()
+            .function_name(&first)
+            .send()
+            .await
+            .is_err()
+    );
+
+    let mut args = vec!["init", "-f", file.to_str().unwrap()];
+    args.extend(common);
+    stand.deployer(&args).ok();
+    let env = |config: &aws_sdk_lambda::types::FunctionConfiguration| {
+        config.environment().unwrap().variables().unwrap().clone()
+    };
+    let one = stand
+        .lambda
+        .get_function()
+        .function_name(&first)
+        .send()
+        .await
+        .unwrap();
+    let one = one.configuration().unwrap();
+    assert_eq!(one.memory_size(), Some(1024));
+    let vars = env(one);
+    for (key, value) in [
+        ("SCAR_INPUT_BUCKET", photos.as_str()),
+        ("SCAR_OUTPUT_BUCKET", work.as_str()),
+        ("SCAR_OUTPUT_PREFIX", "stage1/"),
+        ("CONT_VAR_SIZE", "small"),
+        ("SCAR_INIT_SCRIPT", "init-script.sh"),
+    ] {
+        assert_eq!(
+            vars.get(key).map(String::as_str),
+            Some(value),
+            "{key}: {vars:?}"
+        );
+    }
+    let two = stand
+        .lambda
+        .get_function()
+        .function_name(&second)
+        .send()
+        .await
+        .unwrap();
+    let two = two.configuration().unwrap();
+    assert_eq!(two.timeout(), Some(120));
+    let vars = env(two);
+    for (key, value) in [
+        ("SCAR_INPUT_BUCKET", work.as_str()),
+        ("SCAR_INPUT_PREFIX", "stage1/"),
+        ("SCAR_OUTPUT_PREFIX", "done/"),
+        ("SCAR_FAKEROOT", "1"),
+    ] {
+        assert_eq!(
+            vars.get(key).map(String::as_str),
+            Some(value),
+            "{key}: {vars:?}"
+        );
+    }
+    assert_eq!(
+        stand.notification_ids(&photos).await,
+        [format!("scar-{first}")]
+    );
+    assert_eq!(
+        stand.notification_ids(&work).await,
+        [format!("scar-{second}")]
+    );
+
+    let removed = stand.deployer(&["rm", "-f", file.to_str().unwrap()]).ok();
+    assert!(
+        removed.stdout.contains(&first) && removed.stdout.contains(&second),
+        "{removed:?}"
+    );
+    for name in [&first, &second] {
+        assert!(
+            stand
+                .lambda
+                .get_function()
+                .function_name(name)
+                .send()
+                .await
+                .is_err(),
+            "{name} left"
+        );
+    }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use super::report::{Report, emit};
 use crate::aws::Aws;
 use crate::cli::{EndpointAuth, InitArgs};
+use crate::definitions::Definitions;
 use crate::error::DeployError;
 use crate::init::{self, Created};
 use crate::settings::Settings;
@@ -34,6 +35,70 @@ pub(crate) async fn run(
     settings_path: &Path,
     args: &InitArgs,
 ) -> Result<u8, DeployError> {
+    if let Some(file) = &args.file {
+        return from_file(aws, settings, settings_path, file, args).await;
+    }
+    if args.name.is_empty() {
+        return Err(DeployError::Invalid(
+            "init needs a function name (-n NAME) or a definition file (-f FILE)".into(),
+        ));
+    }
+    one(aws, settings, settings_path, args).await?;
+    Ok(0)
+}
+
+/// The functions of a definition file, all or none: the file is checked whole first, and a
+/// function that fails removes the ones created before it.
+async fn from_file(
+    aws: &Aws,
+    settings: &Settings,
+    settings_path: &Path,
+    file: &Path,
+    common: &InitArgs,
+) -> Result<u8, DeployError> {
+    let definitions = Definitions::load(file)?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let mut created: Vec<&str> = Vec::new();
+    let all = definitions.init_args(base, common);
+    for args in &all {
+        // Planned one after the other: a pipeline's first function creates the bucket the
+        // next one's trigger goes on.
+        let result = match init::plan(aws, settings, settings_path, args).await {
+            Ok(plan) => {
+                warn_if_open(args);
+                init::init(aws, plan).await
+            }
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(report) => {
+                emit(&report, args.json)?;
+                created.push(&args.name);
+            }
+            Err(error) => {
+                let mut undone = Vec::new();
+                for name in created.iter().rev() {
+                    if let Err(e) = crate::remove::remove_named(aws, name).await {
+                        undone.push(format!("{name}: {e}"));
+                    }
+                }
+                let removed = if undone.is_empty() {
+                    format!("the {} created before it were removed", created.len())
+                } else {
+                    format!("these could not be removed: {}", undone.join("; "))
+                };
+                return Err(DeployError::Invalid(format!(
+                    "{}: function {}: {error}; {removed}",
+                    file.display(),
+                    args.name
+                )));
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn warn_if_open(args: &InitArgs) {
     let open = (args.api_gateway_name.is_some() && args.api_auth == EndpointAuth::None)
         || (args.url && args.url_auth == EndpointAuth::None);
     if open {
@@ -41,7 +106,15 @@ pub(crate) async fn run(
             "warning: the endpoint takes unsigned requests: anyone who finds its URL runs the function under its role"
         );
     }
+}
+
+async fn one(
+    aws: &Aws,
+    settings: &Settings,
+    settings_path: &Path,
+    args: &InitArgs,
+) -> Result<(), DeployError> {
+    warn_if_open(args);
     let plan = init::plan(aws, settings, settings_path, args).await?;
-    emit(&init::init(aws, plan).await?, args.json)?;
-    Ok(0)
+    emit(&init::init(aws, plan).await?, args.json)
 }

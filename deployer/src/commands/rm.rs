@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::report::{Report, emit};
 use crate::aws::Aws;
 use crate::cli::RmArgs;
+use crate::definitions::Definitions;
 use crate::error::DeployError;
 use crate::remove;
 
@@ -25,9 +26,16 @@ impl Report for Removed {
 }
 
 pub(crate) async fn run(aws: &Aws, args: &RmArgs) -> Result<u8, DeployError> {
-    let removed = match &args.name {
-        Some(name) => remove::remove_named(aws, name).await?,
-        None => remove::remove_all(aws).await?,
+    let removed = match (&args.name, &args.file) {
+        (Some(name), _) => remove::remove_named(aws, name).await?,
+        (None, Some(file)) => {
+            let mut removed = Vec::new();
+            for name in Definitions::load(file)?.names() {
+                removed.extend(remove::remove_named(aws, &name).await?);
+            }
+            removed
+        }
+        (None, None) => remove::remove_all(aws).await?,
     };
     emit(&Removed { removed }, args.json)?;
     Ok(0)

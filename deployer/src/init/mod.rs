@@ -10,7 +10,7 @@ use aws_sdk_lambda::client::Waiters;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{Environment, EphemeralStorage, FunctionCode, Runtime};
 
-pub use plan::{Plan, plan};
+pub use plan::{Plan, check_name, plan};
 
 use crate::aws::Aws;
 use crate::error::DeployError;
