@@ -3,6 +3,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,7 @@ use tar::EntryType;
 
 use super::UnpackError;
 use super::path::{self, Whiteout};
+use super::sparse::Sparse;
 
 /// Counts for one layer, logged and stored in `image.json`.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -79,7 +81,18 @@ impl LayerApplier {
         for entry in archive.entries().map_err(UnpackError::Stream)? {
             let mut entry = entry.map_err(UnpackError::Stream)?;
             layer.stats.entries += 1;
-            let raw = entry.path().map_err(UnpackError::Stream)?.into_owned();
+            let header_name = entry.path().map_err(UnpackError::Stream)?.into_owned();
+            let header_kind = entry.header().entry_type();
+            let sparse =
+                check_pax(&mut entry, header_kind).map_err(|reason| UnpackError::Unsafe {
+                    path: header_name.display().to_string(),
+                    reason,
+                })?;
+            // A sparse file's header names `GNUSparseFile.N/…`; its records name the file.
+            let raw = match sparse.as_ref().and_then(|s| s.name.as_deref()) {
+                Some(name) => PathBuf::from(std::ffi::OsStr::from_bytes(name)),
+                None => header_name,
+            };
             let unsafe_entry = |reason: &str| UnpackError::Unsafe {
                 path: raw.display().to_string(),
                 reason: reason.to_string(),
@@ -129,7 +142,11 @@ impl LayerApplier {
             if kind == EntryType::Regular && entry.path_bytes().ends_with(b"/") {
                 kind = EntryType::Directory;
             }
-            check_pax(&mut entry, kind).map_err(|reason| unsafe_entry(&reason))?;
+            if sparse.is_some() && !matches!(kind, EntryType::Regular | EntryType::Continuous) {
+                return Err(unsafe_entry(
+                    "sparse records on an entry that is not a file",
+                ));
+            }
             match kind {
                 EntryType::Directory => {
                     // A directory with a size (some old tars write one) would have its
@@ -152,7 +169,22 @@ impl LayerApplier {
                 }
                 EntryType::Regular | EntryType::Continuous => {
                     let full = self.prepare(&rel)?;
-                    let written = self.write_file(&full, &mut entry, mode | 0o400, mtime)?;
+                    let written = match &sparse {
+                        Some(sparse) => {
+                            // The PAX `size` record's, when there is one.
+                            let data_size = entry.size();
+                            self.write_sparse(
+                                &full,
+                                &mut entry,
+                                sparse,
+                                data_size,
+                                mode | 0o400,
+                                mtime,
+                            )
+                            .map_err(|reason| unsafe_entry(&reason))?
+                        }
+                        None => self.write_file(&full, &mut entry, mode | 0o400, mtime)?,
+                    };
                     layer.stats.files += 1;
                     layer.stats.file_bytes += written;
                 }
@@ -382,6 +414,34 @@ impl LayerApplier {
         Ok(total)
     }
 
+    /// A sparse file (`sparse.rs`), with its holes; a bad map is the reason it is refused.
+    fn write_sparse(
+        &mut self,
+        full: &Path,
+        data: &mut impl Read,
+        sparse: &Sparse,
+        data_size: u64,
+        mode: u32,
+        mtime: i64,
+    ) -> Result<u64, String> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(full)
+            .map_err(|e| format!("cannot write {}: {e}", full.display()))?;
+        let written = sparse.extract(data, &mut file, data_size, &mut self.buffer)?;
+        if mode & self.umask != 0 {
+            file.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(|e| e.to_string())?;
+        }
+        let time = FileTime::from_unix_time(mtime, 0);
+        filetime::set_file_handle_times(&file, Some(time), Some(time))
+            .map_err(|e| e.to_string())?;
+        Ok(written)
+    }
+
     /// Deletes `rel` (file, link or whole tree) if present.
     fn remove(&mut self, rel: &Path) -> Result<(), UnpackError> {
         let full = self.staging.join(rel);
@@ -448,16 +508,21 @@ fn current_umask() -> u32 {
     old.bits()
 }
 
-/// Refuses, by name, what GNU tar refuses or what would come out silently wrong: malformed
-/// PAX records; sparse files (formats 0.0, 0.1 and 1.0 all use `GNU.sparse.*` keys, and their
-/// data is the encoded map, not the file); a global header that sets anything but a comment
-/// (it would apply to every later entry, which our reader does not do).
-fn check_pax<R: Read>(entry: &mut tar::Entry<'_, R>, kind: EntryType) -> Result<(), String> {
+/// Reads an entry's PAX records: its sparse file description, if any (`sparse.rs`), and
+/// refuses, by name, what GNU tar refuses or what would come out silently wrong: malformed
+/// records, and a global header that sets anything but a comment (it would apply to every
+/// later entry, which our reader does not do).
+fn check_pax<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    kind: EntryType,
+) -> Result<Option<Sparse>, String> {
     let extensions = match entry.pax_extensions() {
         Ok(Some(extensions)) => extensions,
-        Ok(None) => return Ok(()),
+        Ok(None) => return Ok(None),
         Err(e) => return Err(format!("unreadable PAX records: {e}")),
     };
+    let mut sparse = Sparse::default();
+    let mut is_sparse = false;
     for record in extensions {
         let record = record.map_err(|e| format!("malformed PAX record: {e}"))?;
         let key = record.key_bytes();
@@ -465,10 +530,9 @@ fn check_pax<R: Read>(entry: &mut tar::Entry<'_, R>, kind: EntryType) -> Result<
             // GNU tar and Go's reader refuse these too: no key holds a NUL.
             return Err("malformed PAX record: its key holds a NUL byte".into());
         }
-        if key.starts_with(b"GNU.sparse.") {
-            return Err(
-                "PAX sparse file (GNU.sparse.* records): sparse files are not supported".into(),
-            );
+        if sparse.record(key, record.value_bytes())? {
+            is_sparse = true;
+            continue;
         }
         if kind == EntryType::XGlobalHeader && key != b"comment" {
             return Err(format!(
@@ -477,7 +541,7 @@ fn check_pax<R: Read>(entry: &mut tar::Entry<'_, R>, kind: EntryType) -> Result<
             ));
         }
     }
-    Ok(())
+    Ok(is_sparse.then_some(sparse))
 }
 
 /// A tar entry type as a person reads it.

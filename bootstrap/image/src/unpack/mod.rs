@@ -21,6 +21,7 @@ pub mod blob;
 mod confinement;
 mod guard;
 pub mod path;
+mod sparse;
 
 use std::io;
 use std::path::PathBuf;
