@@ -59,10 +59,9 @@ test:
 check: lint
 	cargo nextest run --workspace
 
-## docs: rewrite the generated part of docs/configuration.md from the settings table
+## docs: rewrite the generated parts of docs/ (configuration.md, syscall-gate.md) from their sources
 docs:
-	UPDATE_DOCS=1 cargo test -q -p scar-runtime the_documentation_carries_the_table
-	UPDATE_DOCS=1 cargo test -q -p rootfs-paths the_documentation_carries_the_table
+	UPDATE_DOCS=1 cargo test -q -p scar-runtime docs::tests
 
 ## binaries: what the suite runs (the debug bootstrap and deployer, the shims, both layers,
 ## built with the faster `layer-test` profile: same code, no size budget)

@@ -268,7 +268,12 @@ async fn remove_trigger(aws: &Aws, bucket: &str, id: &str) -> Result<(), DeployE
     Ok(())
 }
 
-async fn remove_prefix(aws: &Aws, bucket: &str, prefix: &str) -> Result<(), DeployError> {
+/// Every object under `prefix` (key, size), through all pages.
+pub async fn objects_under(
+    aws: &Aws,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<(String, u64)>, DeployError> {
     let mut pages = aws
         .s3
         .list_objects_v2()
@@ -276,19 +281,28 @@ async fn remove_prefix(aws: &Aws, bucket: &str, prefix: &str) -> Result<(), Depl
         .prefix(prefix)
         .into_paginator()
         .send();
+    let mut objects = Vec::new();
     while let Some(page) = pages.next().await {
         let page = page.map_err(DeployError::aws("s3:ListObjectsV2"))?;
         for object in page.contents() {
             if let Some(key) = object.key() {
-                aws.s3
-                    .delete_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(DeployError::aws("s3:DeleteObject"))?;
+                let size = object.size().unwrap_or_default().max(0) as u64;
+                objects.push((key.to_owned(), size));
             }
         }
+    }
+    Ok(objects)
+}
+
+async fn remove_prefix(aws: &Aws, bucket: &str, prefix: &str) -> Result<(), DeployError> {
+    for (key, _) in objects_under(aws, bucket, prefix).await? {
+        aws.s3
+            .delete_object()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(DeployError::aws("s3:DeleteObject"))?;
     }
     Ok(())
 }

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod docs;
 pub mod exec;
 pub mod lambda;
 pub mod logging;

@@ -497,30 +497,4 @@ mod tests {
             "SCAR_TIMEOUT_THRESHOLD=\"NaN\": expected seconds from 0 to 900"
         );
     }
-
-    #[test]
-    fn the_documentation_carries_the_table() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
-        let doc = std::fs::read_to_string(path).unwrap_or_default();
-        let (begin, end) = ("<!-- settings:begin -->\n", "<!-- settings:end -->");
-        let table = markdown_table();
-        let start = doc.find(begin).map(|i| i + begin.len());
-        let stop = doc.find(end);
-        let current = match (start, stop) {
-            (Some(a), Some(b)) if a <= b => &doc[a..b],
-            _ => "",
-        };
-        if current != table && std::env::var_os("UPDATE_DOCS").is_some() {
-            let (Some(a), Some(b)) = (start, stop) else {
-                panic!("{path} lacks the settings markers");
-            };
-            let updated = format!("{}{table}{}", &doc[..a], &doc[b..]);
-            std::fs::write(path, updated).unwrap();
-            return;
-        }
-        assert_eq!(
-            current, table,
-            "docs/configuration.md disagrees with the settings table: run `make docs`"
-        );
-    }
 }

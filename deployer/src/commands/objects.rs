@@ -45,6 +45,17 @@ struct Objects {
     objects: Vec<Object>,
 }
 
+impl Objects {
+    fn emit(bucket: &str, objects: Vec<Object>, json: bool) -> Result<u8, DeployError> {
+        let report = Objects {
+            bucket: bucket.to_owned(),
+            objects,
+        };
+        emit(&report, json)?;
+        Ok(0)
+    }
+}
+
 impl Report for Objects {
     fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
         for object in &self.objects {
@@ -130,38 +141,20 @@ pub(crate) async fn put(aws: &Aws, args: &PutArgs) -> Result<u8, DeployError> {
         .buffered(PARALLEL)
         .try_collect()
         .await?;
-    emit(
-        &Objects {
-            bucket: args.bucket.clone(),
-            objects,
-        },
-        args.json,
-    )?;
-    Ok(0)
+    Objects::emit(&args.bucket, objects, args.json)
 }
 
-/// Every object under `prefix`, through all pages.
+/// Every object under `prefix`.
 async fn objects_under(aws: &Aws, bucket: &str, prefix: &str) -> Result<Vec<Object>, DeployError> {
-    let mut pages = aws
-        .s3
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(prefix)
-        .into_paginator()
-        .send();
-    let mut objects = Vec::new();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(DeployError::aws("s3:ListObjectsV2"))?;
-        for object in page.contents() {
-            let Some(key) = object.key() else { continue };
-            objects.push(Object {
-                key: key.to_owned(),
-                size: object.size().unwrap_or_default().max(0) as u64,
-                path: None,
-            });
-        }
-    }
-    Ok(objects)
+    Ok(crate::resources::objects_under(aws, bucket, prefix)
+        .await?
+        .into_iter()
+        .map(|(key, size)| Object {
+            key,
+            size,
+            path: None,
+        })
+        .collect())
 }
 
 pub(crate) async fn list(
@@ -171,14 +164,7 @@ pub(crate) async fn list(
     json: bool,
 ) -> Result<u8, DeployError> {
     let objects = objects_under(aws, bucket, &prefix(folder)).await?;
-    emit(
-        &Objects {
-            bucket: bucket.to_owned(),
-            objects,
-        },
-        json,
-    )?;
-    Ok(0)
+    Objects::emit(bucket, objects, json)
 }
 
 /// Where the object `key` goes below `dir`: its path under `prefix`, which must stay below
@@ -241,14 +227,7 @@ pub(crate) async fn get(aws: &Aws, args: &GetArgs) -> Result<u8, DeployError> {
         .buffered(PARALLEL)
         .try_collect()
         .await?;
-    emit(
-        &Objects {
-            bucket: args.bucket.clone(),
-            objects,
-        },
-        args.json,
-    )?;
-    Ok(0)
+    Objects::emit(&args.bucket, objects, args.json)
 }
 
 #[cfg(test)]

@@ -136,9 +136,10 @@ fn fix_link_size(dirfd: c_int, host: *const c_char, filled: Filled) {
     }
 }
 
-/// `fn name([args before] path [buf])`: never follows.
-macro_rules! lstat_fns {
-    ($(fn $name:ident([$($pre:ident: $pt:ty),*] path, buf);)*) => {$(
+/// `fn name([args before] path, buf) via TRANSLATE, NOFOLLOW`: the `stat` and `lstat`
+/// families, which differ only in following a final symlink.
+macro_rules! path_stat_fns {
+    ($(fn $name:ident([$($pre:ident: $pt:ty),*] path, buf) via $translate:path, $nofollow:expr;)*) => {$(
         /// # Safety
         /// The caller's contract is libc's for the function of the same name.
         #[unsafe(no_mangle)]
@@ -147,11 +148,11 @@ macro_rules! lstat_fns {
                 return fail(libc::ENOSYS, -1);
             };
             let mut host = PathBuf::new();
-            match translate::host_nofollow(path, &mut host) {
+            match $translate(path, &mut host) {
                 Ok(host) => {
                     // SAFETY: the caller's arguments, with the path translated.
                     let ret = unsafe { next($($pre,)* host, buf) };
-                    after_stat(ret, true, libc::AT_FDCWD, host, Filled::Stat(buf));
+                    after_stat(ret, $nofollow, libc::AT_FDCWD, host, Filled::Stat(buf));
                     ret
                 }
                 Err(code) => fail(code, -1),
@@ -160,11 +161,15 @@ macro_rules! lstat_fns {
     )*};
 }
 
-lstat_fns! {
-    fn lstat([] path, buf);
-    fn lstat64([] path, buf);
-    fn __lxstat([ver: c_int] path, buf);
-    fn __lxstat64([ver: c_int] path, buf);
+path_stat_fns! {
+    fn stat([] path, buf) via translate::host, false;
+    fn stat64([] path, buf) via translate::host, false;
+    fn __xstat([ver: c_int] path, buf) via translate::host, false;
+    fn __xstat64([ver: c_int] path, buf) via translate::host, false;
+    fn lstat([] path, buf) via translate::host_nofollow, true;
+    fn lstat64([] path, buf) via translate::host_nofollow, true;
+    fn __lxstat([ver: c_int] path, buf) via translate::host_nofollow, true;
+    fn __lxstat64([ver: c_int] path, buf) via translate::host_nofollow, true;
 }
 
 /// `fn name([args before] dirfd, path, buf, flags)`: follows unless asked not to.
@@ -224,37 +229,6 @@ pub unsafe extern "C" fn statx(
         }
         Err(code) => fail(code, -1),
     }
-}
-
-/// `fn name([args before] path, buf)`: follows.
-macro_rules! stat_fns {
-    ($(fn $name:ident([$($pre:ident: $pt:ty),*] path, buf);)*) => {$(
-        /// # Safety
-        /// The caller's contract is libc's for the function of the same name.
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $name($($pre: $pt,)* path: *const c_char, buf: *mut libc::stat) -> c_int {
-            let Some(next) = real!($name: fn($($pt,)* *const c_char, *mut libc::stat) -> c_int) else {
-                return fail(libc::ENOSYS, -1);
-            };
-            let mut host = PathBuf::new();
-            match translate::host(path, &mut host) {
-                Ok(host) => {
-                    // SAFETY: the caller's arguments, with the path translated.
-                    let ret = unsafe { next($($pre,)* host, buf) };
-                    after_stat(ret, false, libc::AT_FDCWD, host, Filled::Stat(buf));
-                    ret
-                }
-                Err(code) => fail(code, -1),
-            }
-        }
-    )*};
-}
-
-stat_fns! {
-    fn stat([] path, buf);
-    fn stat64([] path, buf);
-    fn __xstat([ver: c_int] path, buf);
-    fn __xstat64([ver: c_int] path, buf);
 }
 
 /// `fn name([args before] fd, buf)`: only fake root changes what these report.

@@ -9,7 +9,8 @@
 //! listed as [`Gate::Refuse`] and fails with `ENOSYS`, never reaching the host's file.
 //!
 //! Numbers come from the `syscalls` crate's per-architecture tables, so the shim's
-//! `match` and `docs/syscall-gate.md` are built from the same names for x86_64 and aarch64.
+//! `match` and `docs/syscall-gate.md` (checked by a test in scar-runtime's `docs.rs`) are
+//! built from the same names for x86_64 and aarch64.
 
 use syscalls::{aarch64, x86_64};
 
@@ -336,88 +337,6 @@ mod tests {
             assert_eq!(classify(nr.unwrap() as usize), None, "{passed}");
         }
         assert_eq!(classify(100_000), None);
-    }
-
-    /// The table as Markdown, as `docs/syscall-gate.md` carries it.
-    fn markdown_table() -> std::string::String {
-        use core::fmt::Write;
-        use std::string::String;
-        let arg = |a: &PathArg| {
-            let exe = match a.exe {
-                ExeLink::Program => ", `/proc/self/exe` is the program",
-                ExeLink::Kernel => "",
-            };
-            match a.dirfd {
-                Some(fd) => std::format!("path arg {} from dirfd arg {fd}{exe}", a.path),
-                None => std::format!("path arg {}{exe}", a.path),
-            }
-        };
-        let mut out = String::from("| call | x86_64 | aarch64 | the gate |\n|---|---|---|---|\n");
-        for e in TABLE {
-            let what = match &e.gate {
-                Gate::Paths {
-                    first,
-                    second: None,
-                } => std::format!("translates {}", arg(first)),
-                Gate::Paths {
-                    first,
-                    second: Some(second),
-                } => {
-                    std::format!("translates {} and {}", arg(first), arg(second))
-                }
-                Gate::Stat { path, .. } => std::format!(
-                    "translates {}; a link not followed reports its container target's length",
-                    arg(path)
-                ),
-                Gate::Readlink { .. } => {
-                    "as `readlink`: the target comes back as a container path".into()
-                }
-                Gate::Symlink { .. } => {
-                    "as `symlink`: an absolute target is stored inside the rootfs".into()
-                }
-                Gate::Getcwd => "the container cwd, with the kernel's return value".into(),
-                Gate::Execve | Gate::Execveat => "the shim's exec path (the image's loader)".into(),
-                Gate::Chown(_) => {
-                    "as `chown`: the path translated; under fake root, remembered".into()
-                }
-                Gate::Refuse => "`ENOSYS`".into(),
-            };
-            let nr = |n: Option<usize>| n.map_or("-".into(), |n| std::format!("{n}"));
-            let _ = writeln!(
-                out,
-                "| `{}` | {} | {} | {what} |",
-                e.name,
-                nr(e.x86_64()),
-                nr(e.aarch64())
-            );
-        }
-        out
-    }
-
-    #[test]
-    fn the_documentation_carries_the_table() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/syscall-gate.md");
-        let doc = std::fs::read_to_string(path).unwrap_or_default();
-        let (begin, end) = ("<!-- gate:begin -->\n", "<!-- gate:end -->");
-        let table = markdown_table();
-        let start = doc.find(begin).map(|i| i + begin.len());
-        let stop = doc.find(end);
-        let current = match (start, stop) {
-            (Some(a), Some(b)) if a <= b => &doc[a..b],
-            _ => "",
-        };
-        if current != table && std::env::var_os("UPDATE_DOCS").is_some() {
-            let (Some(a), Some(b)) = (start, stop) else {
-                panic!("{path} lacks the gate markers");
-            };
-            let updated = std::format!("{}{table}{}", &doc[..a], &doc[b..]);
-            std::fs::write(path, updated).unwrap();
-            return;
-        }
-        assert_eq!(
-            current, table,
-            "docs/syscall-gate.md disagrees with the gate table: run `make docs`"
-        );
     }
 
     #[test]

@@ -383,15 +383,7 @@ impl LayerApplier {
         mode: u32,
         mtime: i64,
     ) -> Result<u64, UnpackError> {
-        // Created with its final mode: the fd stays writable even for a read-only mode, and
-        // the fchmod is only needed when the umask took bits away.
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(full)
-            .map_err(|e| UnpackError::io(full, e))?;
+        let mut file = create_file(full, mode).map_err(|e| UnpackError::io(full, e))?;
         let mut total = 0u64;
         loop {
             let n = match data.read(&mut self.buffer) {
@@ -404,14 +396,18 @@ impl LayerApplier {
                 .map_err(|e| UnpackError::io(full, e))?;
             total += n as u64;
         }
-        if mode & self.umask != 0 {
-            file.set_permissions(fs::Permissions::from_mode(mode))
-                .map_err(|e| UnpackError::io(full, e))?;
-        }
-        let time = FileTime::from_unix_time(mtime, 0);
-        filetime::set_file_handle_times(&file, Some(time), Some(time))
+        self.finish_file(&file, mode, mtime)
             .map_err(|e| UnpackError::io(full, e))?;
         Ok(total)
+    }
+
+    /// The mode the umask took bits from, and the entry's times.
+    fn finish_file(&self, file: &fs::File, mode: u32, mtime: i64) -> io::Result<()> {
+        if mode & self.umask != 0 {
+            file.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
+        let time = FileTime::from_unix_time(mtime, 0);
+        filetime::set_file_handle_times(file, Some(time), Some(time))
     }
 
     /// A sparse file (`sparse.rs`), with its holes; a bad map is the reason it is refused.
@@ -424,20 +420,10 @@ impl LayerApplier {
         mode: u32,
         mtime: i64,
     ) -> Result<u64, String> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(full)
-            .map_err(|e| format!("cannot write {}: {e}", full.display()))?;
+        let mut file =
+            create_file(full, mode).map_err(|e| format!("cannot write {}: {e}", full.display()))?;
         let written = sparse.extract(data, &mut file, data_size, &mut self.buffer)?;
-        if mode & self.umask != 0 {
-            file.set_permissions(fs::Permissions::from_mode(mode))
-                .map_err(|e| e.to_string())?;
-        }
-        let time = FileTime::from_unix_time(mtime, 0);
-        filetime::set_file_handle_times(&file, Some(time), Some(time))
+        self.finish_file(&file, mode, mtime)
             .map_err(|e| e.to_string())?;
         Ok(written)
     }
@@ -497,6 +483,17 @@ impl LayerApplier {
             self.symlinks.remove(&p);
         }
     }
+}
+
+/// A new file with its final mode: the descriptor stays writable even for a read-only mode,
+/// and `finish_file`'s fchmod is only needed when the umask took bits away.
+fn create_file(full: &Path, mode: u32) -> io::Result<fs::File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(full)
 }
 
 /// The process umask (read by setting it and putting it back: there is no getter before
