@@ -52,20 +52,33 @@ if [ "${CRT_ONLY:-}" = demo ]; then
   exit 0
 fi
 
-echo "setup: building images"
-[ -f oci-small/index.json ] || "$HERE/build-test-images.sh" oci-small
-"$HERE/build-debian-image.sh" bookworm oci-debian bookworm perl python3 cowsay fortune-mod fortunes-min imagemagick
+echo "setup: building images (in parallel; logs in $W/build-*.log)"
+# Each build waits mostly on the mirror or on qemu, so they overlap; each writes its own layout.
+build_pids=(); build_names=()
+build() { # name command...
+  local name=$1; shift
+  "$@" > "$W/build-$name.log" 2>&1 & build_pids+=($!); build_names+=("$name")
+}
+[ -f oci-small/index.json ] || build small "$HERE/build-test-images.sh" oci-small
+build debian "$HERE/build-debian-image.sh" bookworm oci-debian bookworm perl python3 cowsay fortune-mod fortunes-min imagemagick
 # glibc 2.31: the stat ABI before 2.33 (__xstat), no --argv0 in its loader.
-"$HERE/build-debian-image.sh" bullseye oci-bullseye bullseye perl python3
+build bullseye "$HERE/build-debian-image.sh" bullseye oci-bullseye bullseye perl python3
 # The examples' second image: FFmpeg and the AWS CLI.
-"$HERE/build-debian-image.sh" bookworm oci-media bookworm ffmpeg awscli
+build media "$HERE/build-debian-image.sh" bookworm oci-media bookworm ffmpeg awscli
 # The language runtimes the shim must run as a chroot does (shim_matrix's polyglot cases).
-"$HERE/build-debian-image.sh" bookworm oci-polyglot bookworm nodejs lua5.4 php-cli ruby tcl perl \
+build polyglot "$HERE/build-debian-image.sh" bookworm oci-polyglot bookworm nodejs lua5.4 php-cli ruby tcl perl \
   python3-numpy git sqlite3 file imagemagick xz-utils erlang-base elixir default-jre-headless r-base-core
 # The arm64 pair: Debian bookworm arm64 (debootstrapped through qemu) and a small image
 # made from its programs.
-ARCH=arm64 "$HERE/build-debian-image.sh" bookworm oci-debian-arm64 bookworm-arm64 python3
-"$HERE/build-arm64-small.sh" oci-debian-arm64 bookworm-arm64 oci-small-arm64
+build arm64 bash -c 'ARCH=arm64 "$0/build-debian-image.sh" bookworm oci-debian-arm64 bookworm-arm64 python3 &&
+  "$0/build-arm64-small.sh" oci-debian-arm64 bookworm-arm64 oci-small-arm64' "$HERE"
+failed=0
+for i in "${!build_pids[@]}"; do
+  if ! wait "${build_pids[$i]}"; then
+    echo "setup: building image ${build_names[$i]} failed:"; tail -30 "$W/build-${build_names[$i]}.log"; failed=1
+  fi
+done
+[ "$failed" = 0 ] || exit 1
 chmod -R a+rX oci-small oci-debian oci-bullseye oci-media oci-polyglot oci-debian-arm64 oci-small-arm64
 
 start() { # name pidfile command...
