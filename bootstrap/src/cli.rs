@@ -85,7 +85,7 @@ const LAMBDA_MAX_SECONDS: f64 = 900.0;
 const RUN_MAX_SECONDS: f64 = 86_400.0;
 
 fn positive_seconds(text: &str, max: f64) -> Result<Duration, String> {
-    settings::parse_seconds(text, max)
+    settings::parse_seconds(text, 0.0, max)
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("expected seconds above 0 and at most {max}, got {text:?}"))
 }

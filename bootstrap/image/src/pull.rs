@@ -122,7 +122,7 @@ impl Puller {
         let platform = &self.options.platform;
         let (resolved, layers, alias) = match reference {
             ImageReference::Registry(r) => {
-                let source = RegistrySource::new(r.clone(), &self.options.registry);
+                let source = RegistrySource::new(r.clone(), &self.options.registry)?;
                 let top = source.head_digest().await?;
                 let alias = format!("{}/{}@{top}|{platform}", r.registry(), r.repository());
                 if let Some(hit) = self.cached(&alias)? {
@@ -271,7 +271,7 @@ async fn resolve_source(
     };
     match reference {
         ImageReference::Registry(r) => {
-            let source = RegistrySource::new(r.clone(), registry);
+            let source = RegistrySource::new(r.clone(), registry)?;
             let (resolved, _) = source.resolve(platform).await?;
             Ok((resolved, Layers::Registry(source)))
         }

@@ -121,6 +121,9 @@ pub fn pull_options(lookup: Lookup<'_>, progress: bool) -> Result<PullOptions, C
             insecure: settings::INSECURE_REGISTRIES.list(lookup),
             credentials,
             concurrency: usize::try_from(concurrency).unwrap_or(1),
+            read_timeout: settings::REGISTRY_TIMEOUT
+                .seconds(lookup)?
+                .unwrap_or(scar_image::DEFAULT_READ_TIMEOUT),
         },
         progress,
     })

@@ -21,8 +21,10 @@ pub enum Kind {
     Secret,
     /// A comma-separated list.
     List,
-    /// Seconds, a finite number from 0 to `max`.
+    /// Seconds, a finite number from `min` to `max`.
     Seconds {
+        /// The smallest value accepted.
+        min: f64,
         /// The largest value accepted.
         max: f64,
     },
@@ -83,7 +85,10 @@ pub const TIMEOUT_THRESHOLD: Setting = Setting {
     var: "SCAR_TIMEOUT_THRESHOLD",
     flag: None,
     default: Some("10"),
-    kind: Kind::Seconds { max: 900.0 },
+    kind: Kind::Seconds {
+        min: 0.0,
+        max: 900.0,
+    },
     scope: Scope::Function,
     meaning: "seconds kept back before Lambda's deadline: the command is ended then, and its output is still returned and uploaded",
 };
@@ -92,7 +97,10 @@ pub const INIT_PULL_BUDGET: Setting = Setting {
     var: "SCAR_INIT_PULL_BUDGET",
     flag: None,
     default: Some("9"),
-    kind: Kind::Seconds { max: 900.0 },
+    kind: Kind::Seconds {
+        min: 0.0,
+        max: 900.0,
+    },
     scope: Scope::Function,
     meaning: "seconds of Lambda's init phase spent pulling the image before the first event is asked for (the pull goes on after it; 0: pull at the first invocation)",
 };
@@ -158,7 +166,10 @@ pub const KILL_GRACE: Setting = Setting {
     var: "SCAR_KILL_GRACE",
     flag: None,
     default: Some("2"),
-    kind: Kind::Seconds { max: 900.0 },
+    kind: Kind::Seconds {
+        min: 0.0,
+        max: 900.0,
+    },
     scope: Scope::Function,
     meaning: "seconds between SIGTERM and SIGKILL when the deadline comes",
 };
@@ -206,6 +217,18 @@ pub const PULL_CONCURRENCY: Setting = Setting {
     kind: Kind::Count { min: 1, max: 32 },
     scope: Scope::Pull,
     meaning: "layers downloading at once",
+};
+/// `SCAR_REGISTRY_TIMEOUT`.
+pub const REGISTRY_TIMEOUT: Setting = Setting {
+    var: "SCAR_REGISTRY_TIMEOUT",
+    flag: Some("registry-timeout"),
+    default: Some("30"),
+    kind: Kind::Seconds {
+        min: 1.0,
+        max: 900.0,
+    },
+    scope: Scope::Pull,
+    meaning: "seconds a registry may stay silent, before answering or in the middle of a layer, before the pull fails by name (throttling and 5xx answers are retried up to 5 times, honouring `Retry-After` up to 30 s)",
 };
 /// `SCAR_REGISTRY_USERNAME`.
 pub const REGISTRY_USERNAME: Setting = Setting {
@@ -271,6 +294,7 @@ pub const SETTINGS: &[&Setting] = &[
     &PLATFORM,
     &INSECURE_REGISTRIES,
     &PULL_CONCURRENCY,
+    &REGISTRY_TIMEOUT,
     &REGISTRY_USERNAME,
     &REGISTRY_PASSWORD,
     &SHIM_DIR,
@@ -310,7 +334,7 @@ impl Kind {
             Self::Text | Self::Secret => "text".to_owned(),
             Self::Path => "a path".to_owned(),
             Self::List => "a comma-separated list".to_owned(),
-            Self::Seconds { max } => format!("seconds from 0 to {max}"),
+            Self::Seconds { min, max } => format!("seconds from {min} to {max}"),
             Self::Count { min, max } => format!("a whole number from {min} to {max}"),
             Self::Choice(words) => format!("one of {}", words.join(", ")),
             Self::Platform => "os/arch[/variant]".to_owned(),
@@ -320,9 +344,9 @@ impl Kind {
 }
 
 /// Parses seconds: finite, not negative, at most `max`.
-pub fn parse_seconds(text: &str, max: f64) -> Option<Duration> {
+pub fn parse_seconds(text: &str, min: f64, max: f64) -> Option<Duration> {
     let seconds: f64 = text.trim().parse().ok()?;
-    (seconds.is_finite() && (0.0..=max).contains(&seconds))
+    (seconds.is_finite() && (min..=max).contains(&seconds))
         .then(|| Duration::from_secs_f64(seconds))
 }
 
@@ -347,11 +371,11 @@ impl Setting {
         &self,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<Duration>, InvalidValue> {
-        let Kind::Seconds { max } = self.kind else {
+        let Kind::Seconds { min, max } = self.kind else {
             return Err(self.invalid("(not a seconds setting)"));
         };
         self.raw(lookup)
-            .map(|v| parse_seconds(&v, max).ok_or_else(|| self.invalid(&v)))
+            .map(|v| parse_seconds(&v, min, max).ok_or_else(|| self.invalid(&v)))
             .transpose()
     }
 
@@ -484,10 +508,10 @@ mod tests {
     #[test]
     fn seconds_refuse_nan_negative_infinite_and_absurd_values() {
         for bad in ["NaN", "nan", "inf", "-1", "901", "1e400", "ten", ""] {
-            assert_eq!(parse_seconds(bad, 900.0), None, "{bad}");
+            assert_eq!(parse_seconds(bad, 0.0, 900.0), None, "{bad}");
         }
         assert_eq!(
-            parse_seconds(" 2.5 ", 900.0),
+            parse_seconds(" 2.5 ", 0.0, 900.0),
             Some(Duration::from_millis(2500))
         );
         let lookup = |_: &str| Some("NaN".to_owned());

@@ -72,7 +72,7 @@ pub fn options(cache: &Path, credentials: Option<(&str, &str)>) -> PullOptions {
                 username: u.into(),
                 password: p.into(),
             }),
-            concurrency: 3,
+            ..RegistryOptions::default()
         },
         progress: false,
     }
