@@ -4,7 +4,8 @@
 #   - images built offline: test/glibc, test/musl (host binaries), debian bookworm with
 #     perl, python3, cowsay and imagemagick (debootstrap)
 #   - docker-registry instances: anonymous :5000, bearer-token :5010 (token server :5011,
-#     user testuser:testpass), basic-auth :5012, and the fault proxy :5013
+#     user testuser:testpass), basic-auth :5012, and the fault proxy :5013; the S3 fault
+#     proxy :4567 in front of ministack
 #   - ministack on :4566 (S3, Lambda with a local Runtime API, API Gateway)
 #   - moto server on :5001 (the AWS control plane the deployer drives: Lambda, S3, IAM,
 #     CloudWatch Logs, API Gateway), with Lambda's Docker executor off
@@ -115,10 +116,12 @@ start fault-proxy fault-proxy.pid $PY "$HERE/fault_proxy.py" 5013 http://127.0.0
 # own Runtime API), API Gateway, on :4566. Its own venv: it pins botocore.
 [ -x venv-ms/bin/ministack ] || { python3 -m venv venv-ms && venv-ms/bin/pip install -q ministack==1.5.33; }
 start ministack ministack.pid env BIND_HOST=127.0.0.1 GATEWAY_PORT=4566 "$W/venv-ms/bin/ministack"
+# An S3 front on :4567 that throttles (slowdown-* buckets) or fails (broken-* buckets).
+start s3-fault-proxy s3-fault-proxy.pid $PY "$HERE/s3_fault_proxy.py" 4567 http://127.0.0.1:4566 "$W/s3-fault-proxy.requests"
 # moto (PyPI): the control-plane state the deployer tests check through their own clients.
 [ -x venv-moto/bin/moto_server ] || { python3 -m venv venv-moto && venv-moto/bin/pip install -q 'moto[server]==5.2.5'; }
 start moto moto.pid "$W/venv-moto/bin/moto_server" -H 127.0.0.1 -p 5001
-for port in 5000 5010 5012 5011 5013 5020 4566 5001; do wait_http "http://127.0.0.1:$port/"; done
+for port in 5000 5010 5012 5011 5013 5020 4566 4567 5001; do wait_http "http://127.0.0.1:$port/"; done
 curl -sf -X POST -H 'Content-Type: application/json' -d '{"lambda":{"use_docker":false}}' \
   http://127.0.0.1:5001/moto-api/config >/dev/null
 
