@@ -103,6 +103,7 @@ soak: setup binaries
 fuzz:
 	PROPTEST_CASES=20000 cargo test --release -p scar-image fuzz -- --nocapture
 	PROPTEST_CASES=20000 cargo test --release -p scar-runtime fuzz -- --nocapture
+	PROPTEST_CASES=20000 cargo test --release -p deployer fuzz -- --nocapture
 
 ## bench-exec: the shim against native chroot, Debian's fakechroot and proot (needs root)
 bench-exec: setup shim
