@@ -76,6 +76,8 @@ pub enum Command {
     Layer(LayerCommand),
     /// Create a function that runs an image
     Init(Box<InitArgs>),
+    /// Change a function's memory, time, threshold, variables, log level or image, in place
+    Update(UpdateArgs),
     /// Invoke a function and print the container's output
     Run(RunArgs),
     /// Call a function's HTTP endpoint (GET, or POST of a file)
@@ -409,6 +411,58 @@ pub struct LogArgs {
     /// Only the lines of this request (SCAR: -ri)
     #[arg(long, value_name = "ID")]
     pub request_id: Option<String>,
+    /// JSON instead of text
+    #[arg(short = 'j', long)]
+    pub json: bool,
+}
+
+/// The levels Lambda's advanced logging controls take (`ApplicationLogLevel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Everything.
+    Trace,
+    /// The runtime's decisions (cache hits, exec plans).
+    Debug,
+    /// The default.
+    Info,
+    /// Only what went wrong or may go wrong.
+    Warn,
+    /// Only what went wrong.
+    Error,
+    /// Only what ends the runtime.
+    Fatal,
+}
+
+/// `deployer update`
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Function name
+    #[arg(short = 'n', long)]
+    pub name: String,
+    /// Memory in MB (128 to 10240)
+    #[arg(short = 'm', long)]
+    pub memory: Option<i32>,
+    /// Timeout in seconds (1 to 900)
+    #[arg(short = 't', long)]
+    pub time: Option<i32>,
+    /// Seconds kept back before the timeout to stop the command and upload its output (SCAR: -tt)
+    #[arg(long, value_name = "SECS")]
+    pub timeout_threshold: Option<u32>,
+    /// Set a variable for the container, KEY=VALUE (repeatable)
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    pub env: Vec<(String, String)>,
+    /// Remove a variable of the container (repeatable)
+    #[arg(long = "unset-env", value_name = "KEY")]
+    pub unset_env: Vec<String>,
+    /// Set a variable for the runtime itself (SCAR_*, AWS_ENDPOINT_URL…), KEY=VALUE (repeatable)
+    #[arg(long = "function-env", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    pub function_env: Vec<(String, String)>,
+    /// The runtime's log level; Lambda then writes its log as JSON records (SCAR: -ll)
+    #[arg(long, value_enum)]
+    pub log_level: Option<LogLevel>,
+    /// Another image reference for the function to pull (an image staged with -db is left in its bucket)
+    #[arg(short = 'i', long)]
+    pub image: Option<String>,
     /// JSON instead of text
     #[arg(short = 'j', long)]
     pub json: bool,

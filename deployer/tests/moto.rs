@@ -20,7 +20,7 @@ fn every_command_has_help_naming_scars_flags() {
         (
             &[][..],
             &[
-                "layer", "init", "run", "invoke", "ls", "log", "rm", "put", "get",
+                "layer", "init", "update", "run", "invoke", "ls", "log", "rm", "put", "get",
             ][..],
         ),
         (&["layer"], &["build", "publish"]),
@@ -52,6 +52,16 @@ fn every_command_has_help_naming_scars_flags() {
         (&["get"], &["--bucket", "--path", "SCAR: -bf"]),
         (&["log"], &["SCAR: -ls", "SCAR: -ri"]),
         (&["rm"], &["--all", "--name", "SCAR: -f"]),
+        (
+            &["update"],
+            &[
+                "--memory",
+                "SCAR: -tt",
+                "--unset-env",
+                "SCAR: -ll",
+                "--image",
+            ],
+        ),
     ] {
         let mut args = command.to_vec();
         args.push("--help");
@@ -1189,4 +1199,121 @@ async fn a_pipeline_deploys_from_a_definition_file_and_bad_files_create_nothing(
             "{name} left"
         );
     }
+}
+
+#[tokio::test]
+#[ignore = "needs moto server (make test)"]
+async fn update_changes_settings_in_place_and_refuses_bad_values_changing_nothing() {
+    let stand = Stand::new(MOTO, "sa-east-1").await;
+    let role = stand.role().await;
+    let name = unique("upd");
+    let ran = stand.init_packaged(&name, IMAGE, &role);
+    assert_eq!(ran.status, 0, "{ran:?}");
+    let config = |stand: &Stand| {
+        let name = name.clone();
+        let lambda = stand.lambda.clone();
+        async move {
+            lambda
+                .get_function_configuration()
+                .function_name(&name)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let before = config(&stand).await;
+    let before_vars = before.environment().unwrap().variables().unwrap().clone();
+
+    let ran = stand
+        .deployer(&[
+            "update",
+            "-n",
+            &name,
+            "-m",
+            "1024",
+            "-t",
+            "120",
+            "--timeout-threshold",
+            "20",
+            "-e",
+            "COLOUR=blue",
+            "-e",
+            "SIZE=2",
+            "--log-level",
+            "debug",
+        ])
+        .ok();
+    for said in [
+        "memory ",
+        "-> 1024 MB",
+        "-> 120 s",
+        "CONT_VAR_COLOUR set to \"blue\"",
+        "SCAR_TIMEOUT_THRESHOLD",
+        "log level DEBUG",
+    ] {
+        assert!(ran.stdout.contains(said), "{said:?} not in {ran:?}");
+    }
+    let after = config(&stand).await;
+    assert_eq!(after.memory_size(), Some(1024));
+    assert_eq!(after.timeout(), Some(120));
+    let vars = after.environment().unwrap().variables().unwrap();
+    assert_eq!(vars["CONT_VAR_COLOUR"], "blue");
+    assert_eq!(vars["CONT_VAR_SIZE"], "2");
+    assert_eq!(vars["SCAR_TIMEOUT_THRESHOLD"], "20");
+    // What update was not asked to change is kept: the image, the folders.
+    for kept in ["SCAR_IMAGE", "SCAR_INPUT_PREFIX", "SCAR_OUTPUT_PREFIX"] {
+        assert_eq!(vars.get(kept), before_vars.get(kept), "{kept}");
+    }
+    // The same function: triggers and tags stay.
+    assert!(stand.tags(&name).await.contains_key("scar-rs:managed-by"));
+
+    // One variable removed, another image.
+    stand
+        .deployer(&[
+            "update",
+            "-n",
+            &name,
+            "--unset-env",
+            "SIZE",
+            "-i",
+            "alpine:3.20",
+        ])
+        .ok();
+    let vars = config(&stand)
+        .await
+        .environment()
+        .unwrap()
+        .variables()
+        .unwrap()
+        .clone();
+    assert!(!vars.contains_key("CONT_VAR_SIZE"), "{vars:?}");
+    assert_eq!(vars["CONT_VAR_COLOUR"], "blue");
+    assert_eq!(vars["SCAR_IMAGE"], "alpine:3.20");
+
+    // Refusals change nothing.
+    let unchanged = config(&stand).await;
+    for (args, said) in [
+        (&["-t", "15"][..], "leaves no time to run"),
+        (&["-m", "64"][..], "memory (MB) 64 is out of range"),
+        (&["--unset-env", "NOPE"][..], "no container variable NOPE"),
+        (
+            &["--function-env", "SCAR_TIMEOUT_TRESHOLD=3"][..],
+            "no such setting",
+        ),
+        (&["-e", "A-B=1"][..], "not a variable name"),
+        (&["-i", "oci:"][..], "-i oci:"),
+        (&["-m", "1024"][..], "nothing to change"),
+    ] {
+        let mut full = vec!["update", "-n", name.as_str()];
+        full.extend_from_slice(args);
+        stand.deployer(&full).fails_with(said);
+    }
+    let still = config(&stand).await;
+    assert_eq!(still.memory_size(), unchanged.memory_size());
+    assert_eq!(still.timeout(), unchanged.timeout());
+    assert_eq!(still.environment(), unchanged.environment());
+    stand
+        .deployer(&["update", "-n", &unique("absent"), "-m", "256"])
+        .fails_with("no function");
+    stand.deployer(&["rm", "-n", &name]).ok();
 }

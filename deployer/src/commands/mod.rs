@@ -9,6 +9,7 @@ mod objects;
 mod report;
 mod rm;
 mod run;
+mod update;
 
 use crate::aws::Aws;
 use crate::cli::{Cli, Command, LayerCommand};
@@ -31,6 +32,7 @@ pub(crate) async fn execute(cli: Cli) -> Result<u8, DeployError> {
         Command::Layer(LayerCommand::Build(args)) => layer::build(args),
         Command::Layer(LayerCommand::Publish(args)) => layer::publish(&aws, args).await,
         Command::Init(args) => init::run(&aws, &settings, &settings_path, args).await,
+        Command::Update(args) => update::run(&aws, args).await,
         Command::Run(args) => run::run(&aws, args).await,
         Command::Invoke(args) => invoke::run(&aws, args).await,
         Command::Ls(args) => ls::run(&aws, args).await,

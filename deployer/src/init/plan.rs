@@ -93,7 +93,7 @@ pub fn check_name(name: &str) -> Result<(), DeployError> {
     }
 }
 
-fn check_range(
+pub(crate) fn check_range(
     what: &str,
     value: i32,
     range: std::ops::RangeInclusive<i32>,
@@ -125,6 +125,36 @@ pub fn role_name(arn: &str) -> Option<&str> {
         .then(|| rest.rsplit('/').next())
         .flatten()
         .filter(|n| !n.is_empty())
+}
+
+/// The function variable that carries container variable `key` (`-e KEY=VALUE`).
+pub(crate) fn container_variable(key: &str) -> Result<String, DeployError> {
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(invalid(format!("-e {key}: not a variable name")));
+    }
+    Ok(format!("CONT_VAR_{key}"))
+}
+
+/// Adds `-e` (container) and `--function-env` (runtime) variables to a function's
+/// environment; a `SCAR_` name the runtime does not read is refused (a typo would be
+/// ignored silently otherwise).
+pub(crate) fn add_variables(
+    variables: &mut BTreeMap<String, String>,
+    container: &[(String, String)],
+    runtime: &[(String, String)],
+) -> Result<(), DeployError> {
+    for (key, value) in container {
+        variables.insert(container_variable(key)?, value.clone());
+    }
+    for (key, value) in runtime {
+        if key.starts_with("SCAR_") && !scar_runtime::settings::is_known_variable(key) {
+            return Err(invalid(format!(
+                "--function-env {key}: the runtime has no such setting (the README lists them)"
+            )));
+        }
+        variables.insert(key.clone(), value.clone());
+    }
+    Ok(())
 }
 
 /// Checks the flags, the defaults and AWS's state; creates nothing.
@@ -173,20 +203,7 @@ pub async fn plan(
         .map(|p| std::fs::read(p).map_err(DeployError::io(p)))
         .transpose()?;
     let mut variables = BTreeMap::new();
-    for (key, value) in &args.env {
-        if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(invalid(format!("-e {key}: not a variable name")));
-        }
-        variables.insert(format!("CONT_VAR_{key}"), value.clone());
-    }
-    for (key, value) in &args.function_env {
-        if key.starts_with("SCAR_") && !scar_runtime::settings::is_known_variable(key) {
-            return Err(invalid(format!(
-                "--function-env {key}: the runtime has no such setting (the README lists them)"
-            )));
-        }
-        variables.insert(key.clone(), value.clone());
-    }
+    add_variables(&mut variables, &args.env, &args.function_env)?;
     variables.insert("SCAR_TIMEOUT_THRESHOLD".into(), threshold.to_string());
     if args.fakeroot {
         variables.insert(scar_runtime::settings::FAKEROOT.var.into(), "1".into());

@@ -1,0 +1,258 @@
+//! `deployer update`: a function's settings changed in place, without recreating it (its
+//! triggers, endpoints, logs and cached image stay as they are).
+//!
+//! The new configuration is computed from the current one and checked whole (ranges, the
+//! threshold against the resulting time, variable names) before one
+//! `UpdateFunctionConfiguration` carries it, guarded by the revision read (a change made
+//! meanwhile by someone else fails the update instead of being overwritten); the command
+//! returns once Lambda reports the update applied.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use aws_sdk_lambda::client::Waiters as _;
+use aws_sdk_lambda::types::{ApplicationLogLevel, Environment, LogFormat, LoggingConfig};
+use serde::Serialize;
+
+use super::report::{Report, emit};
+use crate::aws::Aws;
+use crate::cli::{LogLevel, UpdateArgs};
+use crate::error::DeployError;
+use crate::init::{add_variables, check_range, container_variable};
+use crate::list;
+
+const THRESHOLD: &str = "SCAR_TIMEOUT_THRESHOLD";
+
+/// What changed, one setting a line.
+#[derive(Debug, Serialize)]
+struct Updated {
+    function: String,
+    changes: Vec<String>,
+}
+
+impl Report for Updated {
+    fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        for change in &self.changes {
+            writeln!(out, "{}: {change}", self.function)?;
+        }
+        Ok(())
+    }
+}
+
+fn level(level: LogLevel) -> ApplicationLogLevel {
+    match level {
+        LogLevel::Trace => ApplicationLogLevel::Trace,
+        LogLevel::Debug => ApplicationLogLevel::Debug,
+        LogLevel::Info => ApplicationLogLevel::Info,
+        LogLevel::Warn => ApplicationLogLevel::Warn,
+        LogLevel::Error => ApplicationLogLevel::Error,
+        LogLevel::Fatal => ApplicationLogLevel::Fatal,
+    }
+}
+
+/// The environment after the update, and the words for each variable that changed.
+fn new_variables(
+    current: &BTreeMap<String, String>,
+    args: &UpdateArgs,
+) -> Result<(BTreeMap<String, String>, Vec<String>), DeployError> {
+    let mut variables = current.clone();
+    add_variables(&mut variables, &args.env, &args.function_env)?;
+    if let Some(threshold) = args.timeout_threshold {
+        variables.insert(THRESHOLD.into(), threshold.to_string());
+    }
+    if let Some(image) = &args.image {
+        image
+            .parse::<scar_image::ImageReference>()
+            .map_err(|e| DeployError::Invalid(format!("-i {image}: {e}")))?;
+        variables.insert("SCAR_IMAGE".into(), image.clone());
+    }
+    for key in &args.unset_env {
+        let name = container_variable(key)?;
+        if variables.remove(&name).is_none() {
+            return Err(DeployError::Invalid(format!(
+                "--unset-env {key}: the function has no container variable {key}"
+            )));
+        }
+    }
+    let mut changes = Vec::new();
+    for (name, value) in &variables {
+        match current.get(name) {
+            Some(old) if old == value => {}
+            Some(old) => changes.push(format!("{name} {old:?} -> {value:?}")),
+            None => changes.push(format!("{name} set to {value:?}")),
+        }
+    }
+    for name in current.keys().filter(|n| !variables.contains_key(*n)) {
+        changes.push(format!("{name} removed"));
+    }
+    Ok((variables, changes))
+}
+
+pub(crate) async fn run(aws: &Aws, args: &UpdateArgs) -> Result<u8, DeployError> {
+    let function = list::lookup(aws, &args.name).await?;
+    let current = aws
+        .lambda
+        .get_function_configuration()
+        .function_name(&args.name)
+        .send()
+        .await
+        .map_err(DeployError::aws("lambda:GetFunctionConfiguration"))?;
+    let variables: BTreeMap<String, String> = current
+        .environment()
+        .and_then(|e| e.variables())
+        .map(|v| v.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+
+    let mut changes = Vec::new();
+    let memory = current.memory_size().unwrap_or(128);
+    if let Some(new) = args.memory {
+        check_range("memory (MB)", new, 128..=10240)?;
+        if new != memory {
+            changes.push(format!("memory {memory} -> {new} MB"));
+        }
+    }
+    let time = current.timeout().unwrap_or(3);
+    if let Some(new) = args.time {
+        check_range("time (s)", new, 1..=900)?;
+        if new != time {
+            changes.push(format!("time {time} -> {new} s"));
+        }
+    }
+    let (new_env, env_changes) = new_variables(&variables, args)?;
+    let resulting_time = args.time.unwrap_or(time);
+    if let Some(threshold) = new_env.get(THRESHOLD).and_then(|t| t.parse::<i64>().ok())
+        && threshold >= i64::from(resulting_time)
+    {
+        return Err(DeployError::Invalid(format!(
+            "timeout threshold {threshold}s leaves no time to run in a {resulting_time}s function"
+        )));
+    }
+    changes.extend(env_changes.iter().cloned());
+    let current_level = current
+        .logging_config()
+        .and_then(|l| l.application_log_level())
+        .cloned();
+    let new_level = args.log_level.map(level);
+    if let Some(new) = &new_level
+        && current_level.as_ref() != Some(new)
+    {
+        changes.push(format!("log level {} (JSON log records)", new.as_str()));
+    }
+    if changes.is_empty() {
+        return Err(DeployError::Invalid(format!(
+            "{}: nothing to change (give -m, -t, --timeout-threshold, -e, --unset-env, --function-env, --log-level or -i with a new value)",
+            args.name
+        )));
+    }
+
+    let mut update = aws
+        .lambda
+        .update_function_configuration()
+        .function_name(&args.name)
+        .set_revision_id(current.revision_id().map(str::to_owned))
+        .set_memory_size(args.memory)
+        .set_timeout(args.time);
+    if !env_changes.is_empty() {
+        update = update.environment(
+            Environment::builder()
+                .set_variables(Some(new_env.into_iter().collect()))
+                .build(),
+        );
+    }
+    if let Some(new) = new_level {
+        update = update.logging_config(
+            LoggingConfig::builder()
+                .log_format(LogFormat::Json)
+                .application_log_level(new)
+                .build(),
+        );
+    }
+    update
+        .send()
+        .await
+        .map_err(DeployError::aws("lambda:UpdateFunctionConfiguration"))?;
+    aws.lambda
+        .wait_until_function_updated_v2()
+        .function_name(&args.name)
+        .wait(Duration::from_secs(300))
+        .await
+        .map_err(DeployError::aws(
+            "lambda:GetFunction (waiting for the update)",
+        ))?;
+    emit(
+        &Updated {
+            function: function.name,
+            changes,
+        },
+        args.json,
+    )?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(env: &[(&str, &str)], unset: &[&str], threshold: Option<u32>) -> UpdateArgs {
+        UpdateArgs {
+            name: "f".into(),
+            memory: None,
+            time: None,
+            timeout_threshold: threshold,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            unset_env: unset.iter().map(|k| (*k).to_owned()).collect(),
+            function_env: vec![],
+            log_level: None,
+            image: None,
+            json: false,
+        }
+    }
+
+    #[test]
+    fn variables_are_merged_into_the_current_ones_and_each_change_is_said() {
+        let current: BTreeMap<String, String> = [
+            ("SCAR_IMAGE", "debian"),
+            ("CONT_VAR_KEEP", "1"),
+            ("CONT_VAR_OLD", "x"),
+            ("CONT_VAR_CHANGE", "a"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let (new, changes) = new_variables(
+            &current,
+            &args(&[("CHANGE", "b"), ("NEW", "n")], &["OLD"], Some(5)),
+        )
+        .unwrap();
+        assert_eq!(new["SCAR_IMAGE"], "debian");
+        assert_eq!(new["CONT_VAR_KEEP"], "1");
+        assert_eq!(new["CONT_VAR_CHANGE"], "b");
+        assert_eq!(new["CONT_VAR_NEW"], "n");
+        assert_eq!(new[THRESHOLD], "5");
+        assert!(!new.contains_key("CONT_VAR_OLD"));
+        assert_eq!(
+            changes,
+            [
+                "CONT_VAR_CHANGE \"a\" -> \"b\"",
+                "CONT_VAR_NEW set to \"n\"",
+                "SCAR_TIMEOUT_THRESHOLD set to \"5\"",
+                "CONT_VAR_OLD removed",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_names_and_missing_variables_are_refused() {
+        let current = BTreeMap::new();
+        let refused = |a: UpdateArgs| new_variables(&current, &a).unwrap_err().to_string();
+        assert!(refused(args(&[("A-B", "1")], &[], None)).contains("not a variable name"));
+        assert!(refused(args(&[], &["GONE"], None)).contains("no container variable GONE"));
+        let mut typo = args(&[], &[], None);
+        typo.function_env = vec![("SCAR_TIMEOUT_TRESHOLD".into(), "5".into())];
+        assert!(refused(typo).contains("no such setting"));
+    }
+}
