@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use scar_image::{ContainerConfig, ImageReference, PullError, PullOptions, Puller};
+use scar_image::{ContainerConfig, ImageReference, PullError, PullOptions, Puller, UnpackError};
 
 use super::error::{InvokeError, io};
 use crate::config::ExecOptions;
@@ -83,8 +83,14 @@ impl Images for PulledImage {
         }
         let started = Instant::now();
         let image = self.image.clone();
+        // /tmp too small is the function's configuration, not the image: the same type whether
+        // the estimate saw it before the pull or the disk filled during the unpack.
         let image_error = |source: PullError| match source {
-            PullError::NoSpace { .. } => InvokeError::NoSpace(source),
+            PullError::NoSpace { .. }
+            | PullError::Unpack {
+                error: UnpackError::NoSpace { .. },
+                ..
+            } => InvokeError::NoSpace(source),
             source => InvokeError::Image {
                 image: image.clone(),
                 source,
