@@ -1,7 +1,7 @@
 //! Fuzzing of every parser here that reads outside input, as property tests with generated
-//! inputs (stable toolchain, no extra tool): image references, image configs, compressed
-//! framing (gzip, zstd, plain) and the tar/whiteout applier. None may panic or hang, and the
-//! applier writes nothing outside its staging directory. `PROPTEST_CASES` raises the cases
+//! inputs (stable toolchain, no extra tool): image references, image configs, manifests and
+//! indexes, compressed framing (gzip, zstd, plain) and the tar/whiteout applier. None may
+//! panic or hang, and the applier writes nothing outside its staging directory. `PROPTEST_CASES` raises the cases
 //! per target (`make fuzz` runs 50,000 each); a failure is kept in `proptest-regressions/`.
 
 use std::io::Read;
@@ -71,6 +71,37 @@ fn tar_bytes() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// A registry's image manifest (two layers) and index, to mutate.
+const MANIFEST: &[u8] = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":1200},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:2222222222222222222222222222222222222222222222222222222222222222","size":30000000},{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"sha256:3333333333333333333333333333333333333333333333333333333333333333","size":1024}]}"#;
+const INDEX: &[u8] = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:4444444444444444444444444444444444444444444444444444444444444444","size":500,"platform":{"architecture":"amd64","os":"linux"}},{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:5555555555555555555555555555555555555555555555555555555555555555","size":500,"platform":{"architecture":"arm64","os":"linux","variant":"v8"}}]}"#;
+
+/// A manifest's bytes are parsed, and what parses is taken as far as the pull takes it:
+/// an index to a platform, an image to its layer descriptors (each with a size).
+fn check_manifest(bytes: &[u8]) {
+    use oci_client::manifest::OciManifest;
+    match crate::source::parse_manifest(bytes) {
+        Ok(OciManifest::Image(image)) => {
+            let layers = crate::source::layer_descriptors(
+                image
+                    .layers
+                    .iter()
+                    .map(|l| (l.digest.clone(), l.size, l.media_type.clone())),
+            );
+            if let Ok(layers) = layers {
+                assert!(layers.iter().all(|l| l.size.is_some()));
+            }
+        }
+        Ok(OciManifest::ImageIndex(index)) => {
+            for platform in ["linux/amd64", "linux/arm64/v8", "linux/s390x"] {
+                if let Ok(platform) = platform.parse::<crate::platform::Platform>() {
+                    let _ = platform.select(&index.manifests);
+                }
+            }
+        }
+        Err(message) => assert!(!message.is_empty()),
+    }
+}
+
 proptest! {
     #![proptest_config(cases(2000))]
 
@@ -88,6 +119,19 @@ proptest! {
     #[test]
     fn image_configs_parse_or_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
         let _ = parse_config(&bytes);
+    }
+
+    #[test]
+    fn manifests_parse_or_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+        check_manifest(&bytes);
+    }
+
+    #[test]
+    fn mutated_manifests_parse_or_are_refused(at in 0usize..2000, byte in any::<u8>(), index in any::<bool>()) {
+        let mut manifest = if index { INDEX.to_vec() } else { MANIFEST.to_vec() };
+        let at = at % manifest.len();
+        manifest[at] = byte;
+        check_manifest(&manifest);
     }
 
     #[test]

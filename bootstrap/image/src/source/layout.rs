@@ -197,7 +197,7 @@ impl LayoutSource {
         // Nested indexes are legal; a bound on depth keeps a cyclic layout from looping.
         for _ in 0..4 {
             let bytes = self.read_blob(&digest)?;
-            let manifest: OciManifest = serde_json::from_slice(&bytes)
+            let manifest = super::parse_manifest(&bytes)
                 .map_err(|e| self.fail(format!("invalid manifest {digest}: {e}")))?;
             match manifest {
                 OciManifest::ImageIndex(inner) => {

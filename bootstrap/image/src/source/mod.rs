@@ -150,6 +150,26 @@ pub fn no_matching_platform(
     }
 }
 
+/// A manifest or an index as registries and layouts store it. Only schema version 2 (OCI,
+/// and Docker's v2 schema 2) is read: Docker's schema 1 names layers by the digest of their
+/// uncompressed content under a signature this runtime cannot check, and is refused by name.
+pub fn parse_manifest(body: &[u8]) -> Result<oci_client::manifest::OciManifest, String> {
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        #[serde(rename = "schemaVersion")]
+        schema_version: u32,
+    }
+    let versioned: Versioned =
+        serde_json::from_slice(body).map_err(|e| format!("not a manifest: {e}"))?;
+    if versioned.schema_version != 2 {
+        return Err(format!(
+            "schema version {}: only version 2 (OCI and Docker) images can be pulled",
+            versioned.schema_version
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("not a manifest: {e}"))
+}
+
 /// Checks the layer media types of a manifest, returning descriptors.
 pub fn layer_descriptors(
     layers: impl IntoIterator<Item = (String, i64, String)>,

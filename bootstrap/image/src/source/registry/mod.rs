@@ -239,23 +239,8 @@ impl RegistrySource {
                 digest_of(&body)
             )));
         }
-        #[derive(serde::Deserialize)]
-        struct Versioned {
-            #[serde(rename = "schemaVersion")]
-            schema_version: u32,
-        }
-        match serde_json::from_slice::<Versioned>(&body) {
-            Ok(v) if v.schema_version == 2 => {}
-            Ok(v) => {
-                return Err(self.fail(format!(
-                    "{what} has schema version {}: only version 2 (OCI and Docker) images can be pulled",
-                    v.schema_version
-                )));
-            }
-            Err(e) => return Err(self.fail(format!("{what} is not a manifest: {e}"))),
-        }
-        let manifest = serde_json::from_slice(&body)
-            .map_err(|e| self.fail(format!("{what} is not a manifest: {e}")))?;
+        let manifest =
+            super::parse_manifest(&body).map_err(|e| self.fail(format!("{what}: {e}")))?;
         Ok((body, manifest))
     }
 
