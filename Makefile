@@ -5,7 +5,7 @@ export CRT_WORK
 SETUP := container-rootfs-tests/scripts/setup.sh
 BOOTSTRAP_RELEASE := target/release/bootstrap
 
-.PHONY: demo test check docs unit lint fmt setup teardown bench-pull bench-exec bench-runtime soak fuzz shim tools shim-tools layer binaries
+.PHONY: demo test check docs unit lint fmt setup teardown bench-pull bench-exec bench-runtime soak fuzz launch shim tools shim-tools layer binaries
 SHIM_DIR := target/shim
 SHIM_GNU_TARGET := x86_64-unknown-linux-gnu
 SHIM_MUSL_TARGET := x86_64-unknown-linux-musl
@@ -104,6 +104,11 @@ fuzz:
 	PROPTEST_CASES=20000 cargo test --release -p scar-image fuzz -- --nocapture
 	PROPTEST_CASES=20000 cargo test --release -p scar-runtime fuzz -- --nocapture
 	PROPTEST_CASES=20000 cargo test --release -p deployer fuzz -- --nocapture
+
+## launch: SCAR's event launcher (deployer run -es) over 1,000 objects on ministack, each
+## processed exactly once (RELIABILITY.md)
+launch: setup binaries
+	LAUNCH_OBJECTS=1000 cargo nextest run -p deployer --run-ignored only -E 'test(the_event_launcher)' --no-capture
 
 ## bench-exec: the shim against native chroot, Debian's fakechroot and proot (needs root)
 bench-exec: setup shim

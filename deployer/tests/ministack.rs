@@ -153,3 +153,152 @@ async fn init_run_upload_invoke_log_rm_on_a_local_lambda() {
     let apis = stand.apigw.get_rest_apis().send().await.unwrap();
     assert!(!apis.items().iter().any(|a| a.name() == Some(api.as_str())));
 }
+
+/// Reliability, issue #17 item 6: SCAR's event launcher over many objects on ministack. Every
+/// object is processed exactly once (each run writes an output named after its input and its
+/// request id, so a second run of one input shows), the launcher's summary adds up, and the
+/// figures are printed. `LAUNCH_OBJECTS` sets the count: 100 in `make test`, 1,000 with
+/// `make launch`.
+#[tokio::test]
+#[ignore = "needs the harness and ministack (make test)"]
+async fn the_event_launcher_processes_every_object_exactly_once() {
+    use futures_util::StreamExt as _;
+    let objects: usize = std::env::var("LAUNCH_OBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let stand = Stand::new(MINISTACK, "us-east-1").await;
+    let role = stand.role().await;
+    let (name, bucket) = (unique("launch"), unique("launch-data"));
+    stand
+        .s3
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    let script = stand.home.path().join("copy.sh");
+    std::fs::write(
+        &script,
+        "set -e\ncp \"$SCAR_INPUT_FILE\" \"$SCAR_OUTPUT_DIR/$(basename \"$SCAR_INPUT_FILE\").$REQUEST_ID\"\n",
+    )
+    .unwrap();
+    let cache = work().join("cache-deployer-launch");
+    stand
+        .deployer(&[
+            "init",
+            "-n",
+            &name,
+            "-i",
+            IMAGE,
+            "-s",
+            script.to_str().unwrap(),
+            "-t",
+            "60",
+            "--role",
+            &role,
+            "--runtime-in-package",
+            "--layer-zip",
+            layer_zip().to_str().unwrap(),
+            "--function-env",
+            &format!("AWS_ENDPOINT_URL={MINISTACK}"),
+            "--function-env",
+            &format!("SCAR_CACHE_DIR={}", cache.display()),
+        ])
+        .ok();
+    let uploads = futures_util::stream::iter(0..objects)
+        .map(|i| {
+            let s3 = stand.s3.clone();
+            let bucket = bucket.clone();
+            async move {
+                s3.put_object()
+                    .bucket(&bucket)
+                    .key(format!("input/object-{i:05}.txt"))
+                    .body(format!("object {i}\n").into_bytes().into())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>();
+    uploads.await;
+
+    let started = Instant::now();
+    let ran = stand
+        .deployer(&["run", "-n", &name, "-es", &bucket, "--concurrency", "32"])
+        .ok();
+    let launched = started.elapsed();
+    let summary = format!(
+        "1 event run synchronously, {} sent asynchronously, 0 failed",
+        objects - 1
+    );
+    assert!(ran.stderr.contains(&summary), "{ran:?}");
+
+    // Every input has exactly one output, with its content.
+    let deadline = Instant::now() + Duration::from_secs(60 + objects as u64);
+    let outputs = loop {
+        let mut keys = Vec::new();
+        let mut pages = stand
+            .s3
+            .list_objects_v2()
+            .bucket(&bucket)
+            .prefix("output/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            for object in page.unwrap().contents() {
+                keys.extend(object.key().map(str::to_owned));
+            }
+        }
+        if keys.len() >= objects || Instant::now() > deadline {
+            break keys;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let processed = started.elapsed();
+    let mut per_input = std::collections::BTreeMap::<String, usize>::new();
+    for key in &outputs {
+        let input = key
+            .strip_prefix("output/")
+            .and_then(|k| k.split_once(".txt."))
+            .map(|(stem, _)| stem.to_owned())
+            .unwrap_or_else(|| panic!("unexpected output {key}"));
+        *per_input.entry(input).or_default() += 1;
+    }
+    let missing: Vec<usize> = (0..objects)
+        .filter(|i| !per_input.contains_key(&format!("object-{i:05}")))
+        .collect();
+    let twice: Vec<_> = per_input.iter().filter(|(_, n)| **n > 1).collect();
+    println!(
+        "| objects | launched in | all processed in | missing | processed twice |\n|---:|---:|---:|---:|---:|\n| {objects} | {:.1} s | {:.1} s | {} | {} |",
+        launched.as_secs_f64(),
+        processed.as_secs_f64(),
+        missing.len(),
+        twice.len()
+    );
+    assert!(missing.is_empty(), "never processed: {missing:?}");
+    assert!(twice.is_empty(), "processed more than once: {twice:?}");
+    let sample = &outputs[outputs.len() / 2];
+    let body = stand
+        .s3
+        .get_object()
+        .bucket(&bucket)
+        .key(sample)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    let index: usize = sample["output/object-".len()..]
+        .split('.')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(body, format!("object {index}\n").as_bytes());
+    stand.deployer(&["rm", "-n", &name]).ok();
+}
