@@ -200,9 +200,9 @@ pub struct LayerPublishArgs {
 }
 
 /// `deployer init`
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct InitArgs {
-    /// Function name (required unless -f)
+    /// Function name [default: scar- and the image's name, numbered when taken, as SCAR named them]
     #[arg(short = 'n', long, default_value = "", hide_default_value = true)]
     pub name: String,
     /// A function definition file: every function in it, all or none (SCAR: -f; docs/functions.md)
@@ -240,6 +240,9 @@ pub struct InitArgs {
     /// A variable for the runtime itself (SCAR_*, AWS_ENDPOINT_URL…), KEY=VALUE (repeatable)
     #[arg(long = "function-env", value_name = "KEY=VALUE", value_parser = parse_pair)]
     pub function_env: Vec<(String, String)>,
+    /// Invoke the function once right after creating it, so that the image is pulled and cached before the first request (SCAR: -p)
+    #[arg(short = 'p', long)]
+    pub preheat: bool,
     /// Run the command as a fake root, so that apt-get, dpkg and pip can install into the image (SCAR_FAKEROOT=1)
     #[arg(long)]
     pub fakeroot: bool,
@@ -338,6 +341,10 @@ pub struct InvokeArgs {
     /// POST this file as the request body (else GET)
     #[arg(short = 'd', long = "data-binary", value_name = "FILE")]
     pub data: Option<PathBuf>,
+    /// Parameters as a JSON object of strings, numbers or booleans, sent as the query string;
+    /// the script reads each as HTTP_QUERY_<NAME> (SCAR: -p)
+    #[arg(short = 'p', long, value_name = "JSON")]
+    pub parameters: Option<String>,
     /// Ask API Gateway to run the function asynchronously
     #[arg(short = 'a', long = "async")]
     pub asynchronous: bool,

@@ -206,6 +206,7 @@ impl Definitions {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 fakeroot: f.fakeroot,
+                preheat: common.preheat,
                 event_source: f.s3.input_bucket.clone(),
                 output_bucket: f.s3.output_bucket.clone(),
                 input_folder: f.s3.input_folder.clone().unwrap_or_else(|| "input/".into()),

@@ -101,6 +101,50 @@ impl Signer {
     }
 }
 
+/// What a query string leaves as it is: RFC 3986's unreserved characters (SigV4 encodes the
+/// same way, so the signed and the sent query agree).
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `url` with the parameters of `json` (`invoke -p`, an object of strings, numbers or
+/// booleans) appended as its query string, sorted by name.
+pub fn with_query(url: &str, json: &str) -> Result<String, DeployError> {
+    let invalid = |why: String| DeployError::Invalid(format!("-p {json}: {why}"));
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| invalid(format!("not JSON: {e}")))?;
+    let serde_json::Value::Object(parameters) = value else {
+        return Err(invalid(
+            "give a JSON object, {\"NAME\": \"value\", …}".into(),
+        ));
+    };
+    let mut query = Vec::with_capacity(parameters.len());
+    for (name, value) in &parameters {
+        let text = match value {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            _ => {
+                return Err(invalid(format!(
+                    "the value of {name} is not a string, a number or a boolean"
+                )));
+            }
+        };
+        query.push(format!(
+            "{}={}",
+            percent_encoding::utf8_percent_encode(name, QUERY_VALUE),
+            percent_encoding::utf8_percent_encode(&text, QUERY_VALUE)
+        ));
+    }
+    if query.is_empty() {
+        return Ok(url.to_owned());
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{separator}{}", query.join("&")))
+}
+
 /// Calls `url`: POST of `data` when given, else GET, signed when `signer` is given.
 /// `asynchronous` asks API Gateway to invoke the function as an event (the API maps
 /// `X-Amz-Invocation-Type`).
@@ -161,6 +205,33 @@ pub async fn call(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameters_become_an_encoded_query_string() {
+        let url = "https://abc.execute-api.us-east-1.amazonaws.com/scar/launch";
+        assert_eq!(
+            with_query(
+                url,
+                r#"{"animal": "tux", "n": 3, "loud": true, "q": "a b&c=d/é"}"#
+            )
+            .unwrap(),
+            format!("{url}?animal=tux&loud=true&n=3&q=a%20b%26c%3Dd%2F%C3%A9")
+        );
+        assert_eq!(
+            with_query(&format!("{url}?x=1"), r#"{"y":"2"}"#).unwrap(),
+            format!("{url}?x=1&y=2")
+        );
+        assert_eq!(with_query(url, "{}").unwrap(), url);
+        for (bad, why) in [
+            ("[1]", "give a JSON object"),
+            ("{\"a\": {\"b\": 1}}", "the value of a is not"),
+            ("{\"a\": null}", "the value of a is not"),
+            ("animal=tux", "not JSON"),
+        ] {
+            let error = with_query(url, bad).unwrap_err().to_string();
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+    }
 
     #[test]
     fn requests_to_an_iam_endpoint_carry_a_sigv4_signature() {

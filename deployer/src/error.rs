@@ -99,6 +99,16 @@ pub enum DeployError {
         /// What went wrong.
         message: String,
     },
+    /// `init --preheat`: the function was created, but its first invocation failed.
+    #[error(
+        "function {name} was created, but its preheat invocation failed: {message} (deployer run -n {name} tries again; deployer rm -n {name} removes it)"
+    )]
+    Preheat {
+        /// The function.
+        name: String,
+        /// Lambda's error, as `ErrorType: message`.
+        message: String,
+    },
     /// A step of `init` failed; what had been created was removed again.
     #[error("{cause}{}", undo_report(.undo_failures))]
     RolledBack {

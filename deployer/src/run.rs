@@ -2,7 +2,6 @@
 //! (`-es BUCKET`): one S3 event per object in the input folder, the first synchronous so
 //! that it pulls the image once, the rest asynchronous with bounded concurrency.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 
 use aws_sdk_lambda::primitives::Blob;
@@ -11,7 +10,7 @@ use base64::Engine;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use scar_runtime::lambda::{ErrorDocument, Reply, Response};
+use scar_runtime::lambda::{DirectInvoke, ErrorDocument, Reply, Response};
 
 use crate::aws::Aws;
 use crate::cli::RunArgs;
@@ -80,24 +79,22 @@ impl Outcome {
 
 /// The direct-invoke payload for `args`.
 pub fn payload(args: &RunArgs) -> Result<Value, DeployError> {
-    let mut event = serde_json::Map::new();
-    if let Some(path) = &args.script {
-        let script = std::fs::read(path).map_err(DeployError::io(path))?;
-        event.insert(
-            "script".into(),
-            base64::engine::general_purpose::STANDARD
-                .encode(script)
-                .into(),
-        );
-    }
-    if !args.command.is_empty() {
-        event.insert("cmd_args".into(), json!(args.command));
-    }
-    if !args.env.is_empty() {
-        let env: BTreeMap<_, _> = args.env.iter().cloned().collect();
-        event.insert("env".into(), json!(env));
-    }
-    Ok(Value::Object(event))
+    let script = args
+        .script
+        .as_ref()
+        .map(|path| std::fs::read(path).map_err(DeployError::io(path)))
+        .transpose()?;
+    direct(&DirectInvoke {
+        script: script.map(|s| base64::engine::general_purpose::STANDARD.encode(s)),
+        cmd_args: (!args.command.is_empty()).then(|| args.command.clone()),
+        env: args.env.iter().cloned().collect(),
+    })
+}
+
+/// A direct invoke as the runtime reads it.
+pub fn direct(invoke: &DirectInvoke) -> Result<Value, DeployError> {
+    serde_json::to_value(invoke)
+        .map_err(|e| DeployError::Invalid(format!("cannot encode the invoke payload: {e}")))
 }
 
 /// Invokes `name` with `event`; `None` for an asynchronous invoke.

@@ -22,7 +22,7 @@ async fn init_run_upload_invoke_log_rm_on_a_local_lambda() {
     let init_script = stand.home.path().join("upper.sh");
     std::fs::write(
         &init_script,
-        "set -e\nout=\"$SCAR_OUTPUT_DIR/$(basename \"$SCAR_INPUT_FILE\").upper\"\ntr a-z A-Z < \"$SCAR_INPUT_FILE\" > \"$out\"\ncat \"$out\"\n",
+        "set -e\nif [ -n \"$HTTP_QUERY_WHO\" ]; then echo \"hello $HTTP_QUERY_WHO ($HTTP_QUERY_N)\"; exit 0; fi\nout=\"$SCAR_OUTPUT_DIR/$(basename \"$SCAR_INPUT_FILE\").upper\"\ntr a-z A-Z < \"$SCAR_INPUT_FILE\" > \"$out\"\ncat \"$out\"\n",
     )
     .unwrap();
     let cache = work().join("cache-deployer-e2e");
@@ -130,6 +130,17 @@ async fn init_run_upload_invoke_log_rm_on_a_local_lambda() {
         .deployer(&["invoke", "-n", &name, "-d", posted.to_str().unwrap()])
         .ok();
     assert_eq!(ran.stdout, "OVER HTTP\n", "{ran:?}");
+    // invoke -p: SCAR's parameters, as the query string the script reads.
+    let ran = stand
+        .deployer(&[
+            "invoke",
+            "-n",
+            &name,
+            "-p",
+            r#"{"who": "tux & co", "n": 2}"#,
+        ])
+        .ok();
+    assert_eq!(ran.stdout, "hello tux & co (2)\n", "{ran:?}");
     let listed = stand.deployer(&["ls"]).ok().stdout;
     assert!(listed.contains(&endpoint), "{listed}");
 
@@ -184,7 +195,7 @@ async fn the_event_launcher_processes_every_object_exactly_once() {
     )
     .unwrap();
     let cache = work().join("cache-deployer-launch");
-    stand
+    let ran_init = stand
         .deployer(&[
             "init",
             "-n",
@@ -195,6 +206,7 @@ async fn the_event_launcher_processes_every_object_exactly_once() {
             script.to_str().unwrap(),
             "-t",
             "60",
+            "--preheat",
             "--role",
             &role,
             "--runtime-in-package",
@@ -206,6 +218,13 @@ async fn the_event_launcher_processes_every_object_exactly_once() {
             &format!("SCAR_CACHE_DIR={}", cache.display()),
         ])
         .ok();
+    // --preheat: the image is pulled before the launcher's first event.
+    assert!(
+        ran_init
+            .stderr
+            .contains(&format!("preheated {name}: the image is pulled and cached")),
+        "{ran_init:?}"
+    );
     let uploads = futures_util::stream::iter(0..objects)
         .map(|i| {
             let s3 = stand.s3.clone();

@@ -41,12 +41,13 @@ fn every_command_has_help_naming_scars_flags() {
                 "SCAR: -es",
                 "SCAR: -api",
                 "SCAR: -db",
+                "SCAR: -p",
                 "--runtime-in-package",
                 "--ephemeral-storage",
             ],
         ),
         (&["run"], &["SCAR: -es", "--async", "--json", "[CMD]..."]),
-        (&["invoke"], &["--data-binary", "--async"]),
+        (&["invoke"], &["--data-binary", "--async", "SCAR: -p"]),
         (&["ls"], &["--json", "SCAR: ls -b", "SCAR: -bf"]),
         (&["put"], &["--bucket", "--path", "SCAR: -bf"]),
         (&["get"], &["--bucket", "--path", "SCAR: -bf"]),
@@ -1316,4 +1317,40 @@ async fn update_changes_settings_in_place_and_refuses_bad_values_changing_nothin
         .deployer(&["update", "-n", &unique("absent"), "-m", "256"])
         .fails_with("no function");
     stand.deployer(&["rm", "-n", &name]).ok();
+}
+
+#[tokio::test]
+#[ignore = "needs moto server (make test)"]
+async fn functions_without_a_name_are_named_after_their_image_and_numbered() {
+    let stand = Stand::new(MOTO, "ap-northeast-1").await;
+    let role = stand.role().await;
+    let zip = layer_zip();
+    let init = || {
+        stand.deployer(&[
+            "init",
+            "-i",
+            IMAGE,
+            "--role",
+            &role,
+            "--runtime-in-package",
+            "--layer-zip",
+            zip.to_str().unwrap(),
+        ])
+    };
+    let named = |ran: &common::Ran| {
+        ran.stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("no -n given: the function is named "))
+            .unwrap_or_else(|| panic!("no name said: {ran:?}"))
+            .to_owned()
+    };
+    let (first, second) = (named(&init().ok()), named(&init().ok()));
+    let base = "scar-library-debian-cowsay";
+    assert!(first.starts_with(base), "{first}");
+    assert!(second.starts_with(&format!("{base}-")), "{second}");
+    assert_ne!(first, second);
+    for name in [&first, &second] {
+        assert!(stand.function_exists(name).await, "{name}");
+        stand.deployer(&["rm", "-n", name]).ok();
+    }
 }

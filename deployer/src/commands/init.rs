@@ -10,6 +10,7 @@ use crate::definitions::Definitions;
 use crate::error::DeployError;
 use crate::init::{self, Created};
 use crate::settings::Settings;
+use scar_runtime::lambda::DirectInvoke;
 
 impl Report for Created {
     fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
@@ -39,9 +40,23 @@ pub(crate) async fn run(
         return from_file(aws, settings, settings_path, file, args).await;
     }
     if args.name.is_empty() {
-        return Err(DeployError::Invalid(
-            "init needs a function name (-n NAME) or a definition file (-f FILE)".into(),
-        ));
+        // SCAR named a function after its image when -n was not given.
+        let image_file_stem = args
+            .image_file
+            .as_deref()
+            .and_then(Path::file_stem)
+            .and_then(|s| s.to_str());
+        let Some(source) = args.image.as_deref().or(image_file_stem) else {
+            return Err(DeployError::Invalid(
+                "init needs a function name (-n NAME), an image (-i) or a definition file (-f FILE)"
+                    .into(),
+            ));
+        };
+        let mut named = args.clone();
+        named.name = init::free_name(aws, &init::name_for_image(source)).await?;
+        eprintln!("no -n given: the function is named {}", named.name);
+        one(aws, settings, settings_path, &named).await?;
+        return Ok(0);
     }
     one(aws, settings, settings_path, args).await?;
     Ok(0)
@@ -116,5 +131,43 @@ async fn one(
 ) -> Result<(), DeployError> {
     warn_if_open(args);
     let plan = init::plan(aws, settings, settings_path, args).await?;
-    emit(&init::init(aws, plan).await?, args.json)
+    emit(&init::init(aws, plan).await?, args.json)?;
+    if args.preheat {
+        preheat(aws, &args.name).await?;
+    }
+    Ok(())
+}
+
+/// SCAR's `--preheat`: one invocation right after creation (a script of `true`), so that the
+/// image is pulled and cached before the first request; it warms the one execution
+/// environment it runs in.
+async fn preheat(aws: &Aws, name: &str) -> Result<(), DeployError> {
+    use base64::Engine as _;
+    let started = std::time::Instant::now();
+    let event = crate::run::direct(&DirectInvoke {
+        script: Some(base64::engine::general_purpose::STANDARD.encode("true\n")),
+        ..DirectInvoke::default()
+    })?;
+    let failed = |message: String| DeployError::Preheat {
+        name: name.to_owned(),
+        message,
+    };
+    let Some(outcome) = crate::run::invoke(aws, name, &event, false).await? else {
+        return Err(failed("no response".into()));
+    };
+    if outcome.function_error.is_some() {
+        let mut words = Vec::new();
+        outcome
+            .print(false, &mut std::io::sink(), &mut words)
+            .map_err(DeployError::io("<preheat>"))?;
+        return Err(failed(String::from_utf8_lossy(&words).trim().to_owned()));
+    }
+    let pulled = outcome.response().map_or(String::new(), |r| {
+        format!("{:.1} s pulling, ", r.pull_seconds)
+    });
+    eprintln!(
+        "preheated {name}: the image is pulled and cached ({pulled}{:.1} s in all)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

@@ -14,6 +14,10 @@ pub(crate) async fn run(aws: &Aws, args: &InvokeArgs) -> Result<u8, DeployError>
     let url = function
         .endpoint
         .ok_or_else(|| DeployError::NoEndpoint(args.name.clone()))?;
+    let url = match &args.parameters {
+        Some(json) => endpoint::with_query(&url, json)?,
+        None => url,
+    };
     let signer = match function.endpoint_auth.as_deref() {
         Some("iam") => Some(endpoint::Signer::of(aws).await?),
         _ => None,

@@ -93,6 +93,68 @@ pub fn check_name(name: &str) -> Result<(), DeployError> {
     }
 }
 
+/// SCAR's name for a function made without `-n`: `scar-` and the image's repository path
+/// (no registry host, tag or digest; a layout or archive by its file name), with what Lambda
+/// does not accept in a name replaced by `-`, short enough for a numeric suffix.
+pub fn name_for_image(image: &str) -> String {
+    let path = if let Some(rest) = image
+        .strip_prefix("oci:")
+        .or_else(|| image.strip_prefix("docker-archive:"))
+    {
+        let file = rest.split(':').next().unwrap_or(rest).trim_end_matches('/');
+        let file = file.rsplit('/').next().unwrap_or(file);
+        file.split('.').next().unwrap_or(file).to_owned()
+    } else {
+        let image = image.split('@').next().unwrap_or(image);
+        let mut parts: Vec<&str> = image.split('/').collect();
+        if let Some(last) = parts.last_mut() {
+            *last = last.split(':').next().unwrap_or(last);
+        }
+        if parts.len() > 1
+            && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost")
+        {
+            parts.remove(0);
+        }
+        parts.join("-")
+    };
+    let mut name: String = format!("scar-{path}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name.truncate(60);
+    name
+}
+
+/// `base`, or `base-1`, `base-2`… the first name no function has (SCAR's numeric suffix).
+pub async fn free_name(aws: &Aws, base: &str) -> Result<String, DeployError> {
+    for n in 0..100 {
+        let name = if n == 0 {
+            base.to_owned()
+        } else {
+            format!("{base}-{n}")
+        };
+        match aws.lambda.get_function().function_name(&name).send().await {
+            Ok(_) => continue,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                return Ok(name);
+            }
+            Err(e) => return Err(DeployError::aws("lambda:GetFunction")(e)),
+        }
+    }
+    Err(invalid(format!(
+        "{base} and its 99 numbered names are taken: give a name with -n"
+    )))
+}
+
 pub(crate) fn check_range(
     what: &str,
     value: i32,
@@ -387,6 +449,29 @@ async fn bucket_exists(aws: &Aws, bucket: &str) -> Result<bool, DeployError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn functions_without_a_name_are_named_after_their_image() {
+        for (image, name) in [
+            ("grycap/cowsay", "scar-grycap-cowsay"),
+            ("grycap/cowsay:1.2", "scar-grycap-cowsay"),
+            ("alpine", "scar-alpine"),
+            ("docker.io/library/alpine:3.20", "scar-library-alpine"),
+            (
+                "127.0.0.1:5000/library/debian-cowsay@sha256:abc",
+                "scar-library-debian-cowsay",
+            ),
+            ("localhost/team/tool.v2", "scar-team-tool-v2"),
+            ("oci:/images/my-layout:v1", "scar-my-layout"),
+            ("docker-archive:/tmp/photo tools.tar.gz", "scar-photo-tools"),
+        ] {
+            assert_eq!(name_for_image(image), name, "{image}");
+            assert!(check_name(&name_for_image(image)).is_ok());
+        }
+        let long = name_for_image(&"a".repeat(200));
+        assert_eq!(long.len(), 60);
+        assert!(check_name(&format!("{long}-99")).is_ok());
+    }
 
     #[test]
     fn names_roles_and_folders() {

@@ -42,16 +42,18 @@ pub enum EventError {
     Body(base64::DecodeError),
 }
 
-/// SCAR's direct invoke payload.
-#[derive(Debug, Default, Deserialize)]
+/// SCAR's direct invoke payload; the deployer sends what the runtime reads.
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectInvoke {
     /// A base64 shell script, run with `/bin/sh`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub script: Option<String>,
     /// The command's arguments (after the image's Entrypoint).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cmd_args: Option<Vec<String>>,
     /// Variables for the container.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
 }
 

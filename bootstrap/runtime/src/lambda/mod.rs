@@ -32,7 +32,7 @@ use tracing::Instrument as _;
 
 pub use environment::{HTTP_QUERY_PREFIX, http_query_variable, names};
 pub use error::{ErrorDocument, InvokeError};
-pub use event::{BatchSource, Event, EventError};
+pub use event::{BatchSource, DirectInvoke, Event, EventError};
 pub use handler::{Handler, Invocation, Runner, SandboxRunner};
 pub use image::{Images, Prepared, PullInfo, PulledImage};
 pub use panic::{PANIC_ERROR, install_panic_reporter};
