@@ -9,8 +9,6 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
-use sha2::{Digest as _, Sha256};
-
 use super::{BlobReader, LayerDescriptor, ResolvedImage, SourceError};
 use crate::oci::{Compression, parse_config};
 
@@ -119,7 +117,7 @@ impl ArchiveSource {
                 manifest.config
             ))
         })?;
-        let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(config_bytes)));
+        let config_digest = super::digest_of(config_bytes);
         let (config, diff_ids) =
             parse_config(config_bytes).map_err(|e| self.fail(format!("invalid config: {e}")))?;
         let mut layers = Vec::new();

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use oci_client::manifest::{OciImageIndex, OciManifest};
-use sha2::{Digest as _, Sha256};
 
 use super::{BlobReader, ResolvedImage, SourceError, layer_descriptors, no_matching_platform};
 use crate::oci::parse_config;
@@ -132,7 +131,7 @@ impl LayoutSource {
             .store
             .read(&path)
             .map_err(|e| self.fail(format!("cannot read blob {digest}: {e}")))?;
-        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        let actual = super::digest_of(&bytes);
         if actual != digest {
             return Err(self.fail(format!(
                 "blob {digest} is corrupt (its content hashes to {actual})"

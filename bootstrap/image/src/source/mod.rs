@@ -150,6 +150,12 @@ pub fn no_matching_platform(
     }
 }
 
+/// `sha256:` and the hex digest of a small blob (manifest, index, config), as OCI names it.
+pub fn digest_of(body: &[u8]) -> String {
+    use sha2::{Digest as _, Sha256};
+    format!("sha256:{}", hex::encode(Sha256::digest(body)))
+}
+
 /// A manifest or an index as registries and layouts store it. Only schema version 2 (OCI,
 /// and Docker's v2 schema 2) is read: Docker's schema 1 names layers by the digest of their
 /// uncompressed content under a signature this runtime cannot check, and is refused by name.

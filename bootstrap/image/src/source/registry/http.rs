@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 
 use super::retry::{self, Next};
 use super::{SourceError, registry_error};
+use crate::source::digest_of;
 use crate::source::layout::MAX_METADATA_BYTES;
 
 /// The manifest media types a pull accepts, best first.
@@ -379,16 +380,7 @@ fn registry_message(body: &[u8]) -> String {
 
 /// Whether a blob or manifest body is what `digest` names.
 pub fn matches_digest(body: &[u8], digest: &str) -> bool {
-    use sha2::{Digest as _, Sha256};
-    digest
-        .strip_prefix("sha256:")
-        .is_some_and(|hex| hex == hex::encode(Sha256::digest(body)))
-}
-
-/// `sha256:` and the hex digest of `body`.
-pub fn digest_of(body: &[u8]) -> String {
-    use sha2::{Digest as _, Sha256};
-    format!("sha256:{}", hex::encode(Sha256::digest(body)))
+    digest_of(body) == digest
 }
 
 #[cfg(test)]

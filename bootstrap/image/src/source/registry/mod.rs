@@ -20,11 +20,11 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use tokio::sync::{Semaphore, mpsc};
 
-use self::http::{MANIFEST_TYPES, Session, digest_of, matches_digest};
+use self::http::{MANIFEST_TYPES, Session, matches_digest};
 use super::auth::Credentials;
 use super::{
-    BlobReader, ChannelReader, LayerDescriptor, ResolvedImage, SourceError, layer_descriptors,
-    no_matching_platform,
+    BlobReader, ChannelReader, LayerDescriptor, ResolvedImage, SourceError, digest_of,
+    layer_descriptors, no_matching_platform,
 };
 use crate::oci::parse_config;
 use crate::platform::Platform;
