@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use scar_test_kit::images;
-use scar_test_kit::lambda::{LAMBDA_UID, chroot_run_as, lambda_run, text};
+use scar_test_kit::lambda::{LAMBDA_UID, chroot_run_as, lambda_run, side_by_side, text};
 use scar_test_kit::work;
 
 fn fakeroot_cache() -> String {
@@ -68,15 +68,7 @@ except PermissionError:
 fn fake_root_answers_as_real_root_does() {
     let ours = run_fakeroot(&[], AS_ROOT);
     let truth = chroot_run_as(&polyglot_chroot(), "0:0", &[], &["/bin/sh", "-c", AS_ROOT]);
-    let report = format!(
-        "chroot as root ({:?}):\n{}{}\nfake root ({:?}):\n{}{}",
-        truth.status.code(),
-        text(&truth.stdout),
-        text(&truth.stderr),
-        ours.status.code(),
-        text(&ours.stdout),
-        text(&ours.stderr)
-    );
+    let report = side_by_side("chroot as root", &truth, "fake root", &ours);
     assert_eq!(truth.status.code(), Some(0), "{report}");
     assert!(
         text(&truth.stdout).ends_with("cannot regain root\n"),

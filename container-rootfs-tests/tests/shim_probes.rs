@@ -13,7 +13,8 @@ use std::path::PathBuf;
 
 use scar_test_kit::images;
 use scar_test_kit::lambda::{
-    Tools, arm64_tools, chroot_run_binding, lambda_rootfs_with, lambda_run_with, native_tools, text,
+    Tools, arm64_tools, chroot_run_binding, lambda_rootfs_with, lambda_run_with, native_tools,
+    side_by_side, text,
 };
 use scar_test_kit::probe::Probe;
 use scar_test_kit::work;
@@ -39,15 +40,7 @@ impl Run<'_> {
         let ours = lambda_run_with(&self.tools, self.image, &["--mount", &mount], &argv);
         let root: PathBuf = work().join("chroot").join(self.chroot).join("rootfs");
         let truth = chroot_run_binding(&root, &[(self.at, probe.dir())], &argv);
-        let report = format!(
-            "chroot ({:?}):\n{}{}\nshim ({:?}):\n{}{}",
-            truth.status.code(),
-            text(&truth.stdout),
-            text(&truth.stderr),
-            ours.status.code(),
-            text(&ours.stdout),
-            text(&ours.stderr)
-        );
+        let report = side_by_side("chroot", &truth, "shim", &ours);
         assert_eq!(truth.status.code(), Some(0), "{report}");
         assert_eq!(ours.stdout, truth.stdout, "{report}");
         assert_eq!(ours.status.code(), truth.status.code(), "{report}");

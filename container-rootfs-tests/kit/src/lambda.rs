@@ -194,3 +194,22 @@ pub fn lambda_rootfs_with(tools: &Tools, image: &str) -> PathBuf {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// Two runs of one command, each with its status, stdout and stderr, for an assertion's
+/// message (the ground truth first).
+pub fn side_by_side(
+    truth_label: &str,
+    truth: &std::process::Output,
+    ours_label: &str,
+    ours: &std::process::Output,
+) -> String {
+    format!(
+        "{truth_label} ({:?}):\n{}{}\n{ours_label} ({:?}):\n{}{}",
+        truth.status.code(),
+        text(&truth.stdout),
+        text(&truth.stderr),
+        ours.status.code(),
+        text(&ours.stdout),
+        text(&ours.stderr)
+    )
+}
