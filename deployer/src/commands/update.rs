@@ -19,7 +19,7 @@ use super::report::{Report, emit};
 use crate::aws::Aws;
 use crate::cli::{LogLevel, UpdateArgs};
 use crate::error::DeployError;
-use crate::init::{add_variables, check_range, container_variable};
+use crate::init::{add_variables, check_memory, check_threshold, check_time, container_variable};
 use crate::list;
 
 const THRESHOLD: &str = "SCAR_TIMEOUT_THRESHOLD";
@@ -107,26 +107,22 @@ pub(crate) async fn run(aws: &Aws, args: &UpdateArgs) -> Result<u8, DeployError>
     let mut changes = Vec::new();
     let memory = current.memory_size().unwrap_or(128);
     if let Some(new) = args.memory {
-        check_range("memory (MB)", new, 128..=10240)?;
+        check_memory(new)?;
         if new != memory {
             changes.push(format!("memory {memory} -> {new} MB"));
         }
     }
     let time = current.timeout().unwrap_or(3);
     if let Some(new) = args.time {
-        check_range("time (s)", new, 1..=900)?;
+        check_time(new)?;
         if new != time {
             changes.push(format!("time {time} -> {new} s"));
         }
     }
     let (new_env, env_changes) = new_variables(&variables, args)?;
     let resulting_time = args.time.unwrap_or(time);
-    if let Some(threshold) = new_env.get(THRESHOLD).and_then(|t| t.parse::<i64>().ok())
-        && threshold >= i64::from(resulting_time)
-    {
-        return Err(DeployError::Invalid(format!(
-            "timeout threshold {threshold}s leaves no time to run in a {resulting_time}s function"
-        )));
+    if let Some(threshold) = new_env.get(THRESHOLD).and_then(|t| t.parse::<i64>().ok()) {
+        check_threshold(threshold, resulting_time)?;
     }
     changes.extend(env_changes.iter().cloned());
     let current_level = current

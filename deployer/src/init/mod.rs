@@ -11,7 +11,9 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{Environment, EphemeralStorage, FunctionCode, Runtime};
 
 pub use plan::{Plan, check_name, free_name, name_for_image, plan};
-pub(crate) use plan::{add_variables, check_range, container_variable};
+pub(crate) use plan::{
+    add_variables, check_memory, check_threshold, check_time, container_variable,
+};
 
 use crate::aws::Aws;
 use crate::error::DeployError;

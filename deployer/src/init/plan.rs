@@ -155,7 +155,7 @@ pub async fn free_name(aws: &Aws, base: &str) -> Result<String, DeployError> {
     )))
 }
 
-pub(crate) fn check_range(
+fn check_range(
     what: &str,
     value: i32,
     range: std::ops::RangeInclusive<i32>,
@@ -187,6 +187,26 @@ pub fn role_name(arn: &str) -> Option<&str> {
         .then(|| rest.rsplit('/').next())
         .flatten()
         .filter(|n| !n.is_empty())
+}
+
+/// Lambda's memory range, in MB (`init` and `update`).
+pub(crate) fn check_memory(mb: i32) -> Result<(), DeployError> {
+    check_range("memory (MB)", mb, 128..=10240)
+}
+
+/// Lambda's timeout range, in seconds (`init` and `update`).
+pub(crate) fn check_time(seconds: i32) -> Result<(), DeployError> {
+    check_range("time (s)", seconds, 1..=900)
+}
+
+/// The timeout threshold must leave the command some of the function's time.
+pub(crate) fn check_threshold(threshold: i64, time: i32) -> Result<(), DeployError> {
+    if threshold >= i64::from(time) {
+        return Err(invalid(format!(
+            "timeout threshold {threshold}s leaves no time to run in a {time}s function"
+        )));
+    }
+    Ok(())
 }
 
 /// The function variable that carries container variable `key` (`-e KEY=VALUE`).
@@ -228,17 +248,13 @@ pub async fn plan(
 ) -> Result<Plan, DeployError> {
     check_name(&args.name)?;
     let memory = args.memory.unwrap_or(settings.lambda.memory);
-    check_range("memory (MB)", memory, 128..=10240)?;
+    check_memory(memory)?;
     let time = args.time.unwrap_or(settings.lambda.time);
-    check_range("time (s)", time, 1..=900)?;
+    check_time(time)?;
     let threshold = args
         .timeout_threshold
         .unwrap_or(settings.lambda.timeout_threshold);
-    if i64::from(threshold) >= i64::from(time) {
-        return Err(invalid(format!(
-            "timeout threshold {threshold}s leaves no time to run in a {time}s function"
-        )));
-    }
+    check_threshold(i64::from(threshold), time)?;
     let ephemeral_storage = args
         .ephemeral_storage
         .unwrap_or(settings.lambda.ephemeral_storage);
