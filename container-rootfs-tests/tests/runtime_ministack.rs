@@ -19,17 +19,6 @@ use serde_json::{Value, json};
 const ENDPOINT: &str = "http://127.0.0.1:4566";
 const IMAGE: &str = images::DEBIAN;
 
-async fn shared_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(ENDPOINT)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .load()
-        .await
-}
-
 /// A function package whose `bootstrap` starts the bootstrap under test (copying 100 MB of
 /// debug binary into every zip would only test zip).
 fn package() -> Vec<u8> {
@@ -53,7 +42,7 @@ fn s3_upload_direct_invoke_and_http_post_end_to_end() {
 }
 
 async fn end_to_end() {
-    let config = shared_config().await;
+    let config = common::sdk_config(ENDPOINT, "us-east-1").await;
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&config)
             .force_path_style(true)
@@ -243,7 +232,9 @@ async fn end_to_end() {
         .await
         .unwrap();
     let url = format!("{ENDPOINT}/restapis/{api_id}/prod/_user_request_/launch");
-    let response = reqwest::Client::new()
+    let response = scar_image::http_client_builder()
+        .build()
+        .unwrap()
         .post(&url)
         .body("posted over http\n")
         .send()

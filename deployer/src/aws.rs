@@ -1,6 +1,6 @@
 //! The AWS clients, from the standard credential and region chain.
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 
 use crate::error::DeployError;
 
@@ -28,7 +28,7 @@ pub struct Aws {
 impl Aws {
     /// Loads the standard chain; `region` wins over it when given.
     pub async fn connect(region: Option<&str>) -> Result<Self, DeployError> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        let mut loader = scar_image::aws_config_loader();
         if let Some(region) = region {
             loader = loader.region(Region::new(region.to_owned()));
         }

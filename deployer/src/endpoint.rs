@@ -182,7 +182,9 @@ pub async fn call(
             .map_err(&fail)?,
         None => Vec::new(),
     };
-    let client = reqwest::Client::new();
+    let client = scar_image::http_client_builder()
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
     let mut request = match body {
         Some(body) => client.post(url).body(body),
         None => client.get(url),

@@ -15,6 +15,7 @@
 mod cache;
 #[cfg(test)]
 mod fuzz;
+mod net;
 mod oci;
 mod platform;
 mod pull;
@@ -24,6 +25,7 @@ mod source;
 mod unpack;
 
 pub use cache::{CacheError, CachedImage, ImageMeta, LayerRecord, RootfsCache};
+pub use net::{aws_config_loader, http_client_builder, install_tls_provider};
 pub use oci::{Compression, ContainerConfig};
 pub use platform::{Platform, PlatformError};
 pub use pull::{PullError, PullOptions, Pulled, Puller, fetch};

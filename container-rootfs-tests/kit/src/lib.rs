@@ -32,7 +32,7 @@ pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
 
 /// The SDK configuration for a local stand-in: its endpoint, a region, test credentials.
 pub async fn sdk_config(endpoint: &str, region: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
+    scar_image::aws_config_loader()
         .endpoint_url(endpoint)
         .region(aws_config::Region::new(region.to_owned()))
         .credentials_provider(aws_sdk_s3::config::Credentials::new(

@@ -94,17 +94,20 @@ async fn report_init_error(api: &str, error: &ConfigError) -> Result<(), ServeEr
         error_type: CONFIG_ERROR.to_owned(),
         error_message: error.to_string(),
     };
-    reqwest::Client::new()
+    let failed = |e: reqwest::Error| ServeError::InitReport {
+        url: url.clone(),
+        message: e.to_string(),
+    };
+    scar_image::http_client_builder()
+        .build()
+        .map_err(failed)?
         .post(&url)
         .header("Lambda-Runtime-Function-Error-Type", CONFIG_ERROR)
         .json(&body)
         .send()
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| ServeError::InitReport {
-            url: url.clone(),
-            message: e.to_string(),
-        })?;
+        .map_err(failed)?;
     Ok(())
 }
 

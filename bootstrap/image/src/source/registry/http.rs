@@ -59,7 +59,7 @@ impl Session {
         connect_timeout: Duration,
         read_timeout: Duration,
     ) -> Result<Self, SourceError> {
-        let http = reqwest::Client::builder()
+        let http = crate::net::http_client_builder()
             .connect_timeout(connect_timeout)
             .read_timeout(read_timeout)
             .user_agent(concat!("scar-bootstrap/", env!("CARGO_PKG_VERSION")))

@@ -146,6 +146,7 @@ impl RegistrySource {
         let plain_http = is_loopback(&registry) || options.insecure.contains(&registry);
         // oci-client only answers the authentication challenge: it must reach the registry
         // the same way the reads do.
+        crate::net::install_tls_provider();
         let config = ClientConfig {
             protocol: if plain_http {
                 ClientProtocol::Http
