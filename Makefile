@@ -59,9 +59,11 @@ test:
 check: lint
 	cargo nextest run --workspace
 
-## docs: rewrite the generated parts of docs/ (configuration.md, syscall-gate.md) from their sources
+## docs: rewrite the generated parts of docs/ (configuration.md, syscall-gate.md,
+## scar-functions.schema.json) from their sources
 docs:
 	UPDATE_DOCS=1 cargo test -q -p scar-runtime docs::tests
+	UPDATE_DOCS=1 cargo test -q -p deployer definitions::tests::the_json_schema
 
 ## binaries: what the suite runs (the debug bootstrap and deployer, the shims, both layers,
 ## built with the faster `layer-test` profile: same code, no size budget)

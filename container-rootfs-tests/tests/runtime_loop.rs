@@ -1059,3 +1059,42 @@ fn log_count(prefix: &str) -> usize {
         .filter(|l| l.starts_with(prefix))
         .count()
 }
+
+#[test]
+#[ignore = "needs the harness (make test)"]
+fn the_extra_payload_of_the_package_is_seen_by_the_command_at_its_path() {
+    // The function package as Lambda unpacks it: `deployer init -ep DIR` puts DIR here.
+    let task_root = work().join(format!("task-root-{}", std::process::id()));
+    let payload = task_root.join("extra-payload");
+    std::fs::create_dir_all(payload.join("models")).unwrap();
+    std::fs::write(payload.join("models/weights.txt"), "0.5 0.25\n").unwrap();
+    // cowsay is in the image, not on the host: the tool runs inside the container.
+    std::fs::write(
+        payload.join("tool.sh"),
+        "test -x /usr/games/cowsay && echo tool ran in the image\n",
+    )
+    .unwrap();
+    let api = FakeRuntimeApi::start();
+    let task_root_text = task_root.display().to_string();
+    let _runtime = start(
+        &api,
+        &[
+            ("SCAR_IMAGE", IMAGE),
+            ("LAMBDA_TASK_ROOT", &task_root_text),
+            ("SCAR_EXTRA_PAYLOAD", "extra-payload"),
+        ],
+    );
+    let reply = response(api.invoke(
+        script("echo \"at $EXTRA_PAYLOAD\"; cat \"$EXTRA_PAYLOAD/models/weights.txt\"; sh \"$EXTRA_PAYLOAD/tool.sh\"\n"),
+        Duration::from_secs(120),
+    ));
+    assert_eq!(
+        reply["output"].as_str().unwrap(),
+        format!(
+            "at {}\n0.5 0.25\ntool ran in the image\n",
+            payload.display()
+        ),
+        "{reply}"
+    );
+    std::fs::remove_dir_all(&task_root).unwrap();
+}

@@ -1,7 +1,7 @@
 //! The command line: SCAR's commands and flags, parsed by clap.
 //!
 //! SCAR spelled several flags as multi-letter single-dash options (`-if`, `-tt`, `-es`,
-//! `-db`, `-api`, `-ls`, `-ri`), which no argument parser accepts as short flags. They are
+//! `-db`, `-api`, `-ls`, `-ri`, `-ep`, `-ll`), which no argument parser accepts as short flags. They are
 //! rewritten to their long names before parsing, so both `-tt 20` and
 //! `--timeout-threshold 20` work; [`SCAR_FLAGS`] is the table.
 
@@ -19,6 +19,8 @@ pub const SCAR_FLAGS: &[(&str, &str)] = &[
     ("-api", "--api-gateway-name"),
     ("-ls", "--log-stream-name"),
     ("-ri", "--request-id"),
+    ("-ep", "--extra-payload"),
+    ("-ll", "--log-level"),
 ];
 
 /// Rewrites SCAR's multi-letter flags (up to a `--`, after which arguments belong to the
@@ -95,7 +97,9 @@ pub enum Command {
 }
 
 /// Lambda's two architectures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Arch {
     /// Intel/AMD.
@@ -140,7 +144,17 @@ pub struct RuntimeFiles {
 }
 
 /// Who may call an HTTP endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum EndpointAuth {
     /// Only requests signed (SigV4) by a principal allowed to invoke the function.
@@ -246,6 +260,12 @@ pub struct InitArgs {
     /// Run the command as a fake root, so that apt-get, dpkg and pip can install into the image (SCAR_FAKEROOT=1)
     #[arg(long)]
     pub fakeroot: bool,
+    /// A folder shipped in the function package; commands find it at $EXTRA_PAYLOAD (SCAR: -ep)
+    #[arg(long, value_name = "DIR")]
+    pub extra_payload: Option<PathBuf>,
+    /// The runtime's log level; Lambda then writes its log as JSON records (SCAR: -ll)
+    #[arg(long, value_enum)]
+    pub log_level: Option<LogLevel>,
     /// Bucket whose uploads into the input folder run the function; created with input/ and output/ if missing (SCAR: -es)
     #[arg(long, value_name = "BUCKET")]
     pub event_source: Option<String>,
@@ -297,11 +317,24 @@ pub struct InitArgs {
 }
 
 /// `deployer run`
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Function name
-    #[arg(short = 'n', long)]
-    pub name: String,
+    #[arg(
+        short = 'n',
+        long,
+        required_unless_present = "file",
+        conflicts_with = "file"
+    )]
+    pub name: Option<String>,
+    /// Run every function of a definition file, in its order, with these options (SCAR: -f)
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        conflicts_with = "event_source"
+    )]
+    pub file: Option<PathBuf>,
     /// A shell script to run instead of the function's
     #[arg(short = 's', long, value_name = "FILE")]
     pub script: Option<PathBuf>,
@@ -423,29 +456,71 @@ pub struct LogArgs {
     pub json: bool,
 }
 
-/// The levels Lambda's advanced logging controls take (`ApplicationLogLevel`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// The levels Lambda's advanced logging controls take (`ApplicationLogLevel`); a definition
+/// file may spell them as SCAR did (`INFO`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     /// Everything.
+    #[serde(alias = "TRACE")]
     Trace,
     /// The runtime's decisions (cache hits, exec plans).
+    #[serde(alias = "DEBUG")]
     Debug,
     /// The default.
+    #[serde(alias = "INFO")]
     Info,
     /// Only what went wrong or may go wrong.
+    #[serde(alias = "WARN")]
     Warn,
     /// Only what went wrong.
+    #[serde(alias = "ERROR")]
     Error,
     /// Only what ends the runtime.
+    #[serde(alias = "FATAL")]
     Fatal,
 }
 
+/// Both spellings the parser takes (`info`, SCAR's `INFO`), so that an editor checking a
+/// definition file accepts what the deployer accepts.
+impl schemars::JsonSchema for LogLevel {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LogLevel".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<String> = Self::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .flat_map(|v| [v.get_name().to_owned(), v.get_name().to_uppercase()])
+            .collect();
+        schemars::json_schema!({
+            "description": "Lambda's application log level (JSON log records)",
+            "type": "string",
+            "enum": names,
+        })
+    }
+}
+
 /// `deployer update`
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct UpdateArgs {
     /// Function name
-    #[arg(short = 'n', long)]
-    pub name: String,
+    #[arg(
+        short = 'n',
+        long,
+        required_unless_present = "file",
+        conflicts_with = "file"
+    )]
+    pub name: Option<String>,
+    /// Bring every function of a definition file to its memory, time, timeout_threshold, log_level, image and variables (the container's are replaced, the runtime's set)
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        conflicts_with_all = ["memory", "time", "timeout_threshold", "env", "unset_env", "function_env", "log_level", "image"]
+    )]
+    pub file: Option<PathBuf>,
     /// Memory in MB (128 to 10240)
     #[arg(short = 'm', long)]
     pub memory: Option<i32>,

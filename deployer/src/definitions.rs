@@ -18,71 +18,103 @@
 //! gives them); a function named twice, a function without an image, and a trigger loop (a
 //! function writing into its own input folder) are refused by name. One function's output
 //! folder may be the next one's input: each function's `init` wires its own trigger.
-//! Relative paths (`init_script`, `image_file`) are taken from the file's directory.
+//! Relative paths (`init_script`, `image_file`, `extra_payload`) are taken from the file's
+//! directory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 
-use crate::cli::{Arch, EndpointAuth, InitArgs, RuntimeFiles};
+use crate::cli::{Arch, EndpointAuth, InitArgs, LogLevel, RuntimeFiles, UpdateArgs};
 use crate::error::DeployError;
 
 /// The whole file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "scar-rs function definitions (deployer init|rm|update|run -f)")]
 pub struct Definitions {
+    /// The functions, by name (1 to 64 letters, digits, '-' or '_').
     functions: UniqueMap<Function>,
 }
 
 /// One function, with SCAR's keys.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Function {
+    /// The image reference to run (a registry image, `oci:DIR:TAG`, `docker-archive:FILE`); give this or `image_file`.
     image: Option<String>,
+    /// A `docker save` file, staged in `s3.deployment_bucket`; relative to this file.
     image_file: Option<PathBuf>,
+    /// The script run when an event brings no command of its own; relative to this file.
     init_script: Option<PathBuf>,
+    /// The function's description.
     description: Option<String>,
+    /// Memory in MB (128 to 10240).
     memory: Option<i32>,
+    /// Timeout in seconds (1 to 900).
     time: Option<i32>,
+    /// Seconds kept back before the timeout to stop the command and upload its output.
     timeout_threshold: Option<u32>,
+    /// The runtime's log level; Lambda then writes the log as JSON records.
+    log_level: Option<LogLevel>,
+    /// A folder shipped in the function package; commands find it at `$EXTRA_PAYLOAD`. Relative to this file.
+    extra_payload: Option<PathBuf>,
+    /// Variables for the container.
     #[serde(default)]
     environment: BTreeMap<String, String>,
-    /// Variables for the runtime itself (`SCAR_*`).
+    /// Variables for the runtime itself (`SCAR_*`, see docs/configuration.md).
     #[serde(default)]
     runtime_environment: BTreeMap<String, String>,
+    /// Buckets and folders: uploads to the input folder run the function, files it writes go to the output folder.
     #[serde(default)]
     s3: S3,
+    /// A REST API whose every route runs the function.
     api_gateway: Option<ApiGateway>,
+    /// A Function URL.
     url: Option<Url>,
+    /// `x86_64` or `arm64`.
     architecture: Option<Arch>,
+    /// Size of /tmp in MB (512 to 10240).
     ephemeral_storage: Option<i32>,
+    /// The layer version ARN to attach (default: the newest `layer publish` made).
     layer: Option<String>,
+    /// The IAM role ARN the function runs as.
     role: Option<String>,
+    /// Run commands as a fake root, so that package managers can install.
     #[serde(default)]
     fakeroot: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct S3 {
+    /// The bucket whose uploads run the function.
     input_bucket: Option<String>,
+    /// The folder of the input bucket watched (default `input/`).
     input_folder: Option<String>,
+    /// The bucket outputs go to (default: the input bucket).
     output_bucket: Option<String>,
+    /// The folder outputs go to (default `output/`).
     output_folder: Option<String>,
+    /// A bucket where the image is staged for cold starts.
     deployment_bucket: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ApiGateway {
+    /// The REST API's name.
     name: String,
+    /// Who may call it (default `iam`).
     auth: Option<EndpointAuth>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Url {
+    /// Who may call it (default `iam`).
     auth: Option<EndpointAuth>,
 }
 
@@ -116,6 +148,22 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for UniqueMap<T> {
             }
         }
         deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// A map of names to `T`, as the schema sees it: at least one entry, names Lambda accepts.
+impl<T: JsonSchema> JsonSchema for UniqueMap<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        format!("Map_of_{}", T::schema_name()).into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": { "pattern": "^[A-Za-z0-9_-]{1,64}$" },
+            "additionalProperties": generator.subschema_for::<T>(),
+        })
     }
 }
 
@@ -166,6 +214,34 @@ impl Definitions {
         Ok(definitions)
     }
 
+    /// Each function as `deployer update` flags would give it: the values the file sets that
+    /// `update` can change in place (an `image_file` stays staged where it is).
+    pub fn update_args(&self, json: bool) -> Vec<(String, UpdateArgs)> {
+        let pairs = |map: &BTreeMap<String, String>| -> Vec<(String, String)> {
+            map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        self.functions
+            .0
+            .iter()
+            .map(|(name, f)| {
+                let args = UpdateArgs {
+                    name: Some(name.clone()),
+                    file: None,
+                    memory: f.memory,
+                    time: f.time,
+                    timeout_threshold: f.timeout_threshold,
+                    env: pairs(&f.environment),
+                    unset_env: Vec::new(),
+                    function_env: pairs(&f.runtime_environment),
+                    log_level: f.log_level,
+                    image: f.image.clone(),
+                    json,
+                };
+                (name.clone(), args)
+            })
+            .collect()
+    }
+
     /// The functions' names, in the file's order.
     pub fn names(&self) -> Vec<String> {
         self.functions.0.iter().map(|(n, _)| n.clone()).collect()
@@ -206,6 +282,8 @@ impl Definitions {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 fakeroot: f.fakeroot,
+                extra_payload: f.extra_payload.as_ref().map(relative),
+                log_level: f.log_level.or(common.log_level),
                 preheat: common.preheat,
                 event_source: f.s3.input_bucket.clone(),
                 output_bucket: f.s3.output_bucket.clone(),
@@ -252,6 +330,102 @@ mod tests {
     use super::*;
 
     const PIPELINE: &str = "functions:\n  first:\n    image: debian\n    s3: {input_bucket: in, output_bucket: mid, output_folder: stage1}\n  second:\n    image: debian\n    memory: 512\n    s3: {input_bucket: mid, input_folder: stage1/}\n";
+
+    /// The JSON Schema of the file, for editors (`docs/scar-functions.schema.json`).
+    fn json_schema() -> serde_json::Result<String> {
+        let schema = schemars::schema_for!(Definitions);
+        Ok(serde_json::to_string_pretty(&schema)? + "\n")
+    }
+
+    #[test]
+    fn the_json_schema_in_docs_is_generated_from_these_types() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/scar-functions.schema.json"
+        );
+        let schema = json_schema().unwrap();
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            std::fs::write(path, &schema).unwrap();
+            return;
+        }
+        assert_eq!(
+            std::fs::read_to_string(path).unwrap_or_default(),
+            schema,
+            "docs/scar-functions.schema.json disagrees with definitions.rs: run `make docs`"
+        );
+    }
+
+    #[test]
+    fn the_schema_lists_every_key_and_refuses_others() {
+        let schema: serde_json::Value = serde_json::from_str(&json_schema().unwrap()).unwrap();
+        let function = &schema["$defs"]["Function"];
+        assert_eq!(function["additionalProperties"], false, "{function}");
+        let keys: Vec<&str> = function["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for key in fuzz::KEYS.iter().filter(|k| **k != "memroy") {
+            assert!(
+                keys.contains(key),
+                "{key} missing from the schema: {keys:?}"
+            );
+        }
+        assert_eq!(keys.len(), fuzz::KEYS.len() - 1, "{keys:?}");
+        assert_eq!(schema["$defs"]["S3"]["additionalProperties"], false);
+        let functions = &schema["$defs"]["Map_of_Function"];
+        assert_eq!(
+            functions["propertyNames"]["pattern"],
+            "^[A-Za-z0-9_-]{1,64}$"
+        );
+        assert_eq!(functions["minProperties"], 1);
+        let levels = schema["$defs"]["LogLevel"]["enum"].as_array().unwrap();
+        for level in ["info", "INFO", "fatal", "FATAL"] {
+            assert!(levels.contains(&serde_json::json!(level)), "{levels:?}");
+        }
+        // Each accepted spelling parses, as the schema says.
+        for level in levels {
+            let text = format!(
+                "functions:\n  a:\n    image: x\n    log_level: {}\n",
+                level.as_str().unwrap()
+            );
+            Definitions::parse(&text).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_documented_example_is_a_valid_file() {
+        let doc = include_str!("../../docs/functions.md");
+        let start = doc.find("```yaml\n").unwrap() + "```yaml\n".len();
+        let end = start + doc[start..].find("```").unwrap();
+        let definitions = Definitions::parse(&doc[start..end]).unwrap();
+        assert_eq!(definitions.names(), ["resize", "archive"]);
+    }
+
+    #[test]
+    fn update_args_carry_what_update_changes_in_place() {
+        let d = Definitions::parse(
+            "functions:\n  a:\n    image: debian\n    memory: 512\n    log_level: INFO\n    environment: {K: v}\n    runtime_environment: {SCAR_LOG_OUTPUT: 'off'}\n  b:\n    image_file: b.tar\n    s3: {deployment_bucket: d}\n",
+        )
+        .unwrap();
+        let all = d.update_args(true);
+        let (name, a) = &all[0];
+        assert_eq!(name, "a");
+        assert_eq!(a.memory, Some(512));
+        assert_eq!(a.log_level, Some(LogLevel::Info));
+        assert_eq!(a.env, [("K".to_owned(), "v".to_owned())]);
+        assert_eq!(
+            a.function_env,
+            [("SCAR_LOG_OUTPUT".to_owned(), "off".to_owned())]
+        );
+        assert_eq!(a.image.as_deref(), Some("debian"));
+        assert!(a.json);
+        assert_eq!(
+            all[1].1.image, None,
+            "an image_file is not re-staged by update"
+        );
+    }
 
     #[test]
     fn a_pipeline_reads_in_order() {

@@ -6,12 +6,14 @@
 //! | `lib/scar-fakechroot-glibc.so` | `/opt/lib/…` | `/var/task/lib/…` |
 //! | `lib/scar-fakechroot-musl.so` | `/opt/lib/…` | `/var/task/lib/…` |
 //! | `init-script.sh` (functions only) | | `/var/task/init-script.sh` |
+//! | `extra-payload/…` (functions only, `init -ep DIR`) | | `/var/task/extra-payload/…` |
 //!
 //! bootstrap finds the shims in `lib/` beside itself, so both placements work unchanged.
 
 use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
 use zip::write::SimpleFileOptions;
 
 use crate::cli::Arch;
@@ -24,6 +26,8 @@ pub const SHIM_ENTRIES: [&str; 2] = [
 ];
 /// The init script's entry name (the runtime resolves it against `LAMBDA_TASK_ROOT`).
 pub const INIT_SCRIPT_ENTRY: &str = "init-script.sh";
+/// The extra payload's folder in the package (`SCAR_EXTRA_PAYLOAD`, resolved the same way).
+pub const EXTRA_PAYLOAD_ENTRY: &str = "extra-payload";
 /// The largest zip Lambda accepts in a request (larger ones must come through S3).
 pub const DIRECT_UPLOAD_LIMIT: usize = 50 * 1024 * 1024;
 
@@ -58,7 +62,7 @@ impl RuntimeSource {
     }
 
     /// The files as (entry name, mode, bytes), checked to be built for `arch`.
-    fn entries(&self, arch: Arch) -> Result<Vec<(String, u32, Vec<u8>)>, DeployError> {
+    fn entries(&self, arch: Arch) -> Result<Vec<Entry>, DeployError> {
         let entries = match self {
             Self::Files {
                 bootstrap,
@@ -98,7 +102,10 @@ impl RuntimeSource {
         for (name, _, data) in &entries {
             check_elf(name, data, arch, self)?;
         }
-        Ok(entries)
+        Ok(entries
+            .into_iter()
+            .map(|(name, mode, data)| Entry::File { name, mode, data })
+            .collect())
     }
 }
 
@@ -141,21 +148,108 @@ fn check_elf(
     Ok(())
 }
 
-fn zip_entries(entries: &[(String, u32, Vec<u8>)], path: &Path) -> Result<Vec<u8>, DeployError> {
+/// One entry of a zip.
+#[derive(Debug)]
+enum Entry {
+    File {
+        name: String,
+        mode: u32,
+        data: Vec<u8>,
+    },
+    Dir {
+        name: String,
+        mode: u32,
+    },
+    Link {
+        name: String,
+        target: String,
+    },
+}
+
+fn zip_entries(entries: &[Entry], path: &Path) -> Result<Vec<u8>, DeployError> {
     let fail = |e: zip::result::ZipError| DeployError::Package {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    for (name, mode, data) in entries {
-        let options = SimpleFileOptions::default()
+    let options = |mode: u32| {
+        SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated)
             .compression_level(Some(9))
-            .unix_permissions(*mode);
-        zip.start_file(name.as_str(), options).map_err(fail)?;
-        zip.write_all(data).map_err(DeployError::io(path))?;
+            .unix_permissions(mode)
+    };
+    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    for entry in entries {
+        match entry {
+            Entry::File { name, mode, data } => {
+                zip.start_file(name.as_str(), options(*mode))
+                    .map_err(fail)?;
+                zip.write_all(data).map_err(DeployError::io(path))?;
+            }
+            Entry::Dir { name, mode } => zip.add_directory(name, options(*mode)).map_err(fail)?,
+            Entry::Link { name, target } => {
+                zip.add_symlink(name, target, options(0o777))
+                    .map_err(fail)?;
+            }
+        }
     }
     Ok(zip.finish().map_err(fail)?.into_inner())
+}
+
+/// The extra payload's tree under [`EXTRA_PAYLOAD_ENTRY`]: folders, files with their modes
+/// and symbolic links as they are (Lambda unpacks them as links). Anything else (a socket, a
+/// device, a FIFO) has no place in a zip and is refused by name.
+fn extra_payload_entries(dir: &Path) -> Result<Vec<Entry>, DeployError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut entries = Vec::new();
+    for item in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let item = item.map_err(|e| DeployError::Package {
+            path: e.path().unwrap_or(dir).to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let path = item.path();
+        let relative = path.strip_prefix(dir).unwrap_or(path);
+        let Some(relative) = relative.to_str() else {
+            return Err(DeployError::Package {
+                path: path.to_path_buf(),
+                message: "the name is not UTF-8, which zip entries are".into(),
+            });
+        };
+        let name = if relative.is_empty() {
+            EXTRA_PAYLOAD_ENTRY.to_owned()
+        } else {
+            format!("{EXTRA_PAYLOAD_ENTRY}/{relative}")
+        };
+        let meta = item.metadata().map_err(|e| DeployError::Package {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mode = meta.permissions().mode() & 0o7777;
+        let kind = item.file_type();
+        if kind.is_dir() {
+            entries.push(Entry::Dir { name, mode });
+        } else if kind.is_file() {
+            let data = std::fs::read(path).map_err(DeployError::io(path))?;
+            entries.push(Entry::File { name, mode, data });
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(path).map_err(DeployError::io(path))?;
+            entries.push(Entry::Link {
+                name,
+                target: target.to_string_lossy().into_owned(),
+            });
+        } else {
+            return Err(DeployError::Package {
+                path: path.to_path_buf(),
+                message: "neither a file, a folder nor a link: a zip cannot hold it".into(),
+            });
+        }
+    }
+    Ok(entries)
+}
+
+/// The small manifest every function package carries (Lambda refuses an empty package).
+#[derive(Debug, Serialize)]
+struct FunctionManifest<'a> {
+    image: &'a str,
 }
 
 /// The layer zip for `arch`.
@@ -164,22 +258,43 @@ pub fn layer_zip(source: &RuntimeSource, arch: Arch) -> Result<Vec<u8>, DeployEr
     zip_entries(&entries, Path::new("layer.zip"))
 }
 
-/// A function package: the init script, and the runtime when it does not come from a layer.
-/// A package is never empty: Lambda refuses that, so a small manifest names the image.
-pub fn function_zip(
-    script: Option<&[u8]>,
-    runtime: Option<(&RuntimeSource, Arch)>,
-    image: &str,
-) -> Result<Vec<u8>, DeployError> {
-    let mut entries = vec![(
-        "scar-function.json".to_owned(),
-        0o644,
-        serde_json::to_vec_pretty(&serde_json::json!({ "image": image })).unwrap_or_default(),
-    )];
-    if let Some(script) = script {
-        entries.push((INIT_SCRIPT_ENTRY.to_owned(), 0o755, script.to_vec()));
+/// What goes into a function package besides its manifest.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FunctionFiles<'a> {
+    /// The init script's text.
+    pub script: Option<&'a [u8]>,
+    /// A folder shipped as [`EXTRA_PAYLOAD_ENTRY`].
+    pub extra_payload: Option<&'a Path>,
+    /// The runtime, when it does not come from a layer.
+    pub runtime: Option<(&'a RuntimeSource, Arch)>,
+}
+
+/// A function package: the init script, the extra payload, and the runtime when it does not
+/// come from a layer. A package is never empty: Lambda refuses that, so a small manifest
+/// names the image.
+pub fn function_zip(files: FunctionFiles<'_>, image: &str) -> Result<Vec<u8>, DeployError> {
+    let manifest = serde_json::to_vec_pretty(&FunctionManifest { image }).map_err(|e| {
+        DeployError::Package {
+            path: PathBuf::from("scar-function.json"),
+            message: e.to_string(),
+        }
+    })?;
+    let mut entries = vec![Entry::File {
+        name: "scar-function.json".to_owned(),
+        mode: 0o644,
+        data: manifest,
+    }];
+    if let Some(script) = files.script {
+        entries.push(Entry::File {
+            name: INIT_SCRIPT_ENTRY.to_owned(),
+            mode: 0o755,
+            data: script.to_vec(),
+        });
     }
-    if let Some((source, arch)) = runtime {
+    if let Some(dir) = files.extra_payload {
+        entries.extend(extra_payload_entries(dir)?);
+    }
+    if let Some((source, arch)) = files.runtime {
         entries.extend(source.entries(arch)?);
     }
     zip_entries(&entries, Path::new("function.zip"))
@@ -237,12 +352,13 @@ mod tests {
         // A zip from `layer build` feeds a function package unchanged.
         let built = dir.path().join("layer.zip");
         std::fs::write(&built, &zip).unwrap();
-        let package = function_zip(
-            Some(b"echo hi"),
-            Some((&RuntimeSource::Zip(built), Arch::X86_64)),
-            "img",
-        )
-        .unwrap();
+        let source = RuntimeSource::Zip(built);
+        let files = FunctionFiles {
+            script: Some(b"echo hi"),
+            runtime: Some((&source, Arch::X86_64)),
+            ..FunctionFiles::default()
+        };
+        let package = function_zip(files, "img").unwrap();
         let archive = zip::ZipArchive::new(Cursor::new(package)).unwrap();
         let names: Vec<String> = archive
             .file_names()
@@ -271,11 +387,96 @@ mod tests {
         assert!(err.to_string().contains("not an ELF"), "{err}");
     }
 
+    /// Every path under `root` with what `lstat` says of it: kind, mode, contents or target.
+    fn tree(root: &Path) -> Vec<(String, String)> {
+        use std::os::unix::fs::PermissionsExt;
+        walkdir::WalkDir::new(root)
+            .sort_by_file_name()
+            .into_iter()
+            .map(|e| {
+                let e = e.unwrap();
+                let meta = e.path().symlink_metadata().unwrap();
+                let what = if meta.is_symlink() {
+                    format!(
+                        "link -> {}",
+                        std::fs::read_link(e.path()).unwrap().display()
+                    )
+                } else if meta.is_dir() {
+                    format!("dir {:o}", meta.permissions().mode() & 0o7777)
+                } else {
+                    let data = std::fs::read(e.path()).unwrap();
+                    format!(
+                        "file {:o} {}",
+                        meta.permissions().mode() & 0o7777,
+                        String::from_utf8_lossy(&data)
+                    )
+                };
+                let name = e.path().strip_prefix(root).unwrap().display().to_string();
+                (name, what)
+            })
+            .collect()
+    }
+
+    #[test]
+    #[ignore = "harness tier: compares with Info-ZIP's unzip, which setup.sh installs"]
+    fn the_extra_payload_unzips_as_the_folder_it_was() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let payload = dir.path().join("payload");
+        std::fs::create_dir_all(payload.join("models/empty")).unwrap();
+        std::fs::create_dir_all(payload.join("bin")).unwrap();
+        std::fs::write(payload.join("models/weights.txt"), "0.5 0.25\n").unwrap();
+        std::fs::write(payload.join("bin/run.sh"), "#!/bin/sh\necho run\n").unwrap();
+        std::fs::set_permissions(
+            payload.join("bin/run.sh"),
+            std::fs::Permissions::from_mode(0o750),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("../models/weights.txt", payload.join("bin/weights")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", payload.join("host")).unwrap();
+        let files = FunctionFiles {
+            extra_payload: Some(&payload),
+            ..FunctionFiles::default()
+        };
+        let zip = dir.path().join("function.zip");
+        std::fs::write(&zip, function_zip(files, "img").unwrap()).unwrap();
+        let out = dir.path().join("unzipped");
+        let status = std::process::Command::new("unzip")
+            .arg("-q")
+            .arg(&zip)
+            .arg("-d")
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(tree(&out.join(EXTRA_PAYLOAD_ENTRY)), tree(&payload));
+    }
+
+    #[test]
+    fn an_extra_payload_holding_a_fifo_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("queue");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let files = FunctionFiles {
+            extra_payload: Some(dir.path()),
+            ..FunctionFiles::default()
+        };
+        let err = function_zip(files, "img").unwrap_err().to_string();
+        assert!(
+            err.contains("queue") && err.contains("a zip cannot hold it"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn a_zip_without_the_runtime_names_what_is_missing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.zip");
-        std::fs::write(&path, function_zip(None, None, "img").unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            function_zip(FunctionFiles::default(), "img").unwrap(),
+        )
+        .unwrap();
         let err = layer_zip(&RuntimeSource::Zip(path), Arch::X86_64).unwrap_err();
         assert!(
             err.to_string().contains("no bootstrap in the layer zip"),

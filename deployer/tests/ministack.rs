@@ -321,3 +321,88 @@ async fn the_event_launcher_processes_every_object_exactly_once() {
     assert_eq!(body, format!("object {index}\n").as_bytes());
     stand.deployer(&["rm", "-n", &name]).ok();
 }
+
+#[tokio::test]
+#[ignore = "needs the harness and ministack (make test)"]
+async fn a_definition_file_ships_its_extra_payload_sets_the_log_level_and_updates_in_place() {
+    let stand = Stand::new(MINISTACK, "us-east-1").await;
+    let role = stand.role().await;
+    let name = unique("defs");
+    let dir = stand.home.path();
+    std::fs::create_dir_all(dir.join("payload/models")).unwrap();
+    std::fs::write(dir.join("payload/models/weights.txt"), "0.5 0.25\n").unwrap();
+    let cache = work().join("cache-deployer-e2e");
+    let file = dir.join("functions.yaml");
+    let write_file = |environment: &str, memory: u32| {
+        std::fs::write(
+            &file,
+            format!(
+                "functions:\n  {name}:\n    image: {IMAGE}\n    memory: {memory}\n    time: 120\n    \
+                 log_level: INFO\n    extra_payload: payload\n    environment: {environment}\n    \
+                 runtime_environment: {{AWS_ENDPOINT_URL: '{MINISTACK}', SCAR_CACHE_DIR: '{}'}}\n",
+                cache.display()
+            ),
+        )
+        .unwrap();
+    };
+    write_file("{A: one}", 256);
+    let zip = layer_zip();
+    let file_arg = file.to_str().unwrap();
+    stand
+        .deployer(&[
+            "init",
+            "-f",
+            file_arg,
+            "--role",
+            &role,
+            "--runtime-in-package",
+            "--layer-zip",
+            zip.to_str().unwrap(),
+        ])
+        .ok();
+    let config = stand
+        .lambda
+        .get_function_configuration()
+        .function_name(&name)
+        .send()
+        .await
+        .unwrap();
+    let logging = config.logging_config().unwrap();
+    assert_eq!(
+        logging.application_log_level().map(|l| l.as_str()),
+        Some("INFO")
+    );
+    assert_eq!(logging.log_format().map(|f| f.as_str()), Some("JSON"));
+
+    // The command reads the payload where $EXTRA_PAYLOAD says, inside the container.
+    let job = dir.join("job.sh");
+    std::fs::write(
+        &job,
+        "echo \"A=${A:-unset} B=${B:-unset}\"\ncat \"$EXTRA_PAYLOAD/models/weights.txt\"\n",
+    )
+    .unwrap();
+    let ran = stand
+        .deployer(&["run", "-f", file_arg, "-s", job.to_str().unwrap()])
+        .ok();
+    assert_eq!(ran.stdout, "A=one B=unset\n0.5 0.25\n", "{ran:?}");
+
+    // The file changes: update -f brings the function to it, in place.
+    write_file("{B: two}", 512);
+    let updated = stand.deployer(&["update", "-f", file_arg]).ok();
+    for said in [
+        "memory 256 -> 512 MB",
+        "CONT_VAR_B set to",
+        "CONT_VAR_A removed",
+    ] {
+        assert!(updated.stdout.contains(said), "{said:?} not in {updated:?}");
+    }
+    let ran = stand
+        .deployer(&["run", "-f", file_arg, "-s", job.to_str().unwrap()])
+        .ok();
+    assert_eq!(ran.stdout, "A=unset B=two\n0.5 0.25\n", "{ran:?}");
+    // Nothing left to change is said, not refused.
+    let again = stand.deployer(&["update", "-f", file_arg]).ok();
+    assert_eq!(again.stdout, format!("{name}: unchanged\n"), "{again:?}");
+
+    stand.deployer(&["rm", "-f", file_arg]).ok();
+}

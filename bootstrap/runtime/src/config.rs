@@ -32,6 +32,14 @@ pub enum ConfigError {
         /// The OS error.
         reason: String,
     },
+    /// The extra payload is not a folder of the package.
+    #[error("SCAR_EXTRA_PAYLOAD={path}: {reason}")]
+    ExtraPayload {
+        /// The path as given.
+        path: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
 }
 
 /// The parsed configuration.
@@ -43,6 +51,8 @@ pub struct FunctionConfig {
     pub timeout_threshold: Duration,
     /// The init script's contents.
     pub init_script: Option<Vec<u8>>,
+    /// The package's extra folder (absolute), seen by commands at the same path.
+    pub extra_payload: Option<PathBuf>,
     /// The input bucket, when configured.
     pub input_bucket: Option<String>,
     /// The input folder (`input/`).
@@ -186,11 +196,32 @@ impl FunctionConfig {
             })?),
             None => None,
         };
+        let extra_payload = match settings::EXTRA_PAYLOAD.raw(lookup) {
+            Some(path) => {
+                let dir = task_root(lookup).join(&path);
+                match std::fs::metadata(&dir) {
+                    Ok(meta) if meta.is_dir() => Some(dir),
+                    Ok(_) => {
+                        return Err(ConfigError::ExtraPayload {
+                            path,
+                            reason: format!("{} is not a folder", dir.display()),
+                        });
+                    }
+                    Err(e) => {
+                        return Err(ConfigError::ExtraPayload {
+                            path,
+                            reason: format!("{}: {e}", dir.display()),
+                        });
+                    }
+                }
+            }
+            None => None,
+        };
         let container_env = vars
             .iter()
             .filter_map(|(k, v)| {
                 Some((
-                    k.strip_prefix("CONT_VAR_")
+                    k.strip_prefix(settings::CONTAINER_PREFIX)
                         .filter(|n| !n.is_empty())?
                         .to_owned(),
                     v.clone(),
@@ -207,6 +238,7 @@ impl FunctionConfig {
                 .seconds(lookup)?
                 .unwrap_or_default(),
             init_script,
+            extra_payload,
             input_bucket: settings::INPUT_BUCKET.raw(lookup),
             input_prefix: folder(settings::INPUT_PREFIX.raw(lookup).unwrap_or_default()),
             output_bucket: settings::OUTPUT_BUCKET.raw(lookup),
@@ -300,5 +332,33 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(matches!(err, ConfigError::InitScript { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_extra_payload_is_a_folder_of_the_package() {
+        let task = tempfile::tempdir().unwrap();
+        std::fs::create_dir(task.path().join("extra-payload")).unwrap();
+        std::fs::write(task.path().join("file"), "x").unwrap();
+        let root = task.path().display().to_string();
+        let with = |path: &str| {
+            FunctionConfig::from_vars(vars(&[
+                ("SCAR_IMAGE", "x"),
+                ("LAMBDA_TASK_ROOT", &root),
+                ("SCAR_EXTRA_PAYLOAD", path),
+            ]))
+        };
+        assert_eq!(
+            with("extra-payload").unwrap().extra_payload,
+            Some(task.path().join("extra-payload"))
+        );
+        for (path, reason) in [("file", "is not a folder"), ("gone", "No such file")] {
+            let err = with(path).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("SCAR_EXTRA_PAYLOAD={path}: ")) && err.contains(reason),
+                "{err}"
+            );
+        }
+        let none = FunctionConfig::from_vars(vars(&[("SCAR_IMAGE", "x")])).unwrap();
+        assert_eq!(none.extra_payload, None);
     }
 }

@@ -113,6 +113,15 @@ pub const INIT_SCRIPT: Setting = Setting {
     scope: Scope::Function,
     meaning: "a script run when the event brings neither `script` nor `cmd_args`; a relative path is in the function package (`$LAMBDA_TASK_ROOT`)",
 };
+/// `SCAR_EXTRA_PAYLOAD`.
+pub const EXTRA_PAYLOAD: Setting = Setting {
+    var: "SCAR_EXTRA_PAYLOAD",
+    flag: None,
+    default: None,
+    kind: Kind::Path,
+    scope: Scope::Function,
+    meaning: "a folder of the function package (`deployer init -ep`) that every command sees at the same path, named by `EXTRA_PAYLOAD`; a relative path is in `$LAMBDA_TASK_ROOT`",
+};
 /// `SCAR_INPUT_BUCKET`.
 pub const INPUT_BUCKET: Setting = Setting {
     var: "SCAR_INPUT_BUCKET",
@@ -283,6 +292,7 @@ pub const SETTINGS: &[&Setting] = &[
     &TIMEOUT_THRESHOLD,
     &INIT_SCRIPT,
     &INIT_PULL_BUDGET,
+    &EXTRA_PAYLOAD,
     &INPUT_BUCKET,
     &INPUT_PREFIX,
     &OUTPUT_BUCKET,
@@ -301,6 +311,10 @@ pub const SETTINGS: &[&Setting] = &[
     &STATIC_BINARIES,
     &FAKEROOT,
 ];
+
+/// The prefix of the function's variables that the runtime hands to the container, without
+/// it (SCAR's convention: `CONT_VAR_GREETING=hi` is `GREETING=hi` for the command).
+pub const CONTAINER_PREFIX: &str = "CONT_VAR_";
 
 /// The prefix of the shim's own variables, which bootstrap sets and nobody configures.
 pub const SHIM_PREFIX: &str = rootfs_paths::protocol::PREFIX;

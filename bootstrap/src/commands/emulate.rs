@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use scar_runtime::lambda::{CONFIG_ERROR, Emulated, ErrorDocument};
+use scar_runtime::settings;
 
 /// `errorType` of an event file that cannot be read or is not JSON.
 const INVALID_EVENT: &str = "Scar.InvalidEvent";
@@ -54,7 +55,10 @@ pub(crate) async fn emulate(
     if let Some(image) = image {
         vars.push(("SCAR_IMAGE".to_owned(), image));
     }
-    vars.extend(env.into_iter().map(|(k, v)| (format!("CONT_VAR_{k}"), v)));
+    vars.extend(
+        env.into_iter()
+            .map(|(k, v)| (format!("{}{k}", settings::CONTAINER_PREFIX), v)),
+    );
     let emulated = match scar_runtime::lambda::emulate(event_value, vars, timeout).await {
         Ok(emulated) => emulated,
         Err(e) => return failed(CONFIG_ERROR, e.to_string()),

@@ -1,20 +1,46 @@
-//! `deployer run`: one invocation, or SCAR's event launcher (`-es BUCKET`).
+//! `deployer run`: one invocation, one for each function of a definition file (`-f`), or
+//! SCAR's event launcher (`-es BUCKET`).
 
 use crate::aws::Aws;
 use crate::cli::RunArgs;
+use crate::definitions::Definitions;
 use crate::error::DeployError;
 use crate::list;
 use crate::run;
 
 pub(crate) async fn run(aws: &Aws, args: &RunArgs) -> Result<u8, DeployError> {
+    let names = match (&args.name, &args.file) {
+        (Some(name), _) => vec![name.clone()],
+        (None, Some(file)) => Definitions::load(file)?.names(),
+        (None, None) => {
+            return Err(DeployError::Invalid(
+                "run needs a function name (-n NAME) or a definition file (-f FILE)".into(),
+            ));
+        }
+    };
+    // Every function is looked up first: a name missing from AWS runs none of them.
+    for name in &names {
+        list::lookup(aws, name).await?;
+    }
+    let mut status = 0;
+    for name in &names {
+        if names.len() > 1 {
+            eprintln!("== {name}");
+        }
+        status = status.max(run_one(aws, name, args).await?);
+    }
+    Ok(status)
+}
+
+/// One function: an invocation, or the launcher over a bucket's objects.
+async fn run_one(aws: &Aws, name: &str, args: &RunArgs) -> Result<u8, DeployError> {
     let write = DeployError::io("<stdout>");
-    list::lookup(aws, &args.name).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if let Some(bucket) = &args.event_source {
         let launched = run::launch_events(
             aws,
-            &args.name,
+            name,
             bucket,
             &args.input_folder,
             usize::from(args.concurrency),
@@ -43,7 +69,7 @@ pub(crate) async fn run(aws: &Aws, args: &RunArgs) -> Result<u8, DeployError> {
         return Ok(u8::try_from(status).unwrap_or(1));
     }
     let event = run::payload(args)?;
-    match run::invoke(aws, &args.name, &event, args.asynchronous).await? {
+    match run::invoke(aws, name, &event, args.asynchronous).await? {
         Some(outcome) => {
             outcome
                 .print(args.json, &mut out, &mut std::io::stderr())
@@ -51,7 +77,7 @@ pub(crate) async fn run(aws: &Aws, args: &RunArgs) -> Result<u8, DeployError> {
             Ok(u8::try_from(outcome.exit_code()).unwrap_or(1))
         }
         None => {
-            println!("invoked {} asynchronously", args.name);
+            println!("invoked {name} asynchronously");
             Ok(0)
         }
     }

@@ -1,5 +1,9 @@
 //! `deployer update`: a function's settings changed in place, without recreating it (its
-//! triggers, endpoints, logs and cached image stay as they are).
+//! triggers, endpoints, logs and cached image stay as they are). With `-f FILE`, every
+//! function of a definition file is brought to the file's values: memory, time, threshold,
+//! log level, image and variables, the container's replaced by the file's (a variable
+//! removed from the file is removed from the function), the runtime's set. What `update`
+//! cannot change in place (buckets, endpoints, the script, the architecture) is `rm` + `init`.
 //!
 //! The new configuration is computed from the current one and checked whole (ranges, the
 //! threshold against the resulting time, variable names) before one
@@ -12,14 +16,18 @@ use std::io::Write;
 use std::time::Duration;
 
 use aws_sdk_lambda::client::Waiters as _;
-use aws_sdk_lambda::types::{ApplicationLogLevel, Environment, LogFormat, LoggingConfig};
+use aws_sdk_lambda::types::Environment;
 use serde::Serialize;
 
 use super::report::{Report, emit};
 use crate::aws::Aws;
-use crate::cli::{LogLevel, UpdateArgs};
+use crate::cli::UpdateArgs;
+use crate::definitions::Definitions;
 use crate::error::DeployError;
-use crate::init::{add_variables, check_memory, check_threshold, check_time, container_variable};
+use crate::init::{
+    add_variables, application_log_level, check_memory, check_threshold, check_time,
+    container_variable, logging_config,
+};
 use crate::list;
 
 const THRESHOLD: &str = "SCAR_TIMEOUT_THRESHOLD";
@@ -33,6 +41,9 @@ struct Updated {
 
 impl Report for Updated {
     fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        if self.changes.is_empty() {
+            writeln!(out, "{}: unchanged", self.function)?;
+        }
         for change in &self.changes {
             writeln!(out, "{}: {change}", self.function)?;
         }
@@ -40,14 +51,14 @@ impl Report for Updated {
     }
 }
 
-fn level(level: LogLevel) -> ApplicationLogLevel {
-    match level {
-        LogLevel::Trace => ApplicationLogLevel::Trace,
-        LogLevel::Debug => ApplicationLogLevel::Debug,
-        LogLevel::Info => ApplicationLogLevel::Info,
-        LogLevel::Warn => ApplicationLogLevel::Warn,
-        LogLevel::Error => ApplicationLogLevel::Error,
-        LogLevel::Fatal => ApplicationLogLevel::Fatal,
+/// Each function's update, in the definition file's order.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+struct UpdatedAll(Vec<Updated>);
+
+impl Report for UpdatedAll {
+    fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        self.0.iter().try_for_each(|u| u.write_text(out))
     }
 }
 
@@ -90,11 +101,51 @@ fn new_variables(
 }
 
 pub(crate) async fn run(aws: &Aws, args: &UpdateArgs) -> Result<u8, DeployError> {
-    let function = list::lookup(aws, &args.name).await?;
+    match (&args.name, &args.file) {
+        (Some(name), _) => {
+            let updated = update(aws, name, args, false).await?;
+            if updated.changes.is_empty() {
+                return Err(DeployError::Invalid(format!(
+                    "{name}: nothing to change (give -m, -t, --timeout-threshold, -e, --unset-env, --function-env, --log-level or -i with a new value)"
+                )));
+            }
+            emit(&updated, args.json)?;
+        }
+        (None, Some(file)) => {
+            let definitions = Definitions::load(file)?;
+            let all = definitions.update_args(args.json);
+            // Every function is looked up first: a name missing from AWS updates none.
+            for (name, _) in &all {
+                list::lookup(aws, name).await?;
+            }
+            let mut updated = Vec::new();
+            for (name, function_args) in &all {
+                updated.push(update(aws, name, function_args, true).await?);
+            }
+            emit(&UpdatedAll(updated), args.json)?;
+        }
+        (None, None) => {
+            return Err(DeployError::Invalid(
+                "update needs a function name (-n NAME) or a definition file (-f FILE)".into(),
+            ));
+        }
+    }
+    Ok(0)
+}
+
+/// Updates `name` as `args` say; with `exact_env`, the container's variables become exactly
+/// `args.env` (the others are removed). Nothing to change is an empty list, not an error.
+async fn update(
+    aws: &Aws,
+    name: &str,
+    args: &UpdateArgs,
+    exact_env: bool,
+) -> Result<Updated, DeployError> {
+    let function = list::lookup(aws, name).await?;
     let current = aws
         .lambda
         .get_function_configuration()
-        .function_name(&args.name)
+        .function_name(name)
         .send()
         .await
         .map_err(DeployError::aws("lambda:GetFunctionConfiguration"))?;
@@ -119,7 +170,18 @@ pub(crate) async fn run(aws: &Aws, args: &UpdateArgs) -> Result<u8, DeployError>
             changes.push(format!("time {time} -> {new} s"));
         }
     }
-    let (new_env, env_changes) = new_variables(&variables, args)?;
+    let (new_env, env_changes) = if exact_env {
+        let mut exact = args.clone();
+        exact.unset_env = variables
+            .keys()
+            .filter_map(|k| k.strip_prefix(scar_runtime::settings::CONTAINER_PREFIX))
+            .filter(|k| !args.env.iter().any(|(given, _)| given == k))
+            .map(str::to_owned)
+            .collect();
+        new_variables(&variables, &exact)?
+    } else {
+        new_variables(&variables, args)?
+    };
     let resulting_time = args.time.unwrap_or(time);
     if let Some(threshold) = new_env.get(THRESHOLD).and_then(|t| t.parse::<i64>().ok()) {
         check_threshold(threshold, resulting_time)?;
@@ -129,23 +191,23 @@ pub(crate) async fn run(aws: &Aws, args: &UpdateArgs) -> Result<u8, DeployError>
         .logging_config()
         .and_then(|l| l.application_log_level())
         .cloned();
-    let new_level = args.log_level.map(level);
+    let new_level = args.log_level.map(application_log_level);
     if let Some(new) = &new_level
         && current_level.as_ref() != Some(new)
     {
         changes.push(format!("log level {} (JSON log records)", new.as_str()));
     }
     if changes.is_empty() {
-        return Err(DeployError::Invalid(format!(
-            "{}: nothing to change (give -m, -t, --timeout-threshold, -e, --unset-env, --function-env, --log-level or -i with a new value)",
-            args.name
-        )));
+        return Ok(Updated {
+            function: function.name,
+            changes,
+        });
     }
 
     let mut update = aws
         .lambda
         .update_function_configuration()
-        .function_name(&args.name)
+        .function_name(name)
         .set_revision_id(current.revision_id().map(str::to_owned))
         .set_memory_size(args.memory)
         .set_timeout(args.time);
@@ -156,13 +218,8 @@ pub(crate) async fn run(aws: &Aws, args: &UpdateArgs) -> Result<u8, DeployError>
                 .build(),
         );
     }
-    if let Some(new) = new_level {
-        update = update.logging_config(
-            LoggingConfig::builder()
-                .log_format(LogFormat::Json)
-                .application_log_level(new)
-                .build(),
-        );
+    if let Some(level) = args.log_level {
+        update = update.logging_config(logging_config(level));
     }
     update
         .send()
@@ -170,20 +227,16 @@ pub(crate) async fn run(aws: &Aws, args: &UpdateArgs) -> Result<u8, DeployError>
         .map_err(DeployError::aws("lambda:UpdateFunctionConfiguration"))?;
     aws.lambda
         .wait_until_function_updated_v2()
-        .function_name(&args.name)
+        .function_name(name)
         .wait(Duration::from_secs(300))
         .await
         .map_err(DeployError::aws(
             "lambda:GetFunction (waiting for the update)",
         ))?;
-    emit(
-        &Updated {
-            function: function.name,
-            changes,
-        },
-        args.json,
-    )?;
-    Ok(0)
+    Ok(Updated {
+        function: function.name,
+        changes,
+    })
 }
 
 #[cfg(test)]
@@ -192,7 +245,8 @@ mod tests {
 
     fn args(env: &[(&str, &str)], unset: &[&str], threshold: Option<u32>) -> UpdateArgs {
         UpdateArgs {
-            name: "f".into(),
+            name: Some("f".into()),
+            file: None,
             memory: None,
             time: None,
             timeout_threshold: threshold,

@@ -19,7 +19,8 @@ fn cases(default: u32) -> ProptestConfig {
     }
 }
 
-const KEYS: &[&str] = &[
+/// Every key of a function, and a typo.
+pub(super) const KEYS: &[&str] = &[
     "image",
     "image_file",
     "init_script",
@@ -37,6 +38,8 @@ const KEYS: &[&str] = &[
     "layer",
     "role",
     "fakeroot",
+    "log_level",
+    "extra_payload",
     "memroy",
 ];
 
@@ -90,6 +93,9 @@ const TYPED: &[(&str, &str)] = &[
     ("ephemeral_storage", "1024"),
     ("timeout_threshold", "10"),
     ("init_script", "run.sh"),
+    ("log_level", "INFO"),
+    ("log_level", "debug"),
+    ("extra_payload", "data/"),
 ];
 
 /// One function's body: an image most of the time, then schema keys with well-typed or

@@ -12,7 +12,8 @@ use aws_sdk_lambda::types::{Environment, EphemeralStorage, FunctionCode, Runtime
 
 pub use plan::{Plan, check_name, free_name, name_for_image, plan};
 pub(crate) use plan::{
-    add_variables, check_memory, check_threshold, check_time, container_variable,
+    add_variables, application_log_level, check_memory, check_threshold, check_time,
+    container_variable, logging_config,
 };
 
 use crate::aws::Aws;
@@ -182,6 +183,7 @@ async fn create_function(
                     .build(),
             )
             .set_tags(Some(tags.clone().into_iter().collect()))
+            .set_logging_config(plan.log_level.map(plan::logging_config))
             .code(
                 FunctionCode::builder()
                     .zip_file(Blob::new(plan.package.clone()))

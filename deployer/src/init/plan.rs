@@ -6,10 +6,11 @@ use std::path::Path;
 use std::str::FromStr;
 
 use aws_sdk_iam::error::ProvideErrorMetadata;
+use aws_sdk_lambda::types::{ApplicationLogLevel, LogFormat, LoggingConfig};
 use scar_image::ImageReference;
 
 use crate::aws::Aws;
-use crate::cli::{Arch, EndpointAuth, InitArgs};
+use crate::cli::{Arch, EndpointAuth, InitArgs, LogLevel};
 use crate::error::DeployError;
 use crate::package::{self, RuntimeSource};
 use crate::resources::{MANAGED_BY, TAG_IMAGE, TAG_MANAGED};
@@ -50,6 +51,8 @@ pub struct Plan {
     pub layer: Option<String>,
     /// The function package.
     pub package: Vec<u8>,
+    /// Lambda's application log level (JSON log records), when set.
+    pub log_level: Option<LogLevel>,
     /// The function's environment (SCAR_IMAGE is added after staging).
     pub variables: BTreeMap<String, String>,
     /// Tags (more are added as resources are created).
@@ -214,7 +217,7 @@ pub(crate) fn container_variable(key: &str) -> Result<String, DeployError> {
     if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Err(invalid(format!("-e {key}: not a variable name")));
     }
-    Ok(format!("CONT_VAR_{key}"))
+    Ok(format!("{}{key}", scar_runtime::settings::CONTAINER_PREFIX))
 }
 
 /// Adds `-e` (container) and `--function-env` (runtime) variables to a function's
@@ -289,6 +292,18 @@ pub async fn plan(
     if script.is_some() {
         variables.insert("SCAR_INIT_SCRIPT".into(), package::INIT_SCRIPT_ENTRY.into());
     }
+    if let Some(dir) = &args.extra_payload {
+        if !dir.is_dir() {
+            return Err(invalid(format!(
+                "--extra-payload {}: not a folder",
+                dir.display()
+            )));
+        }
+        variables.insert(
+            scar_runtime::settings::EXTRA_PAYLOAD.var.into(),
+            package::EXTRA_PAYLOAD_ENTRY.into(),
+        );
+    }
     let (input_folder, output_folder) = (folder(&args.input_folder), folder(&args.output_folder));
     variables.insert("SCAR_INPUT_PREFIX".into(), input_folder.clone());
     variables.insert("SCAR_OUTPUT_PREFIX".into(), output_folder.clone());
@@ -302,11 +317,12 @@ pub async fn plan(
     let runtime = args
         .runtime_in_package
         .then(|| RuntimeSource::from_flags(&args.files, arch));
-    let package = package::function_zip(
-        script.as_deref(),
-        runtime.as_ref().map(|r| (r, arch)),
-        &image,
-    )?;
+    let files = package::FunctionFiles {
+        script: script.as_deref(),
+        extra_payload: args.extra_payload.as_deref(),
+        runtime: runtime.as_ref().map(|r| (r, arch)),
+    };
+    let package = package::function_zip(files, &image)?;
     package::check_upload_size(&package, "function")?;
 
     // What AWS holds: the role, the name, the buckets, the layer.
@@ -385,6 +401,7 @@ pub async fn plan(
         ephemeral_storage,
         layer,
         package,
+        log_level: args.log_level,
         variables,
         tags,
         buckets,
@@ -397,6 +414,26 @@ pub async fn plan(
         log_group: format!("/aws/lambda/{}", args.name),
         log_retention_days: settings.cloudwatch.log_retention_days,
     })
+}
+
+/// Lambda's name for a log level.
+pub(crate) fn application_log_level(level: LogLevel) -> ApplicationLogLevel {
+    match level {
+        LogLevel::Trace => ApplicationLogLevel::Trace,
+        LogLevel::Debug => ApplicationLogLevel::Debug,
+        LogLevel::Info => ApplicationLogLevel::Info,
+        LogLevel::Warn => ApplicationLogLevel::Warn,
+        LogLevel::Error => ApplicationLogLevel::Error,
+        LogLevel::Fatal => ApplicationLogLevel::Fatal,
+    }
+}
+
+/// Application log levels apply to JSON log records only: setting one sets that format.
+pub(crate) fn logging_config(level: LogLevel) -> LoggingConfig {
+    LoggingConfig::builder()
+        .log_format(LogFormat::Json)
+        .application_log_level(application_log_level(level))
+        .build()
 }
 
 /// Tag values allow a limited alphabet and 256 characters.

@@ -54,6 +54,8 @@ pub mod names {
     pub const CLIENT_CONTEXT_FILE: &str = "SCAR_CLIENT_CONTEXT_FILE";
     /// The invocation's Cognito identity, as JSON.
     pub const IDENTITY_FILE: &str = "SCAR_IDENTITY_FILE";
+    /// SCAR's `init -ep`: the function package's extra folder, when it has one.
+    pub const EXTRA_PAYLOAD: &str = "EXTRA_PAYLOAD";
     /// The X-Ray trace header of the invocation.
     pub const TRACE_ID: &str = "_X_AMZN_TRACE_ID";
     /// SCAR's later supervisor and OSCAR: the input file.

@@ -274,6 +274,11 @@ impl<I: Images, R: Runner> Run<'_, I, R> {
         );
         let mut mounts = passthrough_mounts();
         mounts.push((self.dir.root.display().to_string(), self.dir.root.clone()));
+        if let Some(extra) = &config.extra_payload {
+            let seen_as = extra.display().to_string();
+            vars.set(names::EXTRA_PAYLOAD, seen_as.clone());
+            mounts.push((seen_as, extra.clone()));
+        }
         let image = &self.prepared.config;
         let spec = RunSpec {
             argv,
