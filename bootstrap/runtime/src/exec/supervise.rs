@@ -57,6 +57,9 @@ impl Outcome {
 /// How long to wait for output still held open by processes outside the group.
 const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
+/// Room left after a full capture for the markers the report appends (truncation, timeout).
+const MARKER_ROOM: usize = 512;
+
 struct Captured {
     kept: Vec<u8>,
     dropped: u64,
@@ -78,6 +81,13 @@ fn read_capped(
                     lines.push(&chunk[..n]);
                 }
                 let Ok(mut captured) = into.lock() else { break };
+                if captured.kept.capacity() == 0 {
+                    // The whole capture at once, plus room for the report's markers: growing
+                    // by doubling would copy it (and touch twice its pages) on the way.
+                    captured
+                        .kept
+                        .reserve_exact(limit.saturating_add(MARKER_ROOM));
+                }
                 let room = limit.saturating_sub(captured.kept.len()).min(n);
                 captured.kept.extend_from_slice(&chunk[..room]);
                 captured.dropped += (n - room) as u64;

@@ -125,6 +125,7 @@ pub async fn serve(
         }
     };
     install_panic_reporter(api);
+    map_large_buffers();
     tracing::info!(image = %config.image, threshold = config.timeout_threshold.as_secs_f64(), "runtime ready");
     let init_pull_budget = config.init_pull_budget;
     let handler = Arc::new(Handler::new(config, std::env::temp_dir()));
@@ -208,6 +209,20 @@ fn rand_u64() -> u64 {
             .as_nanos(),
     );
     hasher.finish()
+}
+
+/// Buffers of a megabyte or more (a captured output, the response's JSON) get pages of their
+/// own from the kernel, grow in place and go back when freed. glibc would otherwise raise
+/// its threshold to the size of the first such buffer freed, after which the next ones come
+/// from the heap: copied as they grow and kept after they are freed, which is how an
+/// invocation printing megabytes left the runtime ten megabytes larger. Fixing the
+/// threshold turns that adjustment off. (musl's allocator maps large blocks by itself.)
+fn map_large_buffers() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes the allocator's policy for later allocations.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
+    }
 }
 
 /// Freed buffers (the pull's, an invocation's) stay with glibc's allocator; handing them

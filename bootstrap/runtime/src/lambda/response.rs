@@ -46,12 +46,12 @@ impl Reply {
         let Self::Run(response) = self else { return };
         let rounds = response.result.reports_mut().len() * 2 + 8;
         for _ in 0..rounds {
-            let size = serde_json::to_vec(response).map_or(0, |v| v.len());
+            let size = json_len(response);
             if size <= limit {
                 return;
             }
             let mut reports = response.result.reports_mut();
-            let escaped = |r: &RunReport| serde_json::to_vec(&r.output).map_or(0, |v| v.len());
+            let escaped = |r: &RunReport| json_len(&r.output);
             let Some(largest) = reports.iter_mut().max_by_key(|r| escaped(r)) else {
                 return;
             };
@@ -69,6 +69,27 @@ impl Reply {
                 "\n[scar: response cut: {removed} more bytes not shown (Lambda's response limit is 6 MB); the whole output is in the function's log]\n"
             ));
         }
+    }
+}
+
+/// The length of `value` as JSON, counted without making the text: the response can hold
+/// megabytes of output, and a copy only to measure it would raise the runtime's peak memory.
+fn json_len(value: &impl Serialize) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Serializing these plain structs cannot fail; a failure would count as empty.
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => counter.0,
+        Err(_) => 0,
     }
 }
 
@@ -241,7 +262,9 @@ pub struct RunReport {
 impl RunReport {
     /// The report of `outcome`, with markers for what was cut and the timeout.
     pub fn new(outcome: Outcome, threshold: Duration) -> Self {
-        let mut output = String::from_utf8_lossy(&outcome.output).into_owned();
+        // Valid UTF-8 (the usual case) becomes the text in place, without a copy.
+        let mut output = String::from_utf8(outcome.output)
+            .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned());
         if outcome.dropped > 0 {
             output.push_str(&format!(
                 "\n[scar: output truncated: {} more bytes not shown (SCAR_OUTPUT_LIMIT)]\n",
