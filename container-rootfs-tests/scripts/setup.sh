@@ -4,8 +4,8 @@
 #   - images built offline: test/glibc, test/musl (host binaries), debian bookworm with
 #     perl, python3, cowsay and imagemagick (debootstrap)
 #   - docker-registry instances: anonymous :5000, bearer-token :5010 (token server :5011,
-#     user testuser:testpass), basic-auth :5012, and the fault proxy :5013; the S3 fault
-#     proxy :4567 in front of ministack
+#     user testuser:testpass), basic-auth :5012, and the fault proxy :5013; the AWS fault
+#     proxy :4567 in front of ministack (S3 and Lambda's Invoke)
 #   - ministack on :4566 (S3, Lambda with a local Runtime API, API Gateway)
 #   - moto server on :5001 (the AWS control plane the deployer drives: Lambda, S3, IAM,
 #     CloudWatch Logs, API Gateway), with Lambda's Docker executor off
@@ -116,8 +116,9 @@ start fault-proxy fault-proxy.pid $PY "$HERE/fault_proxy.py" 5013 http://127.0.0
 # own Runtime API), API Gateway, on :4566. Its own venv: it pins botocore.
 [ -x venv-ms/bin/ministack ] || { python3 -m venv venv-ms && venv-ms/bin/pip install -q ministack==1.5.33; }
 start ministack ministack.pid env BIND_HOST=127.0.0.1 GATEWAY_PORT=4566 "$W/venv-ms/bin/ministack"
-# An S3 front on :4567 that throttles (slowdown-* buckets) or fails (broken-* buckets).
-start s3-fault-proxy s3-fault-proxy.pid $PY "$HERE/s3_fault_proxy.py" 4567 http://127.0.0.1:4566 "$W/s3-fault-proxy.requests"
+# An AWS front on :4567: S3 throttles (slowdown-* buckets) or fails (broken-* buckets), Lambda's
+# Invoke throttles (throttled-* functions).
+start aws-fault-proxy aws-fault-proxy.pid $PY "$HERE/aws_fault_proxy.py" 4567 http://127.0.0.1:4566 "$W/aws-fault-proxy.requests"
 # moto (PyPI): the control-plane state the deployer tests check through their own clients.
 [ -x venv-moto/bin/moto_server ] || { python3 -m venv venv-moto && venv-moto/bin/pip install -q 'moto[server]==5.2.5'; }
 start moto moto.pid "$W/venv-moto/bin/moto_server" -H 127.0.0.1 -p 5001

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 const IMAGE: &str = images::DEBIAN;
 const S3_ENDPOINT: &str = "http://127.0.0.1:4566";
-/// The S3 fault proxy in front of ministack (`scripts/s3_fault_proxy.py`).
+/// The S3 fault proxy in front of ministack (`scripts/aws_fault_proxy.py`).
 const S3_FAULTS: &str = "http://127.0.0.1:4567";
 
 struct Runtime {
@@ -1004,7 +1004,7 @@ fn s3_throttling_is_waited_out_and_outages_are_named_with_nothing_half_done() {
         .expect("output/copy.txt was not uploaded");
     let body = rt.block_on(uploaded.body.collect()).unwrap().into_bytes();
     assert_eq!(&body[..], b"fault data");
-    let log = std::fs::read_to_string(work().join("s3-fault-proxy.requests")).unwrap();
+    let log = std::fs::read_to_string(work().join("aws-fault-proxy.requests")).unwrap();
     for (method, key) in [("GET", "input/data.txt"), ("PUT", "output/copy.txt")] {
         let answers: Vec<&str> = log
             .lines()
@@ -1053,7 +1053,7 @@ fn s3_throttling_is_waited_out_and_outages_are_named_with_nothing_half_done() {
 }
 
 fn log_count(prefix: &str) -> usize {
-    std::fs::read_to_string(work().join("s3-fault-proxy.requests"))
+    std::fs::read_to_string(work().join("aws-fault-proxy.requests"))
         .unwrap()
         .lines()
         .filter(|l| l.starts_with(prefix))

@@ -406,3 +406,96 @@ async fn a_definition_file_ships_its_extra_payload_sets_the_log_level_and_update
 
     stand.deployer(&["rm", "-f", file_arg]).ok();
 }
+
+/// The AWS fault proxy in front of ministack (`scripts/aws_fault_proxy.py`).
+const FAULTS: &str = "http://127.0.0.1:4567";
+
+#[tokio::test]
+#[ignore = "needs the harness and ministack (make test)"]
+async fn throttled_invokes_are_retried_and_what_stays_throttled_is_named() {
+    use futures_util::StreamExt as _;
+    let objects = 24;
+    let stand = Stand::new(MINISTACK, "us-east-1").await;
+    let role = stand.role().await;
+    // The proxy throttles every invoke of a throttled-* function twice.
+    let (name, bucket) = (unique("throttled"), unique("throttle-data"));
+    stand
+        .s3
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    let script = stand.home.path().join("true.sh");
+    std::fs::write(&script, "true\n").unwrap();
+    stand
+        .deployer(&[
+            "init",
+            "-n",
+            &name,
+            "-i",
+            IMAGE,
+            "-s",
+            script.to_str().unwrap(),
+            "--role",
+            &role,
+            "--runtime-in-package",
+            "--layer-zip",
+            layer_zip().to_str().unwrap(),
+            "--function-env",
+            &format!("AWS_ENDPOINT_URL={MINISTACK}"),
+            "--function-env",
+            &format!(
+                "SCAR_CACHE_DIR={}",
+                work().join("cache-deployer-launch").display()
+            ),
+        ])
+        .ok();
+    let keys: Vec<String> = (0..objects)
+        .map(|i| format!("input/object-{i:03}.txt"))
+        .chain(["input/zz-always-throttled.txt".to_owned()])
+        .collect();
+    futures_util::stream::iter(keys.clone())
+        .map(|key| {
+            let (s3, bucket) = (stand.s3.clone(), bucket.clone());
+            async move {
+                s3.put_object()
+                    .bucket(&bucket)
+                    .key(key)
+                    .body(b"x\n".to_vec().into())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<()>>()
+        .await;
+
+    let through_faults = Stand::new(FAULTS, "us-east-1").await;
+    let ran = through_faults.deployer(&["run", "-n", &name, "-es", &bucket, "--concurrency", "16"]);
+    assert_eq!(ran.status, 1, "one event stayed throttled: {ran:?}");
+    let summary = format!(
+        "1 event run synchronously, {} sent asynchronously, 1 failed",
+        objects - 1
+    );
+    assert!(ran.stderr.contains(&summary), "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("failed: input/zz-always-throttled.txt:")
+            && ran.stderr.contains("TooManyRequests"),
+        "{ran:?}"
+    );
+    // Every other event was throttled twice, then accepted: each was retried, none dropped.
+    let log = std::fs::read_to_string(work().join("aws-fault-proxy.requests")).unwrap();
+    let invokes = format!("POST /2015-03-31/functions/{name}/invocations");
+    let count = |status: &str| {
+        log.lines()
+            .filter(|l| l.starts_with(&invokes) && l.ends_with(status))
+            .count()
+    };
+    assert_eq!(count(" 202") + count(" 200"), objects, "{log}");
+    // Two for each accepted event, and the SDK's three attempts for the one that stays throttled.
+    assert_eq!(count(" 429"), 2 * objects + 3, "{log}");
+    stand.deployer(&["rm", "-n", &name]).ok();
+}
