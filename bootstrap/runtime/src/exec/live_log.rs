@@ -69,13 +69,31 @@ fn writer() -> Option<&'static SyncSender<Message>> {
 
 fn write_lines(rx: &Receiver<Message>) {
     let stderr = std::io::stderr();
+    // Reused for every batch: the tagged text of a chunk, written with one call.
+    let mut text = Vec::with_capacity(4 * CHUNK);
     for message in rx {
         let mut out = std::io::BufWriter::with_capacity(CHUNK, stderr.lock());
         match message {
-            Message::Lines { tag, format, bytes } => {
+            Message::Lines {
+                tag,
+                format: LineFormat::Text,
+                bytes,
+            } => {
+                text.clear();
+                tag_lines(&mut text, &tag, &bytes);
+                let _ = out.write_all(&text);
+                IN_FLIGHT.fetch_sub(bytes.len(), Ordering::Relaxed);
+            }
+            Message::Lines {
+                tag,
+                format: LineFormat::Json,
+                bytes,
+            } => {
+                // One time for the batch: its lines were read together, within milliseconds.
+                let timestamp = now_rfc3339();
                 for line in bytes.split_inclusive(|&b| b == b'\n') {
                     let line = line.strip_suffix(b"\n").unwrap_or(line);
-                    let _ = write_line(&mut out, &tag, format, line);
+                    let _ = write_record(&mut out, &timestamp, &tag, line);
                 }
                 IN_FLIGHT.fetch_sub(bytes.len(), Ordering::Relaxed);
             }
@@ -94,6 +112,56 @@ fn write_lines(rx: &Receiver<Message>) {
     }
 }
 
+/// `TAG<TAB>line` for each line of `lines` (complete lines, each ending in a newline), into
+/// `out`: the newlines found by `memchr`, each line copied whole, as this is the path a
+/// command printing millions of short lines takes.
+fn tag_lines(out: &mut Vec<u8>, tag: &str, lines: &[u8]) {
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', lines) {
+        out.extend_from_slice(tag.as_bytes());
+        out.push(b'\t');
+        out.extend_from_slice(&lines[start..=end]);
+        start = end + 1;
+    }
+    if start < lines.len() {
+        out.extend_from_slice(tag.as_bytes());
+        out.push(b'\t');
+        out.extend_from_slice(&lines[start..]);
+        out.push(b'\n');
+    }
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Lambda's JSON log record for one line.
+fn write_record(
+    out: &mut impl Write,
+    timestamp: &str,
+    tag: &str,
+    line: &[u8],
+) -> std::io::Result<()> {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Record<'a> {
+        timestamp: &'a str,
+        level: &'static str,
+        request_id: &'a str,
+        message: std::borrow::Cow<'a, str>,
+        stream: &'static str,
+    }
+    let record = Record {
+        timestamp,
+        level: "INFO",
+        request_id: tag,
+        message: String::from_utf8_lossy(line),
+        stream: "output",
+    };
+    serde_json::to_writer(&mut *out, &record).map_err(std::io::Error::other)?;
+    out.write_all(b"\n")
+}
+
 fn write_line(
     out: &mut impl Write,
     tag: &str,
@@ -102,31 +170,11 @@ fn write_line(
 ) -> std::io::Result<()> {
     match format {
         LineFormat::Text => {
-            out.write_all(tag.as_bytes())?;
-            out.write_all(b"\t")?;
-            out.write_all(line)?;
-            out.write_all(b"\n")
+            let mut text = Vec::with_capacity(tag.len() + line.len() + 2);
+            tag_lines(&mut text, tag, line);
+            out.write_all(&text)
         }
-        LineFormat::Json => {
-            #[derive(serde::Serialize)]
-            #[serde(rename_all = "camelCase")]
-            struct Record<'a> {
-                timestamp: String,
-                level: &'static str,
-                request_id: &'a str,
-                message: std::borrow::Cow<'a, str>,
-                stream: &'static str,
-            }
-            let record = Record {
-                timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                level: "INFO",
-                request_id: tag,
-                message: String::from_utf8_lossy(line),
-                stream: "output",
-            };
-            serde_json::to_writer(&mut *out, &record).map_err(std::io::Error::other)?;
-            out.write_all(b"\n")
-        }
+        LineFormat::Json => write_record(out, &now_rfc3339(), tag, line),
     }
 }
 
@@ -160,8 +208,33 @@ impl LiveLog {
 }
 
 /// Appends `bytes` to `pending`, breaking any line at [`MAX_LINE`] bytes; `partial` counts
-/// the bytes after the last newline.
+/// the bytes after the last newline. The newlines are found by `memchr` and the bytes
+/// between breaks copied in one piece: output of short lines costs a scan, not a loop a line.
 fn split_lines(pending: &mut Vec<u8>, partial: &mut usize, bytes: &[u8]) {
+    // `copied`: bytes of `bytes` already in `pending`; `line`: where the current line starts
+    // in `bytes`, `before`: its bytes that came in earlier calls.
+    let (mut copied, mut line, mut before) = (0, 0, *partial);
+    let mut cut_long = |end: usize, line: &mut usize, before: &mut usize, copied: &mut usize| {
+        while *before + (end - *line) > MAX_LINE {
+            let cut = *line + (MAX_LINE - *before);
+            pending.extend_from_slice(&bytes[*copied..cut]);
+            pending.push(b'\n');
+            (*copied, *line, *before) = (cut, cut, 0);
+        }
+    };
+    for newline in memchr::memchr_iter(b'\n', bytes) {
+        cut_long(newline, &mut line, &mut before, &mut copied);
+        (line, before) = (newline + 1, 0);
+    }
+    cut_long(bytes.len(), &mut line, &mut before, &mut copied);
+    pending.extend_from_slice(&bytes[copied..]);
+    *partial = before + (bytes.len() - line);
+}
+
+/// The line splitter as first written, one piece at a time: the oracle [`split_lines`] is
+/// checked against.
+#[cfg(test)]
+fn split_lines_by_piece(pending: &mut Vec<u8>, partial: &mut usize, bytes: &[u8]) {
     for mut piece in bytes.split_inclusive(|&b| b == b'\n') {
         loop {
             let ends_line = piece.last() == Some(&b'\n');
@@ -200,7 +273,7 @@ impl LineSplitter {
 
     /// Sends every complete line buffered so far.
     fn send_complete(&mut self) {
-        let Some(end) = self.pending.iter().rposition(|&b| b == b'\n') else {
+        let Some(end) = memchr::memrchr(b'\n', &self.pending) else {
             return;
         };
         let rest = self.pending.split_off(end + 1);
@@ -210,7 +283,7 @@ impl LineSplitter {
 
     fn send(&mut self, bytes: Vec<u8>) {
         let Some(tx) = writer() else { return };
-        let count = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        let count = memchr::memchr_iter(b'\n', &bytes).count() as u64;
         if self.dropped > 0 {
             let marker = Message::Dropped {
                 tag: Arc::clone(&self.log.tag),
@@ -279,6 +352,55 @@ mod tests {
         let mut text = Vec::new();
         write_line(&mut text, "req-1", LineFormat::Text, b"hello").unwrap();
         assert_eq!(text, b"req-1\thello\n");
+    }
+
+    /// Line lengths where splitting can go wrong: short ones, those at and around the limit
+    /// and its multiples, and any other.
+    fn line_length() -> impl proptest::strategy::Strategy<Value = usize> {
+        use proptest::prelude::*;
+        prop_oneof![
+            0usize..40,
+            (0usize..3, 0usize..3).prop_map(|(k, d)| (k + 1) * MAX_LINE + d - 1),
+            0usize..MAX_LINE * 2 + 2,
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Streams of short, long and overlong lines, cut into chunks anywhere: the same
+        /// bytes and the same partial count as the piece-by-piece splitter.
+        #[test]
+        fn the_splitter_agrees_with_the_piece_by_piece_one(
+            lines in proptest::collection::vec((line_length(), proptest::bool::ANY), 0..6),
+            cuts in proptest::collection::vec(0usize..MAX_LINE * 4, 0..6),
+        ) {
+            let mut stream = Vec::new();
+            for (i, (len, newline)) in lines.iter().enumerate() {
+                stream.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, *len));
+                if *newline {
+                    stream.push(b'\n');
+                }
+            }
+            let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+            bounds.push(0);
+            bounds.push(stream.len());
+            bounds.sort_unstable();
+            let (mut fast, mut fast_partial) = (Vec::new(), 0);
+            let (mut slow, mut slow_partial) = (Vec::new(), 0);
+            for pair in bounds.windows(2) {
+                split_lines(&mut fast, &mut fast_partial, &stream[pair[0]..pair[1]]);
+                split_lines_by_piece(&mut slow, &mut slow_partial, &stream[pair[0]..pair[1]]);
+                proptest::prop_assert_eq!(fast_partial, slow_partial);
+            }
+            proptest::prop_assert!(fast == slow);
+        }
+    }
+
+    #[test]
+    fn text_lines_are_tagged_one_by_one() {
+        let mut out = Vec::new();
+        tag_lines(&mut out, "req", b"a\n\nlast");
+        assert_eq!(out, b"req\ta\nreq\t\nreq\tlast\n");
     }
 
     #[test]
