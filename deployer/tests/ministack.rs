@@ -196,27 +196,22 @@ async fn the_event_launcher_processes_every_object_exactly_once() {
     .unwrap();
     let cache = work().join("cache-deployer-launch");
     let ran_init = stand
-        .deployer(&[
-            "init",
-            "-n",
+        .init_packaged_with(
             &name,
-            "-i",
             IMAGE,
-            "-s",
-            script.to_str().unwrap(),
-            "-t",
-            "60",
-            "--preheat",
-            "--role",
             &role,
-            "--runtime-in-package",
-            "--layer-zip",
-            layer_zip().to_str().unwrap(),
-            "--function-env",
-            &format!("AWS_ENDPOINT_URL={MINISTACK}"),
-            "--function-env",
-            &format!("SCAR_CACHE_DIR={}", cache.display()),
-        ])
+            &[
+                "-s",
+                script.to_str().unwrap(),
+                "-t",
+                "60",
+                "--preheat",
+                "--function-env",
+                &format!("AWS_ENDPOINT_URL={MINISTACK}"),
+                "--function-env",
+                &format!("SCAR_CACHE_DIR={}", cache.display()),
+            ],
+        )
         .ok();
     // --preheat: the image is pulled before the launcher's first event.
     assert!(
@@ -428,28 +423,21 @@ async fn throttled_invokes_are_retried_and_what_stays_throttled_is_named() {
         .unwrap();
     let script = stand.home.path().join("true.sh");
     std::fs::write(&script, "true\n").unwrap();
+    let cache = work().join("cache-deployer-launch");
     stand
-        .deployer(&[
-            "init",
-            "-n",
+        .init_packaged_with(
             &name,
-            "-i",
             IMAGE,
-            "-s",
-            script.to_str().unwrap(),
-            "--role",
             &role,
-            "--runtime-in-package",
-            "--layer-zip",
-            layer_zip().to_str().unwrap(),
-            "--function-env",
-            &format!("AWS_ENDPOINT_URL={MINISTACK}"),
-            "--function-env",
-            &format!(
-                "SCAR_CACHE_DIR={}",
-                work().join("cache-deployer-launch").display()
-            ),
-        ])
+            &[
+                "-s",
+                script.to_str().unwrap(),
+                "--function-env",
+                &format!("AWS_ENDPOINT_URL={MINISTACK}"),
+                "--function-env",
+                &format!("SCAR_CACHE_DIR={}", cache.display()),
+            ],
+        )
         .ok();
     let keys: Vec<String> = (0..objects)
         .map(|i| format!("input/object-{i:03}.txt"))

@@ -126,8 +126,13 @@ impl Stand {
     /// `deployer init` of `image` with the x86_64 layer's runtime in the package (so that no
     /// layer needs publishing first).
     pub fn init_packaged(&self, name: &str, image: &str, role: &str) -> Ran {
+        self.init_packaged_with(name, image, role, &[])
+    }
+
+    /// [`Stand::init_packaged`] with more `init` flags.
+    pub fn init_packaged_with(&self, name: &str, image: &str, role: &str, more: &[&str]) -> Ran {
         let zip = layer_zip();
-        self.deployer(&[
+        let mut args = vec![
             "init",
             "-n",
             name,
@@ -138,7 +143,9 @@ impl Stand {
             "--runtime-in-package",
             "--layer-zip",
             zip.to_str().unwrap(),
-        ])
+        ];
+        args.extend_from_slice(more);
+        self.deployer(&args)
     }
 
     /// An IAM role Lambda may assume.
