@@ -1098,3 +1098,27 @@ fn the_extra_payload_of_the_package_is_seen_by_the_command_at_its_path() {
     );
     std::fs::remove_dir_all(&task_root).unwrap();
 }
+
+#[test]
+#[ignore = "needs the harness (make test)"]
+fn a_panic_mid_invocation_reaches_lambda_and_the_next_process_serves() {
+    let api = FakeRuntimeApi::start();
+    let mut runtime = start(&api, &[("SCAR_IMAGE", IMAGE)]);
+    // Debug builds panic on this field (handler.rs, PROVOKE_PANIC): the invocation under way
+    // gets Scar.Panic with where it happened, and the process ends rather than serve on.
+    let (error_type, message) = error(api.invoke(
+        json!({ "__scar_provoke_panic": true }),
+        Duration::from_secs(120),
+    ));
+    assert_eq!(error_type, "Scar.Panic");
+    assert!(
+        message.contains("provoked by the test suite's event") && message.contains("handler.rs"),
+        "{message}"
+    );
+    let status = wait_exit(&mut runtime, Duration::from_secs(20));
+    assert!(!status.success(), "exited with {status}");
+    // Lambda starts the next invocation in a new process: it serves as if nothing happened.
+    let _next = start(&api, &[("SCAR_IMAGE", IMAGE)]);
+    let reply = response(api.invoke(script("echo served"), Duration::from_secs(120)));
+    assert_eq!(reply["output"], "served\n", "{reply}");
+}

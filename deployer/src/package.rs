@@ -300,7 +300,33 @@ pub fn function_zip(files: FunctionFiles<'_>, image: &str) -> Result<Vec<u8>, De
     zip_entries(&entries, Path::new("function.zip"))
 }
 
-/// Refuses a zip Lambda would refuse, before any resource is created.
+/// Lambda's limit on a function's unzipped package (layers included, which this does not
+/// know of).
+pub const UNZIPPED_LIMIT: u64 = 250 * 1024 * 1024;
+
+/// Refuses a function package Lambda would refuse once unzipped, before anything is created.
+pub fn check_unzipped_size(zip: &[u8]) -> Result<(), DeployError> {
+    check_unzipped_size_under(zip, UNZIPPED_LIMIT)
+}
+
+fn check_unzipped_size_under(zip: &[u8], limit: u64) -> Result<(), DeployError> {
+    let fail = |message: String| DeployError::Package {
+        path: PathBuf::from("function.zip"),
+        message,
+    };
+    let archive = zip::ZipArchive::new(Cursor::new(zip)).map_err(|e| fail(e.to_string()))?;
+    let unzipped = archive.decompressed_size().unwrap_or(u128::MAX);
+    if unzipped > u128::from(limit) {
+        return Err(fail(format!(
+            "the function package unzips to {:.1} MB; Lambda takes at most {} MB (the extra payload is too large: put it in S3 or in the image)",
+            unzipped as f64 / 1048576.0,
+            limit / 1048576
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a zip Lambda would refuse in a request, before any resource is created.
 pub fn check_upload_size(zip: &[u8], what: &str) -> Result<(), DeployError> {
     if zip.len() > DIRECT_UPLOAD_LIMIT {
         return Err(DeployError::Invalid(format!(
@@ -450,6 +476,26 @@ mod tests {
             .unwrap();
         assert!(status.success());
         assert_eq!(tree(&out.join(EXTRA_PAYLOAD_ENTRY)), tree(&payload));
+    }
+
+    #[test]
+    fn a_package_over_lambdas_unzipped_limit_is_refused_before_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("zeros"), vec![0u8; 3 * 1024 * 1024]).unwrap();
+        let files = FunctionFiles {
+            extra_payload: Some(dir.path()),
+            ..FunctionFiles::default()
+        };
+        let zip = function_zip(files, "img").unwrap();
+        assert!(zip.len() < 1024 * 1024, "zeros compress: {}", zip.len());
+        let err = check_unzipped_size_under(&zip, 2 * 1024 * 1024)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unzips to 3.0 MB; Lambda takes at most 2 MB"),
+            "{err}"
+        );
+        check_unzipped_size_under(&zip, 4 * 1024 * 1024).unwrap();
     }
 
     #[test]

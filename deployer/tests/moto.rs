@@ -1360,3 +1360,75 @@ async fn functions_without_a_name_are_named_after_their_image_and_numbered() {
         stand.deployer(&["rm", "-n", name]).ok();
     }
 }
+
+#[tokio::test]
+#[ignore = "needs moto server (make test)"]
+async fn a_package_over_the_request_limit_goes_through_the_deployment_bucket() {
+    let stand = Stand::new(MOTO, "eu-central-1").await;
+    let role = stand.role().await;
+    let (name, bucket) = (unique("bigpkg"), unique("bigpkg-deploy"));
+    let payload = stand.home.path().join("payload");
+    std::fs::create_dir(&payload).unwrap();
+    // 52 MiB that deflate cannot shrink (xorshift64), so that the package is over 50 MB.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let noise: Vec<u8> = (0..52 * 1024 * 1024 / 8)
+        .flat_map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()
+        })
+        .collect();
+    std::fs::write(payload.join("noise.bin"), &noise).unwrap();
+    let payload_arg = payload.to_str().unwrap();
+
+    // No deployment bucket: refused before anything is created.
+    stand
+        .init_packaged_with(&name, images::GLIBC, &role, &["-ep", payload_arg])
+        .fails_with("give a deployment bucket (-db BUCKET)");
+    assert!(
+        stand
+            .lambda
+            .get_function()
+            .function_name(&name)
+            .send()
+            .await
+            .is_err()
+    );
+
+    // With one: the function is made from the package in S3, which is then removed.
+    stand
+        .init_packaged_with(
+            &name,
+            images::GLIBC,
+            &role,
+            &["-ep", payload_arg, "-db", &bucket],
+        )
+        .ok();
+    let config = stand
+        .lambda
+        .get_function_configuration()
+        .function_name(&name)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        config.code_size() > 50 * 1024 * 1024,
+        "code size {}",
+        config.code_size()
+    );
+    assert_eq!(
+        config.environment().unwrap().variables().unwrap()["SCAR_EXTRA_PAYLOAD"],
+        "extra-payload"
+    );
+    let left = stand
+        .s3
+        .list_objects_v2()
+        .bucket(&bucket)
+        .prefix("scar-rs-packages/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(left.contents().len(), 0, "{left:?}");
+    stand.deployer(&["rm", "-n", &name]).ok();
+}

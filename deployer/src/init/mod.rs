@@ -83,7 +83,36 @@ async fn create(
     }
     let mut variables = plan.variables.clone();
     variables.insert("SCAR_IMAGE".into(), image.clone());
-    let function_arn = create_function(aws, plan, variables, tags).await?;
+    let function_arn = match &plan.package_bucket {
+        None => {
+            let code = FunctionCode::builder()
+                .zip_file(Blob::new(plan.package.clone()))
+                .build();
+            create_function(aws, plan, variables, tags, code).await?
+        }
+        Some(bucket) => {
+            // Lambda copies the package when it creates the function: the object is only
+            // needed until then, and removed whatever the outcome.
+            let key = format!("{PACKAGE_PREFIX}{}.zip", plan.name);
+            aws.s3
+                .put_object()
+                .bucket(bucket)
+                .key(&key)
+                .body(plan.package.clone().into())
+                .send()
+                .await
+                .map_err(DeployError::aws("s3:PutObject (the function package)"))?;
+            let code = FunctionCode::builder()
+                .s3_bucket(bucket)
+                .s3_key(&key)
+                .build();
+            let created = create_function(aws, plan, variables, tags, code).await;
+            if let Err(e) = aws.s3.delete_object().bucket(bucket).key(&key).send().await {
+                tracing::warn!(bucket = %bucket, key = %key, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "cannot remove the uploaded function package");
+            }
+            created?
+        }
+    };
     created.push(Resource::Function(plan.name.clone()));
     aws.lambda
         .wait_until_function_active_v2()
@@ -148,11 +177,15 @@ async fn create(
     })
 }
 
+/// Where a package too large for a request waits in the deployment bucket for Lambda to copy it.
+pub const PACKAGE_PREFIX: &str = "scar-rs-packages/";
+
 async fn create_function(
     aws: &Aws,
     plan: &Plan,
     variables: std::collections::BTreeMap<String, String>,
     tags: std::collections::BTreeMap<String, String>,
+    code: FunctionCode,
 ) -> Result<String, DeployError> {
     // A role created moments ago may not be assumable yet (IAM is eventually consistent):
     // Lambda says so explicitly, and a short wait fixes it.
@@ -184,11 +217,7 @@ async fn create_function(
             )
             .set_tags(Some(tags.clone().into_iter().collect()))
             .set_logging_config(plan.log_level.map(plan::logging_config))
-            .code(
-                FunctionCode::builder()
-                    .zip_file(Blob::new(plan.package.clone()))
-                    .build(),
-            )
+            .code(code.clone())
             .send()
             .await;
         match result {

@@ -51,6 +51,8 @@ pub struct Plan {
     pub layer: Option<String>,
     /// The function package.
     pub package: Vec<u8>,
+    /// The bucket the package goes through when it is over Lambda's request limit.
+    pub package_bucket: Option<String>,
     /// Lambda's application log level (JSON log records), when set.
     pub log_level: Option<LogLevel>,
     /// The function's environment (SCAR_IMAGE is added after staging).
@@ -323,7 +325,20 @@ pub async fn plan(
         runtime: runtime.as_ref().map(|r| (r, arch)),
     };
     let package = package::function_zip(files, &image)?;
-    package::check_upload_size(&package, "function")?;
+    package::check_unzipped_size(&package)?;
+    // Larger than a request takes: through the deployment bucket, which Lambda copies from.
+    let package_bucket = match (&args.deployment_bucket, package.len()) {
+        (_, size) if size <= package::DIRECT_UPLOAD_LIMIT => None,
+        (Some(bucket), _) => Some(bucket.clone()),
+        (None, _) => {
+            package::check_upload_size(&package, "function").map_err(|e| {
+                invalid(format!(
+                    "{e}: give a deployment bucket (-db BUCKET) to send it through S3"
+                ))
+            })?;
+            None
+        }
+    };
 
     // What AWS holds: the role, the name, the buckets, the layer.
     match aws.iam.get_role().role_name(name).send().await {
@@ -401,6 +416,7 @@ pub async fn plan(
         ephemeral_storage,
         layer,
         package,
+        package_bucket,
         log_level: args.log_level,
         variables,
         tags,

@@ -143,9 +143,17 @@ impl<I: Images, R: Runner> Handler<I, R> {
         // The command sees the event as Lambda sent it, whatever this runtime makes of it.
         let raw = serde_json::to_vec_pretty(&event)
             .map_err(|e| io("cannot write the event file")(std::io::Error::other(e)))?;
+        #[cfg(debug_assertions)]
+        let provoke_panic = event.get(PROVOKE_PANIC).is_some();
         let event = Event::parse(event, &self.config.input_prefix)?;
         let cutoff = self.cutoff(invocation)?;
         let dir = RequestDir::create(&self.tmp, &invocation.request_id)?;
+        // The panic path is tested by provoking a panic in the middle of an invocation; only
+        // debug builds (the suite's) have this door, the layer's release builds do not.
+        #[cfg(debug_assertions)]
+        if provoke_panic {
+            panic!("provoked by the test suite's event ({PROVOKE_PANIC})");
+        }
         let event_file = dir.write("event.json", &raw)?;
         let (prepared, pull) = self.images.prepare(cutoff).await?;
         let mut base =
@@ -451,6 +459,10 @@ impl<I: Images, R: Runner> Run<'_, I, R> {
         ))
     }
 }
+
+/// The event field that makes a debug build panic mid-invocation.
+#[cfg(debug_assertions)]
+pub const PROVOKE_PANIC: &str = "__scar_provoke_panic";
 
 #[cfg(test)]
 mod tests {
