@@ -4,8 +4,10 @@
 #   - images built offline: test/glibc, test/musl (host binaries), debian bookworm with
 #     perl, python3, cowsay and imagemagick (debootstrap)
 #   - docker-registry instances: anonymous :5000, bearer-token :5010 (token server :5011,
-#     user testuser:testpass), basic-auth :5012, and the fault proxy :5013; the AWS fault
-#     proxy :4567 in front of ministack (S3 and Lambda's Invoke)
+#     user testuser:testpass), basic-auth :5012 (that user, and AWS with the token moto's
+#     ECR gives account 123456789012; /etc/hosts gains 123456789012.dkr.ecr.us-east-1.amazonaws.com
+#     for 127.0.0.1: the ECR stand-in), and the fault proxy :5013; the
+#     AWS fault proxy :4567 in front of ministack (S3 and Lambda's Invoke)
 #   - ministack on :4566 (S3, Lambda with a local Runtime API, API Gateway)
 #   - moto server on :5001 (the AWS control plane the deployer drives: Lambda, S3, IAM,
 #     CloudWatch Logs, API Gateway), with Lambda's Docker executor off
@@ -92,6 +94,12 @@ wait_http() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sle
 mkdir -p reg tok
 [ -f tok/token.key ] || openssl req -x509 -newkey rsa:2048 -nodes -keyout tok/token.key -out tok/token.crt -days 30 -subj /CN=test-token-issuer 2>/dev/null
 [ -f htpasswd ] || htpasswd -Bbn testuser testpass > htpasswd
+# ECR stand-in: the basic-auth registry accepts the token moto's GetAuthorizationToken gives
+# account 123456789012 (AWS:123456789012-auth-token), and that account's ECR host name leads
+# to it.
+grep -q '^AWS:' htpasswd || htpasswd -Bb htpasswd AWS 123456789012-auth-token 2>/dev/null
+host=123456789012.dkr.ecr.us-east-1.amazonaws.com
+grep -q " $host\$" /etc/hosts || echo "127.0.0.1 $host" >> /etc/hosts
 storage="storage: {filesystem: {rootdirectory: $W/reg}, delete: {enabled: true}}"
 printf 'version: 0.1\n%s\nhttp: {addr: "127.0.0.1:5000", secret: t}\n' "$storage" > registry.yml
 printf 'version: 0.1\n%s\nhttp: {addr: "127.0.0.1:5010", secret: t}\nauth: {token: {realm: "http://127.0.0.1:5011/token", service: test-registry, issuer: test-issuer, rootcertbundle: %s}}\n' "$storage" "$W/tok/token.crt" > registry-token.yml

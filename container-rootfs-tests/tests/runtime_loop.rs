@@ -1122,3 +1122,57 @@ fn a_panic_mid_invocation_reaches_lambda_and_the_next_process_serves() {
     let reply = response(api.invoke(script("echo served"), Duration::from_secs(120)));
     assert_eq!(reply["output"], "served\n", "{reply}");
 }
+
+/// The ECR stand-in (setup.sh): the basic-auth registry under ECR host names, moto's ECR API.
+const ECR_REGISTRY: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com:5012";
+const ECR_API: &str = "http://127.0.0.1:5001";
+
+#[test]
+#[ignore = "needs the harness (make test)"]
+fn an_ecr_image_is_pulled_with_a_token_ecr_gives_the_functions_role() {
+    let cache = work().join(format!("cache-ecr-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let cache_text = cache.display().to_string();
+    let image = format!("{ECR_REGISTRY}/library/debian-cowsay");
+    let api = FakeRuntimeApi::start();
+    let _runtime = start(
+        &api,
+        &[
+            ("SCAR_IMAGE", &image),
+            ("SCAR_INSECURE_REGISTRIES", ECR_REGISTRY),
+            ("AWS_ENDPOINT_URL_ECR", ECR_API),
+            ("SCAR_CACHE_DIR", &cache_text),
+        ],
+    );
+    // No registry credentials are configured: the pull asked ECR (moto) for a token with the
+    // function's credentials, and the registry accepted it.
+    let reply = response(api.invoke(
+        script("/usr/games/cowsay -f tux ecr | head -2\n"),
+        Duration::from_secs(180),
+    ));
+    assert_eq!(reply["output"], " _____\n< ecr >\n", "{reply}");
+
+    // ECR unreachable (or the role without the permission): a named image error that says
+    // what the role needs.
+    let api = FakeRuntimeApi::start();
+    let _runtime = start(
+        &api,
+        &[
+            ("SCAR_IMAGE", &image),
+            ("SCAR_INSECURE_REGISTRIES", ECR_REGISTRY),
+            ("AWS_ENDPOINT_URL_ECR", "http://127.0.0.1:9"),
+            ("SCAR_CACHE_DIR", &format!("{cache_text}-unreachable")),
+            ("SCAR_INIT_PULL_BUDGET", "0"),
+        ],
+    );
+    let (error_type, message) = error(api.invoke(script("true"), Duration::from_secs(120)));
+    assert_eq!(error_type, "Scar.ImageError", "{message}");
+    for words in [
+        "ecr:GetAuthorizationToken for account 123456789012 failed",
+        "AmazonEC2ContainerRegistryReadOnly",
+    ] {
+        assert!(message.contains(words), "{words:?} not in {message}");
+    }
+    let _ = std::fs::remove_dir_all(&cache);
+    let _ = std::fs::remove_dir_all(format!("{cache_text}-unreachable"));
+}

@@ -1432,3 +1432,31 @@ async fn a_package_over_the_request_limit_goes_through_the_deployment_bucket() {
     assert_eq!(left.contents().len(), 0, "{left:?}");
     stand.deployer(&["rm", "-n", &name]).ok();
 }
+
+#[tokio::test]
+#[ignore = "needs moto server (make test)"]
+async fn an_ecr_image_is_deployed_with_the_policy_its_role_needs_named() {
+    let stand = Stand::new(MOTO, "us-west-2").await;
+    let role = stand.role().await;
+    let name = unique("ecr");
+    let ran = stand
+        .init_packaged(
+            &name,
+            "123456789012.dkr.ecr.us-west-2.amazonaws.com/team/app:1.0",
+            &role,
+        )
+        .ok();
+    for said in [
+        "account 123456789012, us-west-2",
+        "ecr:GetAuthorizationToken, ecr:BatchGetImage and ecr:GetDownloadUrlForLayer",
+    ] {
+        assert!(ran.stderr.contains(said), "{said:?} not in {ran:?}");
+    }
+    // A registry that is not ECR gets no such note.
+    let plain = unique("plain");
+    let ran = stand.init_packaged(&plain, IMAGE, &role).ok();
+    assert!(!ran.stderr.contains("ecr:"), "{ran:?}");
+    for function in [&name, &plain] {
+        stand.deployer(&["rm", "-n", function]).ok();
+    }
+}

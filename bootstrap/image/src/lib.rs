@@ -32,6 +32,7 @@ pub use pull::{PullError, PullOptions, Pulled, Puller, fetch};
 pub use reference::{ImageReference, ReferenceError};
 pub use s3::client as s3_client;
 pub use source::auth::Credentials;
+pub use source::ecr::{EcrRegistry, ecr_registry};
 pub use source::registry::{DEFAULT_READ_TIMEOUT, RegistryOptions};
 pub use source::{BlobReader, LayerDescriptor, ResolvedImage, SourceError};
 pub use unpack::blob::BlobFault;

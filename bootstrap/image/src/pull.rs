@@ -120,37 +120,17 @@ impl Puller {
     /// Pulls `reference` unless its rootfs is cached.
     pub async fn pull(&self, reference: &ImageReference) -> Result<Pulled, PullError> {
         let platform = &self.options.platform;
-        let (resolved, layers, alias) = match reference {
-            ImageReference::Registry(r) => {
-                let source = RegistrySource::new(r.clone(), &self.options.registry)?;
-                let top = source.head_digest().await?;
-                let alias = format!("{}/{}@{top}|{platform}", r.registry(), r.repository());
-                if let Some(hit) = self.cached(&alias)? {
-                    return Ok(hit);
-                }
-                let (resolved, _) = source.resolve(platform).await?;
-                (resolved, Layers::Registry(source), Some(alias))
-            }
-            ImageReference::DockerArchive { file } => {
-                let alias = archive_alias(file);
-                if let Some(hit) = alias
-                    .as_deref()
-                    .map(|a| self.cached(a))
-                    .transpose()?
-                    .flatten()
-                {
-                    return Ok(hit);
-                }
-                let (resolved, layers) =
-                    resolve_source(reference, platform, &self.options.registry).await?;
-                (resolved, layers, alias)
-            }
-            ImageReference::OciLayout { .. } | ImageReference::S3Layout { .. } => {
-                let (resolved, layers) =
-                    resolve_source(reference, platform, &self.options.registry).await?;
-                (resolved, layers, None)
-            }
-        };
+        let source = Source::open(reference, &self.options.registry).await?;
+        let alias = source.alias(platform).await?;
+        if let Some(hit) = alias
+            .as_deref()
+            .map(|a| self.cached(a))
+            .transpose()?
+            .flatten()
+        {
+            return Ok(hit);
+        }
+        let (resolved, layers) = source.resolve(platform).await?;
         let pulled = match self.cache.lookup(&resolved.manifest_digest)? {
             Some(image) => Pulled {
                 image,
@@ -254,38 +234,76 @@ impl Layers {
     }
 }
 
-/// Resolves any reference to its image and a way to open its layers.
-async fn resolve_source(
-    reference: &ImageReference,
-    platform: &Platform,
-    registry: &RegistryOptions,
-) -> Result<(ResolvedImage, Layers), PullError> {
-    let layout = |source: LayoutSource| async move {
-        let platform = platform.clone();
-        let resolved = blocking({
-            let source = source.clone();
-            move || source.resolve(&platform)
+/// Where an image comes from, opened once from its reference: every kind is then asked the
+/// same two questions, so the pull and [`fetch`] have one path for all of them.
+enum Source {
+    Registry(RegistrySource),
+    Layout(LayoutSource),
+    Archive(ArchiveSource, std::path::PathBuf),
+}
+
+impl Source {
+    /// Prepares the source of `reference`; only an S3 layout connects now (nothing is read).
+    async fn open(
+        reference: &ImageReference,
+        registry: &RegistryOptions,
+    ) -> Result<Self, PullError> {
+        Ok(match reference {
+            ImageReference::Registry(r) => {
+                Self::Registry(RegistrySource::connect(r.clone(), registry).await?)
+            }
+            ImageReference::OciLayout { dir, tag } => {
+                Self::Layout(LayoutSource::new(dir.clone(), tag.clone()))
+            }
+            ImageReference::S3Layout { bucket, prefix } => {
+                let store = S3Store::connect(bucket.clone(), prefix.clone()).await;
+                Self::Layout(LayoutSource::with_store(Arc::new(store), None))
+            }
+            ImageReference::DockerArchive { file } => {
+                Self::Archive(ArchiveSource::new(file.clone()), file.clone())
+            }
         })
-        .await??;
-        Ok::<_, PullError>((resolved, Layers::Layout(source)))
-    };
-    match reference {
-        ImageReference::Registry(r) => {
-            let source = RegistrySource::new(r.clone(), registry)?;
-            let (resolved, _) = source.resolve(platform).await?;
-            Ok((resolved, Layers::Registry(source)))
-        }
-        ImageReference::OciLayout { dir, tag } => {
-            layout(LayoutSource::new(dir.clone(), tag.clone())).await
-        }
-        ImageReference::S3Layout { bucket, prefix } => {
-            let store = S3Store::connect(bucket.clone(), prefix.clone()).await;
-            layout(LayoutSource::with_store(Arc::new(store), None)).await
-        }
-        ImageReference::DockerArchive { file } => {
-            let source = ArchiveSource::new(file.clone());
-            let (resolved, offsets) = blocking(move || source.resolve()).await??;
-            Ok((resolved, Layers::Archive(offsets)))
+    }
+
+    /// A cache key known before resolving, where resolving costs more than finding it: the
+    /// registry's top digest (one HEAD), an archive's path, size and mtime (no indexing
+    /// pass). A layout resolves from its own index at once: none.
+    async fn alias(&self, platform: &Platform) -> Result<Option<String>, PullError> {
+        Ok(match self {
+            Self::Registry(source) => {
+                let top = source.head_digest().await?;
+                let r = source.reference();
+                Some(format!(
+                    "{}/{}@{top}|{platform}",
+                    r.registry(),
+                    r.repository()
+                ))
+            }
+            Self::Archive(_, file) => archive_alias(file),
+            Self::Layout(_) => None,
+        })
+    }
+
+    /// The image for `platform` and a way to open its layers.
+    async fn resolve(self, platform: &Platform) -> Result<(ResolvedImage, Layers), PullError> {
+        match self {
+            Self::Registry(source) => {
+                let (resolved, _) = source.resolve(platform).await?;
+                Ok((resolved, Layers::Registry(source)))
+            }
+            Self::Layout(source) => {
+                let platform = platform.clone();
+                let resolved = blocking({
+                    let source = source.clone();
+                    move || source.resolve(&platform)
+                })
+                .await??;
+                Ok((resolved, Layers::Layout(source)))
+            }
+            Self::Archive(source, _) => {
+                let (resolved, offsets) = blocking(move || source.resolve()).await??;
+                Ok((resolved, Layers::Archive(offsets)))
+            }
         }
     }
 }
@@ -297,7 +315,10 @@ pub async fn fetch(
     platform: &Platform,
     registry: &RegistryOptions,
 ) -> Result<(ResolvedImage, Vec<BlobReader>), PullError> {
-    let (resolved, layers) = resolve_source(reference, platform, registry).await?;
+    let (resolved, layers) = Source::open(reference, registry)
+        .await?
+        .resolve(platform)
+        .await?;
     let readers = layers.open(&resolved.layers, registry.concurrency)?;
     Ok((resolved, readers))
 }

@@ -80,7 +80,7 @@ async fn from_file(
         // next one's trigger goes on.
         let result = match init::plan(aws, settings, settings_path, args).await {
             Ok(plan) => {
-                warn_if_open(args);
+                say_what_to_grant(args);
                 init::init(aws, plan).await
             }
             Err(error) => Err(error),
@@ -113,7 +113,20 @@ async fn from_file(
     Ok(0)
 }
 
-fn warn_if_open(args: &InitArgs) {
+/// Notes what the caller must grant, before anything is created: the role, and whether the
+/// endpoint is open.
+fn say_what_to_grant(args: &InitArgs) {
+    let on_ecr = args
+        .image
+        .as_deref()
+        .and_then(|image| image.split('/').next())
+        .and_then(scar_image::ecr_registry);
+    if let (Some(ecr), None) = (on_ecr, &args.deployment_bucket) {
+        eprintln!(
+            "note: the image is on ECR (account {}, {}): the runtime asks ECR for a token with the function's role, which needs ecr:GetAuthorizationToken, ecr:BatchGetImage and ecr:GetDownloadUrlForLayer (the managed policy AmazonEC2ContainerRegistryReadOnly)",
+            ecr.account, ecr.region
+        );
+    }
     let open = (args.api_gateway_name.is_some() && args.api_auth == EndpointAuth::None)
         || (args.url && args.url_auth == EndpointAuth::None);
     if open {
@@ -129,7 +142,7 @@ async fn one(
     settings_path: &Path,
     args: &InitArgs,
 ) -> Result<(), DeployError> {
-    warn_if_open(args);
+    say_what_to_grant(args);
     let plan = init::plan(aws, settings, settings_path, args).await?;
     emit(&init::init(aws, plan).await?, args.json)?;
     if args.preheat {

@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod auth;
+pub mod ecr;
 pub mod layout;
 pub mod registry;
 pub mod s3;

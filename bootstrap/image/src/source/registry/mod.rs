@@ -140,8 +140,33 @@ impl std::fmt::Debug for RegistrySource {
 }
 
 impl RegistrySource {
-    /// Prepares a client for `reference`; nothing is sent yet.
-    pub fn new(reference: Reference, options: &RegistryOptions) -> Result<Self, SourceError> {
+    /// Prepares a client for `reference`. Credentials: the configured ones, else a Docker
+    /// config's, else, for an ECR registry, a token ECR gives the process's AWS identity
+    /// (the one request this may send), else none.
+    pub async fn connect(
+        reference: Reference,
+        options: &RegistryOptions,
+    ) -> Result<Self, SourceError> {
+        let registry = reference.resolve_registry().to_string();
+        let mut credentials = options.credentials.clone().or_else(|| {
+            super::auth::docker_config_text()
+                .and_then(|t| super::auth::from_docker_config(&t, reference.registry()))
+        });
+        if credentials.is_none()
+            && let Some(ecr) = super::ecr::ecr_registry(&registry)
+        {
+            // Boxed: the SDK's future is deep, and every caller's future would carry it inline.
+            credentials = Some(Box::pin(super::ecr::credentials(&registry, &ecr)).await?);
+        }
+        Self::new(reference, options, credentials)
+    }
+
+    /// A client for `reference` with `credentials`; nothing is sent yet.
+    fn new(
+        reference: Reference,
+        options: &RegistryOptions,
+        credentials: Option<Credentials>,
+    ) -> Result<Self, SourceError> {
         let registry = reference.resolve_registry().to_string();
         let plain_http = is_loopback(&registry) || options.insecure.contains(&registry);
         // oci-client only answers the authentication challenge: it must reach the registry
@@ -157,10 +182,6 @@ impl RegistrySource {
             read_timeout: Some(options.read_timeout),
             ..Default::default()
         };
-        let credentials = options.credentials.clone().or_else(|| {
-            super::auth::docker_config_text()
-                .and_then(|t| super::auth::from_docker_config(&t, reference.registry()))
-        });
         let auth = match credentials {
             Some(c) => RegistryAuth::Basic(c.username, c.password),
             None => RegistryAuth::Anonymous,
@@ -178,7 +199,7 @@ impl RegistrySource {
         })
     }
 
-    fn reference(&self) -> &Reference {
+    pub(crate) fn reference(&self) -> &Reference {
         self.session.reference()
     }
 
