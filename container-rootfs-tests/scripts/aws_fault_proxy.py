@@ -54,6 +54,8 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length", 0)))
 
     def record(self, status):
+        """Logged before the answer is sent: a test reading the log as soon as its client has
+        the answer must find the line."""
         with LOCK, open(LOG, "a") as log:
             log.write(f"{self.command} {self.path} {status}\n")
 
@@ -61,24 +63,24 @@ class Handler(BaseHTTPRequestHandler):
         code, message = ERRORS[status]
         body = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
                 f"<Message>{message}</Message><RequestId>fault-proxy</RequestId></Error>").encode()
+        self.record(status)
         self.send_response(status)
         self.send_header("Content-Type", "application/xml")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
-        self.record(status)
 
     def throttle(self):
         body = json.dumps({"Type": "User", "message": "Rate Exceeded.",
                            "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"}).encode()
+        self.record(429)
         self.send_response(429)
         self.send_header("Content-Type", "application/json")
         self.send_header("x-amzn-ErrorType", "TooManyRequestsException")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        self.record(429)
 
     def handle_any(self):
         body = self.body()
@@ -100,6 +102,7 @@ class Handler(BaseHTTPRequestHandler):
                          headers=headers)
         answer = upstream.getresponse()
         data = answer.read()
+        self.record(answer.status)
         self.send_response(answer.status)
         for name, value in answer.getheaders():
             if name.lower() not in HOP and name.lower() != "content-length":
@@ -111,7 +114,6 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
         upstream.close()
-        self.record(answer.status)
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = handle_any
 

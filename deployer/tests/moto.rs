@@ -1189,6 +1189,28 @@ async fn a_pipeline_deploys_from_a_definition_file_and_bad_files_create_nothing(
         [format!("scar-{second}")]
     );
 
+    // update -f checks every function before it changes any: the second's memory is out of
+    // range, so the first keeps its own.
+    let update = dir.path().join("update.yaml");
+    std::fs::write(
+        &update,
+        format!(
+            "functions:\n  {first}:\n    image: {IMAGE}\n    memory: 2048\n  {second}:\n    image: {IMAGE}\n    memory: 64\n"
+        ),
+    )
+    .unwrap();
+    stand
+        .deployer(&["update", "-f", update.to_str().unwrap()])
+        .fails_with("memory (MB) 64 is out of range");
+    let kept = stand
+        .lambda
+        .get_function_configuration()
+        .function_name(&first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.memory_size(), Some(1024));
+
     let removed = stand.deployer(&["rm", "-f", file.to_str().unwrap()]).ok();
     assert!(
         removed.stdout.contains(&first) && removed.stdout.contains(&second),

@@ -16,6 +16,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use aws_sdk_lambda::client::Waiters as _;
+use aws_sdk_lambda::operation::update_function_configuration::builders::UpdateFunctionConfigurationFluentBuilder;
 use aws_sdk_lambda::types::Environment;
 use serde::Serialize;
 
@@ -103,24 +104,25 @@ fn new_variables(
 pub(crate) async fn run(aws: &Aws, args: &UpdateArgs) -> Result<u8, DeployError> {
     match (&args.name, &args.file) {
         (Some(name), _) => {
-            let updated = update(aws, name, args, false).await?;
-            if updated.changes.is_empty() {
+            let planned = plan(aws, name, args, false).await?;
+            if planned.request.is_none() {
                 return Err(DeployError::Invalid(format!(
                     "{name}: nothing to change (give -m, -t, --timeout-threshold, -e, --unset-env, --function-env, --log-level or -i with a new value)"
                 )));
             }
-            emit(&updated, args.json)?;
+            emit(&apply(aws, planned).await?, args.json)?;
         }
         (None, Some(file)) => {
             let definitions = Definitions::load(file)?;
-            let all = definitions.update_args(args.json);
-            // Every function is looked up first: a name missing from AWS updates none.
-            for (name, _) in &all {
-                list::lookup(aws, name).await?;
+            // Every function is checked before any is changed: a name missing from AWS or a
+            // value out of range updates none.
+            let mut planned = Vec::new();
+            for (name, function_args) in definitions.update_args(args.json) {
+                planned.push(plan(aws, &name, &function_args, true).await?);
             }
             let mut updated = Vec::new();
-            for (name, function_args) in &all {
-                updated.push(update(aws, name, function_args, true).await?);
+            for one in planned {
+                updated.push(apply(aws, one).await?);
             }
             emit(&UpdatedAll(updated), args.json)?;
         }
@@ -133,14 +135,22 @@ pub(crate) async fn run(aws: &Aws, args: &UpdateArgs) -> Result<u8, DeployError>
     Ok(0)
 }
 
-/// Updates `name` as `args` say; with `exact_env`, the container's variables become exactly
-/// `args.env` (the others are removed). Nothing to change is an empty list, not an error.
-async fn update(
+/// One function's update, checked against its current configuration and ready to send;
+/// no request when nothing changes.
+struct Planned {
+    name: String,
+    updated: Updated,
+    request: Option<UpdateFunctionConfigurationFluentBuilder>,
+}
+
+/// Checks the update of `name` that `args` ask for; with `exact_env`, the container's
+/// variables become exactly `args.env` (the others are removed). Sends nothing.
+async fn plan(
     aws: &Aws,
     name: &str,
     args: &UpdateArgs,
     exact_env: bool,
-) -> Result<Updated, DeployError> {
+) -> Result<Planned, DeployError> {
     let function = list::lookup(aws, name).await?;
     let current = aws
         .lambda
@@ -197,10 +207,15 @@ async fn update(
     {
         changes.push(format!("log level {} (JSON log records)", new.as_str()));
     }
-    if changes.is_empty() {
-        return Ok(Updated {
-            function: function.name,
-            changes,
+    let updated = Updated {
+        function: function.name,
+        changes,
+    };
+    if updated.changes.is_empty() {
+        return Ok(Planned {
+            name: name.to_owned(),
+            updated,
+            request: None,
         });
     }
 
@@ -221,22 +236,32 @@ async fn update(
     if let Some(level) = args.log_level {
         update = update.logging_config(logging_config(level));
     }
-    update
+    Ok(Planned {
+        name: name.to_owned(),
+        updated,
+        request: Some(update),
+    })
+}
+
+/// Sends a planned update (guarded by the revision it was checked against) and waits until
+/// Lambda has applied it.
+async fn apply(aws: &Aws, planned: Planned) -> Result<Updated, DeployError> {
+    let Some(request) = planned.request else {
+        return Ok(planned.updated);
+    };
+    request
         .send()
         .await
         .map_err(DeployError::aws("lambda:UpdateFunctionConfiguration"))?;
     aws.lambda
         .wait_until_function_updated_v2()
-        .function_name(name)
+        .function_name(&planned.name)
         .wait(Duration::from_secs(300))
         .await
         .map_err(DeployError::aws(
             "lambda:GetFunction (waiting for the update)",
         ))?;
-    Ok(Updated {
-        function: function.name,
-        changes,
-    })
+    Ok(planned.updated)
 }
 
 #[cfg(test)]
