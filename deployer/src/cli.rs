@@ -518,7 +518,7 @@ pub struct UpdateArgs {
         short = 'f',
         long = "file",
         value_name = "FILE",
-        conflicts_with_all = ["memory", "time", "timeout_threshold", "env", "unset_env", "function_env", "log_level", "image"]
+        conflicts_with_all = ["memory", "time", "timeout_threshold", "env", "unset_env", "function_env", "log_level", "image", "deployment_bucket"]
     )]
     pub file: Option<PathBuf>,
     /// Memory in MB (128 to 10240)
@@ -542,9 +542,12 @@ pub struct UpdateArgs {
     /// The runtime's log level; Lambda then writes its log as JSON records (SCAR: -ll)
     #[arg(long, value_enum)]
     pub log_level: Option<LogLevel>,
-    /// Another image reference for the function to pull (an image staged with -db is left in its bucket)
+    /// Another image reference for the function to pull
     #[arg(short = 'i', long)]
     pub image: Option<String>,
+    /// Stage the new image in this bucket, as init -db does (the function's staged prefix is rewritten) (SCAR: -db)
+    #[arg(long, value_name = "BUCKET", requires = "image")]
+    pub deployment_bucket: Option<String>,
     /// JSON instead of text
     #[arg(short = 'j', long)]
     pub json: bool,

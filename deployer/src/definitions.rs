@@ -235,6 +235,7 @@ impl Definitions {
                     function_env: pairs(&f.runtime_environment),
                     log_level: f.log_level,
                     image: f.image.clone(),
+                    deployment_bucket: f.image.as_ref().and(f.s3.deployment_bucket.clone()),
                     json,
                 };
                 (name.clone(), args)

@@ -41,13 +41,23 @@ pub struct StagingPlan {
     pub arch: Arch,
 }
 
+/// The function's own prefix in the deployment bucket.
+fn function_prefix(function: &str) -> String {
+    format!("scar-rs/images/{function}/")
+}
+
+/// What the function pulls once its image is staged in `bucket` (what [`stage`] returns).
+pub fn staged_reference(bucket: &str, function: &str) -> String {
+    format!("s3://{bucket}/{}", function_prefix(function))
+}
+
 impl StagingSource {
     /// Places the image under the function's own prefix.
     pub fn for_function(self, function: &str) -> StagingPlan {
         StagingPlan {
             reference: self.reference,
             bucket: self.bucket,
-            prefix: format!("scar-rs/images/{function}/"),
+            prefix: function_prefix(function),
             arch: self.arch,
         }
     }

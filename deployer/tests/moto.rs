@@ -67,6 +67,7 @@ fn every_command_has_help_naming_scars_flags() {
                 "SCAR: -ll",
                 "--image",
                 "--file",
+                "--deployment-bucket",
             ],
         ),
     ] {
@@ -1481,4 +1482,86 @@ async fn an_ecr_image_is_deployed_with_the_policy_its_role_needs_named() {
     for function in [&name, &plain] {
         stand.deployer(&["rm", "-n", function]).ok();
     }
+}
+
+#[tokio::test]
+#[ignore = "needs moto server (make test)"]
+async fn update_stages_a_new_image_with_db_and_rm_removes_it() {
+    let stand = Stand::new(MOTO, "ap-south-1").await;
+    let role = stand.role().await;
+    let (name, deploy) = (unique("restaged"), unique("restaged-deploy"));
+    stand.init_packaged(&name, images::GLIBC, &role).ok();
+    let ran = stand
+        .deployer(&["update", "-n", &name, "-i", images::MUSL, "-db", &deploy])
+        .ok();
+    let prefix = format!("scar-rs/images/{name}/");
+    assert!(
+        ran.stdout
+            .contains(&format!("staged in s3://{deploy}/{prefix}")),
+        "{ran:?}"
+    );
+    let config = stand
+        .lambda
+        .get_function_configuration()
+        .function_name(&name)
+        .send()
+        .await
+        .unwrap();
+    let image = config.environment().unwrap().variables().unwrap()["SCAR_IMAGE"].clone();
+    assert_eq!(image, format!("s3://{deploy}/{prefix}"));
+    // What is staged is the new image: its rootfs has musl's loader.
+    let cache = tempfile::tempdir().unwrap();
+    let pulled = std::process::Command::new(common::root().join("target/debug/bootstrap"))
+        .args([
+            "pull",
+            &image,
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ])
+        .env("AWS_ENDPOINT_URL", MOTO)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "ap-south-1")
+        .output()
+        .unwrap();
+    assert!(pulled.status.success(), "{pulled:?}");
+    let rootfs = String::from_utf8(pulled.stdout).unwrap();
+    let has_musl = std::fs::read_dir(std::path::Path::new(rootfs.trim()).join("lib"))
+        .unwrap()
+        .any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("ld-musl")
+        });
+    assert!(has_musl, "{rootfs}");
+    // ls shows the image the user gave.
+    let listed = stand.deployer(&["ls", "--json"]).ok();
+    assert!(listed.stdout.contains(images::MUSL), "{listed:?}");
+
+    // From a file, the same image in the same bucket is not staged again.
+    let file = stand.home.path().join("f.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "functions:\n  {name}:\n    image: {}\n    s3: {{deployment_bucket: {deploy}}}\n",
+            images::MUSL
+        ),
+    )
+    .unwrap();
+    let again = stand
+        .deployer(&["update", "-f", file.to_str().unwrap()])
+        .ok();
+    assert_eq!(again.stdout, format!("{name}: unchanged\n"), "{again:?}");
+
+    stand.deployer(&["rm", "-n", &name]).ok();
+    let left = stand
+        .s3
+        .list_objects_v2()
+        .bucket(&deploy)
+        .prefix(&prefix)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(left.key_count(), Some(0), "rm removes the staged image");
 }

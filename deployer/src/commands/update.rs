@@ -22,14 +22,16 @@ use serde::Serialize;
 
 use super::report::{Report, emit};
 use crate::aws::Aws;
-use crate::cli::UpdateArgs;
+use crate::cli::{Arch, UpdateArgs};
 use crate::definitions::Definitions;
 use crate::error::DeployError;
 use crate::init::{
-    add_variables, application_log_level, check_memory, check_threshold, check_time,
-    container_variable, logging_config,
+    BucketNeed, add_variables, application_log_level, bucket_exists, check_memory, check_threshold,
+    check_time, container_variable, ensure_bucket, logging_config, tag, tag_value,
 };
 use crate::list;
+use crate::resources::{TAG_IMAGE, TAG_STAGED};
+use crate::staging::{StagingPlan, StagingSource, stage, staged_reference};
 
 const THRESHOLD: &str = "SCAR_TIMEOUT_THRESHOLD";
 
@@ -74,10 +76,20 @@ fn new_variables(
         variables.insert(THRESHOLD.into(), threshold.to_string());
     }
     if let Some(image) = &args.image {
-        image
+        let reference = image
             .parse::<scar_image::ImageReference>()
             .map_err(|e| DeployError::Invalid(format!("-i {image}: {e}")))?;
-        variables.insert("SCAR_IMAGE".into(), image.clone());
+        let pulled = match &args.deployment_bucket {
+            // What `stage` returns for the function's own prefix.
+            Some(bucket) => staged_reference(bucket, args.name.as_deref().unwrap_or_default()),
+            None if !matches!(reference, scar_image::ImageReference::Registry(_)) => {
+                return Err(DeployError::Invalid(format!(
+                    "-i {image}: a local image: Lambda cannot read it; stage it with -db BUCKET"
+                )));
+            }
+            None => image.clone(),
+        };
+        variables.insert("SCAR_IMAGE".into(), pulled);
     }
     for key in &args.unset_env {
         let name = container_variable(key)?;
@@ -139,7 +151,12 @@ pub(crate) async fn run(aws: &Aws, args: &UpdateArgs) -> Result<u8, DeployError>
 /// no request when nothing changes.
 struct Planned {
     name: String,
+    arn: String,
     updated: Updated,
+    /// The image to stage and the bucket it goes to.
+    staging: Option<(StagingPlan, BucketNeed)>,
+    /// The image as `ls` shows it, when it changes.
+    image_tag: Option<String>,
     request: Option<UpdateFunctionConfigurationFluentBuilder>,
 }
 
@@ -207,6 +224,39 @@ async fn plan(
     {
         changes.push(format!("log level {} (JSON log records)", new.as_str()));
     }
+    // Staging is a change even when the reference stays the function's prefix: new content.
+    // From a file, only a new image is staged again (the file is read as the state wanted).
+    let image_tag = args.image.as_deref().map(tag_value);
+    let new_image = image_tag.as_deref() != Some(function.image.as_str());
+    let staging = match (&args.image, &args.deployment_bucket) {
+        (Some(image), Some(bucket)) if new_image || !exact_env => {
+            let arch = match current.architectures().first() {
+                Some(aws_sdk_lambda::types::Architecture::Arm64) => Arch::Arm64,
+                _ => Arch::X86_64,
+            };
+            let reference = image
+                .parse::<scar_image::ImageReference>()
+                .map_err(|e| DeployError::Invalid(format!("-i {image}: {e}")))?;
+            let staging = StagingSource {
+                reference,
+                bucket: bucket.clone(),
+                arch,
+            }
+            .for_function(name);
+            changes.push(format!(
+                "image {image} staged in s3://{}/{}",
+                staging.bucket, staging.prefix
+            ));
+            // A bucket owned elsewhere is refused now; a missing one is made, as init does.
+            let need = BucketNeed {
+                name: bucket.clone(),
+                exists: bucket_exists(aws, bucket).await?,
+                folders: Vec::new(),
+            };
+            Some((staging, need))
+        }
+        _ => None,
+    };
     let updated = Updated {
         function: function.name,
         changes,
@@ -214,7 +264,10 @@ async fn plan(
     if updated.changes.is_empty() {
         return Ok(Planned {
             name: name.to_owned(),
+            arn: function.arn,
             updated,
+            staging,
+            image_tag: None,
             request: None,
         });
     }
@@ -238,7 +291,10 @@ async fn plan(
     }
     Ok(Planned {
         name: name.to_owned(),
+        arn: function.arn,
         updated,
+        staging,
+        image_tag: image_tag.filter(|_| new_image),
         request: Some(update),
     })
 }
@@ -249,6 +305,20 @@ async fn apply(aws: &Aws, planned: Planned) -> Result<Updated, DeployError> {
     let Some(request) = planned.request else {
         return Ok(planned.updated);
     };
+    if let Some((staging, bucket)) = &planned.staging {
+        // Staged first: the function points at the prefix only once it holds the image
+        // (its index is written last), and `rm` removes it with the function. A bucket made
+        // here is data, kept even if what follows fails, as `rm` keeps buckets.
+        ensure_bucket(aws, bucket, &mut Vec::new()).await?;
+        stage(aws, staging).await?;
+        tag(
+            aws,
+            &planned.arn,
+            TAG_STAGED,
+            &format!("{}/{}", staging.bucket, staging.prefix),
+        )
+        .await?;
+    }
     request
         .send()
         .await
@@ -261,6 +331,9 @@ async fn apply(aws: &Aws, planned: Planned) -> Result<Updated, DeployError> {
         .map_err(DeployError::aws(
             "lambda:GetFunction (waiting for the update)",
         ))?;
+    if let Some(image) = &planned.image_tag {
+        tag(aws, &planned.arn, TAG_IMAGE, image).await?;
+    }
     Ok(planned.updated)
 }
 
@@ -283,6 +356,7 @@ mod tests {
             function_env: vec![],
             log_level: None,
             image: None,
+            deployment_bucket: None,
             json: false,
         }
     }

@@ -10,11 +10,13 @@ use aws_sdk_lambda::client::Waiters;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{Environment, EphemeralStorage, FunctionCode, Runtime};
 
-pub use plan::{Plan, check_name, free_name, name_for_image, plan};
+pub(crate) use plan::bucket_exists;
+pub use plan::{BucketNeed, Plan, check_name, free_name, name_for_image, plan};
 pub(crate) use plan::{
     add_variables, application_log_level, check_memory, check_threshold, check_time,
-    container_variable, logging_config,
+    container_variable, logging_config, tag_value,
 };
+pub(crate) use wire::{ensure_bucket, tag};
 
 use crate::aws::Aws;
 use crate::error::DeployError;

@@ -453,7 +453,7 @@ pub(crate) fn logging_config(level: LogLevel) -> LoggingConfig {
 }
 
 /// Tag values allow a limited alphabet and 256 characters.
-fn tag_value(text: &str) -> String {
+pub(crate) fn tag_value(text: &str) -> String {
     text.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || " _.:/=+-@".contains(c) {
@@ -500,7 +500,7 @@ fn image_and_staging(
     }
 }
 
-async fn bucket_exists(aws: &Aws, bucket: &str) -> Result<bool, DeployError> {
+pub(crate) async fn bucket_exists(aws: &Aws, bucket: &str) -> Result<bool, DeployError> {
     match aws.s3.head_bucket().bucket(bucket).send().await {
         Ok(_) => Ok(true),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
