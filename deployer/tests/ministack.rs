@@ -487,3 +487,119 @@ async fn throttled_invokes_are_retried_and_what_stays_throttled_is_named() {
     assert_eq!(count(" 429"), 2 * objects + 3, "{log}");
     stand.deployer(&["rm", "-n", &name]).ok();
 }
+
+#[tokio::test]
+#[ignore = "needs the harness and ministack (make test)"]
+async fn a_two_function_pipeline_from_a_file_processes_a_put_file_through_both() {
+    let stand = Stand::new(MINISTACK, "us-east-1").await;
+    let role = stand.role().await;
+    let (first, second, bucket) = (unique("upper"), unique("tag"), unique("pipeline"));
+    let dir = stand.home.path();
+    std::fs::write(
+        dir.join("upper.sh"),
+        "tr a-z A-Z < \"$SCAR_INPUT_FILE\" > \"$SCAR_OUTPUT_DIR/$(basename \"$SCAR_INPUT_FILE\")\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("tag.sh"),
+        "sed 's/^/second: /' \"$SCAR_INPUT_FILE\" > \"$SCAR_OUTPUT_DIR/$(basename \"$SCAR_INPUT_FILE\")\"\n",
+    )
+    .unwrap();
+    let runtime = format!(
+        "{{AWS_ENDPOINT_URL: '{MINISTACK}', SCAR_CACHE_DIR: '{}'}}",
+        work().join("cache-deployer-e2e").display()
+    );
+    let file = dir.join("pipeline.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "functions:\n  {first}:\n    image: {IMAGE}\n    init_script: upper.sh\n    runtime_environment: {runtime}\n    \
+             s3: {{input_bucket: {bucket}, input_folder: in/, output_folder: mid/}}\n  {second}:\n    image: {IMAGE}\n    \
+             init_script: tag.sh\n    runtime_environment: {runtime}\n    s3: {{input_bucket: {bucket}, input_folder: mid/, output_folder: out/}}\n"
+        ),
+    )
+    .unwrap();
+    let file_arg = file.to_str().unwrap();
+    let zip = layer_zip();
+    stand
+        .deployer(&[
+            "init",
+            "-f",
+            file_arg,
+            "--role",
+            &role,
+            "--runtime-in-package",
+            "--layer-zip",
+            zip.to_str().unwrap(),
+        ])
+        .ok();
+
+    // put into the first function's input: its output is the second's input.
+    let local = dir.join("notes.txt");
+    std::fs::write(&local, "hello pipeline\n").unwrap();
+    stand
+        .deployer(&[
+            "put",
+            "-b",
+            &bucket,
+            "--bf",
+            "in",
+            "-p",
+            local.to_str().unwrap(),
+        ])
+        .ok();
+    let outputs = dir.join("outputs");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let got = loop {
+        stand
+            .deployer(&[
+                "get",
+                "-b",
+                &bucket,
+                "--bf",
+                "out",
+                "-p",
+                outputs.to_str().unwrap(),
+            ])
+            .ok();
+        match std::fs::read_to_string(outputs.join("notes.txt")) {
+            Ok(text) => break text,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("the pipeline produced nothing in out/: {e}"),
+        }
+    };
+    assert_eq!(got, "second: HELLO PIPELINE\n");
+    // The intermediate object is there too, as the first function wrote it.
+    let middle = stand
+        .s3
+        .get_object()
+        .bucket(&bucket)
+        .key("mid/notes.txt")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    assert_eq!(&middle[..], b"HELLO PIPELINE\n");
+
+    stand.deployer(&["rm", "-f", file_arg]).ok();
+    // Both functions are gone; their triggers with them (the bucket, data, stays).
+    for name in [&first, &second] {
+        assert!(
+            stand
+                .lambda
+                .get_function()
+                .function_name(name)
+                .send()
+                .await
+                .is_err(),
+            "{name} left"
+        );
+    }
+    assert!(stand.notification_ids(&bucket).await.is_empty());
+}
