@@ -582,25 +582,8 @@ async fn image_staged_in_s3_is_an_oci_layout_the_function_points_at() {
     assert_eq!(env["SCAR_IMAGE"], format!("s3://{deploy}/{prefix}"));
     // The staged layout is pulled (from S3, through the runtime's own code) into a rootfs.
     let cache = tempfile::tempdir().unwrap();
-    let pulled = std::process::Command::new(common::root().join("target/debug/bootstrap"))
-        .args([
-            "pull",
-            &env["SCAR_IMAGE"],
-            "--cache-dir",
-            cache.path().to_str().unwrap(),
-        ])
-        .env("AWS_ENDPOINT_URL", MOTO)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "ap-south-1")
-        .output()
-        .unwrap();
-    assert!(pulled.status.success(), "{pulled:?}");
-    let rootfs = String::from_utf8(pulled.stdout).unwrap();
-    assert!(
-        std::path::Path::new(rootfs.trim()).join("bin").exists(),
-        "{rootfs}"
-    );
+    let rootfs = stand.pull_with_runtime(&env["SCAR_IMAGE"], cache.path());
+    assert!(rootfs.join("bin").exists(), "{}", rootfs.display());
     stand.deployer(&["rm", "-n", &name]).ok();
     let left = stand
         .s3
@@ -1409,15 +1392,7 @@ async fn a_package_over_the_request_limit_goes_through_the_deployment_bucket() {
     stand
         .init_packaged_with(&name, images::GLIBC, &role, &["-ep", payload_arg])
         .fails_with("give a deployment bucket (-db BUCKET)");
-    assert!(
-        stand
-            .lambda
-            .get_function()
-            .function_name(&name)
-            .send()
-            .await
-            .is_err()
-    );
+    assert!(!stand.function_exists(&name).await);
 
     // With one: the function is made from the package in S3, which is then removed.
     stand
@@ -1511,30 +1486,14 @@ async fn update_stages_a_new_image_with_db_and_rm_removes_it() {
     assert_eq!(image, format!("s3://{deploy}/{prefix}"));
     // What is staged is the new image: its rootfs has musl's loader.
     let cache = tempfile::tempdir().unwrap();
-    let pulled = std::process::Command::new(common::root().join("target/debug/bootstrap"))
-        .args([
-            "pull",
-            &image,
-            "--cache-dir",
-            cache.path().to_str().unwrap(),
-        ])
-        .env("AWS_ENDPOINT_URL", MOTO)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "ap-south-1")
-        .output()
-        .unwrap();
-    assert!(pulled.status.success(), "{pulled:?}");
-    let rootfs = String::from_utf8(pulled.stdout).unwrap();
-    let has_musl = std::fs::read_dir(std::path::Path::new(rootfs.trim()).join("lib"))
-        .unwrap()
-        .any(|e| {
-            e.unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("ld-musl")
-        });
-    assert!(has_musl, "{rootfs}");
+    let rootfs = stand.pull_with_runtime(&image, cache.path());
+    let has_musl = std::fs::read_dir(rootfs.join("lib")).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("ld-musl")
+    });
+    assert!(has_musl, "{}", rootfs.display());
     // ls shows the image the user gave.
     let listed = stand.deployer(&["ls", "--json"]).ok();
     assert!(listed.stdout.contains(images::MUSL), "{listed:?}");

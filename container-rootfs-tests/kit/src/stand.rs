@@ -266,6 +266,21 @@ impl Stand {
     }
 
     /// The ids of the bucket's Lambda notifications, sorted.
+    /// Pulls `image` into `cache` with the debug `bootstrap pull`, through this stand's
+    /// endpoint, as a function would; the rootfs it reports.
+    pub fn pull_with_runtime(&self, image: &str, cache: &std::path::Path) -> PathBuf {
+        let pulled = Command::new(crate::debug_bin("bootstrap"))
+            .args(["pull", image, "--cache-dir", cache.to_str().unwrap()])
+            .env("AWS_ENDPOINT_URL", self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", &self.region)
+            .output()
+            .unwrap();
+        assert!(pulled.status.success(), "{pulled:?}");
+        PathBuf::from(String::from_utf8(pulled.stdout).unwrap().trim())
+    }
+
     pub async fn notification_ids(&self, bucket: &str) -> Vec<String> {
         let mut ids: Vec<String> = self
             .s3
