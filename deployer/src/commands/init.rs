@@ -116,11 +116,13 @@ async fn from_file(
 /// Notes what the caller must grant, before anything is created: the role, and whether the
 /// endpoint is open.
 fn say_what_to_grant(args: &InitArgs) {
-    let on_ecr = args
-        .image
-        .as_deref()
-        .and_then(|image| image.split('/').next())
-        .and_then(scar_image::ecr_registry);
+    // The registry as the runtime will resolve it, from the image engine's own parser.
+    let on_ecr = match args.image.as_deref().map(str::parse) {
+        Some(Ok(scar_image::ImageReference::Registry(r))) => {
+            scar_image::ecr_registry(r.resolve_registry())
+        }
+        _ => None,
+    };
     if let (Some(ecr), None) = (on_ecr, &args.deployment_bucket) {
         eprintln!(
             "note: the image is on ECR (account {}, {}): the runtime asks ECR for a token with the function's role, which needs ecr:GetAuthorizationToken, ecr:BatchGetImage and ecr:GetDownloadUrlForLayer (the managed policy AmazonEC2ContainerRegistryReadOnly)",
