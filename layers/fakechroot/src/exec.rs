@@ -5,7 +5,7 @@
 //! inside the rootfs. Runs in vfork children: no malloc, no locks, only stack buffers, an
 //! anonymous mapping and raw syscalls.
 
-use std::ffi::{c_char, c_int};
+use std::ffi::{CStr, c_char, c_int};
 
 use rootfs_paths::buf::PATH_MAX;
 use rootfs_paths::elf::{self, ElfKind, HEAD_LEN};
@@ -78,8 +78,8 @@ pub fn plan(
             .to_host(container.as_bytes(), &mut host)
             .map_err(|_| libc::ENAMETOOLONG)?;
         let mut resolved = [0u8; PATH_MAX];
-        let (len, resolved_len) = sys::read_head(host.as_ptr(), &mut head, &mut resolved)?;
-        sys::executable(host.as_ptr())?;
+        let (len, resolved_len) = sys::read_head(host.as_c_str(), &mut head, &mut resolved)?;
+        sys::executable(host.as_c_str())?;
         let head = &head[..len];
         // /proc/self/exe names the file with every symlink followed; so must SCAR_FC_EXE.
         if resolved_len > 0 && resolved_len < PATH_MAX {
@@ -334,7 +334,11 @@ pub fn exec(
     };
     match plan(st, &mut arena, path, argv, envp) {
         Ok(cmd) => {
-            sys::execve(cmd.path, cmd.argv, cmd.envp);
+            // SAFETY: the plan's path is a NUL-terminated arena copy, alive until `arena`
+            // drops below.
+            let path = unsafe { CStr::from_ptr(cmd.path) };
+            // SAFETY: the plan's arrays are NULL-terminated arena copies, alive as above.
+            unsafe { sys::execve(path, cmd.argv, cmd.envp) };
             let code = sys::errno();
             drop(arena);
             sys::fail(code, -1)

@@ -28,7 +28,7 @@ struct Identity {
 /// Finds the name for `id` in a host passwd/group style file (`name:x:id:…`).
 fn host_name(file: &std::ffi::CStr, id: u32) -> Option<String> {
     // Raw syscalls: std's File::open would come back through the shim's own `open`.
-    let fd = crate::sys::open_read(file.as_ptr().cast()).ok()?;
+    let fd = crate::sys::open_read(file).ok()?;
     let mut bytes = Vec::new();
     let mut chunk = [0u8; 8192];
     while let Ok(n @ 1..) = crate::sys::read(fd, &mut chunk) {

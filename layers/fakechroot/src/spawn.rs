@@ -3,7 +3,7 @@
 //! glibc's execvp, posix_spawn, system and popen reach `execve` internally, not through
 //! the PLT, so each is reimplemented on top of [`exec::plan`].
 
-use std::ffi::{c_char, c_int};
+use std::ffi::{CStr, c_char, c_int};
 use std::sync::Mutex;
 
 use libc::{FILE, pid_t};
@@ -33,7 +33,13 @@ pub unsafe extern "C" fn execve(
 ) -> c_int {
     match state::get() {
         Some(st) => exec::exec(st, path, argv, envp),
-        None => sys::execve(path, argv, envp),
+        None if path.is_null() => sys::fail(libc::EFAULT, -1),
+        None => {
+            // SAFETY: a non-null exec path is NUL-terminated (libc's contract).
+            let path = unsafe { CStr::from_ptr(path) };
+            // SAFETY: the arrays are the caller's, as libc's contract gives them.
+            unsafe { sys::execve(path, argv, envp) }
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! here would bind to it and come back in: every call the shim makes for itself is the
 //! instruction, through [`raw_syscall!`].
 
-use std::ffi::{c_char, c_int, c_long};
+use std::ffi::{CStr, c_char, c_int, c_long};
 
 /// Resolves the next definition of a libc function (the one this shim hides), once.
 /// Yields `None` when the running libc lacks it (e.g. `stat` before glibc 2.33).
@@ -86,13 +86,13 @@ fn check(ret: c_long) -> Result<usize, c_int> {
     }
 }
 
-pub fn open_read(path: *const u8) -> Result<c_int, c_int> {
+pub fn open_read(path: &CStr) -> Result<c_int, c_int> {
     // SAFETY: raw openat on a NUL-terminated path.
     let ret = unsafe {
         raw_syscall!(
             libc::SYS_openat,
             libc::AT_FDCWD,
-            path,
+            path.as_ptr(),
             libc::O_RDONLY | libc::O_CLOEXEC,
         )
     };
@@ -112,7 +112,7 @@ pub fn close(fd: c_int) {
 /// Reads up to `buf.len()` bytes from the start of a file, and the kernel's name for it
 /// (symlinks followed) into `name`; a directory is EACCES, as in execve.
 pub fn read_head(
-    path: *const u8,
+    path: &CStr,
     buf: &mut [u8],
     name: &mut [u8],
 ) -> Result<(usize, usize), c_int> {
@@ -136,23 +136,32 @@ pub fn read_head(
     let mut digits = [0u8; 12];
     let digits = format_int(fd as u64, &mut digits);
     link[14..14 + digits.len()].copy_from_slice(digits);
-    let name_len = readlink(link.as_ptr(), name).unwrap_or(0);
+    let link = CStr::from_bytes_until_nul(&link).unwrap_or(c"");
+    let name_len = readlink(link, name).unwrap_or(0);
     close(fd);
     result.map(|len| (len, name_len))
 }
 
-pub fn executable(path: *const u8) -> Result<(), c_int> {
+pub fn executable(path: &CStr) -> Result<(), c_int> {
     // SAFETY: raw faccessat on a NUL-terminated path.
-    check(unsafe { raw_syscall!(libc::SYS_faccessat, libc::AT_FDCWD, path, libc::X_OK) }).map(drop)
+    check(unsafe {
+        raw_syscall!(
+            libc::SYS_faccessat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::X_OK
+        )
+    })
+    .map(drop)
 }
 
-pub fn readlink(path: *const u8, buf: &mut [u8]) -> Result<usize, c_int> {
-    // SAFETY: the buffer is valid for its length.
+pub fn readlink(path: &CStr, buf: &mut [u8]) -> Result<usize, c_int> {
+    // SAFETY: a NUL-terminated path; the buffer is valid for its length.
     check(unsafe {
         raw_syscall!(
             libc::SYS_readlinkat,
             libc::AT_FDCWD,
-            path,
+            path.as_ptr(),
             buf.as_mut_ptr(),
             buf.len(),
         )
@@ -166,13 +175,18 @@ pub fn getcwd(buf: &mut [u8]) -> Result<usize, c_int> {
     Ok(n.saturating_sub(1))
 }
 
-pub fn execve(
-    path: *const c_char,
+///
+/// # Safety
+/// `argv` and `envp` are NULL-terminated arrays of NUL-terminated strings (or, as the
+/// kernel allows, null).
+pub unsafe fn execve(
+    path: &CStr,
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    // SAFETY: raw execve; returns only on failure, with errno set.
-    unsafe { raw_syscall!(libc::SYS_execve, path, argv, envp) as c_int }
+    // SAFETY: a NUL-terminated path; the arrays as the caller guarantees. Returns only on
+    // failure, with errno set.
+    unsafe { raw_syscall!(libc::SYS_execve, path.as_ptr(), argv, envp) as c_int }
 }
 
 /// Writes one message to stderr without buffering or allocating.

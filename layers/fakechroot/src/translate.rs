@@ -111,7 +111,7 @@ pub fn container_dir(st: &State, dirfd: c_int, out: &mut PathBuf) -> Result<(), 
             .map_err(|_| libc::ENAMETOOLONG)?;
         link.push(sys::format_int(dirfd as u64, &mut digits))
             .map_err(|_| libc::ENAMETOOLONG)?;
-        sys::readlink(link.as_ptr(), &mut raw)?
+        sys::readlink(link.as_c_str(), &mut raw)?
     };
     st.layout()
         .to_container_into(&raw[..len], out)

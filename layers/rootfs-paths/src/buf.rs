@@ -67,6 +67,12 @@ impl PathBuf {
         self.bytes.as_ptr()
     }
 
+    /// The path as a C string: the buffer always holds its terminator, and a path taken
+    /// from a C string has no NUL inside, so the string ends where the path does.
+    pub fn as_c_str(&self) -> &core::ffi::CStr {
+        core::ffi::CStr::from_bytes_until_nul(self.as_bytes_with_nul()).unwrap_or(c"")
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
