@@ -21,7 +21,7 @@ W=${CRT_WORK:-/tmp/scar-crt}; mkdir -p "$W"; cd "$W"
 export DEBIAN_FRONTEND=noninteractive
 
 need=()
-for pkg in docker-registry skopeo umoci debootstrap busybox-static musl-tools apache2-utils python3-cryptography openssl curl zstd bzip2 unzip make binutils qemu-user-static dpkg-dev; do
+for pkg in docker-registry skopeo umoci debootstrap busybox-static musl-tools apache2-utils python3-cryptography openssl curl zstd bzip2 unzip make binutils qemu-user-static dpkg-dev python3-dev python3-pip python3-setuptools python3-wheel gcc; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -117,6 +117,15 @@ if [ ! -f apt-repo/Packages ]; then
   ( cd apt-repo && { apt-get download hello jq libjq1 libonig5 uuid-runtime adduser init-system-helpers >/dev/null 2>&1 \
       || { apt-get update -q >/dev/null && apt-get download hello jq libjq1 libonig5 uuid-runtime adduser init-system-helpers >/dev/null 2>&1; }; } \
     && dpkg-scanpackages . /dev/null > Packages 2>/dev/null )
+fi
+# The pip install under fake root (tests/fakeroot.rs): pip itself as a wheel (PyPI; the images
+# have no pip, and a pip wheel runs as `python3 pip-*.whl/pip`) and a wheel with a C extension
+# built here from fixtures/scarext by the host's Python, which is the images' (bookworm's 3.11).
+if ! ls wheels/scarext-*.whl >/dev/null 2>&1; then
+  rm -rf wheels scarext-src && mkdir -p wheels && cp -r "$HERE/../fixtures/scarext" scarext-src
+  $PY -m pip download -q pip==24.0 --no-deps -d wheels
+  $PY -m pip wheel -q --no-deps --no-build-isolation -w wheels ./scarext-src
+  rm -rf scarext-src
 fi
 start apt-repo apt-repo.pid $PY -m http.server 5020 --bind 127.0.0.1 --directory "$W/apt-repo"
 start fault-proxy fault-proxy.pid $PY "$HERE/fault_proxy.py" 5013 http://127.0.0.1:5000 "$W/fault-proxy.requests"

@@ -163,3 +163,34 @@ hello -g 'installed by dpkg'
     );
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// pip, run from its own wheel (the image has none), installs a wheel with a C extension and
+/// a console script into the image's system site-packages as root would; the extension then
+/// loads and the script runs, both owned by root; pip uninstall removes them again.
+#[test]
+#[ignore = "needs the harness (its wheels), root and the shim (make test)"]
+fn pip_installs_a_wheel_with_a_c_extension_that_then_runs() {
+    let script = r#"
+set -e
+PIP="$(echo /mnt/pip-*.whl)/pip"
+pip() { python3 "$PIP" "$@" --no-cache-dir --disable-pip-version-check --break-system-packages; }
+pip uninstall -y -q scarext >/dev/null 2>&1 || true
+python3 -c 'import scarext' 2>/dev/null && { echo "scarext still installed"; exit 1; }
+pip install -q --no-index /mnt/scarext-*.whl >/tmp/pip.log 2>&1 || { cat /tmp/pip.log; exit 1; }
+python3 -c 'import scarext; print(scarext.add(2, 3), scarext.__file__.startswith("/usr/local/lib/python3"))'
+scarext-hello
+command -v scarext-hello
+stat -c '%U:%G' "$(python3 -c 'import scarext; print(scarext.__file__)')" /usr/local/bin/scarext-hello
+pip uninstall -y -q scarext
+python3 -c 'import scarext' 2>/dev/null || echo "uninstalled"
+"#;
+    let wheels = format!("/mnt={}", work().join("wheels").display());
+    let out = run_fakeroot(&["--mount", &wheels], script);
+    assert_eq!(
+        text(&out.stdout),
+        "5 True\nscarext says 42\n/usr/local/bin/scarext-hello\nroot:root\nroot:root\nuninstalled\n",
+        "stderr:\n{}",
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
