@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
@@ -168,22 +168,16 @@ impl LayerApplier {
                     layer.stats.dirs += 1;
                 }
                 EntryType::Regular | EntryType::Continuous => {
-                    let full = self.prepare(&rel)?;
+                    let mode = mode | 0o400;
+                    let (full, file) = self.create_fresh(&rel, |full| create_file(full, mode))?;
                     let written = match &sparse {
                         Some(sparse) => {
                             // The PAX `size` record's, when there is one.
                             let data_size = entry.size();
-                            self.write_sparse(
-                                &full,
-                                &mut entry,
-                                sparse,
-                                data_size,
-                                mode | 0o400,
-                                mtime,
-                            )
-                            .map_err(|reason| unsafe_entry(&reason))?
+                            self.write_sparse(file, &mut entry, sparse, data_size, mode, mtime)
+                                .map_err(|reason| unsafe_entry(&reason))?
                         }
-                        None => self.write_file(&full, &mut entry, mode | 0o400, mtime)?,
+                        None => self.write_file(file, &full, &mut entry, mode, mtime)?,
                     };
                     layer.stats.files += 1;
                     layer.stats.file_bytes += written;
@@ -194,9 +188,8 @@ impl LayerApplier {
                         .map_err(UnpackError::Stream)?
                         .ok_or_else(|| unsafe_entry("symlink without a target"))?;
                     let stored = path::confined_link_target(&rel, &target, &self.final_root);
-                    let full = self.prepare(&rel)?;
-                    std::os::unix::fs::symlink(&stored, &full)
-                        .map_err(|e| UnpackError::io(&full, e))?;
+                    let (full, ()) =
+                        self.create_fresh(&rel, |full| std::os::unix::fs::symlink(&stored, full))?;
                     let time = FileTime::from_unix_time(mtime, 0);
                     filetime::set_symlink_file_times(&full, time, time)
                         .map_err(|e| UnpackError::io(&full, e))?;
@@ -215,16 +208,16 @@ impl LayerApplier {
                         return Err(unsafe_entry("hard link target lies below a symlink"));
                     }
                     let source = self.staging.join(&target_rel);
-                    let full = self.prepare(&rel)?;
                     if self.symlinks.contains(&target_rel) {
                         // A hard link to a symlink is that symlink in another directory, where
                         // a relative target means something else (`a/b -> ..` linked as `q`
                         // climbs one level higher): it is made again as a symlink, its target
                         // confined from its new place, as chroot would resolve it.
+                        let full = self.prepare(&rel)?;
                         self.relink_symlink(&source, &rel, &full)?;
                         self.symlinks.insert(rel.clone());
                     } else {
-                        fs::hard_link(&source, &full).map_err(|e| UnpackError::io(&full, e))?;
+                        self.create_fresh(&rel, |full| fs::hard_link(&source, full))?;
                     }
                     layer.stats.hardlinks += 1;
                 }
@@ -323,6 +316,33 @@ impl LayerApplier {
     }
 
     /// Makes room for a non-directory entry at `rel`: parents exist, nothing is in the way.
+    /// Makes `rel` with `make` in one system call where nothing stands in its way, which is
+    /// the common case (a new name in an existing directory). Only when the call finds
+    /// something there (a lower layer's entry, `EEXIST`) or no parent (a tar that omits
+    /// directory entries, `ENOENT`) does [`Self::prepare`] look, clear the way and create
+    /// the parents, before the second and last try. Every `make` refuses to follow or
+    /// replace an existing final component (`O_EXCL`, `symlink`, `link`), and parents are
+    /// kept free of symlinks by the caller, so the first try is as confined as the second.
+    fn create_fresh<T>(
+        &mut self,
+        rel: &Path,
+        make: impl Fn(&Path) -> io::Result<T>,
+    ) -> Result<(PathBuf, T), UnpackError> {
+        let full = self.staging.join(rel);
+        match make(&full) {
+            Ok(made) => return Ok((full, made)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::AlreadyExists | io::ErrorKind::NotFound
+                ) => {}
+            Err(e) => return Err(UnpackError::io(&full, e)),
+        }
+        let full = self.prepare(rel)?;
+        let made = make(&full).map_err(|e| UnpackError::io(&full, e))?;
+        Ok((full, made))
+    }
+
     fn prepare(&mut self, rel: &Path) -> Result<PathBuf, UnpackError> {
         let full = self.staging.join(rel);
         match fs::symlink_metadata(&full) {
@@ -356,6 +376,21 @@ impl LayerApplier {
 
     fn make_dir(&mut self, rel: &Path, mode: u32) -> Result<(), UnpackError> {
         let full = self.staging.join(rel);
+        // The common case first, in one system call: a new directory whose mode the umask
+        // leaves whole. A name already taken or a missing parent goes the long way below.
+        match fs::DirBuilder::new().mode(mode).create(&full) {
+            Ok(()) if mode & self.umask == 0 => return Ok(()),
+            Ok(()) => {
+                return fs::set_permissions(&full, fs::Permissions::from_mode(mode))
+                    .map_err(|e| UnpackError::io(&full, e));
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::AlreadyExists | io::ErrorKind::NotFound
+                ) => {}
+            Err(e) => return Err(UnpackError::io(&full, e)),
+        }
         match fs::symlink_metadata(&full) {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
@@ -376,14 +411,15 @@ impl LayerApplier {
             .map_err(|e| UnpackError::io(&full, e))
     }
 
+    /// Fills the new `file` (at `full`) with an entry's data, then sets its mode and times.
     fn write_file(
         &mut self,
+        mut file: fs::File,
         full: &Path,
         data: &mut impl Read,
         mode: u32,
         mtime: i64,
     ) -> Result<u64, UnpackError> {
-        let mut file = create_file(full, mode).map_err(|e| UnpackError::io(full, e))?;
         let mut total = 0u64;
         loop {
             let n = match data.read(&mut self.buffer) {
@@ -413,15 +449,13 @@ impl LayerApplier {
     /// A sparse file (`sparse.rs`), with its holes; a bad map is the reason it is refused.
     fn write_sparse(
         &mut self,
-        full: &Path,
+        mut file: fs::File,
         data: &mut impl Read,
         sparse: &Sparse,
         data_size: u64,
         mode: u32,
         mtime: i64,
     ) -> Result<u64, String> {
-        let mut file =
-            create_file(full, mode).map_err(|e| format!("cannot write {}: {e}", full.display()))?;
         let written = sparse.extract(data, &mut file, data_size, &mut self.buffer)?;
         self.finish_file(&file, mode, mtime)
             .map_err(|e| e.to_string())?;
