@@ -17,6 +17,7 @@ mod cache;
 mod fuzz;
 mod net;
 mod oci;
+mod pipeline;
 mod platform;
 mod pull;
 mod reference;

@@ -1,10 +1,8 @@
 //! Image → cached rootfs: resolve, consult the cache, then stream every layer through
 //! sha256 → decompress → tar into a staging directory and commit it atomically.
 
-use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::cache::{CacheError, CachedImage, ImageMeta, LayerRecord, RootfsCache};
 use crate::platform::Platform;
@@ -14,8 +12,8 @@ use crate::source::layout::LayoutSource;
 use crate::source::registry::{RegistryOptions, RegistrySource};
 use crate::source::s3::S3Store;
 use crate::source::{BlobReader, LayerDescriptor, ResolvedImage, SourceError};
-use crate::unpack::blob::{self, BlobFault, FaultSlot, VerifyingReader};
-use crate::unpack::{LayerApplier, LayerStats, UnpackError};
+use crate::unpack::blob::BlobFault;
+use crate::unpack::{LayerApplier, UnpackError};
 
 /// Unpacked size ÷ compressed size assumed before a pull.
 const UNPACKED_FACTOR: u64 = 2;
@@ -349,7 +347,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| PullError::Internal(e.to_string()))
 }
 
-type Progress = Option<Arc<dyn Fn(u64) + Send + Sync>>;
+pub(crate) type Progress = Option<Arc<dyn Fn(u64) + Send + Sync>>;
 
 fn progress_bar(enabled: bool, layers: &[LayerDescriptor]) -> Progress {
     if !enabled {
@@ -365,6 +363,7 @@ fn progress_bar(enabled: bool, layers: &[LayerDescriptor]) -> Progress {
     Some(Arc::new(move |n| bar.inc(n)))
 }
 
+/// Every layer in order onto a fresh applier (`pipeline.rs`), then the directory times.
 fn apply_all(
     staging_root: PathBuf,
     final_root: PathBuf,
@@ -372,149 +371,12 @@ fn apply_all(
     readers: Vec<BlobReader>,
     progress: Progress,
 ) -> Result<Vec<LayerRecord>, PullError> {
-    let mut applier = LayerApplier::new(staging_root.clone(), final_root);
-    let mut records = Vec::with_capacity(layers.len());
-    for (index, (layer, reader)) in layers.iter().zip(readers).enumerate() {
-        let started = Instant::now();
-        let faults = FaultSlot::default();
-        let fail_blob = |fault| PullError::Blob {
-            index,
-            digest: layer.digest.clone(),
-            fault,
-        };
-        let mut verifying = VerifyingReader::new(reader, &layer.digest, layer.size, faults.clone())
-            .map_err(fail_blob)?;
-        if let Some(progress) = &progress {
-            verifying = verifying.with_progress(progress.clone());
-        }
-        let result = apply_one(&mut applier, &mut verifying, layer, &faults);
-        if let Err(UnpackError::Stream(_)) = &result {
-            // A decoder may trip over corruption before the digest check sees the last byte;
-            // reading the blob to its end lets the check name the real cause.
-            let _ = io::copy(&mut verifying, &mut io::sink());
-        }
-        let stats = match (result, faults.get()) {
-            (_, Some(fault)) => return Err(fail_blob(fault)),
-            (Err(error), None) => {
-                return Err(PullError::Unpack {
-                    index,
-                    digest: layer.digest.clone(),
-                    error,
-                });
-            }
-            (Ok(_), None) if !faults.verified() => {
-                return Err(PullError::Internal(format!(
-                    "layer {} was not read to its end",
-                    layer.digest
-                )));
-            }
-            (Ok(stats), None) => stats,
-        };
-        let secs = started.elapsed().as_secs_f64();
-        tracing::info!(
-            layer = index,
-            digest = %layer.digest,
-            compressed_bytes = layer.size.unwrap_or_default(),
-            file_bytes = stats.file_bytes,
-            entries = stats.entries,
-            skipped_special = stats.skipped_special,
-            secs,
-            mb_per_sec = stats.file_bytes as f64 / 1e6 / secs.max(1e-9),
-            "layer applied"
-        );
-        records.push(LayerRecord {
-            digest: layer.digest.clone(),
-            size: layer.size.unwrap_or_default(),
-            media_type: layer.media_type.clone(),
-            stats,
-        });
-    }
+    let mut applier = LayerApplier::new(staging_root, final_root);
+    let records = crate::pipeline::apply_all(&mut applier, layers, readers, &progress)?;
     applier.finish().map_err(|error| PullError::Unpack {
         index: layers.len(),
         digest: "(directory times)".into(),
         error,
     })?;
     Ok(records)
-}
-
-/// Decompressed bytes in flight between the two threads of one layer: 4 × 256 KiB.
-const PIPELINE_CHUNK: usize = 256 * 1024;
-const PIPELINE_CHUNKS: usize = 4;
-
-/// Applies one layer on two cores: a scoped thread reads the blob, checks its digest and
-/// decompresses it (CPU), while this thread parses the tar and writes the files (system
-/// calls). They meet through a bounded channel, so memory stays at a few chunks.
-fn apply_one(
-    applier: &mut LayerApplier,
-    verifying: &mut VerifyingReader<BlobReader>,
-    layer: &LayerDescriptor,
-    faults: &FaultSlot,
-) -> Result<LayerStats, UnpackError> {
-    let stream =
-        blob::decompressed(verifying, layer.compression, faults).map_err(UnpackError::Stream)?;
-    std::thread::scope(|scope| {
-        let (chunks, received) = std::sync::mpsc::sync_channel(PIPELINE_CHUNKS);
-        scope.spawn(move || decompress_into(stream, &chunks));
-        let mut reader = ChunkReader {
-            chunks: received,
-            current: Vec::new(),
-            at: 0,
-        };
-        let stats = applier.apply(&mut reader)?;
-        // The tar ends before the blob does (padding, compression trailer): read on so that
-        // the size and digest are checked over every byte.
-        io::copy(&mut reader, &mut io::sink()).map_err(UnpackError::Stream)?;
-        Ok(stats)
-    })
-}
-
-/// The producer: the whole decompressed stream in chunks, then its end (the channel
-/// closes) or its error. Stops early when the applier has given up (the receiver is gone).
-fn decompress_into(
-    mut stream: impl io::Read,
-    chunks: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
-) {
-    loop {
-        let mut chunk = vec![0; PIPELINE_CHUNK];
-        match stream.read(&mut chunk) {
-            Ok(0) => return,
-            Ok(n) => {
-                chunk.truncate(n);
-                if chunks.send(Ok(chunk)).is_err() {
-                    return;
-                }
-            }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => {
-                let _ = chunks.send(Err(error));
-                return;
-            }
-        }
-    }
-}
-
-/// The consumer's side of [`decompress_into`], as a `Read`.
-struct ChunkReader {
-    chunks: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
-    current: Vec<u8>,
-    at: usize,
-}
-
-impl io::Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.current.len() {
-            match self.chunks.recv() {
-                Ok(chunk) => {
-                    self.current = chunk?;
-                    self.at = 0;
-                }
-                // The producer is done: the stream ended.
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len() - self.at);
-        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
 }
