@@ -8,9 +8,15 @@
 
 use std::io::{Read, Write};
 
+use std::collections::BTreeMap;
+
 use aws_sdk_s3::primitives::ByteStream;
+use oci_client::config::{Architecture, Os};
+use oci_client::manifest::{
+    IMAGE_CONFIG_MEDIA_TYPE, ImageIndexEntry, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
+    OciDescriptor, OciImageIndex, OciImageManifest, Platform,
+};
 use scar_image::ImageReference;
-use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
 use crate::aws::Aws;
@@ -100,11 +106,12 @@ pub async fn stage(aws: &Aws, plan: &StagingPlan) -> Result<String, DeployError>
             ));
         }
         upload_file(aws, plan, &spooled).await?;
-        layers.push(json!({
-            "mediaType": spooled.media_type,
-            "digest": spooled.digest,
-            "size": spooled.size,
-        }));
+        layers.push(OciDescriptor {
+            media_type: spooled.media_type.to_string(),
+            digest: spooled.digest.clone(),
+            size: i64::try_from(spooled.size).unwrap_or(i64::MAX),
+            ..OciDescriptor::default()
+        });
         tracing::info!(digest = %spooled.digest, bytes = spooled.size, "layer staged");
     }
     let config_digest = digest_of(&resolved.config_blob);
@@ -115,31 +122,46 @@ pub async fn stage(aws: &Aws, plan: &StagingPlan) -> Result<String, DeployError>
         resolved.config_blob.clone(),
     )
     .await?;
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config_digest,
-            "size": resolved.config_blob.len(),
+    let manifest = serde_json::to_vec(&OciImageManifest {
+        schema_version: 2,
+        media_type: Some(OCI_IMAGE_MEDIA_TYPE.to_string()),
+        config: OciDescriptor {
+            media_type: IMAGE_CONFIG_MEDIA_TYPE.to_string(),
+            digest: config_digest,
+            size: i64::try_from(resolved.config_blob.len()).unwrap_or(i64::MAX),
+            ..OciDescriptor::default()
         },
-        "layers": layers,
-    }))
+        layers,
+        ..OciImageManifest::default()
+    })
     .map_err(|e| fail(plan, e.to_string()))?;
     let manifest_digest = digest_of(&manifest);
     let manifest_size = manifest.len();
     upload_bytes(aws, plan, &blob_key(&manifest_digest), manifest).await?;
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest,
-            "size": manifest_size,
-            "platform": { "os": "linux", "architecture": plan.arch.as_str() },
-            "annotations": { "org.opencontainers.image.ref.name": "latest" },
+    let index = serde_json::to_vec(&OciImageIndex {
+        schema_version: 2,
+        media_type: Some(OCI_IMAGE_INDEX_MEDIA_TYPE.to_string()),
+        manifests: vec![ImageIndexEntry {
+            media_type: OCI_IMAGE_MEDIA_TYPE.to_string(),
+            digest: manifest_digest,
+            size: i64::try_from(manifest_size).unwrap_or(i64::MAX),
+            platform: Some(Platform {
+                architecture: Architecture::from(plan.arch.as_str()),
+                os: Os::Linux,
+                os_version: None,
+                os_features: None,
+                variant: None,
+                features: None,
+            }),
+            annotations: Some(BTreeMap::from([(
+                "org.opencontainers.image.ref.name".to_string(),
+                "latest".to_string(),
+            )])),
+            artifact_type: None,
         }],
-    }))
+        artifact_type: None,
+        annotations: None,
+    })
     .map_err(|e| fail(plan, e.to_string()))?;
     upload_bytes(aws, plan, "index.json", index).await?;
     Ok(format!("s3://{}/{}", plan.bucket, plan.prefix))
