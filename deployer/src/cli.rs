@@ -356,6 +356,13 @@ pub struct RunArgs {
     /// Asynchronous invokes in flight at once, with --event-source
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
+    /// With --event-source: send events only for the keys listed in FILE, one per line (what
+    /// --failed-keys wrote, to re-send only what failed)
+    #[arg(long, value_name = "FILE", requires = "event_source")]
+    pub keys: Option<PathBuf>,
+    /// With --event-source: write the keys whose event could not be sent to FILE, one per line
+    #[arg(long, value_name = "FILE", requires = "event_source")]
+    pub failed_keys: Option<PathBuf>,
     /// The command and arguments (after the image's entrypoint); `--` before it is optional
     #[arg(
         value_name = "CMD",

@@ -2,6 +2,7 @@
 //! (`-es BUCKET`): one S3 event per object in the input folder, the first synchronous so
 //! that it pulls the image once, the rest asynchronous with bounded concurrency.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 
 use aws_sdk_lambda::primitives::Blob;
@@ -178,13 +179,15 @@ pub struct Launched {
     pub failed: Vec<(String, String)>,
 }
 
-/// SCAR's event launcher.
+/// SCAR's event launcher: one event per object under `folder`, or, with `only`, per object
+/// of that list (a listed key that is not there is a failure, not silently skipped).
 pub async fn launch_events(
     aws: &Aws,
     name: &str,
     bucket: &str,
     folder: &str,
     concurrency: usize,
+    only: Option<&BTreeSet<String>>,
 ) -> Result<Launched, DeployError> {
     let folder = match folder.trim_matches('/') {
         "" => String::new(),
@@ -210,6 +213,14 @@ pub async fn launch_events(
         }
     }
     let mut launched = Launched::default();
+    if let Some(only) = only {
+        objects.retain(|(key, _)| only.contains(key));
+        let found: BTreeSet<&String> = objects.iter().map(|(key, _)| key).collect();
+        for missing in only.iter().filter(|key| !found.contains(key)) {
+            let reason = format!("no such object under s3://{bucket}/{folder}");
+            launched.failed.push((missing.clone(), reason));
+        }
+    }
     let Some(((first_key, first_size), rest)) = objects.split_first() else {
         return Ok(launched);
     };

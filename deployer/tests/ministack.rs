@@ -461,7 +461,18 @@ async fn throttled_invokes_are_retried_and_what_stays_throttled_is_named() {
         .await;
 
     let through_faults = Stand::new(FAULTS, "us-east-1").await;
-    let ran = through_faults.deployer(&["run", "-n", &name, "-es", &bucket, "--concurrency", "16"]);
+    let failed_keys = stand.home.path().join("failed-keys");
+    let ran = through_faults.deployer(&[
+        "run",
+        "-n",
+        &name,
+        "-es",
+        &bucket,
+        "--concurrency",
+        "16",
+        "--failed-keys",
+        failed_keys.to_str().unwrap(),
+    ]);
     assert_eq!(ran.status, 1, "one event stayed throttled: {ran:?}");
     let summary = format!(
         "1 event run synchronously, {} sent asynchronously, 1 failed",
@@ -485,6 +496,52 @@ async fn throttled_invokes_are_retried_and_what_stays_throttled_is_named() {
     assert_eq!(count(" 202") + count(" 200"), objects, "{log}");
     // Two for each accepted event, and the SDK's three attempts for the one that stays throttled.
     assert_eq!(count(" 429"), 2 * objects + 3, "{log}");
+    assert_eq!(
+        std::fs::read_to_string(&failed_keys).unwrap(),
+        "input/zz-always-throttled.txt\n"
+    );
+
+    // Re-sending only what failed (plus one key that went through and one that is not there):
+    // exactly those events are sent, and what fails again is written again.
+    let mut keys = std::fs::read_to_string(&failed_keys).unwrap();
+    keys.push_str("input/object-000.txt\n\ninput/not-there.txt\n");
+    let keys_file = stand.home.path().join("keys");
+    std::fs::write(&keys_file, keys).unwrap();
+    let ran = through_faults.deployer(&[
+        "run",
+        "-n",
+        &name,
+        "-es",
+        &bucket,
+        "--keys",
+        keys_file.to_str().unwrap(),
+        "--failed-keys",
+        failed_keys.to_str().unwrap(),
+    ]);
+    assert_eq!(ran.status, 1, "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("1 event run synchronously, 0 sent asynchronously, 2 failed"),
+        "{ran:?}"
+    );
+    let mut failed: Vec<String> = std::fs::read_to_string(&failed_keys)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    failed.sort();
+    assert_eq!(
+        failed,
+        ["input/not-there.txt", "input/zz-always-throttled.txt"]
+    );
+    let log = std::fs::read_to_string(work().join("aws-fault-proxy.requests")).unwrap();
+    let count = |status: &str| {
+        log.lines()
+            .filter(|l| l.starts_with(&invokes) && l.ends_with(status))
+            .count()
+    };
+    assert_eq!(count(" 202") + count(" 200"), objects + 1, "{log}");
+    assert_eq!(count(" 429"), 2 * objects + 3 + 3, "{log}");
     stand.deployer(&["rm", "-n", &name]).ok();
 }
 

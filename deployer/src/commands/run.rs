@@ -38,17 +38,30 @@ async fn run_one(aws: &Aws, name: &str, args: &RunArgs) -> Result<u8, DeployErro
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if let Some(bucket) = &args.event_source {
+        let only = args.keys.as_deref().map(read_keys).transpose()?;
         let launched = run::launch_events(
             aws,
             name,
             bucket,
             &args.input_folder,
             usize::from(args.concurrency),
+            only.as_ref(),
         )
         .await?;
+        if let Some(path) = &args.failed_keys {
+            let lines: String = launched
+                .failed
+                .iter()
+                .map(|(key, _)| format!("{key}\n"))
+                .collect();
+            std::fs::write(path, lines).map_err(DeployError::io(path))?;
+        }
+        for (key, reason) in &launched.failed {
+            eprintln!("failed: {key}: {reason}");
+        }
         let Some(first) = &launched.first else {
             println!("no objects in s3://{bucket}/{}", args.input_folder);
-            return Ok(0);
+            return Ok(u8::from(!launched.failed.is_empty()));
         };
         first
             .print(args.json, &mut out, &mut std::io::stderr())
@@ -58,9 +71,6 @@ async fn run_one(aws: &Aws, name: &str, args: &RunArgs) -> Result<u8, DeployErro
             launched.queued,
             launched.failed.len()
         );
-        for (key, reason) in &launched.failed {
-            eprintln!("failed: {key}: {reason}");
-        }
         let status = if launched.failed.is_empty() {
             first.exit_code()
         } else {
@@ -81,4 +91,14 @@ async fn run_one(aws: &Aws, name: &str, args: &RunArgs) -> Result<u8, DeployErro
             Ok(0)
         }
     }
+}
+
+/// The keys of a `--keys` file: one per line, blank lines ignored.
+fn read_keys(path: &std::path::Path) -> Result<std::collections::BTreeSet<String>, DeployError> {
+    let text = std::fs::read_to_string(path).map_err(DeployError::io(path))?;
+    Ok(text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(str::to_owned)
+        .collect())
 }
