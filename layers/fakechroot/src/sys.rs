@@ -111,11 +111,7 @@ pub fn close(fd: c_int) {
 
 /// Reads up to `buf.len()` bytes from the start of a file, and the kernel's name for it
 /// (symlinks followed) into `name`; a directory is EACCES, as in execve.
-pub fn read_head(
-    path: &CStr,
-    buf: &mut [u8],
-    name: &mut [u8],
-) -> Result<(usize, usize), c_int> {
+pub fn read_head(path: &CStr, buf: &mut [u8], name: &mut [u8]) -> Result<(usize, usize), c_int> {
     let fd = open_read(path)?;
     let mut filled = 0;
     let result = loop {
@@ -179,11 +175,7 @@ pub fn getcwd(buf: &mut [u8]) -> Result<usize, c_int> {
 /// # Safety
 /// `argv` and `envp` are NULL-terminated arrays of NUL-terminated strings (or, as the
 /// kernel allows, null).
-pub unsafe fn execve(
-    path: &CStr,
-    argv: *const *const c_char,
-    envp: *const *const c_char,
-) -> c_int {
+pub unsafe fn execve(path: &CStr, argv: *const *const c_char, envp: *const *const c_char) -> c_int {
     // SAFETY: a NUL-terminated path; the arrays as the caller guarantees. Returns only on
     // failure, with errno set.
     unsafe { raw_syscall!(libc::SYS_execve, path.as_ptr(), argv, envp) as c_int }
