@@ -5,7 +5,7 @@ export CRT_WORK
 SETUP := container-rootfs-tests/scripts/setup.sh
 BOOTSTRAP_RELEASE := target/release/bootstrap
 
-.PHONY: demo test check docs unit lint fmt setup teardown bench-pull bench-exec bench-runtime soak fuzz launch shim tools shim-tools layer binaries
+.PHONY: demo test check docs unit lint fmt setup teardown bench-pull bench-coldstart bench-exec bench-runtime soak fuzz launch shim tools shim-tools layer binaries
 SHIM_DIR := target/shim
 SHIM_GNU_TARGET := x86_64-unknown-linux-gnu
 SHIM_MUSL_TARGET := x86_64-unknown-linux-musl
@@ -93,6 +93,13 @@ bench-pull: setup
 	cargo build --release -p bootstrap
 	test -x /tmp/scar-bench-venv/bin/udocker || (python3 -m venv /tmp/scar-bench-venv && /tmp/scar-bench-venv/bin/pip install -q udocker)
 	python3 container-rootfs-tests/bench/bench_pull.py $(BOOTSTRAP_RELEASE) target/bench-pull.md 5
+
+## bench-coldstart: the eager pull of three images (two of one big layer, one of four), cache on
+## the disk and on a tmpfs, against skopeo+umoci and the floor; BASELINE_BOOTSTRAP=PATH adds
+## an earlier build as a contender
+bench-coldstart: setup
+	cargo build --release -p bootstrap
+	python3 container-rootfs-tests/bench/bench_coldstart.py $(BOOTSTRAP_RELEASE) target/bench-coldstart.md 3
 
 ## soak: one runtime serves 10,000 mixed invocations; memory, descriptors and leftovers
 ## (RELIABILITY.md), written to target/soak.md

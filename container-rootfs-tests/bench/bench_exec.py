@@ -8,11 +8,13 @@ in one run on the Debian bookworm test image:
   proot       `proot -r ROOT` (ptrace)
 
 Workloads: exec latency (1000 × /bin/true from sh), path-heavy `find /usr -type f | wc -l`, a
-python import of several modules, and `tar -cf /dev/null /usr/lib`. Every tool runs through the
+python import of several modules, and `tar -cf /dev/null /usr/lib`; then, as root, `apt-get
+install` and `purge` of one package under a fake root (ours --fakeroot, proot -0) against
+real root in a chroot. Every tool runs through the
 same kind of one-line wrapper script, timed by hyperfine; medians, ratios to native and the
 added time per exec go to a Markdown table on stdout and in OUT_MD.
 """
-import json, os, shlex, subprocess, sys, tempfile, time
+import json, os, shlex, shutil, subprocess, sys, tempfile, time
 
 BOOTSTRAP, SHIM_DIR, OUT = sys.argv[1], sys.argv[2], sys.argv[3]
 RUNS = int(sys.argv[4]) if len(sys.argv) > 4 else 10
@@ -31,9 +33,9 @@ WORKLOADS = [
 ]
 
 
-def ours_command_line():
+def ours_command_line(*flags):
     """Starts `bootstrap run` once and reads the loader command line and environment it made."""
-    proc = subprocess.Popen([BOOTSTRAP, "run", "--cache-dir", CACHE, "--shim-dir", SHIM_DIR, IMAGE, "--",
+    proc = subprocess.Popen([BOOTSTRAP, "run", *flags, "--cache-dir", CACHE, "--shim-dir", SHIM_DIR, IMAGE, "--",
                              "/bin/sh", "-c", PROBE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={"PATH": "/usr/bin:/bin", "AWS_LAMBDA_LOG_LEVEL": "error"})
     try:
@@ -76,6 +78,50 @@ def check_same_output(tools, workload):
         sys.exit(f"bench_exec: tools disagree on {workload!r}: {outputs}")
 
 
+# One package installed and purged again with apt from the harness's local repository
+# (setup.sh serves it on 127.0.0.1:5020), so that every run starts from the same tree.
+APT_SETUP = ("rm -f /etc/apt/sources.list /etc/apt/sources.list.d/* && "
+             "echo 'deb [trusted=yes] http://127.0.0.1:5020 ./' > /etc/apt/sources.list.d/local.list && "
+             "apt-get update -q >/dev/null 2>&1 && apt-get purge -y -q hello >/dev/null 2>&1; true")
+APT_ROUND_TRIP = ("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends hello >/dev/null 2>&1"
+                  " && hello >/dev/null && apt-get purge -y -q hello >/dev/null 2>&1")
+
+
+def fake_root_installs(base_env):
+    """apt-get install + purge of `hello` as root: real root in a chroot (the ground truth),
+    ours under `--fakeroot`, and proot -0, the only peer with a fake root. The chroot and
+    proot work on private copies of the image's tree; ours on its own cache."""
+    argv, env = ours_command_line("--fakeroot")
+    trees = {}
+    for name in ("native", "proot"):
+        trees[name] = os.path.join(SCRATCH, f"{name}-tree")
+        subprocess.run(["cp", "-a", CHROOT, trees[name]], check=True)
+    tools = [
+        ("native", wrapper("native-root", ["chroot", trees["native"], "/bin/sh", "-c"], base_env)),
+        ("ours --fakeroot", wrapper("ours-fakeroot", argv, env)),
+        ("proot -0", wrapper("proot-root", ["proot", "-0", "-r", trees["proot"], "/bin/sh", "-c"], base_env)),
+    ]
+    results = {}
+    for name, script in tools:
+        subprocess.run([script, APT_SETUP], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        check = subprocess.run([script, APT_ROUND_TRIP], capture_output=True)
+        if check.returncode != 0:
+            sys.exit(f"bench_exec: {name} could not install hello: {check.stderr.decode()[-2000:]}")
+        results[name] = median_ms(script, APT_ROUND_TRIP)
+        print(f"  apt round trip       {name:15} {results[name]:9.1f} ms", file=sys.stderr)
+    native, ours, proot = (results[n] for n in ("native", "ours --fakeroot", "proot -0"))
+    return [
+        "",
+        "Fake root: `apt-get install hello` (local repository), run it, `apt-get purge hello`, as root.",
+        "",
+        "| | native chroot (real root) | ours --fakeroot | proot -0 |",
+        "|---|---:|---:|---:|",
+        f"| install + purge | {native:.0f} ms (1.00×) | {ours:.0f} ms ({ours / native:.2f}×) | {proot:.0f} ms ({proot / native:.2f}×) |",
+        "",
+        f"Target for ours: ≥ 3 × faster than proot -0: proot takes {proot / ours:.1f} × as long.",
+    ]
+
+
 def main():
     argv, env = ours_command_line()
     base_env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"]
@@ -109,10 +155,13 @@ def main():
         o, n, p, f = (results[(label, t)] for t in ("ours", "native", "proot", "fakechroot"))
         summary.append(f"- {label}: {o / n:.2f} × native; proot takes {p / o:.1f} × as long as ours, fakechroot {f / o:.2f} ×.")
     summary.append(f"- exec: {per_exec['ours']:.2f} ms added per exec (fakechroot {per_exec['fakechroot']:.2f}, proot {per_exec['proot']:.2f}).")
-    table = "\n".join(lines + summary) + "\n"
+    table = "\n".join(lines + summary + fake_root_installs(base_env)) + "\n"
     print(table)
     open(OUT, "w").write(table)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        shutil.rmtree(SCRATCH, ignore_errors=True)
