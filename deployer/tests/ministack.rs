@@ -405,6 +405,18 @@ async fn a_definition_file_ships_its_extra_payload_sets_the_log_level_and_update
 /// The AWS fault proxy in front of ministack (`scripts/aws_fault_proxy.py`).
 const FAULTS: &str = "http://127.0.0.1:4567";
 
+/// Invokes the AWS fault proxy logged for `invokes` (its request line): how many were
+/// accepted (200 or 202) and how many throttled (429).
+fn invokes_answered(invokes: &str) -> (usize, usize) {
+    let log = std::fs::read_to_string(work().join("aws-fault-proxy.requests")).unwrap();
+    let count = |status: &str| {
+        log.lines()
+            .filter(|l| l.starts_with(invokes) && l.ends_with(status))
+            .count()
+    };
+    (count(" 202") + count(" 200"), count(" 429"))
+}
+
 #[tokio::test]
 #[ignore = "needs the harness and ministack (make test)"]
 async fn throttled_invokes_are_retried_and_what_stays_throttled_is_named() {
@@ -462,17 +474,13 @@ async fn throttled_invokes_are_retried_and_what_stays_throttled_is_named() {
 
     let through_faults = Stand::new(FAULTS, "us-east-1").await;
     let failed_keys = stand.home.path().join("failed-keys");
-    let ran = through_faults.deployer(&[
-        "run",
-        "-n",
-        &name,
-        "-es",
-        &bucket,
-        "--concurrency",
-        "16",
-        "--failed-keys",
-        failed_keys.to_str().unwrap(),
-    ]);
+    let launch = |extra: &[&str]| {
+        let failed = failed_keys.to_str().unwrap();
+        let mut args = vec!["run", "-n", &name, "-es", &bucket, "--failed-keys", failed];
+        args.extend(extra);
+        through_faults.deployer(&args)
+    };
+    let ran = launch(&["--concurrency", "16"]);
     assert_eq!(ran.status, 1, "one event stayed throttled: {ran:?}");
     let summary = format!(
         "1 event run synchronously, {} sent asynchronously, 1 failed",
@@ -486,16 +494,10 @@ async fn throttled_invokes_are_retried_and_what_stays_throttled_is_named() {
         "{ran:?}"
     );
     // Every other event was throttled twice, then accepted: each was retried, none dropped.
-    let log = std::fs::read_to_string(work().join("aws-fault-proxy.requests")).unwrap();
+    // Two 429s for each accepted event, and the SDK's three attempts for the one that stays
+    // throttled.
     let invokes = format!("POST /2015-03-31/functions/{name}/invocations");
-    let count = |status: &str| {
-        log.lines()
-            .filter(|l| l.starts_with(&invokes) && l.ends_with(status))
-            .count()
-    };
-    assert_eq!(count(" 202") + count(" 200"), objects, "{log}");
-    // Two for each accepted event, and the SDK's three attempts for the one that stays throttled.
-    assert_eq!(count(" 429"), 2 * objects + 3, "{log}");
+    assert_eq!(invokes_answered(&invokes), (objects, 2 * objects + 3));
     assert_eq!(
         std::fs::read_to_string(&failed_keys).unwrap(),
         "input/zz-always-throttled.txt\n"
@@ -507,17 +509,7 @@ async fn throttled_invokes_are_retried_and_what_stays_throttled_is_named() {
     keys.push_str("input/object-000.txt\n\ninput/not-there.txt\n");
     let keys_file = stand.home.path().join("keys");
     std::fs::write(&keys_file, keys).unwrap();
-    let ran = through_faults.deployer(&[
-        "run",
-        "-n",
-        &name,
-        "-es",
-        &bucket,
-        "--keys",
-        keys_file.to_str().unwrap(),
-        "--failed-keys",
-        failed_keys.to_str().unwrap(),
-    ]);
+    let ran = launch(&["--keys", keys_file.to_str().unwrap()]);
     assert_eq!(ran.status, 1, "{ran:?}");
     assert!(
         ran.stderr
@@ -534,14 +526,10 @@ async fn throttled_invokes_are_retried_and_what_stays_throttled_is_named() {
         failed,
         ["input/not-there.txt", "input/zz-always-throttled.txt"]
     );
-    let log = std::fs::read_to_string(work().join("aws-fault-proxy.requests")).unwrap();
-    let count = |status: &str| {
-        log.lines()
-            .filter(|l| l.starts_with(&invokes) && l.ends_with(status))
-            .count()
-    };
-    assert_eq!(count(" 202") + count(" 200"), objects + 1, "{log}");
-    assert_eq!(count(" 429"), 2 * objects + 3 + 3, "{log}");
+    assert_eq!(
+        invokes_answered(&invokes),
+        (objects + 1, 2 * objects + 3 + 3)
+    );
     stand.deployer(&["rm", "-n", &name]).ok();
 }
 

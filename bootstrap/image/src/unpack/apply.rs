@@ -331,11 +331,7 @@ impl LayerApplier {
         let full = self.staging.join(rel);
         match make(&full) {
             Ok(made) => return Ok((full, made)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::AlreadyExists | io::ErrorKind::NotFound
-                ) => {}
+            Err(e) if in_the_way(&e) => {}
             Err(e) => return Err(UnpackError::io(&full, e)),
         }
         let full = self.prepare(rel)?;
@@ -384,11 +380,7 @@ impl LayerApplier {
                 return fs::set_permissions(&full, fs::Permissions::from_mode(mode))
                     .map_err(|e| UnpackError::io(&full, e));
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::AlreadyExists | io::ErrorKind::NotFound
-                ) => {}
+            Err(e) if in_the_way(&e) => {}
             Err(e) => return Err(UnpackError::io(&full, e)),
         }
         match fs::symlink_metadata(&full) {
@@ -517,6 +509,15 @@ impl LayerApplier {
             self.symlinks.remove(&p);
         }
     }
+}
+
+/// Whether a failed create found the name taken (`EEXIST`) or no parent (`ENOENT`): the cases
+/// the long way through `prepare` handles.
+fn in_the_way(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::AlreadyExists | io::ErrorKind::NotFound
+    )
 }
 
 /// A new file with its final mode: the descriptor stays writable even for a read-only mode,
