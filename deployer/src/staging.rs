@@ -6,9 +6,8 @@
 //! the manifest and every layer as stored (compressed), and `index.json`, written last, so a
 //! half-staged prefix is never mistaken for an image.
 
-use std::io::{Read, Write};
-
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 
 use aws_sdk_s3::primitives::ByteStream;
 use oci_client::config::{Architecture, Os};

@@ -7,6 +7,8 @@
 
 use std::ffi::{CStr, c_char, c_int, c_long};
 
+use rootfs_paths::PathBuf;
+
 /// Resolves the next definition of a libc function (the one this shim hides), once.
 /// Yields `None` when the running libc lacks it (e.g. `stat` before glibc 2.33).
 macro_rules! real {
@@ -128,12 +130,10 @@ pub fn read_head(path: &CStr, buf: &mut [u8], name: &mut [u8]) -> Result<(usize,
             Err(e) => break Err(e),
         }
     };
-    let mut link = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0\0";
-    let mut digits = [0u8; 12];
-    let digits = format_int(fd as u64, &mut digits);
-    link[14..14 + digits.len()].copy_from_slice(digits);
-    let link = CStr::from_bytes_until_nul(&link).unwrap_or(c"");
-    let name_len = readlink(link, name).unwrap_or(0);
+    let mut link = PathBuf::new();
+    let name_len = fd_link(fd, &mut link)
+        .and_then(|()| readlink(link.as_c_str(), name))
+        .unwrap_or(0);
     close(fd);
     result.map(|len| (len, name_len))
 }
@@ -171,6 +171,7 @@ pub fn getcwd(buf: &mut [u8]) -> Result<usize, c_int> {
     Ok(n.saturating_sub(1))
 }
 
+/// `execve` by the instruction itself: the exec the plan made, or a passthrough.
 ///
 /// # Safety
 /// `argv` and `envp` are NULL-terminated arrays of NUL-terminated strings (or, as the
@@ -179,6 +180,14 @@ pub unsafe fn execve(path: &CStr, argv: *const *const c_char, envp: *const *cons
     // SAFETY: a NUL-terminated path; the arrays as the caller guarantees. Returns only on
     // failure, with errno set.
     unsafe { raw_syscall!(libc::SYS_execve, path.as_ptr(), argv, envp) as c_int }
+}
+
+/// `/proc/self/fd/FD` into `out`: the kernel's name for what `fd` refers to, as a link.
+pub fn fd_link(fd: c_int, out: &mut PathBuf) -> Result<(), c_int> {
+    let mut digits = [0u8; 12];
+    out.set(b"/proc/self/fd/")
+        .and_then(|()| out.push(format_int(fd as u64, &mut digits)))
+        .map_err(|_| libc::ENAMETOOLONG)
 }
 
 /// Writes one message to stderr without buffering or allocating.

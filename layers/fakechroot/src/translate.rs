@@ -106,11 +106,7 @@ pub fn container_dir(st: &State, dirfd: c_int, out: &mut PathBuf) -> Result<(), 
         sys::getcwd(&mut raw)?
     } else {
         let mut link = PathBuf::new();
-        let mut digits = [0u8; 12];
-        link.set(b"/proc/self/fd/")
-            .map_err(|_| libc::ENAMETOOLONG)?;
-        link.push(sys::format_int(dirfd as u64, &mut digits))
-            .map_err(|_| libc::ENAMETOOLONG)?;
+        sys::fd_link(dirfd, &mut link)?;
         sys::readlink(link.as_c_str(), &mut raw)?
     };
     st.layout()

@@ -315,7 +315,6 @@ impl LayerApplier {
         rel.ancestors().skip(1).find(|a| self.symlinks.contains(*a))
     }
 
-    /// Makes room for a non-directory entry at `rel`: parents exist, nothing is in the way.
     /// Makes `rel` with `make` in one system call where nothing stands in its way, which is
     /// the common case (a new name in an existing directory). Only when the call finds
     /// something there (a lower layer's entry, `EEXIST`) or no parent (a tar that omits
@@ -339,6 +338,7 @@ impl LayerApplier {
         Ok((full, made))
     }
 
+    /// Makes room for a non-directory entry at `rel`: parents exist, nothing is in the way.
     fn prepare(&mut self, rel: &Path) -> Result<PathBuf, UnpackError> {
         let full = self.staging.join(rel);
         match fs::symlink_metadata(&full) {
