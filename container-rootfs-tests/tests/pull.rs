@@ -109,6 +109,116 @@ fn debian_image_through_every_transport_matches_umoci() {
     }
 }
 
+/// A copy of the layout's image `tag` as `deployer stage` stages it: each layer re-encoded as
+/// frames, with its frame index named on the layer's descriptor. The original layer blobs
+/// are left out, so a pull that succeeds read the frames.
+fn framed_layout(src: &std::path::Path, tag: &str) -> tempfile::TempDir {
+    use scar_image::frames;
+    use serde_json::Value;
+    use sha2::{Digest as _, Sha256};
+    let dst = tempfile::tempdir().unwrap();
+    let blobs = dst.path().join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let original = |digest: &str| {
+        src.join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let put = |bytes: &[u8]| {
+        let hex = hex::encode(Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes).unwrap();
+        format!("sha256:{hex}")
+    };
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(src.join("index.json")).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap()
+        .clone();
+    let mut manifest: Value = serde_json::from_slice(
+        &std::fs::read(original(entry["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    put(&std::fs::read(original(manifest["config"]["digest"].as_str().unwrap())).unwrap());
+    for layer in manifest["layers"].as_array_mut().unwrap() {
+        let digest = layer["digest"].as_str().unwrap().to_string();
+        let mut framed = Vec::new();
+        let frame_index = frames::encode(
+            std::fs::File::open(original(&digest)).unwrap(),
+            &digest,
+            &mut framed,
+        )
+        .unwrap();
+        assert_eq!(put(&framed), frame_index.blob);
+        let index_digest = put(&serde_json::to_vec(&frame_index).unwrap());
+        layer["annotations"] = serde_json::json!({ frames::ANNOTATION: index_digest });
+    }
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": put(&manifest),
+            "size": manifest.len(),
+            "annotations": { "org.opencontainers.image.ref.name": tag },
+        }],
+    });
+    std::fs::write(
+        dst.path().join("index.json"),
+        serde_json::to_vec(&top).unwrap(),
+    )
+    .unwrap();
+    dst
+}
+
+/// Staged layers read by their frames (parallel reads, decompressed on every core) give
+/// umoci's tree, whiteouts, opaque directories and hard links included.
+#[test]
+#[ignore = "needs scripts/setup.sh: run `make test`"]
+fn layers_staged_as_frames_match_umoci_without_their_original_blobs() {
+    let w = work();
+    for (layout, tag, name) in [
+        ("oci-small", "glibc", "glibc"),
+        ("oci-debian", "bookworm", "debian"),
+    ] {
+        let framed = framed_layout(&w.join(layout), tag);
+        let reference = format!("oci:{}:{tag}", framed.path().display());
+        check_against_reference(&reference, name, (layout, tag), None);
+    }
+}
+
+/// A frame whose bytes changed is named (frame, offset, digests), and nothing is cached.
+#[test]
+#[ignore = "needs scripts/setup.sh: run `make test`"]
+fn a_corrupt_frame_is_named_and_nothing_is_cached() {
+    let framed = framed_layout(&work().join("oci-debian"), "bookworm");
+    // The largest blob is the framed layer: flip a byte in its middle.
+    let largest = std::fs::read_dir(framed.path().join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&largest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&largest, bytes).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let reference = format!("oci:{}:bookworm", framed.path().display());
+    let error = pull(&reference, cache.path()).unwrap_err().to_string();
+    assert!(
+        error.contains("frame ")
+            && error.contains("digest mismatch")
+            && error.contains("3 attempts"),
+        "{error}"
+    );
+    assert!(
+        entries(cache.path(), "images").is_empty() && entries(cache.path(), "staging").is_empty(),
+        "a half-built tree was left"
+    );
+}
+
 #[test]
 #[ignore = "needs scripts/setup.sh: run `make test`"]
 fn whiteouts_links_and_setuid_follow_the_rules() {

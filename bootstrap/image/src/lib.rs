@@ -6,6 +6,8 @@
 //!    [`Platform`]'s manifest, config and layers;
 //! 3. [`Puller`] streams each layer network → sha256 → gunzip/zstd → tar into a staging
 //!    directory, then the cache renames it into place, keyed by manifest digest.
+//!    A staged layer re-encoded as independent frames ([`frames`]) is read with parallel ranged
+//!    reads and decompressed on every core instead.
 //!
 //! This crate knows nothing of Lambda, of the shim or of a command line: the runtime and the
 //! binaries sit above it and the flow only points down.
@@ -13,6 +15,7 @@
 #![warn(missing_docs)]
 
 mod cache;
+pub mod frames;
 #[cfg(test)]
 mod fuzz;
 mod net;

@@ -11,7 +11,8 @@
 //! gain is bounded by the window: measured on a four-layer image (2 cores, tmpfs), an 8 MiB
 //! window gave no gain over none (2.40 s against 2.39 s) for 20 MB more RSS, and a 64 MiB one
 //! nothing measurable through the noise for 125 MB more. Decoding in parallel for real needs
-//! layers cut into independent frames (BENCHMARKS.md, issue #13).
+//! layers cut into independent frames: a layer staged so ([`crate::frames`]) has its frames
+//! read and decompressed on several threads, handed over whole and in order.
 
 use std::io;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -19,10 +20,11 @@ use std::thread::Scope;
 use std::time::Instant;
 
 use crate::cache::LayerRecord;
+use crate::frames;
 use crate::oci::Compression;
 use crate::pull::{Progress, PullError};
-use crate::source::{BlobReader, LayerDescriptor};
-use crate::unpack::blob::{self, FaultSlot, VerifyingReader};
+use crate::source::{BlobReader, LayerBytes, LayerDescriptor};
+use crate::unpack::blob::{self, BlobFault, FaultSlot, VerifyingReader};
 use crate::unpack::{LayerApplier, UnpackError};
 
 /// Decompressed bytes per chunk handed from a decoder to the applier.
@@ -38,7 +40,7 @@ type Chunk = io::Result<Vec<u8>>;
 pub(crate) fn apply_all(
     applier: &mut LayerApplier,
     layers: &[LayerDescriptor],
-    readers: Vec<BlobReader>,
+    readers: Vec<LayerBytes>,
     progress: &Progress,
 ) -> Result<Vec<LayerRecord>, PullError> {
     std::thread::scope(|scope| {
@@ -69,23 +71,37 @@ fn start<'scope>(
     scope: &'scope Scope<'scope, '_>,
     index: usize,
     layer: &'scope LayerDescriptor,
-    reader: BlobReader,
+    bytes: LayerBytes,
     progress: &Progress,
 ) -> Result<Decoding<'scope>, PullError> {
     let faults = FaultSlot::default();
-    let mut verifying = VerifyingReader::new(reader, &layer.digest, layer.size, faults.clone())
-        .map_err(|fault| PullError::Blob {
-            index,
-            digest: layer.digest.clone(),
-            fault,
-        })?;
-    if let Some(progress) = progress {
-        verifying = verifying.with_progress(progress.clone());
-    }
-    let (sender, receiver) = sync_channel(WINDOW_CHUNKS);
     let decoder_faults = faults.clone();
-    let compression = layer.compression;
-    scope.spawn(move || decode(verifying, compression, &decoder_faults, &sender));
+    let receiver = match bytes {
+        LayerBytes::Stream(reader) => {
+            let mut verifying =
+                VerifyingReader::new(reader, &layer.digest, layer.size, faults.clone()).map_err(
+                    |fault| PullError::Blob {
+                        index,
+                        digest: layer.digest.clone(),
+                        fault,
+                    },
+                )?;
+            if let Some(progress) = progress {
+                verifying = verifying.with_progress(progress.clone());
+            }
+            let (sender, receiver) = sync_channel(WINDOW_CHUNKS);
+            let compression = layer.compression;
+            scope.spawn(move || decode(verifying, compression, &decoder_faults, &sender));
+            receiver
+        }
+        LayerBytes::Framed(framed) => {
+            // Each chunk is a whole frame (a few MiB): one waits while the next is read.
+            let (sender, receiver) = sync_channel(1);
+            let progress = progress.clone();
+            scope.spawn(move || decode_frames(&framed, &decoder_faults, &sender, &progress));
+            receiver
+        }
+    };
     Ok(Decoding {
         index,
         layer,
@@ -127,6 +143,32 @@ fn decode(
     };
     if let Err(error) = ended {
         let _ = chunks.send(Err(error));
+    }
+}
+
+/// The decoder of a framed layer: frames read and decompressed on several threads, handed
+/// over in order. The blob is checked frame by frame, so it is verified once the last frame
+/// is handed over.
+fn decode_frames(
+    framed: &frames::FramedLayer,
+    faults: &FaultSlot,
+    chunks: &SyncSender<Chunk>,
+    progress: &Progress,
+) {
+    let count = |n: u64| {
+        if let Some(progress) = progress {
+            progress(n);
+        }
+    };
+    let read = frames::read_frames(framed, frames::default_workers(), &count, |frame| {
+        chunks.send(Ok(frame)).is_ok()
+    });
+    match read {
+        Ok(true) => faults.set_verified(),
+        Ok(false) => {}
+        Err(fault) => {
+            let _ = chunks.send(Err(faults.fail(BlobFault::Frames(Box::new(fault)))));
+        }
     }
 }
 
@@ -244,7 +286,6 @@ impl io::Read for ChunkReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::unpack::blob::BlobFault;
     use sha2::{Digest as _, Sha256};
 
     /// A gzip layer of `(path, content)` files; a `None` content is a whiteout of the name.
@@ -282,6 +323,7 @@ mod tests {
             size: Some(blob.len() as u64),
             media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
             compression: Some(Compression::Gzip),
+            frames: None,
         }
     }
 
@@ -292,9 +334,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let mut applier = LayerApplier::new(dir.path().to_path_buf(), dir.path().to_path_buf());
         let layers: Vec<_> = blobs.iter().map(|b| descriptor(b)).collect();
-        let readers: Vec<BlobReader> = served
+        let readers: Vec<LayerBytes> = served
             .iter()
-            .map(|b| Box::new(io::Cursor::new(b.clone())) as BlobReader)
+            .map(|b| LayerBytes::Stream(Box::new(io::Cursor::new(b.clone()))))
             .collect();
         let result = apply_all(&mut applier, &layers, readers, &None);
         (dir, result)
@@ -382,7 +424,7 @@ mod tests {
         declared.size = Some(garbage.len() as u64);
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let mut applier = LayerApplier::new(dir.path().to_path_buf(), dir.path().to_path_buf());
-        let readers: Vec<BlobReader> = vec![Box::new(io::Cursor::new(garbage))];
+        let readers = vec![LayerBytes::Stream(Box::new(io::Cursor::new(garbage)))];
         let result = apply_all(&mut applier, &[declared], readers, &None);
         assert!(
             matches!(
@@ -463,6 +505,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let mut applier = LayerApplier::new(dir.path().to_path_buf(), dir.path().to_path_buf());
         let layers: Vec<_> = blobs.iter().map(|b| descriptor(b)).collect();
+        let readers = readers.into_iter().map(LayerBytes::Stream).collect();
         let result = apply_all(&mut applier, &layers, readers, &None);
         assert_eq!(result.map(|r| r.len()).ok(), Some(2));
         assert_eq!(read(&dir, "b").as_deref(), Some("one"));

@@ -11,7 +11,7 @@ use crate::source::archive::ArchiveSource;
 use crate::source::layout::LayoutSource;
 use crate::source::registry::{RegistryOptions, RegistrySource};
 use crate::source::s3::S3Store;
-use crate::source::{BlobReader, LayerDescriptor, ResolvedImage, SourceError};
+use crate::source::{BlobReader, LayerBytes, LayerDescriptor, ResolvedImage, SourceError};
 use crate::unpack::blob::BlobFault;
 use crate::unpack::{LayerApplier, UnpackError};
 
@@ -194,7 +194,9 @@ impl Puller {
         }
         self.check_space(&resolved.layers)?;
         let staging = self.cache.stage(&resolved.manifest_digest, &lock)?;
-        let readers = layers.open(&resolved.layers, self.options.registry.concurrency)?;
+        let readers = layers
+            .open_for_pull(&resolved.layers, self.options.registry.concurrency)
+            .await?;
         let progress = progress_bar(self.options.progress, &resolved.layers);
         let (staging_root, final_root) = (staging.rootfs(), staging.final_rootfs());
         let descriptors = resolved.layers.clone();
@@ -228,6 +230,26 @@ impl Layers {
             Self::Registry(source) => source.open_layers(layers, concurrency),
             Self::Layout(source) => source.open_layers(layers)?,
             Self::Archive(offsets) => offsets.open()?,
+        })
+    }
+
+    /// As [`Self::open`], but a layout's layers staged as frames are read by their frames
+    /// (their indexes are read now, on a blocking thread: an S3 layout blocks on its reads).
+    async fn open_for_pull(
+        &self,
+        layers: &[LayerDescriptor],
+        concurrency: usize,
+    ) -> Result<Vec<LayerBytes>, PullError> {
+        Ok(match self {
+            Self::Layout(source) => {
+                let (source, layers) = (source.clone(), layers.to_vec());
+                blocking(move || source.open_for_pull(&layers)).await??
+            }
+            _ => self
+                .open(layers, concurrency)?
+                .into_iter()
+                .map(LayerBytes::Stream)
+                .collect(),
         })
     }
 }
@@ -368,7 +390,7 @@ fn apply_all(
     staging_root: PathBuf,
     final_root: PathBuf,
     layers: &[LayerDescriptor],
-    readers: Vec<BlobReader>,
+    readers: Vec<LayerBytes>,
     progress: Progress,
 ) -> Result<Vec<LayerRecord>, PullError> {
     let mut applier = LayerApplier::new(staging_root, final_root);

@@ -55,6 +55,14 @@ pub enum ImageReference {
     },
 }
 
+impl ImageReference {
+    /// Whether the image is on this machine only (a layout directory or an archive file), so
+    /// that a function elsewhere cannot pull it until it is staged.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Self::OciLayout { .. } | Self::DockerArchive { .. })
+    }
+}
+
 impl FromStr for ImageReference {
     type Err = ReferenceError;
 

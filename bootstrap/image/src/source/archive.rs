@@ -141,6 +141,7 @@ impl ArchiveSource {
                 size: Some(size),
                 media_type: String::new(),
                 compression: None,
+                frames: None,
             });
             offsets.push((offset, size));
         }

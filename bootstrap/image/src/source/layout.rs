@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use oci_client::manifest::{OciImageIndex, OciManifest};
 
-use super::{BlobReader, ResolvedImage, SourceError, layer_descriptors, no_matching_platform};
+use super::{
+    BlobReader, LayerBytes, ResolvedImage, SourceError, layer_descriptors, no_matching_platform,
+};
+use crate::frames::{self, FileRanges, FrameIndex, FramedLayer, RangeSource};
 use crate::oci::parse_config;
 use crate::platform::Platform;
 
@@ -63,6 +66,8 @@ pub trait LayoutStore: Debug + Send + Sync {
     fn read(&self, path: &str) -> io::Result<Vec<u8>>;
     /// Opens a layer for streaming.
     fn open(&self, path: &str) -> io::Result<BlobReader>;
+    /// Opens a blob for ranged reads (a framed layer's frames).
+    fn ranges(&self, path: &str) -> io::Result<Arc<dyn RangeSource>>;
 }
 
 /// A layout directory on disk.
@@ -86,6 +91,10 @@ impl LayoutStore for DirStore {
         )
         .map_err(io::Error::from)?;
         Ok(Box::new(file))
+    }
+    fn ranges(&self, path: &str) -> io::Result<Arc<dyn RangeSource>> {
+        // Positional reads never block on a regular file: O_NONBLOCK may stay.
+        Ok(Arc::new(FileRanges(open_regular(&self.0.join(path))?)))
     }
 }
 
@@ -203,11 +212,18 @@ impl LayoutSource {
                     digest = self.select_from_index(&inner, platform, false)?
                 }
                 OciManifest::Image(m) => {
-                    let layers = layer_descriptors(
+                    let mut layers = layer_descriptors(
                         m.layers
                             .iter()
                             .map(|l| (l.digest.clone(), l.size, l.media_type.clone())),
                     )?;
+                    for (layer, declared) in layers.iter_mut().zip(&m.layers) {
+                        layer.frames = declared
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(frames::ANNOTATION))
+                            .cloned();
+                    }
                     let config_bytes = self.read_blob(&m.config.digest)?;
                     let (config, _) = parse_config(&config_bytes).map_err(|e| {
                         self.fail(format!("invalid config {}: {e}", m.config.digest))
@@ -225,19 +241,43 @@ impl LayoutSource {
         Err(self.fail("image indexes nested too deeply"))
     }
 
-    /// Opens each layer blob for reading.
+    /// Opens each layer for the pull: by its frames where it was staged re-encoded (the
+    /// index is read and checked now, so a bad one fails before anything is written), else
+    /// as a stream.
+    pub fn open_for_pull(
+        &self,
+        layers: &[super::LayerDescriptor],
+    ) -> Result<Vec<LayerBytes>, SourceError> {
+        layers
+            .iter()
+            .map(|l| match &l.frames {
+                None => Ok(LayerBytes::Stream(self.open_blob(l)?)),
+                Some(index_digest) => {
+                    let bytes = self.read_blob(index_digest)?;
+                    let index = FrameIndex::parse(&bytes, index_digest, &l.digest)
+                        .map_err(|e| self.fail(e.to_string()))?;
+                    let path = self.blob_path(&index.blob)?;
+                    let source = self.store.ranges(&path).map_err(|e| {
+                        self.fail(format!("cannot open the frames of layer {}: {e}", l.digest))
+                    })?;
+                    Ok(LayerBytes::Framed(FramedLayer { index, source }))
+                }
+            })
+            .collect()
+    }
+
+    fn open_blob(&self, l: &super::LayerDescriptor) -> Result<BlobReader, SourceError> {
+        let path = self.blob_path(&l.digest)?;
+        self.store
+            .open(&path)
+            .map_err(|e| self.fail(format!("cannot open layer {}: {e}", l.digest)))
+    }
+
+    /// Opens each layer blob, as stored, for reading.
     pub fn open_layers(
         &self,
         layers: &[super::LayerDescriptor],
     ) -> Result<Vec<BlobReader>, SourceError> {
-        layers
-            .iter()
-            .map(|l| {
-                let path = self.blob_path(&l.digest)?;
-                self.store
-                    .open(&path)
-                    .map_err(|e| self.fail(format!("cannot open layer {}: {e}", l.digest)))
-            })
-            .collect()
+        layers.iter().map(|l| self.open_blob(l)).collect()
     }
 }

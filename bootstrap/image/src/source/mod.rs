@@ -28,6 +28,8 @@ pub struct LayerDescriptor {
     pub media_type: String,
     /// Compression the media type declares; `None` means "sniff the bytes".
     pub compression: Option<Compression>,
+    /// Digest of the layer's frame index, when it was staged re-encoded ([`crate::frames`]).
+    pub frames: Option<String>,
 }
 
 /// An image resolved to one platform.
@@ -47,6 +49,14 @@ pub struct ResolvedImage {
 
 /// A layer's bytes, read on a blocking thread.
 pub type BlobReader = Box<dyn Read + Send>;
+
+/// A layer as the pull reads it: one stream, or independent frames read in parallel.
+pub enum LayerBytes {
+    /// The blob as stored, verified against the layer digest as it streams.
+    Stream(BlobReader),
+    /// Frames, each verified against the index the manifest names.
+    Framed(crate::frames::FramedLayer),
+}
 
 /// Chunks buffered per layer ahead of the unpacker (a chunk is at most a few tens of KiB).
 const CHANNEL_CHUNKS: usize = 16;
@@ -198,6 +208,7 @@ pub fn layer_descriptors(
                 size: Some(size),
                 media_type,
                 compression: Some(compression),
+                frames: None,
             })
         })
         .collect()

@@ -3,12 +3,14 @@
 //! registry, through the same streaming unpacker (no compressed copy on disk).
 
 use std::io;
+use std::sync::Arc;
 
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::layout::LayoutStore;
 use super::{BlobReader, CHANNEL_CHUNKS, ChannelReader};
+use crate::frames::RangeSource;
 
 /// The layout's files in S3.
 #[derive(Debug, Clone)]
@@ -103,5 +105,48 @@ impl LayoutStore for S3Store {
             }
         });
         Ok(Box::new(ChannelReader::new(rx)))
+    }
+
+    fn ranges(&self, path: &str) -> io::Result<Arc<dyn RangeSource>> {
+        Ok(Arc::new(S3Ranges {
+            store: self.clone(),
+            key: self.key(path),
+        }))
+    }
+}
+
+/// One object read by ranged GETs, each on the calling (blocking) thread: the frame readers
+/// run several at once. The SDK retries throttling and 5xx answers itself.
+#[derive(Debug)]
+struct S3Ranges {
+    store: S3Store,
+    key: String,
+}
+
+impl RangeSource for S3Ranges {
+    fn read_range(&self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        let last = (offset + len).saturating_sub(1);
+        self.store.runtime.block_on(async {
+            let object = self
+                .store
+                .client
+                .get_object()
+                .bucket(&self.store.bucket)
+                .key(&self.key)
+                .range(format!("bytes={offset}-{last}"))
+                .send()
+                .await
+                .map_err(|e| s3_error(e, false))?;
+            // A store that ignores the range would send the whole blob: not into memory.
+            let declared = object.content_length().unwrap_or(0);
+            if u64::try_from(declared).map_or(true, |d| d > len) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("asked for {len} bytes, the store answers {declared}"),
+                ));
+            }
+            let body = object.body.collect().await.map_err(io::Error::other)?;
+            Ok(body.into_bytes().to_vec())
+        })
     }
 }

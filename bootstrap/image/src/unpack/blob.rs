@@ -39,6 +39,9 @@ pub enum BlobFault {
     /// Only `sha256:` digests are produced by any registry we know of.
     #[error("unsupported digest algorithm in {0:?}")]
     UnsupportedDigest(String),
+    /// A staged layer's frames or their index were wrong or did not arrive.
+    #[error(transparent)]
+    Frames(Box<crate::frames::FrameFault>),
     /// Media type says one compression, the bytes say another.
     #[error("declared {declared:?} but the content is {found:?}")]
     CompressionMismatch {
@@ -75,7 +78,13 @@ impl FaultSlot {
         self.1.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    fn fail(&self, fault: BlobFault) -> io::Error {
+    /// Records that the blob was read whole and checked by a reader other than
+    /// [`VerifyingReader`] (a framed layer checks every frame itself).
+    pub(crate) fn set_verified(&self) {
+        self.1.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub(crate) fn fail(&self, fault: BlobFault) -> io::Error {
         let err = io::Error::new(io::ErrorKind::InvalidData, fault.to_string());
         self.set(fault);
         err
