@@ -94,6 +94,36 @@ pub enum Command {
     Put(PutArgs),
     /// Download a bucket folder's files (a function's outputs)
     Get(GetArgs),
+    /// Copy an image into a bucket once, re-encoded for fast cold starts, for several functions to share (init -i s3://…)
+    Stage(StageArgs),
+}
+
+/// `deployer stage`
+#[derive(Debug, Clone, Args)]
+pub struct StageArgs {
+    /// Image reference (Docker Hub by default, any registry, oci:DIR or docker-archive:FILE)
+    #[arg(
+        short = 'i',
+        long,
+        required_unless_present = "image_file",
+        conflicts_with = "image_file"
+    )]
+    pub image: Option<String>,
+    /// A `docker save` file (SCAR: -if)
+    #[arg(long, value_name = "FILE")]
+    pub image_file: Option<PathBuf>,
+    /// The bucket; created when missing (SCAR: -db)
+    #[arg(long, value_name = "BUCKET")]
+    pub deployment_bucket: String,
+    /// The shared name: the image goes under s3://BUCKET/scar-rs/shared-images/NAME/
+    #[arg(short = 'n', long)]
+    pub name: String,
+    /// Architecture, which picks the image from a multi-platform index
+    #[arg(long, value_enum, default_value = "x86_64")]
+    pub arch: Arch,
+    /// JSON instead of text
+    #[arg(short = 'j', long)]
+    pub json: bool,
 }
 
 /// Lambda's two architectures.

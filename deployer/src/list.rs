@@ -19,6 +19,8 @@ pub struct ManagedFunction {
     pub time: i32,
     /// The image the user gave.
     pub image: String,
+    /// Where cold starts read it, when it is staged in S3 (its own prefix or a shared one).
+    pub staged: Option<String>,
     /// The HTTP endpoint (the REST API, else the Function URL), when init made one.
     pub endpoint: Option<String>,
     /// Who may call it: `iam` (signed requests) or `none`.
@@ -50,6 +52,12 @@ fn managed(
         memory: config.memory_size().unwrap_or_default(),
         time: config.timeout().unwrap_or_default(),
         image: tags.get(TAG_IMAGE).cloned().unwrap_or_default(),
+        staged: config
+            .environment()
+            .and_then(|e| e.variables())
+            .and_then(|v| v.get("SCAR_IMAGE"))
+            .filter(|image| image.starts_with("s3://"))
+            .cloned(),
         endpoint: tags
             .get(TAG_API)
             .map(|api| crate::endpoint::api_url(aws, api))
@@ -106,8 +114,9 @@ pub async fn lookup(aws: &Aws, name: &str) -> Result<ManagedFunction, DeployErro
 
 /// `ls`'s table.
 pub fn table(functions: &[ManagedFunction]) -> String {
-    let header = ["NAME", "MEMORY", "TIME", "IMAGE", "API_URL"];
-    let rows: Vec<[String; 5]> = functions
+    const COLUMNS: usize = 6;
+    let header = ["NAME", "MEMORY", "TIME", "IMAGE", "STAGED", "API_URL"];
+    let rows: Vec<[String; COLUMNS]> = functions
         .iter()
         .map(|f| {
             [
@@ -115,6 +124,7 @@ pub fn table(functions: &[ManagedFunction]) -> String {
                 f.memory.to_string(),
                 f.time.to_string(),
                 f.image.clone(),
+                f.staged.clone().unwrap_or_else(|| "-".into()),
                 f.endpoint.clone().unwrap_or_else(|| "-".into()),
             ]
         })
@@ -126,8 +136,8 @@ pub fn table(functions: &[ManagedFunction]) -> String {
             .max()
             .unwrap_or(0)
     };
-    let widths: Vec<usize> = (0..5).map(width).collect();
-    let line = |cells: [&str; 5]| {
+    let widths: Vec<usize> = (0..COLUMNS).map(width).collect();
+    let line = |cells: [&str; COLUMNS]| {
         let mut text = String::new();
         for (i, cell) in cells.iter().enumerate() {
             // Numbers right-aligned, as SCAR printed them.
@@ -141,11 +151,9 @@ pub fn table(functions: &[ManagedFunction]) -> String {
     };
     let mut text = line(header);
     let dashes: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-    text.push_str(&line([
-        &dashes[0], &dashes[1], &dashes[2], &dashes[3], &dashes[4],
-    ]));
+    text.push_str(&line(std::array::from_fn(|i| dashes[i].as_str())));
     for row in &rows {
-        text.push_str(&line([&row[0], &row[1], &row[2], &row[3], &row[4]]));
+        text.push_str(&line(std::array::from_fn(|i| row[i].as_str())));
     }
     text
 }

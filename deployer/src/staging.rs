@@ -2,9 +2,15 @@
 //! read it from S3 (same region, no registry rate limits, no registry credentials in the
 //! function) with the same streaming unpacker as a registry pull.
 //!
-//! Layout under `s3://BUCKET/scar-rs/images/FUNCTION/`: `blobs/sha256/<hex>` for the config,
-//! the manifest and every layer as stored (compressed), and `index.json`, written last, so a
-//! half-staged prefix is never mistaken for an image.
+//! Layout under `s3://BUCKET/scar-rs/images/FUNCTION/` (or `scar-rs/shared-images/NAME/`
+//! for `deployer stage`, outside every function's prefix): `blobs/sha256/<hex>` for the config, the manifest and every layer as stored
+//! (compressed), and `index.json`, written last, so a half-staged prefix is never mistaken
+//! for an image.
+//!
+//! Next to each layer goes the same tar re-encoded as independent zstd frames, and the frames'
+//! index (`scar_image::frames`), named by an annotation on the layer's descriptor: the
+//! runtime then fetches the frames with parallel ranged GETs and decompresses them on every
+//! core. The manifest still lists the original layers, so any OCI tool reads the layout.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -15,7 +21,7 @@ use oci_client::manifest::{
     IMAGE_CONFIG_MEDIA_TYPE, ImageIndexEntry, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
     OciDescriptor, OciImageIndex, OciImageManifest, Platform,
 };
-use scar_image::ImageReference;
+use scar_image::{ImageReference, frames};
 use sha2::{Digest as _, Sha256};
 
 use crate::aws::Aws;
@@ -51,6 +57,11 @@ fn function_prefix(function: &str) -> String {
     format!("scar-rs/images/{function}/")
 }
 
+/// A prefix several functions share (`deployer stage -n NAME`): no function's `rm` touches it.
+fn shared_prefix(name: &str) -> String {
+    format!("scar-rs/shared-images/{name}/")
+}
+
 /// What the function pulls once its image is staged in `bucket` (what [`stage`] returns).
 pub fn staged_reference(bucket: &str, function: &str) -> String {
     format!("s3://{bucket}/{}", function_prefix(function))
@@ -63,6 +74,16 @@ impl StagingSource {
             reference: self.reference,
             bucket: self.bucket,
             prefix: function_prefix(function),
+            arch: self.arch,
+        }
+    }
+
+    /// Places the image under a shared name.
+    pub fn shared(self, name: &str) -> StagingPlan {
+        StagingPlan {
+            reference: self.reference,
+            bucket: self.bucket,
+            prefix: shared_prefix(name),
             arch: self.arch,
         }
     }
@@ -104,11 +125,16 @@ pub async fn stage(aws: &Aws, plan: &StagingPlan) -> Result<String, DeployError>
                 ),
             ));
         }
-        upload_file(aws, plan, &spooled).await?;
+        upload_file(aws, plan, spooled.file.path(), &spooled.digest).await?;
+        let index_digest = stage_frames(aws, plan, &spooled).await?;
         layers.push(OciDescriptor {
             media_type: spooled.media_type.to_string(),
             digest: spooled.digest.clone(),
             size: i64::try_from(spooled.size).unwrap_or(i64::MAX),
+            annotations: Some(BTreeMap::from([(
+                frames::ANNOTATION.to_string(),
+                index_digest,
+            )])),
             ..OciDescriptor::default()
         });
         tracing::info!(digest = %spooled.digest, bytes = spooled.size, "layer staged");
@@ -210,11 +236,39 @@ fn spool(mut reader: scar_image::BlobReader) -> std::io::Result<Spooled> {
     })
 }
 
-async fn upload_file(aws: &Aws, plan: &StagingPlan, spooled: &Spooled) -> Result<(), DeployError> {
-    let body = ByteStream::from_path(spooled.file.path())
+/// The layer re-encoded as frames, uploaded with its index; returns the index's digest.
+async fn stage_frames(
+    aws: &Aws,
+    plan: &StagingPlan,
+    spooled: &Spooled,
+) -> Result<String, DeployError> {
+    let (source, layer) = (spooled.file.path().to_path_buf(), spooled.digest.clone());
+    let (framed, index) = tokio::task::spawn_blocking(move || {
+        let mut framed = tempfile::NamedTempFile::new()?;
+        let index = frames::encode(std::fs::File::open(source)?, &layer, framed.as_file_mut())?;
+        Ok::<_, std::io::Error>((framed, index))
+    })
+    .await
+    .map_err(|e| fail(plan, e.to_string()))?
+    .map_err(|e| fail(plan, format!("re-encoding layer {}: {e}", spooled.digest)))?;
+    upload_file(aws, plan, framed.path(), &index.blob).await?;
+    let index_bytes = serde_json::to_vec(&index).map_err(|e| fail(plan, e.to_string()))?;
+    let index_digest = digest_of(&index_bytes);
+    upload_bytes(aws, plan, &blob_key(&index_digest), index_bytes).await?;
+    tracing::info!(layer = %spooled.digest, frames = index.frames.len(), bytes = index.blob_size, "layer re-encoded as frames");
+    Ok(index_digest)
+}
+
+async fn upload_file(
+    aws: &Aws,
+    plan: &StagingPlan,
+    path: &std::path::Path,
+    digest: &str,
+) -> Result<(), DeployError> {
+    let body = ByteStream::from_path(path)
         .await
         .map_err(|e| fail(plan, e.to_string()))?;
-    put(aws, plan, &blob_key(&spooled.digest), body).await
+    put(aws, plan, &blob_key(digest), body).await
 }
 
 async fn upload_bytes(

@@ -21,6 +21,7 @@ fn every_command_has_help_naming_scars_flags() {
             &[][..],
             &[
                 "layer", "init", "update", "run", "invoke", "ls", "log", "rm", "put", "get",
+                "stage",
             ][..],
         ),
         (&["layer"], &["build", "publish"]),
@@ -58,6 +59,10 @@ fn every_command_has_help_naming_scars_flags() {
         (&["get"], &["--bucket", "--path", "SCAR: -bf"]),
         (&["log"], &["SCAR: -ls", "SCAR: -ri"]),
         (&["rm"], &["--all", "--name", "SCAR: -f"]),
+        (
+            &["stage"],
+            &["--name", "--image-file", "SCAR: -db", "--arch"],
+        ),
         (
             &["update"],
             &[
@@ -539,6 +544,109 @@ async fn a_step_failing_halfway_leaves_nothing_behind() {
     assert_eq!(left.key_count(), Some(0), "{left:?}");
     assert!(!stand.function_exists(&name).await);
     assert!(!stand.log_group_exists(&format!("/aws/lambda/{name}")).await);
+}
+
+/// `deployer stage` puts one image under a shared prefix, re-encoded as frames; two functions
+/// point at it, `ls` shows where each is staged, removing one leaves the image for the other,
+/// and the runtime pulls it by its frames alone (the original layer blobs are deleted first)
+/// into the tree a pull from the registry gives.
+#[tokio::test]
+#[ignore = "needs moto server (make test)"]
+async fn one_image_staged_for_several_functions_is_pulled_by_its_frames() {
+    let stand = Stand::new(MOTO, "eu-west-1").await;
+    let role = stand.role().await;
+    let bucket = unique("shared-images");
+    let staged = stand
+        .deployer(&[
+            "stage",
+            "-n",
+            "glibc",
+            "-i",
+            images::GLIBC,
+            "-db",
+            &bucket,
+            "--json",
+        ])
+        .ok();
+    let staged: serde_json::Value = serde_json::from_str(&staged.stdout).unwrap();
+    let prefix = "scar-rs/shared-images/glibc/";
+    let reference = format!("s3://{bucket}/{prefix}");
+    assert_eq!(staged["reference"], reference.as_str());
+    let (first, second) = (unique("shared-a"), unique("shared-b"));
+    for name in [&first, &second] {
+        stand
+            .deployer(&[
+                "init",
+                "-n",
+                name,
+                "-i",
+                &reference,
+                "--role",
+                &role,
+                "--runtime-in-package",
+                "--layer-zip",
+                layer_zip().to_str().unwrap(),
+            ])
+            .ok();
+    }
+    let listed = stand.deployer(&["ls"]).ok().stdout;
+    let header = listed.lines().next().unwrap();
+    assert!(header.contains("STAGED"), "{listed}");
+    for name in [&first, &second] {
+        let row = listed
+            .lines()
+            .find(|l| l.starts_with(name.as_str()))
+            .unwrap();
+        assert!(row.contains(&reference), "{listed}");
+    }
+    stand.deployer(&["rm", "-n", &first]).ok();
+    // The original layers go: what is left to pull is the frames and their indexes.
+    let read = |key: String| {
+        let s3 = stand.s3.clone();
+        let bucket = bucket.clone();
+        async move {
+            let object = s3
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            object.body.collect().await.unwrap().into_bytes().to_vec()
+        }
+    };
+    let blob_key = |digest: &str| format!("{prefix}blobs/{}", digest.replacen(':', "/", 1));
+    let index: serde_json::Value =
+        serde_json::from_slice(&read(format!("{prefix}index.json")).await).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &read(blob_key(index["manifests"][0]["digest"].as_str().unwrap())).await,
+    )
+    .unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert!(!layers.is_empty());
+    for layer in layers {
+        assert!(
+            layer["annotations"][scar_image::frames::ANNOTATION].is_string(),
+            "{layer}"
+        );
+        stand
+            .s3
+            .delete_object()
+            .bucket(&bucket)
+            .key(blob_key(layer["digest"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let (by_frames, from_registry) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let framed = stand.pull_with_runtime(&reference, by_frames.path());
+    let eager = stand.pull_with_runtime(images::GLIBC, from_registry.path());
+    common::assert_same(
+        "staged by frames against the registry",
+        &common::tree(&framed, Some(&framed)),
+        &common::tree(&eager, Some(&eager)),
+    );
+    stand.deployer(&["rm", "-n", &second]).ok();
 }
 
 #[tokio::test]

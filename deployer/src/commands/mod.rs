@@ -9,6 +9,7 @@ mod objects;
 mod report;
 mod rm;
 mod run;
+mod stage;
 mod update;
 
 use crate::aws::Aws;
@@ -40,5 +41,6 @@ pub(crate) async fn execute(cli: Cli) -> Result<u8, DeployError> {
         Command::Rm(args) => rm::run(&aws, args).await,
         Command::Put(args) => objects::put(&aws, args).await,
         Command::Get(args) => objects::get(&aws, args).await,
+        Command::Stage(args) => stage::run(&aws, args).await,
     }
 }

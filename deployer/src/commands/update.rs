@@ -82,7 +82,7 @@ fn new_variables(
         let pulled = match &args.deployment_bucket {
             // What `stage` returns for the function's own prefix.
             Some(bucket) => staged_reference(bucket, args.name.as_deref().unwrap_or_default()),
-            None if !matches!(reference, scar_image::ImageReference::Registry(_)) => {
+            None if reference.is_local() => {
                 return Err(DeployError::Invalid(format!(
                     "-i {image}: a local image: Lambda cannot read it; stage it with -db BUCKET"
                 )));

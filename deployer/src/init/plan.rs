@@ -483,7 +483,7 @@ fn image_and_staging(
         }
         (None, None) => return Err(invalid("give an image with -i IMAGE or -if FILE")),
     };
-    let local = !matches!(reference, ImageReference::Registry(_));
+    let local = reference.is_local();
     match (&args.deployment_bucket, local) {
         (Some(bucket), _) => Ok((
             reference.to_string(),
