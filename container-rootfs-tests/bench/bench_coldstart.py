@@ -3,6 +3,11 @@
 with the cache on the disk and on a tmpfs, side by side in one run:
 
   ours          bootstrap pull (fresh cache each run)
+  ours, staged  bootstrap pull s3://… of the image as `deployer stage` puts it in the S3
+                stand-in (moto on 127.0.0.1:5001): zstd frames fetched with parallel ranged
+                GETs and decompressed on every core
+  ours, framed layout  the same frames from a layout on the local disk (no HTTP): what the
+                decoding costs without the S3 stand-in's own CPU
   ours before   the same with BASELINE_BOOTSTRAP, when set (a build of an earlier commit)
   skopeo+umoci  skopeo copy docker://… oci:… && umoci unpack --rootless
   floor         each layer in turn: curl | gzip -dc | tar -x
@@ -26,6 +31,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REGISTRY = "127.0.0.1:5000"
 IMAGES = ["library/debian-cowsay", "library/polyglot", "library/layered"]
 PLACES = {"disk": "/tmp", "tmpfs": "/dev/shm"}
+DEPLOYER = os.path.join(os.path.dirname(BOOTSTRAP), "deployer")
+STAGED_BUCKET = "bench-coldstart-staged"
+AWS = dict(os.environ, AWS_ENDPOINT_URL="http://127.0.0.1:5001", AWS_ACCESS_KEY_ID="testing",
+           AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
+           SCAR_DEPLOYER_CONFIG=os.path.join(WORK, "bench-deployer.toml"))
 
 
 def manifest(repo):
@@ -64,10 +74,36 @@ def build_layered():
     shutil.rmtree(split)
 
 
-def timed(cmd, place):
+def stage(repo):
+    """Stages the image in the S3 stand-in once, and mirrors the staged layout to a local
+    directory; returns (the s3:// reference, the oci: reference)."""
+    name = repo.split("/")[-1]
+    out = subprocess.run([DEPLOYER, "stage", "-i", f"{REGISTRY}/{repo}:latest", "-db", STAGED_BUCKET,
+                          "-n", name, "--json"], env=AWS, check=True, capture_output=True, text=True)
+    reference = json.loads(out.stdout)["reference"]
+    local = os.path.join(WORK, f"bench-framed-{name}")
+    shutil.rmtree(local, ignore_errors=True)
+    subprocess.run([os.path.join(WORK, "venv-moto/bin/python"), "-c", MIRROR, reference, local],
+                            env=AWS, check=True)
+    return reference, f"oci:{local}"
+
+
+MIRROR = """
+import os, sys, boto3
+bucket, prefix = sys.argv[1][len("s3://"):].split("/", 1)
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+    for item in page.get("Contents", []):
+        path = os.path.join(sys.argv[2], item["Key"][len(prefix):])
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        s3.download_file(bucket, item["Key"], path)
+"""
+
+
+def timed(cmd, place, env=None):
     """Runs cmd under GNU time; returns (wall, user, system seconds, peak RSS MB)."""
     stats = os.path.join(place, "bench-coldstart-time.txt")
-    subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", stats] + cmd, check=True,
+    subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", stats] + cmd, check=True, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall, user, system, rss = open(stats).read().split()[-4:]
     return float(wall), float(user), float(system), int(rss) / 1024
@@ -83,6 +119,12 @@ def fresh(place, name):
 def ours(binary):
     return lambda repo, place: timed([binary, "pull", "--cache-dir", fresh(place, "ours"),
                                       f"{REGISTRY}/{repo}:latest"], place)
+
+
+def ours_staged(which):
+    """which: 0 for the S3 stand-in, 1 for the local framed layout."""
+    return lambda repo, place: timed([BOOTSTRAP, "pull", "--cache-dir", fresh(place, "staged"),
+                                      STAGED[repo][which]], place, env=AWS)
 
 
 def skopeo_umoci(repo, place):
@@ -101,7 +143,9 @@ def floor(repo, place):
 
 if not pushed("library/layered"):
     build_layered()
-contenders = [("ours", ours(BOOTSTRAP))]
+STAGED = {repo: stage(repo) for repo in IMAGES}
+contenders = [("ours", ours(BOOTSTRAP)), ("ours, staged in S3 (frames)", ours_staged(0)),
+              ("ours, framed layout on disk", ours_staged(1))]
 if BASELINE:
     contenders.append(("ours before", ours(BASELINE)))
 contenders += [("skopeo + umoci", skopeo_umoci), ("floor: curl \\| gzip -dc \\| tar -x", floor)]
