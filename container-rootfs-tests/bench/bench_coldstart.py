@@ -19,7 +19,8 @@ shape of an image built FROM a base with a few RUN steps. The script builds and 
 once (from the harness's polyglot chroot).
 
 Reports wall, user and system time (medians) and peak RSS; ratios are to the floor, as only
-ratios within one run mean anything on this machine.
+ratios within one run mean anything on this machine. BENCH_IMAGES (comma-separated names)
+and BENCH_PLACES (disk, tmpfs) narrow a run.
 """
 import json, os, shutil, statistics, subprocess, sys, tempfile, urllib.request
 
@@ -29,8 +30,11 @@ BASELINE = os.environ.get("BASELINE_BOOTSTRAP")
 WORK = os.environ.get("CRT_WORK", "/tmp/scar-crt")
 HERE = os.path.dirname(os.path.abspath(__file__))
 REGISTRY = "127.0.0.1:5000"
-IMAGES = ["library/debian-cowsay", "library/polyglot", "library/layered"]
-PLACES = {"disk": "/tmp", "tmpfs": "/dev/shm"}
+# BENCH_IMAGES=debian-cowsay,layered and BENCH_PLACES=tmpfs narrow a run.
+IMAGES = [f"library/{name}" for name in
+          os.environ.get("BENCH_IMAGES", "debian-cowsay,polyglot,layered").split(",")]
+PLACES = {name: place for name, place in {"disk": "/tmp", "tmpfs": "/dev/shm"}.items()
+          if name in os.environ.get("BENCH_PLACES", "disk,tmpfs").split(",")}
 DEPLOYER = os.path.join(os.path.dirname(BOOTSTRAP), "deployer")
 STAGED_BUCKET = "bench-coldstart-staged"
 AWS = dict(os.environ, AWS_ENDPOINT_URL="http://127.0.0.1:5001", AWS_ACCESS_KEY_ID="testing",
