@@ -574,20 +574,7 @@ async fn one_image_staged_for_several_functions_is_pulled_by_its_frames() {
     assert_eq!(staged["reference"], reference.as_str());
     let (first, second) = (unique("shared-a"), unique("shared-b"));
     for name in [&first, &second] {
-        stand
-            .deployer(&[
-                "init",
-                "-n",
-                name,
-                "-i",
-                &reference,
-                "--role",
-                &role,
-                "--runtime-in-package",
-                "--layer-zip",
-                layer_zip().to_str().unwrap(),
-            ])
-            .ok();
+        stand.init_packaged(name, &reference, &role).ok();
     }
     let listed = stand.deployer(&["ls"]).ok().stdout;
     let header = listed.lines().next().unwrap();
