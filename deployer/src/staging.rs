@@ -3,9 +3,9 @@
 //! function) with the same streaming unpacker as a registry pull.
 //!
 //! Layout under `s3://BUCKET/scar-rs/images/FUNCTION/` (or `scar-rs/shared-images/NAME/`
-//! for `deployer stage`, outside every function's prefix): `blobs/sha256/<hex>` for the config, the manifest and every layer as stored
-//! (compressed), and `index.json`, written last, so a half-staged prefix is never mistaken
-//! for an image.
+//! for `deployer stage`, outside every function's prefix): `blobs/sha256/<hex>` for the
+//! config, the manifest and every layer as stored (compressed), and `index.json`, written
+//! last, so a half-staged prefix is never mistaken for an image.
 //!
 //! Next to each layer goes the same tar re-encoded as independent zstd frames, and the frames'
 //! index (`scar_image::frames`), named by an annotation on the layer's descriptor: the

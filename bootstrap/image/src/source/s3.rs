@@ -146,7 +146,7 @@ impl RangeSource for S3Ranges {
                 ));
             }
             let body = object.body.collect().await.map_err(io::Error::other)?;
-            Ok(body.into_bytes().to_vec())
+            Ok(body.into_bytes().into())
         })
     }
 }
