@@ -417,6 +417,40 @@ fn invokes_answered(invokes: &str) -> (usize, usize) {
     (count(" 202") + count(" 200"), count(" 429"))
 }
 
+/// An image staged and read through S3 that throttles: the proxy answers the first two
+/// requests for every object 503 SlowDown (the staging's uploads included). The frames'
+/// ranged GETs are retried and the pull gives the tree a registry pull gives.
+#[tokio::test]
+#[ignore = "needs the harness and ministack (make test)"]
+async fn frames_read_through_s3_throttling_give_the_registry_tree() {
+    let through_faults = Stand::new(FAULTS, "us-east-1").await;
+    let bucket = unique("slowdown-staged");
+    through_faults
+        .deployer(&["stage", "-n", "glibc", "-i", images::GLIBC, "-db", &bucket])
+        .ok();
+    let (by_frames, from_registry) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let framed = through_faults.pull_with_runtime(
+        &format!("s3://{bucket}/scar-rs/shared-images/glibc/"),
+        by_frames.path(),
+    );
+    let eager = through_faults.pull_with_runtime(images::GLIBC, from_registry.path());
+    common::assert_same(
+        "staged by frames through throttling against the registry",
+        &common::tree(&framed, Some(&framed)),
+        &common::tree(&eager, Some(&eager)),
+    );
+    let log = std::fs::read_to_string(work().join("aws-fault-proxy.requests")).unwrap();
+    let throttled_reads = log
+        .lines()
+        .filter(|l| l.starts_with(&format!("GET /{bucket}/")) && l.ends_with(" 503"))
+        .count();
+    // index.json, the manifest, the config, and per layer its frame index and its frames.
+    assert!(
+        throttled_reads >= 2 * 5,
+        "{throttled_reads} throttled reads:\n{log}"
+    );
+}
+
 #[tokio::test]
 #[ignore = "needs the harness and ministack (make test)"]
 async fn throttled_invokes_are_retried_and_what_stays_throttled_is_named() {
