@@ -171,6 +171,18 @@ impl FrameIndex {
         Ok(index)
     }
 
+    /// The fault of frame `n`, named by its place in the blob.
+    fn fault(&self, n: usize, problem: String) -> FrameFault {
+        let frame = &self.frames[n];
+        FrameFault::Frame {
+            frame: n,
+            offset: frame.offset,
+            end: frame.offset + frame.size,
+            blob: self.blob.clone(),
+            problem,
+        }
+    }
+
     /// Bytes of tar the frames hold.
     pub fn unpacked_size(&self) -> u64 {
         self.frames.iter().map(|f| f.unpacked).sum()
@@ -290,7 +302,8 @@ pub fn read_frames(
     progress: &(dyn Fn(u64) + Sync),
     mut deliver: impl FnMut(Vec<u8>) -> bool,
 ) -> Result<bool, FrameFault> {
-    let workers = workers.clamp(1, layer.index.frames.len());
+    // An index without frames is refused by `parse`; `max(1)` keeps this total anyway.
+    let workers = workers.clamp(1, layer.index.frames.len().max(1));
     std::thread::scope(|scope| {
         let mut lanes: Vec<Receiver<Result<Vec<u8>, FrameFault>>> = Vec::with_capacity(workers);
         for lane in 0..workers {
@@ -308,12 +321,10 @@ pub fn read_frames(
             });
         }
         for (n, frame) in layer.index.frames.iter().enumerate() {
-            let bytes = lanes[n % workers].recv().map_err(|_| FrameFault::Frame {
-                frame: n,
-                offset: frame.offset,
-                end: frame.offset + frame.size,
-                blob: layer.index.blob.clone(),
-                problem: "its reader thread ended without an answer".into(),
+            let bytes = lanes[n % workers].recv().map_err(|_| {
+                layer
+                    .index
+                    .fault(n, "its reader thread ended without an answer".into())
             })??;
             progress(frame.size);
             if !deliver(bytes) {
@@ -328,13 +339,7 @@ pub fn read_frames(
 /// One frame, read until it arrives whole and matches its digest, then decompressed.
 fn read_frame(layer: &FramedLayer, n: usize) -> Result<Vec<u8>, FrameFault> {
     let frame = &layer.index.frames[n];
-    let fault = |problem: String| FrameFault::Frame {
-        frame: n,
-        offset: frame.offset,
-        end: frame.offset + frame.size,
-        blob: layer.index.blob.clone(),
-        problem,
-    };
+    let fault = |problem: String| layer.index.fault(n, problem);
     let mut last = String::new();
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {

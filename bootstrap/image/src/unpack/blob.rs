@@ -78,8 +78,8 @@ impl FaultSlot {
         self.1.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Records that the blob was read whole and checked by a reader other than
-    /// [`VerifyingReader`] (a framed layer checks every frame itself).
+    /// Records that the blob was read whole and checked (by a [`VerifyingReader`], or frame
+    /// by frame for a framed layer).
     pub(crate) fn set_verified(&self) {
         self.1.store(true, std::sync::atomic::Ordering::Release);
     }
@@ -169,9 +169,7 @@ impl<R: Read> Read for VerifyingReader<R> {
                 }));
             }
             self.verified = true;
-            self.faults
-                .1
-                .store(true, std::sync::atomic::Ordering::Release);
+            self.faults.set_verified();
             return Ok(0);
         }
         self.read += n as u64;
