@@ -5,11 +5,12 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 
+use aws_lambda_events::event::s3::{S3Bucket, S3Entity, S3Event, S3EventRecord, S3Object};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use base64::Engine;
 use futures_util::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use scar_runtime::lambda::{DirectInvoke, ErrorDocument, Reply, Response};
 
@@ -102,9 +103,11 @@ pub fn direct(invoke: &DirectInvoke) -> Result<Value, DeployError> {
 pub async fn invoke(
     aws: &Aws,
     name: &str,
-    event: &Value,
+    event: &impl serde::Serialize,
     asynchronous: bool,
 ) -> Result<Option<Outcome>, DeployError> {
+    let event = serde_json::to_vec(event)
+        .map_err(|e| DeployError::Invalid(format!("cannot encode the event: {e}")))?;
     let response = aws
         .lambda
         .invoke()
@@ -114,7 +117,7 @@ pub async fn invoke(
         } else {
             InvocationType::RequestResponse
         })
-        .payload(Blob::new(event.to_string()))
+        .payload(Blob::new(event))
         .send()
         .await
         .map_err(|e| {
@@ -138,26 +141,34 @@ pub async fn invoke(
     }))
 }
 
-/// An S3 `ObjectCreated` event for one object, as S3 sends it (keys form-encoded).
-pub fn s3_event(region: &str, bucket: &str, key: &str, size: i64) -> Value {
+/// An S3 `ObjectCreated` event for one object, as S3 sends it (keys form-encoded), typed by
+/// `aws_lambda_events` so that its shape is the documented one, not one written here.
+pub fn s3_event(region: &str, bucket: &str, key: &str, size: i64) -> S3Event {
     let encoded: String = key
         .split(' ')
         .map(|part| percent_encoding::utf8_percent_encode(part, KEY_SET).to_string())
         .collect::<Vec<_>>()
         .join("+");
-    json!({
-        "Records": [{
-            "eventVersion": "2.1",
-            "eventSource": "aws:s3",
-            "awsRegion": region,
-            "eventName": "ObjectCreated:Put",
-            "s3": {
-                "s3SchemaVersion": "1.0",
-                "bucket": { "name": bucket, "arn": format!("arn:aws:s3:::{bucket}") },
-                "object": { "key": encoded, "size": size },
-            },
-        }]
-    })
+    let mut object = S3Object::default();
+    object.key = Some(encoded);
+    object.size = Some(size);
+    let mut s3_bucket = S3Bucket::default();
+    s3_bucket.name = Some(bucket.to_owned());
+    s3_bucket.arn = Some(format!("arn:aws:s3:::{bucket}"));
+    let mut entity = S3Entity::default();
+    entity.schema_version = Some("1.0".to_owned());
+    entity.bucket = s3_bucket;
+    entity.object = object;
+    let mut record = S3EventRecord::default();
+    record.event_version = Some("2.1".to_owned());
+    record.event_source = Some("aws:s3".to_owned());
+    record.aws_region = Some(region.to_owned());
+    record.event_time = chrono::Utc::now();
+    record.event_name = Some("ObjectCreated:Put".to_owned());
+    record.s3 = entity;
+    let mut event = S3Event::default();
+    event.records = vec![record];
+    event
 }
 
 /// S3 leaves `/` and unreserved characters as they are in event keys.
@@ -259,13 +270,22 @@ pub async fn launch_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn launcher_events_encode_keys_as_s3_does() {
         let event = s3_event("eu-west-1", "b", "input/a b/ü+1.png", 7);
+        let event = serde_json::to_value(&event).unwrap();
         let record = &event["Records"][0];
         assert_eq!(record["s3"]["object"]["key"], "input/a+b/%C3%BC%2B1.png");
         assert_eq!(record["eventSource"], "aws:s3");
+        assert_eq!(record["s3"]["bucket"]["arn"], "arn:aws:s3:::b");
+        assert!(
+            record["eventTime"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z')),
+            "{record}"
+        );
         let parsed = scar_runtime::lambda::Event::parse(event.clone(), "input/").unwrap();
         let debug = format!("{parsed:?}");
         assert!(debug.contains("input/a b/ü+1.png"), "{debug}");
