@@ -96,10 +96,11 @@ bench-pull: setup
 
 ## bench-coldstart: the eager pull of three images (two of one big layer, one of four), cache on
 ## the disk and on a tmpfs, from the registry and staged as frames (S3 stand-in, local layout),
-## against skopeo+umoci and the floor; BASELINE_BOOTSTRAP=PATH adds
+## against skopeo+umoci, udocker and the floor; BASELINE_BOOTSTRAP=PATH adds
 ## an earlier build as a contender
 bench-coldstart: setup
 	cargo build --release -p bootstrap -p deployer
+	test -x /tmp/scar-bench-venv/bin/udocker || (python3 -m venv /tmp/scar-bench-venv && /tmp/scar-bench-venv/bin/pip install -q udocker)
 	python3 container-rootfs-tests/bench/bench_coldstart.py $(BOOTSTRAP_RELEASE) target/bench-coldstart.md 3
 
 ## soak: one runtime serves 10,000 mixed invocations; memory, descriptors and leftovers

@@ -11,6 +11,7 @@ with the cache on the disk and on a tmpfs, side by side in one run:
                 decoding costs without the S3 stand-in's own CPU
   ours before   the same with BASELINE_BOOTSTRAP, when set (a build of an earlier commit)
   skopeo+umoci  skopeo copy docker://… oci:… && umoci unpack --rootless
+  udocker       udocker pull + udocker create (PyPI udocker, the engine SCAR used)
   floor         each layer in turn: curl | gzip -dc | tar -x
 
 Images from the local registry: debian-cowsay (one big layer and a whiteout layer),
@@ -28,6 +29,7 @@ import json, os, shutil, statistics, subprocess, sys, tempfile, urllib.request
 BOOTSTRAP, OUT = sys.argv[1], sys.argv[2]
 RUNS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 BASELINE = os.environ.get("BASELINE_BOOTSTRAP")
+UDOCKER = os.environ.get("UDOCKER", "/tmp/scar-bench-venv/bin/udocker")
 WORK = os.environ.get("CRT_WORK", "/tmp/scar-crt")
 HERE = os.path.dirname(os.path.abspath(__file__))
 REGISTRY = "127.0.0.1:5000"
@@ -139,6 +141,13 @@ def skopeo_umoci(repo, place):
     return timed(["bash", "-c", script], place)
 
 
+def udocker(repo, place):
+    d = fresh(place, "udocker")
+    script = (f"{UDOCKER} --allow-root --insecure pull --registry=http://{REGISTRY} {repo}:latest"
+              f" && {UDOCKER} --allow-root create --name=bench {repo}:latest")
+    return timed(["bash", "-c", script], place, env=dict(os.environ, UDOCKER_DIR=d))
+
+
 def floor(repo, place):
     d = fresh(place, "floor")
     script = " && ".join(f"curl -sf http://{REGISTRY}/v2/{repo}/blobs/{l['digest']} | gzip -dc | tar -x -C {d} 2>/dev/null"
@@ -153,7 +162,7 @@ contenders = [("ours", ours(BOOTSTRAP)), ("ours, staged in S3 (frames)", ours_st
               ("ours, framed layout on disk", ours_staged(1))]
 if BASELINE:
     contenders.append(("ours before", ours(BASELINE)))
-contenders += [("skopeo + umoci", skopeo_umoci), ("floor: curl \\| gzip -dc \\| tar -x", floor)]
+contenders += [("skopeo + umoci", skopeo_umoci), ("udocker pull + create", udocker), ("floor: curl \\| gzip -dc \\| tar -x", floor)]
 
 lines = [f"{RUNS} runs of each contender per image and place, round-robin after one warm-up, "
          f"medians; {os.cpu_count()} cores; peak RSS is the largest process's.", "",
