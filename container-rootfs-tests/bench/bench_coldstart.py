@@ -21,8 +21,8 @@ shape of an image built FROM a base with a few RUN steps. The script builds and 
 once (from the harness's polyglot chroot).
 
 Reports wall, user and system time (medians) and peak RSS; ratios are to the floor, as only
-ratios within one run mean anything on this machine. BENCH_IMAGES (comma-separated names)
-and BENCH_PLACES (disk, tmpfs) narrow a run.
+ratios within one run mean anything on this machine. BENCH_IMAGES (comma-separated names),
+BENCH_PLACES (disk, tmpfs) and BENCH_ONLY (a part of the contenders' names) narrow a run.
 """
 import json, os, shutil, statistics, subprocess, sys, tempfile, urllib.request
 
@@ -40,6 +40,7 @@ PLACES = {name: place for name, place in {"disk": "/tmp", "tmpfs": "/dev/shm"}.i
           if name in os.environ.get("BENCH_PLACES", "disk,tmpfs").split(",")}
 DEPLOYER = os.path.join(os.path.dirname(BOOTSTRAP), "deployer")
 STAGED_BUCKET = "bench-coldstart-staged"
+FLOOR = "floor: curl \\| gzip -dc \\| tar -x"
 AWS = dict(os.environ, AWS_ENDPOINT_URL="http://127.0.0.1:4566", AWS_ACCESS_KEY_ID="testing",
            AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
            SCAR_DEPLOYER_CONFIG=os.path.join(WORK, "bench-deployer.toml"))
@@ -128,9 +129,9 @@ def ours(binary):
                                       f"{REGISTRY}/{repo}:latest"], place)
 
 
-def ours_staged(which):
+def ours_staged(which, binary=BOOTSTRAP):
     """which: 0 for the S3 stand-in, 1 for the local framed layout."""
-    return lambda repo, place: timed([BOOTSTRAP, "pull", "--cache-dir", fresh(place, "staged"),
+    return lambda repo, place: timed([binary, "pull", "--cache-dir", fresh(place, "staged"),
                                       STAGED[repo][which]], place, env=AWS)
 
 
@@ -161,8 +162,12 @@ STAGED = {repo: stage(repo) for repo in IMAGES}
 contenders = [("ours", ours(BOOTSTRAP)), ("ours, staged in S3 (frames)", ours_staged(0)),
               ("ours, framed layout on disk", ours_staged(1))]
 if BASELINE:
-    contenders.append(("ours before", ours(BASELINE)))
-contenders += [("skopeo + umoci", skopeo_umoci), ("udocker pull + create", udocker), ("floor: curl \\| gzip -dc \\| tar -x", floor)]
+    contenders += [("ours before", ours(BASELINE)),
+                   ("ours before, framed layout on disk", ours_staged(1, BASELINE))]
+contenders += [("skopeo + umoci", skopeo_umoci), ("udocker pull + create", udocker), (FLOOR, floor)]
+# BENCH_ONLY=ours narrows the contenders to those whose name holds it (the floor always runs).
+contenders = [(name, fn) for name, fn in contenders
+              if os.environ.get("BENCH_ONLY", "") in name or name == FLOOR]
 
 lines = [f"{RUNS} runs of each contender per image and place, round-robin after one warm-up, "
          f"medians; {os.cpu_count()} cores; peak RSS is the largest process's.", "",
@@ -182,7 +187,7 @@ for repo in IMAGES:
         shutil.rmtree(os.path.join(place, "bench-coldstart"), ignore_errors=True)
         medians = {name: [statistics.median(r[i] for r in rs) for i in range(3)] + [max(r[3] for r in rs)]
                    for name, rs in runs.items()}
-        floor_wall = medians["floor: curl \\| gzip -dc \\| tar -x"][0]
+        floor_wall = medians[FLOOR][0]
         for name, (wall, user, system, rss) in medians.items():
             lines.append(f"| {label} | {place_name} | {name} | {wall:.2f} | {user:.2f} | {system:.2f} | "
                          f"{wall / floor_wall:.2f} | {rss:.0f} |")
