@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -11,7 +11,6 @@ use filetime::FileTime;
 use tar::EntryType;
 
 use super::UnpackError;
-use super::fill::{Filler, Finish};
 use super::path::{self, Whiteout};
 use super::sparse::Sparse;
 
@@ -49,8 +48,6 @@ pub struct LayerApplier {
     symlinks: BTreeSet<PathBuf>,
     /// Directory mtimes, applied once at the end: creating children changes them.
     dir_mtimes: HashMap<PathBuf, i64>,
-    /// Writes new files' bytes, on other cores where there are some.
-    filler: Filler,
     buffer: Vec<u8>,
     umask: u32,
 }
@@ -72,7 +69,6 @@ impl LayerApplier {
             final_root,
             symlinks: BTreeSet::new(),
             dir_mtimes: HashMap::new(),
-            filler: Filler::for_this_machine(),
             buffer: vec![0; COPY_BUFFER],
             umask: current_umask(),
         }
@@ -181,11 +177,7 @@ impl LayerApplier {
                             self.write_sparse(file, &mut entry, sparse, data_size, mode, mtime)
                                 .map_err(|reason| unsafe_entry(&reason))?
                         }
-                        None => {
-                            let size = entry.size();
-                            let finish = self.finish_of(mode, mtime);
-                            self.filler.fill(file, &full, &mut entry, size, finish)?
-                        }
+                        None => self.write_file(file, &full, &mut entry, mode, mtime)?,
                     };
                     layer.stats.files += 1;
                     layer.stats.file_bytes += written;
@@ -248,7 +240,6 @@ impl LayerApplier {
             }
             layer.written.insert(rel);
         }
-        self.filler.flush()?;
         Ok(layer.stats)
     }
 
@@ -412,13 +403,39 @@ impl LayerApplier {
             .map_err(|e| UnpackError::io(&full, e))
     }
 
-    /// What a new file gets after its bytes: the mode the umask took bits from, and the
-    /// entry's times.
-    fn finish_of(&self, mode: u32, mtime: i64) -> Finish {
-        Finish {
-            chmod: (mode & self.umask != 0).then_some(mode),
-            mtime,
+    /// Fills the new `file` (at `full`) with an entry's data, then sets its mode and times.
+    fn write_file(
+        &mut self,
+        mut file: fs::File,
+        full: &Path,
+        data: &mut impl Read,
+        mode: u32,
+        mtime: i64,
+    ) -> Result<u64, UnpackError> {
+        let mut total = 0u64;
+        loop {
+            let n = match data.read(&mut self.buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(UnpackError::Stream(e)),
+            };
+            file.write_all(&self.buffer[..n])
+                .map_err(|e| UnpackError::io(full, e))?;
+            total += n as u64;
         }
+        self.finish_file(&file, mode, mtime)
+            .map_err(|e| UnpackError::io(full, e))?;
+        Ok(total)
+    }
+
+    /// The mode the umask took bits from, and the entry's times.
+    fn finish_file(&self, file: &fs::File, mode: u32, mtime: i64) -> io::Result<()> {
+        if mode & self.umask != 0 {
+            file.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
+        let time = FileTime::from_unix_time(mtime, 0);
+        filetime::set_file_handle_times(file, Some(time), Some(time))
     }
 
     /// A sparse file (`sparse.rs`), with its holes; a bad map is the reason it is refused.
@@ -432,8 +449,7 @@ impl LayerApplier {
         mtime: i64,
     ) -> Result<u64, String> {
         let written = sparse.extract(data, &mut file, data_size, &mut self.buffer)?;
-        self.finish_of(mode, mtime)
-            .apply(&file)
+        self.finish_file(&file, mode, mtime)
             .map_err(|e| e.to_string())?;
         Ok(written)
     }

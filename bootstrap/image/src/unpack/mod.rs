@@ -19,7 +19,6 @@ mod apply;
 pub mod blob;
 #[cfg(test)]
 mod confinement;
-mod fill;
 mod guard;
 pub mod path;
 mod sparse;
