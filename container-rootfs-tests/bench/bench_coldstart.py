@@ -9,7 +9,8 @@ with the cache on the disk and on a tmpfs, side by side in one run:
                 of a large object slowly enough to measure nothing else (polyglot: 52 s)
   ours, framed layout  the same frames from a layout on the local disk (no HTTP): what the
                 decoding costs without the S3 stand-in's own CPU
-  ours before   the same with BASELINE_BOOTSTRAP, when set (a build of an earlier commit)
+  ours before   the registry pull and the framed layout with BASELINE_BOOTSTRAP, when set (a
+                build of an earlier commit)
   skopeo+umoci  skopeo copy docker://… oci:… && umoci unpack --rootless
   udocker       udocker pull + udocker create (PyPI udocker, the engine SCAR used)
   floor         each layer in turn: curl | gzip -dc | tar -x
