@@ -141,29 +141,42 @@ pub async fn invoke(
     }))
 }
 
+/// An object of the input folder, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its key.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: i64,
+    /// When it was written: the time S3 would have put on its `ObjectCreated` event, so that
+    /// the event for one object is the same whenever it is sent again.
+    pub written: chrono::DateTime<chrono::Utc>,
+}
+
 /// An S3 `ObjectCreated` event for one object, as S3 sends it (keys form-encoded), typed by
 /// `aws_lambda_events` so that its shape is the documented one, not one written here.
-pub fn s3_event(region: &str, bucket: &str, key: &str, size: i64) -> S3Event {
+pub fn s3_event(region: &str, bucket: &str, object: &Listed) -> S3Event {
+    let Listed { key, size, written } = object;
     let encoded: String = key
         .split(' ')
         .map(|part| percent_encoding::utf8_percent_encode(part, KEY_SET).to_string())
         .collect::<Vec<_>>()
         .join("+");
-    let mut object = S3Object::default();
-    object.key = Some(encoded);
-    object.size = Some(size);
+    let mut s3_object = S3Object::default();
+    s3_object.key = Some(encoded);
+    s3_object.size = Some(*size);
     let mut s3_bucket = S3Bucket::default();
     s3_bucket.name = Some(bucket.to_owned());
     s3_bucket.arn = Some(format!("arn:aws:s3:::{bucket}"));
     let mut entity = S3Entity::default();
     entity.schema_version = Some("1.0".to_owned());
     entity.bucket = s3_bucket;
-    entity.object = object;
+    entity.object = s3_object;
     let mut record = S3EventRecord::default();
     record.event_version = Some("2.1".to_owned());
     record.event_source = Some("aws:s3".to_owned());
     record.aws_region = Some(region.to_owned());
-    record.event_time = chrono::Utc::now();
+    record.event_time = *written;
     record.event_name = Some("ObjectCreated:Put".to_owned());
     record.s3 = entity;
     let mut event = S3Event::default();
@@ -217,7 +230,15 @@ pub async fn launch_events(
         for object in page.contents() {
             match object.key() {
                 Some(key) if !key.ends_with('/') => {
-                    objects.push((key.to_owned(), object.size().unwrap_or_default()));
+                    let written = object
+                        .last_modified()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+                        .unwrap_or_default();
+                    objects.push(Listed {
+                        key: key.to_owned(),
+                        size: object.size().unwrap_or_default(),
+                        written,
+                    });
                 }
                 _ => {}
             }
@@ -225,17 +246,17 @@ pub async fn launch_events(
     }
     let mut launched = Launched::default();
     if let Some(only) = only {
-        objects.retain(|(key, _)| only.contains(key));
-        let found: BTreeSet<&String> = objects.iter().map(|(key, _)| key).collect();
+        objects.retain(|object| only.contains(&object.key));
+        let found: BTreeSet<&String> = objects.iter().map(|object| &object.key).collect();
         for missing in only.iter().filter(|key| !found.contains(key)) {
             let reason = format!("no such object under s3://{bucket}/{folder}");
             launched.failed.push((missing.clone(), reason));
         }
     }
-    let Some(((first_key, first_size), rest)) = objects.split_first() else {
+    let Some((first, rest)) = objects.split_first() else {
         return Ok(launched);
     };
-    let event = s3_event(&aws.region, bucket, first_key, *first_size);
+    let event = s3_event(&aws.region, bucket, first);
     launched.first = invoke(aws, name, &event, false).await?;
     let progress = indicatif::ProgressBar::with_draw_target(
         Some(rest.len() as u64),
@@ -245,13 +266,13 @@ pub async fn launch_events(
         progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let results: Vec<_> = futures_util::stream::iter(rest)
-        .map(|(key, size)| {
-            let event = s3_event(&aws.region, bucket, key, *size);
+        .map(|object| {
+            let event = s3_event(&aws.region, bucket, object);
             let progress = progress.clone();
             async move {
                 let result = invoke(aws, name, &event, true).await;
                 progress.inc(1);
-                (key.clone(), result)
+                (object.key.clone(), result)
             }
         })
         .buffer_unordered(concurrency.max(1))
@@ -274,18 +295,19 @@ mod tests {
 
     #[test]
     fn launcher_events_encode_keys_as_s3_does() {
-        let event = s3_event("eu-west-1", "b", "input/a b/ü+1.png", 7);
+        let written = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let object = Listed {
+            key: "input/a b/ü+1.png".to_owned(),
+            size: 7,
+            written,
+        };
+        let event = s3_event("eu-west-1", "b", &object);
         let event = serde_json::to_value(&event).unwrap();
         let record = &event["Records"][0];
         assert_eq!(record["s3"]["object"]["key"], "input/a+b/%C3%BC%2B1.png");
         assert_eq!(record["eventSource"], "aws:s3");
         assert_eq!(record["s3"]["bucket"]["arn"], "arn:aws:s3:::b");
-        assert!(
-            record["eventTime"]
-                .as_str()
-                .is_some_and(|t| t.ends_with('Z')),
-            "{record}"
-        );
+        assert_eq!(record["eventTime"], "2023-11-14T22:13:20Z");
         let parsed = scar_runtime::lambda::Event::parse(event.clone(), "input/").unwrap();
         let debug = format!("{parsed:?}");
         assert!(debug.contains("input/a b/ü+1.png"), "{debug}");
