@@ -148,16 +148,20 @@ fn framed_layout(src: &std::path::Path, tag: &str) -> tempfile::TempDir {
     put(&std::fs::read(original(manifest["config"]["digest"].as_str().unwrap())).unwrap());
     for layer in manifest["layers"].as_array_mut().unwrap() {
         let digest = layer["digest"].as_str().unwrap().to_string();
-        let mut framed = Vec::new();
+        let (mut framed, mut skeleton) = (Vec::new(), Vec::new());
         let frame_index = frames::encode(
             std::fs::File::open(original(&digest)).unwrap(),
             &digest,
             &mut framed,
+            &mut skeleton,
         )
         .unwrap();
         assert_eq!(put(&framed), frame_index.blob);
         let index_digest = put(&serde_json::to_vec(&frame_index).unwrap());
-        layer["annotations"] = serde_json::json!({ frames::ANNOTATION: index_digest });
+        layer["annotations"] = serde_json::json!({
+            frames::ANNOTATION: index_digest,
+            scar_image::skeleton::ANNOTATION: put(&skeleton),
+        });
     }
     let manifest = serde_json::to_vec(&manifest).unwrap();
     let top = serde_json::json!({
@@ -195,6 +199,116 @@ fn layers_staged_as_frames_match_umoci_without_their_original_blobs() {
         let framed = framed_layout(&w.join(layout), tag);
         let reference = format!("oci:{}:{tag}", framed.path().display());
         check_against_reference(&reference, name, (layout, tag), None);
+    }
+}
+
+/// The layers of a layout made by [`framed_layout`], ready for a lazy tree: each layer's
+/// frames (read from the blob on disk) and skeleton.
+fn lazy_layers(layout: &std::path::Path) -> (Vec<scar_image::frames::FramedLayer>, Vec<Vec<u8>>) {
+    use scar_image::{frames, skeleton};
+    let blob = |digest: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    let (mut layers, mut skeletons) = (Vec::new(), Vec::new());
+    for layer in manifest["layers"].as_array().unwrap() {
+        let notes = &layer["annotations"];
+        let index_digest = notes[frames::ANNOTATION].as_str().unwrap();
+        let index = frames::FrameIndex::parse(
+            &std::fs::read(blob(index_digest)).unwrap(),
+            index_digest,
+            layer["digest"].as_str().unwrap(),
+        )
+        .unwrap();
+        let file = std::fs::File::open(blob(&index.blob)).unwrap();
+        layers.push(frames::FramedLayer {
+            index,
+            source: std::sync::Arc::new(frames::FileRanges(file)),
+        });
+        skeletons.push(std::fs::read(blob(notes[skeleton::ANNOTATION].as_str().unwrap())).unwrap());
+    }
+    (layers, skeletons)
+}
+
+/// Lazy loading on real images: the tree built from the skeletons alone has umoci's names,
+/// types, link targets, sizes, modes and mtimes before any file's bytes are read, and once
+/// every placeholder is filled it is umoci's tree byte for byte.
+#[test]
+#[ignore = "needs scripts/setup.sh: run `make test`"]
+fn skeletons_build_umoci_trees_that_fill_to_their_bytes() {
+    let w = work();
+    for (layout, tag, name) in [
+        ("oci-small", "glibc", "glibc"),
+        ("oci-small", "musl", "musl"),
+        ("oci-debian", "bookworm", "debian"),
+        ("oci-bullseye", "bullseye", "bullseye"),
+    ] {
+        let framed = framed_layout(&w.join(layout), tag);
+        let (layers, skeletons) = lazy_layers(framed.path());
+        let reads = layers.iter().map(|l| l.index.frames.len()).sum::<usize>();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        std::fs::create_dir(&root).unwrap();
+        let started = std::time::Instant::now();
+        let lazy = scar_image::lazy::LazyTree::build(root.clone(), layers, &skeletons)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let built = started.elapsed();
+        let mut reference = tree(&w.join("ref").join(name).join("rootfs"), None);
+        let root_tree = tree(&w.join("ref-root").join(name).join("rootfs"), None);
+        reference.retain(|p, _| root_tree.get(p) != Some(&Node::Special));
+        let shape = |t: &std::collections::BTreeMap<String, Node>, base: &std::path::Path| {
+            t.iter()
+                .map(|(p, n)| {
+                    let size = std::fs::symlink_metadata(base.join(p)).unwrap().len();
+                    let shape = match n {
+                        Node::File { .. } => format!("file of {size} bytes"),
+                        other => format!("{other:?}"),
+                    };
+                    (p.clone(), shape)
+                })
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let umoci_root = w.join("ref").join(name).join("rootfs");
+        assert_same(
+            &format!("{name}: skeleton tree"),
+            &shape(&tree(&root, Some(&root)), &root),
+            &shape(&reference, &umoci_root),
+        );
+        let expected = expected_attrs(&w.join(layout), tag);
+        let check_attrs = |when: &str| {
+            let mut ours = attrs(&root);
+            ours.retain(|p, _| expected.contains_key(p));
+            assert_same(
+                &format!("{name}: modes and mtimes {when}"),
+                &ours,
+                &expected,
+            );
+        };
+        check_attrs("before any fetch");
+        let started = std::time::Instant::now();
+        let fetched = lazy.fill_all().unwrap_or_else(|e| panic!("{name}: {e}"));
+        eprintln!(
+            "{name}: skeleton tree in {built:?} ({} placeholders), every file fetched in {:?} ({fetched} bytes, {reads} frames)",
+            lazy.placeholders(),
+            started.elapsed()
+        );
+        assert!(
+            lazy.placeholders() > 0 && fetched > 0,
+            "{name}: nothing was lazy"
+        );
+        assert_same(
+            &format!("{name}: filled tree"),
+            &tree(&root, Some(&root)),
+            &reference,
+        );
+        check_attrs("once filled");
     }
 }
 

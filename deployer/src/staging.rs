@@ -11,6 +11,8 @@
 //! index (`scar_image::frames`), named by an annotation on the layer's descriptor: the
 //! runtime then fetches the frames with parallel ranged GETs and decompresses them on every
 //! core. The manifest still lists the original layers, so any OCI tool reads the layout.
+//! A third annotation names the layer's skeleton (`scar_image::skeleton`: the tar without
+//! the files' contents), from which a cold start can build the tree before fetching files.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -21,7 +23,7 @@ use oci_client::manifest::{
     IMAGE_CONFIG_MEDIA_TYPE, ImageIndexEntry, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
     OciDescriptor, OciImageIndex, OciImageManifest, Platform,
 };
-use scar_image::{ImageReference, frames};
+use scar_image::{ImageReference, frames, skeleton};
 use sha2::{Digest as _, Sha256};
 
 use crate::aws::Aws;
@@ -126,15 +128,15 @@ pub async fn stage(aws: &Aws, plan: &StagingPlan) -> Result<String, DeployError>
             ));
         }
         upload_file(aws, plan, spooled.file.path(), &spooled.digest).await?;
-        let index_digest = stage_frames(aws, plan, &spooled).await?;
+        let staged = stage_frames(aws, plan, &spooled).await?;
         layers.push(OciDescriptor {
             media_type: spooled.media_type.to_string(),
             digest: spooled.digest.clone(),
             size: i64::try_from(spooled.size).unwrap_or(i64::MAX),
-            annotations: Some(BTreeMap::from([(
-                frames::ANNOTATION.to_string(),
-                index_digest,
-            )])),
+            annotations: Some(BTreeMap::from([
+                (frames::ANNOTATION.to_string(), staged.index),
+                (skeleton::ANNOTATION.to_string(), staged.skeleton),
+            ])),
             ..OciDescriptor::default()
         });
         tracing::info!(digest = %spooled.digest, bytes = spooled.size, "layer staged");
@@ -236,17 +238,30 @@ fn spool(mut reader: scar_image::BlobReader) -> std::io::Result<Spooled> {
     })
 }
 
-/// The layer re-encoded as frames, uploaded with its index; returns the index's digest.
+/// The digests of a layer's frame index and skeleton, as staged.
+struct StagedFrames {
+    index: String,
+    skeleton: String,
+}
+
+/// The layer re-encoded as frames, uploaded with its index and its skeleton (the tree
+/// without file contents, for lazy loading).
 async fn stage_frames(
     aws: &Aws,
     plan: &StagingPlan,
     spooled: &Spooled,
-) -> Result<String, DeployError> {
+) -> Result<StagedFrames, DeployError> {
     let (source, layer) = (spooled.file.path().to_path_buf(), spooled.digest.clone());
-    let (framed, index) = tokio::task::spawn_blocking(move || {
+    let (framed, index, skeleton) = tokio::task::spawn_blocking(move || {
         let mut framed = tempfile::NamedTempFile::new()?;
-        let index = frames::encode(std::fs::File::open(source)?, &layer, framed.as_file_mut())?;
-        Ok::<_, std::io::Error>((framed, index))
+        let mut skeleton = Vec::new();
+        let index = frames::encode(
+            std::fs::File::open(source)?,
+            &layer,
+            framed.as_file_mut(),
+            &mut skeleton,
+        )?;
+        Ok::<_, std::io::Error>((framed, index, skeleton))
     })
     .await
     .map_err(|e| fail(plan, e.to_string()))?
@@ -255,8 +270,14 @@ async fn stage_frames(
     let index_bytes = serde_json::to_vec(&index).map_err(|e| fail(plan, e.to_string()))?;
     let index_digest = digest_of(&index_bytes);
     upload_bytes(aws, plan, &blob_key(&index_digest), index_bytes).await?;
-    tracing::info!(layer = %spooled.digest, frames = index.frames.len(), bytes = index.blob_size, "layer re-encoded as frames");
-    Ok(index_digest)
+    let skeleton_digest = digest_of(&skeleton);
+    let skeleton_bytes = skeleton.len();
+    upload_bytes(aws, plan, &blob_key(&skeleton_digest), skeleton).await?;
+    tracing::info!(layer = %spooled.digest, frames = index.frames.len(), bytes = index.blob_size, skeleton_bytes, "layer re-encoded as frames");
+    Ok(StagedFrames {
+        index: index_digest,
+        skeleton: skeleton_digest,
+    })
 }
 
 async fn upload_file(

@@ -616,6 +616,12 @@ async fn one_image_staged_for_several_functions_is_pulled_by_its_frames() {
             layer["annotations"][scar_image::frames::ANNOTATION].is_string(),
             "{layer}"
         );
+        // The skeleton is staged too, and is a tar the lazy path can read (zstd).
+        let skeleton = layer["annotations"][scar_image::skeleton::ANNOTATION]
+            .as_str()
+            .unwrap_or_else(|| panic!("no skeleton named on {layer}"));
+        let skeleton = read(blob_key(skeleton)).await;
+        assert_eq!(&skeleton[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
         stand
             .s3
             .delete_object()

@@ -190,12 +190,14 @@ impl FrameIndex {
 }
 
 /// Re-encodes a layer blob as stored (gzip, zstd or plain tar; sniffed) into frames written
-/// to `out`, returning their index. The tar is decompressed to a temporary file first: the
-/// entry boundaries are found in one pass, the frames cut in a second.
+/// to `out`, returning their index, and writes the layer's skeleton ([`crate::skeleton`]) to
+/// `skeleton`. The tar is decompressed to a temporary file first: the entry boundaries are
+/// found in one pass, the frames cut in a second, the skeleton written in a third.
 pub fn encode(
     layer_blob: impl Read + Send,
     layer: &str,
     out: &mut impl Write,
+    skeleton: &mut impl Write,
 ) -> io::Result<FrameIndex> {
     let faults = crate::unpack::blob::FaultSlot::default();
     let mut tar = crate::unpack::blob::decompressed(layer_blob, None, &faults)?;
@@ -233,6 +235,7 @@ pub fn encode(
         }
     }
     out.flush()?;
+    crate::skeleton::encode(&spooled, skeleton)?;
     Ok(FrameIndex {
         schema_version: 1,
         layer: layer.to_string(),
@@ -337,7 +340,7 @@ pub fn read_frames(
 }
 
 /// One frame, read until it arrives whole and matches its digest, then decompressed.
-fn read_frame(layer: &FramedLayer, n: usize) -> Result<Vec<u8>, FrameFault> {
+pub(crate) fn read_frame(layer: &FramedLayer, n: usize) -> Result<Vec<u8>, FrameFault> {
     let frame = &layer.index.frames[n];
     let fault = |problem: String| layer.index.fault(n, problem);
     let mut last = String::new();
@@ -480,8 +483,13 @@ mod tests {
 
     fn framed(tar: &[u8]) -> (FrameIndex, Vec<u8>) {
         let mut blob = Vec::new();
-        let index = encode(io::Cursor::new(gzip(tar)), "sha256:layer", &mut blob)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let index = encode(
+            io::Cursor::new(gzip(tar)),
+            "sha256:layer",
+            &mut blob,
+            &mut io::sink(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         (index, blob)
     }
 

@@ -18,6 +18,7 @@ mod cache;
 pub mod frames;
 #[cfg(test)]
 mod fuzz;
+pub mod lazy;
 mod net;
 mod oci;
 mod pipeline;
@@ -25,6 +26,7 @@ mod platform;
 mod pull;
 mod reference;
 mod s3;
+pub mod skeleton;
 mod source;
 mod unpack;
 
@@ -40,4 +42,4 @@ pub use source::ecr::{EcrRegistry, ecr_registry};
 pub use source::registry::{DEFAULT_READ_TIMEOUT, RegistryOptions};
 pub use source::{BlobReader, LayerDescriptor, ResolvedImage, SourceError};
 pub use unpack::blob::BlobFault;
-pub use unpack::{LayerStats, UnpackError};
+pub use unpack::{LayerStats, LazyFiles, UnpackError};

@@ -13,6 +13,7 @@ use tar::EntryType;
 use super::UnpackError;
 use super::path::{self, Whiteout};
 use super::sparse::Sparse;
+use crate::skeleton::{self, Placeholder};
 
 /// Counts for one layer, logged and stored in `image.json`.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -50,6 +51,22 @@ pub struct LayerApplier {
     dir_mtimes: HashMap<PathBuf, i64>,
     buffer: Vec<u8>,
     umask: u32,
+    /// Layers applied so far: the next one's number.
+    layers_applied: usize,
+    /// When applying skeletons: the files left for later, by name.
+    lazy: Option<LazyFiles>,
+}
+
+/// What a tree built from skeletons still lacks: each placeholder's bytes, where they are,
+/// and the other names (hard links) of each placeholder.
+#[derive(Debug, Default, Clone)]
+pub struct LazyFiles {
+    /// Placeholders by path relative to the rootfs.
+    pub files: HashMap<PathBuf, Placeholder>,
+    /// Hard links to a placeholder: the link's path, and the placeholder's.
+    pub links: HashMap<PathBuf, PathBuf>,
+    /// Directory mtimes as the layers set them: filling a file must not change them.
+    pub dir_mtimes: HashMap<PathBuf, i64>,
 }
 
 /// Per-layer state: what this layer itself wrote (whiteouts only hide lower layers).
@@ -71,13 +88,33 @@ impl LayerApplier {
             dir_mtimes: HashMap::new(),
             buffer: vec![0; COPY_BUFFER],
             umask: current_umask(),
+            layers_applied: 0,
+            lazy: None,
         }
+    }
+
+    /// Applies skeletons ([`crate::skeleton`]): a file whose bytes were left out becomes a
+    /// placeholder of its real size, mode and times, listed by [`Self::take_lazy_files`].
+    pub fn for_skeletons(staging: PathBuf, final_root: PathBuf) -> Self {
+        Self {
+            lazy: Some(LazyFiles::default()),
+            ..Self::new(staging, final_root)
+        }
+    }
+
+    /// The placeholders made so far (empty unless built [`Self::for_skeletons`]).
+    pub fn take_lazy_files(&mut self) -> LazyFiles {
+        let mut lazy = self.lazy.take().unwrap_or_default();
+        lazy.dir_mtimes = self.dir_mtimes.clone();
+        lazy
     }
 
     /// Applies one uncompressed tar stream.
     pub fn apply(&mut self, stream: impl Read) -> Result<LayerStats, UnpackError> {
         let mut archive = tar::Archive::new(super::guard::HeaderGuard::new(stream));
         let mut layer = LayerState::default();
+        let layer_number = self.layers_applied;
+        self.layers_applied += 1;
         for entry in archive.entries().map_err(UnpackError::Stream)? {
             let mut entry = entry.map_err(UnpackError::Stream)?;
             layer.stats.entries += 1;
@@ -132,6 +169,11 @@ impl LayerApplier {
                 }
                 Whiteout::None => {}
             }
+            // Whatever this entry makes replaces a placeholder of the same name.
+            if let Some(lazy) = self.lazy.as_mut() {
+                lazy.files.remove(&rel);
+                lazy.links.remove(&rel);
+            }
             let header = entry.header();
             let mode = header.mode().map_err(UnpackError::Stream)? & 0o7777 & !SPECIAL_BITS;
             let mtime = header.mtime().map_err(UnpackError::Stream)? as i64;
@@ -170,6 +212,28 @@ impl LayerApplier {
                 EntryType::Regular | EntryType::Continuous => {
                     let mode = mode | 0o400;
                     let (full, file) = self.create_fresh(&rel, |full| create_file(full, mode))?;
+                    let left_out = match self.lazy {
+                        Some(_) => skeleton::placeholder_records(&mut entry)
+                            .map_err(|reason| unsafe_entry(&reason))?,
+                        None => None,
+                    };
+                    if let Some((offset, size)) = left_out {
+                        // Sparse on every filesystem /tmp may be: no block is written.
+                        file.set_len(size)
+                            .and_then(|()| self.finish_file(&file, mode, mtime))
+                            .map_err(|e| UnpackError::io(&full, e))?;
+                        let placeholder = Placeholder {
+                            layer: layer_number,
+                            offset,
+                            size,
+                        };
+                        if let Some(lazy) = self.lazy.as_mut() {
+                            lazy.files.insert(rel.clone(), placeholder);
+                        }
+                        layer.stats.files += 1;
+                        layer.written.insert(rel);
+                        continue;
+                    }
                     let written = match &sparse {
                         Some(sparse) => {
                             // The PAX `size` record's, when there is one.
@@ -218,6 +282,13 @@ impl LayerApplier {
                         self.symlinks.insert(rel.clone());
                     } else {
                         self.create_fresh(&rel, |full| fs::hard_link(&source, full))?;
+                        if let Some(lazy) = self.lazy.as_mut() {
+                            let target = lazy.links.get(&target_rel).unwrap_or(&target_rel);
+                            if lazy.files.contains_key(target) {
+                                let target = target.clone();
+                                lazy.links.insert(rel.clone(), target);
+                            }
+                        }
                     }
                     layer.stats.hardlinks += 1;
                 }

@@ -26,7 +26,7 @@ mod sparse;
 use std::io;
 use std::path::PathBuf;
 
-pub use apply::{LayerApplier, LayerStats};
+pub use apply::{LayerApplier, LayerStats, LazyFiles};
 
 /// Why a layer could not be applied.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,799 @@
+//! Lazy loading: a rootfs built from the layers' skeletons ([`crate::skeleton`]), whose files
+//! are placeholders of their real size, mode and times until their bytes are fetched from the
+//! layers' frames.
+//!
+//! A placeholder is a sparse file of its real length with no block written: `stat` already
+//! reports what the image holds. [`LazyTree::fill`] fetches one file on first use: the frames
+//! that cover its bytes are read and checked ([`crate::frames`]), the bytes written to a new
+//! file beside it, which gets the placeholder's mode and times and is renamed over it (and over
+//! every hard link to it), so no reader ever sees a partial file. Two threads asking for one
+//! file fetch it once: the second waits for the first. [`LazyTree::fill_all`] fetches whatever
+//! is left, in the layers' order, which makes the tree an ordinary complete rootfs.
+//!
+//! A name whose placeholder a later layer replaced, or that the command itself replaced since,
+//! is left alone: a file is filled only while it is still the placeholder the skeleton made
+//! (a regular file of the recorded size with no block), and hard links only while they are
+//! still that same inode.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+use filetime::FileTime;
+
+use crate::frames::{self, FramedLayer};
+use crate::skeleton::Placeholder;
+use crate::unpack::{LayerApplier, LazyFiles, UnpackError};
+
+/// Why a file of a lazy tree could not be filled.
+#[derive(Debug, thiserror::Error)]
+pub enum LazyFault {
+    /// The skeleton names bytes the frames do not hold.
+    #[error("skeleton of layer {layer}: {problem}")]
+    Skeleton {
+        /// The layer, from 0.
+        layer: usize,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A skeleton could not be applied.
+    #[error("skeleton of layer {layer}: {error}")]
+    Apply {
+        /// The layer, from 0.
+        layer: usize,
+        /// Why.
+        error: UnpackError,
+    },
+    /// A file's bytes did not arrive or could not be written.
+    #[error("cannot fetch /{}: {problem}", path.display())]
+    Fetch {
+        /// The file, relative to the rootfs.
+        path: PathBuf,
+        /// What went wrong.
+        problem: String,
+    },
+}
+
+/// What [`LazyTree::fill`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filled {
+    /// The file's bytes were fetched and put in place.
+    Fetched(u64),
+    /// Nothing to do: not a placeholder, or already filled.
+    Present,
+}
+
+/// A decoded frame kept for the next file, which usually lies in the same one.
+type CachedFrame = (usize, usize, Arc<Vec<u8>>);
+
+/// A rootfs built from skeletons, and what it still lacks.
+pub struct LazyTree {
+    root: PathBuf,
+    layers: Vec<FramedLayer>,
+    /// Per layer, each frame's offset in the layer's tar.
+    starts: Vec<Vec<u64>>,
+    files: LazyFiles,
+    /// Each placeholder's other names (hard links).
+    other_names: HashMap<PathBuf, Vec<PathBuf>>,
+    in_flight: Mutex<HashSet<PathBuf>>,
+    landed: Condvar,
+    last_frame: Mutex<Option<CachedFrame>>,
+}
+
+impl std::fmt::Debug for LazyTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyTree")
+            .field("root", &self.root)
+            .field("placeholders", &self.files.files.len())
+            .finish_non_exhaustive()
+    }
+}
+
+static TEMP_NAMES: AtomicU64 = AtomicU64::new(0);
+
+impl LazyTree {
+    /// The tree at `root`, built from the skeletons of `layers` (in order), which left `files`.
+    /// Every placeholder must lie inside its layer's frames.
+    pub fn new(
+        root: PathBuf,
+        layers: Vec<FramedLayer>,
+        files: LazyFiles,
+    ) -> Result<Self, LazyFault> {
+        for placeholder in files.files.values() {
+            let layer = layers.get(placeholder.layer).ok_or(LazyFault::Skeleton {
+                layer: placeholder.layer,
+                problem: format!("the image has {} framed layers", layers.len()),
+            })?;
+            let end = placeholder.offset.checked_add(placeholder.size);
+            if end.is_none_or(|end| end > layer.index.unpacked_size()) {
+                return Err(LazyFault::Skeleton {
+                    layer: placeholder.layer,
+                    problem: format!(
+                        "a file of {} bytes at offset {} lies beyond the layer's {} bytes",
+                        placeholder.size,
+                        placeholder.offset,
+                        layer.index.unpacked_size()
+                    ),
+                });
+            }
+        }
+        let starts = layers
+            .iter()
+            .map(|layer| {
+                let mut at = 0;
+                layer
+                    .index
+                    .frames
+                    .iter()
+                    .map(|frame| {
+                        let start = at;
+                        at += frame.unpacked;
+                        start
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut other_names: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
+        for (link, target) in &files.links {
+            other_names
+                .entry(target.clone())
+                .or_default()
+                .push(link.clone());
+        }
+        Ok(Self {
+            root,
+            layers,
+            starts,
+            files,
+            other_names,
+            in_flight: Mutex::new(HashSet::new()),
+            landed: Condvar::new(),
+            last_frame: Mutex::new(None),
+        })
+    }
+
+    /// Builds the tree in `root` (an empty directory) from each layer's skeleton (the zstd
+    /// blob, in the layers' order): every directory, link and file is in place, with each
+    /// file that was left out a placeholder.
+    pub fn build(
+        root: PathBuf,
+        layers: Vec<FramedLayer>,
+        skeletons: &[impl AsRef<[u8]>],
+    ) -> Result<Self, LazyFault> {
+        if skeletons.len() != layers.len() {
+            return Err(LazyFault::Skeleton {
+                layer: skeletons.len().min(layers.len()),
+                problem: format!("{} skeletons for {} layers", skeletons.len(), layers.len()),
+            });
+        }
+        let mut applier = LayerApplier::for_skeletons(root.clone(), root.clone());
+        for (layer, skeleton) in skeletons.iter().enumerate() {
+            let apply = |applier: &mut LayerApplier| {
+                let tar = zstd::Decoder::new(skeleton.as_ref()).map_err(UnpackError::Stream)?;
+                applier.apply(tar)
+            };
+            apply(&mut applier).map_err(|error| LazyFault::Apply { layer, error })?;
+        }
+        let files = applier.take_lazy_files();
+        applier.finish().map_err(|error| LazyFault::Apply {
+            layer: layers.len(),
+            error,
+        })?;
+        Self::new(root, layers, files)
+    }
+
+    /// The rootfs.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Placeholders the skeletons made (filled or not).
+    pub fn placeholders(&self) -> usize {
+        self.files.files.len()
+    }
+
+    /// Makes `rel` (a path relative to the rootfs, as the skeleton named it or a hard link
+    /// to it) complete, fetching its bytes if it is still a placeholder.
+    pub fn fill(&self, rel: &Path) -> Result<Filled, LazyFault> {
+        let name = self.files.links.get(rel).map_or(rel, PathBuf::as_path);
+        let Some(placeholder) = self.files.files.get(name) else {
+            return Ok(Filled::Present);
+        };
+        let _turn = match self.take_turn(name) {
+            Some(turn) => turn,
+            // Another thread filled it while this one waited.
+            None => return Ok(Filled::Present),
+        };
+        self.fetch(name, placeholder)
+    }
+
+    /// Fetches every placeholder left, in the layers' order (one frame read serves all the
+    /// files it holds); returns the bytes fetched.
+    pub fn fill_all(&self) -> Result<u64, LazyFault> {
+        let mut order: Vec<(&PathBuf, &Placeholder)> = self.files.files.iter().collect();
+        order.sort_by_key(|(_, p)| (p.layer, p.offset));
+        let mut fetched = 0;
+        for (name, _) in order {
+            if let Filled::Fetched(bytes) = self.fill(name)? {
+                fetched += bytes;
+            }
+        }
+        Ok(fetched)
+    }
+
+    /// Waits while another thread fills `name`; then claims it, unless it was filled.
+    fn take_turn(&self, name: &Path) -> Option<Turn<'_>> {
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut waited = false;
+        while in_flight.contains(name) {
+            waited = true;
+            in_flight = self
+                .landed
+                .wait(in_flight)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if waited && !self.is_placeholder(name) {
+            return None;
+        }
+        in_flight.insert(name.to_path_buf());
+        Some(Turn {
+            tree: self,
+            name: name.to_path_buf(),
+        })
+    }
+
+    fn is_placeholder(&self, name: &Path) -> bool {
+        let Some(placeholder) = self.files.files.get(name) else {
+            return false;
+        };
+        fs::symlink_metadata(self.root.join(name))
+            .is_ok_and(|meta| still_placeholder(&meta, placeholder))
+    }
+
+    fn fetch(&self, name: &Path, placeholder: &Placeholder) -> Result<Filled, LazyFault> {
+        let fault = |problem: String| LazyFault::Fetch {
+            path: name.to_path_buf(),
+            problem,
+        };
+        let io_fault = |what: &str, e: io::Error| fault(format!("{what}: {e}"));
+        let full = self.root.join(name);
+        let meta = match fs::symlink_metadata(&full) {
+            Ok(meta) if still_placeholder(&meta, placeholder) => meta,
+            // Removed or replaced since the skeleton was applied: nothing of ours is there.
+            _ => return Ok(Filled::Present),
+        };
+        let links: Vec<PathBuf> = self
+            .other_names
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(|link| {
+                fs::symlink_metadata(self.root.join(link))
+                    .is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev())
+            })
+            .cloned()
+            .collect();
+        let dir = full.parent().unwrap_or(&self.root);
+        let mut temp = tempfile::Builder::new()
+            .prefix(".scar-fill-")
+            .tempfile_in(dir)
+            .map_err(|e| io_fault("cannot create the file beside it", e))?;
+        self.copy_bytes(placeholder, temp.as_file_mut())
+            .map_err(|e| fault(e.to_string()))?;
+        let time = FileTime::from_last_modification_time(&meta);
+        temp.as_file()
+            .set_permissions(meta.permissions())
+            .and_then(|()| filetime::set_file_handle_times(temp.as_file(), Some(time), Some(time)))
+            .map_err(|e| io_fault("cannot set its mode and times", e))?;
+        temp.persist(&full)
+            .map_err(|e| io_fault("cannot rename it into place", e.error))?;
+        for link in &links {
+            let link_full = self.root.join(link);
+            let link_dir = link_full.parent().unwrap_or(&self.root);
+            let aside = link_dir.join(format!(
+                ".scar-fill-link-{}-{}",
+                std::process::id(),
+                TEMP_NAMES.fetch_add(1, Ordering::Relaxed)
+            ));
+            fs::hard_link(&full, &aside)
+                .and_then(|()| fs::rename(&aside, &link_full))
+                .map_err(|e| {
+                    io_fault(&format!("cannot fill its hard link /{}", link.display()), e)
+                })?;
+            self.keep_dir_mtime(link);
+        }
+        self.keep_dir_mtime(name);
+        Ok(Filled::Fetched(placeholder.size))
+    }
+
+    /// Writes the placeholder's bytes, read from the frames that hold them.
+    fn copy_bytes(&self, placeholder: &Placeholder, out: &mut fs::File) -> Result<(), String> {
+        let starts = &self.starts[placeholder.layer];
+        let end = placeholder.offset + placeholder.size;
+        let mut at = placeholder.offset;
+        let mut frame = starts
+            .partition_point(|&start| start <= at)
+            .saturating_sub(1);
+        while at < end {
+            let bytes = self.frame(placeholder.layer, frame)?;
+            let start = starts[frame];
+            let from = usize::try_from(at - start).map_err(|e| e.to_string())?;
+            let to = usize::try_from(end.min(start + bytes.len() as u64) - start)
+                .map_err(|e| e.to_string())?;
+            let slice = bytes
+                .get(from..to)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| format!("frame {frame} does not hold bytes {at}..{end}"))?;
+            out.write_all(slice)
+                .map_err(|e| format!("cannot write it: {e}"))?;
+            at += slice.len() as u64;
+            frame += 1;
+        }
+        Ok(())
+    }
+
+    fn frame(&self, layer: usize, n: usize) -> Result<Arc<Vec<u8>>, String> {
+        let cached = |slot: &Option<CachedFrame>| match slot {
+            Some((l, f, bytes)) if (*l, *f) == (layer, n) => Some(Arc::clone(bytes)),
+            _ => None,
+        };
+        if let Some(bytes) = cached(
+            &self
+                .last_frame
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        ) {
+            return Ok(bytes);
+        }
+        let framed = self
+            .layers
+            .get(layer)
+            .filter(|l| n < l.index.frames.len())
+            .ok_or_else(|| format!("layer {layer} has no frame {n}"))?;
+        // Read without the lock: other threads fetch other files meanwhile.
+        let bytes = Arc::new(frames::read_frame(framed, n).map_err(|e| e.to_string())?);
+        *self
+            .last_frame
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((layer, n, Arc::clone(&bytes)));
+        Ok(bytes)
+    }
+
+    /// Puts back the mtime the layers gave the directory of `name`: creating and renaming a
+    /// file in it changed it. Best effort: a directory the command changed is its own.
+    fn keep_dir_mtime(&self, name: &Path) {
+        let dir = name.parent().unwrap_or(Path::new(""));
+        let mtime = match self.files.dir_mtimes.get(dir) {
+            Some(&mtime) => mtime,
+            None => return,
+        };
+        let _ = filetime::set_file_mtime(self.root.join(dir), FileTime::from_unix_time(mtime, 0));
+    }
+}
+
+/// A regular file of the placeholder's size with no block of its own.
+fn still_placeholder(meta: &fs::Metadata, placeholder: &Placeholder) -> bool {
+    meta.file_type().is_file() && meta.len() == placeholder.size && meta.blocks() == 0
+}
+
+/// One thread's claim on one file; others wait until it is dropped.
+struct Turn<'t> {
+    tree: &'t LazyTree,
+    name: PathBuf,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self
+            .tree
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        in_flight.remove(&self.name);
+        self.tree.landed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::AtomicUsize;
+
+    use crate::frames::{FrameIndex, RangeSource};
+
+    fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+        r.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn bytes(seed: u64, size: u64) -> Vec<u8> {
+        (0..size)
+            .map(|i| (i.wrapping_mul(seed | 1) >> 3) as u8)
+            .collect()
+    }
+
+    fn file(b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8], mode: u32, mtime: u64) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(mode);
+        h.set_mtime(mtime);
+        h.set_entry_type(tar::EntryType::Regular);
+        ok(b.append_data(&mut h, name, data));
+    }
+
+    fn special(b: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, name: &str, target: &str) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_mode(0o755);
+        h.set_mtime(1_600_000_000);
+        h.set_entry_type(kind);
+        match kind {
+            tar::EntryType::Directory | tar::EntryType::Regular => {
+                ok(b.append_data(&mut h, name, io::empty()))
+            }
+            _ => ok(b.append_link(&mut h, name, target)),
+        }
+    }
+
+    /// Two layers using what a skeleton must carry: large files cut across frames, small
+    /// ones kept inline, hard and symbolic links, a long name and PAX records, and in the
+    /// upper layer a whiteout, an opaque directory and files replaced both ways.
+    fn layers() -> [Vec<u8>; 2] {
+        let mut lower = tar::Builder::new(Vec::new());
+        special(&mut lower, tar::EntryType::Directory, "usr/", "");
+        special(&mut lower, tar::EntryType::Directory, "usr/lib/", "");
+        special(&mut lower, tar::EntryType::Directory, "etc/", "");
+        special(&mut lower, tar::EntryType::Directory, "opt/", "");
+        file(
+            &mut lower,
+            "usr/lib/huge.so",
+            &bytes(3, 9 << 20),
+            0o755,
+            1_500_000_001,
+        );
+        for n in 0..40u64 {
+            let size = [10, 1024, 1025, 70_000, 300_000][n as usize % 5];
+            file(
+                &mut lower,
+                &format!("usr/lib/f{n}"),
+                &bytes(n, size),
+                0o640,
+                1_500_000_100 + n,
+            );
+        }
+        file(
+            &mut lower,
+            &format!("usr/{}/deep", "long".repeat(40)),
+            &bytes(9, 5000),
+            0o600,
+            1_500_000_002,
+        );
+        file(
+            &mut lower,
+            "etc/config",
+            &bytes(5, 200),
+            0o644,
+            1_500_000_003,
+        );
+        file(
+            &mut lower,
+            "opt/gone",
+            &bytes(6, 50_000),
+            0o644,
+            1_500_000_004,
+        );
+        file(
+            &mut lower,
+            "opt/replaced-small",
+            &bytes(7, 50_000),
+            0o644,
+            1_500_000_005,
+        );
+        file(
+            &mut lower,
+            "opt/replaced-large",
+            &bytes(8, 50),
+            0o644,
+            1_500_000_006,
+        );
+        special(&mut lower, tar::EntryType::Directory, "opt/cleared/", "");
+        file(
+            &mut lower,
+            "opt/cleared/old",
+            &bytes(10, 50_000),
+            0o644,
+            1_500_000_007,
+        );
+        special(
+            &mut lower,
+            tar::EntryType::Link,
+            "usr/lib/hard",
+            "usr/lib/f3",
+        );
+        special(
+            &mut lower,
+            tar::EntryType::Link,
+            "etc/hard2",
+            "usr/lib/hard",
+        );
+        special(
+            &mut lower,
+            tar::EntryType::Symlink,
+            "usr/lib/abs",
+            "/usr/lib/f4",
+        );
+        special(&mut lower, tar::EntryType::Symlink, "usr/lib/rel", "f4");
+        let mut pax = tar::Header::new_ustar();
+        let data = bytes(11, 40_000);
+        pax.set_size(data.len() as u64);
+        pax.set_mode(0o644);
+        pax.set_entry_type(tar::EntryType::Regular);
+        ok(lower
+            .append_pax_extensions([("path", &b"usr/lib/named-by-pax"[..]), ("comment", b"kept")]));
+        ok(lower.append_data(&mut pax, "usr/lib/with-pax", data.as_slice()));
+        let mut upper = tar::Builder::new(Vec::new());
+        special(&mut upper, tar::EntryType::Regular, "opt/.wh.gone", "");
+        special(&mut upper, tar::EntryType::Directory, "opt/cleared/", "");
+        special(
+            &mut upper,
+            tar::EntryType::Regular,
+            "opt/cleared/.wh..wh..opq",
+            "",
+        );
+        file(
+            &mut upper,
+            "opt/cleared/new",
+            &bytes(12, 60_000),
+            0o700,
+            1_600_000_001,
+        );
+        file(
+            &mut upper,
+            "opt/replaced-small",
+            &bytes(13, 20),
+            0o644,
+            1_600_000_002,
+        );
+        file(
+            &mut upper,
+            "opt/replaced-large",
+            &bytes(14, 80_000),
+            0o644,
+            1_600_000_003,
+        );
+        file(
+            &mut upper,
+            "usr/lib/f5",
+            &bytes(15, 90_000),
+            0o644,
+            1_600_000_004,
+        );
+        [ok(lower.into_inner()), ok(upper.into_inner())]
+    }
+
+    struct Memory {
+        blob: Vec<u8>,
+        reads: AtomicUsize,
+        broken: bool,
+    }
+
+    impl RangeSource for Memory {
+        fn read_range(&self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            if self.broken {
+                return Err(io::Error::other("connection reset by peer"));
+            }
+            let from = usize::try_from(offset).map_err(io::Error::other)?;
+            let to = usize::try_from(offset + len).map_err(io::Error::other)?;
+            Ok(self.blob.get(from..to).unwrap_or(&[]).to_vec())
+        }
+    }
+
+    struct Framed {
+        index: FrameIndex,
+        memory: Arc<Memory>,
+        skeleton: Vec<u8>,
+    }
+
+    fn framed(tar: &[u8], broken: bool) -> Framed {
+        let (mut blob, mut skeleton) = (Vec::new(), Vec::new());
+        let index = ok(frames::encode(
+            tar,
+            "sha256:layer",
+            &mut blob,
+            &mut skeleton,
+        ));
+        let memory = Arc::new(Memory {
+            blob,
+            reads: AtomicUsize::new(0),
+            broken,
+        });
+        Framed {
+            index,
+            memory,
+            skeleton,
+        }
+    }
+
+    fn lazy_tree(root: &Path, tars: &[Vec<u8>], broken: bool) -> (LazyTree, Vec<Arc<Memory>>) {
+        let framed: Vec<Framed> = tars.iter().map(|t| framed(t, broken)).collect();
+        let layers = framed
+            .iter()
+            .map(|f| FramedLayer {
+                index: f.index.clone(),
+                source: Arc::clone(&f.memory) as Arc<dyn RangeSource>,
+            })
+            .collect();
+        let skeletons: Vec<&Vec<u8>> = framed.iter().map(|f| &f.skeleton).collect();
+        let tree = ok(LazyTree::build(root.to_path_buf(), layers, &skeletons));
+        (tree, framed.iter().map(|f| Arc::clone(&f.memory)).collect())
+    }
+
+    fn eager_tree(root: &Path, tars: &[Vec<u8>]) {
+        let mut applier = LayerApplier::new(root.to_path_buf(), root.to_path_buf());
+        for tar in tars {
+            ok(applier.apply(tar.as_slice()));
+        }
+        ok(applier.finish());
+    }
+
+    /// Each name: (kind, mode, size, mtime, symlink target relative to the root, inode group,
+    /// contents if `with_data`).
+    fn walk(root: &Path, with_data: bool) -> BTreeMap<String, String> {
+        let mut found = BTreeMap::new();
+        let mut inodes: HashMap<u64, String> = HashMap::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in ok(fs::read_dir(&dir)) {
+                let path = ok(entry).path();
+                let rel = ok(path.strip_prefix(root)).display().to_string();
+                let meta = ok(fs::symlink_metadata(&path));
+                let kind = if meta.is_dir() {
+                    stack.push(path.clone());
+                    "dir".to_string()
+                } else if meta.file_type().is_symlink() {
+                    let target = ok(fs::read_link(&path));
+                    let target = target
+                        .strip_prefix(root)
+                        .map_or(target.clone(), Path::to_path_buf);
+                    format!("link -> {}", target.display())
+                } else {
+                    let first = inodes.entry(meta.ino()).or_insert_with(|| rel.clone());
+                    let data = if with_data {
+                        let mut data = Vec::new();
+                        ok(ok(fs::File::open(&path)).read_to_end(&mut data));
+                        format!(
+                            " sha={}",
+                            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data))
+                        )
+                    } else {
+                        String::new()
+                    };
+                    format!("file {} inode-of {first}{data}", meta.len())
+                };
+                let mode = meta.permissions().mode() & 0o7777;
+                let mtime = if meta.is_dir() || !meta.file_type().is_symlink() {
+                    meta.mtime()
+                } else {
+                    0
+                };
+                found.insert(rel, format!("{kind} mode {mode:o} mtime {mtime}"));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn the_skeleton_tree_has_the_eager_trees_metadata_and_fills_to_its_bytes() {
+        let tars = layers();
+        let (eager, lazy) = (ok(tempfile::tempdir()), ok(tempfile::tempdir()));
+        eager_tree(eager.path(), &tars);
+        let (tree, memories) = lazy_tree(lazy.path(), &tars, false);
+        assert_eq!(walk(lazy.path(), false), walk(eager.path(), false));
+        assert!(
+            tree.placeholders() > 20,
+            "{} placeholders",
+            tree.placeholders()
+        );
+        assert!(lazy.path().join("usr/lib/named-by-pax").is_file());
+        assert_eq!(
+            memories
+                .iter()
+                .map(|m| m.reads.load(Ordering::Relaxed))
+                .sum::<usize>(),
+            0
+        );
+        let huge = ok(fs::metadata(lazy.path().join("usr/lib/huge.so")));
+        assert_eq!((huge.len(), huge.blocks()), (9 << 20, 0));
+        let fetched = ok(tree.fill_all());
+        assert!(fetched > 9 << 20, "{fetched} bytes fetched");
+        assert_eq!(walk(lazy.path(), true), walk(eager.path(), true));
+        assert_eq!(ok(tree.fill_all()), 0, "a second pass has nothing to fetch");
+    }
+
+    #[test]
+    fn one_file_is_fetched_alone_and_once_for_concurrent_callers() {
+        let tars = layers();
+        let dir = ok(tempfile::tempdir());
+        let (tree, memories) = lazy_tree(dir.path(), &tars, false);
+        let name = Path::new("usr/lib/huge.so");
+        let results: Vec<Filled> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| ok(tree.fill(name)))).collect();
+            handles
+                .into_iter()
+                .map(|h| ok(h.join().map_err(|_| "panicked")))
+                .collect()
+        });
+        assert_eq!(
+            results
+                .iter()
+                .filter(|r| **r == Filled::Fetched(9 << 20))
+                .count(),
+            1
+        );
+        // 9 MiB spans three frames of the lower layer; nothing else was read.
+        let reads = memories[0].reads.load(Ordering::Relaxed);
+        assert!((2..=3).contains(&reads), "{reads} ranged reads");
+        assert_eq!(memories[1].reads.load(Ordering::Relaxed), 0);
+        assert_eq!(ok(fs::read(dir.path().join(name))), bytes(3, 9 << 20));
+        // A hard link's name fills its whole group, and the group stays one inode.
+        assert_eq!(
+            ok(tree.fill(Path::new("etc/hard2"))),
+            Filled::Fetched(70_000)
+        );
+        let ino = |p: &str| ok(fs::metadata(dir.path().join(p))).ino();
+        assert_eq!(ino("usr/lib/f3"), ino("usr/lib/hard"));
+        assert_eq!(ino("usr/lib/f3"), ino("etc/hard2"));
+        assert_eq!(
+            ok(fs::read(dir.path().join("usr/lib/hard"))),
+            bytes(3, 70_000)
+        );
+        assert_eq!(ok(tree.fill(Path::new("usr/lib/f3"))), Filled::Present);
+    }
+
+    #[test]
+    fn a_failed_fetch_names_the_file_and_leaves_the_placeholder_whole() {
+        let tars = layers();
+        let dir = ok(tempfile::tempdir());
+        let (tree, _) = lazy_tree(dir.path(), &tars, true);
+        let err = tree
+            .fill(Path::new("usr/lib/f2"))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("cannot fetch /usr/lib/f2: "), "{err}");
+        assert!(err.contains("connection reset by peer"), "{err}");
+        let meta = ok(fs::metadata(dir.path().join("usr/lib/f2")));
+        assert_eq!((meta.len(), meta.blocks()), (1025, 0));
+        let leftovers: Vec<_> = ok(fs::read_dir(dir.path().join("usr/lib")))
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".scar-fill"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn a_skeleton_naming_bytes_beyond_its_layer_is_refused() {
+        let tars = layers();
+        let dir = ok(tempfile::tempdir());
+        let (tree, _) = lazy_tree(dir.path(), &tars, false);
+        let mut files = tree.files.clone();
+        let layers = tree.layers.clone();
+        if let Some(p) = files.files.values_mut().next() {
+            p.offset = layers[p.layer].index.unpacked_size();
+        }
+        let err = LazyTree::new(dir.path().to_path_buf(), layers, files)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lies beyond the layer's"), "{err}");
+    }
+}
