@@ -21,6 +21,7 @@ fn sandbox() -> Sandbox {
         static_policy: StaticPolicy::Warn,
         fakeroot: false,
         scratch: std::env::temp_dir().join("scar-exec-module-scratch"),
+        fetcher: None,
     }
 }
 

@@ -4,6 +4,7 @@
 //! ```text
 //! CACHE/images/<key>/rootfs/       the unpacked image (key = first 24 hex digits of the digest)
 //! CACHE/images/<key>/image.json    manifest digest, image config (Env, Entrypoint, …), layer stats
+//! CACHE/images/<key>/incomplete    a lazy tree whose files are still arriving (see `lazy.rs`)
 //! CACHE/staging/<key>/             a build in progress (or left by a killed process)
 //! CACHE/locks/<key>.lock           flock held while building
 //! CACHE/refs/<hash>                reference (+ platform) → manifest digest, to skip the GET
@@ -139,9 +140,14 @@ impl RootfsCache {
         self.root.join("images").join(key(manifest_digest))
     }
 
-    /// The complete image for `manifest_digest`, if built.
+    /// The complete image for `manifest_digest`, if built. A lazy tree still filling is not
+    /// complete: its builder holds the build lock until it is, and one whose builder died is
+    /// built again.
     pub fn lookup(&self, manifest_digest: &str) -> Result<Option<CachedImage>, CacheError> {
         let dir = self.image_dir(manifest_digest);
+        if dir.join(INCOMPLETE).exists() {
+            return Ok(None);
+        }
         let meta_path = dir.join("image.json");
         let bytes = match fs::read(&meta_path) {
             Ok(bytes) => bytes,
@@ -229,6 +235,14 @@ impl Staging {
         self.final_dir.join("rootfs")
     }
 
+    /// As [`Self::commit`], for a lazy tree whose files are still to come: it is marked
+    /// incomplete, which [`RootfsCache::lookup`] does not trust, until [`mark_complete`].
+    pub fn commit_incomplete(self, meta: ImageMeta) -> Result<CachedImage, CacheError> {
+        let marker = self.dir.join(INCOMPLETE);
+        fs::write(&marker, b"").map_err(io_err("create", &marker))?;
+        self.commit(meta)
+    }
+
     /// Writes `image.json` and moves the build into place atomically.
     pub fn commit(mut self, meta: ImageMeta) -> Result<CachedImage, CacheError> {
         let meta_path = self.dir.join("image.json");
@@ -249,6 +263,18 @@ impl Staging {
             dir: self.final_dir.clone(),
             meta,
         })
+    }
+}
+
+/// The marker of a lazy tree still filling.
+const INCOMPLETE: &str = "incomplete";
+
+/// Declares the lazy tree of `image` complete: from now on [`RootfsCache::lookup`] finds it.
+pub fn mark_complete(image: &CachedImage) -> Result<(), CacheError> {
+    let marker = image.dir.join(INCOMPLETE);
+    match fs::remove_file(&marker) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &marker)(e)),
+        _ => Ok(()),
     }
 }
 

@@ -20,14 +20,14 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use filetime::FileTime;
 
 use crate::frames::{self, FramedLayer};
 use crate::skeleton::Placeholder;
-use crate::unpack::{LayerApplier, LazyFiles, UnpackError};
+use crate::unpack::{LayerApplier, LayerStats, LazyFiles, UnpackError};
 
 /// Why a file of a lazy tree could not be filled.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,15 @@ pub enum Filled {
     Present,
 }
 
+/// What a lazy tree is built from: each layer's frames and skeleton, in order.
+#[derive(Debug)]
+pub struct LazyLayers {
+    /// The frames.
+    pub framed: Vec<FramedLayer>,
+    /// The skeletons (zstd).
+    pub skeletons: Vec<Vec<u8>>,
+}
+
 /// A decoded frame kept for the next file, which usually lies in the same one.
 type CachedFrame = (usize, usize, Arc<Vec<u8>>);
 
@@ -79,6 +88,11 @@ pub struct LazyTree {
     files: LazyFiles,
     /// Each placeholder's other names (hard links).
     other_names: HashMap<PathBuf, Vec<PathBuf>>,
+    /// Each placeholder by `(device, inode)`: how the shim names a file it is about to open,
+    /// whatever path (relative, through links, by directory descriptor) it was given.
+    by_inode: HashMap<(u64, u64), PathBuf>,
+    /// Set once every placeholder was filled.
+    complete: AtomicBool,
     in_flight: Mutex<HashSet<PathBuf>>,
     landed: Condvar,
     last_frame: Mutex<Option<CachedFrame>>,
@@ -137,6 +151,14 @@ impl LazyTree {
                     .collect()
             })
             .collect();
+        let by_inode = files
+            .files
+            .keys()
+            .filter_map(|rel| {
+                let meta = fs::symlink_metadata(root.join(rel)).ok()?;
+                Some(((meta.dev(), meta.ino()), rel.clone()))
+            })
+            .collect();
         let mut other_names: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
         for (link, target) in &files.links {
             other_names
@@ -150,40 +172,48 @@ impl LazyTree {
             starts,
             files,
             other_names,
+            by_inode,
+            complete: AtomicBool::new(false),
             in_flight: Mutex::new(HashSet::new()),
             landed: Condvar::new(),
             last_frame: Mutex::new(None),
         })
     }
 
-    /// Builds the tree in `root` (an empty directory) from each layer's skeleton (the zstd
+    /// Builds the tree in `staging` (an empty directory) from each layer's skeleton (the zstd
     /// blob, in the layers' order): every directory, link and file is in place, with each
-    /// file that was left out a placeholder.
+    /// file that was left out a placeholder. Files are filled at `root`, where the caller
+    /// moves the tree (a rename: the inodes stay) before the first fill; symlinks are made
+    /// for that place. Returns each layer's counts too.
     pub fn build(
+        staging: PathBuf,
         root: PathBuf,
         layers: Vec<FramedLayer>,
         skeletons: &[impl AsRef<[u8]>],
-    ) -> Result<Self, LazyFault> {
+    ) -> Result<(Self, Vec<LayerStats>), LazyFault> {
         if skeletons.len() != layers.len() {
             return Err(LazyFault::Skeleton {
                 layer: skeletons.len().min(layers.len()),
                 problem: format!("{} skeletons for {} layers", skeletons.len(), layers.len()),
             });
         }
-        let mut applier = LayerApplier::for_skeletons(root.clone(), root.clone());
+        let mut applier = LayerApplier::for_skeletons(staging.clone(), root.clone());
+        let mut stats = Vec::with_capacity(skeletons.len());
         for (layer, skeleton) in skeletons.iter().enumerate() {
             let apply = |applier: &mut LayerApplier| {
                 let tar = zstd::Decoder::new(skeleton.as_ref()).map_err(UnpackError::Stream)?;
                 applier.apply(tar)
             };
-            apply(&mut applier).map_err(|error| LazyFault::Apply { layer, error })?;
+            stats.push(apply(&mut applier).map_err(|error| LazyFault::Apply { layer, error })?);
         }
         let files = applier.take_lazy_files();
         applier.finish().map_err(|error| LazyFault::Apply {
             layer: layers.len(),
             error,
         })?;
-        Self::new(root, layers, files)
+        let mut tree = Self::new(staging, layers, files)?;
+        tree.root = root;
+        Ok((tree, stats))
     }
 
     /// The rootfs.
@@ -211,6 +241,29 @@ impl LazyTree {
         self.fetch(name, placeholder)
     }
 
+    /// Makes the file with this device and inode complete (see [`Self::fill`]); any other
+    /// file is [`Filled::Present`].
+    pub fn fill_inode(&self, dev: u64, ino: u64) -> Result<Filled, LazyFault> {
+        match self.by_inode.get(&(dev, ino)) {
+            Some(rel) => self.fill(rel),
+            None => Ok(Filled::Present),
+        }
+    }
+
+    /// Makes the file a host path inside the tree names complete, following its symlinks
+    /// (they are confined to the tree); a path outside the tree or missing is left alone.
+    pub fn fill_path(&self, host: &Path) -> Result<Filled, LazyFault> {
+        let Ok(meta) = fs::metadata(host) else {
+            return Ok(Filled::Present);
+        };
+        self.fill_inode(meta.dev(), meta.ino())
+    }
+
+    /// Whether every placeholder has been filled (by [`Self::fill_all`]).
+    pub fn is_complete(&self) -> bool {
+        self.complete.load(Ordering::Acquire)
+    }
+
     /// Fetches every placeholder left, in the layers' order (one frame read serves all the
     /// files it holds); returns the bytes fetched.
     pub fn fill_all(&self) -> Result<u64, LazyFault> {
@@ -222,6 +275,7 @@ impl LazyTree {
                 fetched += bytes;
             }
         }
+        self.complete.store(true, Ordering::Release);
         Ok(fetched)
     }
 
@@ -634,7 +688,12 @@ mod tests {
             })
             .collect();
         let skeletons: Vec<&Vec<u8>> = framed.iter().map(|f| &f.skeleton).collect();
-        let tree = ok(LazyTree::build(root.to_path_buf(), layers, &skeletons));
+        let (tree, _) = ok(LazyTree::build(
+            root.to_path_buf(),
+            root.to_path_buf(),
+            layers,
+            &skeletons,
+        ));
         (tree, framed.iter().map(|f| Arc::clone(&f.memory)).collect())
     }
 

@@ -324,6 +324,7 @@ mod tests {
             media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
             compression: Some(Compression::Gzip),
             frames: None,
+            skeleton: None,
         }
     }
 

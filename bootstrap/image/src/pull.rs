@@ -1,10 +1,13 @@
 //! Image → cached rootfs: resolve, consult the cache, then stream every layer through
 //! sha256 → decompress → tar into a staging directory and commit it atomically.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use crate::cache::{CacheError, CachedImage, ImageMeta, LayerRecord, RootfsCache};
+use crate::cache::{self, BuildLock, CacheError, CachedImage, ImageMeta, LayerRecord, RootfsCache};
+use crate::lazy::{LazyFault, LazyLayers, LazyTree};
 use crate::platform::Platform;
 use crate::reference::ImageReference;
 use crate::source::archive::ArchiveSource;
@@ -61,6 +64,9 @@ pub enum PullError {
         /// Free space there.
         available_mb: u64,
     },
+    /// A lazy tree could not be built from the skeletons.
+    #[error(transparent)]
+    Lazy(#[from] LazyFault),
     /// A worker thread died (a bug, reported rather than panicking).
     #[error("internal error: {0}")]
     Internal(String),
@@ -77,6 +83,9 @@ pub struct PullOptions {
     pub registry: RegistryOptions,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Build the tree from the layers' skeletons and fetch files on demand, where the image
+    /// was staged with them ([`crate::lazy`]); other images are pulled whole.
+    pub lazy: bool,
 }
 
 /// The result of a pull.
@@ -86,13 +95,35 @@ pub struct Pulled {
     pub image: CachedImage,
     /// True when nothing had to be downloaded.
     pub cached: bool,
+    /// The lazy tree, while some of its files are still to come: whoever reads the rootfs
+    /// must fill a file before reading it ([`LazyTree::fill`]).
+    pub lazy: Option<Arc<LazyTree>>,
+}
+
+/// A lazy tree this process built, and the thread filling the rest of it.
+struct LazyImage {
+    tree: Arc<LazyTree>,
+    image: CachedImage,
+    filler: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Pulls images into one cache.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Puller {
     cache: RootfsCache,
     options: PullOptions,
+    /// Lazy trees this process is filling, by manifest digest: the cache does not trust
+    /// them yet, and their build lock is held by their filler.
+    lazy: Arc<Mutex<HashMap<String, Arc<LazyImage>>>>,
+}
+
+impl std::fmt::Debug for Puller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Puller")
+            .field("cache", &self.cache)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 enum Layers {
@@ -107,6 +138,7 @@ impl Puller {
         Ok(Self {
             cache: RootfsCache::open(&options.cache_dir)?,
             options,
+            lazy: Arc::default(),
         })
     }
 
@@ -129,12 +161,16 @@ impl Puller {
             return Ok(hit);
         }
         let (resolved, layers) = source.resolve(platform).await?;
-        let pulled = match self.cache.lookup(&resolved.manifest_digest)? {
-            Some(image) => Pulled {
-                image,
-                cached: true,
+        let pulled = match self.still_filling(&resolved.manifest_digest) {
+            Some(pulled) => pulled,
+            None => match self.cache.lookup(&resolved.manifest_digest)? {
+                Some(image) => Pulled {
+                    image,
+                    cached: true,
+                    lazy: None,
+                },
+                None => self.build(reference, resolved, layers).await?,
             },
-            None => self.build(reference, resolved, layers).await?,
         };
         if let Some(alias) = alias {
             self.cache
@@ -170,10 +206,36 @@ impl Puller {
         let Some(digest) = self.cache.alias(alias) else {
             return Ok(None);
         };
+        if let Some(pulled) = self.still_filling(&digest) {
+            return Ok(Some(pulled));
+        }
         Ok(self.cache.lookup(&digest)?.map(|image| Pulled {
             image,
             cached: true,
+            lazy: None,
         }))
+    }
+
+    /// A lazy tree of this process's: with the tree while files are still to come (its
+    /// filler restarted if it gave up: a warm start resumes the fetch), without once whole.
+    fn still_filling(&self, manifest_digest: &str) -> Option<Pulled> {
+        let lazy = self.lazy.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = lazy.get(manifest_digest)?;
+        let complete = entry.tree.is_complete();
+        if !complete {
+            let mut filler = entry.filler.lock().unwrap_or_else(PoisonError::into_inner);
+            if filler
+                .as_ref()
+                .is_none_or(std::thread::JoinHandle::is_finished)
+            {
+                *filler = Some(spawn_filler(self.cache.clone(), Arc::clone(entry), None));
+            }
+        }
+        Some(Pulled {
+            image: entry.image.clone(),
+            cached: true,
+            lazy: (!complete).then(|| Arc::clone(&entry.tree)),
+        })
     }
 
     async fn build(
@@ -190,10 +252,19 @@ impl Puller {
             return Ok(Pulled {
                 image,
                 cached: true,
+                lazy: None,
             });
         }
         self.check_space(&resolved.layers)?;
         let staging = self.cache.stage(&resolved.manifest_digest, &lock)?;
+        if let (true, Layers::Layout(source)) = (self.options.lazy, &layers) {
+            let (source, descriptors) = (source.clone(), resolved.layers.clone());
+            if let Some(lazy) = blocking(move || source.open_lazy(&descriptors)).await?? {
+                return self
+                    .build_lazy(reference, resolved, staging, lock, lazy)
+                    .await;
+            }
+        }
         let readers = layers
             .open_for_pull(&resolved.layers, self.options.registry.concurrency)
             .await?;
@@ -216,8 +287,114 @@ impl Puller {
         Ok(Pulled {
             image,
             cached: false,
+            lazy: None,
         })
     }
+
+    /// The tree from the skeletons, committed as incomplete, and a thread that fills the
+    /// rest while the command runs; it holds the build lock until the tree is whole.
+    async fn build_lazy(
+        &self,
+        reference: &ImageReference,
+        resolved: ResolvedImage,
+        staging: cache::Staging,
+        lock: BuildLock,
+        layers: LazyLayers,
+    ) -> Result<Pulled, PullError> {
+        let (staging_root, final_root) = (staging.rootfs(), staging.final_rootfs());
+        let started = std::time::Instant::now();
+        let LazyLayers { framed, skeletons } = layers;
+        let (tree, stats) =
+            blocking(move || LazyTree::build(staging_root, final_root, framed, &skeletons))
+                .await??;
+        let layers = resolved
+            .layers
+            .iter()
+            .zip(stats)
+            .map(|(l, stats)| LayerRecord {
+                digest: l.digest.clone(),
+                size: l.size.unwrap_or(0),
+                media_type: l.media_type.clone(),
+                stats,
+            })
+            .collect();
+        let meta = ImageMeta {
+            reference: reference.to_string(),
+            manifest_digest: resolved.manifest_digest.clone(),
+            config_digest: resolved.config_digest,
+            platform: self.options.platform.to_string(),
+            config: resolved.config,
+            layers,
+        };
+        let image = staging.commit_incomplete(meta)?;
+        tracing::info!(
+            placeholders = tree.placeholders(),
+            ms = started.elapsed().as_millis() as u64,
+            "lazy tree built from the skeletons; files arrive on first use"
+        );
+        let tree = Arc::new(tree);
+        let entry = Arc::new(LazyImage {
+            tree: Arc::clone(&tree),
+            image: image.clone(),
+            filler: Mutex::new(None),
+        });
+        let filler = spawn_filler(self.cache.clone(), Arc::clone(&entry), Some(lock));
+        *entry.filler.lock().unwrap_or_else(PoisonError::into_inner) = Some(filler);
+        self.lazy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(resolved.manifest_digest, entry);
+        Ok(Pulled {
+            image,
+            cached: false,
+            lazy: Some(tree),
+        })
+    }
+}
+
+/// Attempts of the background fill before it gives up until the next pull resumes it.
+const FILL_ATTEMPTS: u32 = 3;
+
+/// Fills what the command has not asked for yet, then declares the tree complete. It holds
+/// the build lock (taken again when resuming) so other processes wait for a whole tree.
+fn spawn_filler(
+    cache: RootfsCache,
+    entry: Arc<LazyImage>,
+    lock: Option<BuildLock>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let lock = match lock {
+            Some(lock) => lock,
+            None => match cache.lock(&entry.image.meta.manifest_digest) {
+                Ok(lock) => lock,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot resume filling the lazy tree");
+                    return;
+                }
+            },
+        };
+        for attempt in 1..=FILL_ATTEMPTS {
+            let started = std::time::Instant::now();
+            match entry.tree.fill_all() {
+                Ok(bytes) => {
+                    if let Err(e) = cache::mark_complete(&entry.image) {
+                        tracing::warn!(error = %e, "lazy tree whole, but not marked so");
+                    }
+                    tracing::info!(
+                        bytes,
+                        ms = started.elapsed().as_millis() as u64,
+                        "lazy tree complete"
+                    );
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "filling the lazy tree failed");
+                    std::thread::sleep(Duration::from_secs(1 << attempt));
+                }
+            }
+        }
+        drop(lock);
+    })
 }
 
 impl Layers {

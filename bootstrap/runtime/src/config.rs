@@ -136,6 +136,7 @@ pub fn pull_options(lookup: Lookup<'_>, progress: bool) -> Result<PullOptions, C
                 .unwrap_or(scar_image::DEFAULT_READ_TIMEOUT),
         },
         progress,
+        lazy: settings::LAZY_LOAD.switch(lookup)?,
     })
 }
 

@@ -200,6 +200,15 @@ pub const CACHE_DIR: Setting = Setting {
     scope: Scope::Pull,
     meaning: "the root of the rootfs cache",
 };
+/// `SCAR_LAZY_LOAD`.
+pub const LAZY_LOAD: Setting = Setting {
+    var: "SCAR_LAZY_LOAD",
+    flag: Some("lazy-load"),
+    default: Some("0"),
+    kind: Kind::Switch,
+    scope: Scope::Pull,
+    meaning: "for an image staged with skeletons (`deployer stage`, `init -db`): build the tree first and fetch each file when a program first opens it (experimental: see docs/limits.md)",
+};
 /// `SCAR_PLATFORM`.
 pub const PLATFORM: Setting = Setting {
     var: "SCAR_PLATFORM",
@@ -308,6 +317,7 @@ pub const SETTINGS: &[&Setting] = &[
     &REGISTRY_USERNAME,
     &REGISTRY_PASSWORD,
     &SHIM_DIR,
+    &LAZY_LOAD,
     &STATIC_BINARIES,
     &FAKEROOT,
 ];

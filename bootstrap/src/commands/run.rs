@@ -6,8 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use scar_image::{ImageReference, Puller};
 use scar_runtime::exec::{
-    Capture, RootfsProfile, RunSpec, Sandbox, Shims, command_line, container_env,
-    passthrough_mounts,
+    Capture, RunSpec, Sandbox, command_line, container_env, passthrough_mounts,
 };
 
 use crate::cli::RunArgs;
@@ -25,14 +24,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .await
         .with_context(|| format!("cannot pull {reference}"))?;
     let config = &pulled.image.meta.config;
-    let sandbox = Sandbox {
-        profile: RootfsProfile::scan(&pulled.image.rootfs),
-        rootfs: pulled.image.rootfs.clone(),
-        shims: Shims::locate(exec.shim_dir.as_deref()),
-        static_policy: exec.static_policy,
-        fakeroot: exec.fakeroot,
-        scratch: options_cache_dir.join("scratch"),
-    };
+    let sandbox = Sandbox::for_pulled(&pulled, &exec, &options_cache_dir)
+        .context("cannot prepare the rootfs")?;
     // The container's /tmp is the image's own, as under chroot: a host directory mapped
     // there would resolve relative symlinks (`../../bin/ls`) against the host tree.
     let mut mounts = passthrough_mounts();

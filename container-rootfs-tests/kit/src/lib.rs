@@ -7,6 +7,7 @@
 //! Helpers assert instead of returning errors: a failed helper is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod framed;
 pub mod images;
 pub mod lambda;
 pub mod probe;
@@ -75,6 +76,7 @@ pub fn options(cache: &Path, credentials: Option<(&str, &str)>) -> PullOptions {
             ..RegistryOptions::default()
         },
         progress: false,
+        lazy: false,
     }
 }
 

@@ -77,6 +77,7 @@ pub fn plan(
         st.layout()
             .to_host(container.as_bytes(), &mut host)
             .map_err(|_| libc::ENAMETOOLONG)?;
+        crate::lazy::before_exec(libc::AT_FDCWD, host.as_c_str())?;
         let mut resolved = [0u8; PATH_MAX];
         let (len, resolved_len) = sys::read_head(host.as_c_str(), &mut head, &mut resolved)?;
         sys::executable(host.as_c_str())?;

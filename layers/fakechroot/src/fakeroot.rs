@@ -343,7 +343,7 @@ pub fn forget(dirfd: c_int, host: *const c_char) {
     if !active() || host.is_null() {
         return;
     }
-    let Ok(st) = kernel_stat(dirfd, host, libc::AT_SYMLINK_NOFOLLOW) else {
+    let Ok(st) = sys::kernel_stat(dirfd, host, libc::AT_SYMLINK_NOFOLLOW) else {
         return;
     };
     let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
@@ -370,18 +370,9 @@ pub fn present(dev: u64, ino: u64, uid: u32, gid: u32) -> (u32, u32) {
     )
 }
 
-/// The kernel's stat of `host` (relative to `dirfd`, `flags` as fstatat's).
-fn kernel_stat(dirfd: c_int, host: *const c_char, flags: c_int) -> Result<libc::stat, c_int> {
-    // SAFETY: a zeroed struct stat is a valid value for the kernel to fill.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: raw fstatat into a struct stat, the kernel's layout on these architectures.
-    let ret = unsafe { raw_syscall!(libc::SYS_newfstatat, dirfd, host, &raw mut st, flags) };
-    if ret < 0 { Err(sys::errno()) } else { Ok(st) }
-}
-
 /// `chown` under fake root: remembered for the file, never asked of the kernel.
 fn remember(dirfd: c_int, host: *const c_char, flags: c_int, uid: u32, gid: u32) -> c_int {
-    let st = match kernel_stat(dirfd, host, flags) {
+    let st = match sys::kernel_stat(dirfd, host, flags) {
         Ok(st) => st,
         Err(code) => return fail(code, -1),
     };

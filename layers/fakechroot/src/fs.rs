@@ -13,11 +13,11 @@ use rootfs_paths::layout::{climbs_above_root, has_dotdot};
 
 use crate::sys::{self, fail, real};
 use crate::translate;
-use crate::{fakeroot, state};
+use crate::{fakeroot, lazy, state};
 
 /// `fn name([args before] path [args after]) -> ret = value on failure;`
 macro_rules! path_fns {
-    ($(fn $name:ident([$($pre:ident: $pt:ty),*] $path:ident [$($post:ident: $qt:ty),*]) -> $ret:ty = $err:expr $(, via $via:path)? $(, before $before:path)?;)*) => {$(
+    ($(fn $name:ident([$($pre:ident: $pt:ty),*] $path:ident [$($post:ident: $qt:ty),*]) -> $ret:ty = $err:expr $(, via $via:path)? $(, before $before:path)? $(, check $check:path)?;)*) => {$(
         /// # Safety
         /// The caller's contract is libc's for the function of the same name.
         #[unsafe(no_mangle)]
@@ -29,6 +29,9 @@ macro_rules! path_fns {
             match path_fns!(@via $($via)?)($path, &mut buf) {
                 Ok(path) => {
                     $($before(libc::AT_FDCWD, path);)?
+                    $(if let Err(code) = $check(libc::AT_FDCWD, path) {
+                        return fail(code, $err);
+                    })?
                     // SAFETY: the caller's arguments, with the path translated.
                     unsafe { next($($pre,)* path $(, $post)*) }
                 }
@@ -42,7 +45,7 @@ macro_rules! path_fns {
 
 /// `fn name([args before] dirfd, path [args after]) -> ret = value on failure;`
 macro_rules! at_fns {
-    ($(fn $name:ident([$($pre:ident: $pt:ty),*] $dirfd:ident, $path:ident [$($post:ident: $qt:ty),*]) -> $ret:ty = $err:expr $(, via $via:path)? $(, before $before:path)?;)*) => {$(
+    ($(fn $name:ident([$($pre:ident: $pt:ty),*] $dirfd:ident, $path:ident [$($post:ident: $qt:ty),*]) -> $ret:ty = $err:expr $(, via $via:path)? $(, before $before:path)? $(, check $check:path)?;)*) => {$(
         /// # Safety
         /// The caller's contract is libc's for the function of the same name.
         #[unsafe(no_mangle)]
@@ -54,6 +57,9 @@ macro_rules! at_fns {
             match at_fns!(@via $($via)?)($dirfd, $path, &mut buf) {
                 Ok(path) => {
                     $($before($dirfd, path);)?
+                    $(if let Err(code) = $check($dirfd, path) {
+                        return fail(code, $err);
+                    })?
                     // SAFETY: the caller's arguments, with the path translated.
                     unsafe { next($($pre,)* $dirfd, path $(, $post)*) }
                 }
@@ -68,20 +74,20 @@ macro_rules! at_fns {
 // `open` is variadic in C; on x86_64 and aarch64 a fixed third argument is passed in the
 // same register, and libc reads it only with O_CREAT or O_TMPFILE.
 path_fns! {
-    fn open([] path [flags: c_int, mode: mode_t]) -> c_int = -1;
-    fn open64([] path [flags: c_int, mode: mode_t]) -> c_int = -1;
-    fn __open([] path [flags: c_int, mode: mode_t]) -> c_int = -1;
-    fn __open64([] path [flags: c_int, mode: mode_t]) -> c_int = -1;
-    fn __open_2([] path [flags: c_int]) -> c_int = -1;
-    fn __open64_2([] path [flags: c_int]) -> c_int = -1;
+    fn open([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open;
+    fn open64([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open;
+    fn __open([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open;
+    fn __open64([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open;
+    fn __open_2([] path [flags: c_int]) -> c_int = -1, check lazy::before_open;
+    fn __open64_2([] path [flags: c_int]) -> c_int = -1, check lazy::before_open;
     fn creat([] path [mode: mode_t]) -> c_int = -1;
     fn creat64([] path [mode: mode_t]) -> c_int = -1;
-    fn fopen([] path [mode: *const c_char]) -> *mut FILE = std::ptr::null_mut();
-    fn fopen64([] path [mode: *const c_char]) -> *mut FILE = std::ptr::null_mut();
-    fn freopen([] path [mode: *const c_char, stream: *mut FILE]) -> *mut FILE = std::ptr::null_mut();
-    fn freopen64([] path [mode: *const c_char, stream: *mut FILE]) -> *mut FILE = std::ptr::null_mut();
-    fn truncate([] path [length: off_t]) -> c_int = -1;
-    fn truncate64([] path [length: off_t]) -> c_int = -1;
+    fn fopen([] path [mode: *const c_char]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open;
+    fn fopen64([] path [mode: *const c_char]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open;
+    fn freopen([] path [mode: *const c_char, stream: *mut FILE]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open;
+    fn freopen64([] path [mode: *const c_char, stream: *mut FILE]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open;
+    fn truncate([] path [length: off_t]) -> c_int = -1, check lazy::before_open;
+    fn truncate64([] path [length: off_t]) -> c_int = -1, check lazy::before_open;
     fn statfs([] path [buf: *mut c_void]) -> c_int = -1;
     fn statfs64([] path [buf: *mut c_void]) -> c_int = -1;
     fn __statfs([] path [buf: *mut c_void]) -> c_int = -1;
@@ -118,17 +124,17 @@ path_fns! {
     fn __opendir([] path []) -> *mut DIR = std::ptr::null_mut();
     fn scandir([] path [list: *mut c_void, filter: *const c_void, compar: *const c_void]) -> c_int = -1;
     fn scandir64([] path [list: *mut c_void, filter: *const c_void, compar: *const c_void]) -> c_int = -1;
-    fn dlopen([] path [flags: c_int]) -> *mut c_void = std::ptr::null_mut();
-    fn dlmopen([ns: c_long] path [flags: c_int]) -> *mut c_void = std::ptr::null_mut();
+    fn dlopen([] path [flags: c_int]) -> *mut c_void = std::ptr::null_mut(), check lazy::before_load;
+    fn dlmopen([ns: c_long] path [flags: c_int]) -> *mut c_void = std::ptr::null_mut(), check lazy::before_load;
     fn bindtextdomain([domain: *const c_char] path []) -> *mut c_char = std::ptr::null_mut();
     fn posix_spawn_file_actions_addopen([actions: *mut c_void, fd: c_int] path [flags: c_int, mode: mode_t]) -> c_int = libc::ENOSYS;
 }
 
 at_fns! {
-    fn openat([] dirfd, path [flags: c_int, mode: mode_t]) -> c_int = -1, via translate::host_at_exe;
-    fn openat64([] dirfd, path [flags: c_int, mode: mode_t]) -> c_int = -1, via translate::host_at_exe;
-    fn __openat_2([] dirfd, path [flags: c_int]) -> c_int = -1, via translate::host_at_exe;
-    fn __openat64_2([] dirfd, path [flags: c_int]) -> c_int = -1, via translate::host_at_exe;
+    fn openat([] dirfd, path [flags: c_int, mode: mode_t]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open;
+    fn openat64([] dirfd, path [flags: c_int, mode: mode_t]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open;
+    fn __openat_2([] dirfd, path [flags: c_int]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open;
+    fn __openat64_2([] dirfd, path [flags: c_int]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open;
     fn faccessat([] dirfd, path [mode: c_int, flags: c_int]) -> c_int = -1;
     fn fchmodat([] dirfd, path [mode: mode_t, flags: c_int]) -> c_int = -1;
     fn futimesat([] dirfd, path [times: *const c_void]) -> c_int = -1;
@@ -159,6 +165,11 @@ macro_rules! two_path_fns {
             let _new_dirfd = two_path_fns!(@fd $($b)?);
             match (old, new) {
                 (Ok(old), Ok(new)) => {
+                    // A placeholder of a lazy tree is filled before it gets another name:
+                    // the fetcher knows it by the name the image gave it.
+                    if let Err(code) = lazy::before_open(two_path_fns!(@fd $($a)?), old) {
+                        return fail(code, -1);
+                    }
                     // A file replaced by the rename is gone.
                     $($before(_new_dirfd, new);)?
                     // SAFETY: the caller's arguments, with both paths translated.

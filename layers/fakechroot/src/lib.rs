@@ -17,6 +17,7 @@
 //! | `SCAR_FC_GLIBC` | the image's glibc version (`2.36`): which loader options exist |
 //! | `SCAR_FC_STATIC` | `warn` (default), `run` or `refuse` for statically linked programs |
 //! | `SCAR_FC_DEBUG` | `1`: one stderr line per exec |
+//! | `SCAR_FC_FETCH` | the fetcher's socket, while the rootfs is a lazy tree still filling |
 //! | `SCAR_FC_EXE`, `SCAR_FC_ARGV0` | per exec: the program's container path and argv[0] |
 
 // Every unsafe operation carries its own reason: the shim runs inside every program of the
@@ -34,6 +35,7 @@ mod fakeroot;
 mod fs;
 mod gate;
 mod ident;
+mod lazy;
 mod names;
 mod spawn;
 mod stat;

@@ -34,6 +34,8 @@ pub struct State {
     pub fakeroot: Option<&'static CStr>,
     /// Every `SCAR_FC_*=…` entry that an exec must hand on, even through a scrubbed env.
     pub inherited: &'static [&'static CStr],
+    /// The fetcher's socket while the rootfs is a lazy tree still filling (`lazy.rs`).
+    pub fetch: Option<&'static [u8]>,
 }
 
 static STATE: OnceLock<Option<State>> = OnceLock::new();
@@ -91,6 +93,7 @@ fn load() -> Option<State> {
             .filter(|v| !v.is_empty())
             .and_then(leak_cstr),
         inherited: Box::leak(inherited_vars().into_boxed_slice()),
+        fetch: var(protocol::FETCH.env).filter(|v| !v.is_empty()),
     })
 }
 

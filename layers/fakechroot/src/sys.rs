@@ -198,6 +198,15 @@ pub fn write_stderr(parts: &[&[u8]]) {
     }
 }
 
+/// The kernel's stat of `host` (relative to `dirfd`, `flags` as fstatat's).
+pub fn kernel_stat(dirfd: c_int, host: *const c_char, flags: c_int) -> Result<libc::stat, c_int> {
+    // SAFETY: a zeroed struct stat is a valid value for the kernel to fill.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: raw fstatat into a struct stat, the kernel's layout on these architectures.
+    let ret = unsafe { raw_syscall!(libc::SYS_newfstatat, dirfd, host, &raw mut st, flags) };
+    if ret < 0 { Err(errno()) } else { Ok(st) }
+}
+
 /// Bytes of a C string, without the NUL.
 ///
 /// # Safety

@@ -56,6 +56,10 @@ pub const FAKEROOT: Var = protocol_var!("SCAR_FC_FAKEROOT");
 pub const FAKEROOT_SLOTS: usize = 1 << 17;
 /// The table's size in bytes.
 pub const FAKEROOT_TABLE_BYTES: usize = FAKEROOT_SLOTS * 32;
+/// The fetcher's socket, while the rootfs is a lazy tree whose files are still arriving: the
+/// shim asks it for a file before opening a placeholder, and for a program before running
+/// it (bootstrap's `exec/fetcher.rs` speaks the other end).
+pub const FETCH: Var = protocol_var!("SCAR_FC_FETCH");
 /// Per exec: the program's container path (what `/proc/self/exe` answers).
 pub const EXE: Var = protocol_var!("SCAR_FC_EXE");
 /// Per exec, for loaders without `--argv0`: the program's argv[0].

@@ -142,6 +142,7 @@ impl ArchiveSource {
                 media_type: String::new(),
                 compression: None,
                 frames: None,
+                skeleton: None,
             });
             offsets.push((offset, size));
         }

@@ -218,11 +218,15 @@ impl LayoutSource {
                             .map(|l| (l.digest.clone(), l.size, l.media_type.clone())),
                     )?;
                     for (layer, declared) in layers.iter_mut().zip(&m.layers) {
-                        layer.frames = declared
-                            .annotations
-                            .as_ref()
-                            .and_then(|a| a.get(frames::ANNOTATION))
-                            .cloned();
+                        let note = |name: &str| {
+                            declared
+                                .annotations
+                                .as_ref()
+                                .and_then(|a| a.get(name))
+                                .cloned()
+                        };
+                        layer.frames = note(frames::ANNOTATION);
+                        layer.skeleton = note(crate::skeleton::ANNOTATION);
                     }
                     let config_bytes = self.read_blob(&m.config.digest)?;
                     let (config, _) = parse_config(&config_bytes).map_err(|e| {
@@ -264,6 +268,32 @@ impl LayoutSource {
                 }
             })
             .collect()
+    }
+
+    /// Opens every layer for a lazy tree: its frames and its skeleton's bytes (checked
+    /// against the digest the manifest names). `None` unless every layer has both.
+    pub fn open_lazy(
+        &self,
+        layers: &[super::LayerDescriptor],
+    ) -> Result<Option<crate::lazy::LazyLayers>, SourceError> {
+        if layers
+            .iter()
+            .any(|l| l.frames.is_none() || l.skeleton.is_none())
+        {
+            return Ok(None);
+        }
+        let mut framed = Vec::with_capacity(layers.len());
+        for bytes in self.open_for_pull(layers)? {
+            match bytes {
+                LayerBytes::Framed(layer) => framed.push(layer),
+                LayerBytes::Stream(_) => return Ok(None),
+            }
+        }
+        let mut skeletons = Vec::with_capacity(layers.len());
+        for digest in layers.iter().filter_map(|l| l.skeleton.as_deref()) {
+            skeletons.push(self.read_blob(digest)?);
+        }
+        Ok(Some(crate::lazy::LazyLayers { framed, skeletons }))
     }
 
     fn open_blob(&self, l: &super::LayerDescriptor) -> Result<BlobReader, SourceError> {

@@ -30,6 +30,8 @@ pub struct LayerDescriptor {
     pub compression: Option<Compression>,
     /// Digest of the layer's frame index, when it was staged re-encoded ([`crate::frames`]).
     pub frames: Option<String>,
+    /// Digest of the layer's skeleton, when it was staged with one ([`crate::skeleton`]).
+    pub skeleton: Option<String>,
 }
 
 /// An image resolved to one platform.
@@ -209,6 +211,7 @@ pub fn layer_descriptors(
                 media_type,
                 compression: Some(compression),
                 frames: None,
+                skeleton: None,
             })
         })
         .collect()

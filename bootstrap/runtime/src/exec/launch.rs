@@ -141,6 +141,11 @@ impl Sandbox {
         let mut args: Vec<OsString> = argv.iter().map(OsString::from).collect();
         for _ in 0..=protocol::MAX_SCRIPT_DEPTH {
             let host = host_path(layout, &program)?;
+            if let Some(fetcher) = &self.fetcher {
+                fetcher
+                    .prepare_program(&host)
+                    .map_err(|fault| ExecError::Fetch(fault.to_string()))?;
+            }
             let head = read_head(&host, &program)?;
             if let Some(shebang) = script::parse(&head) {
                 let interpreter = String::from_utf8_lossy(shebang.interpreter).into_owned();

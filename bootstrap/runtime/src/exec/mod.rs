@@ -1,6 +1,7 @@
 //! Running a command inside a rootfs: the environment, the working directory, the shim,
 //! its own process group, captured output and a deadline that ends the whole group.
 
+mod fetcher;
 mod identity;
 mod launch;
 mod live_log;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use rootfs_paths::LoaderKind;
 use scar_image::ContainerConfig;
 
+pub use fetcher::Fetcher;
 pub use launch::{Launch, mounts_of, mounts_spec};
 pub use live_log::{LineFormat, LiveLog};
 pub use profile::RootfsProfile;
@@ -61,6 +63,11 @@ pub enum ExecError {
     /// `#!` lines nest too deep.
     #[error("{0}: too many levels of #! interpreters")]
     ScriptLoop(String),
+    /// A file of a lazy tree did not arrive (the fault names it).
+    #[error(
+        "a file of the image could not be fetched, so the command did not see the image whole: {0}"
+    )]
+    Fetch(String),
     /// A statically linked program and `SCAR_STATIC_BINARIES=refuse`.
     #[error(
         "{0}: statically linked, so it cannot be confined to the image; refused because SCAR_STATIC_BINARIES=refuse"
@@ -162,6 +169,59 @@ pub struct Sandbox {
     /// Where exec may write its own files (the passwd/group entries of the running user):
     /// never the cached image's directory, which other environments may share.
     pub scratch: PathBuf,
+    /// The fetcher, while the rootfs is a lazy tree still filling.
+    pub fetcher: Option<std::sync::Arc<Fetcher>>,
+}
+
+/// The fetcher's socket, in the image's cache directory (short enough for `sun_path` under
+/// any cache directory of a sane length).
+const FETCH_SOCKET: &str = "fetch.sock";
+
+impl Sandbox {
+    /// The sandbox of a pulled image, run as `exec` says, writing its own files under
+    /// `cache_dir`: the rootfs scanned (a lazy tree's files filled as the scan reads them)
+    /// and, for a lazy tree, its fetcher started. Blocks.
+    pub fn for_pulled(
+        pulled: &scar_image::Pulled,
+        exec: &crate::config::ExecOptions,
+        cache_dir: &Path,
+    ) -> std::io::Result<Self> {
+        let rootfs = &pulled.image.rootfs;
+        let profile = match &pulled.lazy {
+            Some(tree) => RootfsProfile::scan_with(rootfs, &|file| {
+                // A file that fails to arrive reads as missing here; the command's own
+                // reads of it fail by name.
+                let _ = tree.fill_path(file);
+            }),
+            None => RootfsProfile::scan(rootfs),
+        };
+        let shims = Shims::locate(exec.shim_dir.as_deref());
+        let fetcher = match &pulled.lazy {
+            Some(tree) => {
+                let preloads: Vec<&Path> = [&shims.glibc, &shims.musl]
+                    .into_iter()
+                    .flatten()
+                    .map(PathBuf::as_path)
+                    .collect();
+                Some(Fetcher::start(
+                    std::sync::Arc::clone(tree),
+                    profile.library_dirs.clone(),
+                    pulled.image.dir.join(FETCH_SOCKET),
+                    &preloads,
+                )?)
+            }
+            None => None,
+        };
+        Ok(Self {
+            rootfs: rootfs.clone(),
+            profile,
+            shims,
+            static_policy: exec.static_policy,
+            fakeroot: exec.fakeroot,
+            scratch: cache_dir.join("scratch"),
+            fetcher,
+        })
+    }
 }
 
 /// One command to run.

@@ -50,6 +50,12 @@ pub struct RootfsProfile {
 impl RootfsProfile {
     /// Scans `rootfs` (a host path).
     pub fn scan(rootfs: &Path) -> Self {
+        Self::scan_with(rootfs, &|_| {})
+    }
+
+    /// As [`Self::scan`], calling `before_read` with each file before reading it (a lazy
+    /// tree fills it there).
+    pub fn scan_with(rootfs: &Path, before_read: &dyn Fn(&Path)) -> Self {
         let mut dirs = Vec::new();
         let mut seen = HashSet::new();
         let canonical_root = rootfs
@@ -65,7 +71,7 @@ impl RootfsProfile {
         for dir in DEFAULT_LIB_DIRS {
             add(rootfs.join(dir.trim_start_matches('/')), &mut dirs);
         }
-        for dir in ld_so_conf_dirs(rootfs) {
+        for dir in ld_so_conf_dirs(rootfs, before_read) {
             add(rootfs.join(dir.trim_start_matches('/')), &mut dirs);
         }
         let mut found = Vec::new();
@@ -74,9 +80,11 @@ impl RootfsProfile {
         for dir in found {
             add(dir, &mut dirs);
         }
-        let glibc = dirs
-            .iter()
-            .find_map(|d| glibc_version(&d.join("libc.so.6")));
+        let glibc = dirs.iter().find_map(|d| {
+            let libc = d.join("libc.so.6");
+            before_read(&libc);
+            glibc_version(&libc)
+        });
         let mut data_env = Vec::new();
         let locale = rootfs.join("usr/lib/locale");
         if locale.is_dir() {
@@ -112,7 +120,7 @@ impl RootfsProfile {
 }
 
 /// Directories named in `/etc/ld.so.conf` and the files it includes (container paths).
-fn ld_so_conf_dirs(rootfs: &Path) -> Vec<String> {
+fn ld_so_conf_dirs(rootfs: &Path, before_read: &dyn Fn(&Path)) -> Vec<String> {
     let mut out = Vec::new();
     let mut files = vec![rootfs.join("etc/ld.so.conf")];
     let mut read = 0;
@@ -121,6 +129,7 @@ fn ld_so_conf_dirs(rootfs: &Path) -> Vec<String> {
         if read > 64 {
             break;
         }
+        before_read(&file);
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
         };

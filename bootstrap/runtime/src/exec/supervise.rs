@@ -152,6 +152,10 @@ impl Sandbox {
                     std::fs::create_dir_all(self.rootfs.join(container.trim_start_matches('/')));
             }
         }
+        if let Some(fetcher) = &self.fetcher {
+            // A fault before this run was another command's.
+            let _ = fetcher.take_fault();
+        }
         let workdir = host_path(&layout, &spec.workdir)?;
         if !workdir.is_dir() {
             return Err(ExecError::Workdir(spec.workdir.clone()));
@@ -181,6 +185,9 @@ impl Sandbox {
         }
         if self.fakeroot {
             command.env(protocol::FAKEROOT.name, self.fakeroot_table()?);
+        }
+        if let Some(socket) = self.fetcher.as_ref().and_then(|f| f.socket()) {
+            command.env(protocol::FETCH.name, socket);
         }
         if let Some(shim) = &self.shims.glibc {
             command.env(protocol::GLIBC_SHIM.name, shim);
@@ -266,6 +273,11 @@ impl Sandbox {
             Ok(mut c) => (std::mem::take(&mut c.kept), c.dropped),
             Err(_) => (Vec::new(), 0),
         };
+        // A program whose file failed to arrive saw an I/O error the image would not give:
+        // its result is not the image's, and the report says which file.
+        if let Some(fault) = self.fetcher.as_ref().and_then(|f| f.take_fault()) {
+            return Err(ExecError::Fetch(fault));
+        }
         Ok(Outcome {
             exit_code: status.code(),
             signal: status.signal(),

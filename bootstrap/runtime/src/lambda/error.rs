@@ -58,6 +58,7 @@ impl InvokeError {
         match self {
             Self::Event(_) => "Scar.InvalidEvent",
             Self::Image { .. } | Self::Reference { .. } => "Scar.ImageError",
+            Self::Exec(ExecError::Fetch(_)) => "Scar.ImageError",
             Self::NoSpace(_) => "Scar.NoSpace",
             Self::Deadline(_) => "Scar.Deadline",
             Self::Exec(_) => "Scar.ExecError",

@@ -536,6 +536,7 @@ mod tests {
                 static_policy: StaticPolicy::Warn,
                 fakeroot: false,
                 scratch: tmp.join("scratch"),
+                fetcher: None,
             },
             config: ContainerConfig {
                 entrypoint: Some(vec!["/entry".into()]),

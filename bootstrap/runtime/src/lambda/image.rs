@@ -9,7 +9,7 @@ use scar_image::{ContainerConfig, ImageReference, PullError, PullOptions, Puller
 
 use super::error::{InvokeError, io};
 use crate::config::ExecOptions;
-use crate::exec::{RootfsProfile, Sandbox, Shims};
+use crate::exec::Sandbox;
 
 /// A rootfs ready to run programs from.
 #[derive(Debug)]
@@ -112,19 +112,21 @@ impl Images for PulledImage {
                 )));
             }
         };
-        let rootfs = pulled.image.rootfs.clone();
-        let profile = tokio::task::spawn_blocking(move || RootfsProfile::scan(&rootfs))
-            .await
-            .map_err(|e| io("cannot scan the rootfs")(std::io::Error::other(e.to_string())))?;
+        let (exec, cache_dir) = (self.exec.clone(), self.pull.cache_dir.clone());
+        let image_dir = pulled.image.dir.clone();
+        let sandbox = tokio::task::spawn_blocking(move || {
+            Sandbox::for_pulled(&pulled, &exec, &cache_dir).map(|s| (s, pulled))
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|r| r)
+        .map_err(io(format!(
+            "cannot prepare the rootfs in {}",
+            image_dir.display()
+        )))?;
+        let (sandbox, pulled) = sandbox;
         let prepared = Arc::new(Prepared {
-            sandbox: Sandbox {
-                rootfs: pulled.image.rootfs.clone(),
-                profile,
-                shims: Shims::locate(self.exec.shim_dir.as_deref()),
-                static_policy: self.exec.static_policy,
-                fakeroot: self.exec.fakeroot,
-                scratch: self.pull.cache_dir.join("scratch"),
-            },
+            sandbox,
             config: pulled.image.meta.config.clone(),
             digest: pulled.image.meta.manifest_digest.clone(),
         });

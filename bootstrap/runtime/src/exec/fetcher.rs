@@ -1,0 +1,362 @@
+//! Lazy trees at exec time: what a program needs before it starts, and the fetcher socket
+//! the shim asks for files (`scar_image::lazy` has the tree and its placeholders).
+//!
+//! The shim sees the program's own opens but not the loader's, nor anything a static
+//! program does. So before an exec or a `dlopen`, what the program needs is made whole
+//! first: the file itself; its `#!` interpreter, recursively (a file that is neither is run
+//! by `/bin/sh`, as `execvp` does); for a dynamic ELF its loader and the closure of its
+//! `DT_NEEDED` libraries, found as the loader finds them (`DT_RPATH`/`DT_RUNPATH` with
+//! `$ORIGIN`, then the image's library directories). A static program waits for the whole
+//! tree: nothing it reads can be asked for.
+//!
+//! Go programs make their system calls themselves even when linked dynamically: they are
+//! treated as static.
+//!
+//! The socket speaks one line each way. `F DEV INO` (a file the shim is about to open,
+//! named by device and inode, whatever path reached it), `X PATH` (a program about to run
+//! or a library about to be loaded, by host path) and `L NAME` (a library loaded by name
+//! alone, found in the image's library directories) are answered `0` once the file (and
+//! what it needs) is in place, or with an errno (`EIO`) when a fetch failed. The failure is
+//! kept for the invocation's report, which names the file.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use scar_image::lazy::{LazyFault, LazyTree};
+
+/// Libraries followed from one program at most: a bound on a hostile chain of `DT_NEEDED`.
+const MAX_CLOSURE: usize = 512;
+/// `#!` interpreters followed, as the launch does.
+const MAX_SCRIPTS: usize = rootfs_paths::protocol::MAX_SCRIPT_DEPTH;
+/// Files larger than this are filled but not parsed (no program or library is this large).
+const MAX_PARSED_BYTES: u64 = 1 << 30;
+/// Files of the image that bootstrap itself reads before a program runs (the identity
+/// entries of `identity.rs`); the profile's own reads fill theirs as they go.
+const BOOT_FILES: [&str; 2] = ["etc/passwd", "etc/group"];
+/// ELF sections of Go programs: they make their system calls themselves, even when linked
+/// dynamically, so the shim cannot see what they open.
+const GO_SECTIONS: [&str; 2] = [".go.buildinfo", ".note.go.buildid"];
+
+/// A lazy tree's fetcher: the closure rule, and the socket the shim asks.
+#[derive(Debug)]
+pub struct Fetcher {
+    tree: Arc<LazyTree>,
+    /// The tree's root, resolved: what a program may need lies below it.
+    root: PathBuf,
+    library_dirs: Vec<PathBuf>,
+    socket: PathBuf,
+    /// Files whose closure is whole already.
+    ready: Mutex<HashSet<PathBuf>>,
+    /// The first fetch that failed since it was last taken.
+    fault: Mutex<Option<String>>,
+}
+
+impl Fetcher {
+    /// A fetcher for `tree`, listening at `socket` (a path beside the image), with the
+    /// image's library directories (host paths, in the loader's order). `preloads` are the
+    /// shim builds: the loader loads their libraries from the image into every program.
+    pub fn start(
+        tree: Arc<LazyTree>,
+        library_dirs: Vec<PathBuf>,
+        socket: PathBuf,
+        preloads: &[&Path],
+    ) -> std::io::Result<Arc<Self>> {
+        let _ = std::fs::remove_file(&socket);
+        let listener = UnixListener::bind(&socket)?;
+        let root = tree.root().canonicalize()?;
+        let fetcher = Arc::new(Self {
+            tree,
+            root,
+            library_dirs,
+            socket,
+            ready: Mutex::new(HashSet::new()),
+            fault: Mutex::new(None),
+        });
+        // Failures here are kept for the run's report.
+        for file in BOOT_FILES {
+            let _ = fetcher.prepare_file(&fetcher.tree.root().join(file));
+        }
+        for preload in preloads {
+            let Ok(bytes) = std::fs::read(preload) else {
+                continue;
+            };
+            if let Ok(elf) = goblin::elf::Elf::parse(&bytes) {
+                for name in &elf.libraries {
+                    let _ = fetcher.prepare_library(name);
+                }
+            }
+        }
+        let serving = Arc::clone(&fetcher);
+        std::thread::Builder::new()
+            .name("scar-fetcher".into())
+            .spawn(move || serving.serve(listener))?;
+        Ok(fetcher)
+    }
+
+    /// The socket's path, for the shim (`SCAR_FC_FETCH`); `None` once the tree is whole.
+    pub fn socket(&self) -> Option<&Path> {
+        (!self.tree.is_complete()).then_some(self.socket.as_path())
+    }
+
+    /// The first fetch that failed since the last call, naming the file.
+    pub fn take_fault(&self) -> Option<String> {
+        self.fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// Makes the program at `host` and what it needs whole (see the module head).
+    pub fn prepare_program(&self, host: &Path) -> Result<(), LazyFault> {
+        let mut seen = HashSet::new();
+        self.needs(host, true, 0, &mut seen)
+            .inspect_err(|fault| self.record(fault))?;
+        self.ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(seen);
+        Ok(())
+    }
+
+    /// Makes a library that a program loads by name alone (`dlopen("libz.so.1")`) whole,
+    /// as the loader would find it in the image's library directories.
+    pub fn prepare_library(&self, name: &str) -> Result<(), LazyFault> {
+        if name.contains('/') {
+            return Ok(());
+        }
+        match self
+            .library_dirs
+            .iter()
+            .map(|d| d.join(name))
+            .find(|p| p.exists())
+        {
+            Some(library) => self.prepare_program(&library),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes one file whole.
+    pub fn prepare_file(&self, host: &Path) -> Result<(), LazyFault> {
+        self.tree
+            .fill_path(host)
+            .map(drop)
+            .inspect_err(|fault| self.record(fault))
+    }
+
+    fn record(&self, fault: &LazyFault) {
+        let mut slot = self.fault.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.get_or_insert_with(|| fault.to_string());
+    }
+
+    fn needs(
+        &self,
+        host: &Path,
+        program: bool,
+        scripts: usize,
+        seen: &mut HashSet<PathBuf>,
+    ) -> Result<(), LazyFault> {
+        if seen.len() > MAX_CLOSURE || !seen.insert(host.to_path_buf()) {
+            return Ok(());
+        }
+        if self
+            .ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(host)
+        {
+            return Ok(());
+        }
+        self.tree.fill_path(host)?;
+        // Only the tree's own regular files are read: a request may name any path.
+        let file = host
+            .canonicalize()
+            .ok()
+            .filter(|p| p.starts_with(&self.root));
+        let parsable = file.as_deref().and_then(|p| std::fs::metadata(p).ok());
+        if !parsable.is_some_and(|m| m.is_file() && m.len() <= MAX_PARSED_BYTES) {
+            return Ok(());
+        }
+        let Ok(bytes) = std::fs::read(host) else {
+            // Unreadable: the exec fails by itself, with the system's error.
+            return Ok(());
+        };
+        if let Some(shebang) = rootfs_paths::script::parse(&bytes) {
+            if scripts < MAX_SCRIPTS {
+                let interpreter = self.in_tree(shebang.interpreter);
+                self.needs(&interpreter, true, scripts + 1, seen)?;
+            }
+            return Ok(());
+        }
+        let Ok(elf) = goblin::elf::Elf::parse(&bytes) else {
+            if program {
+                self.needs(&self.in_tree(b"/bin/sh"), true, scripts + 1, seen)?;
+            }
+            return Ok(());
+        };
+        let go = elf.section_headers.iter().any(|s| {
+            elf.shdr_strtab
+                .get_at(s.sh_name)
+                .is_some_and(|n| GO_SECTIONS.contains(&n))
+        });
+        match elf.interpreter {
+            // A static program or a Go one: the shim cannot see what it opens.
+            _ if program && go => {
+                self.tree.fill_all()?;
+                return Ok(());
+            }
+            None if program && elf.dynamic.is_none() => {
+                self.tree.fill_all()?;
+                return Ok(());
+            }
+            Some(loader) => self.needs(&self.in_tree(loader.as_bytes()), false, scripts, seen)?,
+            None => {}
+        }
+        let origin = host.parent().unwrap_or(host);
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for list in elf.runpaths.iter().chain(&elf.rpaths) {
+            for dir in list.split(':').filter(|d| !d.is_empty()) {
+                dirs.push(match dir.strip_prefix("$ORIGIN") {
+                    Some(rest) => origin.join(rest.trim_start_matches('/')),
+                    None => self.in_tree(dir.as_bytes()),
+                });
+            }
+        }
+        dirs.extend(self.library_dirs.iter().cloned());
+        for name in &elf.libraries {
+            let found = if name.contains('/') {
+                Some(self.in_tree(name.as_bytes()))
+            } else {
+                dirs.iter().map(|d| d.join(name)).find(|p| p.exists())
+            };
+            if let Some(library) = found {
+                self.needs(&library, false, scripts, seen)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The host path of a container path (symlinks in the tree are confined, so following
+    /// them from here stays inside it).
+    fn in_tree(&self, container: &[u8]) -> PathBuf {
+        let relative = String::from_utf8_lossy(container);
+        self.tree.root().join(relative.trim_start_matches('/'))
+    }
+
+    fn serve(self: Arc<Self>, listener: UnixListener) {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let fetcher = Arc::clone(&self);
+            let spawned = std::thread::Builder::new()
+                .name("scar-fetch".into())
+                .spawn(move || fetcher.answer(stream));
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot answer the shim's fetch request");
+            }
+            if self.tree.is_complete() {
+                // Whole: shims that still ask find no socket and carry on at once.
+                let _ = std::fs::remove_file(&self.socket);
+            }
+        }
+    }
+
+    fn answer(&self, stream: UnixStream) {
+        let mut line = String::new();
+        let mut reader = BufReader::new(&stream);
+        if reader.read_line(&mut line).is_err() {
+            return;
+        }
+        let result = match parse_request(line.trim_end_matches('\n')) {
+            Some(Request::File { dev, ino }) => self
+                .tree
+                .fill_inode(dev, ino)
+                .map(drop)
+                .inspect_err(|f| self.record(f)),
+            Some(Request::Program(path)) => self.prepare_program(&path),
+            Some(Request::Library(name)) => self.prepare_library(&name),
+            None => {
+                tracing::warn!(request = %line.trim_end(), "malformed fetch request");
+                let _ = (&stream).write_all(format!("{}\n", libc::EINVAL).as_bytes());
+                return;
+            }
+        };
+        let reply = match result {
+            Ok(()) => "0\n".to_owned(),
+            Err(fault) => {
+                tracing::error!(error = %fault, "a file of the image could not be fetched");
+                format!("{}\n", libc::EIO)
+            }
+        };
+        let _ = (&stream).write_all(reply.as_bytes());
+    }
+}
+
+/// One request of the shim.
+#[derive(Debug, PartialEq, Eq)]
+enum Request {
+    /// `F DEV INO`.
+    File { dev: u64, ino: u64 },
+    /// `X PATH`.
+    Program(PathBuf),
+    /// `L NAME`: a library loaded by its name alone.
+    Library(String),
+}
+
+fn parse_request(line: &str) -> Option<Request> {
+    if let Some(rest) = line.strip_prefix("F ") {
+        let (dev, ino) = rest.split_once(' ')?;
+        return Some(Request::File {
+            dev: dev.parse().ok()?,
+            ino: ino.parse().ok()?,
+        });
+    }
+    if let Some(name) = line.strip_prefix("L ") {
+        let plain = !name.is_empty() && !name.contains('/');
+        return plain.then(|| Request::Library(name.to_owned()));
+    }
+    let path = line.strip_prefix("X ")?;
+    path.starts_with('/')
+        .then(|| Request::Program(PathBuf::from(path)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_strictly() {
+        assert_eq!(
+            parse_request("F 2049 1234"),
+            Some(Request::File {
+                dev: 2049,
+                ino: 1234
+            })
+        );
+        assert_eq!(
+            parse_request("X /tmp/scar/images/k/rootfs/usr/bin/python3"),
+            Some(Request::Program(PathBuf::from(
+                "/tmp/scar/images/k/rootfs/usr/bin/python3"
+            )))
+        );
+        assert_eq!(
+            parse_request("L libz.so.1"),
+            Some(Request::Library("libz.so.1".into()))
+        );
+        for bad in [
+            "",
+            "F",
+            "F 1",
+            "F x 2",
+            "F 1 2 3",
+            "X relative",
+            "Y /x",
+            "F -1 2",
+            "L ",
+            "L a/b",
+        ] {
+            assert_eq!(parse_request(bad), None, "{bad:?}");
+        }
+    }
+}
