@@ -14,26 +14,32 @@ use common::framed::framed_layout;
 use common::lambda::{bootstrap_bin, chroot_run, shim_dir};
 use common::work;
 
-/// The polyglot image as `deployer stage` stages it, made once per test binary.
-fn staged_polyglot() -> &'static Path {
-    static LAYOUT: OnceLock<tempfile::TempDir> = OnceLock::new();
-    LAYOUT
-        .get_or_init(|| {
-            let layout = framed_layout(&work().join("oci-polyglot"), "bookworm");
-            // Readable by uid 993, which runs bootstrap.
-            Command::new("chmod")
-                .args(["-R", "a+rX"])
-                .arg(layout.path())
-                .status()
-                .unwrap();
-            layout
-        })
-        .path()
+/// The harness's image in `layout` (tag `bookworm`) as `deployer stage` stages it.
+fn staged(layout: &str) -> tempfile::TempDir {
+    let staged = framed_layout(&work().join(layout), "bookworm");
+    // Readable by uid 993, which runs bootstrap.
+    Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(staged.path())
+        .status()
+        .unwrap();
+    staged
 }
 
-/// `bootstrap run` of `argv` on a fresh cache (a cold start), lazily or not.
+/// The polyglot image staged, made once per test process.
+fn staged_polyglot() -> &'static Path {
+    static LAYOUT: OnceLock<tempfile::TempDir> = OnceLock::new();
+    LAYOUT.get_or_init(|| staged("oci-polyglot")).path()
+}
+
+/// `bootstrap run` of `argv` on the polyglot image with `cache`, lazily or not.
 fn run(cache: &Path, lazy: bool, argv: &[&str]) -> Output {
-    let image = format!("oci:{}:bookworm", staged_polyglot().display());
+    run_image(staged_polyglot(), cache, lazy, argv)
+}
+
+/// `bootstrap run` of `argv` on the staged `layout` with `cache`, lazily or not.
+fn run_image(layout: &Path, cache: &Path, lazy: bool, argv: &[&str]) -> Output {
+    let image = format!("oci:{}:bookworm", layout.display());
     Command::new("setpriv")
         .args(["--reuid", "993", "--regid", "993", "--clear-groups", "--"])
         .arg(bootstrap_bin())
@@ -139,4 +145,113 @@ fn programs_on_a_lazy_tree_print_what_they_print_under_chroot() {
         "only {lazily_started} of {} commands ended before the tree was whole",
         commands.len()
     );
+}
+
+/// `bootstrap --emulate` of one event on `image`, lazily, as Lambda's uid.
+fn emulate(cache: &Path, image: &str, event: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("event.json");
+    std::fs::write(&file, event).unwrap();
+    Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid", "993", "--regid", "993", "--clear-groups", "--"])
+        .arg(bootstrap_bin())
+        .arg("--emulate")
+        .arg(&file)
+        .args(["--image", image, "--timeout", "300"])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("AWS_LAMBDA_LOG_LEVEL", "error")
+        .env("SCAR_CACHE_DIR", cache)
+        .env("SCAR_SHIM_DIR", shim_dir())
+        .env("SCAR_LAZY_LOAD", "1")
+        .env("LAMBDA_TASK_ROOT", dir.path())
+        .current_dir("/tmp")
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A frame that arrives corrupt (after its retries): the program reading a file in it gets
+/// EIO, and the invocation is reported as `Scar.ImageError` naming that file and the frame.
+#[test]
+#[ignore = "needs scripts/setup.sh: run `make test`"]
+fn a_file_whose_frame_is_corrupt_fails_the_invocation_by_name() {
+    let copy = staged("oci-debian");
+    // The largest blob is the big layer's frames: flip a byte in its middle.
+    let largest = std::fs::read_dir(copy.path().join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&largest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&largest, bytes).unwrap();
+    Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(copy.path())
+        .status()
+        .unwrap();
+    let cache = cache_for_993();
+    let image = format!("oci:{}:bookworm", copy.path().display());
+    // Reads every file of /usr: one of them lies in the corrupt frame.
+    let event =
+        r#"{"cmd_args": ["sh", "-c", "find /usr -type f -exec cat {} + > /dev/null; echo done"]}"#;
+    let response = emulate(cache.path(), &image, event);
+    assert_eq!(response["errorType"], "Scar.ImageError", "{response:#}");
+    let message = response["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("cannot fetch /") && message.contains("digest mismatch"),
+        "{message}"
+    );
+}
+
+/// A runtime killed while its tree was still arriving leaves it marked incomplete: the next
+/// environment does not trust it, builds it again, and gets the image's files.
+#[test]
+#[ignore = "needs scripts/setup.sh: run `make test`"]
+fn a_tree_left_half_filled_is_built_again_by_the_next_runtime() {
+    let layout = staged("oci-debian");
+    let chroot = work().join("chroot/debian/rootfs");
+    let argv: &[&str] = &[
+        "sh",
+        "-c",
+        "sha256sum /usr/bin/perl /usr/games/cowsay | cut -c1-20",
+    ];
+    let expected = chroot_run(&chroot, argv);
+    assert!(expected.status.success(), "{expected:?}");
+    let cache = cache_for_993();
+    // `bootstrap run` ends with the command: its filler thread dies with it, mid-tree.
+    let first = run_image(layout.path(), cache.path(), true, &["true"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        still_filling(cache.path()),
+        "the first run's tree was whole already"
+    );
+    for lazy in [true, false] {
+        let again = run_image(layout.path(), cache.path(), lazy, argv);
+        assert_eq!(
+            String::from_utf8_lossy(&again.stdout),
+            String::from_utf8_lossy(&expected.stdout),
+            "lazy={lazy}: {}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+    }
+    // The eager run built a whole tree, which the cache now trusts.
+    assert!(!still_filling(cache.path()));
 }
