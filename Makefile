@@ -5,7 +5,7 @@ export CRT_WORK
 SETUP := container-rootfs-tests/scripts/setup.sh
 BOOTSTRAP_RELEASE := target/release/bootstrap
 
-.PHONY: demo test check docs unit lint fmt setup teardown bench-pull bench-coldstart bench-exec bench-runtime soak fuzz launch shim tools shim-tools layer binaries
+.PHONY: demo test check docs unit lint fmt setup teardown bench-lazy bench-pull bench-coldstart bench-exec bench-runtime soak fuzz launch shim tools shim-tools layer binaries
 SHIM_DIR := target/shim
 SHIM_GNU_TARGET := x86_64-unknown-linux-gnu
 SHIM_MUSL_TARGET := x86_64-unknown-linux-musl
@@ -87,6 +87,11 @@ setup:
 
 teardown:
 	container-rootfs-tests/scripts/teardown.sh
+
+## bench-lazy: cold starts of the staged polyglot image, lazy against eager (first output, end)
+bench-lazy: setup shim
+	cargo build --release -p bootstrap -p deployer
+	python3 container-rootfs-tests/bench/bench_lazy.py $(BOOTSTRAP_RELEASE) $(SHIM_DIR) target/bench-lazy.md 3
 
 ## bench-pull: pull+unpack against skopeo+umoci, udocker and the curl|gzip|tar floor
 bench-pull: setup

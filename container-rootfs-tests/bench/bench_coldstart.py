@@ -27,25 +27,20 @@ BENCH_PLACES (disk, tmpfs) and BENCH_ONLY (a part of the contenders' names) narr
 """
 import json, os, shutil, statistics, subprocess, sys, tempfile, urllib.request
 
+from staging import AWS, REGISTRY, WORK, stage
+
 BOOTSTRAP, OUT = sys.argv[1], sys.argv[2]
 RUNS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 BASELINE = os.environ.get("BASELINE_BOOTSTRAP")
 UDOCKER = os.environ.get("UDOCKER", "/tmp/scar-bench-venv/bin/udocker")
-WORK = os.environ.get("CRT_WORK", "/tmp/scar-crt")
 HERE = os.path.dirname(os.path.abspath(__file__))
-REGISTRY = "127.0.0.1:5000"
 # BENCH_IMAGES=debian-cowsay,layered and BENCH_PLACES=tmpfs narrow a run.
 IMAGES = [f"library/{name}" for name in
           os.environ.get("BENCH_IMAGES", "debian-cowsay,polyglot,layered").split(",")]
 PLACES = {name: place for name, place in {"disk": "/tmp", "tmpfs": "/dev/shm"}.items()
           if name in os.environ.get("BENCH_PLACES", "disk,tmpfs").split(",")}
 DEPLOYER = os.path.join(os.path.dirname(BOOTSTRAP), "deployer")
-STAGED_BUCKET = "bench-coldstart-staged"
 FLOOR = "floor: curl \\| gzip -dc \\| tar -x"
-AWS = dict(os.environ, AWS_ENDPOINT_URL="http://127.0.0.1:4566", AWS_ACCESS_KEY_ID="testing",
-           AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
-           SCAR_DEPLOYER_CONFIG=os.path.join(WORK, "bench-deployer.toml"))
-
 
 def manifest(repo):
     req = urllib.request.Request(f"http://{REGISTRY}/v2/{repo}/manifests/latest",
@@ -81,32 +76,6 @@ def build_layered():
     subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{layout}:latest",
                     f"docker://{REGISTRY}/library/layered:latest"], check=True)
     shutil.rmtree(split)
-
-
-def stage(repo):
-    """Stages the image in the S3 stand-in once, and mirrors the staged layout to a local
-    directory; returns (the s3:// reference, the oci: reference)."""
-    name = repo.split("/")[-1]
-    out = subprocess.run([DEPLOYER, "stage", "-i", f"{REGISTRY}/{repo}:latest", "-db", STAGED_BUCKET,
-                          "-n", name, "--json"], env=AWS, check=True, capture_output=True, text=True)
-    reference = json.loads(out.stdout)["reference"]
-    local = os.path.join(WORK, f"bench-framed-{name}")
-    shutil.rmtree(local, ignore_errors=True)
-    subprocess.run([os.path.join(WORK, "venv-moto/bin/python"), "-c", MIRROR, reference, local],
-                            env=AWS, check=True)
-    return reference, f"oci:{local}"
-
-
-MIRROR = """
-import os, sys, boto3
-bucket, prefix = sys.argv[1][len("s3://"):].split("/", 1)
-s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-    for item in page.get("Contents", []):
-        path = os.path.join(sys.argv[2], item["Key"][len(prefix):])
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        s3.download_file(bucket, item["Key"], path)
-"""
 
 
 def timed(cmd, place, env=None):
@@ -159,7 +128,7 @@ def floor(repo, place):
 
 if "library/layered" in IMAGES and not pushed("library/layered"):
     build_layered()
-STAGED = {repo: stage(repo) for repo in IMAGES}
+STAGED = {repo: stage(DEPLOYER, repo) for repo in IMAGES}
 contenders = [("ours", ours(BOOTSTRAP)), ("ours, staged in S3 (frames)", ours_staged(0)),
               ("ours, framed layout on disk", ours_staged(1))]
 if BASELINE:

@@ -344,6 +344,27 @@ mod tests {
     }
 
     #[test]
+    fn a_lazy_tree_is_not_trusted_until_marked_complete() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let cache = RootfsCache::open(tmp.path()).unwrap_or_else(|e| panic!("{e}"));
+        let digest = format!("sha256:{}", "ef".repeat(32));
+        let lock = cache.lock(&digest).unwrap_or_else(|e| panic!("{e}"));
+        let staging = cache
+            .stage(&digest, &lock)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let image = staging
+            .commit_incomplete(meta(&digest))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(image.rootfs.is_dir());
+        let found = |cache: &RootfsCache| cache.lookup(&digest).unwrap_or_else(|e| panic!("{e}"));
+        assert!(found(&cache).is_none(), "an incomplete tree was trusted");
+        mark_complete(&image).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(found(&cache).map(|i| i.meta), Some(image.meta.clone()));
+        // Marking twice is harmless.
+        mark_complete(&image).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
     fn leftover_staging_is_discarded() {
         let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let cache = RootfsCache::open(tmp.path()).unwrap_or_else(|e| panic!("{e}"));

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""bench_lazy.py BOOTSTRAP SHIM_DIR OUT_MD [RUNS] — lazy loading against the eager staged pull
+(issue "Cold start II"), in one run: the polyglot image (815 MB unpacked) staged by
+`deployer stage` in the S3 stand-in (ministack) and mirrored to a local layout, then each
+command run cold (a fresh cache on a tmpfs each time) by `bootstrap run`:
+
+  eager   SCAR_LAZY_LOAD=0: the whole tree is unpacked from the frames, then the command runs
+  lazy    SCAR_LAZY_LOAD=1: the tree from the skeletons, the command at once, files on demand
+
+Commands: two that read a small part of the image (`import numpy`, `java -version`) and one
+that reads all of it (tar of /usr, /etc, /var and /opt to /dev/null). Reports the time to the
+command's first output byte and to its end (medians), and bootstrap's peak RSS (largest run);
+ratios are lazy ÷ eager from the same source, as only ratios within one run mean anything on
+this machine. The tree's background fill is not waited for: `bootstrap run` ends with the
+command, as an invocation's response does.
+"""
+import os, shutil, statistics, subprocess, sys, tempfile, time
+
+from staging import AWS, stage
+
+BOOTSTRAP, SHIM_DIR, OUT = sys.argv[1], sys.argv[2], sys.argv[3]
+RUNS = int(sys.argv[4]) if len(sys.argv) > 4 else 3
+DEPLOYER = os.path.join(os.path.dirname(BOOTSTRAP), "deployer")
+PLACE = "/dev/shm"
+COMMANDS = [
+    ("python3 -c 'import numpy'", ["python3", "-c", "import numpy; print(numpy.__version__)"]),
+    ("java -version", ["sh", "-c", "java -version 2>&1"]),
+    ("tar of the whole tree", ["sh", "-c", "tar -cf - /usr /etc /var /opt 2>/dev/null | wc -c"]),
+]
+
+
+def cold_run(image, lazy, argv):
+    """One cold run; returns (seconds to the first output byte, to the end, peak RSS MB)."""
+    cache = tempfile.mkdtemp(prefix="bench-lazy-", dir=PLACE)
+    stats = os.path.join(cache, "time.txt")
+    env = dict(AWS, SCAR_CACHE_DIR=os.path.join(cache, "cache"), SCAR_SHIM_DIR=SHIM_DIR,
+               SCAR_LAZY_LOAD="1" if lazy else "0", RUST_LOG="warn")
+    started = time.monotonic()
+    child = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", stats, BOOTSTRAP, "run", image, "--"]
+                             + argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    first = child.stdout.read(1)
+    to_first = time.monotonic() - started
+    rest = child.stdout.read()
+    status = child.wait()
+    to_end = time.monotonic() - started
+    if status != 0 or not first:
+        raise SystemExit(f"{argv} (lazy={lazy}) on {image}: exit {status}, output {first + rest!r}")
+    rss = int(open(stats).read().split()[-1]) / 1024
+    shutil.rmtree(cache, ignore_errors=True)
+    return to_first, to_end, rss
+
+
+s3, layout = stage(DEPLOYER, "library/polyglot")
+sources = [("S3 stand-in", s3), ("layout on disk", layout)]
+lines = [f"{RUNS} cold runs of each, round-robin after one warm-up, medians; {os.cpu_count()} cores; "
+         f"cache on a tmpfs; polyglot image staged by `deployer stage`.", "",
+         "| command | image from | pull | first output s | end s | peak RSS MB | lazy ÷ eager (first output) | lazy ÷ eager (end) |",
+         "|---|---|---|---:|---:|---:|---:|---:|"]
+for label, argv in COMMANDS:
+    for source, image in sources:
+        runs = {False: [], True: []}
+        for lazy in runs:
+            cold_run(image, lazy, argv)
+        for _ in range(RUNS):
+            for lazy in runs:
+                runs[lazy].append(cold_run(image, lazy, argv))
+        medians = {lazy: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs),
+                          max(r[2] for r in rs)) for lazy, rs in runs.items()}
+        eager = medians[False]
+        for lazy, (first, end, rss) in medians.items():
+            ratio = (f"{first / eager[0]:.2f} | {end / eager[1]:.2f}" if lazy else "1.00 | 1.00")
+            lines.append(f"| {label} | {source} | {'lazy' if lazy else 'eager'} | {first:.2f} | {end:.2f} | "
+                         f"{rss:.0f} | {ratio} |")
+        print("\n".join(lines[-2:]), flush=True)
+table = "\n".join(lines)
+print(table)
+with open(OUT, "w") as f:
+    f.write(table + "\n")

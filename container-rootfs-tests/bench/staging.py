@@ -1,0 +1,36 @@
+"""Images staged as `deployer stage` stages them, in the S3 stand-in (ministack on
+127.0.0.1:4566) and mirrored to a local OCI layout: shared by bench_coldstart.py and
+bench_lazy.py."""
+import json, os, shutil, subprocess
+
+WORK = os.environ.get("CRT_WORK", "/tmp/scar-crt")
+REGISTRY = "127.0.0.1:5000"
+STAGED_BUCKET = "bench-coldstart-staged"
+AWS = dict(os.environ, AWS_ENDPOINT_URL="http://127.0.0.1:4566", AWS_ACCESS_KEY_ID="testing",
+           AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
+           SCAR_DEPLOYER_CONFIG=os.path.join(WORK, "bench-deployer.toml"))
+
+MIRROR = """
+import os, sys, boto3
+bucket, prefix = sys.argv[1][len("s3://"):].split("/", 1)
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+    for item in page.get("Contents", []):
+        path = os.path.join(sys.argv[2], item["Key"][len(prefix):])
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        s3.download_file(bucket, item["Key"], path)
+"""
+
+
+def stage(deployer, repo):
+    """Stages the registry's `repo` in the S3 stand-in with `deployer`, and mirrors the staged
+    layout to a local directory; returns (the s3:// reference, the oci: reference)."""
+    name = repo.split("/")[-1]
+    out = subprocess.run([deployer, "stage", "-i", f"{REGISTRY}/{repo}:latest", "-db", STAGED_BUCKET,
+                          "-n", name, "--json"], env=AWS, check=True, capture_output=True, text=True)
+    reference = json.loads(out.stdout)["reference"]
+    local = os.path.join(WORK, f"bench-framed-{name}")
+    shutil.rmtree(local, ignore_errors=True)
+    subprocess.run([os.path.join(WORK, "venv-moto/bin/python"), "-c", MIRROR, reference, local],
+                   env=AWS, check=True)
+    return reference, f"oci:{local}"
