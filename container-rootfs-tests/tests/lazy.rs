@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use scar_test_kit as common;
 
-use common::framed::framed_layout;
+use common::framed::{corrupt_largest_blob, framed_layout};
 use common::lambda::{bootstrap_bin, chroot_run, shim_dir};
 use common::work;
 
@@ -188,21 +188,7 @@ fn emulate(cache: &Path, image: &str, event: &str) -> serde_json::Value {
 #[ignore = "needs scripts/setup.sh: run `make test`"]
 fn a_file_whose_frame_is_corrupt_fails_the_invocation_by_name() {
     let copy = staged("oci-debian");
-    // The largest blob is the big layer's frames: flip a byte in its middle.
-    let largest = std::fs::read_dir(copy.path().join("blobs/sha256"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
-    let mut bytes = std::fs::read(&largest).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x40;
-    std::fs::write(&largest, bytes).unwrap();
-    Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(copy.path())
-        .status()
-        .unwrap();
+    corrupt_largest_blob(copy.path());
     let cache = cache_for_993();
     let image = format!("oci:{}:bookworm", copy.path().display());
     // Reads every file of /usr: one of them lies in the corrupt frame.

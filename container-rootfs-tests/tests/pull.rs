@@ -7,7 +7,7 @@ use scar_test_kit::images;
 
 use std::process::Command;
 
-use common::framed::{framed_layout, lazy_layers};
+use common::framed::{corrupt_largest_blob, framed_layout, lazy_layers};
 use common::*;
 
 fn check_against_reference(
@@ -114,6 +114,19 @@ fn debian_image_through_every_transport_matches_umoci() {
     }
 }
 
+/// The harness's images with a umoci reference tree: (layout, tag, reference name).
+const UMOCI_IMAGES: [(&str, &str, &str); 4] = [
+    ("oci-small", "glibc", "glibc"),
+    ("oci-small", "musl", "musl"),
+    ("oci-debian", "bookworm", "debian"),
+    ("oci-bullseye", "bullseye", "bullseye"),
+];
+/// The same for the arm64 images (pulled for linux/arm64, by the name's suffix).
+const UMOCI_IMAGES_ARM64: [(&str, &str, &str); 2] = [
+    ("oci-small-arm64", "glibc-arm64", "glibc-arm64"),
+    ("oci-debian-arm64", "bookworm-arm64", "debian-arm64"),
+];
+
 /// Staged layers read by their frames (parallel reads, decompressed on every core) give
 /// umoci's tree, whiteouts, opaque directories and hard links included, on every image the
 /// harness has a umoci tree of (the polyglot and media images have none: too large).
@@ -121,14 +134,7 @@ fn debian_image_through_every_transport_matches_umoci() {
 #[ignore = "needs scripts/setup.sh: run `make test`"]
 fn layers_staged_as_frames_match_umoci_without_their_original_blobs() {
     let w = work();
-    for (layout, tag, name) in [
-        ("oci-small", "glibc", "glibc"),
-        ("oci-small", "musl", "musl"),
-        ("oci-debian", "bookworm", "debian"),
-        ("oci-bullseye", "bullseye", "bullseye"),
-        ("oci-small-arm64", "glibc-arm64", "glibc-arm64"),
-        ("oci-debian-arm64", "bookworm-arm64", "debian-arm64"),
-    ] {
+    for &(layout, tag, name) in UMOCI_IMAGES.iter().chain(&UMOCI_IMAGES_ARM64) {
         let framed = framed_layout(&w.join(layout), tag);
         let reference = format!("oci:{}:{tag}", framed.path().display());
         check_against_reference(&reference, name, (layout, tag), None);
@@ -142,12 +148,7 @@ fn layers_staged_as_frames_match_umoci_without_their_original_blobs() {
 #[ignore = "needs scripts/setup.sh: run `make test`"]
 fn skeletons_build_umoci_trees_that_fill_to_their_bytes() {
     let w = work();
-    for (layout, tag, name) in [
-        ("oci-small", "glibc", "glibc"),
-        ("oci-small", "musl", "musl"),
-        ("oci-debian", "bookworm", "debian"),
-        ("oci-bullseye", "bullseye", "bullseye"),
-    ] {
+    for (layout, tag, name) in UMOCI_IMAGES {
         let framed = framed_layout(&w.join(layout), tag);
         let (layers, skeletons) = lazy_layers(framed.path());
         let reads = layers.iter().map(|l| l.index.frames.len()).sum::<usize>();
@@ -216,16 +217,7 @@ fn skeletons_build_umoci_trees_that_fill_to_their_bytes() {
 #[ignore = "needs scripts/setup.sh: run `make test`"]
 fn a_corrupt_frame_is_named_and_nothing_is_cached() {
     let framed = framed_layout(&work().join("oci-debian"), "bookworm");
-    // The largest blob is the framed layer: flip a byte in its middle.
-    let largest = std::fs::read_dir(framed.path().join("blobs/sha256"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
-    let mut bytes = std::fs::read(&largest).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x40;
-    std::fs::write(&largest, bytes).unwrap();
+    corrupt_largest_blob(framed.path());
     let cache = tempfile::tempdir().unwrap();
     let reference = format!("oci:{}:bookworm", framed.path().display());
     let error = pull(&reference, cache.path()).unwrap_err().to_string();

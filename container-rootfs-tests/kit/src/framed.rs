@@ -106,3 +106,17 @@ pub fn lazy_layers(
     }
     (layers, skeletons)
 }
+
+/// Flips a byte in the middle of the layout's largest blob (the big layer's frames), as a
+/// transfer or a disk could.
+pub fn corrupt_largest_blob(layout: &std::path::Path) {
+    let largest = std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&largest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&largest, bytes).unwrap();
+}
