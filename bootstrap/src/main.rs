@@ -32,11 +32,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    let code = match runtime.block_on(commands::run(cli)) {
         Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             eprintln!("bootstrap: {e:#}");
             std::process::ExitCode::from(1)
         }
-    }
+    };
+    // Threads may still be reading through the runtime (a lazy tree's filler, mid-request):
+    // shutting it down would fail their requests on the way out. The process ends here.
+    std::mem::forget(runtime);
+    code
 }

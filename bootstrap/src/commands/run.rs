@@ -24,8 +24,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .await
         .with_context(|| format!("cannot pull {reference}"))?;
     let config = &pulled.image.meta.config;
-    let sandbox = Sandbox::for_pulled(&pulled, &exec, &options_cache_dir)
-        .context("cannot prepare the rootfs")?;
+    // Scanning a lazy tree fetches files, which blocks on the runtime's S3 client.
+    let sandbox =
+        tokio::task::block_in_place(|| Sandbox::for_pulled(&pulled, &exec, &options_cache_dir))
+            .context("cannot prepare the rootfs")?;
     // The container's /tmp is the image's own, as under chroot: a host directory mapped
     // there would resolve relative symlinks (`../../bin/ls`) against the host tree.
     let mut mounts = passthrough_mounts();

@@ -160,7 +160,13 @@ impl Sandbox {
         if !workdir.is_dir() {
             return Err(ExecError::Workdir(spec.workdir.clone()));
         }
-        let launch = self.launch(&layout, &spec.argv, &spec.workdir, &spec.env)?;
+        let plan = || self.launch(&layout, &spec.argv, &spec.workdir, &spec.env);
+        // On a lazy tree, planning fetches the program, which blocks on the runtime's S3
+        // client: off the async worker (the runtime is multi-threaded wherever a tree is lazy).
+        let launch = match self.fetcher {
+            Some(_) => tokio::task::block_in_place(plan)?,
+            None => plan()?,
+        };
         tracing::debug!(program = %launch.container_program, loader = %launch.program.display(), "exec");
 
         let mut command = std::process::Command::new(&launch.program);
