@@ -40,11 +40,22 @@ fn run(cache: &Path, lazy: bool, argv: &[&str]) -> Output {
 /// `bootstrap run` of `argv` on the staged `layout` with `cache`, lazily or not.
 fn run_image(layout: &Path, cache: &Path, lazy: bool, argv: &[&str]) -> Output {
     let image = format!("oci:{}:bookworm", layout.display());
+    run_reference(&image, cache, lazy, argv, &[])
+}
+
+/// `bootstrap run` of `argv` on `image` with `cache`, lazily or not, with more variables.
+fn run_reference(
+    image: &str,
+    cache: &Path,
+    lazy: bool,
+    argv: &[&str],
+    vars: &[(&str, &str)],
+) -> Output {
     Command::new("setpriv")
         .args(["--reuid", "993", "--regid", "993", "--clear-groups", "--"])
         .arg(bootstrap_bin())
         .arg("run")
-        .arg(&image)
+        .arg(image)
         .arg("--")
         .args(argv)
         .env_clear()
@@ -53,6 +64,7 @@ fn run_image(layout: &Path, cache: &Path, lazy: bool, argv: &[&str]) -> Output {
         .env("SCAR_SHIM_DIR", shim_dir())
         .env("SCAR_LAZY_LOAD", if lazy { "1" } else { "0" })
         .env("RUST_LOG", "warn")
+        .envs(vars.iter().copied())
         .current_dir("/tmp")
         .output()
         .unwrap()
@@ -240,4 +252,78 @@ fn a_tree_left_half_filled_is_built_again_by_the_next_runtime() {
     }
     // The eager run built a whole tree, which the cache now trusts.
     assert!(!still_filling(cache.path()));
+}
+
+/// The path Lambda takes: the staged image read from S3 (the stand-in, ministack) with ranged
+/// GETs through the runtime's client, from the fetcher's and the filler's threads while the
+/// command runs; the run ends with the command's own status.
+#[tokio::test]
+#[ignore = "needs scripts/setup.sh: run `make test`"]
+async fn a_lazy_tree_read_from_s3_runs_as_under_chroot() {
+    let layout = staged("oci-debian");
+    let stand = common::stand::Stand::new(common::stand::MINISTACK, "us-east-1").await;
+    let bucket = common::stand::unique("lazy");
+    stand
+        .s3
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    let mut stack = vec![layout.path().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let key = format!(
+                "image/{}",
+                path.strip_prefix(layout.path()).unwrap().display()
+            );
+            let body = aws_sdk_s3::primitives::ByteStream::from_path(&path)
+                .await
+                .unwrap();
+            stand
+                .s3
+                .put_object()
+                .bucket(&bucket)
+                .key(key)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let argv: &[&str] = &[
+        "sh",
+        "-c",
+        "sha256sum /usr/bin/perl | cut -c1-20; /usr/games/cowsay moo; exit 3",
+    ];
+    let expected = chroot_run(&work().join("chroot/debian/rootfs"), argv);
+    let cache = cache_for_993();
+    let aws = [
+        ("AWS_ENDPOINT_URL", common::stand::MINISTACK),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let ours = run_reference(
+        &format!("s3://{bucket}/image/"),
+        cache.path(),
+        true,
+        argv,
+        &aws,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ours.stdout),
+        String::from_utf8_lossy(&expected.stdout),
+        "{}",
+        String::from_utf8_lossy(&ours.stderr)
+    );
+    assert_eq!(
+        (ours.status.code(), expected.status.code()),
+        (Some(3), Some(3))
+    );
 }
