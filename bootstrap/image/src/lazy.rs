@@ -76,8 +76,12 @@ pub struct LazyLayers {
     pub skeletons: Vec<Vec<u8>>,
 }
 
-/// A decoded frame kept for the next file, which usually lies in the same one.
+/// A decoded frame kept for the next files, which usually lie in the same one: (layer,
+/// frame, bytes).
 type CachedFrame = (usize, usize, Arc<Vec<u8>>);
+/// Decoded frames kept (4 MiB each): a program's files are spread over a few frames at a
+/// time, and the background fill reads others meanwhile.
+const CACHED_FRAMES: usize = 8;
 
 /// A rootfs built from skeletons, and what it still lacks.
 pub struct LazyTree {
@@ -95,7 +99,7 @@ pub struct LazyTree {
     complete: AtomicBool,
     in_flight: Mutex<HashSet<PathBuf>>,
     landed: Condvar,
-    last_frame: Mutex<Option<CachedFrame>>,
+    frames: Mutex<std::collections::VecDeque<CachedFrame>>,
 }
 
 impl std::fmt::Debug for LazyTree {
@@ -176,7 +180,7 @@ impl LazyTree {
             complete: AtomicBool::new(false),
             in_flight: Mutex::new(HashSet::new()),
             landed: Condvar::new(),
-            last_frame: Mutex::new(None),
+            frames: Mutex::new(std::collections::VecDeque::with_capacity(CACHED_FRAMES)),
         })
     }
 
@@ -394,17 +398,16 @@ impl LazyTree {
     }
 
     fn frame(&self, layer: usize, n: usize) -> Result<Arc<Vec<u8>>, String> {
-        let cached = |slot: &Option<CachedFrame>| match slot {
-            Some((l, f, bytes)) if (*l, *f) == (layer, n) => Some(Arc::clone(bytes)),
-            _ => None,
-        };
-        if let Some(bytes) = cached(
-            &self
-                .last_frame
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        ) {
-            return Ok(bytes);
+        {
+            let mut cache = self.frames.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(at) = cache.iter().position(|(l, f, _)| (*l, *f) == (layer, n))
+                && let Some(hit) = cache.remove(at)
+            {
+                // The most recently used at the back.
+                let bytes = Arc::clone(&hit.2);
+                cache.push_back(hit);
+                return Ok(bytes);
+            }
         }
         let framed = self
             .layers
@@ -413,10 +416,11 @@ impl LazyTree {
             .ok_or_else(|| format!("layer {layer} has no frame {n}"))?;
         // Read without the lock: other threads fetch other files meanwhile.
         let bytes = Arc::new(frames::read_frame(framed, n).map_err(|e| e.to_string())?);
-        *self
-            .last_frame
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((layer, n, Arc::clone(&bytes)));
+        let mut cache = self.frames.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= CACHED_FRAMES {
+            cache.pop_front();
+        }
+        cache.push_back((layer, n, Arc::clone(&bytes)));
         Ok(bytes)
     }
 

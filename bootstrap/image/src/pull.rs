@@ -352,6 +352,19 @@ impl Puller {
     }
 }
 
+/// The calling thread at the lowest CPU priority (Linux: `nice` is per thread).
+fn lower_own_priority() {
+    // SAFETY: gettid has no preconditions; setpriority on our own thread id changes only
+    // this thread's nice value.
+    let done = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19)
+    };
+    if done != 0 {
+        tracing::debug!("could not lower the filler's priority");
+    }
+}
+
 /// Attempts of the background fill before it gives up until the next pull resumes it.
 const FILL_ATTEMPTS: u32 = 3;
 
@@ -363,6 +376,8 @@ fn spawn_filler(
     lock: Option<BuildLock>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
+        // Behind the command and its own fetches: they wait on files, this only on time.
+        lower_own_priority();
         let lock = match lock {
             Some(lock) => lock,
             None => match cache.lock(&entry.image.meta.manifest_digest) {
