@@ -114,18 +114,9 @@ impl Request {
         true
     }
 
-    fn push_number(&mut self, mut n: u64) {
+    fn push_number(&mut self, n: u64) {
         let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 || at == 0 {
-                break;
-            }
-        }
-        self.push(&digits[at..]);
+        self.push(sys::format_int(n, &mut digits));
     }
 
     fn line(&mut self) -> &[u8] {

@@ -184,7 +184,7 @@ pub unsafe fn execve(path: &CStr, argv: *const *const c_char, envp: *const *cons
 
 /// `/proc/self/fd/FD` into `out`: the kernel's name for what `fd` refers to, as a link.
 pub fn fd_link(fd: c_int, out: &mut PathBuf) -> Result<(), c_int> {
-    let mut digits = [0u8; 12];
+    let mut digits = [0u8; 20];
     out.set(b"/proc/self/fd/")
         .and_then(|()| out.push(format_int(fd as u64, &mut digits)))
         .map_err(|_| libc::ENAMETOOLONG)
@@ -217,7 +217,8 @@ pub unsafe fn bytes<'a>(ptr: *const c_char) -> &'a [u8] {
 }
 
 /// Decimal digits of `n` in `buf`, without allocating.
-pub fn format_int(mut n: u64, buf: &mut [u8; 12]) -> &[u8] {
+/// `buf` holds every `u64` (20 digits).
+pub fn format_int(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
     loop {
         at -= 1;
