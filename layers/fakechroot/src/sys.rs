@@ -186,7 +186,7 @@ pub unsafe fn execve(path: &CStr, argv: *const *const c_char, envp: *const *cons
 pub fn fd_link(fd: c_int, out: &mut PathBuf) -> Result<(), c_int> {
     let mut digits = [0u8; 20];
     out.set(b"/proc/self/fd/")
-        .and_then(|()| out.push(format_int(fd as u64, &mut digits)))
+        .and_then(|()| out.push(rootfs_paths::buf::decimal(fd as u64, &mut digits)))
         .map_err(|_| libc::ENAMETOOLONG)
 }
 
@@ -214,19 +214,4 @@ pub fn kernel_stat(dirfd: c_int, host: *const c_char, flags: c_int) -> Result<li
 pub unsafe fn bytes<'a>(ptr: *const c_char) -> &'a [u8] {
     // SAFETY: guaranteed by the caller.
     unsafe { std::ffi::CStr::from_ptr(ptr) }.to_bytes()
-}
-
-/// Decimal digits of `n` in `buf`, without allocating.
-/// `buf` holds every `u64` (20 digits).
-pub fn format_int(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 || at == 0 {
-            break;
-        }
-    }
-    &buf[at..]
 }

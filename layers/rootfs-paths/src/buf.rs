@@ -3,6 +3,20 @@
 /// Linux `PATH_MAX`, terminator included.
 pub const PATH_MAX: usize = 4096;
 
+/// Decimal digits of `n` in `buf`, which holds every `u64`.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    &buf[at..]
+}
+
 /// The path did not fit in `PATH_MAX` bytes; callers report `ENAMETOOLONG`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overflow;

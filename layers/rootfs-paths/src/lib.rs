@@ -11,6 +11,7 @@ extern crate std;
 
 pub mod buf;
 pub mod elf;
+pub mod fetch;
 pub mod layout;
 pub mod protocol;
 pub mod script;

@@ -12,19 +12,20 @@
 //! Go programs make their system calls themselves even when linked dynamically: they are
 //! treated as static.
 //!
-//! The socket speaks one line each way. `F DEV INO` (a file the shim is about to open,
-//! named by device and inode, whatever path reached it), `X PATH` (a program about to run
-//! or a library about to be loaded, by host path) and `L NAME` (a library loaded by name
-//! alone, found in the image's library directories) are answered `0` once the file (and
-//! what it needs) is in place, or with an errno (`EIO`) when a fetch failed. The failure is
-//! kept for the invocation's report, which names the file.
+//! The socket speaks `rootfs_paths::fetch`: a file the shim is about to open (by device and
+//! inode, whatever path reached it), a program or library about to run or load (by host
+//! path), a library loaded by name alone (found in the image's library directories); each
+//! is answered once the file and what it needs are in place, or with `EIO` when a fetch
+//! failed. The failure is kept for the invocation's report, which names the file.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use rootfs_paths::fetch::{self, Request};
 use scar_image::lazy::{LazyFault, LazyTree};
 
 /// Libraries followed from one program at most: a bound on a hostile chain of `DT_NEEDED`.
@@ -263,100 +264,39 @@ impl Fetcher {
     }
 
     fn answer(&self, stream: UnixStream) {
-        let mut line = String::new();
-        let mut reader = BufReader::new(&stream);
-        if reader.read_line(&mut line).is_err() {
-            return;
-        }
-        let result = match parse_request(line.trim_end_matches('\n')) {
+        let mut line = Vec::new();
+        let read = BufReader::new(&stream)
+            .take(fetch::REQUEST_MAX as u64)
+            .read_until(b'\n', &mut line);
+        let request = read
+            .ok()
+            .and_then(|_| line.strip_suffix(b"\n"))
+            .and_then(Request::parse);
+        let result = match request {
             Some(Request::File { dev, ino }) => self
                 .tree
                 .fill_inode(dev, ino)
                 .map(drop)
                 .inspect_err(|f| self.record(f)),
-            Some(Request::Program(path)) => self.prepare_program(&path),
-            Some(Request::Library(name)) => self.prepare_library(&name),
+            Some(Request::Program(path)) => {
+                self.prepare_program(Path::new(std::ffi::OsStr::from_bytes(path)))
+            }
+            Some(Request::Library(name)) => self.prepare_library(&String::from_utf8_lossy(name)),
             None => {
-                tracing::warn!(request = %line.trim_end(), "malformed fetch request");
-                let _ = (&stream).write_all(format!("{}\n", libc::EINVAL).as_bytes());
+                tracing::warn!(request = %String::from_utf8_lossy(&line), "malformed fetch request");
+                let mut answer = [0u8; 24];
+                let _ = (&stream).write_all(fetch::encode_answer(libc::EINVAL, &mut answer));
                 return;
             }
         };
-        let reply = match result {
-            Ok(()) => "0\n".to_owned(),
+        let errno = match result {
+            Ok(()) => 0,
             Err(fault) => {
                 tracing::error!(error = %fault, "a file of the image could not be fetched");
-                format!("{}\n", libc::EIO)
+                libc::EIO
             }
         };
-        let _ = (&stream).write_all(reply.as_bytes());
-    }
-}
-
-/// One request of the shim.
-#[derive(Debug, PartialEq, Eq)]
-enum Request {
-    /// `F DEV INO`.
-    File { dev: u64, ino: u64 },
-    /// `X PATH`.
-    Program(PathBuf),
-    /// `L NAME`: a library loaded by its name alone.
-    Library(String),
-}
-
-fn parse_request(line: &str) -> Option<Request> {
-    if let Some(rest) = line.strip_prefix("F ") {
-        let (dev, ino) = rest.split_once(' ')?;
-        return Some(Request::File {
-            dev: dev.parse().ok()?,
-            ino: ino.parse().ok()?,
-        });
-    }
-    if let Some(name) = line.strip_prefix("L ") {
-        let plain = !name.is_empty() && !name.contains('/');
-        return plain.then(|| Request::Library(name.to_owned()));
-    }
-    let path = line.strip_prefix("X ")?;
-    path.starts_with('/')
-        .then(|| Request::Program(PathBuf::from(path)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_parse_strictly() {
-        assert_eq!(
-            parse_request("F 2049 1234"),
-            Some(Request::File {
-                dev: 2049,
-                ino: 1234
-            })
-        );
-        assert_eq!(
-            parse_request("X /tmp/scar/images/k/rootfs/usr/bin/python3"),
-            Some(Request::Program(PathBuf::from(
-                "/tmp/scar/images/k/rootfs/usr/bin/python3"
-            )))
-        );
-        assert_eq!(
-            parse_request("L libz.so.1"),
-            Some(Request::Library("libz.so.1".into()))
-        );
-        for bad in [
-            "",
-            "F",
-            "F 1",
-            "F x 2",
-            "F 1 2 3",
-            "X relative",
-            "Y /x",
-            "F -1 2",
-            "L ",
-            "L a/b",
-        ] {
-            assert_eq!(parse_request(bad), None, "{bad:?}");
-        }
+        let mut answer = [0u8; 24];
+        let _ = (&stream).write_all(fetch::encode_answer(errno, &mut answer));
     }
 }
