@@ -51,6 +51,8 @@ pub fn encode(tar: &File, out: impl Write) -> io::Result<SkeletonStats> {
     let mut archive = tar::Archive::new(BufReader::new(reader));
     let mut builder = tar::Builder::new(zstd::Encoder::new(out, LEVEL)?);
     let mut stats = SkeletonStats::default();
+    // One copy buffer for every entry: most are a few blocks, some are whole inline files.
+    let mut buffer = vec![0u8; 64 * 1024];
     // Where the current entry's first extension header (PAX, GNU long name) begins.
     let mut span_start = 0u64;
     for entry in archive.entries_with_seek()? {
@@ -61,7 +63,7 @@ pub fn encode(tar: &File, out: impl Write) -> io::Result<SkeletonStats> {
         let size = entry.size();
         let end = data_at + size.next_multiple_of(BLOCK);
         if left_out(&mut entry)? {
-            copy_extensions_but_pax(tar, span_start, header_at, builder.get_mut())?;
+            copy_extensions_but_pax(tar, span_start, header_at, builder.get_mut(), &mut buffer)?;
             let mut records: Vec<(String, Vec<u8>)> = Vec::new();
             if let Some(extensions) = entry.pax_extensions()? {
                 for record in extensions {
@@ -82,7 +84,7 @@ pub fn encode(tar: &File, out: impl Write) -> io::Result<SkeletonStats> {
             stats.placeholders += 1;
             stats.placeholder_bytes += size;
         } else {
-            copy_range(tar, span_start, end, builder.get_mut())?;
+            copy_range(tar, span_start, end, builder.get_mut(), &mut buffer)?;
         }
         span_start = end;
     }
@@ -111,7 +113,13 @@ fn left_out<R: io::Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<bool> {
 
 /// Copies the extension headers in `from..to` but the PAX ones (the caller writes one PAX
 /// header of its own: readers keep only the last).
-fn copy_extensions_but_pax(tar: &File, from: u64, to: u64, out: &mut impl Write) -> io::Result<()> {
+fn copy_extensions_but_pax(
+    tar: &File,
+    from: u64,
+    to: u64,
+    out: &mut impl Write,
+    buffer: &mut [u8],
+) -> io::Result<()> {
     let mut at = from;
     let mut block = [0u8; BLOCK as usize];
     while at < to {
@@ -119,15 +127,20 @@ fn copy_extensions_but_pax(tar: &File, from: u64, to: u64, out: &mut impl Write)
         let header = tar::Header::from_byte_slice(&block);
         let span = BLOCK + header.entry_size()?.next_multiple_of(BLOCK);
         if header.entry_type() != tar::EntryType::XHeader {
-            copy_range(tar, at, (at + span).min(to), out)?;
+            copy_range(tar, at, (at + span).min(to), out, buffer)?;
         }
         at += span;
     }
     Ok(())
 }
 
-fn copy_range(tar: &File, from: u64, to: u64, out: &mut impl Write) -> io::Result<()> {
-    let mut buffer = vec![0u8; 64 * 1024];
+fn copy_range(
+    tar: &File,
+    from: u64,
+    to: u64,
+    out: &mut impl Write,
+    buffer: &mut [u8],
+) -> io::Result<()> {
     let mut at = from;
     while at < to {
         let n = usize::try_from((to - at).min(buffer.len() as u64)).map_err(io::Error::other)?;
