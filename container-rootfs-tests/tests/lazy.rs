@@ -254,6 +254,120 @@ fn a_tree_left_half_filled_is_built_again_by_the_next_runtime() {
     assert!(!still_filling(cache.path()));
 }
 
+/// The access trace stored in a staged layout for its `bookworm` image, if any.
+fn stored_trace(layout: &Path) -> Option<Vec<u8>> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "bookworm")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let location = scar_image::trace::location(&digest).unwrap();
+    std::fs::read(layout.join(location)).ok()
+}
+
+/// The count a lazy build logs of the trace it was given (`traced=N`).
+fn traced(stderr: &[u8]) -> usize {
+    let log = String::from_utf8_lossy(stderr);
+    let line = log
+        .lines()
+        .find(|l| l.contains("lazy tree built from the skeletons"))
+        .unwrap_or_else(|| panic!("no build line in {log}"));
+    let (_, after) = line.split_once("traced=").unwrap();
+    after.split(' ').next().unwrap().parse().unwrap()
+}
+
+/// The first cold start stores the files its command asked for beside the staged image; the
+/// next reads that trace (and prefetches it) and, asking for nothing new, leaves it as it
+/// was. A damaged trace is read up to the damage and replaced; where the trace cannot be
+/// stored, the run is the same and says so once.
+#[test]
+#[ignore = "needs scripts/setup.sh: run `make test`"]
+fn a_cold_start_stores_its_access_trace_and_the_next_starts_from_it() {
+    let layout = staged("oci-debian");
+    let traces = layout.path().join("scar");
+    std::fs::create_dir(&traces).unwrap();
+    Command::new("chown")
+        .args(["993:993"])
+        .arg(&traces)
+        .status()
+        .unwrap();
+    let chroot = work().join("chroot/debian/rootfs");
+    let argv: &[&str] = &[
+        "sh",
+        "-c",
+        "sha256sum /usr/bin/perl /usr/games/cowsay | cut -c1-20",
+    ];
+    let expected = chroot_run(&chroot, argv);
+    assert!(expected.status.success(), "{expected:?}");
+    let image = format!("oci:{}:bookworm", layout.path().display());
+    let cold = |argv: &[&str]| {
+        let cache = cache_for_993();
+        let out = run_reference(&image, cache.path(), true, argv, &[("RUST_LOG", "info")]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+
+    let first = cold(argv);
+    assert_eq!(first.stdout, expected.stdout);
+    assert_eq!(traced(&first.stderr), 0);
+    let learnt = stored_trace(layout.path()).expect("no trace stored");
+    let entries = scar_image::trace::parse(&learnt);
+    // sh, sha256sum, cut, perl, cowsay and the libraries they load.
+    assert!(entries.len() >= 5, "{entries:?}");
+
+    let second = cold(argv);
+    assert_eq!(second.stdout, expected.stdout);
+    assert_eq!(traced(&second.stderr), entries.len());
+    assert_eq!(
+        stored_trace(layout.path()).unwrap(),
+        learnt,
+        "nothing new was asked for"
+    );
+
+    let damaged = format!(
+        "{}\n0 999999999999\nnot an entry\n0 512\n",
+        scar_image::trace::HEADER
+    );
+    let location = std::fs::read_dir(&traces)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&location, &damaged).unwrap();
+    let third = cold(argv);
+    assert_eq!(third.stdout, expected.stdout);
+    assert_eq!(traced(&third.stderr), 1, "read up to the damage");
+    let replaced = scar_image::trace::parse(&stored_trace(layout.path()).unwrap());
+    assert_eq!(replaced.len(), entries.len() + 1, "{replaced:?}");
+
+    Command::new("chown")
+        .args(["0:0"])
+        .arg(&traces)
+        .arg(&location)
+        .status()
+        .unwrap();
+    let other: &[&str] = &["sh", "-c", "md5sum /usr/bin/perl5* | cut -c1-8"];
+    let refused = cold(other);
+    assert_eq!(refused.stdout, chroot_run(&chroot, other).stdout);
+    let log = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(
+        log.matches("cannot store the access trace").count(),
+        1,
+        "{log}"
+    );
+}
+
 /// The path Lambda takes: the staged image read from S3 (the stand-in, ministack) with ranged
 /// GETs through the runtime's client, from the fetcher's and the filler's threads while the
 /// command runs; the run ends with the command's own status.
@@ -326,4 +440,29 @@ async fn a_lazy_tree_read_from_s3_runs_as_under_chroot() {
         (ours.status.code(), expected.status.code()),
         (Some(3), Some(3))
     );
+    // The files it asked for, stored beside the image for the next cold start.
+    let listed = stand
+        .s3
+        .list_objects_v2()
+        .bucket(&bucket)
+        .prefix("image/scar/")
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let trace = stand
+        .s3
+        .get_object()
+        .bucket(&bucket)
+        .key(keys[0])
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    assert!(scar_image::trace::parse(&trace).len() >= 3, "{trace:?}");
 }

@@ -14,6 +14,10 @@
 //! is left alone: a file is filled only while it is still the placeholder the skeleton made
 //! (a regular file of the recorded size with no block), and hard links only while they are
 //! still that same inode.
+//!
+//! The tree keeps its access trace ([`crate::trace`]): the files asked for through
+//! [`LazyTree::fill`], in order, after those of the trace it was given. [`LazyTree::prefetch`]
+//! fetches the given trace's files first; [`LazyTree::save_trace`] stores what was learnt.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -27,6 +31,7 @@ use filetime::FileTime;
 
 use crate::frames::{self, FramedLayer};
 use crate::skeleton::Placeholder;
+use crate::trace::{self, FileAt};
 use crate::unpack::{LayerApplier, LayerStats, LazyFiles, UnpackError};
 
 /// Why a file of a lazy tree could not be filled.
@@ -83,6 +88,20 @@ type CachedFrame = (usize, usize, Arc<Vec<u8>>);
 /// time, and the background fill reads others meanwhile.
 const CACHED_FRAMES: usize = 8;
 
+/// Where a tree's access trace is stored (its encoded bytes, replacing the last).
+pub type TraceSink = Box<dyn Fn(Vec<u8>) -> io::Result<()> + Send + Sync>;
+
+/// The files asked for, in order: the stored trace's, then the new ones.
+#[derive(Debug, Default)]
+struct TraceLog {
+    order: Vec<FileAt>,
+    seen: HashSet<FileAt>,
+    /// The first entries of `order` that came from the stored trace: to prefetch.
+    given: usize,
+    /// The first entries of `order` that the stored trace holds.
+    stored: usize,
+}
+
 /// A rootfs built from skeletons, and what it still lacks.
 pub struct LazyTree {
     root: PathBuf,
@@ -100,6 +119,8 @@ pub struct LazyTree {
     in_flight: Mutex<HashSet<PathBuf>>,
     landed: Condvar,
     frames: Mutex<std::collections::VecDeque<CachedFrame>>,
+    trace: Mutex<TraceLog>,
+    trace_sink: Option<TraceSink>,
 }
 
 impl std::fmt::Debug for LazyTree {
@@ -181,6 +202,8 @@ impl LazyTree {
             in_flight: Mutex::new(HashSet::new()),
             landed: Condvar::new(),
             frames: Mutex::new(std::collections::VecDeque::with_capacity(CACHED_FRAMES)),
+            trace: Mutex::default(),
+            trace_sink: None,
         })
     }
 
@@ -220,6 +243,73 @@ impl LazyTree {
         Ok((tree, stats))
     }
 
+    /// Starts the access trace from a stored one (`given`, whose files [`Self::prefetch`]
+    /// fetches), and names where [`Self::save_trace`] stores it.
+    pub fn learn(&mut self, given: Vec<FileAt>, sink: Option<TraceSink>) {
+        let log = self.trace.get_mut().unwrap_or_else(PoisonError::into_inner);
+        for entry in given {
+            if log.seen.insert(entry) {
+                log.order.push(entry);
+            }
+        }
+        log.given = log.order.len();
+        log.stored = log.order.len();
+        self.trace_sink = sink;
+    }
+
+    /// The access trace so far: the given one, then the files asked for since.
+    pub fn trace(&self) -> Vec<FileAt> {
+        self.trace
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .order
+            .clone()
+    }
+
+    /// Stores the access trace if files were asked for that the stored one lacks; returns
+    /// the entries stored (0 when there was nothing new, or nowhere to store it).
+    pub fn save_trace(&self) -> io::Result<usize> {
+        let Some(sink) = &self.trace_sink else {
+            return Ok(0);
+        };
+        let (bytes, entries) = {
+            let log = self.trace.lock().unwrap_or_else(PoisonError::into_inner);
+            if log.order.len() == log.stored {
+                return Ok(0);
+            }
+            (trace::encode(&log.order), log.order.len())
+        };
+        sink(bytes)?;
+        let mut log = self.trace.lock().unwrap_or_else(PoisonError::into_inner);
+        log.stored = log.stored.max(entries);
+        Ok(entries)
+    }
+
+    /// Fetches the files of the given trace (see [`Self::learn`]), in its order; returns the
+    /// bytes fetched. Entries that name no placeholder are skipped: a trace is only a hint.
+    pub fn prefetch(&self) -> Result<u64, LazyFault> {
+        let wanted: Vec<FileAt> = {
+            let log = self.trace.lock().unwrap_or_else(PoisonError::into_inner);
+            log.order[..log.given].to_vec()
+        };
+        if wanted.is_empty() {
+            return Ok(0);
+        }
+        let by_place: HashMap<FileAt, &PathBuf> = self
+            .files
+            .files
+            .iter()
+            .map(|(name, p)| (place(p), name))
+            .collect();
+        let mut fetched = 0;
+        for name in wanted.iter().filter_map(|at| by_place.get(at)) {
+            if let Filled::Fetched(bytes) = self.fill_unrecorded(name)? {
+                fetched += bytes;
+            }
+        }
+        Ok(fetched)
+    }
+
     /// The rootfs.
     pub fn root(&self) -> &Path {
         &self.root
@@ -231,8 +321,21 @@ impl LazyTree {
     }
 
     /// Makes `rel` (a path relative to the rootfs, as the skeleton named it or a hard link
-    /// to it) complete, fetching its bytes if it is still a placeholder.
+    /// to it) complete, fetching its bytes if it is still a placeholder; a placeholder asked
+    /// for joins the access trace.
     pub fn fill(&self, rel: &Path) -> Result<Filled, LazyFault> {
+        let name = self.files.links.get(rel).map_or(rel, PathBuf::as_path);
+        if let Some(placeholder) = self.files.files.get(name) {
+            let mut log = self.trace.lock().unwrap_or_else(PoisonError::into_inner);
+            if log.seen.insert(place(placeholder)) {
+                log.order.push(place(placeholder));
+            }
+        }
+        self.fill_unrecorded(name)
+    }
+
+    /// [`Self::fill`] for the tree's own fetches, which are not the commands' accesses.
+    fn fill_unrecorded(&self, rel: &Path) -> Result<Filled, LazyFault> {
         let name = self.files.links.get(rel).map_or(rel, PathBuf::as_path);
         let Some(placeholder) = self.files.files.get(name) else {
             return Ok(Filled::Present);
@@ -275,7 +378,7 @@ impl LazyTree {
         order.sort_by_key(|(_, p)| (p.layer, p.offset));
         let mut fetched = 0;
         for (name, _) in order {
-            if let Filled::Fetched(bytes) = self.fill(name)? {
+            if let Filled::Fetched(bytes) = self.fill_unrecorded(name)? {
                 fetched += bytes;
             }
         }
@@ -433,6 +536,14 @@ impl LazyTree {
             None => return,
         };
         let _ = filetime::set_file_mtime(self.root.join(dir), FileTime::from_unix_time(mtime, 0));
+    }
+}
+
+/// A placeholder's name in an access trace.
+fn place(placeholder: &Placeholder) -> FileAt {
+    FileAt {
+        layer: placeholder.layer,
+        offset: placeholder.offset,
     }
 }
 
@@ -781,6 +892,78 @@ mod tests {
         assert!(fetched > 9 << 20, "{fetched} bytes fetched");
         assert_eq!(walk(lazy.path(), true), walk(eager.path(), true));
         assert_eq!(ok(tree.fill_all()), 0, "a second pass has nothing to fetch");
+    }
+
+    #[test]
+    fn the_trace_of_one_cold_start_is_prefetched_by_the_next() {
+        let tars = layers();
+        let is_placeholder = |root: &Path, name: &str| {
+            let meta = ok(fs::metadata(root.join(name)));
+            meta.len() > 0 && meta.blocks() == 0
+        };
+        let first = ok(tempfile::tempdir());
+        let (mut tree, _) = lazy_tree(first.path(), &tars, false);
+        let stored: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let sink = Arc::clone(&stored);
+        tree.learn(
+            Vec::new(),
+            Some(Box::new(move |bytes| {
+                sink.lock()
+                    .map_err(|_| io::Error::other("poisoned"))?
+                    .push(bytes);
+                Ok(())
+            })),
+        );
+        assert_eq!(
+            ok(tree.save_trace()),
+            0,
+            "nothing asked for, nothing stored"
+        );
+        // Asked for: two files, one twice, a hard link's name, and names with no placeholder.
+        for name in [
+            "usr/lib/f9",
+            "usr/lib/huge.so",
+            "usr/lib/f9",
+            "etc/hard2",
+            "etc",
+            "nope",
+        ] {
+            ok(tree.fill(Path::new(name)));
+        }
+        let trace = tree.trace();
+        assert_eq!(trace.len(), 3, "{trace:?}");
+        assert_eq!(ok(tree.save_trace()), 3);
+        assert_eq!(ok(tree.save_trace()), 0, "already stored");
+        let saved = ok(stored.lock().map_err(|_| "poisoned"))[0].clone();
+        assert_eq!(trace::parse(&saved), trace);
+        ok(tree.fill_all());
+        assert_eq!(tree.trace(), trace, "the background fill is not an access");
+
+        // The next cold start: the trace's files arrive by prefetch, the others do not.
+        let next = ok(tempfile::tempdir());
+        let (mut tree, _) = lazy_tree(next.path(), &tars, false);
+        let mut given = trace::parse(&saved);
+        given.insert(
+            1,
+            FileAt {
+                layer: 5,
+                offset: 0,
+            },
+        );
+        tree.learn(given, None);
+        assert!(is_placeholder(next.path(), "usr/lib/f9"));
+        assert_eq!(ok(tree.prefetch()), 300_000 + (9 << 20) + 70_000);
+        for name in ["usr/lib/f9", "usr/lib/huge.so", "usr/lib/f3"] {
+            assert!(!is_placeholder(next.path(), name), "{name} not prefetched");
+        }
+        for name in ["usr/lib/f4", "usr/lib/f8"] {
+            assert!(is_placeholder(next.path(), name), "{name} prefetched");
+        }
+        assert_eq!(
+            ok(fs::read(next.path().join("usr/lib/f9"))),
+            bytes(9, 300_000)
+        );
+        assert_eq!(ok(tree.save_trace()), 0, "no sink: nowhere to store it");
     }
 
     #[test]

@@ -86,6 +86,10 @@ pub struct PullOptions {
     /// Build the tree from the layers' skeletons and fetch files on demand, where the image
     /// was staged with them ([`crate::lazy`]); other images are pulled whole.
     pub lazy: bool,
+    /// For a lazy tree: fetch the files of the access trace stored beside the staged image
+    /// first, and store the files this process's commands asked for there
+    /// ([`crate::trace`]).
+    pub lazy_trace: bool,
 }
 
 /// The result of a pull.
@@ -258,10 +262,11 @@ impl Puller {
         self.check_space(&resolved.layers)?;
         let staging = self.cache.stage(&resolved.manifest_digest, &lock)?;
         if let (true, Layers::Layout(source)) = (self.options.lazy, &layers) {
+            let learn_from = self.options.lazy_trace.then(|| source.clone());
             let (source, descriptors) = (source.clone(), resolved.layers.clone());
             if let Some(lazy) = blocking(move || source.open_lazy(&descriptors)).await?? {
                 return self
-                    .build_lazy(reference, resolved, staging, lock, lazy)
+                    .build_lazy(reference, resolved, staging, lock, lazy, learn_from)
                     .await;
             }
         }
@@ -292,7 +297,8 @@ impl Puller {
     }
 
     /// The tree from the skeletons, committed as incomplete, and a thread that fills the
-    /// rest while the command runs; it holds the build lock until the tree is whole.
+    /// rest while the command runs (the files of the access trace stored in `learn_from`
+    /// first); it holds the build lock until the tree is whole.
     async fn build_lazy(
         &self,
         reference: &ImageReference,
@@ -300,13 +306,21 @@ impl Puller {
         staging: cache::Staging,
         lock: BuildLock,
         layers: LazyLayers,
+        learn_from: Option<LayoutSource>,
     ) -> Result<Pulled, PullError> {
         let (staging_root, final_root) = (staging.rootfs(), staging.final_rootfs());
         let started = std::time::Instant::now();
         let LazyLayers { framed, skeletons } = layers;
-        let (tree, stats) =
+        // The trace is read while the skeletons are applied.
+        let digest = resolved.manifest_digest.clone();
+        let trace = learn_from.map(|source| blocking(move || source.trace(&digest)));
+        let (mut tree, stats) =
             blocking(move || LazyTree::build(staging_root, final_root, framed, &skeletons))
                 .await??;
+        if let Some(trace) = trace {
+            let (given, sink) = trace.await?;
+            tree.learn(given, sink);
+        }
         let layers = resolved
             .layers
             .iter()
@@ -329,6 +343,7 @@ impl Puller {
         let image = staging.commit_incomplete(meta)?;
         tracing::info!(
             placeholders = tree.placeholders(),
+            traced = tree.trace().len(),
             ms = started.elapsed().as_millis() as u64,
             "lazy tree built from the skeletons; files arrive on first use"
         );
@@ -376,8 +391,6 @@ fn spawn_filler(
     lock: Option<BuildLock>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        // Behind the command and its own fetches: they wait on files, this only on time.
-        lower_own_priority();
         let lock = match lock {
             Some(lock) => lock,
             None => match cache.lock(&entry.image.meta.manifest_digest) {
@@ -390,7 +403,20 @@ fn spawn_filler(
         };
         for attempt in 1..=FILL_ATTEMPTS {
             let started = std::time::Instant::now();
-            match entry.tree.fill_all() {
+            // What the last cold starts' commands asked for is likely asked for again:
+            // at the command's own priority, then the rest behind it (the command and its
+            // fetches wait on files, the rest of the fill only on time).
+            let fill = || {
+                let traced = entry.tree.prefetch()?;
+                tracing::debug!(
+                    bytes = traced,
+                    ms = started.elapsed().as_millis() as u64,
+                    "the access trace's files prefetched"
+                );
+                lower_own_priority();
+                entry.tree.fill_all()
+            };
+            match fill() {
                 Ok(bytes) => {
                     if let Err(e) = cache::mark_complete(&entry.image) {
                         tracing::warn!(error = %e, "lazy tree whole, but not marked so");

@@ -137,6 +137,7 @@ pub fn pull_options(lookup: Lookup<'_>, progress: bool) -> Result<PullOptions, C
         },
         progress,
         lazy: settings::LAZY_LOAD.switch(lookup)?,
+        lazy_trace: settings::LAZY_TRACE.switch(lookup)?,
     })
 }
 

@@ -209,6 +209,15 @@ pub const LAZY_LOAD: Setting = Setting {
     scope: Scope::Pull,
     meaning: "for an image staged with skeletons (`deployer stage`, `init -db`): build the tree first and fetch each file when a program first opens it (experimental: see docs/limits.md)",
 };
+/// `SCAR_LAZY_TRACE`.
+pub const LAZY_TRACE: Setting = Setting {
+    var: "SCAR_LAZY_TRACE",
+    flag: Some("lazy-trace"),
+    default: Some("1"),
+    kind: Kind::Switch,
+    scope: Scope::Pull,
+    meaning: "with SCAR_LAZY_LOAD: fetch first the files earlier cold starts asked for, in their order, and store the files this one's commands asked for beside the staged image (`scar/trace-DIGEST`; the function's role needs s3:PutObject there, or the trace is only read)",
+};
 /// `SCAR_PLATFORM`.
 pub const PLATFORM: Setting = Setting {
     var: "SCAR_PLATFORM",
@@ -318,6 +327,7 @@ pub const SETTINGS: &[&Setting] = &[
     &REGISTRY_PASSWORD,
     &SHIM_DIR,
     &LAZY_LOAD,
+    &LAZY_TRACE,
     &STATIC_BINARIES,
     &FAKEROOT,
 ];

@@ -77,6 +77,7 @@ pub fn options(cache: &Path, credentials: Option<(&str, &str)>) -> PullOptions {
         },
         progress: false,
         lazy: false,
+        lazy_trace: false,
     }
 }
 

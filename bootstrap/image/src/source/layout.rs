@@ -68,6 +68,9 @@ pub trait LayoutStore: Debug + Send + Sync {
     fn open(&self, path: &str) -> io::Result<BlobReader>;
     /// Opens a blob for ranged reads (a framed layer's frames).
     fn ranges(&self, path: &str) -> io::Result<Arc<dyn RangeSource>>;
+    /// Replaces a small file whole (an access trace: [`crate::trace`]); readers see the old
+    /// bytes or the new, never a mix.
+    fn write(&self, path: &str, bytes: Vec<u8>) -> io::Result<()>;
 }
 
 /// A layout directory on disk.
@@ -95,6 +98,17 @@ impl LayoutStore for DirStore {
     fn ranges(&self, path: &str) -> io::Result<Arc<dyn RangeSource>> {
         // Positional reads never block on a regular file: O_NONBLOCK may stay.
         Ok(Arc::new(FileRanges(open_regular(&self.0.join(path))?)))
+    }
+    fn write(&self, path: &str, bytes: Vec<u8>) -> io::Result<()> {
+        let full = self.0.join(path);
+        let dir = full.parent().unwrap_or(&self.0);
+        fs::create_dir_all(dir)?;
+        let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+        io::Write::write_all(&mut temp, &bytes)?;
+        // As readable as the layout's other files (a temporary file is the owner's alone).
+        temp.as_file()
+            .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+        temp.persist(&full).map(drop).map_err(|e| e.error)
     }
 }
 
@@ -268,6 +282,28 @@ impl LayoutSource {
                 }
             })
             .collect()
+    }
+
+    /// The access trace stored for the image with this manifest digest (none when it is
+    /// missing or unreadable: a trace is only a hint), and where a new one is stored.
+    pub fn trace(
+        &self,
+        manifest_digest: &str,
+    ) -> (Vec<crate::trace::FileAt>, Option<crate::lazy::TraceSink>) {
+        let Some(path) = crate::trace::location(manifest_digest) else {
+            return (Vec::new(), None);
+        };
+        let given = match self.store.read(&path) {
+            Ok(bytes) => crate::trace::parse(&bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                tracing::warn!(trace = %path, error = %e, "cannot read the access trace: files come in the skeletons' order");
+                Vec::new()
+            }
+        };
+        let store = Arc::clone(&self.store);
+        let sink: crate::lazy::TraceSink = Box::new(move |bytes| store.write(&path, bytes));
+        (given, Some(sink))
     }
 
     /// Opens every layer for a lazy tree: its frames and its skeleton's bytes (checked

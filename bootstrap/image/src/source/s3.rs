@@ -107,6 +107,21 @@ impl LayoutStore for S3Store {
         Ok(Box::new(ChannelReader::new(rx)))
     }
 
+    /// Called on a blocking thread; one PutObject replaces the object whole.
+    fn write(&self, path: &str, bytes: Vec<u8>) -> io::Result<()> {
+        self.runtime.block_on(async {
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(self.key(path))
+                .body(bytes.into())
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| s3_error(e, false))
+        })
+    }
+
     fn ranges(&self, path: &str) -> io::Result<Arc<dyn RangeSource>> {
         Ok(Arc::new(S3Ranges {
             store: self.clone(),

@@ -110,6 +110,20 @@ impl Fetcher {
             .take()
     }
 
+    /// Stores the image's access trace if this run's commands asked for files it lacked
+    /// (`scar_image::trace`). Best effort: the trace is a hint for the next cold start, and
+    /// a role that may not write it loses only that (said once per process).
+    pub fn save_trace(&self) {
+        static REFUSED: std::sync::Once = std::sync::Once::new();
+        match self.tree.save_trace() {
+            Ok(0) => {}
+            Ok(entries) => tracing::debug!(entries, "access trace stored"),
+            Err(e) => REFUSED.call_once(|| {
+                tracing::warn!(error = %e, "cannot store the access trace beside the image: the next cold start fetches in the skeletons' order (SCAR_LAZY_TRACE=0 stops trying)");
+            }),
+        }
+    }
+
     /// Makes the program at `host` and what it needs whole (see the module head).
     pub fn prepare_program(&self, host: &Path) -> Result<(), LazyFault> {
         let mut seen = HashSet::new();

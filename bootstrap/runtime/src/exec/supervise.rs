@@ -279,6 +279,11 @@ impl Sandbox {
             Ok(mut c) => (std::mem::take(&mut c.kept), c.dropped),
             Err(_) => (Vec::new(), 0),
         };
+        if let Some(fetcher) = &self.fetcher {
+            // Before the response: a sandbox may be frozen right after it, and never thawed.
+            let fetcher = Arc::clone(fetcher);
+            let _ = tokio::task::spawn_blocking(move || fetcher.save_trace()).await;
+        }
         // A program whose file failed to arrive saw an I/O error the image would not give:
         // its result is not the image's, and the report says which file.
         if let Some(fault) = self.fetcher.as_ref().and_then(|f| f.take_fault()) {
