@@ -178,11 +178,8 @@ impl LazyTree {
             .collect();
         let by_inode = files
             .files
-            .keys()
-            .filter_map(|rel| {
-                let meta = fs::symlink_metadata(root.join(rel)).ok()?;
-                Some(((meta.dev(), meta.ino()), rel.clone()))
-            })
+            .iter()
+            .map(|(rel, placeholder)| (placeholder.inode, rel.clone()))
             .collect();
         let mut other_names: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
         for (link, target) in &files.links {
@@ -892,6 +889,52 @@ mod tests {
         assert!(fetched > 9 << 20, "{fetched} bytes fetched");
         assert_eq!(walk(lazy.path(), true), walk(eager.path(), true));
         assert_eq!(ok(tree.fill_all()), 0, "a second pass has nothing to fetch");
+    }
+
+    /// A placeholder a later layer removes, whose hard link elsewhere stays: the link is the
+    /// file now, and it fills to the bytes (as in the eager tree), also when the removal is
+    /// of the directory holding it; a stale inode names nothing.
+    #[test]
+    fn a_removed_placeholders_surviving_hard_link_still_fills() {
+        let mut lower = tar::Builder::new(Vec::new());
+        special(&mut lower, tar::EntryType::Directory, "a/", "");
+        special(&mut lower, tar::EntryType::Directory, "d/", "");
+        special(&mut lower, tar::EntryType::Directory, "keep/", "");
+        file(
+            &mut lower,
+            "a/big",
+            &bytes(21, 70_000),
+            0o644,
+            1_500_000_000,
+        );
+        file(
+            &mut lower,
+            "d/inner",
+            &bytes(22, 80_000),
+            0o644,
+            1_500_000_000,
+        );
+        special(&mut lower, tar::EntryType::Link, "keep/one", "a/big");
+        special(&mut lower, tar::EntryType::Link, "keep/two", "a/big");
+        special(&mut lower, tar::EntryType::Link, "keep/three", "d/inner");
+        let mut upper = tar::Builder::new(Vec::new());
+        special(&mut upper, tar::EntryType::Regular, "a/.wh.big", "");
+        special(&mut upper, tar::EntryType::Regular, ".wh.d", "");
+        let tars = [ok(lower.into_inner()), ok(upper.into_inner())];
+        let (eager, lazy) = (ok(tempfile::tempdir()), ok(tempfile::tempdir()));
+        eager_tree(eager.path(), &tars);
+        let (tree, _) = lazy_tree(lazy.path(), &tars, false);
+        assert_eq!(tree.placeholders(), 2, "keep/one (or two) and keep/three");
+        assert_eq!(
+            ok(tree.fill(Path::new("keep/two"))),
+            Filled::Fetched(70_000)
+        );
+        let inner = ok(fs::metadata(lazy.path().join("keep/three")));
+        assert_eq!(
+            ok(tree.fill_inode(inner.dev(), inner.ino())),
+            Filled::Fetched(80_000)
+        );
+        assert_eq!(walk(lazy.path(), true), walk(eager.path(), true));
     }
 
     #[test]

@@ -160,6 +160,9 @@ pub struct Placeholder {
     pub offset: u64,
     /// How many.
     pub size: u64,
+    /// The placeholder file's device and inode, as `stat` gives them: how a file the shim
+    /// names by descriptor or through links is recognised.
+    pub inode: (u64, u64),
 }
 
 /// The records of a left-out file, or `None` for an entry that carries its bytes. A record

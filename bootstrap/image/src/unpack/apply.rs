@@ -1,10 +1,10 @@
 //! The per-entry loop: one tar stream applied onto the staging rootfs.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
@@ -13,6 +13,7 @@ use tar::EntryType;
 use super::UnpackError;
 use super::path::{self, Whiteout};
 use super::sparse::Sparse;
+use super::symlinks::Symlinks;
 use crate::skeleton::{self, Placeholder};
 
 /// Counts for one layer, logged and stored in `image.json`.
@@ -46,7 +47,7 @@ pub struct LayerApplier {
     final_root: PathBuf,
     /// Every symlink in the rootfs, relative. The staging tree is private to this process, so
     /// this set is the whole truth about which parents must not be written through.
-    symlinks: BTreeSet<PathBuf>,
+    symlinks: Symlinks,
     /// Directory mtimes, applied once at the end: creating children changes them.
     dir_mtimes: HashMap<PathBuf, i64>,
     buffer: Vec<u8>,
@@ -69,6 +70,45 @@ pub struct LazyFiles {
     pub dir_mtimes: HashMap<PathBuf, i64>,
 }
 
+impl LazyFiles {
+    /// `rel` (and, for a directory, everything below it) removed by a layer: its
+    /// placeholders and links go, and a placeholder that keeps a hard link elsewhere lives
+    /// on under that name.
+    fn forget(&mut self, rel: &Path, directory: bool) {
+        let gone: Vec<PathBuf> = if directory {
+            self.links.retain(|link, _| !link.starts_with(rel));
+            self.files
+                .keys()
+                .filter(|name| name.starts_with(rel))
+                .cloned()
+                .collect()
+        } else {
+            self.links.remove(rel);
+            vec![rel.to_path_buf()]
+        };
+        for name in gone {
+            let Some(placeholder) = self.files.remove(&name) else {
+                continue;
+            };
+            let mut survivors: Vec<PathBuf> = self
+                .links
+                .iter()
+                .filter(|(_, target)| **target == name)
+                .map(|(link, _)| link.clone())
+                .collect();
+            survivors.sort();
+            let Some(heir) = survivors.first().cloned() else {
+                continue;
+            };
+            self.links.remove(&heir);
+            for link in &survivors[1..] {
+                self.links.insert(link.clone(), heir.clone());
+            }
+            self.files.insert(heir, placeholder);
+        }
+    }
+}
+
 /// Per-layer state: what this layer itself wrote (whiteouts only hide lower layers).
 #[derive(Default)]
 struct LayerState {
@@ -84,7 +124,7 @@ impl LayerApplier {
         Self {
             staging,
             final_root,
-            symlinks: BTreeSet::new(),
+            symlinks: Symlinks::default(),
             dir_mtimes: HashMap::new(),
             buffer: vec![0; COPY_BUFFER],
             umask: current_umask(),
@@ -219,13 +259,16 @@ impl LayerApplier {
                     };
                     if let Some((offset, size)) = left_out {
                         // Sparse on every filesystem /tmp may be: no block is written.
-                        file.set_len(size)
+                        let meta = file
+                            .set_len(size)
                             .and_then(|()| self.finish_file(&file, mode, mtime))
+                            .and_then(|()| file.metadata())
                             .map_err(|e| UnpackError::io(&full, e))?;
                         let placeholder = Placeholder {
                             layer: layer_number,
                             offset,
                             size,
+                            inode: (meta.dev(), meta.ino()),
                         };
                         if let Some(lazy) = self.lazy.as_mut() {
                             lazy.files.insert(rel.clone(), placeholder);
@@ -257,7 +300,7 @@ impl LayerApplier {
                     let time = FileTime::from_unix_time(mtime, 0);
                     filetime::set_symlink_file_times(&full, time, time)
                         .map_err(|e| UnpackError::io(&full, e))?;
-                    self.symlinks.insert(rel.clone());
+                    self.symlinks.insert(&rel);
                     layer.symlinks.insert(rel.clone());
                     layer.stats.symlinks += 1;
                 }
@@ -279,7 +322,7 @@ impl LayerApplier {
                         // confined from its new place, as chroot would resolve it.
                         let full = self.prepare(&rel)?;
                         self.relink_symlink(&source, &rel, &full)?;
-                        self.symlinks.insert(rel.clone());
+                        self.symlinks.insert(&rel);
                     } else {
                         self.create_fresh(&rel, |full| fs::hard_link(&source, full))?;
                         if let Some(lazy) = self.lazy.as_mut() {
@@ -343,7 +386,7 @@ impl LayerApplier {
     /// The final tree's symlinks are all known now: a relative target that climbs with `..`
     /// after passing through one of them is stored in its absolute, `..`-free form.
     fn confine_climbing_links(&self) -> Result<(), UnpackError> {
-        for link in &self.symlinks {
+        for link in self.symlinks.iter() {
             let full = self.staging.join(link);
             let Ok(target) = fs::read_link(&full) else {
                 continue;
@@ -380,10 +423,7 @@ impl LayerApplier {
     }
 
     fn symlinked_ancestor<'p>(&self, rel: &'p Path) -> Option<&'p Path> {
-        if self.symlinks.is_empty() {
-            return None;
-        }
-        rel.ancestors().skip(1).find(|a| self.symlinks.contains(*a))
+        self.symlinks.ancestor_of(rel)
     }
 
     /// Makes `rel` with `make` in one system call where nothing stands in its way, which is
@@ -530,11 +570,17 @@ impl LayerApplier {
         let full = self.staging.join(rel);
         let result = match fs::symlink_metadata(&full) {
             Ok(meta) if meta.is_dir() => {
-                self.forget_symlinks_under(rel);
+                self.symlinks.remove_under(rel);
+                if let Some(lazy) = self.lazy.as_mut() {
+                    lazy.forget(rel, true);
+                }
                 fs::remove_dir_all(&full)
             }
             Ok(_) => {
                 self.symlinks.remove(rel);
+                if let Some(lazy) = self.lazy.as_mut() {
+                    lazy.forget(rel, false);
+                }
                 fs::remove_file(&full)
             }
             Err(e) => Err(e),
@@ -567,18 +613,6 @@ impl LayerApplier {
             }
         }
         Ok(())
-    }
-
-    fn forget_symlinks_under(&mut self, rel: &Path) {
-        let doomed: Vec<PathBuf> = self
-            .symlinks
-            .range(rel.to_path_buf()..)
-            .take_while(|p| p.starts_with(rel))
-            .cloned()
-            .collect();
-        for p in doomed {
-            self.symlinks.remove(&p);
-        }
     }
 }
 

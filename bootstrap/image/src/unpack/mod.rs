@@ -22,6 +22,7 @@ mod confinement;
 mod guard;
 pub mod path;
 mod sparse;
+mod symlinks;
 
 use std::io;
 use std::path::PathBuf;
