@@ -4,8 +4,12 @@
 `deployer stage` in the S3 stand-in (ministack) and mirrored to a local layout, then each
 command run cold (a fresh cache on a tmpfs each time) by `bootstrap run`:
 
-  eager   SCAR_LAZY_LOAD=0: the whole tree is unpacked from the frames, then the command runs
-  lazy    SCAR_LAZY_LOAD=1: the tree from the skeletons, the command at once, files on demand
+  eager         SCAR_LAZY_LOAD=0: the whole tree is unpacked from the frames, then the command runs
+  lazy          SCAR_LAZY_LOAD=1, SCAR_LAZY_TRACE=0: the tree from the skeletons, the command at
+                once, files on demand, the rest in the layers' order
+  lazy + trace  SCAR_LAZY_LOAD=1, SCAR_LAZY_TRACE=1, after one cold run of the same command
+                stored its access trace beside the image (each command's trace is learnt
+                afresh): the trace's files are fetched first, while the command starts
 
 Commands: two that read a small part of the image (`import numpy`, `java -version`) and one
 that reads all of it (tar of /usr, /etc, /var and /opt to /dev/null). Reports the time to the
@@ -16,7 +20,7 @@ command, as an invocation's response does.
 """
 import os, shutil, statistics, subprocess, sys, tempfile, time
 
-from staging import AWS, stage
+from staging import AWS, forget_traces, stage
 
 BOOTSTRAP, SHIM_DIR, OUT = sys.argv[1], sys.argv[2], sys.argv[3]
 RUNS = int(sys.argv[4]) if len(sys.argv) > 4 else 3
@@ -29,12 +33,16 @@ COMMANDS = [
 ]
 
 
-def cold_run(image, lazy, argv):
+MODES = ["eager", "lazy", "lazy + trace"]
+
+
+def cold_run(image, mode, argv):
     """One cold run; returns (seconds to the first output byte, to the end, peak RSS MB)."""
     cache = tempfile.mkdtemp(prefix="bench-lazy-", dir=PLACE)
     stats = os.path.join(cache, "time.txt")
     env = dict(AWS, SCAR_CACHE_DIR=os.path.join(cache, "cache"), SCAR_SHIM_DIR=SHIM_DIR,
-               SCAR_LAZY_LOAD="1" if lazy else "0", RUST_LOG="warn")
+               SCAR_LAZY_LOAD="0" if mode == "eager" else "1",
+               SCAR_LAZY_TRACE="1" if mode == "lazy + trace" else "0", RUST_LOG="warn")
     started = time.monotonic()
     child = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", stats, BOOTSTRAP, "run", image, "--"]
                              + argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -44,7 +52,7 @@ def cold_run(image, lazy, argv):
     status = child.wait()
     to_end = time.monotonic() - started
     if status != 0 or not first:
-        raise SystemExit(f"{argv} (lazy={lazy}) on {image}: exit {status}, output {first + rest!r}")
+        raise SystemExit(f"{argv} ({mode}) on {image}: exit {status}, output {first + rest!r}")
     rss = int(open(stats).read().split()[-1]) / 1024
     shutil.rmtree(cache, ignore_errors=True)
     return to_first, to_end, rss
@@ -58,20 +66,21 @@ lines = [f"{RUNS} cold runs of each, round-robin after one warm-up, medians; {os
          "|---|---|---|---:|---:|---:|---:|---:|"]
 for label, argv in COMMANDS:
     for source, image in sources:
-        runs = {False: [], True: []}
-        for lazy in runs:
-            cold_run(image, lazy, argv)
+        runs = {mode: [] for mode in MODES}
+        # The warm-up of `lazy + trace` is the cold start that learns this command's trace.
+        forget_traces(image)
+        for mode in runs:
+            cold_run(image, mode, argv)
         for _ in range(RUNS):
-            for lazy in runs:
-                runs[lazy].append(cold_run(image, lazy, argv))
-        medians = {lazy: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs),
-                          max(r[2] for r in rs)) for lazy, rs in runs.items()}
-        eager = medians[False]
-        for lazy, (first, end, rss) in medians.items():
-            ratio = (f"{first / eager[0]:.2f} | {end / eager[1]:.2f}" if lazy else "1.00 | 1.00")
-            lines.append(f"| {label} | {source} | {'lazy' if lazy else 'eager'} | {first:.2f} | {end:.2f} | "
-                         f"{rss:.0f} | {ratio} |")
-        print("\n".join(lines[-2:]), flush=True)
+            for mode in runs:
+                runs[mode].append(cold_run(image, mode, argv))
+        medians = {mode: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs),
+                          max(r[2] for r in rs)) for mode, rs in runs.items()}
+        eager = medians["eager"]
+        for mode, (first, end, rss) in medians.items():
+            lines.append(f"| {label} | {source} | {mode} | {first:.2f} | {end:.2f} | {rss:.0f} | "
+                         f"{first / eager[0]:.2f} | {end / eager[1]:.2f} |")
+        print("\n".join(lines[-len(MODES):]), flush=True)
 table = "\n".join(lines)
 print(table)
 with open(OUT, "w") as f:

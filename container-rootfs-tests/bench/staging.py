@@ -34,3 +34,22 @@ def stage(deployer, repo):
     subprocess.run([os.path.join(WORK, "venv-moto/bin/python"), "-c", MIRROR, reference, local],
                    env=AWS, check=True)
     return reference, f"oci:{local}"
+
+
+FORGET = """
+import os, sys, boto3
+bucket, prefix = sys.argv[1][len("s3://"):].split("/", 1)
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "scar/"):
+    for item in page.get("Contents", []):
+        s3.delete_object(Bucket=bucket, Key=item["Key"])
+"""
+
+
+def forget_traces(reference):
+    """Removes the access traces stored beside a staged image (`scar/` in its layout)."""
+    if reference.startswith("oci:"):
+        shutil.rmtree(os.path.join(reference[len("oci:"):], "scar"), ignore_errors=True)
+    else:
+        subprocess.run([os.path.join(WORK, "venv-moto/bin/python"), "-c", FORGET, reference],
+                       env=AWS, check=True)

@@ -380,6 +380,10 @@ fn lower_own_priority() {
     }
 }
 
+/// Threads fetching the access trace's files: a store far away (S3) answers each frame after
+/// a round trip, and the command waits on those files.
+const PREFETCH_WORKERS: usize = 4;
+
 /// Attempts of the background fill before it gives up until the next pull resumes it.
 const FILL_ATTEMPTS: u32 = 3;
 
@@ -407,7 +411,7 @@ fn spawn_filler(
             // at the command's own priority, then the rest behind it (the command and its
             // fetches wait on files, the rest of the fill only on time).
             let fill = || {
-                let traced = entry.tree.prefetch()?;
+                let traced = entry.tree.prefetch(PREFETCH_WORKERS)?;
                 tracing::debug!(
                     bytes = traced,
                     ms = started.elapsed().as_millis() as u64,

@@ -114,12 +114,16 @@ impl FromStr for ImageReference {
             });
         }
         let input = input.strip_prefix("docker://").unwrap_or(input);
-        Reference::from_str(input)
-            .map(Self::Registry)
-            .map_err(|e| ReferenceError::Invalid {
-                input: input.to_string(),
-                reason: e.to_string(),
-            })
+        let invalid = |e: oci_client::ParseError| ReferenceError::Invalid {
+            input: input.to_string(),
+            reason: e.to_string(),
+        };
+        let reference = Reference::from_str(input).map_err(invalid)?;
+        // The parser lets a few names through whose full form it refuses (`A/docker.io`:
+        // an upper-case repository once the default registry is in front): refused here,
+        // so that every reference accepted prints back as one that pulls.
+        Reference::from_str(&reference.whole()).map_err(invalid)?;
+        Ok(Self::Registry(reference))
     }
 }
 
@@ -230,9 +234,14 @@ mod tests {
                 file: "/x/img.tar.gz".into()
             })
         );
-        assert!(matches!(
-            "UPPER/Case".parse::<ImageReference>(),
-            Err(ReferenceError::Invalid { .. })
-        ));
+        for garbage in ["UPPER/Case", "A/docker.io", "Repo/x.y:tag"] {
+            assert!(
+                matches!(
+                    garbage.parse::<ImageReference>(),
+                    Err(ReferenceError::Invalid { .. })
+                ),
+                "{garbage} accepted"
+            );
+        }
     }
 }

@@ -12,8 +12,8 @@ use tar::EntryType;
 
 use super::UnpackError;
 use super::path::{self, Whiteout};
+use super::path_set::PathSet;
 use super::sparse::Sparse;
-use super::symlinks::Symlinks;
 use crate::skeleton::{self, Placeholder};
 
 /// Counts for one layer, logged and stored in `image.json`.
@@ -47,7 +47,7 @@ pub struct LayerApplier {
     final_root: PathBuf,
     /// Every symlink in the rootfs, relative. The staging tree is private to this process, so
     /// this set is the whole truth about which parents must not be written through.
-    symlinks: Symlinks,
+    symlinks: PathSet,
     /// Directory mtimes, applied once at the end: creating children changes them.
     dir_mtimes: HashMap<PathBuf, i64>,
     buffer: Vec<u8>,
@@ -68,6 +68,8 @@ pub struct LazyFiles {
     pub links: HashMap<PathBuf, PathBuf>,
     /// Directory mtimes as the layers set them: filling a file must not change them.
     pub dir_mtimes: HashMap<PathBuf, i64>,
+    /// The names in `files` and in `links`, for what a removed directory held.
+    names: PathSet,
 }
 
 impl LazyFiles {
@@ -75,17 +77,17 @@ impl LazyFiles {
     /// placeholders and links go, and a placeholder that keeps a hard link elsewhere lives
     /// on under that name.
     fn forget(&mut self, rel: &Path, directory: bool) {
-        let gone: Vec<PathBuf> = if directory {
-            self.links.retain(|link, _| !link.starts_with(rel));
-            self.files
-                .keys()
-                .filter(|name| name.starts_with(rel))
-                .cloned()
-                .collect()
-        } else {
-            self.links.remove(rel);
+        let gone = if directory {
+            self.names.remove_under(rel)
+        } else if self.names.contains(rel) {
+            self.names.remove(rel);
             vec![rel.to_path_buf()]
+        } else {
+            return;
         };
+        for name in &gone {
+            self.links.remove(name);
+        }
         for name in gone {
             let Some(placeholder) = self.files.remove(&name) else {
                 continue;
@@ -124,7 +126,7 @@ impl LayerApplier {
         Self {
             staging,
             final_root,
-            symlinks: Symlinks::default(),
+            symlinks: PathSet::default(),
             dir_mtimes: HashMap::new(),
             buffer: vec![0; COPY_BUFFER],
             umask: current_umask(),
@@ -211,8 +213,7 @@ impl LayerApplier {
             }
             // Whatever this entry makes replaces a placeholder of the same name.
             if let Some(lazy) = self.lazy.as_mut() {
-                lazy.files.remove(&rel);
-                lazy.links.remove(&rel);
+                lazy.forget(&rel, false);
             }
             let header = entry.header();
             let mode = header.mode().map_err(UnpackError::Stream)? & 0o7777 & !SPECIAL_BITS;
@@ -271,6 +272,7 @@ impl LayerApplier {
                             inode: (meta.dev(), meta.ino()),
                         };
                         if let Some(lazy) = self.lazy.as_mut() {
+                            lazy.names.insert(&rel);
                             lazy.files.insert(rel.clone(), placeholder);
                         }
                         layer.stats.files += 1;
@@ -329,6 +331,7 @@ impl LayerApplier {
                             let target = lazy.links.get(&target_rel).unwrap_or(&target_rel);
                             if lazy.files.contains_key(target) {
                                 let target = target.clone();
+                                lazy.names.insert(&rel);
                                 lazy.links.insert(rel.clone(), target);
                             }
                         }

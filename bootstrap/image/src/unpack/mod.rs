@@ -21,8 +21,8 @@ pub mod blob;
 mod confinement;
 mod guard;
 pub mod path;
+mod path_set;
 mod sparse;
-mod symlinks;
 
 use std::io;
 use std::path::PathBuf;
