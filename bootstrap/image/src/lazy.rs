@@ -114,6 +114,8 @@ pub struct LazyTree {
     /// Each placeholder by `(device, inode)`: how the shim names a file it is about to open,
     /// whatever path (relative, through links, by directory descriptor) it was given.
     by_inode: HashMap<(u64, u64), PathBuf>,
+    /// The placeholders whose bytes start in each frame (layer, frame).
+    by_frame: HashMap<(usize, usize), Vec<PathBuf>>,
     /// Set once every placeholder was filled.
     complete: AtomicBool,
     in_flight: Mutex<HashSet<PathBuf>>,
@@ -160,7 +162,7 @@ impl LazyTree {
                 });
             }
         }
-        let starts = layers
+        let starts: Vec<Vec<u64>> = layers
             .iter()
             .map(|layer| {
                 let mut at = 0;
@@ -181,6 +183,13 @@ impl LazyTree {
             .iter()
             .map(|(rel, placeholder)| (placeholder.inode, rel.clone()))
             .collect();
+        let mut by_frame: HashMap<(usize, usize), Vec<PathBuf>> = HashMap::new();
+        for (rel, placeholder) in &files.files {
+            by_frame
+                .entry(frame_of(&starts, placeholder))
+                .or_default()
+                .push(rel.clone());
+        }
         let mut other_names: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
         for (link, target) in &files.links {
             other_names
@@ -195,6 +204,7 @@ impl LazyTree {
             files,
             other_names,
             by_inode,
+            by_frame,
             complete: AtomicBool::new(false),
             in_flight: Mutex::new(HashSet::new()),
             landed: Condvar::new(),
@@ -304,7 +314,7 @@ impl LazyTree {
         let mut groups: Vec<Vec<&PathBuf>> = Vec::new();
         let mut group_of: HashMap<(usize, usize), usize> = HashMap::new();
         for (name, placeholder) in wanted.iter().filter_map(|at| by_place.get(at)) {
-            let frame = self.frame_of(placeholder);
+            let frame = frame_of(&self.starts, placeholder);
             let group = *group_of.entry(frame).or_insert_with(|| {
                 groups.push(Vec::new());
                 groups.len() - 1
@@ -342,13 +352,30 @@ impl LazyTree {
         Ok(fetched.into_inner())
     }
 
-    /// The layer and frame where a placeholder's bytes start.
-    fn frame_of(&self, placeholder: &Placeholder) -> (usize, usize) {
-        let starts = &self.starts[placeholder.layer];
-        let frame = starts
-            .partition_point(|&start| start <= placeholder.offset)
-            .saturating_sub(1);
-        (placeholder.layer, frame)
+    /// Fills the other placeholders whose bytes start in the frame where those of the file
+    /// with this device and inode start (one decoded frame serves them all: a command that
+    /// reads many files in an order of its own would otherwise decode some frames many
+    /// times). Not accesses: they stay out of the trace. Returns the bytes fetched.
+    pub fn fill_frame_of_inode(&self, dev: u64, ino: u64) -> Result<u64, LazyFault> {
+        let Some(placeholder) = self
+            .by_inode
+            .get(&(dev, ino))
+            .and_then(|rel| self.files.files.get(rel))
+        else {
+            return Ok(0);
+        };
+        let mut fetched = 0;
+        for name in self
+            .by_frame
+            .get(&frame_of(&self.starts, placeholder))
+            .into_iter()
+            .flatten()
+        {
+            if let Filled::Fetched(bytes) = self.fill_unrecorded(name)? {
+                fetched += bytes;
+            }
+        }
+        Ok(fetched)
     }
 
     /// The rootfs.
@@ -520,7 +547,7 @@ impl LazyTree {
         let starts = &self.starts[placeholder.layer];
         let end = placeholder.offset + placeholder.size;
         let mut at = placeholder.offset;
-        let (_, mut frame) = self.frame_of(placeholder);
+        let (_, mut frame) = frame_of(&self.starts, placeholder);
         while at < end {
             let bytes = self.frame(placeholder.layer, frame)?;
             let start = starts[frame];
@@ -576,6 +603,16 @@ impl LazyTree {
         };
         let _ = filetime::set_file_mtime(self.root.join(dir), FileTime::from_unix_time(mtime, 0));
     }
+}
+
+/// The layer and frame where a placeholder's bytes start, given each layer's frame starts.
+fn frame_of(starts: &[Vec<u64>], placeholder: &Placeholder) -> (usize, usize) {
+    let frame = starts.get(placeholder.layer).map_or(0, |starts| {
+        starts
+            .partition_point(|&start| start <= placeholder.offset)
+            .saturating_sub(1)
+    });
+    (placeholder.layer, frame)
 }
 
 /// A placeholder's name in an access trace.
@@ -985,6 +1022,38 @@ mod tests {
             Filled::Fetched(80_000)
         );
         assert_eq!(walk(lazy.path(), true), walk(eager.path(), true));
+    }
+
+    #[test]
+    fn a_fetched_files_frame_fills_its_other_files_and_only_those() {
+        let tars = layers();
+        let dir = ok(tempfile::tempdir());
+        let (tree, _) = lazy_tree(dir.path(), &tars, false);
+        let is_placeholder = |name: &Path| {
+            let meta = ok(fs::metadata(dir.path().join(name)));
+            meta.len() > 0 && meta.blocks() == 0
+        };
+        let asked = Path::new("usr/lib/f3");
+        let frame = frame_of(&tree.starts, &tree.files.files[asked]);
+        let (same, other): (Vec<_>, Vec<_>) = tree
+            .files
+            .files
+            .iter()
+            .partition(|(_, p)| frame_of(&tree.starts, p) == frame);
+        assert!(
+            same.len() > 1 && !other.is_empty(),
+            "{} {}",
+            same.len(),
+            other.len()
+        );
+        let meta = ok(fs::metadata(dir.path().join(asked)));
+        let fetched = ok(tree.fill_frame_of_inode(meta.dev(), meta.ino()));
+        assert_eq!(fetched, same.iter().map(|(_, p)| p.size).sum::<u64>());
+        assert!(same.iter().all(|(name, _)| !is_placeholder(name)));
+        assert!(other.iter().all(|(name, _)| is_placeholder(name)));
+        assert!(tree.trace().is_empty(), "neighbours are not accesses");
+        assert_eq!(ok(tree.fill_frame_of_inode(meta.dev(), meta.ino())), 0);
+        assert_eq!(ok(tree.fill_frame_of_inode(0, 0)), 0, "no such placeholder");
     }
 
     #[test]

@@ -312,5 +312,13 @@ impl Fetcher {
         };
         let mut answer = [0u8; 24];
         let _ = (&stream).write_all(fetch::encode_answer(errno, &mut answer));
+        if let (Some(Request::File { dev, ino }), 0) = (request, errno) {
+            // After the answer, so the caller goes on: the file's frame is decoded (and
+            // cached) already, and its neighbours in the image are likely read next. A
+            // failure here is met again, and reported, when one of them is asked for.
+            if let Err(e) = self.tree.fill_frame_of_inode(dev, ino) {
+                tracing::debug!(error = %e, "filling a fetched file's neighbours failed");
+            }
+        }
     }
 }
