@@ -381,8 +381,9 @@ fn lower_own_priority() {
 }
 
 /// Threads fetching the access trace's files: a store far away (S3) answers each frame after
-/// a round trip, and the command waits on those files.
-const PREFETCH_WORKERS: usize = 4;
+/// a round trip, and the command waits on those files; each holds a decoded frame, and a
+/// trace of the whole image (a command that read everything) must not crowd the command out.
+const PREFETCH_WORKERS: usize = 2;
 
 /// Attempts of the background fill before it gives up until the next pull resumes it.
 const FILL_ATTEMPTS: u32 = 3;

@@ -53,6 +53,10 @@ pub struct Fetcher {
     ready: Mutex<HashSet<PathBuf>>,
     /// The first fetch that failed since it was last taken.
     fault: Mutex<Option<String>>,
+    /// Set while one answer's thread fills a fetched file's neighbours: one at a time, as
+    /// each holds a decoded frame (a command reading every file would otherwise start one
+    /// per file it asks for, and memory would grow with them).
+    filling_neighbours: std::sync::atomic::AtomicBool,
 }
 
 impl Fetcher {
@@ -75,6 +79,7 @@ impl Fetcher {
             socket,
             ready: Mutex::new(HashSet::new()),
             fault: Mutex::new(None),
+            filling_neighbours: std::sync::atomic::AtomicBool::new(false),
         });
         // Failures here are kept for the run's report.
         for file in BOOT_FILES {
@@ -312,13 +317,20 @@ impl Fetcher {
         };
         let mut answer = [0u8; 24];
         let _ = (&stream).write_all(fetch::encode_answer(errno, &mut answer));
-        if let (Some(Request::File { dev, ino }), 0) = (request, errno) {
+        use std::sync::atomic::Ordering;
+        if let (Some(Request::File { dev, ino }), 0) = (request, errno)
+            && self
+                .filling_neighbours
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
             // After the answer, so the caller goes on: the file's frame is decoded (and
             // cached) already, and its neighbours in the image are likely read next. A
             // failure here is met again, and reported, when one of them is asked for.
             if let Err(e) = self.tree.fill_frame_of_inode(dev, ino) {
                 tracing::debug!(error = %e, "filling a fetched file's neighbours failed");
             }
+            self.filling_neighbours.store(false, Ordering::Release);
         }
     }
 }
