@@ -215,20 +215,25 @@ fn a_file_whose_frame_is_corrupt_fails_the_invocation_by_name() {
     );
 }
 
+/// A command reading two big files of the Debian image, and what it prints under chroot.
+fn two_big_files() -> (&'static [&'static str], Output) {
+    let argv: &[&str] = &[
+        "sh",
+        "-c",
+        "sha256sum /usr/bin/perl /usr/games/cowsay | cut -c1-20",
+    ];
+    let expected = chroot_run(&work().join("chroot/debian/rootfs"), argv);
+    assert!(expected.status.success(), "{expected:?}");
+    (argv, expected)
+}
+
 /// A runtime killed while its tree was still arriving leaves it marked incomplete: the next
 /// environment does not trust it, builds it again, and gets the image's files.
 #[test]
 #[ignore = "needs scripts/setup.sh: run `make test`"]
 fn a_tree_left_half_filled_is_built_again_by_the_next_runtime() {
     let layout = staged("oci-debian");
-    let chroot = work().join("chroot/debian/rootfs");
-    let argv: &[&str] = &[
-        "sh",
-        "-c",
-        "sha256sum /usr/bin/perl /usr/games/cowsay | cut -c1-20",
-    ];
-    let expected = chroot_run(&chroot, argv);
-    assert!(expected.status.success(), "{expected:?}");
+    let (argv, expected) = two_big_files();
     let cache = cache_for_993();
     // `bootstrap run` ends with the command: its filler thread dies with it, mid-tree.
     let first = run_image(layout.path(), cache.path(), true, &["true"]);
@@ -298,13 +303,7 @@ fn a_cold_start_stores_its_access_trace_and_the_next_starts_from_it() {
         .status()
         .unwrap();
     let chroot = work().join("chroot/debian/rootfs");
-    let argv: &[&str] = &[
-        "sh",
-        "-c",
-        "sha256sum /usr/bin/perl /usr/games/cowsay | cut -c1-20",
-    ];
-    let expected = chroot_run(&chroot, argv);
-    assert!(expected.status.success(), "{expected:?}");
+    let (argv, expected) = two_big_files();
     let image = format!("oci:{}:bookworm", layout.path().display());
     let cold = |argv: &[&str]| {
         let cache = cache_for_993();
@@ -451,18 +450,6 @@ async fn a_lazy_tree_read_from_s3_runs_as_under_chroot() {
         .unwrap();
     let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(keys.len(), 1, "{keys:?}");
-    let trace = stand
-        .s3
-        .get_object()
-        .bucket(&bucket)
-        .key(keys[0])
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
+    let trace = stand.object(&bucket, keys[0]).await;
     assert!(scar_image::trace::parse(&trace).len() >= 3, "{trace:?}");
 }

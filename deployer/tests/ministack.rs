@@ -294,19 +294,7 @@ async fn the_event_launcher_processes_every_object_exactly_once() {
     assert!(missing.is_empty(), "never processed: {missing:?}");
     assert!(twice.is_empty(), "processed more than once: {twice:?}");
     let sample = &outputs[outputs.len() / 2];
-    let body = stand
-        .s3
-        .get_object()
-        .bucket(&bucket)
-        .key(sample)
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
+    let body = stand.object(&bucket, sample).await;
     let index: usize = sample["output/object-".len()..]
         .split('.')
         .next()
@@ -651,19 +639,7 @@ async fn a_two_function_pipeline_from_a_file_processes_a_put_file_through_both()
     };
     assert_eq!(got, "second: HELLO PIPELINE\n");
     // The intermediate object is there too, as the first function wrote it.
-    let middle = stand
-        .s3
-        .get_object()
-        .bucket(&bucket)
-        .key("mid/notes.txt")
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
+    let middle = stand.object(&bucket, "mid/notes.txt").await;
     assert_eq!(&middle[..], b"HELLO PIPELINE\n");
 
     stand.deployer(&["rm", "-f", file_arg]).ok();

@@ -177,6 +177,13 @@ impl Stand {
         }
     }
 
+    /// An object's bytes (the test fails if it is missing).
+    pub async fn object(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let object = self.s3.get_object().bucket(bucket).key(key).send().await;
+        let object = object.unwrap_or_else(|e| panic!("s3://{bucket}/{key}: {e:?}"));
+        object.body.collect().await.unwrap().into_bytes().to_vec()
+    }
+
     pub async fn bucket_exists(&self, bucket: &str) -> bool {
         self.s3.head_bucket().bucket(bucket).send().await.is_ok()
     }
