@@ -273,6 +273,15 @@ impl LazyTree {
             .clone()
     }
 
+    /// Whether files were asked for that the stored trace lacks, and there is a place to
+    /// store it ([`Self::save_trace`] would write).
+    pub fn has_unsaved_trace(&self) -> bool {
+        self.trace_sink.is_some() && {
+            let log = self.trace.lock().unwrap_or_else(PoisonError::into_inner);
+            log.order.len() > log.stored
+        }
+    }
+
     /// Stores the access trace if files were asked for that the stored one lacks; returns
     /// the entries stored (0 when there was nothing new, or nowhere to store it).
     pub fn save_trace(&self) -> io::Result<usize> {
@@ -1081,6 +1090,7 @@ mod tests {
             0,
             "nothing asked for, nothing stored"
         );
+        assert!(!tree.has_unsaved_trace());
         // Asked for: two files, one twice, a hard link's name, and names with no placeholder.
         for name in [
             "usr/lib/f9",
@@ -1094,7 +1104,9 @@ mod tests {
         }
         let trace = tree.trace();
         assert_eq!(trace.len(), 3, "{trace:?}");
+        assert!(tree.has_unsaved_trace());
         assert_eq!(ok(tree.save_trace()), 3);
+        assert!(!tree.has_unsaved_trace());
         assert_eq!(ok(tree.save_trace()), 0, "already stored");
         let saved = ok(stored.lock().map_err(|_| "poisoned"))[0].clone();
         assert_eq!(trace::parse(&saved), trace);

@@ -23,6 +23,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rootfs_paths::fetch::{self, Request};
@@ -56,7 +57,7 @@ pub struct Fetcher {
     /// Set while one answer's thread fills a fetched file's neighbours: one at a time, as
     /// each holds a decoded frame (a command reading every file would otherwise start one
     /// per file it asks for, and memory would grow with them).
-    filling_neighbours: std::sync::atomic::AtomicBool,
+    filling_neighbours: AtomicBool,
 }
 
 impl Fetcher {
@@ -79,7 +80,7 @@ impl Fetcher {
             socket,
             ready: Mutex::new(HashSet::new()),
             fault: Mutex::new(None),
-            filling_neighbours: std::sync::atomic::AtomicBool::new(false),
+            filling_neighbours: AtomicBool::new(false),
         });
         // Failures here are kept for the run's report.
         for file in BOOT_FILES {
@@ -115,9 +116,14 @@ impl Fetcher {
             .take()
     }
 
+    /// Whether this run's commands asked for files the stored access trace lacks.
+    pub fn has_unsaved_trace(&self) -> bool {
+        self.tree.has_unsaved_trace()
+    }
+
     /// Stores the image's access trace if this run's commands asked for files it lacked
     /// (`scar_image::trace`). Best effort: the trace is a hint for the next cold start, and
-    /// a role that may not write it loses only that (said once per process).
+    /// a role that may not write it loses only that (said once per process). Blocks.
     pub fn save_trace(&self) {
         static REFUSED: std::sync::Once = std::sync::Once::new();
         match self.tree.save_trace() {
@@ -317,7 +323,6 @@ impl Fetcher {
         };
         let mut answer = [0u8; 24];
         let _ = (&stream).write_all(fetch::encode_answer(errno, &mut answer));
-        use std::sync::atomic::Ordering;
         if let (Some(Request::File { dev, ino }), 0) = (request, errno)
             && self
                 .filling_neighbours

@@ -279,7 +279,7 @@ impl Sandbox {
             Ok(mut c) => (std::mem::take(&mut c.kept), c.dropped),
             Err(_) => (Vec::new(), 0),
         };
-        if let Some(fetcher) = &self.fetcher {
+        if let Some(fetcher) = self.fetcher.as_ref().filter(|f| f.has_unsaved_trace()) {
             // Before the response: a sandbox may be frozen right after it, and never thawed.
             let fetcher = Arc::clone(fetcher);
             let _ = tokio::task::spawn_blocking(move || fetcher.save_trace()).await;
