@@ -105,9 +105,7 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 fn well_formed(digest: &str) -> bool {
-    digest
-        .strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    crate::oci::sha256_hex(digest).is_some()
 }
 
 impl FrameIndex {

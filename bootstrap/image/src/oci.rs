@@ -72,6 +72,14 @@ impl Compression {
     }
 }
 
+/// The hex part of a digest in the one form this crate reads (`sha256:` and 64 hex digits);
+/// `None` for any other, which also keeps a digest from naming a path outside `blobs/`.
+pub(crate) fn sha256_hex(digest: &str) -> Option<&str> {
+    digest
+        .strip_prefix("sha256:")
+        .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Parses an OCI/Docker image config blob into the parts a run needs.
 pub fn parse_config(bytes: &[u8]) -> Result<(ContainerConfig, Vec<String>), serde_json::Error> {
     #[derive(serde::Deserialize)]

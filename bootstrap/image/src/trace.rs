@@ -17,9 +17,7 @@ pub const MAX_ENTRIES: usize = 262_144;
 /// Where, inside a staged layout, the trace of the image with this manifest digest lives;
 /// `None` for a digest that is not `sha256:` and 64 hex digits.
 pub fn location(manifest_digest: &str) -> Option<String> {
-    let hex = manifest_digest.strip_prefix("sha256:")?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| format!("scar/trace-{hex}"))
+    crate::oci::sha256_hex(manifest_digest).map(|hex| format!("scar/trace-{hex}"))
 }
 
 /// A placeholder, by where its bytes lie.

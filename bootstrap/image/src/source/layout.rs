@@ -138,13 +138,9 @@ impl LayoutSource {
     }
 
     fn blob_path(&self, digest: &str) -> Result<String, SourceError> {
-        let (algorithm, hex) = digest
-            .split_once(':')
+        let hex = crate::oci::sha256_hex(digest)
             .ok_or_else(|| self.fail(format!("malformed digest {digest:?}")))?;
-        if algorithm != "sha256" || hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(self.fail(format!("malformed digest {digest:?}")));
-        }
-        Ok(format!("blobs/{algorithm}/{hex}"))
+        Ok(format!("blobs/sha256/{hex}"))
     }
 
     /// Reads a small blob (manifest, index, config) and checks its digest.

@@ -121,9 +121,7 @@ impl<R: Read> VerifyingReader<R> {
         size: Option<u64>,
         faults: FaultSlot,
     ) -> Result<Self, BlobFault> {
-        let hex = digest
-            .strip_prefix("sha256:")
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        let hex = crate::oci::sha256_hex(digest)
             .ok_or_else(|| BlobFault::UnsupportedDigest(digest.to_string()))?;
         Ok(Self {
             inner,
