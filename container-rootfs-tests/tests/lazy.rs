@@ -288,9 +288,9 @@ fn traced(stderr: &[u8]) -> usize {
 }
 
 /// The first cold start stores the files its command asked for beside the staged image; the
-/// next reads that trace (and prefetches it) and, asking for nothing new, leaves it as it
-/// was. A damaged trace is read up to the damage and replaced; where the trace cannot be
-/// stored, the run is the same and says so once.
+/// next reads that trace (and prefetches it) and keeps its entries first in what it stores.
+/// A damaged trace is read up to the damage and replaced; where the trace cannot be stored,
+/// the run is the same and says so once.
 #[test]
 #[ignore = "needs scripts/setup.sh: run `make test`"]
 fn a_cold_start_stores_its_access_trace_and_the_next_starts_from_it() {
@@ -327,11 +327,10 @@ fn a_cold_start_stores_its_access_trace_and_the_next_starts_from_it() {
     let second = cold(argv);
     assert_eq!(second.stdout, expected.stdout);
     assert_eq!(traced(&second.stderr), entries.len());
-    assert_eq!(
-        stored_trace(layout.path()).unwrap(),
-        learnt,
-        "nothing new was asked for"
-    );
+    // A file filled as a fetched file's neighbour is not asked for, so which files a run
+    // asks for depends on timing: a trace only grows, the first run's entries first.
+    let grown = scar_image::trace::parse(&stored_trace(layout.path()).unwrap());
+    assert_eq!(grown[..entries.len()], entries[..], "{grown:?}");
 
     let damaged = format!(
         "{}\n0 999999999999\nnot an entry\n0 512\n",
@@ -348,7 +347,12 @@ fn a_cold_start_stores_its_access_trace_and_the_next_starts_from_it() {
     assert_eq!(third.stdout, expected.stdout);
     assert_eq!(traced(&third.stderr), 1, "read up to the damage");
     let replaced = scar_image::trace::parse(&stored_trace(layout.path()).unwrap());
-    assert_eq!(replaced.len(), entries.len() + 1, "{replaced:?}");
+    let bogus = scar_image::trace::FileAt {
+        layer: 0,
+        offset: 999_999_999_999,
+    };
+    assert_eq!(replaced[0], bogus, "{replaced:?}");
+    assert!(replaced.len() >= 5, "{replaced:?}");
 
     Command::new("chown")
         .args(["0:0"])
