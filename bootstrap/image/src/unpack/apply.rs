@@ -73,6 +73,16 @@ pub struct LazyFiles {
 }
 
 impl LazyFiles {
+    fn add_placeholder(&mut self, rel: &Path, placeholder: Placeholder) {
+        self.names.insert(rel);
+        self.files.insert(rel.to_path_buf(), placeholder);
+    }
+
+    fn add_link(&mut self, rel: &Path, target: PathBuf) {
+        self.names.insert(rel);
+        self.links.insert(rel.to_path_buf(), target);
+    }
+
     /// `rel` (and, for a directory, everything below it) removed by a layer: its
     /// placeholders and links go, and a placeholder that keeps a hard link elsewhere lives
     /// on under that name.
@@ -272,8 +282,7 @@ impl LayerApplier {
                             inode: (meta.dev(), meta.ino()),
                         };
                         if let Some(lazy) = self.lazy.as_mut() {
-                            lazy.names.insert(&rel);
-                            lazy.files.insert(rel.clone(), placeholder);
+                            lazy.add_placeholder(&rel, placeholder);
                         }
                         layer.stats.files += 1;
                         layer.written.insert(rel);
@@ -331,8 +340,7 @@ impl LayerApplier {
                             let target = lazy.links.get(&target_rel).unwrap_or(&target_rel);
                             if lazy.files.contains_key(target) {
                                 let target = target.clone();
-                                lazy.names.insert(&rel);
-                                lazy.links.insert(rel.clone(), target);
+                                lazy.add_link(&rel, target);
                             }
                         }
                     }
