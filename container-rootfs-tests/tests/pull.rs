@@ -153,12 +153,18 @@ fn skeletons_build_umoci_trees_that_fill_to_their_bytes() {
         let (layers, skeletons) = lazy_layers(framed.path());
         let reads = layers.iter().map(|l| l.index.frames.len()).sum::<usize>();
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("rootfs");
+        let (root, aside) = (dir.path().join("rootfs"), dir.path().join("aside"));
         std::fs::create_dir(&root).unwrap();
+        std::fs::create_dir(&aside).unwrap();
         let started = std::time::Instant::now();
-        let (lazy, _) =
-            scar_image::lazy::LazyTree::build(root.clone(), root.clone(), layers, &skeletons)
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (lazy, _) = scar_image::lazy::LazyTree::build(
+            root.clone(),
+            root.clone(),
+            aside,
+            layers,
+            &skeletons,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         let built = started.elapsed();
         let mut reference = tree(&w.join("ref").join(name).join("rootfs"), None);
         let root_tree = tree(&w.join("ref-root").join(name).join("rootfs"), None);

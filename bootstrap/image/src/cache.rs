@@ -5,6 +5,7 @@
 //! CACHE/images/<key>/rootfs/       the unpacked image (key = first 24 hex digits of the digest)
 //! CACHE/images/<key>/image.json    manifest digest, image config (Env, Entrypoint, …), layer stats
 //! CACHE/images/<key>/incomplete    a lazy tree whose files are still arriving (see `lazy.rs`)
+//! CACHE/images/<key>/aside/        where they are written before they are renamed into rootfs/
 //! CACHE/staging/<key>/             a build in progress (or left by a killed process)
 //! CACHE/locks/<key>.lock           flock held while building
 //! CACHE/refs/<hash>                reference (+ platform) → manifest digest, to skip the GET
@@ -235,6 +236,15 @@ impl Staging {
         self.final_dir.join("rootfs")
     }
 
+    /// Makes the directory a lazy tree writes its files in before it renames them into the
+    /// rootfs (beside it, so that no program in the tree sees them), and returns where it
+    /// will be once committed.
+    pub fn make_aside(&self) -> Result<PathBuf, CacheError> {
+        let aside = self.dir.join(ASIDE);
+        fs::create_dir(&aside).map_err(io_err("create", &aside))?;
+        Ok(self.final_dir.join(ASIDE))
+    }
+
     /// As [`Self::commit`], for a lazy tree whose files are still to come: it is marked
     /// incomplete, which [`RootfsCache::lookup`] does not trust, until [`mark_complete`].
     pub fn commit_incomplete(self, meta: ImageMeta) -> Result<CachedImage, CacheError> {
@@ -268,13 +278,24 @@ impl Staging {
 
 /// The marker of a lazy tree still filling.
 const INCOMPLETE: &str = "incomplete";
+/// A lazy tree's files on their way in (see [`Staging::make_aside`]).
+const ASIDE: &str = "aside";
 
 /// Declares the lazy tree of `image` complete: from now on [`RootfsCache::lookup`] finds it.
+/// Its aside directory, empty by then, goes (a leftover there is only named in the log).
 pub fn mark_complete(image: &CachedImage) -> Result<(), CacheError> {
     let marker = image.dir.join(INCOMPLETE);
     match fs::remove_file(&marker) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &marker)(e)),
-        _ => Ok(()),
+        _ => {
+            let aside = image.dir.join(ASIDE);
+            if let Err(e) = fs::remove_dir(&aside)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %aside.display(), error = %e, "could not remove a complete tree's aside directory");
+            }
+            Ok(())
+        }
     }
 }
 

@@ -5,8 +5,10 @@
 //! A placeholder is a sparse file of its real length with no block written: `stat` already
 //! reports what the image holds. [`LazyTree::fill`] fetches one file on first use: the frames
 //! that cover its bytes are read and checked ([`crate::frames`]), the bytes written to a new
-//! file beside it, which gets the placeholder's mode and times and is renamed over it (and over
-//! every hard link to it), so no reader ever sees a partial file. Two threads asking for one
+//! file in the tree's aside directory, which gets the placeholder's mode and times and is
+//! renamed over it (and over every hard link to it), so no reader ever sees a partial file.
+//! The aside directory lies beside the tree, on its filesystem, not in it: a program listing
+//! a directory while its files arrive sees the names the image holds and no other. Two threads asking for one
 //! file fetch it once: the second waits for the first. [`LazyTree::fill_all`] fetches whatever
 //! is left, in the layers' order, which makes the tree an ordinary complete rootfs.
 //!
@@ -105,6 +107,8 @@ struct TraceLog {
 /// A rootfs built from skeletons, and what it still lacks.
 pub struct LazyTree {
     root: PathBuf,
+    /// Where files are written before they are renamed into the tree.
+    aside: PathBuf,
     layers: Vec<FramedLayer>,
     /// Per layer, each frame's offset in the layer's tar.
     starts: Vec<Vec<u64>>,
@@ -138,9 +142,11 @@ static TEMP_NAMES: AtomicU64 = AtomicU64::new(0);
 
 impl LazyTree {
     /// The tree at `root`, built from the skeletons of `layers` (in order), which left `files`.
-    /// Every placeholder must lie inside its layer's frames.
+    /// Every placeholder must lie inside its layer's frames. Files are written in `aside` (a
+    /// directory outside the tree, on its filesystem) before they are renamed into place.
     pub fn new(
         root: PathBuf,
+        aside: PathBuf,
         layers: Vec<FramedLayer>,
         files: LazyFiles,
     ) -> Result<Self, LazyFault> {
@@ -199,6 +205,7 @@ impl LazyTree {
         }
         Ok(Self {
             root,
+            aside,
             layers,
             starts,
             files,
@@ -218,10 +225,12 @@ impl LazyTree {
     /// blob, in the layers' order): every directory, link and file is in place, with each
     /// file that was left out a placeholder. Files are filled at `root`, where the caller
     /// moves the tree (a rename: the inodes stay) before the first fill; symlinks are made
-    /// for that place. Returns each layer's counts too.
+    /// for that place. Files are written in `aside` before they are renamed into the tree (see
+    /// [`Self::new`]). Returns each layer's counts too.
     pub fn build(
         staging: PathBuf,
         root: PathBuf,
+        aside: PathBuf,
         layers: Vec<FramedLayer>,
         skeletons: &[impl AsRef<[u8]>],
     ) -> Result<(Self, Vec<LayerStats>), LazyFault> {
@@ -245,7 +254,7 @@ impl LazyTree {
             layer: layers.len(),
             error,
         })?;
-        let mut tree = Self::new(staging, layers, files)?;
+        let mut tree = Self::new(staging, aside, layers, files)?;
         tree.root = root;
         Ok((tree, stats))
     }
@@ -518,11 +527,15 @@ impl LazyTree {
             })
             .cloned()
             .collect();
-        let dir = full.parent().unwrap_or(&self.root);
         let mut temp = tempfile::Builder::new()
-            .prefix(".scar-fill-")
-            .tempfile_in(dir)
-            .map_err(|e| io_fault("cannot create the file beside it", e))?;
+            .prefix("file-")
+            .tempfile_in(&self.aside)
+            .map_err(|e| {
+                io_fault(
+                    &format!("cannot create a file in {}", self.aside.display()),
+                    e,
+                )
+            })?;
         self.copy_bytes(placeholder, temp.as_file_mut())
             .map_err(|e| fault(e.to_string()))?;
         let time = FileTime::from_last_modification_time(&meta);
@@ -530,18 +543,23 @@ impl LazyTree {
             .set_permissions(meta.permissions())
             .and_then(|()| filetime::set_file_handle_times(temp.as_file(), Some(time), Some(time)))
             .map_err(|e| io_fault("cannot set its mode and times", e))?;
-        temp.persist(&full)
-            .map_err(|e| io_fault("cannot rename it into place", e.error))?;
+        // Dropped, the temporary name removes what is left there: the placeholder.
+        let temp = temp.into_temp_path();
+        let placed =
+            swap_in(&temp, &full, &meta).map_err(|e| io_fault("cannot put it in place", e))?;
+        if !placed {
+            return Ok(Filled::Present);
+        }
         for link in &links {
             let link_full = self.root.join(link);
-            let link_dir = link_full.parent().unwrap_or(&self.root);
-            let aside = link_dir.join(format!(
-                ".scar-fill-link-{}-{}",
+            let aside = self.aside.join(format!(
+                "link-{}-{}",
                 std::process::id(),
                 TEMP_NAMES.fetch_add(1, Ordering::Relaxed)
             ));
             fs::hard_link(&full, &aside)
-                .and_then(|()| fs::rename(&aside, &link_full))
+                .and_then(|()| swap_in(&aside, &link_full, &meta))
+                .and_then(|_| remove_if_there(&aside))
                 .map_err(|e| {
                     io_fault(&format!("cannot fill its hard link /{}", link.display()), e)
                 })?;
@@ -611,6 +629,40 @@ impl LazyTree {
             None => return,
         };
         let _ = filetime::set_file_mtime(self.root.join(dir), FileTime::from_unix_time(mtime, 0));
+    }
+}
+
+/// Puts the filled file `new` (in the aside directory) at `name`, which held the placeholder
+/// `was`, and says whether it did. The two names are exchanged and the one that comes out is
+/// checked: a rename over `name` would overwrite a file the command put there since the
+/// placeholder was checked, or bring back a name it removed. The placeholder lands at `new`,
+/// for the caller to remove; the command's file is put back. Where the filesystem cannot
+/// exchange two names, `new` is renamed over `name`.
+fn swap_in(new: &Path, name: &Path, was: &fs::Metadata) -> io::Result<bool> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    use rustix::io::Errno;
+    let exchange = || renameat_with(CWD, new, CWD, name, RenameFlags::EXCHANGE);
+    match exchange() {
+        Ok(()) => {}
+        Err(Errno::NOENT) => return Ok(false),
+        Err(Errno::INVAL | Errno::NOSYS | Errno::NOTSUP | Errno::PERM) => {
+            fs::rename(new, name)?;
+            return Ok(true);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let swapped_out = fs::symlink_metadata(new)?;
+    if (swapped_out.dev(), swapped_out.ino()) == (was.dev(), was.ino()) {
+        return Ok(true);
+    }
+    exchange()?;
+    Ok(false)
+}
+
+fn remove_if_there(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -846,11 +898,26 @@ mod tests {
         blob: Vec<u8>,
         reads: AtomicUsize,
         broken: bool,
+        /// A directory to list at each read, while a file is on its way, and its listings.
+        watched: Mutex<Option<PathBuf>>,
+        listings: Mutex<Vec<Vec<String>>>,
+    }
+
+    /// The names in `dir`, sorted.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = ok(fs::read_dir(dir))
+            .map(|e| ok(e).file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     impl RangeSource for Memory {
         fn read_range(&self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
             self.reads.fetch_add(1, Ordering::Relaxed);
+            if let Some(dir) = &*ok(self.watched.lock()) {
+                ok(self.listings.lock()).push(names(dir));
+            }
             if self.broken {
                 return Err(io::Error::other("connection reset by peer"));
             }
@@ -878,6 +945,8 @@ mod tests {
             blob,
             reads: AtomicUsize::new(0),
             broken,
+            watched: Mutex::default(),
+            listings: Mutex::default(),
         });
         Framed {
             index,
@@ -886,7 +955,16 @@ mod tests {
         }
     }
 
-    fn lazy_tree(root: &Path, tars: &[Vec<u8>], broken: bool) -> (LazyTree, Vec<Arc<Memory>>) {
+    /// Where [`lazy_tree`] builds the tree in its directory.
+    fn rootfs(dir: &tempfile::TempDir) -> PathBuf {
+        dir.path().join("rootfs")
+    }
+
+    /// A lazy tree of `tars` in `dir` (its rootfs and aside directories).
+    fn lazy_tree(dir: &Path, tars: &[Vec<u8>], broken: bool) -> (LazyTree, Vec<Arc<Memory>>) {
+        let (root, aside) = (dir.join("rootfs"), dir.join("aside"));
+        ok(fs::create_dir(&root));
+        ok(fs::create_dir(&aside));
         let framed: Vec<Framed> = tars.iter().map(|t| framed(t, broken)).collect();
         let layers = framed
             .iter()
@@ -897,8 +975,9 @@ mod tests {
             .collect();
         let skeletons: Vec<&Vec<u8>> = framed.iter().map(|f| &f.skeleton).collect();
         let (tree, _) = ok(LazyTree::build(
-            root.to_path_buf(),
-            root.to_path_buf(),
+            root.clone(),
+            root,
+            aside,
             layers,
             &skeletons,
         ));
@@ -965,13 +1044,13 @@ mod tests {
         let (eager, lazy) = (ok(tempfile::tempdir()), ok(tempfile::tempdir()));
         eager_tree(eager.path(), &tars);
         let (tree, memories) = lazy_tree(lazy.path(), &tars, false);
-        assert_eq!(walk(lazy.path(), false), walk(eager.path(), false));
+        assert_eq!(walk(&rootfs(&lazy), false), walk(eager.path(), false));
         assert!(
             tree.placeholders() > 20,
             "{} placeholders",
             tree.placeholders()
         );
-        assert!(lazy.path().join("usr/lib/named-by-pax").is_file());
+        assert!(rootfs(&lazy).join("usr/lib/named-by-pax").is_file());
         assert_eq!(
             memories
                 .iter()
@@ -979,11 +1058,11 @@ mod tests {
                 .sum::<usize>(),
             0
         );
-        let huge = ok(fs::metadata(lazy.path().join("usr/lib/huge.so")));
+        let huge = ok(fs::metadata(rootfs(&lazy).join("usr/lib/huge.so")));
         assert_eq!((huge.len(), huge.blocks()), (9 << 20, 0));
         let fetched = ok(tree.fill_all());
         assert!(fetched > 9 << 20, "{fetched} bytes fetched");
-        assert_eq!(walk(lazy.path(), true), walk(eager.path(), true));
+        assert_eq!(walk(&rootfs(&lazy), true), walk(eager.path(), true));
         assert_eq!(ok(tree.fill_all()), 0, "a second pass has nothing to fetch");
     }
 
@@ -1025,12 +1104,12 @@ mod tests {
             ok(tree.fill(Path::new("keep/two"))),
             Filled::Fetched(70_000)
         );
-        let inner = ok(fs::metadata(lazy.path().join("keep/three")));
+        let inner = ok(fs::metadata(rootfs(&lazy).join("keep/three")));
         assert_eq!(
             ok(tree.fill_inode(inner.dev(), inner.ino())),
             Filled::Fetched(80_000)
         );
-        assert_eq!(walk(lazy.path(), true), walk(eager.path(), true));
+        assert_eq!(walk(&rootfs(&lazy), true), walk(eager.path(), true));
     }
 
     #[test]
@@ -1039,7 +1118,7 @@ mod tests {
         let dir = ok(tempfile::tempdir());
         let (tree, _) = lazy_tree(dir.path(), &tars, false);
         let is_placeholder = |name: &Path| {
-            let meta = ok(fs::metadata(dir.path().join(name)));
+            let meta = ok(fs::metadata(rootfs(&dir).join(name)));
             meta.len() > 0 && meta.blocks() == 0
         };
         let asked = Path::new("usr/lib/f3");
@@ -1055,7 +1134,7 @@ mod tests {
             same.len(),
             other.len()
         );
-        let meta = ok(fs::metadata(dir.path().join(asked)));
+        let meta = ok(fs::metadata(rootfs(&dir).join(asked)));
         let fetched = ok(tree.fill_frame_of_inode(meta.dev(), meta.ino()));
         assert_eq!(fetched, same.iter().map(|(_, p)| p.size).sum::<u64>());
         assert!(same.iter().all(|(name, _)| !is_placeholder(name)));
@@ -1125,16 +1204,19 @@ mod tests {
             },
         );
         tree.learn(given, None);
-        assert!(is_placeholder(next.path(), "usr/lib/f9"));
+        assert!(is_placeholder(&rootfs(&next), "usr/lib/f9"));
         assert_eq!(ok(tree.prefetch(3)), 300_000 + (9 << 20) + 70_000);
         for name in ["usr/lib/f9", "usr/lib/huge.so", "usr/lib/f3"] {
-            assert!(!is_placeholder(next.path(), name), "{name} not prefetched");
+            assert!(
+                !is_placeholder(&rootfs(&next), name),
+                "{name} not prefetched"
+            );
         }
         for name in ["usr/lib/f4", "usr/lib/f8"] {
-            assert!(is_placeholder(next.path(), name), "{name} prefetched");
+            assert!(is_placeholder(&rootfs(&next), name), "{name} prefetched");
         }
         assert_eq!(
-            ok(fs::read(next.path().join("usr/lib/f9"))),
+            ok(fs::read(rootfs(&next).join("usr/lib/f9"))),
             bytes(9, 300_000)
         );
         assert_eq!(ok(tree.save_trace()), 0, "no sink: nowhere to store it");
@@ -1164,17 +1246,17 @@ mod tests {
         let reads = memories[0].reads.load(Ordering::Relaxed);
         assert!((2..=3).contains(&reads), "{reads} ranged reads");
         assert_eq!(memories[1].reads.load(Ordering::Relaxed), 0);
-        assert_eq!(ok(fs::read(dir.path().join(name))), bytes(3, 9 << 20));
+        assert_eq!(ok(fs::read(rootfs(&dir).join(name))), bytes(3, 9 << 20));
         // A hard link's name fills its whole group, and the group stays one inode.
         assert_eq!(
             ok(tree.fill(Path::new("etc/hard2"))),
             Filled::Fetched(70_000)
         );
-        let ino = |p: &str| ok(fs::metadata(dir.path().join(p))).ino();
+        let ino = |p: &str| ok(fs::metadata(rootfs(&dir).join(p))).ino();
         assert_eq!(ino("usr/lib/f3"), ino("usr/lib/hard"));
         assert_eq!(ino("usr/lib/f3"), ino("etc/hard2"));
         assert_eq!(
-            ok(fs::read(dir.path().join("usr/lib/hard"))),
+            ok(fs::read(rootfs(&dir).join("usr/lib/hard"))),
             bytes(3, 70_000)
         );
         assert_eq!(ok(tree.fill(Path::new("usr/lib/f3"))), Filled::Present);
@@ -1192,13 +1274,58 @@ mod tests {
             .to_string();
         assert!(err.starts_with("cannot fetch /usr/lib/f2: "), "{err}");
         assert!(err.contains("connection reset by peer"), "{err}");
-        let meta = ok(fs::metadata(dir.path().join("usr/lib/f2")));
+        let meta = ok(fs::metadata(rootfs(&dir).join("usr/lib/f2")));
         assert_eq!((meta.len(), meta.blocks()), (1025, 0));
-        let leftovers: Vec<_> = ok(fs::read_dir(dir.path().join("usr/lib")))
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".scar-fill"))
-            .collect();
-        assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert!(names(&dir.path().join("aside")).is_empty());
+    }
+
+    /// A program listing a directory while one of its files arrives sees the image's names
+    /// and no other: the file is written outside the tree.
+    #[test]
+    fn a_file_on_its_way_is_not_in_the_tree() {
+        let tars = layers();
+        let dir = ok(tempfile::tempdir());
+        let (tree, memories) = lazy_tree(dir.path(), &tars, false);
+        let lib = rootfs(&dir).join("usr/lib");
+        let before = names(&lib);
+        *ok(memories[0].watched.lock()) = Some(lib.clone());
+        assert_eq!(
+            ok(tree.fill(Path::new("usr/lib/f2"))),
+            Filled::Fetched(1025)
+        );
+        let listings = ok(memories[0].listings.lock()).clone();
+        assert!(!listings.is_empty(), "no frame read");
+        assert!(
+            listings.iter().all(|l| *l == before),
+            "{listings:?} / {before:?}"
+        );
+        assert_eq!(names(&lib), before);
+        assert!(names(&dir.path().join("aside")).is_empty());
+    }
+
+    /// The filled file takes the placeholder's name only while the name is the placeholder:
+    /// a file the command put there, or its removal, stands.
+    #[test]
+    fn a_filled_file_replaces_only_the_placeholder() {
+        let dir = ok(tempfile::tempdir());
+        let (name, new) = (dir.path().join("name"), dir.path().join("new"));
+        let put = |path: &Path, text: &str| ok(fs::write(path, text));
+        put(&name, "placeholder");
+        let was = ok(fs::symlink_metadata(&name));
+        put(&new, "filled");
+        assert!(ok(swap_in(&new, &name, &was)));
+        assert_eq!(ok(fs::read_to_string(&name)), "filled");
+        assert_eq!(ok(fs::symlink_metadata(&new)).ino(), was.ino());
+
+        ok(fs::remove_file(&name));
+        put(&name, "the command's");
+        assert!(!ok(swap_in(&new, &name, &was)));
+        assert_eq!(ok(fs::read_to_string(&name)), "the command's");
+        assert_eq!(ok(fs::read_to_string(&new)), "placeholder");
+
+        ok(fs::remove_file(&name));
+        assert!(!ok(swap_in(&new, &name, &was)));
+        assert!(!name.exists(), "a removed name came back");
     }
 
     #[test]
@@ -1211,7 +1338,7 @@ mod tests {
         if let Some(p) = files.files.values_mut().next() {
             p.offset = layers[p.layer].index.unpacked_size();
         }
-        let err = LazyTree::new(dir.path().to_path_buf(), layers, files)
+        let err = LazyTree::new(rootfs(&dir), dir.path().join("aside"), layers, files)
             .unwrap_err()
             .to_string();
         assert!(err.contains("lies beyond the layer's"), "{err}");

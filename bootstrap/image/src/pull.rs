@@ -309,13 +309,14 @@ impl Puller {
         learn_from: Option<LayoutSource>,
     ) -> Result<Pulled, PullError> {
         let (staging_root, final_root) = (staging.rootfs(), staging.final_rootfs());
+        let aside = staging.make_aside()?;
         let started = std::time::Instant::now();
         let LazyLayers { framed, skeletons } = layers;
         // The trace is read while the skeletons are applied.
         let digest = resolved.manifest_digest.clone();
         let trace = learn_from.map(|source| blocking(move || source.trace(&digest)));
         let (mut tree, stats) =
-            blocking(move || LazyTree::build(staging_root, final_root, framed, &skeletons))
+            blocking(move || LazyTree::build(staging_root, final_root, aside, framed, &skeletons))
                 .await??;
         if let Some(trace) = trace {
             let (given, sink) = trace.await?;
