@@ -10,20 +10,13 @@ use std::sync::OnceLock;
 
 use scar_test_kit as common;
 
-use common::framed::{corrupt_largest_blob, framed_layout};
-use common::lambda::{bootstrap_bin, chroot_run, shim_dir};
+use common::framed::{corrupt_largest_blob, framed_layout_for_lambda};
+use common::lambda::{bootstrap_bin, chroot_run, fresh_lambda_cache, shim_dir};
 use common::work;
 
 /// The harness's image in `layout` (tag `bookworm`) as `deployer stage` stages it.
 fn staged(layout: &str) -> tempfile::TempDir {
-    let staged = framed_layout(&work().join(layout), "bookworm");
-    // Readable by uid 993, which runs bootstrap.
-    Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(staged.path())
-        .status()
-        .unwrap();
-    staged
+    framed_layout_for_lambda(&work().join(layout), "bookworm")
 }
 
 /// The polyglot image staged, made once per test process.
@@ -68,16 +61,6 @@ fn run_reference(
         .current_dir("/tmp")
         .output()
         .unwrap()
-}
-
-fn cache_for_993() -> tempfile::TempDir {
-    let cache = tempfile::tempdir().unwrap();
-    Command::new("chown")
-        .args(["993:993"])
-        .arg(cache.path())
-        .status()
-        .unwrap();
-    cache
 }
 
 /// The one image directory of a cache, and whether its tree was still filling.
@@ -132,7 +115,7 @@ fn programs_on_a_lazy_tree_print_what_they_print_under_chroot() {
             expected.status.success(),
             "{argv:?} under chroot: {expected:?}"
         );
-        let cache = cache_for_993();
+        let cache = fresh_lambda_cache();
         let ours = run(cache.path(), true, argv);
         assert_eq!(
             String::from_utf8_lossy(&ours.stdout),
@@ -201,7 +184,7 @@ fn emulate(cache: &Path, image: &str, event: &str) -> serde_json::Value {
 fn a_file_whose_frame_is_corrupt_fails_the_invocation_by_name() {
     let copy = staged("oci-debian");
     corrupt_largest_blob(copy.path());
-    let cache = cache_for_993();
+    let cache = fresh_lambda_cache();
     let image = format!("oci:{}:bookworm", copy.path().display());
     // Reads every file of /usr: one of them lies in the corrupt frame.
     let event =
@@ -234,7 +217,7 @@ fn two_big_files() -> (&'static [&'static str], Output) {
 fn a_tree_left_half_filled_is_built_again_by_the_next_runtime() {
     let layout = staged("oci-debian");
     let (argv, expected) = two_big_files();
-    let cache = cache_for_993();
+    let cache = fresh_lambda_cache();
     // `bootstrap run` ends with the command: its filler thread dies with it, mid-tree.
     let first = run_image(layout.path(), cache.path(), true, &["true"]);
     assert!(
@@ -306,7 +289,7 @@ fn a_cold_start_stores_its_access_trace_and_the_next_starts_from_it() {
     let (argv, expected) = two_big_files();
     let image = format!("oci:{}:bookworm", layout.path().display());
     let cold = |argv: &[&str]| {
-        let cache = cache_for_993();
+        let cache = fresh_lambda_cache();
         let out = run_reference(&image, cache.path(), true, argv, &[("RUST_LOG", "info")]);
         assert!(
             out.status.success(),
@@ -419,7 +402,7 @@ async fn a_lazy_tree_read_from_s3_runs_as_under_chroot() {
         "sha256sum /usr/bin/perl | cut -c1-20; /usr/games/cowsay moo; exit 3",
     ];
     let expected = chroot_run(&work().join("chroot/debian/rootfs"), argv);
-    let cache = cache_for_993();
+    let cache = fresh_lambda_cache();
     let aws = [
         ("AWS_ENDPOINT_URL", common::stand::MINISTACK),
         ("AWS_ACCESS_KEY_ID", "test"),

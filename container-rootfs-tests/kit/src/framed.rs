@@ -2,6 +2,18 @@
 //! re-encoded as frames with its index and skeleton, for the frame and lazy-loading tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// [`framed_layout`] readable by the Lambda uid, which runs `bootstrap` in the tests.
+pub fn framed_layout_for_lambda(src: &std::path::Path, tag: &str) -> tempfile::TempDir {
+    let staged = framed_layout(src, tag);
+    let status = std::process::Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(staged.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "chmod of {}", staged.path().display());
+    staged
+}
+
 /// A copy of the layout's image `tag` as `deployer stage` stages it: each layer re-encoded as
 /// frames, with its frame index and skeleton named on the layer's descriptor. The original
 /// layer blobs are left out, so a pull that succeeds read the frames.

@@ -72,6 +72,13 @@ pub fn lambda_cache() -> PathBuf {
     dir
 }
 
+/// A cache of its own, owned by the Lambda uid: a cold start for each run given it.
+pub fn fresh_lambda_cache() -> tempfile::TempDir {
+    let cache = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(cache.path(), Some(LAMBDA_UID), Some(LAMBDA_UID)).unwrap();
+    cache
+}
+
 /// The variables both sides of a comparison start from.
 pub const BASE_ENV: &[(&str, &str)] = &[
     (
@@ -89,6 +96,18 @@ pub fn lambda_run(image: &str, run_args: &[&str], argv: &[&str]) -> Output {
 
 /// [`lambda_run`] with another bootstrap and shims.
 pub fn lambda_run_with(tools: &Tools, image: &str, run_args: &[&str], argv: &[&str]) -> Output {
+    lambda_run_setting(tools, image, run_args, &[], argv)
+}
+
+/// [`lambda_run_with`] with bootstrap's own variables `settings` (`SCAR_LAZY_LOAD`…): they
+/// configure the runtime, not the container, which `--env` in `run_args` sets.
+pub fn lambda_run_setting(
+    tools: &Tools,
+    image: &str,
+    run_args: &[&str],
+    settings: &[(&str, &str)],
+    argv: &[&str],
+) -> Output {
     let mut command = Command::new("setpriv");
     command
         .args(["--reuid", "993", "--regid", "993", "--clear-groups", "--"])
@@ -113,6 +132,7 @@ pub fn lambda_run_with(tools: &Tools, image: &str, run_args: &[&str], argv: &[&s
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("AWS_LAMBDA_LOG_LEVEL", "error")
+        .envs(settings.iter().copied())
         .current_dir("/tmp");
     command.output().unwrap()
 }
