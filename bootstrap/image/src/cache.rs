@@ -5,7 +5,7 @@
 //! CACHE/images/<key>/rootfs/       the unpacked image (key = first 24 hex digits of the digest)
 //! CACHE/images/<key>/image.json    manifest digest, image config (Env, Entrypoint, …), layer stats
 //! CACHE/images/<key>/incomplete    a lazy tree whose files are still arriving (see `lazy.rs`)
-//! CACHE/images/<key>/aside/        where they are written before they are renamed into rootfs/
+//! CACHE/images/<key>/aside/        where they are written before they are put in rootfs/
 //! CACHE/staging/<key>/             a build in progress (or left by a killed process)
 //! CACHE/locks/<key>.lock           flock held while building
 //! CACHE/refs/<hash>                reference (+ platform) → manifest digest, to skip the GET
@@ -236,9 +236,9 @@ impl Staging {
         self.final_dir.join("rootfs")
     }
 
-    /// Makes the directory a lazy tree writes its files in before it renames them into the
-    /// rootfs (beside it, so that no program in the tree sees them), and returns where it
-    /// will be once committed.
+    /// Makes the directory a lazy tree writes its files in before it puts them in the rootfs
+    /// (beside it, so that no program in the tree sees them), and returns where it will be
+    /// once committed.
     pub fn make_aside(&self) -> Result<PathBuf, CacheError> {
         let aside = self.dir.join(ASIDE);
         fs::create_dir(&aside).map_err(io_err("create", &aside))?;

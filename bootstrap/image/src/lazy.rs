@@ -6,10 +6,10 @@
 //! reports what the image holds. [`LazyTree::fill`] fetches one file on first use: the frames
 //! that cover its bytes are read and checked ([`crate::frames`]), the bytes written to a new
 //! file in the tree's aside directory, which gets the placeholder's mode and times and is
-//! renamed over it (and over every hard link to it), so no reader ever sees a partial file.
+//! exchanged with it (and with every hard link to it), so no reader ever sees a partial file.
 //! The aside directory lies beside the tree, on its filesystem, not in it: a program listing
-//! a directory while its files arrive sees the names the image holds and no other. Two threads asking for one
-//! file fetch it once: the second waits for the first. [`LazyTree::fill_all`] fetches whatever
+//! a directory while its files arrive sees the names the image holds and no other. Two
+//! threads asking for one file fetch it once: the second waits for the first. [`LazyTree::fill_all`] fetches whatever
 //! is left, in the layers' order, which makes the tree an ordinary complete rootfs.
 //!
 //! A name whose placeholder a later layer replaced, or that the command itself replaced since,
@@ -107,7 +107,7 @@ struct TraceLog {
 /// A rootfs built from skeletons, and what it still lacks.
 pub struct LazyTree {
     root: PathBuf,
-    /// Where files are written before they are renamed into the tree.
+    /// Where files are written before they are exchanged with their placeholders.
     aside: PathBuf,
     layers: Vec<FramedLayer>,
     /// Per layer, each frame's offset in the layer's tar.
@@ -143,7 +143,7 @@ static TEMP_NAMES: AtomicU64 = AtomicU64::new(0);
 impl LazyTree {
     /// The tree at `root`, built from the skeletons of `layers` (in order), which left `files`.
     /// Every placeholder must lie inside its layer's frames. Files are written in `aside` (a
-    /// directory outside the tree, on its filesystem) before they are renamed into place.
+    /// directory outside the tree, on its filesystem) before they are put in place.
     pub fn new(
         root: PathBuf,
         aside: PathBuf,
@@ -225,7 +225,7 @@ impl LazyTree {
     /// blob, in the layers' order): every directory, link and file is in place, with each
     /// file that was left out a placeholder. Files are filled at `root`, where the caller
     /// moves the tree (a rename: the inodes stay) before the first fill; symlinks are made
-    /// for that place. Files are written in `aside` before they are renamed into the tree (see
+    /// for that place. Files are written in `aside` before they are put in place (see
     /// [`Self::new`]). Returns each layer's counts too.
     pub fn build(
         staging: PathBuf,
