@@ -436,24 +436,29 @@ fn matrix(image: Image) {
     compare_cases(
         image,
         |_| true,
+        1,
         |argv| lambda_run_with(&tools, image.reference(), &[], argv),
     );
 }
 
-/// The matrix on a lazily loaded tree: the image staged with skeletons, and each case a cold
-/// start on a cache of its own, so that every case starts on placeholders and its files
-/// arrive through the shim's requests while the background fill replaces others. The cache
-/// is on disk, as Lambda's /tmp is: on tmpfs a directory listed while its files are renamed
-/// into place may show a name twice or miss one (docs/limits.md). A cold start is seconds on
-/// a slow disk, so the polyglot image runs only its own cases: the others run on Bookworm,
-/// its base.
+/// Matrix cases run by one cold start on a lazy tree: the first starts on placeholders only,
+/// the next ones while the tree is still filling. A cold start builds the whole skeleton tree
+/// (5,000 to 11,000 files), seconds on a throttled disk.
+const LAZY_CASES_PER_COLD_START: usize = 3;
+
+/// The matrix on a lazily loaded tree: the image staged with skeletons, and each few cases a
+/// cold start on a cache of its own, so that they run on placeholders whose files arrive
+/// through the shim's requests while the background fill replaces others. The cache is on
+/// disk, as Lambda's /tmp is: on tmpfs a directory listed while its files are put in place
+/// may show a name twice or miss one (docs/limits.md). The polyglot image runs only its own
+/// cases: the others run on Bookworm, its base.
 fn lazy_matrix(image: Image) {
     let tools = image.tools();
     let (layout, tag) = image.layout();
     let staged = framed_layout_for_lambda(&work().join(layout), tag);
     let reference = format!("oci:{}:{tag}", staged.path().display());
     let own_cases = |case: &Case| image != Polyglot || case.on == POLYGLOT;
-    compare_cases(image, own_cases, |argv| {
+    compare_cases(image, own_cases, LAZY_CASES_PER_COLD_START, |argv| {
         let cache = fresh_lambda_cache();
         let cache_dir = cache.path().to_str().unwrap();
         lambda_run_setting(
@@ -466,43 +471,121 @@ fn lazy_matrix(image: Image) {
     });
 }
 
-/// Runs each of the image's cases (those `chosen`) with `run` and under chroot, and fails
-/// naming every case whose outputs differ.
-fn compare_cases(image: Image, chosen: impl Fn(&Case) -> bool, run: impl Fn(&[&str]) -> Output) {
+/// What one case printed and how it ended.
+struct Ran {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    status: Option<i32>,
+}
+
+/// Runs the cases given as arguments one after the other, each in its own shell, marking
+/// where each one's output ends and with what status.
+const BATCH: &str = r#"for s in "$@"; do /bin/sh -c "$s"; printf '\n@@case-end %s\n' "$?"; printf '\n@@case-end\n' >&2; done"#;
+
+/// `scripts` run with `run`, one process for all (through [`BATCH`]) when there are several.
+fn run_cases(scripts: &[&str], run: &dyn Fn(&[&str]) -> Output) -> Vec<Ran> {
+    if let [script] = scripts {
+        let out = run(&["/bin/sh", "-c", script]);
+        return vec![Ran {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            status: out.status.code(),
+        }];
+    }
+    let mut argv = vec!["/bin/sh", "-c", BATCH, "batch"];
+    argv.extend_from_slice(scripts);
+    let out = run(&argv);
+    let stdouts = split(&out.stdout, b"\n@@case-end ");
+    let stderrs = split(&out.stderr, b"\n@@case-end\n");
+    // Each case's end is marked on both streams, or the batch itself broke (on both sides
+    // alike it would compare equal).
+    assert!(
+        stdouts.len() == scripts.len() + 1 && stderrs.len() == scripts.len() + 1,
+        "a batch of {} cases ended early ({:?}):\n{}{}",
+        scripts.len(),
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let mut ran = Vec::with_capacity(scripts.len());
+    let mut stdout = stdouts[0].to_vec();
+    for (after, stderr) in stdouts[1..].iter().zip(&stderrs) {
+        let end = after
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(after.len());
+        let status = std::str::from_utf8(&after[..end])
+            .ok()
+            .and_then(|s| s.parse().ok());
+        let next = after.get(end + 1..).unwrap_or_default().to_vec();
+        ran.push(Ran {
+            stdout: std::mem::replace(&mut stdout, next),
+            stderr: stderr.to_vec(),
+            status,
+        });
+    }
+    ran
+}
+
+/// `bytes` cut at each `marker` (removed).
+fn split<'a>(bytes: &'a [u8], marker: &[u8]) -> Vec<&'a [u8]> {
+    let mut parts = Vec::new();
+    let mut rest = bytes;
+    while let Some(at) = rest.windows(marker.len()).position(|w| w == marker) {
+        parts.push(&rest[..at]);
+        rest = &rest[at + marker.len()..];
+    }
+    parts.push(rest);
+    parts
+}
+
+/// Runs the image's cases (those `chosen`), `per_run` to a `run`, and the same under chroot,
+/// and fails naming every case whose outputs differ.
+fn compare_cases(
+    image: Image,
+    chosen: impl Fn(&Case) -> bool,
+    per_run: usize,
+    run: impl Fn(&[&str]) -> Output,
+) {
+    let cases: Vec<&Case> = CASES
+        .iter()
+        .filter(|c| c.on.contains(&image) && chosen(c))
+        .collect();
+    let chroot = |argv: &[&str]| chroot_run(&image.chroot_root(), argv);
     let mut failures = Vec::new();
-    let mut ran = 0;
-    for case in CASES.iter().filter(|c| c.on.contains(&image) && chosen(c)) {
-        ran += 1;
-        let argv = ["/bin/sh", "-c", case.script];
-        let ours = run(&argv);
-        let truth = chroot_run(&image.chroot_root(), &argv);
-        let same_stdout = ours.stdout == truth.stdout && ours.status.code() == truth.status.code();
-        let same = match case.check {
-            Check::Same => same_stdout && ours.stderr == truth.stderr,
-            Check::SameStdout => same_stdout,
-        };
-        let failed =
-            truth.status.code().is_none() || (case.must_succeed && truth.status.code() != Some(0));
-        if !same || failed {
-            failures.push(format!(
-                "--- {:?} {}: {}\n  chroot ({:?}):\n{}{}\n  shim ({:?}):\n{}{}",
-                image,
-                case.name,
-                case.script,
-                truth.status.code(),
-                text(&truth.stdout),
-                text(&truth.stderr),
-                ours.status.code(),
-                text(&ours.stdout),
-                text(&ours.stderr),
-            ));
+    for batch in cases.chunks(per_run) {
+        let scripts: Vec<&str> = batch.iter().map(|c| c.script).collect();
+        let ours = run_cases(&scripts, &run);
+        let truths = run_cases(&scripts, &chroot);
+        for ((case, ours), truth) in batch.iter().zip(ours).zip(truths) {
+            let same_stdout = ours.stdout == truth.stdout && ours.status == truth.status;
+            let same = match case.check {
+                Check::Same => same_stdout && ours.stderr == truth.stderr,
+                Check::SameStdout => same_stdout,
+            };
+            let failed = truth.status.is_none() || (case.must_succeed && truth.status != Some(0));
+            if !same || failed {
+                failures.push(format!(
+                    "--- {:?} {}: {}\n  chroot ({:?}):\n{}{}\n  shim ({:?}):\n{}{}",
+                    image,
+                    case.name,
+                    case.script,
+                    truth.status,
+                    text(&truth.stdout),
+                    text(&truth.stderr),
+                    ours.status,
+                    text(&ours.stdout),
+                    text(&ours.stderr),
+                ));
+            }
         }
     }
-    assert!(ran > 10, "too few cases for {image:?}");
+    assert!(cases.len() > 10, "too few cases for {image:?}");
     assert!(
         failures.is_empty(),
-        "{} of {ran} cases differ from chroot:\n{}",
+        "{} of {} cases differ from chroot:\n{}",
         failures.len(),
+        cases.len(),
         failures.join("\n")
     );
 }
