@@ -9,8 +9,9 @@
 //! exchanged with it (and with every hard link to it), so no reader ever sees a partial file.
 //! The aside directory lies beside the tree, on its filesystem, not in it: a program listing
 //! a directory while its files arrive sees the names the image holds and no other. Two
-//! threads asking for one file fetch it once: the second waits for the first. [`LazyTree::fill_all`] fetches whatever
-//! is left, in the layers' order, which makes the tree an ordinary complete rootfs.
+//! threads asking for one file fetch it once: the second waits for the first.
+//! [`LazyTree::fill_all`] fetches whatever is left, in the layers' order, which makes the tree
+//! an ordinary complete rootfs.
 //!
 //! A name whose placeholder a later layer replaced, or that the command itself replaced since,
 //! is left alone: a file is filled only while it is still the placeholder the skeleton made
@@ -137,8 +138,6 @@ impl std::fmt::Debug for LazyTree {
             .finish_non_exhaustive()
     }
 }
-
-static TEMP_NAMES: AtomicU64 = AtomicU64::new(0);
 
 impl LazyTree {
     /// The tree at `root`, built from the skeletons of `layers` (in order), which left `files`.
@@ -552,14 +551,11 @@ impl LazyTree {
         }
         for link in &links {
             let link_full = self.root.join(link);
-            let aside = self.aside.join(format!(
-                "link-{}-{}",
-                std::process::id(),
-                TEMP_NAMES.fetch_add(1, Ordering::Relaxed)
-            ));
-            fs::hard_link(&full, &aside)
-                .and_then(|()| swap_in(&aside, &link_full, &meta))
-                .and_then(|_| remove_if_there(&aside))
+            // As for the file: dropped, the temporary name removes what is left there.
+            tempfile::Builder::new()
+                .prefix("link-")
+                .make_in(&self.aside, |aside| fs::hard_link(&full, aside))
+                .and_then(|made| swap_in(made.path(), &link_full, &meta))
                 .map_err(|e| {
                     io_fault(&format!("cannot fill its hard link /{}", link.display()), e)
                 })?;
@@ -657,13 +653,6 @@ fn swap_in(new: &Path, name: &Path, was: &fs::Metadata) -> io::Result<bool> {
     }
     exchange()?;
     Ok(false)
-}
-
-fn remove_if_there(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
 }
 
 /// The layer and frame where a placeholder's bytes start, given each layer's frame starts.
