@@ -111,7 +111,7 @@ bench-coldstart: setup
 ## soak: one runtime serves 10,000 mixed invocations; memory, descriptors and leftovers
 ## (RELIABILITY.md), written to target/soak.md
 soak: setup binaries
-	SOAK_INVOCATIONS=10000 cargo nextest run -p container-rootfs-tests --test runtime_loop --run-ignored only soak_many
+	SOAK_INVOCATIONS=10000 cargo nextest run -p container-rootfs-tests --run-ignored only -E 'test(/^runtime_loop::soak_many/)'
 	cat target/soak.md
 
 ## fuzz: the parser fuzz targets (property tests with generated inputs) at 20,000 cases

@@ -108,7 +108,7 @@ start registry registry.pid docker-registry serve registry.yml
 start registry-token registry-token.pid docker-registry serve registry-token.yml
 start registry-basic registry-basic.pid docker-registry serve registry-basic.yml
 start token-server token-server.pid env USERS=testuser:testpass $PY "$HERE/token_server.py" tok/token.key tok/token.crt 5011
-# A local apt repository of real Debian packages for the fake-root installs (tests/fakeroot.rs):
+# A local apt repository of real Debian packages for the fake-root installs (tests/harness/fakeroot.rs):
 # one with a shared library (jq, libjq1, libonig5), one whose postinst adds a user
 # (uuid-runtime, with adduser and init-system-helpers), and hello. The host is the
 # images' release (bookworm), so its apt downloads them.
@@ -118,7 +118,7 @@ if [ ! -f apt-repo/Packages ]; then
       || { apt-get update -q >/dev/null && apt-get download hello jq libjq1 libonig5 uuid-runtime adduser init-system-helpers >/dev/null 2>&1; }; } \
     && dpkg-scanpackages . /dev/null > Packages 2>/dev/null )
 fi
-# The pip install under fake root (tests/fakeroot.rs): pip itself as a wheel (PyPI; the images
+# The pip install under fake root (tests/harness/fakeroot.rs): pip itself as a wheel (PyPI; the images
 # have no pip, and a pip wheel runs as `python3 pip-*.whl/pip`) and a wheel with a C extension
 # built here from fixtures/scarext by the host's Python, which is the images' (bookworm's 3.11).
 if ! ls wheels/scarext-*.whl >/dev/null 2>&1; then

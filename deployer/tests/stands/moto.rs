@@ -755,7 +755,7 @@ async fn run_sends_scripts_commands_variables_and_one_event_per_input_object() {
     let (name, bucket) = (unique("runner"), unique("runner-data"));
     stand.init_packaged(&name, IMAGE, &role).ok();
     // moto does not run functions: it answers with the event it received, which is what
-    // these checks read (ministack runs them for real in tests/ministack.rs).
+    // these checks read (ministack runs them for real in ministack.rs).
     let script = stand.home.path().join("job.sh");
     std::fs::write(&script, "echo $GREETING\n").unwrap();
     let ran = stand

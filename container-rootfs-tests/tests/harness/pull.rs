@@ -8,6 +8,7 @@ use scar_test_kit::images;
 use std::process::Command;
 
 use common::framed::{corrupt_largest_blob, framed_layout, lazy_layers};
+use common::lambda::bootstrap_bin;
 use common::*;
 
 fn check_against_reference(
@@ -370,18 +371,6 @@ fn walkdir_count(dir: &std::path::Path) -> usize {
         }
     }
     n
-}
-
-pub fn bootstrap_bin() -> std::path::PathBuf {
-    // target/<profile>/deps/<this test> → target/<profile>/bootstrap
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("bootstrap");
-    assert!(
-        bin.exists(),
-        "{} missing: build it first (`cargo build -p bootstrap`)",
-        bin.display()
-    );
-    bin
 }
 
 #[test]
