@@ -74,11 +74,11 @@ docs:
 	UPDATE_DOCS=1 cargo test -q -p scar-runtime docs::tests
 	UPDATE_DOCS=1 cargo test -q -p deployer definitions::tests::the_json_schema
 
-## binaries: what the suite runs (the debug bootstrap and deployer, the shims, both layers,
-## built with the faster `layer-test` profile: same code, no size budget)
+## binaries: what the suite runs besides the debug bootstrap and deployer (which the test
+## build of `check` makes, with its features): the shims and both layers' static bootstraps,
+## built with the faster `layer-test` profile (same code, no size budget) and left unzipped
 binaries: shim
 	$(MAKE) --no-print-directory layer LAYER_PROFILE=layer-test
-	cargo build -p bootstrap -p deployer
 
 ## unit: the tests that need neither root nor the harness
 unit:

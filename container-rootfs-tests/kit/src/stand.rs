@@ -32,14 +32,38 @@ pub fn deployer_bin() -> PathBuf {
     crate::debug_bin("deployer")
 }
 
-/// The x86_64 layer zip `make layer` builds (a real static bootstrap and both shims).
+/// The x86_64 layer zip: the layer-test build of the static bootstrap and both shims that
+/// `make test` stages in target/layer/x86_64, zipped by the deployer under test (`layer
+/// build`, as `make layer` does). Made once per staged build; concurrent tests each write a
+/// file of their own and rename it over the shared one.
 pub fn layer_zip() -> PathBuf {
+    let stage = root().join("target/layer/x86_64");
+    let bootstrap = stage.join("bootstrap");
+    let staged = std::fs::metadata(&bootstrap)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{}: {e}: run `make binaries`", bootstrap.display()));
     let path = root().join("target/layer/scar-layer-x86_64.zip");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `make layer`",
-        path.display()
-    );
+    let current = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|zipped| zipped >= staged);
+    if !current {
+        let own = path.with_file_name(format!("scar-layer-x86_64-{}.zip", std::process::id()));
+        let out = Command::new(deployer_bin())
+            .args(["layer", "build", "--arch", "x86_64", "--bootstrap"])
+            .arg(&bootstrap)
+            .arg("--shim-dir")
+            .arg(stage.join("lib"))
+            .arg("--output")
+            .arg(&own)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "deployer layer build: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::rename(&own, &path).unwrap();
+    }
     path
 }
 
