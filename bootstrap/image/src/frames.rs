@@ -104,10 +104,6 @@ fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-fn well_formed(digest: &str) -> bool {
-    crate::oci::sha256_hex(digest).is_some()
-}
-
 impl FrameIndex {
     /// Reads an index fetched as `digest` for the layer `layer`, checking everything a reader
     /// relies on: the digest, the binding to the layer, frames that tile the blob, sizes that
@@ -135,7 +131,7 @@ impl FrameIndex {
                 index.layer
             )));
         }
-        if !well_formed(&index.blob) {
+        if crate::oci::sha256_hex(&index.blob).is_none() {
             return Err(fault(format!("malformed blob digest {:?}", index.blob)));
         }
         if index.frames.is_empty() {
@@ -155,7 +151,7 @@ impl FrameIndex {
                     frame.size, frame.unpacked
                 )));
             }
-            if !well_formed(&frame.digest) {
+            if crate::oci::sha256_hex(&frame.digest).is_none() {
                 return Err(fault(format!("frame {n} has a malformed digest")));
             }
             at += frame.size;

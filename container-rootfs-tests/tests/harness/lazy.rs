@@ -11,7 +11,9 @@ use std::sync::OnceLock;
 use scar_test_kit as common;
 
 use common::framed::{corrupt_largest_blob, framed_layout_for_lambda};
-use common::lambda::{bootstrap_bin, chroot_run, fresh_lambda_cache, shim_dir};
+use common::lambda::{
+    bootstrap_bin, chroot_run, fresh_lambda_cache, lambda_run_setting, native_tools, shim_dir,
+};
 use common::work;
 
 /// The harness's image in `layout` (tag `bookworm`) as `deployer stage` stages it.
@@ -36,31 +38,19 @@ fn run_image(layout: &Path, cache: &Path, lazy: bool, argv: &[&str]) -> Output {
     run_reference(&image, cache, lazy, argv, &[])
 }
 
-/// `bootstrap run` of `argv` on `image` with `cache`, lazily or not, with more variables.
+/// `bootstrap run` of `argv` on `image` with `cache`, lazily or not, with more of
+/// bootstrap's own settings, as the shim matrix runs it.
 fn run_reference(
     image: &str,
     cache: &Path,
     lazy: bool,
     argv: &[&str],
-    vars: &[(&str, &str)],
+    settings: &[(&str, &str)],
 ) -> Output {
-    Command::new("setpriv")
-        .args(["--reuid", "993", "--regid", "993", "--clear-groups", "--"])
-        .arg(bootstrap_bin())
-        .arg("run")
-        .arg(image)
-        .arg("--")
-        .args(argv)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("SCAR_CACHE_DIR", cache)
-        .env("SCAR_SHIM_DIR", shim_dir())
-        .env("SCAR_LAZY_LOAD", if lazy { "1" } else { "0" })
-        .env("RUST_LOG", "warn")
-        .envs(vars.iter().copied())
-        .current_dir("/tmp")
-        .output()
-        .unwrap()
+    let mut all = vec![("SCAR_LAZY_LOAD", if lazy { "1" } else { "0" })];
+    all.extend_from_slice(settings);
+    let cache = cache.to_str().unwrap();
+    lambda_run_setting(&native_tools(), image, &["--cache-dir", cache], &all, argv)
 }
 
 /// The one image directory of a cache, and whether its tree was still filling.
@@ -290,7 +280,13 @@ fn a_cold_start_stores_its_access_trace_and_the_next_starts_from_it() {
     let image = format!("oci:{}:bookworm", layout.path().display());
     let cold = |argv: &[&str]| {
         let cache = fresh_lambda_cache();
-        let out = run_reference(&image, cache.path(), true, argv, &[("RUST_LOG", "info")]);
+        let out = run_reference(
+            &image,
+            cache.path(),
+            true,
+            argv,
+            &[("AWS_LAMBDA_LOG_LEVEL", "info")],
+        );
         assert!(
             out.status.success(),
             "{}",
