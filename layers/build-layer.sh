@@ -6,8 +6,8 @@
 #   lib/scar-fakechroot-musl.so    for musl images (Alpine and friends)
 # zipped by `deployer layer build` into target/layer/scar-layer-ARCH.zip; fails above 10 MB.
 # LAYER_PROFILE=layer-test builds the same code faster for the test suite (no size budget)
-# and stops at the staged folder: the suite zips it with the deployer it tests, whose debug
-# build `cargo run` here would redo with other features.
+# and stops at the staged folder, which the suite runs: zipping it here would cost a `cargo
+# run` of the deployer, a debug build with other features than the suite's own.
 set -euo pipefail
 ARCH=$1
 case "$ARCH" in

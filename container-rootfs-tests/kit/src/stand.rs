@@ -32,38 +32,58 @@ pub fn deployer_bin() -> PathBuf {
     crate::debug_bin("deployer")
 }
 
-/// The x86_64 layer zip: the layer-test build of the static bootstrap and both shims that
-/// `make test` stages in target/layer/x86_64, zipped by the deployer under test (`layer
-/// build`, as `make layer` does). Made once per staged build; concurrent tests each write a
-/// file of their own and rename it over the shared one.
+/// An x86_64 layer zip for the deployer's tests, made by the deployer under test (`layer
+/// build`, as `make layer` makes the real one) from the debug `bootstrap`, its debug info
+/// stripped, and the shims of `make shim`. The static musl bootstrap is built and run by the
+/// suite for arm64 only (`arm64_tools`): an x86_64 one would cost CI a third build of the
+/// whole dependency graph, and what these tests check is the deployer's wiring and a bootstrap
+/// that ministack really runs. Kept apart from target/layer, so that it is never mistaken for
+/// a layer to publish. Made once per debug build; concurrent tests each write files of their
+/// own and rename them over the shared ones.
 pub fn layer_zip() -> PathBuf {
-    let stage = root().join("target/layer/x86_64");
-    let bootstrap = stage.join("bootstrap");
-    let staged = std::fs::metadata(&bootstrap)
+    let debug = crate::lambda::bootstrap_bin();
+    let built = std::fs::metadata(&debug)
         .and_then(|m| m.modified())
-        .unwrap_or_else(|e| panic!("{}: {e}: run `make binaries`", bootstrap.display()));
-    let path = root().join("target/layer/scar-layer-x86_64.zip");
+        .unwrap();
+    let dir = root().join("target/layer-test");
+    let path = dir.join("scar-layer-x86_64.zip");
     let current = std::fs::metadata(&path)
         .and_then(|m| m.modified())
-        .is_ok_and(|zipped| zipped >= staged);
-    if !current {
-        let own = path.with_file_name(format!("scar-layer-x86_64-{}.zip", std::process::id()));
-        let out = Command::new(deployer_bin())
-            .args(["layer", "build", "--arch", "x86_64", "--bootstrap"])
-            .arg(&bootstrap)
-            .arg("--shim-dir")
-            .arg(stage.join("lib"))
-            .arg("--output")
-            .arg(&own)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "deployer layer build: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::rename(&own, &path).unwrap();
+        .is_ok_and(|zipped| zipped >= built);
+    if current {
+        return path;
     }
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid = std::process::id();
+    let bootstrap = dir.join(format!("bootstrap-{pid}"));
+    let stripped = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(&debug)
+        .arg(&bootstrap)
+        .status()
+        .unwrap();
+    assert!(
+        stripped.success(),
+        "objcopy --strip-debug {}",
+        debug.display()
+    );
+    let own = dir.join(format!("scar-layer-x86_64-{pid}.zip"));
+    let out = Command::new(deployer_bin())
+        .args(["layer", "build", "--arch", "x86_64", "--bootstrap"])
+        .arg(&bootstrap)
+        .arg("--shim-dir")
+        .arg(crate::lambda::shim_dir())
+        .arg("--output")
+        .arg(&own)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "deployer layer build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&bootstrap).unwrap();
+    std::fs::rename(&own, &path).unwrap();
     path
 }
 

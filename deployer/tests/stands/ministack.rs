@@ -1,7 +1,8 @@
 //! End to end on ministack (127.0.0.1:4566, started by setup.sh), which really runs
-//! functions: `init` with an image and the runtime in the package (the static bootstrap and
-//! shims of `make layer`), `run` with a script and with a command, an upload into `input/`
-//! producing its output object, `invoke` over HTTP, `log` and `rm`.
+//! functions: `init` with an image and the runtime in the package (the kit's test layer: the
+//! debug bootstrap and the shims, zipped by `deployer layer build`), `run` with a script and
+//! with a command, an upload into `input/` producing its output object, `invoke` over HTTP,
+//! `log` and `rm`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use scar_test_kit as common;
