@@ -17,36 +17,35 @@ fn bootstrap(args: &[&str], env: &[(&str, &str)]) -> Output {
         .unwrap()
 }
 
-fn error_document(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+/// An invocation refused with status 2 and `{errorType, errorMessage}` on stdout, the message
+/// naming `names`.
+fn assert_refused(out: &Output, error_type: &str, names: &str) {
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "stdout is not an error document ({e}): {}",
             String::from_utf8_lossy(&out.stdout)
         )
-    })
+    });
+    assert_eq!(doc["errorType"], error_type);
+    let message = doc["errorMessage"].as_str().unwrap();
+    assert!(message.contains(names), "{message}");
 }
 
 #[test]
 fn emulate_names_an_event_file_it_cannot_read_or_parse() {
     let missing = bootstrap(&["--emulate", "/nonexistent/event.json"], &[]);
-    assert_eq!(missing.status.code(), Some(2));
-    let doc = error_document(&missing);
-    assert_eq!(doc["errorType"], "Scar.InvalidEvent");
-    let message = doc["errorMessage"].as_str().unwrap();
-    assert!(
-        message.contains("cannot read /nonexistent/event.json"),
-        "{message}"
+    assert_refused(
+        &missing,
+        "Scar.InvalidEvent",
+        "cannot read /nonexistent/event.json",
     );
 
     let dir = tempfile::tempdir().unwrap();
     let event = dir.path().join("event.json");
     std::fs::write(&event, "{\"script\": ").unwrap();
     let malformed = bootstrap(&["--emulate", event.to_str().unwrap()], &[]);
-    assert_eq!(malformed.status.code(), Some(2));
-    let doc = error_document(&malformed);
-    assert_eq!(doc["errorType"], "Scar.InvalidEvent");
-    let message = doc["errorMessage"].as_str().unwrap();
-    assert!(message.contains("event.json is not JSON"), "{message}");
+    assert_refused(&malformed, "Scar.InvalidEvent", "event.json is not JSON");
 }
 
 #[test]
@@ -61,14 +60,7 @@ fn emulate_names_a_bad_setting_as_a_config_error() {
             ("SCAR_TIMEOUT_THRESHOLD", "NaN"),
         ],
     );
-    assert_eq!(out.status.code(), Some(2));
-    let doc = error_document(&out);
-    assert_eq!(doc["errorType"], "Scar.ConfigError");
-    let message = doc["errorMessage"].as_str().unwrap();
-    assert!(
-        message.contains("SCAR_TIMEOUT_THRESHOLD=\"NaN\""),
-        "{message}"
-    );
+    assert_refused(&out, "Scar.ConfigError", "SCAR_TIMEOUT_THRESHOLD=\"NaN\"");
 }
 
 #[test]
