@@ -38,13 +38,20 @@ pub fn deployer_bin() -> PathBuf {
 /// suite for arm64 only (`arm64_tools`): an x86_64 one would cost CI a third build of the
 /// whole dependency graph, and what these tests check is the deployer's wiring and a bootstrap
 /// that ministack really runs. Kept apart from target/layer, so that it is never mistaken for
-/// a layer to publish. Made once per debug build; concurrent tests each write files of their
-/// own and rename them over the shared ones.
+/// a layer to publish. Made again whenever the bootstrap or a shim is newer; concurrent tests
+/// each write files of their own and rename them over the shared ones.
 pub fn layer_zip() -> PathBuf {
     let debug = crate::lambda::bootstrap_bin();
-    let built = std::fs::metadata(&debug)
-        .and_then(|m| m.modified())
-        .unwrap();
+    let shims = crate::lambda::shim_dir();
+    let built = [
+        debug.clone(),
+        shims.join("scar-fakechroot-glibc.so"),
+        shims.join("scar-fakechroot-musl.so"),
+    ]
+    .iter()
+    .map(|file| std::fs::metadata(file).and_then(|m| m.modified()).unwrap())
+    .max()
+    .unwrap();
     let dir = root().join("target/layer-test");
     let path = dir.join("scar-layer-x86_64.zip");
     let current = std::fs::metadata(&path)
@@ -72,7 +79,7 @@ pub fn layer_zip() -> PathBuf {
         .args(["layer", "build", "--arch", "x86_64", "--bootstrap"])
         .arg(&bootstrap)
         .arg("--shim-dir")
-        .arg(crate::lambda::shim_dir())
+        .arg(&shims)
         .arg("--output")
         .arg(&own)
         .output()
