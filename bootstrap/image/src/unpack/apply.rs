@@ -11,6 +11,7 @@ use filetime::FileTime;
 use tar::EntryType;
 
 use super::UnpackError;
+use super::finisher::{Content, Finisher, Job};
 use super::path::{self, Whiteout};
 use super::path_set::PathSet;
 use super::sparse::Sparse;
@@ -56,7 +57,13 @@ pub struct LayerApplier {
     layers_applied: usize,
     /// When applying skeletons: the files left for later, by name.
     lazy: Option<LazyFiles>,
+    /// When applying skeletons: the threads that finish each new file's length or bytes,
+    /// mode and times (`finisher.rs`); `None`, the applier does it itself.
+    finisher: Option<Finisher>,
 }
+
+/// Inline files of a skeleton up to this size travel to the finisher with their bytes.
+const HANDED_OVER_BYTES: u64 = 64 * 1024;
 
 /// What a tree built from skeletons still lacks: each placeholder's bytes, where they are,
 /// and the other names (hard links) of each placeholder.
@@ -142,14 +149,20 @@ impl LayerApplier {
             umask: current_umask(),
             layers_applied: 0,
             lazy: None,
+            finisher: None,
         }
     }
 
     /// Applies skeletons ([`crate::skeleton`]): a file whose bytes were left out becomes a
     /// placeholder of its real size, mode and times, listed by [`Self::take_lazy_files`].
     pub fn for_skeletons(staging: PathBuf, final_root: PathBuf) -> Self {
+        // Without threads (none could be started) the applier finishes each file itself.
+        let finisher = Finisher::start()
+            .inspect_err(|e| tracing::debug!(error = %e, "no file-finishing threads"))
+            .ok();
         Self {
             lazy: Some(LazyFiles::default()),
+            finisher,
             ..Self::new(staging, final_root)
         }
     }
@@ -269,12 +282,9 @@ impl LayerApplier {
                         None => None,
                     };
                     if let Some((offset, size)) = left_out {
+                        let meta = file.metadata().map_err(|e| UnpackError::io(&full, e))?;
                         // Sparse on every filesystem /tmp may be: no block is written.
-                        let meta = file
-                            .set_len(size)
-                            .and_then(|()| self.finish_file(&file, mode, mtime))
-                            .and_then(|()| file.metadata())
-                            .map_err(|e| UnpackError::io(&full, e))?;
+                        self.hand_over(file, full, Content::Length(size), mode, mtime)?;
                         let placeholder = Placeholder {
                             layer: layer_number,
                             offset,
@@ -294,6 +304,13 @@ impl LayerApplier {
                             let data_size = entry.size();
                             self.write_sparse(file, &mut entry, sparse, data_size, mode, mtime)
                                 .map_err(|reason| unsafe_entry(&reason))?
+                        }
+                        None if self.finisher.is_some() && entry.size() <= HANDED_OVER_BYTES => {
+                            let mut bytes = Vec::with_capacity(entry.size() as usize);
+                            entry.read_to_end(&mut bytes).map_err(UnpackError::Stream)?;
+                            let written = bytes.len() as u64;
+                            self.hand_over(file, full, Content::Bytes(bytes), mode, mtime)?;
+                            written
                         }
                         None => self.write_file(file, &full, &mut entry, mode, mtime)?,
                     };
@@ -371,7 +388,12 @@ impl LayerApplier {
     /// Once every layer is applied: rewrites the symlinks whose `..` would climb through
     /// another symlink, then sets directory mtimes, last of all so that no later write
     /// disturbs them.
-    pub fn finish(self) -> Result<(), UnpackError> {
+    pub fn finish(mut self) -> Result<(), UnpackError> {
+        if let Some(finisher) = self.finisher.take() {
+            finisher
+                .finish()
+                .map_err(|(path, e)| UnpackError::io(path, e))?;
+        }
         self.confine_climbing_links()?;
         for (rel, mtime) in &self.dir_mtimes {
             // A directory a later layer replaced, by a symlink or below one, is not ours to
@@ -549,6 +571,30 @@ impl LayerApplier {
         self.finish_file(&file, mode, mtime)
             .map_err(|e| UnpackError::io(full, e))?;
         Ok(total)
+    }
+
+    /// A new file's length or bytes, mode and times, set by the finisher's threads when
+    /// there are any (their failure is reported by [`Self::finish`]), else here.
+    fn hand_over(
+        &mut self,
+        file: fs::File,
+        path: PathBuf,
+        content: Content,
+        mode: u32,
+        mtime: i64,
+    ) -> Result<(), UnpackError> {
+        let job = Job {
+            file,
+            path,
+            content,
+            chmod: (mode & self.umask != 0).then_some(mode),
+            mtime,
+        };
+        match &mut self.finisher {
+            Some(finisher) => finisher.send(job),
+            None => super::finisher::finish_now(job),
+        }
+        .map_err(|(path, e)| UnpackError::io(path, e))
     }
 
     /// The mode the umask took bits from, and the entry's times.

@@ -19,6 +19,7 @@ mod apply;
 pub mod blob;
 #[cfg(test)]
 mod confinement;
+mod finisher;
 mod guard;
 pub mod path;
 mod path_set;
