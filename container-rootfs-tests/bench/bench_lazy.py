@@ -17,9 +17,16 @@ command's first output byte and to its end (medians), and bootstrap's peak RSS (
 ratios are lazy ÷ eager from the same source, as only ratios within one run mean anything on
 this machine. The tree's background fill is not waited for: `bootstrap run` ends with the
 command, as an invocation's response does.
-"""
-import os, shutil, statistics, subprocess, sys, tempfile, time
 
+A second table runs the same cold starts as Lambda does, through a Runtime API served here
+(runtime_peer.py): `bootstrap` started with the image as SCAR_IMAGE (pulled in the init
+phase, the default) and one event with the command; it reports the time from the process's
+start to its first poll (the init phase) and to the event's response, and the runtime's
+peak RSS.
+"""
+import json, os, queue, shutil, statistics, subprocess, sys, tempfile, time
+
+from runtime_peer import RuntimeApiPeer
 from staging import AWS, forget_traces, stage
 
 BOOTSTRAP, SHIM_DIR, OUT = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -36,13 +43,17 @@ COMMANDS = [
 MODES = ["eager", "lazy", "lazy + trace"]
 
 
+def mode_env(cache, mode):
+    return dict(AWS, SCAR_CACHE_DIR=os.path.join(cache, "cache"), SCAR_SHIM_DIR=SHIM_DIR,
+                SCAR_LAZY_LOAD="0" if mode == "eager" else "1",
+                SCAR_LAZY_TRACE="1" if mode == "lazy + trace" else "0", RUST_LOG="warn")
+
+
 def cold_run(image, mode, argv):
     """One cold run; returns (seconds to the first output byte, to the end, peak RSS MB)."""
     cache = tempfile.mkdtemp(prefix="bench-lazy-", dir=PLACE)
     stats = os.path.join(cache, "time.txt")
-    env = dict(AWS, SCAR_CACHE_DIR=os.path.join(cache, "cache"), SCAR_SHIM_DIR=SHIM_DIR,
-               SCAR_LAZY_LOAD="0" if mode == "eager" else "1",
-               SCAR_LAZY_TRACE="1" if mode == "lazy + trace" else "0", RUST_LOG="warn")
+    env = mode_env(cache, mode)
     started = time.monotonic()
     child = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", stats, BOOTSTRAP, "run", image, "--"]
                              + argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -58,15 +69,65 @@ def cold_run(image, mode, argv):
     return to_first, to_end, rss
 
 
+PEER = RuntimeApiPeer()
+
+
+def cold_invoke(image, mode, argv):
+    """One cold start through the Runtime API; returns (seconds to the first poll, to the
+    response, the runtime's peak RSS MB)."""
+    cache = tempfile.mkdtemp(prefix="bench-lazy-", dir=PLACE)
+    env = dict(mode_env(cache, mode), AWS_LAMBDA_RUNTIME_API=PEER.address, SCAR_IMAGE=image,
+               AWS_LAMBDA_FUNCTION_NAME="bench-lazy", AWS_LAMBDA_FUNCTION_MEMORY_SIZE="2048",
+               AWS_LAMBDA_FUNCTION_VERSION="1", AWS_LAMBDA_LOG_LEVEL="error")
+    # The runtime refuses SCAR_ variables it does not know; this one is the deployer's.
+    env.pop("SCAR_DEPLOYER_CONFIG", None)
+    PEER.forget()
+    PEER.events.put((f"{mode}-{time.monotonic()}", {"cmd_args": argv}))
+    started = time.perf_counter()
+    log = os.path.join(cache, "runtime.log")
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([BOOTSTRAP], env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+
+    def next_of(q):
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                return q.get(timeout=0.05)
+            except queue.Empty:
+                if proc.poll() is not None:
+                    raise SystemExit(f"{argv} ({mode}) on {image}: the runtime exited "
+                                     f"{proc.returncode}: {open(log).read()[-2000:]!r}")
+        raise SystemExit(f"{argv} ({mode}) on {image}: no answer from the runtime in 300 s")
+
+    try:
+        polled = next_of(PEER.polls)
+        next_of(PEER.replies)  # the event handed out
+        path, done, body = next_of(PEER.replies)
+        if not path.endswith("/response") or json.loads(body).get("exit_code") != 0:
+            raise SystemExit(f"{argv} ({mode}) on {image} through the Runtime API: {path} {body[:500]!r}")
+        # The next poll: the invocation is over as far as the runtime is concerned.
+        next_of(PEER.polls)
+        rss = int([l for l in open(f"/proc/{proc.pid}/status") if l.startswith("VmHWM")][0].split()[1]) / 1024
+    finally:
+        PEER.stop(proc)
+        shutil.rmtree(cache, ignore_errors=True)
+    return polled - started, done - started, rss
+
+
 s3, layout = stage(DEPLOYER, "library/polyglot")
 sources = [("S3 stand-in", s3), ("layout on disk", layout)]
 lines = [f"{RUNS} cold runs of each, round-robin after one warm-up, medians; {os.cpu_count()} cores; "
          f"cache on a tmpfs; polyglot image staged by `deployer stage`.", "",
          "| command | image from | pull | first output s | end s | peak RSS MB | lazy ÷ eager (first output) | lazy ÷ eager (end) |",
          "|---|---|---|---:|---:|---:|---:|---:|"]
+peer_lines = ["Through the Runtime API: the image pulled in the init phase, then one event; "
+              "the same runs, medians.", "",
+              "| command | image from | pull | first poll s | response s | peak RSS MB | lazy ÷ eager (response) |",
+              "|---|---|---|---:|---:|---:|---:|"]
 for label, argv in COMMANDS:
     for source, image in sources:
         runs = {mode: [] for mode in MODES}
+        invokes = {mode: [] for mode in MODES}
         # The warm-up of `lazy + trace` is the cold start that learns this command's trace.
         forget_traces(image)
         for mode in runs:
@@ -74,6 +135,13 @@ for label, argv in COMMANDS:
         for _ in range(RUNS):
             for mode in runs:
                 runs[mode].append(cold_run(image, mode, argv))
+                invokes[mode].append(cold_invoke(image, mode, argv))
+        through_api = {mode: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs),
+                              max(r[2] for r in rs)) for mode, rs in invokes.items()}
+        for mode, (poll, response, rss) in through_api.items():
+            peer_lines.append(f"| {label} | {source} | {mode} | {poll:.2f} | {response:.2f} | {rss:.0f} | "
+                              f"{response / through_api['eager'][1]:.2f} |")
+        print("\n".join(peer_lines[-len(MODES):]), flush=True)
         medians = {mode: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs),
                           max(r[2] for r in rs)) for mode, rs in runs.items()}
         eager = medians["eager"]
@@ -81,7 +149,7 @@ for label, argv in COMMANDS:
             lines.append(f"| {label} | {source} | {mode} | {first:.2f} | {end:.2f} | {rss:.0f} | "
                          f"{first / eager[0]:.2f} | {end / eager[1]:.2f} |")
         print("\n".join(lines[-len(MODES):]), flush=True)
-table = "\n".join(lines)
+table = "\n".join(lines) + "\n\n" + "\n".join(peer_lines)
 print(table)
 with open(OUT, "w") as f:
     f.write(table + "\n")

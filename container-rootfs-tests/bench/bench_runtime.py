@@ -13,57 +13,16 @@
 
 Medians; writes a Markdown table to stdout and OUT_MD.
 """
-import json, os, queue, socket, statistics, subprocess, sys, threading, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import json, os, queue, statistics, subprocess, sys, time
+
+from runtime_peer import RuntimeApiPeer
 
 BOOTSTRAP, SHIM_DIR, OUT = sys.argv[1], sys.argv[2], sys.argv[3]
 RUNS = int(sys.argv[4]) if len(sys.argv) > 4 else 50
 IMAGE = "127.0.0.1:5000/library/debian-cowsay"
 CACHE = "/tmp/scar-bench-runtime-cache"
-events, replies, polls = queue.Queue(), queue.Queue(), queue.Queue()
-
-
-class RuntimeApi(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def setup(self):
-        super().setup()
-        # Headers and body leave in separate writes: without this, Nagle's algorithm and the
-        # client's delayed ACK add 40 ms to every exchange and measure nothing of ours.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        polls.put(time.perf_counter())
-        rid, body = events.get()
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        for k, v in (("Lambda-Runtime-Aws-Request-Id", rid), ("Lambda-Runtime-Deadline-Ms", str(int((time.time() + 300) * 1000))),
-                     ("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:0:function:bench"), ("Content-Length", str(len(data)))):
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
-        self.wfile.flush()
-        replies.put(("sent", time.perf_counter()))
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(202)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-        replies.put((self.path, time.perf_counter(), body))
-
-
-def stop(proc):
-    """Ends a runtime and the poll it left waiting, and forgets what either left queued."""
-    proc.kill(); proc.wait()
-    events.put(("drain", {}))
-    time.sleep(0.3)
-    for q in (replies, polls):
-        while not q.empty():
-            q.get()
+peer = RuntimeApiPeer()
+events, replies, polls = peer.events, peer.replies, peer.polls
 
 
 def big_output(env, mode, runs=3):
@@ -77,8 +36,7 @@ def big_output(env, mode, runs=3):
     except queue.Empty:
         proc.kill(); proc.wait()
         time.sleep(0.3)
-        while not replies.empty():
-            replies.get()
+        peer.forget()
         return None
     times = []
     for i in range(runs):
@@ -89,7 +47,7 @@ def big_output(env, mode, runs=3):
         polls.get(timeout=30)
         times.append(done - sent)
     peak = int([l for l in open(f"/proc/{proc.pid}/status") if l.startswith("VmHWM")][0].split()[1]) / 1024
-    stop(proc)
+    peer.stop(proc)
     return statistics.median(times), peak
 
 
@@ -104,10 +62,7 @@ def big_output_rows(lines):
 
 
 def main():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RuntimeApi)
-    server.handle_error = lambda *args: None  # the killed cold-start runtimes drop their connections
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    env = {"PATH": "/usr/bin:/bin", "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{server.server_port}", "AWS_LAMBDA_LOG_LEVEL": "error",
+    env = {"PATH": "/usr/bin:/bin", "AWS_LAMBDA_RUNTIME_API": peer.address, "AWS_LAMBDA_LOG_LEVEL": "error",
            "AWS_LAMBDA_FUNCTION_NAME": "bench", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512", "AWS_LAMBDA_FUNCTION_VERSION": "1",
            "SCAR_IMAGE": IMAGE, "SCAR_SHIM_DIR": SHIM_DIR, "SCAR_CACHE_DIR": CACHE}
     subprocess.run([BOOTSTRAP, "pull", "--cache-dir", CACHE, IMAGE], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -118,8 +73,7 @@ def main():
         start_polls.append((polls.get(timeout=30) - started) * 1000)
         proc.kill(); proc.wait()
         events.put(("drain", {}))  # unblock the handler thread the killed runtime left waiting
-    while not polls.empty():
-        polls.get()
+    peer.forget()
     proc = subprocess.Popen([BOOTSTRAP], env=env)
     polls.get(timeout=30)
     warm = []
@@ -134,7 +88,7 @@ def main():
             warm.append((done - sent) * 1000)
     time.sleep(0.5)
     rss = int([l for l in open(f"/proc/{proc.pid}/status") if l.startswith("VmRSS")][0].split()[1]) / 1024
-    stop(proc)
+    peer.stop(proc)
 
     def wall(cmd, n):
         out = []
