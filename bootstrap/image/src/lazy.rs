@@ -91,6 +91,9 @@ type CachedFrame = (usize, usize, Arc<Vec<u8>>);
 /// time, and the background fill reads others meanwhile.
 const CACHED_FRAMES: usize = 8;
 
+/// Threads of [`LazyTree::fill_all`] at most: each holds a frame being decoded (4 MiB).
+pub const FILL_THREADS: usize = 4;
+
 /// Where a tree's access trace is stored (its encoded bytes, replacing the last).
 pub type TraceSink = Box<dyn Fn(Vec<u8>) -> io::Result<()> + Send + Sync>;
 
@@ -338,13 +341,27 @@ impl LazyTree {
             });
             groups[group].push(name);
         }
+        self.fill_groups(&groups, workers)
+    }
+
+    /// Fills each group's files on `workers` threads, each taking the next group; returns
+    /// the bytes fetched.
+    fn fill_groups(&self, groups: &[Vec<&PathBuf>], workers: usize) -> Result<u64, LazyFault> {
         let next = std::sync::atomic::AtomicUsize::new(0);
         let fetched = AtomicU64::new(0);
         let work = || -> Result<(), LazyFault> {
             while let Some(group) = groups.get(next.fetch_add(1, Ordering::Relaxed)) {
                 for name in group {
-                    if let Filled::Fetched(bytes) = self.fill_unrecorded(name)? {
-                        fetched.fetch_add(bytes, Ordering::Relaxed);
+                    match self.fill_unrecorded(name) {
+                        Ok(Filled::Fetched(bytes)) => {
+                            fetched.fetch_add(bytes, Ordering::Relaxed);
+                        }
+                        Ok(Filled::Present) => {}
+                        Err(e) => {
+                            // The others stop at their next group.
+                            next.store(groups.len(), Ordering::Relaxed);
+                            return Err(e);
+                        }
                     }
                 }
             }
@@ -359,7 +376,7 @@ impl LazyTree {
                 let joined = helper.join().unwrap_or_else(|_| {
                     Err(LazyFault::Fetch {
                         path: PathBuf::new(),
-                        problem: "a prefetch thread panicked".into(),
+                        problem: "a filling thread panicked".into(),
                     })
                 });
                 result = result.and(joined);
@@ -456,17 +473,20 @@ impl LazyTree {
         self.complete.load(Ordering::Acquire)
     }
 
-    /// Fetches every placeholder left, in the layers' order (one frame read serves all the
-    /// files it holds); returns the bytes fetched.
+    /// Fetches every placeholder left, in the layers' order, on every core (at most
+    /// [`FILL_THREADS`]): the files are grouped by the frame their bytes start in, and each
+    /// thread takes the next group, so a frame is decoded once and several at a time, as the
+    /// eager pull decodes them. The threads inherit the caller's priority. Returns the bytes
+    /// fetched.
     pub fn fill_all(&self) -> Result<u64, LazyFault> {
         let mut order: Vec<(&PathBuf, &Placeholder)> = self.files.files.iter().collect();
         order.sort_by_key(|(_, p)| (p.layer, p.offset));
-        let mut fetched = 0;
-        for (name, _) in order {
-            if let Filled::Fetched(bytes) = self.fill_unrecorded(name)? {
-                fetched += bytes;
-            }
-        }
+        let groups: Vec<Vec<&PathBuf>> = order
+            .chunk_by(|(_, a), (_, b)| frame_of(&self.starts, a) == frame_of(&self.starts, b))
+            .map(|group| group.iter().map(|(name, _)| *name).collect())
+            .collect();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let fetched = self.fill_groups(&groups, cores.min(FILL_THREADS))?;
         self.complete.store(true, Ordering::Release);
         Ok(fetched)
     }
@@ -1263,6 +1283,21 @@ mod tests {
             .to_string();
         assert!(err.starts_with("cannot fetch /usr/lib/f2: "), "{err}");
         assert!(err.contains("connection reset by peer"), "{err}");
+        let meta = ok(fs::metadata(rootfs(&dir).join("usr/lib/f2")));
+        assert_eq!((meta.len(), meta.blocks()), (1025, 0));
+        assert!(names(&dir.path().join("aside")).is_empty());
+    }
+
+    /// The whole fill on several threads stops at a failed fetch, names a file, and does not
+    /// call the tree complete; the placeholders it could not fill stay whole.
+    #[test]
+    fn a_failed_fill_of_the_whole_tree_is_not_complete() {
+        let tars = layers();
+        let dir = ok(tempfile::tempdir());
+        let (tree, _) = lazy_tree(dir.path(), &tars, true);
+        let err = tree.fill_all().map(|_| ()).unwrap_err().to_string();
+        assert!(err.starts_with("cannot fetch /"), "{err}");
+        assert!(!tree.is_complete());
         let meta = ok(fs::metadata(rootfs(&dir).join("usr/lib/f2")));
         assert_eq!((meta.len(), meta.blocks()), (1025, 0));
         assert!(names(&dir.path().join("aside")).is_empty());
