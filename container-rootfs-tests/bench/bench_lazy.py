@@ -13,7 +13,8 @@ command run cold (a fresh cache on a tmpfs each time) by `bootstrap run`:
 
 Commands: two that read a small part of the image (`import numpy`, `java -version`) and one
 that reads all of it (tar of /usr, /etc, /var and /opt to /dev/null). Reports the time to the
-command's first output byte and to its end (medians), and bootstrap's peak RSS (largest run);
+command's first output byte and to its end (medians), and the peak RSS that /usr/bin/time
+reports (largest run): the largest of bootstrap and the command, since bootstrap waits for it;
 ratios are lazy ÷ eager from the same source, as only ratios within one run mean anything on
 this machine. The tree's background fill is not waited for: `bootstrap run` ends with the
 command, as an invocation's response does.
@@ -21,8 +22,8 @@ command, as an invocation's response does.
 A second table runs the same cold starts as Lambda does, through a Runtime API served here
 (runtime_peer.py): `bootstrap` started with the image as SCAR_IMAGE (pulled in the init
 phase, the default) and one event with the command; it reports the time from the process's
-start to its first poll (the init phase) and to the event's response, and the runtime's
-peak RSS.
+start to its first poll (the init phase) and to the event's response, and the runtime's own
+peak RSS (its VmHWM, the command not included).
 """
 import json, os, queue, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -82,7 +83,7 @@ def cold_invoke(image, mode, argv):
     # The runtime refuses SCAR_ variables it does not know; this one is the deployer's.
     env.pop("SCAR_DEPLOYER_CONFIG", None)
     PEER.forget()
-    PEER.events.put((f"{mode}-{time.monotonic()}", {"cmd_args": argv}))
+    PEER.events.put((f"bench-{time.monotonic_ns()}", {"cmd_args": argv}))
     started = time.perf_counter()
     log = os.path.join(cache, "runtime.log")
     with open(log, "w") as stderr:
@@ -118,11 +119,11 @@ s3, layout = stage(DEPLOYER, "library/polyglot")
 sources = [("S3 stand-in", s3), ("layout on disk", layout)]
 lines = [f"{RUNS} cold runs of each, round-robin after one warm-up, medians; {os.cpu_count()} cores; "
          f"cache on a tmpfs; polyglot image staged by `deployer stage`.", "",
-         "| command | image from | pull | first output s | end s | peak RSS MB | lazy ÷ eager (first output) | lazy ÷ eager (end) |",
+         "| command | image from | pull | first output s | end s | peak RSS MB (largest process) | lazy ÷ eager (first output) | lazy ÷ eager (end) |",
          "|---|---|---|---:|---:|---:|---:|---:|"]
 peer_lines = ["Through the Runtime API: the image pulled in the init phase, then one event; "
               "the same runs, medians.", "",
-              "| command | image from | pull | first poll s | response s | peak RSS MB | lazy ÷ eager (response) |",
+              "| command | image from | pull | first poll s | response s | runtime's peak RSS MB | lazy ÷ eager (response) |",
               "|---|---|---|---:|---:|---:|---:|"]
 for label, argv in COMMANDS:
     for source, image in sources:
