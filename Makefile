@@ -100,7 +100,8 @@ setup:
 teardown:
 	container-rootfs-tests/scripts/teardown.sh
 
-## bench-lazy: cold starts of the staged polyglot image, lazy against eager (first output, end)
+## bench-lazy: cold starts of the staged polyglot image, lazy against eager (first output, end;
+## and through a Runtime API: first poll, response)
 bench-lazy: setup shim
 	cargo build --release -p bootstrap -p deployer
 	python3 container-rootfs-tests/bench/bench_lazy.py $(BOOTSTRAP_RELEASE) $(SHIM_DIR) target/bench-lazy.md 3

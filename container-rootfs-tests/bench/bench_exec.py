@@ -8,22 +8,30 @@ in one run on the Debian bookworm test image:
   proot       `proot -r ROOT` (ptrace)
 
 Workloads: exec latency (1000 × /bin/true from sh), path-heavy `find /usr -type f | wc -l`, a
-python import of several modules, and `tar -cf /dev/null /usr/lib`; then, as root, `apt-get
-install` and `purge` of one package under a fake root (ours --fakeroot, proot -0) against
-real root in a chroot. Every tool runs through the
+python import of several modules, and `tar -cf /dev/null /usr/lib`; then Node requiring a
+module tree by name (Debian's /usr/share/nodejs on NODE_PATH: each `require` stats its way
+through the candidates, and libuv reaches `statx` through `syscall()`) on the polyglot image,
+the same four tools; then, as root, `apt-get install` and `purge` of one package under a fake
+root (ours --fakeroot, proot -0) against real root in a chroot. Every tool runs through the
 same kind of one-line wrapper script, timed by hyperfine; medians, ratios to native and the
 added time per exec go to a Markdown table on stdout and in OUT_MD.
 """
-import json, os, shlex, shutil, subprocess, sys, tempfile, time
+import itertools, json, os, shlex, signal, shutil, subprocess, sys, tempfile, time
 
 BOOTSTRAP, SHIM_DIR, OUT = sys.argv[1], sys.argv[2], sys.argv[3]
 RUNS = int(sys.argv[4]) if len(sys.argv) > 4 else 10
 WORK = os.environ.get("CRT_WORK", "/tmp/scar-crt")
 IMAGE = "127.0.0.1:5000/library/debian-cowsay"
 CHROOT = f"{WORK}/chroot/debian/rootfs"
+POLYGLOT_IMAGE = "127.0.0.1:5000/library/polyglot"
+POLYGLOT_CHROOT = f"{WORK}/chroot/polyglot/rootfs"
+NODE_MODULES = ["acorn", "acorn-walk", "acorn-loose", "acorn-jsx", "acorn-node", "acorn-globals", "undici",
+                "busboy", "xtend", "binary-search", "cjs-module-lexer", "streamsearch"]
+NODE_REQUIRE = ("NODE_PATH=/usr/share/nodejs node -e 'for (const m of " + json.dumps(NODE_MODULES).replace(" ", "")
+                + ") require(m); console.log(Object.keys(require.cache).length)'")
 CACHE = "/tmp/scar-bench-exec-cache"
 SCRATCH = tempfile.mkdtemp(prefix="bench-exec-", dir="/tmp")
-PROBE = "sleep 120 # bench-exec-probe"
+PROBES = itertools.count()
 
 WORKLOADS = [
     ("exec ×1000", "for i in $(seq 1000); do /bin/true; done"),
@@ -33,18 +41,22 @@ WORKLOADS = [
 ]
 
 
-def ours_command_line(*flags):
-    """Starts `bootstrap run` once and reads the loader command line and environment it made."""
-    proc = subprocess.Popen([BOOTSTRAP, "run", *flags, "--cache-dir", CACHE, "--shim-dir", SHIM_DIR, IMAGE, "--",
-                             "/bin/sh", "-c", PROBE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+def ours_command_line(*flags, image=IMAGE):
+    """Starts `bootstrap run` once and reads the loader command line and environment it made.
+    The probe command is this call's own (a probe left by an earlier call or run, for another
+    image, must not be read), and is ended once read."""
+    probe = f"sleep 120 # bench-exec-probe {os.getpid()} {next(PROBES)}"
+    proc = subprocess.Popen([BOOTSTRAP, "run", *flags, "--cache-dir", CACHE, "--shim-dir", SHIM_DIR, image, "--",
+                             "/bin/sh", "-c", probe], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={"PATH": "/usr/bin:/bin", "AWS_LAMBDA_LOG_LEVEL": "error"})
     try:
         for _ in range(600):
             for pid in filter(str.isdigit, os.listdir("/proc")):
                 try:
                     argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[:-1]
-                    if argv and argv[-1] == PROBE.encode() and b"--library-path" in argv:
+                    if argv and argv[-1] == probe.encode() and b"--library-path" in argv:
                         env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")[:-1]
+                        os.kill(int(pid), signal.SIGKILL)
                         return [a.decode() for a in argv[:-1]], [e.decode() for e in env]
                 except OSError:
                     pass
@@ -122,6 +134,49 @@ def fake_root_installs(base_env):
     ]
 
 
+def node_requires(base_env):
+    """NODE_REQUIRE on the polyglot image: native chroot, ours, fakechroot, proot. Ours must
+    print what native prints; a peer that does not is shown failing, with its last error
+    line, and is not timed."""
+    argv, env = ours_command_line(image=POLYGLOT_IMAGE)
+    tools = [
+        ("native", wrapper("node-native", ["chroot", POLYGLOT_CHROOT, "/bin/sh", "-c"], base_env)),
+        ("ours", wrapper("node-ours", argv, env)),
+        ("fakechroot", wrapper("node-fakechroot", ["fakechroot", "-e", "none", "chroot", POLYGLOT_CHROOT, "/bin/sh", "-c"], base_env)),
+        ("proot", wrapper("node-proot", ["proot", "-r", POLYGLOT_CHROOT, "/bin/sh", "-c"], base_env)),
+    ]
+    runs = {name: subprocess.run([script, NODE_REQUIRE], capture_output=True) for name, script in tools}
+    expected = runs["native"].stdout
+    if not expected.strip() or runs["ours"].stdout != expected:
+        sys.exit(f"bench_exec: node require: native printed {expected!r}, ours {runs['ours'].stdout!r}: "
+                 f"{runs['ours'].stderr.decode()[-1000:]}")
+    results, cells = {}, []
+    for name, script in tools:
+        run = runs[name]
+        if run.stdout != expected:
+            said = [l for l in run.stderr.decode(errors="replace").splitlines() if "rror" in l]
+            cells.append(f"fails: {said[0][:90] if said else f'exit {run.returncode}'}".replace("|", "/"))
+            print(f"  node require         {name:11} fails", file=sys.stderr)
+            continue
+        results[name] = median_ms(script, NODE_REQUIRE)
+        cells.append(f"{results[name]:.0f} ms ({results[name] / results['native']:.2f}×)")
+        print(f"  node require         {name:11} {results[name]:9.1f} ms", file=sys.stderr)
+    native = results["native"]
+    proot = (f"proot takes {results['proot'] / results['ours']:.1f} × as long" if "proot" in results
+             else "proot fails")
+    return [
+        "",
+        f"Node 18 on the polyglot image: `require` of {len(NODE_MODULES)} packages by name from "
+        "/usr/share/nodejs (NODE_PATH), the modules they load in turn included.",
+        "",
+        "| workload | " + " | ".join(n for n, _ in tools) + " |",
+        "|---|" + "---:|" * len(tools),
+        "| node require | " + " | ".join(cells) + " |",
+        "",
+        f"Targets for ours: ≤ 1.3 × native ({results['ours'] / native:.2f}), ≥ 3 × faster than proot ({proot}).",
+    ]
+
+
 def main():
     argv, env = ours_command_line()
     base_env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"]
@@ -155,7 +210,7 @@ def main():
         o, n, p, f = (results[(label, t)] for t in ("ours", "native", "proot", "fakechroot"))
         summary.append(f"- {label}: {o / n:.2f} × native; proot takes {p / o:.1f} × as long as ours, fakechroot {f / o:.2f} ×.")
     summary.append(f"- exec: {per_exec['ours']:.2f} ms added per exec (fakechroot {per_exec['fakechroot']:.2f}, proot {per_exec['proot']:.2f}).")
-    table = "\n".join(lines + summary + fake_root_installs(base_env)) + "\n"
+    table = "\n".join(lines + summary + node_requires(base_env) + fake_root_installs(base_env)) + "\n"
     print(table)
     open(OUT, "w").write(table)
 
