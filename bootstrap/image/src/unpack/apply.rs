@@ -587,7 +587,7 @@ impl LayerApplier {
             file,
             path,
             content,
-            chmod: (mode & self.umask != 0).then_some(mode),
+            chmod: self.chmod_for(mode),
             mtime,
         };
         match &mut self.finisher {
@@ -597,13 +597,14 @@ impl LayerApplier {
         .map_err(|(path, e)| UnpackError::io(path, e))
     }
 
+    /// The mode to set on a new file: `mode`, when the umask took bits from it at creation.
+    fn chmod_for(&self, mode: u32) -> Option<u32> {
+        (mode & self.umask != 0).then_some(mode)
+    }
+
     /// The mode the umask took bits from, and the entry's times.
     fn finish_file(&self, file: &fs::File, mode: u32, mtime: i64) -> io::Result<()> {
-        if mode & self.umask != 0 {
-            file.set_permissions(fs::Permissions::from_mode(mode))?;
-        }
-        let time = FileTime::from_unix_time(mtime, 0);
-        filetime::set_file_handle_times(file, Some(time), Some(time))
+        super::finisher::settle(file, self.chmod_for(mode), mtime)
     }
 
     /// A sparse file (`sparse.rs`), with its holes; a bad map is the reason it is refused.

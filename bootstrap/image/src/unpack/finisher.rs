@@ -167,18 +167,21 @@ pub(super) fn finish_now(job: Job) -> Outcome {
         chmod,
         mtime,
     } = job;
-    let written = match content {
+    match content {
         Content::Length(length) => file.set_len(length),
         Content::Bytes(bytes) => file.write_all(&bytes),
-    };
+    }
+    .and_then(|()| settle(&file, chmod, mtime))
+    .map_err(|e| (path, e))
+}
+
+/// A written file's last touches: the mode the umask took bits from (`chmod`), then its times.
+pub(super) fn settle(file: &File, chmod: Option<u32>, mtime: i64) -> io::Result<()> {
+    if let Some(mode) = chmod {
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+    }
     let time = FileTime::from_unix_time(mtime, 0);
-    written
-        .and_then(|()| match chmod {
-            Some(mode) => file.set_permissions(fs::Permissions::from_mode(mode)),
-            None => Ok(()),
-        })
-        .and_then(|()| filetime::set_file_handle_times(&file, Some(time), Some(time)))
-        .map_err(|e| (path, e))
+    filetime::set_file_handle_times(file, Some(time), Some(time))
 }
 
 #[cfg(test)]
