@@ -76,6 +76,17 @@ def wrapper(name, argv, env=None):
     return path
 
 
+def four_tools(prefix, chroot, argv, env, base_env):
+    """(name, wrapper script) of native chroot, ours (the loader command line `argv` and
+    environment `env` that `bootstrap run` made for this image), fakechroot and proot."""
+    return [
+        ("native", wrapper(f"{prefix}native", ["chroot", chroot, "/bin/sh", "-c"], base_env)),
+        ("ours", wrapper(f"{prefix}ours", argv, env)),
+        ("fakechroot", wrapper(f"{prefix}fakechroot", ["fakechroot", "-e", "none", "chroot", chroot, "/bin/sh", "-c"], base_env)),
+        ("proot", wrapper(f"{prefix}proot", ["proot", "-r", chroot, "/bin/sh", "-c"], base_env)),
+    ]
+
+
 def median_ms(script, workload):
     out = os.path.join(SCRATCH, "h.json")
     cmd = f"{script} {shlex.quote(workload)}"
@@ -139,12 +150,7 @@ def node_requires(base_env):
     print what native prints; a peer that does not is shown failing, with its last error
     line, and is not timed."""
     argv, env = ours_command_line(image=POLYGLOT_IMAGE)
-    tools = [
-        ("native", wrapper("node-native", ["chroot", POLYGLOT_CHROOT, "/bin/sh", "-c"], base_env)),
-        ("ours", wrapper("node-ours", argv, env)),
-        ("fakechroot", wrapper("node-fakechroot", ["fakechroot", "-e", "none", "chroot", POLYGLOT_CHROOT, "/bin/sh", "-c"], base_env)),
-        ("proot", wrapper("node-proot", ["proot", "-r", POLYGLOT_CHROOT, "/bin/sh", "-c"], base_env)),
-    ]
+    tools = four_tools("node-", POLYGLOT_CHROOT, argv, env, base_env)
     runs = {name: subprocess.run([script, NODE_REQUIRE], capture_output=True) for name, script in tools}
     expected = runs["native"].stdout
     if not expected.strip() or runs["ours"].stdout != expected:
@@ -180,12 +186,7 @@ def node_requires(base_env):
 def main():
     argv, env = ours_command_line()
     base_env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"]
-    tools = [
-        ("native", wrapper("native", ["chroot", CHROOT, "/bin/sh", "-c"], base_env)),
-        ("ours", wrapper("ours", argv, env)),
-        ("fakechroot", wrapper("fakechroot", ["fakechroot", "-e", "none", "chroot", CHROOT, "/bin/sh", "-c"], base_env)),
-        ("proot", wrapper("proot", ["proot", "-r", CHROOT, "/bin/sh", "-c"], base_env)),
-    ]
+    tools = four_tools("", CHROOT, argv, env, base_env)
     results = {}
     for label, workload in WORKLOADS:
         check_same_output(tools, workload)

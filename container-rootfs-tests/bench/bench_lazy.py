@@ -70,6 +70,12 @@ def cold_run(image, mode, argv):
     return to_first, to_end, rss
 
 
+def summary(runs):
+    """Per mode: the medians of the two times and the largest RSS."""
+    return {mode: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs),
+                   max(r[2] for r in rs)) for mode, rs in runs.items()}
+
+
 PEER = RuntimeApiPeer()
 
 
@@ -137,14 +143,12 @@ for label, argv in COMMANDS:
             for mode in runs:
                 runs[mode].append(cold_run(image, mode, argv))
                 invokes[mode].append(cold_invoke(image, mode, argv))
-        through_api = {mode: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs),
-                              max(r[2] for r in rs)) for mode, rs in invokes.items()}
+        through_api = summary(invokes)
         for mode, (poll, response, rss) in through_api.items():
             peer_lines.append(f"| {label} | {source} | {mode} | {poll:.2f} | {response:.2f} | {rss:.0f} | "
                               f"{response / through_api['eager'][1]:.2f} |")
         print("\n".join(peer_lines[-len(MODES):]), flush=True)
-        medians = {mode: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs),
-                          max(r[2] for r in rs)) for mode, rs in runs.items()}
+        medians = summary(runs)
         eager = medians["eager"]
         for mode, (first, end, rss) in medians.items():
             lines.append(f"| {label} | {source} | {mode} | {first:.2f} | {end:.2f} | {rss:.0f} | "
