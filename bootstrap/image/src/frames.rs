@@ -264,6 +264,19 @@ pub trait RangeSource: Send + Sync {
     fn read_range(&self, offset: u64, len: u64) -> io::Result<Vec<u8>>;
 }
 
+/// How a frame's bytes are encoded and checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameCodec {
+    /// A zstd frame of ours: its compressed bytes match the frame's digest, and it
+    /// decompresses to exactly its `unpacked` bytes.
+    Zstd,
+    /// An eStargz chunk ([`crate::stargz`]): the gzip member(s) from the chunk's offset to the
+    /// next chunk's, whose first `unpacked` decompressed bytes are the chunk and match the
+    /// frame's digest (what follows them, tar padding and the next entries' headers, is not
+    /// read).
+    GzipChunk,
+}
+
 /// A framed layer ready to be read: its checked index and where its frames are.
 #[derive(Clone)]
 pub struct FramedLayer {
@@ -271,6 +284,8 @@ pub struct FramedLayer {
     pub index: FrameIndex,
     /// The framed blob.
     pub source: Arc<dyn RangeSource>,
+    /// How its frames are encoded.
+    pub codec: FrameCodec,
 }
 
 impl std::fmt::Debug for FramedLayer {
@@ -357,6 +372,17 @@ pub(crate) fn read_frame(layer: &FramedLayer, n: usize) -> Result<Vec<u8>, Frame
             );
             continue;
         }
+        if layer.codec == FrameCodec::GzipChunk {
+            // Only the decompressed chunk is named by a digest: bytes that went wrong on the
+            // way show as a stream that does not decode or a mismatch, so both are retried.
+            match gzip_chunk(&compressed, frame) {
+                Ok(plain) => return Ok(plain),
+                Err(problem) => {
+                    last = problem;
+                    continue;
+                }
+            }
+        }
         let actual = sha256(&compressed);
         if actual != frame.digest {
             last = format!("digest mismatch: expected {}, got {actual}", frame.digest);
@@ -377,6 +403,32 @@ pub(crate) fn read_frame(layer: &FramedLayer, n: usize) -> Result<Vec<u8>, Frame
         return Ok(plain);
     }
     Err(fault(format!("after {ATTEMPTS} attempts: {last}")))
+}
+
+/// The first `unpacked` bytes that the gzip members `compressed` decompress to, checked
+/// against the frame's digest; the rest of the members is left undecoded.
+fn gzip_chunk(compressed: &[u8], frame: &Frame) -> Result<Vec<u8>, String> {
+    let capacity = usize::try_from(frame.unpacked).map_err(|e| e.to_string())?;
+    let mut plain = Vec::with_capacity(capacity);
+    flate2::read::MultiGzDecoder::new(compressed)
+        .take(frame.unpacked)
+        .read_to_end(&mut plain)
+        .map_err(|e| format!("does not decompress: {e}"))?;
+    if plain.len() != capacity {
+        return Err(format!(
+            "decompresses to {} bytes where the table of contents says {}",
+            plain.len(),
+            frame.unpacked
+        ));
+    }
+    let actual = sha256(&plain);
+    if actual != frame.digest {
+        return Err(format!(
+            "digest mismatch: expected {}, got {actual}",
+            frame.digest
+        ));
+    }
+    Ok(plain)
 }
 
 /// A framed blob in a local file (an OCI layout on disk).
@@ -489,7 +541,11 @@ mod tests {
 
     fn read_all(index: FrameIndex, source: Arc<dyn RangeSource>) -> Result<Vec<u8>, FrameFault> {
         let mut out = Vec::new();
-        let layer = FramedLayer { index, source };
+        let layer = FramedLayer {
+            index,
+            source,
+            codec: FrameCodec::Zstd,
+        };
         read_frames(&layer, 3, &|_| {}, |bytes| {
             out.extend_from_slice(&bytes);
             true
@@ -682,6 +738,7 @@ mod tests {
         let layer = FramedLayer {
             index,
             source: source.clone(),
+            codec: FrameCodec::Zstd,
         };
         let mut taken = 0;
         let complete = read_frames(&layer, 2, &|_| {}, |_| {

@@ -81,12 +81,7 @@ fn check_manifest(bytes: &[u8]) {
     use oci_client::manifest::OciManifest;
     match crate::source::parse_manifest(bytes) {
         Ok(OciManifest::Image(image)) => {
-            let layers = crate::source::layer_descriptors(
-                image
-                    .layers
-                    .iter()
-                    .map(|l| (l.digest.clone(), l.size, l.media_type.clone())),
-            );
+            let layers = crate::source::layer_descriptors(&image.layers);
             if let Ok(layers) = layers {
                 assert!(layers.iter().all(|l| l.size.is_some()));
             }

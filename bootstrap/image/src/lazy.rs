@@ -717,7 +717,7 @@ impl Drop for Turn<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use std::io::Read;
@@ -762,7 +762,7 @@ mod tests {
     /// Two layers using what a skeleton must carry: large files cut across frames, small
     /// ones kept inline, hard and symbolic links, a long name and PAX records, and in the
     /// upper layer a whiteout, an opaque directory and files replaced both ways.
-    fn layers() -> [Vec<u8>; 2] {
+    pub(crate) fn layers() -> [Vec<u8>; 2] {
         let mut lower = tar::Builder::new(Vec::new());
         special(&mut lower, tar::EntryType::Directory, "usr/", "");
         special(&mut lower, tar::EntryType::Directory, "usr/lib/", "");
@@ -980,6 +980,7 @@ mod tests {
             .map(|f| FramedLayer {
                 index: f.index.clone(),
                 source: Arc::clone(&f.memory) as Arc<dyn RangeSource>,
+                codec: crate::frames::FrameCodec::Zstd,
             })
             .collect();
         let skeletons: Vec<&Vec<u8>> = framed.iter().map(|f| &f.skeleton).collect();
@@ -993,7 +994,7 @@ mod tests {
         (tree, framed.iter().map(|f| Arc::clone(&f.memory)).collect())
     }
 
-    fn eager_tree(root: &Path, tars: &[Vec<u8>]) {
+    pub(crate) fn eager_tree(root: &Path, tars: &[Vec<u8>]) {
         let mut applier = LayerApplier::new(root.to_path_buf(), root.to_path_buf());
         for tar in tars {
             ok(applier.apply(tar.as_slice()));
@@ -1003,7 +1004,7 @@ mod tests {
 
     /// Each name: (kind, mode, size, mtime, symlink target relative to the root, inode group,
     /// contents if `with_data`).
-    fn walk(root: &Path, with_data: bool) -> BTreeMap<String, String> {
+    pub(crate) fn walk(root: &Path, with_data: bool) -> BTreeMap<String, String> {
         let mut found = BTreeMap::new();
         let mut inodes: HashMap<u64, String> = HashMap::new();
         let mut stack = vec![root.to_path_buf()];

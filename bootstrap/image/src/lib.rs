@@ -28,6 +28,7 @@ mod reference;
 mod s3;
 pub mod skeleton;
 mod source;
+pub mod stargz;
 pub mod trace;
 mod unpack;
 

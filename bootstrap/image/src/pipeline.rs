@@ -325,6 +325,7 @@ mod tests {
             compression: Some(Compression::Gzip),
             frames: None,
             skeleton: None,
+            stargz_toc: None,
         }
     }
 

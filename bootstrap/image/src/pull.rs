@@ -261,10 +261,28 @@ impl Puller {
         }
         self.check_space(&resolved.layers)?;
         let staging = self.cache.stage(&resolved.manifest_digest, &lock)?;
-        if let (true, Layers::Layout(source)) = (self.options.lazy, &layers) {
-            let learn_from = self.options.lazy_trace.then(|| source.clone());
-            let (source, descriptors) = (source.clone(), resolved.layers.clone());
-            if let Some(lazy) = blocking(move || source.open_lazy(&descriptors)).await?? {
+        if self.options.lazy {
+            let descriptors = resolved.layers.clone();
+            let (lazy, learn_from) = match &layers {
+                Layers::Layout(source) => {
+                    let learn_from = self.options.lazy_trace.then(|| source.clone());
+                    let source = source.clone();
+                    (
+                        blocking(move || source.open_lazy(&descriptors)).await??,
+                        learn_from,
+                    )
+                }
+                // A registry keeps no trace of ours: files come in the TOC's order.
+                Layers::Registry(source) => {
+                    let source = source.clone();
+                    (
+                        blocking(move || source.open_lazy(&descriptors)).await?,
+                        None,
+                    )
+                }
+                Layers::Archive(_) => (None, None),
+            };
+            if let Some(lazy) = lazy {
                 return self
                     .build_lazy(reference, resolved, staging, lock, lazy, learn_from)
                     .await;

@@ -113,6 +113,7 @@ pub fn lazy_layers(
         layers.push(frames::FramedLayer {
             index,
             source: std::sync::Arc::new(frames::FileRanges(file)),
+            codec: frames::FrameCodec::Zstd,
         });
         skeletons.push(std::fs::read(blob(notes[skeleton::ANNOTATION].as_str().unwrap())).unwrap());
     }

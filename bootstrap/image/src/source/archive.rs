@@ -143,6 +143,7 @@ impl ArchiveSource {
                 compression: None,
                 frames: None,
                 skeleton: None,
+                stargz_toc: None,
             });
             offsets.push((offset, size));
         }

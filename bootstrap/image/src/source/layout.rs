@@ -222,22 +222,7 @@ impl LayoutSource {
                     digest = self.select_from_index(&inner, platform, false)?
                 }
                 OciManifest::Image(m) => {
-                    let mut layers = layer_descriptors(
-                        m.layers
-                            .iter()
-                            .map(|l| (l.digest.clone(), l.size, l.media_type.clone())),
-                    )?;
-                    for (layer, declared) in layers.iter_mut().zip(&m.layers) {
-                        let note = |name: &str| {
-                            declared
-                                .annotations
-                                .as_ref()
-                                .and_then(|a| a.get(name))
-                                .cloned()
-                        };
-                        layer.frames = note(frames::ANNOTATION);
-                        layer.skeleton = note(crate::skeleton::ANNOTATION);
-                    }
+                    let layers = layer_descriptors(&m.layers)?;
                     let config_bytes = self.read_blob(&m.config.digest)?;
                     let (config, _) = parse_config(&config_bytes).map_err(|e| {
                         self.fail(format!("invalid config {}: {e}", m.config.digest))
@@ -274,7 +259,11 @@ impl LayoutSource {
                     let source = self.store.ranges(&path).map_err(|e| {
                         self.fail(format!("cannot open the frames of layer {}: {e}", l.digest))
                     })?;
-                    Ok(LayerBytes::Framed(FramedLayer { index, source }))
+                    Ok(LayerBytes::Framed(FramedLayer {
+                        index,
+                        source,
+                        codec: frames::FrameCodec::Zstd,
+                    }))
                 }
             })
             .collect()
@@ -303,7 +292,8 @@ impl LayoutSource {
     }
 
     /// Opens every layer for a lazy tree: its frames and its skeleton's bytes (checked
-    /// against the digest the manifest names). `None` unless every layer has both.
+    /// against the digest the manifest names), or its eStargz chunks and TOC. `None` unless
+    /// every layer has one or the other.
     pub fn open_lazy(
         &self,
         layers: &[super::LayerDescriptor],
@@ -312,7 +302,10 @@ impl LayoutSource {
             .iter()
             .any(|l| l.frames.is_none() || l.skeleton.is_none())
         {
-            return Ok(None);
+            return Ok(super::open_stargz(layers, |digest| {
+                let path = self.blob_path(digest).map_err(io::Error::other)?;
+                self.store.ranges(&path)
+            }));
         }
         let mut framed = Vec::with_capacity(layers.len());
         for bytes in self.open_for_pull(layers)? {

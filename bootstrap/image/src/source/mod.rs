@@ -32,6 +32,8 @@ pub struct LayerDescriptor {
     pub frames: Option<String>,
     /// Digest of the layer's skeleton, when it was staged with one ([`crate::skeleton`]).
     pub skeleton: Option<String>,
+    /// Digest of the layer's eStargz table of contents, when it is one ([`crate::stargz`]).
+    pub stargz_toc: Option<String>,
 }
 
 /// An image resolved to one platform.
@@ -189,29 +191,79 @@ pub fn parse_manifest(body: &[u8]) -> Result<oci_client::manifest::OciManifest, 
     serde_json::from_slice(body).map_err(|e| format!("not a manifest: {e}"))
 }
 
-/// Checks the layer media types of a manifest, returning descriptors.
+/// Every layer of an eStargz image opened for a lazy tree, each read through `ranges` (the
+/// source's ranged reads of a blob, by digest). `None`, and the image is pulled whole, unless
+/// every layer is eStargz with a TOC this runtime reads; a warning says why not.
+pub(crate) fn open_stargz(
+    layers: &[LayerDescriptor],
+    ranges: impl Fn(&str) -> io::Result<std::sync::Arc<dyn crate::frames::RangeSource>>,
+) -> Option<crate::lazy::LazyLayers> {
+    let mut lazy = crate::lazy::LazyLayers {
+        framed: Vec::with_capacity(layers.len()),
+        skeletons: Vec::with_capacity(layers.len()),
+    };
+    if layers.is_empty() {
+        return None;
+    }
+    for layer in layers {
+        let (Some(toc), Some(size)) = (&layer.stargz_toc, layer.size) else {
+            return None;
+        };
+        let opened = ranges(&layer.digest)
+            .map_err(|e| format!("eStargz layer {}: cannot read it: {e}", layer.digest))
+            .and_then(|source| {
+                crate::stargz::open(source, &layer.digest, size, toc).map_err(|e| e.to_string())
+            });
+        match opened {
+            Ok(opened) => {
+                lazy.framed.push(opened.framed);
+                lazy.skeletons.push(opened.skeleton);
+            }
+            Err(problem) => {
+                tracing::warn!(%problem, "not loading the image lazily: pulling it whole");
+                return None;
+            }
+        }
+    }
+    Some(lazy)
+}
+
+/// Checks the layer media types of a manifest, returning descriptors with what their
+/// annotations say about reading them: our staged frames and skeleton, an eStargz TOC.
 pub fn layer_descriptors(
-    layers: impl IntoIterator<Item = (String, i64, String)>,
+    layers: &[oci_client::manifest::OciDescriptor],
 ) -> Result<Vec<LayerDescriptor>, SourceError> {
     layers
-        .into_iter()
-        .map(|(digest, size, media_type)| {
+        .iter()
+        .map(|declared| {
+            let (digest, media_type) = (declared.digest.clone(), declared.media_type.clone());
             let compression = Compression::from_media_type(&media_type).ok_or_else(|| {
                 SourceError::UnsupportedMediaType {
                     digest: digest.clone(),
                     media_type: media_type.clone(),
                 }
             })?;
-            let Ok(size) = u64::try_from(size) else {
-                return Err(SourceError::BadSize { digest, size });
+            let Ok(size) = u64::try_from(declared.size) else {
+                return Err(SourceError::BadSize {
+                    digest,
+                    size: declared.size,
+                });
+            };
+            let note = |name: &str| {
+                declared
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(name))
+                    .cloned()
             };
             Ok(LayerDescriptor {
                 digest,
                 size: Some(size),
                 media_type,
                 compression: Some(compression),
-                frames: None,
-                skeleton: None,
+                frames: note(crate::frames::ANNOTATION),
+                skeleton: note(crate::skeleton::ANNOTATION),
+                stargz_toc: note(crate::stargz::TOC_ANNOTATION),
             })
         })
         .collect()

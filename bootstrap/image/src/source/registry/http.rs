@@ -155,6 +155,18 @@ impl Session {
         accept: Option<&str>,
         what: &str,
     ) -> Result<Response, SourceError> {
+        self.send_with(method, url, accept, None, what).await
+    }
+
+    /// [`Self::send`], asking for the byte `range` (an HTTP `Range` value) if one is given.
+    async fn send_with(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        accept: Option<&str>,
+        range: Option<&str>,
+        what: &str,
+    ) -> Result<Response, SourceError> {
         let mut renewed = false;
         let mut attempt = 0;
         loop {
@@ -163,6 +175,9 @@ impl Session {
             let mut request = self.http.request(method.clone(), url);
             if let Some(accept) = accept {
                 request = request.header(header::ACCEPT, accept);
+            }
+            if let Some(range) = range {
+                request = request.header(header::RANGE, range);
             }
             request = match &credential {
                 Credential::Anonymous => request,
@@ -329,6 +344,50 @@ impl Session {
             )
         } else {
             chain(e)
+        }
+    }
+
+    /// Reads `len` bytes of blob `digest` at `offset` (one ranged GET, retried as every
+    /// request is). A registry that answers with the whole blob is refused unread: a lazy
+    /// tree reads a few MiB at a time and must not be sent a gigabyte into memory.
+    pub async fn read_blob_range(
+        &self,
+        digest: &str,
+        offset: u64,
+        len: u64,
+        what: &str,
+    ) -> Result<Vec<u8>, SourceError> {
+        let range = format!("bytes={offset}-{}", (offset + len).saturating_sub(1));
+        let url = self.blob_url(digest);
+        let mut answer = self
+            .send_with(reqwest::Method::GET, &url, None, Some(&range), what)
+            .await?;
+        if answer.status() != StatusCode::PARTIAL_CONTENT {
+            return Err(self.fail(
+                format!(
+                    "{what}: asked for {range}, the registry answered {} (ranged reads unsupported)",
+                    answer.status()
+                ),
+                Some(answer.status().as_u16()),
+            ));
+        }
+        let mut body = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        loop {
+            match answer.chunk().await {
+                Ok(Some(chunk)) if (body.len() + chunk.len()) as u64 > len => {
+                    return Err(self.fail(
+                        format!("{what}: asked for {len} bytes, the registry sends more"),
+                        None,
+                    ));
+                }
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => return Ok(body),
+                Err(e) => {
+                    return Err(
+                        self.fail(format!("reading {what}: {}", self.transfer_error(&e)), None)
+                    );
+                }
+            }
         }
     }
 

@@ -299,12 +299,7 @@ impl RegistrySource {
         manifest: OciImageManifest,
         digest: String,
     ) -> Result<ResolvedImage, SourceError> {
-        let layers = layer_descriptors(
-            manifest
-                .layers
-                .iter()
-                .map(|l| (l.digest.clone(), l.size, l.media_type.clone())),
-        )?;
+        let layers = layer_descriptors(&manifest.layers)?;
         let config = &manifest.config;
         let what = format!("the image config {}", config.digest);
         if u64::try_from(config.size).unwrap_or(u64::MAX) > super::layout::MAX_METADATA_BYTES {
@@ -330,6 +325,20 @@ impl RegistrySource {
             config: parsed,
             config_blob: config_bytes,
             layers,
+        })
+    }
+
+    /// Opens every layer for a lazy tree when the image is eStargz ([`crate::stargz`]):
+    /// its TOC is read now, its chunks by ranged GETs as files are asked for. `None` for
+    /// other images (they are pulled whole). Called on a blocking thread of the runtime.
+    pub fn open_lazy(&self, layers: &[LayerDescriptor]) -> Option<crate::lazy::LazyLayers> {
+        let runtime = tokio::runtime::Handle::current();
+        super::open_stargz(layers, |digest| {
+            Ok(Arc::new(BlobRanges {
+                source: self.clone(),
+                digest: digest.to_string(),
+                runtime: runtime.clone(),
+            }))
         })
     }
 
@@ -394,6 +403,26 @@ impl RegistrySource {
             }
         }
         tracing::debug!(digest = %layer.digest, secs = started.elapsed().as_secs_f64(), "layer downloaded");
+    }
+}
+
+/// One blob of the registry read by ranged GETs, each on the calling (blocking) thread.
+struct BlobRanges {
+    source: RegistrySource,
+    digest: String,
+    runtime: tokio::runtime::Handle,
+}
+
+impl crate::frames::RangeSource for BlobRanges {
+    fn read_range(&self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        let what = format!("layer {}", self.digest);
+        self.runtime
+            .block_on(
+                self.source
+                    .session
+                    .read_blob_range(&self.digest, offset, len, &what),
+            )
+            .map_err(|e| io::Error::other(e.to_string()))
     }
 }
 
