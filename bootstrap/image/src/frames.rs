@@ -351,58 +351,120 @@ pub fn read_frames(
 /// One frame, read until it arrives whole and matches its digest, then decompressed.
 pub(crate) fn read_frame(layer: &FramedLayer, n: usize) -> Result<Vec<u8>, FrameFault> {
     let frame = &layer.index.frames[n];
-    let fault = |problem: String| layer.index.fault(n, problem);
     let mut last = String::new();
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             std::thread::sleep(Duration::from_millis(100 << attempt));
         }
         let compressed = match layer.source.read_range(frame.offset, frame.size) {
-            Ok(bytes) => bytes,
+            Ok(bytes) if bytes.len() as u64 == frame.size => bytes,
+            Ok(bytes) => {
+                last = format!(
+                    "the read returned {} bytes, not {}",
+                    bytes.len(),
+                    frame.size
+                );
+                continue;
+            }
             Err(e) => {
                 last = format!("read failed: {e}");
                 continue;
             }
         };
-        if compressed.len() as u64 != frame.size {
-            last = format!(
-                "the read returned {} bytes, not {}",
-                compressed.len(),
-                frame.size
-            );
-            continue;
+        match decode(layer, n, &compressed) {
+            Ok(plain) => return Ok(plain),
+            Err(Decoded::Retry(problem)) => last = problem,
+            Err(Decoded::Final(fault)) => return Err(fault),
         }
-        if layer.codec == FrameCodec::GzipChunk {
-            // Only the decompressed chunk is named by a digest: bytes that went wrong on the
-            // way show as a stream that does not decode or a mismatch, so both are retried.
-            match gzip_chunk(&compressed, frame) {
-                Ok(plain) => return Ok(plain),
-                Err(problem) => {
-                    last = problem;
-                    continue;
-                }
-            }
-        }
-        let actual = sha256(&compressed);
-        if actual != frame.digest {
-            last = format!("digest mismatch: expected {}, got {actual}", frame.digest);
-            continue;
-        }
-        // The bytes are the ones the index names: a failure from here on is the index's
-        // own, and reading again would not change it.
-        let capacity = usize::try_from(frame.unpacked).map_err(|e| fault(e.to_string()))?;
-        let plain = zstd::bulk::decompress(&compressed, capacity)
-            .map_err(|e| fault(format!("does not decompress: {e}")))?;
-        if plain.len() as u64 != frame.unpacked {
-            return Err(fault(format!(
-                "decompresses to {} bytes where the index says {}",
-                plain.len(),
-                frame.unpacked
-            )));
-        }
-        return Ok(plain);
     }
-    Err(fault(format!("after {ATTEMPTS} attempts: {last}")))
+    Err(layer
+        .index
+        .fault(n, format!("after {ATTEMPTS} attempts: {last}")))
+}
+
+/// Why a frame's bytes did not decode.
+enum Decoded {
+    /// They may have gone wrong on the way: reading again may help.
+    Retry(String),
+    /// They are the ones the index names: the index itself is wrong.
+    Final(FrameFault),
+}
+
+/// Frame `n` of `layer` from its compressed bytes, checked.
+fn decode(layer: &FramedLayer, n: usize, compressed: &[u8]) -> Result<Vec<u8>, Decoded> {
+    let frame = &layer.index.frames[n];
+    if layer.codec == FrameCodec::GzipChunk {
+        // Only the decompressed chunk is named by a digest: bytes that went wrong on the
+        // way show as a stream that does not decode or a mismatch, so both are retried.
+        return gzip_chunk(compressed, frame).map_err(Decoded::Retry);
+    }
+    let actual = sha256(compressed);
+    if actual != frame.digest {
+        return Err(Decoded::Retry(format!(
+            "digest mismatch: expected {}, got {actual}",
+            frame.digest
+        )));
+    }
+    let fault = |problem: String| Decoded::Final(layer.index.fault(n, problem));
+    let capacity = usize::try_from(frame.unpacked).map_err(|e| fault(e.to_string()))?;
+    let plain = zstd::bulk::decompress(compressed, capacity)
+        .map_err(|e| fault(format!("does not decompress: {e}")))?;
+    if plain.len() as u64 != frame.unpacked {
+        return Err(fault(format!(
+            "decompresses to {} bytes where the index says {}",
+            plain.len(),
+            frame.unpacked
+        )));
+    }
+    Ok(plain)
+}
+
+/// Consecutive frames' compressed bytes, read at once: a store far away (a registry, S3)
+/// answers each read after a round trip, and eStargz chunks are often a few KiB.
+#[derive(Debug)]
+pub(crate) struct Span {
+    frames: std::ops::Range<usize>,
+    /// Offset of the first frame in the blob.
+    base: u64,
+    bytes: Vec<u8>,
+}
+
+/// Reads frames `frames` of `layer` with one ranged read; `None` when it fails or comes back
+/// short (each frame is then read alone, with its retries).
+pub(crate) fn read_span(layer: &FramedLayer, frames: std::ops::Range<usize>) -> Option<Span> {
+    let all = layer.index.frames.get(frames.clone())?;
+    let (first, last) = (all.first()?, all.last()?);
+    let len = last.offset + last.size - first.offset;
+    let bytes = layer.source.read_range(first.offset, len).ok()?;
+    (bytes.len() as u64 == len).then_some(Span {
+        frames,
+        base: first.offset,
+        bytes,
+    })
+}
+
+impl Span {
+    /// Whether frame `n` is in the span.
+    pub(crate) fn holds(&self, n: usize) -> bool {
+        self.frames.contains(&n)
+    }
+}
+
+/// Frame `n` decoded from `span` if the span holds it and its bytes check; else read alone.
+pub(crate) fn frame_in_span(
+    layer: &FramedLayer,
+    span: Option<&Span>,
+    n: usize,
+) -> Result<Vec<u8>, FrameFault> {
+    if let Some(span) = span.filter(|s| s.holds(n)) {
+        let frame = &layer.index.frames[n];
+        let from = usize::try_from(frame.offset - span.base).unwrap_or(usize::MAX);
+        let to = usize::try_from(frame.size).map_or(usize::MAX, |size| from.saturating_add(size));
+        if let Some(Ok(plain)) = span.bytes.get(from..to).map(|c| decode(layer, n, c)) {
+            return Ok(plain);
+        }
+    }
+    read_frame(layer, n)
 }
 
 /// The first `unpacked` bytes that the gzip members `compressed` decompress to, checked

@@ -94,6 +94,10 @@ const CACHED_FRAMES: usize = 8;
 /// Threads of [`LazyTree::fill_all`] at most: each holds a frame being decoded (4 MiB).
 pub const FILL_THREADS: usize = 4;
 
+/// Compressed bytes of consecutive small frames read with one request (eStargz chunks are
+/// often a few KiB: one request per file would make a registry answer thousands).
+const SPAN_BYTES: u64 = 4 << 20;
+
 /// Where a tree's access trace is stored (its encoded bytes, replacing the last).
 pub type TraceSink = Box<dyn Fn(Vec<u8>) -> io::Result<()> + Send + Sync>;
 
@@ -116,14 +120,17 @@ pub struct LazyTree {
     layers: Vec<FramedLayer>,
     /// Per layer, each frame's offset in the layer's tar.
     starts: Vec<Vec<u64>>,
+    /// Per layer, the frames of each span: the unit read at once and filled together (one
+    /// frame, for our own 4 MiB frames; up to [`SPAN_BYTES`] of eStargz chunks).
+    spans: Vec<Vec<std::ops::Range<usize>>>,
     files: LazyFiles,
     /// Each placeholder's other names (hard links).
     other_names: HashMap<PathBuf, Vec<PathBuf>>,
     /// Each placeholder by `(device, inode)`: how the shim names a file it is about to open,
     /// whatever path (relative, through links, by directory descriptor) it was given.
     by_inode: HashMap<(u64, u64), PathBuf>,
-    /// The placeholders whose bytes start in each frame (layer, frame).
-    by_frame: HashMap<(usize, usize), Vec<PathBuf>>,
+    /// The placeholders whose bytes start in each span (layer, span).
+    by_span: HashMap<(usize, usize), Vec<PathBuf>>,
     /// Set once every placeholder was filled.
     complete: AtomicBool,
     in_flight: Mutex<HashSet<PathBuf>>,
@@ -191,10 +198,11 @@ impl LazyTree {
             .iter()
             .map(|(rel, placeholder)| (placeholder.inode, rel.clone()))
             .collect();
-        let mut by_frame: HashMap<(usize, usize), Vec<PathBuf>> = HashMap::new();
+        let spans: Vec<Vec<std::ops::Range<usize>>> = layers.iter().map(spans_of).collect();
+        let mut by_span: HashMap<(usize, usize), Vec<PathBuf>> = HashMap::new();
         for (rel, placeholder) in &files.files {
-            by_frame
-                .entry(frame_of(&starts, placeholder))
+            by_span
+                .entry(span_of(&starts, &spans, placeholder))
                 .or_default()
                 .push(rel.clone());
         }
@@ -210,10 +218,11 @@ impl LazyTree {
             aside,
             layers,
             starts,
+            spans,
             files,
             other_names,
             by_inode,
-            by_frame,
+            by_span,
             complete: AtomicBool::new(false),
             in_flight: Mutex::new(HashSet::new()),
             landed: Condvar::new(),
@@ -313,9 +322,9 @@ impl LazyTree {
     }
 
     /// Fetches the files of the given trace (see [`Self::learn`]) on `workers` threads, in
-    /// the trace's order: the files are grouped by the frame their bytes start in, and each
-    /// worker takes the next group (one frame read serves a group; a store far away is read
-    /// several frames at a time). Returns the bytes fetched. Entries that name no placeholder
+    /// the trace's order: the files are grouped by the span their bytes start in, and each
+    /// worker takes the next group (one read serves a group; a store far away is read
+    /// several spans at a time). Returns the bytes fetched. Entries that name no placeholder
     /// are skipped: a trace is only a hint.
     pub fn prefetch(&self, workers: usize) -> Result<u64, LazyFault> {
         let wanted: Vec<FileAt> = {
@@ -334,8 +343,8 @@ impl LazyTree {
         let mut groups: Vec<Vec<&PathBuf>> = Vec::new();
         let mut group_of: HashMap<(usize, usize), usize> = HashMap::new();
         for (name, placeholder) in wanted.iter().filter_map(|at| by_place.get(at)) {
-            let frame = frame_of(&self.starts, placeholder);
-            let group = *group_of.entry(frame).or_insert_with(|| {
+            let span = self.span_of(placeholder);
+            let group = *group_of.entry(span).or_insert_with(|| {
                 groups.push(Vec::new());
                 groups.len() - 1
             });
@@ -344,15 +353,16 @@ impl LazyTree {
         self.fill_groups(&groups, workers)
     }
 
-    /// Fills each group's files on `workers` threads, each taking the next group; returns
-    /// the bytes fetched.
+    /// Fills each group's files (all starting in one span) on `workers` threads, each
+    /// taking the next group; returns the bytes fetched.
     fn fill_groups(&self, groups: &[Vec<&PathBuf>], workers: usize) -> Result<u64, LazyFault> {
         let next = std::sync::atomic::AtomicUsize::new(0);
         let fetched = AtomicU64::new(0);
         let work = || -> Result<(), LazyFault> {
             while let Some(group) = groups.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let span = self.read_span_of(group);
                 for name in group {
-                    match self.fill_unrecorded(name) {
+                    match self.fill_unrecorded(name, span.as_ref()) {
                         Ok(Filled::Fetched(bytes)) => {
                             fetched.fetch_add(bytes, Ordering::Relaxed);
                         }
@@ -386,11 +396,12 @@ impl LazyTree {
         Ok(fetched.into_inner())
     }
 
-    /// Fills the other placeholders whose bytes start in the frame where those of the file
-    /// with this device and inode start (one decoded frame serves them all: a command that
-    /// reads many files in an order of its own would otherwise decode some frames many
-    /// times). Not accesses: they stay out of the trace. Returns the bytes fetched.
-    pub fn fill_frame_of_inode(&self, dev: u64, ino: u64) -> Result<u64, LazyFault> {
+    /// Fills the other placeholders whose bytes start in the span where those of the file
+    /// with this device and inode start (one decoded frame, or one read of small eStargz
+    /// chunks, serves them all: a command that reads many files in an order of its own
+    /// would otherwise decode some frames many times). Not accesses: they stay out of the
+    /// trace. Returns the bytes fetched.
+    pub fn fill_neighbours_of_inode(&self, dev: u64, ino: u64) -> Result<u64, LazyFault> {
         let Some(placeholder) = self
             .by_inode
             .get(&(dev, ino))
@@ -398,18 +409,38 @@ impl LazyTree {
         else {
             return Ok(0);
         };
-        let mut fetched = 0;
-        for name in self
-            .by_frame
-            .get(&frame_of(&self.starts, placeholder))
+        let neighbours: Vec<&PathBuf> = self
+            .by_span
+            .get(&self.span_of(placeholder))
             .into_iter()
             .flatten()
-        {
-            if let Filled::Fetched(bytes) = self.fill_unrecorded(name)? {
+            .collect();
+        let span = self.read_span_of(&neighbours);
+        let mut fetched = 0;
+        for name in neighbours {
+            if let Filled::Fetched(bytes) = self.fill_unrecorded(name, span.as_ref())? {
                 fetched += bytes;
             }
         }
         Ok(fetched)
+    }
+
+    /// The span where a placeholder's bytes start: (layer, span).
+    fn span_of(&self, placeholder: &Placeholder) -> (usize, usize) {
+        span_of(&self.starts, &self.spans, placeholder)
+    }
+
+    /// The compressed bytes of the span where the files of `group` start, read at once
+    /// when it holds several frames and one of the files is still a placeholder (a span of
+    /// one frame is read as the frame, through the cache).
+    fn read_span_of(&self, group: &[&PathBuf]) -> Option<frames::Span> {
+        let placeholder = self.files.files.get(group.first()?.as_path())?;
+        let (layer, span) = self.span_of(placeholder);
+        let frames = self.spans.get(layer)?.get(span)?.clone();
+        if frames.len() < 2 || !group.iter().any(|name| self.is_placeholder(name)) {
+            return None;
+        }
+        frames::read_span(self.layers.get(layer)?, frames)
     }
 
     /// The rootfs.
@@ -433,11 +464,16 @@ impl LazyTree {
                 log.order.push(place(placeholder));
             }
         }
-        self.fill_unrecorded(name)
+        self.fill_unrecorded(name, None)
     }
 
-    /// [`Self::fill`] for the tree's own fetches, which are not the commands' accesses.
-    fn fill_unrecorded(&self, rel: &Path) -> Result<Filled, LazyFault> {
+    /// [`Self::fill`] for the tree's own fetches, which are not the commands' accesses,
+    /// taking what frames it can from `span`.
+    fn fill_unrecorded(
+        &self,
+        rel: &Path,
+        span: Option<&frames::Span>,
+    ) -> Result<Filled, LazyFault> {
         let name = self.files.links.get(rel).map_or(rel, PathBuf::as_path);
         let Some(placeholder) = self.files.files.get(name) else {
             return Ok(Filled::Present);
@@ -447,7 +483,7 @@ impl LazyTree {
             // Another thread filled it while this one waited.
             None => return Ok(Filled::Present),
         };
-        self.fetch(name, placeholder)
+        self.fetch(name, placeholder, span)
     }
 
     /// Makes the file with this device and inode complete (see [`Self::fill`]); any other
@@ -474,7 +510,7 @@ impl LazyTree {
     }
 
     /// Fetches every placeholder left, in the layers' order, on every core (at most
-    /// [`FILL_THREADS`]): the files are grouped by the frame their bytes start in, and each
+    /// [`FILL_THREADS`]): the files are grouped by the span their bytes start in, and each
     /// thread takes the next group, so a frame is decoded once and several at a time, as the
     /// eager pull decodes them. The threads inherit the caller's priority. Returns the bytes
     /// fetched.
@@ -482,7 +518,7 @@ impl LazyTree {
         let mut order: Vec<(&PathBuf, &Placeholder)> = self.files.files.iter().collect();
         order.sort_by_key(|(_, p)| (p.layer, p.offset));
         let groups: Vec<Vec<&PathBuf>> = order
-            .chunk_by(|(_, a), (_, b)| frame_of(&self.starts, a) == frame_of(&self.starts, b))
+            .chunk_by(|(_, a), (_, b)| self.span_of(a) == self.span_of(b))
             .map(|group| group.iter().map(|(name, _)| *name).collect())
             .collect();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -523,7 +559,12 @@ impl LazyTree {
             .is_ok_and(|meta| still_placeholder(&meta, placeholder))
     }
 
-    fn fetch(&self, name: &Path, placeholder: &Placeholder) -> Result<Filled, LazyFault> {
+    fn fetch(
+        &self,
+        name: &Path,
+        placeholder: &Placeholder,
+        span: Option<&frames::Span>,
+    ) -> Result<Filled, LazyFault> {
         let fault = |problem: String| LazyFault::Fetch {
             path: name.to_path_buf(),
             problem,
@@ -555,7 +596,7 @@ impl LazyTree {
                     e,
                 )
             })?;
-        self.copy_bytes(placeholder, temp.as_file_mut())
+        self.copy_bytes(placeholder, temp.as_file_mut(), span)
             .map_err(|e| fault(e.to_string()))?;
         let time = FileTime::from_last_modification_time(&meta);
         temp.as_file()
@@ -585,14 +626,20 @@ impl LazyTree {
         Ok(Filled::Fetched(placeholder.size))
     }
 
-    /// Writes the placeholder's bytes, read from the frames that hold them.
-    fn copy_bytes(&self, placeholder: &Placeholder, out: &mut fs::File) -> Result<(), String> {
+    /// Writes the placeholder's bytes, read from the frames that hold them (from `span`
+    /// where it holds them).
+    fn copy_bytes(
+        &self,
+        placeholder: &Placeholder,
+        out: &mut fs::File,
+        span: Option<&frames::Span>,
+    ) -> Result<(), String> {
         let starts = &self.starts[placeholder.layer];
         let end = placeholder.offset + placeholder.size;
         let mut at = placeholder.offset;
         let (_, mut frame) = frame_of(&self.starts, placeholder);
         while at < end {
-            let bytes = self.frame(placeholder.layer, frame)?;
+            let bytes = self.frame(placeholder.layer, frame, span)?;
             let start = starts[frame];
             let from = usize::try_from(at - start).map_err(|e| e.to_string())?;
             let to = usize::try_from(end.min(start + bytes.len() as u64) - start)
@@ -609,7 +656,24 @@ impl LazyTree {
         Ok(())
     }
 
-    fn frame(&self, layer: usize, n: usize) -> Result<Arc<Vec<u8>>, String> {
+    /// Frame `n` of `layer`: from `span` if it holds it (not cached: a span's frames are
+    /// each one file's chunk, read once), else from the cache or read and cached.
+    fn frame(
+        &self,
+        layer: usize,
+        n: usize,
+        span: Option<&frames::Span>,
+    ) -> Result<Arc<Vec<u8>>, String> {
+        let framed = self
+            .layers
+            .get(layer)
+            .filter(|l| n < l.index.frames.len())
+            .ok_or_else(|| format!("layer {layer} has no frame {n}"))?;
+        if let Some(span) = span.filter(|s| s.holds(n)) {
+            return frames::frame_in_span(framed, Some(span), n)
+                .map(Arc::new)
+                .map_err(|e| e.to_string());
+        }
         {
             let mut cache = self.frames.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(at) = cache.iter().position(|(l, f, _)| (*l, *f) == (layer, n))
@@ -621,11 +685,6 @@ impl LazyTree {
                 return Ok(bytes);
             }
         }
-        let framed = self
-            .layers
-            .get(layer)
-            .filter(|l| n < l.index.frames.len())
-            .ok_or_else(|| format!("layer {layer} has no frame {n}"))?;
         // Read without the lock: other threads fetch other files meanwhile.
         let bytes = Arc::new(frames::read_frame(framed, n).map_err(|e| e.to_string())?);
         let mut cache = self.frames.lock().unwrap_or_else(PoisonError::into_inner);
@@ -673,6 +732,45 @@ fn swap_in(new: &Path, name: &Path, was: &fs::Metadata) -> io::Result<bool> {
     }
     exchange()?;
     Ok(false)
+}
+
+/// Each span's frames: one frame each for our zstd frames; consecutive eStargz chunks up to
+/// [`SPAN_BYTES`] compressed.
+fn spans_of(layer: &FramedLayer) -> Vec<std::ops::Range<usize>> {
+    let frames = &layer.index.frames;
+    if layer.codec == frames::FrameCodec::Zstd {
+        return (0..frames.len()).map(|n| n..n + 1).collect();
+    }
+    let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut bytes = 0;
+    for (n, frame) in frames.iter().enumerate() {
+        match spans.last_mut() {
+            Some(span) if bytes + frame.size <= SPAN_BYTES => {
+                span.end = n + 1;
+                bytes += frame.size;
+            }
+            _ => {
+                spans.push(n..n + 1);
+                bytes = frame.size;
+            }
+        }
+    }
+    spans
+}
+
+/// The layer and span where a placeholder's bytes start.
+fn span_of(
+    starts: &[Vec<u64>],
+    spans: &[Vec<std::ops::Range<usize>>],
+    placeholder: &Placeholder,
+) -> (usize, usize) {
+    let (layer, frame) = frame_of(starts, placeholder);
+    let span = spans.get(layer).map_or(0, |spans| {
+        spans
+            .partition_point(|span| span.end <= frame)
+            .min(spans.len().saturating_sub(1))
+    });
+    (layer, span)
 }
 
 /// The layer and frame where a placeholder's bytes start, given each layer's frame starts.
@@ -1145,13 +1243,17 @@ pub(crate) mod tests {
             other.len()
         );
         let meta = ok(fs::metadata(rootfs(&dir).join(asked)));
-        let fetched = ok(tree.fill_frame_of_inode(meta.dev(), meta.ino()));
+        let fetched = ok(tree.fill_neighbours_of_inode(meta.dev(), meta.ino()));
         assert_eq!(fetched, same.iter().map(|(_, p)| p.size).sum::<u64>());
         assert!(same.iter().all(|(name, _)| !is_placeholder(name)));
         assert!(other.iter().all(|(name, _)| is_placeholder(name)));
         assert!(tree.trace().is_empty(), "neighbours are not accesses");
-        assert_eq!(ok(tree.fill_frame_of_inode(meta.dev(), meta.ino())), 0);
-        assert_eq!(ok(tree.fill_frame_of_inode(0, 0)), 0, "no such placeholder");
+        assert_eq!(ok(tree.fill_neighbours_of_inode(meta.dev(), meta.ino())), 0);
+        assert_eq!(
+            ok(tree.fill_neighbours_of_inode(0, 0)),
+            0,
+            "no such placeholder"
+        );
     }
 
     #[test]

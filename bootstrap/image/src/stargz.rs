@@ -448,10 +448,12 @@ mod tests {
         r.unwrap_or_else(|e| panic!("{e}"))
     }
 
-    struct Memory(Vec<u8>);
+    /// A blob in memory, counting the reads.
+    struct Memory(Vec<u8>, std::sync::atomic::AtomicUsize);
 
     impl RangeSource for Memory {
         fn read_range(&self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let from = usize::try_from(offset).map_err(io::Error::other)?;
             let to = usize::try_from(offset + len).map_err(io::Error::other)?;
             Ok(self
@@ -581,7 +583,7 @@ mod tests {
 
     fn opened(blob: &[u8], toc: &str) -> Result<StargzLayer, StargzFault> {
         open(
-            Arc::new(Memory(blob.to_vec())),
+            Arc::new(Memory(blob.to_vec(), Default::default())),
             "sha256:layer",
             blob.len() as u64,
             toc,
@@ -595,22 +597,51 @@ mod tests {
         }
     }
 
-    /// A lazy tree of `blobs` (eStargz layers, lowest first) in `dir`.
-    fn lazy_tree(dir: &std::path::Path, blobs: &[(Vec<u8>, String)]) -> LazyTree {
+    /// A lazy tree of `blobs` (eStargz layers, lowest first) in `dir`, and the blobs' reads.
+    fn lazy_tree(
+        dir: &std::path::Path,
+        blobs: &[(Vec<u8>, String)],
+    ) -> (LazyTree, Vec<Arc<Memory>>) {
         let (root, aside) = (dir.join("rootfs"), dir.join("aside"));
         ok(std::fs::create_dir(&root));
         ok(std::fs::create_dir(&aside));
-        let layers: Vec<StargzLayer> = blobs.iter().map(|(b, t)| ok(opened(b, t))).collect();
+        let memories: Vec<Arc<Memory>> = blobs
+            .iter()
+            .map(|(b, _)| Arc::new(Memory(b.clone(), Default::default())))
+            .collect();
+        let layers: Vec<StargzLayer> = blobs
+            .iter()
+            .zip(&memories)
+            .map(|((b, t), memory)| {
+                let source: Arc<dyn RangeSource> = memory.clone();
+                ok(open(source, "sha256:layer", b.len() as u64, t))
+            })
+            .collect();
         let skeletons: Vec<&Vec<u8>> = layers.iter().map(|l| &l.skeleton).collect();
         let framed = layers.iter().map(|l| l.framed.clone()).collect();
-        ok(LazyTree::build(
+        let tree = ok(LazyTree::build(
             root.clone(),
             root,
             aside,
             framed,
             &skeletons,
         ))
-        .0
+        .0;
+        (tree, memories)
+    }
+
+    fn reads(memories: &[Arc<Memory>]) -> usize {
+        memories
+            .iter()
+            .map(|m| m.1.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    }
+
+    fn tree_frames(blobs: &[(Vec<u8>, String)]) -> usize {
+        blobs
+            .iter()
+            .map(|(b, t)| ok(opened(b, t)).framed.index.frames.len())
+            .sum()
     }
 
     /// The lazy tests' two layers (large files cut in many chunks, small ones, hard and
@@ -634,14 +665,18 @@ mod tests {
             })
             .collect();
         eager_tree(eager.path(), &tars);
-        let tree = lazy_tree(lazy.path(), &blobs);
+        let (tree, memories) = lazy_tree(lazy.path(), &blobs);
         let root = lazy.path().join("rootfs");
         assert_eq!(walk(&root, false), walk(eager.path(), false));
         assert!(root.join(TOC_NAME).is_file(), "the TOC's own entry");
         let huge = ok(std::fs::metadata(root.join("usr/lib/huge.so")));
         assert_eq!(huge.len(), 9 << 20);
+        let opening = reads(&memories);
         assert!(ok(tree.fill_all()) > 9 << 20);
         assert_eq!(walk(&root, true), walk(eager.path(), true));
+        // Small chunks are read a span at a time, not one request each.
+        let (chunks, filling) = (tree_frames(&blobs), reads(&memories) - opening);
+        assert!(filling * 4 < chunks, "{filling} reads for {chunks} chunks");
     }
 
     #[test]
@@ -715,7 +750,7 @@ mod tests {
         let at = ok(usize::try_from(frame.offset + frame.size / 2));
         blob[at] ^= 0x5a;
         let dir = ok(tempfile::tempdir());
-        let tree = lazy_tree(dir.path(), &[(blob, toc)]);
+        let (tree, _) = lazy_tree(dir.path(), &[(blob, toc)]);
         match tree.fill_all() {
             Err(LazyFault::Fetch { path, problem }) => {
                 assert!(path.starts_with("usr/lib"), "{}", path.display());

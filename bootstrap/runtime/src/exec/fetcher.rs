@@ -332,7 +332,7 @@ impl Fetcher {
             // After the answer, so the caller goes on: the file's frame is decoded (and
             // cached) already, and its neighbours in the image are likely read next. A
             // failure here is met again, and reported, when one of them is asked for.
-            if let Err(e) = self.tree.fill_frame_of_inode(dev, ino) {
+            if let Err(e) = self.tree.fill_neighbours_of_inode(dev, ino) {
                 tracing::debug!(error = %e, "filling a fetched file's neighbours failed");
             }
             self.filling_neighbours.store(false, Ordering::Release);
