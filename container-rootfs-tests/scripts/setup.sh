@@ -21,7 +21,8 @@ W=${CRT_WORK:-/tmp/scar-crt}; mkdir -p "$W"; cd "$W"
 export DEBIAN_FRONTEND=noninteractive
 
 need=()
-for pkg in docker-registry skopeo umoci debootstrap busybox-static musl-tools apache2-utils python3-cryptography openssl curl zstd bzip2 unzip make binutils qemu-user-static dpkg-dev python3-dev python3-pip python3-setuptools python3-wheel gcc; do
+for pkg in docker-registry skopeo umoci debootstrap busybox-static musl-tools apache2-utils python3-cryptography openssl curl zstd bzip2 unzip make binutils qemu-user-static dpkg-dev python3-dev python3-pip python3-setuptools python3-wheel gcc \
+           golang-go golang-github-klauspost-compress-dev golang-github-vbatts-tar-split-dev golang-golang-x-sync-dev golang-github-opencontainers-go-digest-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -63,7 +64,9 @@ build() { # name command...
   "$@" > "$W/build-$name.log" 2>&1 & build_pids+=($!); build_names+=("$name")
 }
 [ -f oci-small/index.json ] || build small "$HERE/build-test-images.sh" oci-small
-build debian "$HERE/build-debian-image.sh" bookworm oci-debian bookworm perl python3 cowsay fortune-mod fortunes-min imagemagick
+# Its eStargz twin, converted by stargz-snapshotter's own code, for the lazy eStargz tests.
+build debian bash -c '"$0/build-debian-image.sh" bookworm oci-debian bookworm perl python3 cowsay fortune-mod fortunes-min imagemagick &&
+  "$0/build-estargz.sh" oci-debian bookworm oci-debian-estargz' "$HERE"
 # glibc 2.31: the stat ABI before 2.33 (__xstat), no --argv0 in its loader.
 build bullseye "$HERE/build-debian-image.sh" bullseye oci-bullseye bullseye perl python3
 # The examples' second image: FFmpeg and the AWS CLI.
@@ -82,7 +85,7 @@ for i in "${!build_pids[@]}"; do
   fi
 done
 [ "$failed" = 0 ] || exit 1
-chmod -R a+rX oci-small oci-debian oci-bullseye oci-media oci-polyglot oci-debian-arm64 oci-small-arm64
+chmod -R a+rX oci-small oci-debian oci-debian-estargz oci-bullseye oci-media oci-polyglot oci-debian-arm64 oci-small-arm64
 
 start() { # name pidfile command...
   local name=$1 pidfile=$2; shift 2
@@ -151,6 +154,7 @@ has test/glibc || push oci:oci-small:glibc docker://127.0.0.1:5000/test/glibc:la
 has test/musl || push oci:oci-small:musl docker://127.0.0.1:5000/test/musl:latest
 has test/glibc-v2s2 || push --format v2s2 oci:oci-small:glibc docker://127.0.0.1:5000/test/glibc-v2s2:latest
 has library/debian-cowsay || push oci:oci-debian:bookworm docker://127.0.0.1:5000/library/debian-cowsay:latest
+has library/debian-estargz || push --preserve-digests oci:oci-debian-estargz:bookworm docker://127.0.0.1:5000/library/debian-estargz:latest
 has library/debian-bullseye || push oci:oci-bullseye:bullseye docker://127.0.0.1:5000/library/debian-bullseye:latest
 has library/debian-media || push oci:oci-media:bookworm docker://127.0.0.1:5000/library/debian-media:latest
 has library/polyglot || push oci:oci-polyglot:bookworm docker://127.0.0.1:5000/library/polyglot:latest
@@ -198,6 +202,11 @@ for spec in glibc:oci-small:glibc musl:oci-small:musl debian:oci-debian:bookworm
     umoci unpack --image "$layout:$tag" "chroot/$name" >/dev/null 2>&1
     mkdir -p "chroot/$name/rootfs/proc" "chroot/$name/rootfs/dev" "chroot/$name/rootfs/sys"
   fi
+done
+# The eStargz twin's reference: umoci reads its blobs as the gzip tars they are.
+for dir in ref ref-root; do
+  flag=--rootless; [ "$dir" = ref-root ] && flag=
+  [ -d "$dir/debian-estargz/rootfs" ] || umoci unpack $flag --image oci-debian-estargz:bookworm "$dir/debian-estargz" >/dev/null 2>&1
 done
 # The polyglot image is only run under chroot (no reference unpack is compared with it).
 if [ ! -d chroot/polyglot/rootfs ]; then

@@ -82,6 +82,9 @@ pub struct LazyLayers {
     pub framed: Vec<FramedLayer>,
     /// The skeletons (zstd).
     pub skeletons: Vec<Vec<u8>>,
+    /// Files the image's author listed to fetch first (an eStargz image's prioritized
+    /// files), for a cold start with no access trace of ours.
+    pub prioritized: Vec<FileAt>,
 }
 
 /// A decoded frame kept for the next files, which usually lie in the same one: (layer,

@@ -329,16 +329,25 @@ impl Puller {
         let (staging_root, final_root) = (staging.rootfs(), staging.final_rootfs());
         let aside = staging.make_aside()?;
         let started = std::time::Instant::now();
-        let LazyLayers { framed, skeletons } = layers;
+        let LazyLayers {
+            framed,
+            skeletons,
+            prioritized,
+        } = layers;
         // The trace is read while the skeletons are applied.
         let digest = resolved.manifest_digest.clone();
         let trace = learn_from.map(|source| blocking(move || source.trace(&digest)));
         let (mut tree, stats) =
             blocking(move || LazyTree::build(staging_root, final_root, aside, framed, &skeletons))
                 .await??;
-        if let Some(trace) = trace {
-            let (given, sink) = trace.await?;
-            tree.learn(given, sink);
+        match trace {
+            Some(trace) => {
+                let (given, sink) = trace.await?;
+                // A trace of ours, learnt from this image's cold starts, knows best.
+                let given = if given.is_empty() { prioritized } else { given };
+                tree.learn(given, sink);
+            }
+            None => tree.learn(prioritized, None),
         }
         let layers = resolved
             .layers

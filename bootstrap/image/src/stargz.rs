@@ -38,6 +38,9 @@ use crate::skeleton::{OFFSET_RECORD, SIZE_RECORD};
 pub const TOC_ANNOTATION: &str = "containerd.io/snapshot/stargz/toc.digest";
 /// The footer: an empty gzip member whose extra field holds the TOC's offset.
 const FOOTER_BYTES: u64 = 51;
+/// The entry after the files the image's author prioritized (`ctr-remote image optimize`
+/// records the files a run of the image read; `--estargz-prioritized-files` lists them).
+const PREFETCH_LANDMARK: &str = ".prefetch.landmark";
 /// The TOC's name in its tar entry.
 const TOC_NAME: &str = "stargz.index.json";
 /// The most read for a TOC, compressed and as JSON. An entry takes about 200 bytes: room for
@@ -98,6 +101,9 @@ pub struct StargzLayer {
     pub framed: FramedLayer,
     /// Its skeleton (zstd), written from the TOC.
     pub skeleton: Vec<u8>,
+    /// Where the prioritized files' bytes begin (the regular files the TOC lists before
+    /// [`PREFETCH_LANDMARK`]), as the skeleton's placeholders name them.
+    pub prioritized: Vec<u64>,
 }
 
 /// Reads the footer and TOC of the eStargz blob `layer` (`blob_size` bytes in `source`),
@@ -172,7 +178,25 @@ pub fn open(
             codec: FrameCodec::GzipChunk,
         },
         skeleton,
+        prioritized: prioritized(&toc.entries),
     })
+}
+
+/// Where the bytes of the regular files before [`PREFETCH_LANDMARK`] begin, in the frames'
+/// unpacked space; none without a landmark.
+fn prioritized(entries: &[TocEntry]) -> Vec<u64> {
+    let Some(landmark) = entries.iter().position(|e| e.name == PREFETCH_LANDMARK) else {
+        return Vec::new();
+    };
+    let mut place = 0;
+    let mut files = Vec::new();
+    for entry in entries[..landmark].iter().filter(|e| e.kind == "reg") {
+        if entry.size > 0 {
+            files.push(place);
+        }
+        place += entry.size;
+    }
+    files
 }
 
 /// The TOC's offset, from the footer's gzip extra field: subfield `SG`, 22 bytes, the offset
@@ -677,6 +701,37 @@ mod tests {
         // Small chunks are read a span at a time, not one request each.
         let (chunks, filling) = (tree_frames(&blobs), reads(&memories) - opening);
         assert!(filling * 4 < chunks, "{filling} reads for {chunks} chunks");
+    }
+
+    /// The files before the prefetch landmark are the image's prioritized files, fetched
+    /// first when no trace of ours says otherwise.
+    #[test]
+    fn the_files_before_the_prefetch_landmark_are_prefetched() {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, size) in [
+            ("first", 70_000),
+            ("empty", 0),
+            ("second", 5_000),
+            (PREFETCH_LANDMARK, 1),
+            ("later", 90_000),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(size);
+            header.set_mode(0o644);
+            ok(tar.append_data(&mut header, name, vec![7u8; size as usize].as_slice()));
+        }
+        let blob = estargz(&ok(tar.into_inner()), 64 << 10, |_| {});
+        let prioritized = ok(opened(&blob.0, &blob.1)).prioritized;
+        assert_eq!(prioritized, vec![0, 70_000]);
+        let dir = ok(tempfile::tempdir());
+        let (mut tree, _) = lazy_tree(dir.path(), &[blob]);
+        let given = prioritized
+            .into_iter()
+            .map(|offset| crate::trace::FileAt { layer: 0, offset })
+            .collect();
+        tree.learn(given, None);
+        // The two files named, not the later one.
+        assert_eq!(ok(tree.prefetch(1)), 75_000);
     }
 
     #[test]

@@ -3,6 +3,9 @@
 
 /// Debian bookworm (glibc 2.36) with perl, python3, cowsay, fortune and ImageMagick.
 pub const DEBIAN: &str = "127.0.0.1:5000/library/debian-cowsay";
+/// The same image as eStargz (converted by stargz-snapshotter's own estargz package, 256 KiB
+/// chunks, perl and cowsay prioritized): loaded lazily from the registry as it is.
+pub const DEBIAN_ESTARGZ: &str = "127.0.0.1:5000/library/debian-estargz";
 /// The same image pushed with zstd layers.
 pub const DEBIAN_ZSTD: &str = "127.0.0.1:5000/library/debian-cowsay-zstd";
 /// Debian bullseye (glibc 2.31: the old stat ABI, no `--argv0`).

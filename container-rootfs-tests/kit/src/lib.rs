@@ -90,6 +90,21 @@ pub fn pull_with(reference: &str, options: PullOptions) -> Result<Pulled, PullEr
     rt.block_on(async { Puller::new(options)?.pull(&reference).await })
 }
 
+/// [`pull_with`] returning the runtime too: a lazy tree read from a registry fetches its
+/// files through it after the pull.
+pub fn pull_keeping_runtime(
+    reference: &str,
+    options: PullOptions,
+) -> (Result<Pulled, PullError>, tokio::runtime::Runtime) {
+    let reference = reference.parse().expect("reference");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pulled = rt.block_on(async { Puller::new(options)?.pull(&reference).await });
+    (pulled, rt)
+}
+
 pub fn pull(reference: &str, cache: &Path) -> Result<Pulled, PullError> {
     pull_with(reference, options(cache, None))
 }

@@ -436,3 +436,51 @@ async fn a_lazy_tree_read_from_s3_runs_as_under_chroot() {
     let trace = stand.object(&bucket, keys[0]).await;
     assert!(scar_image::trace::parse(&trace).len() >= 3, "{trace:?}");
 }
+
+/// An eStargz image straight from the registry, as Lambda's uid: the tree is built from the
+/// layers' TOCs, the files the image's author prioritized (perl and cowsay, before the
+/// prefetch landmark) are prefetched as a learnt trace would be, the rest arrive through the
+/// shim's requests as ranged reads of the registry, and what the commands print is what they
+/// print under chroot.
+#[test]
+#[ignore = "needs scripts/setup.sh: run `make test`"]
+fn an_estargz_image_from_the_registry_runs_lazily_as_under_chroot() {
+    let chroot = work().join("chroot/debian/rootfs");
+    let commands: &[&[&str]] = &[
+        &[
+            "sh",
+            "-c",
+            "sha256sum /usr/bin/perl /usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0 | cut -c1-20",
+        ],
+        &["/usr/games/cowsay", "lazily"],
+        &[
+            "python3",
+            "-c",
+            "import json, sqlite3; print(json.dumps(sqlite3.sqlite_version_info))",
+        ],
+        &["sh", "-c", "convert -version | head -1 | cut -d' ' -f1-3"],
+    ];
+    for argv in commands {
+        let expected = chroot_run(&chroot, argv);
+        assert!(
+            expected.status.success(),
+            "{argv:?} under chroot: {expected:?}"
+        );
+        let cache = fresh_lambda_cache();
+        let ours = run_reference(
+            common::images::DEBIAN_ESTARGZ,
+            cache.path(),
+            true,
+            argv,
+            &[("AWS_LAMBDA_LOG_LEVEL", "info")],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stdout),
+            String::from_utf8_lossy(&expected.stdout),
+            "{argv:?}: stdout differs (stderr: {})",
+            String::from_utf8_lossy(&ours.stderr)
+        );
+        assert_eq!(ours.status.code(), Some(0), "{argv:?}");
+        assert_eq!(traced(&ours.stderr), 2, "the two prioritized files");
+    }
+}

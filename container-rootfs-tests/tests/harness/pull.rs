@@ -17,7 +17,6 @@ fn check_against_reference(
     layout_tag: (&str, &str),
     credentials: Option<(&str, &str)>,
 ) {
-    let work = work();
     let cache = tempfile::tempdir().unwrap();
     let mut pull_options = options(cache.path(), credentials);
     if name.ends_with("-arm64") {
@@ -25,6 +24,18 @@ fn check_against_reference(
         pull_options.platform.variant = None;
     }
     let pulled = pull_with(reference, pull_options).unwrap_or_else(|e| panic!("{reference}: {e}"));
+    check_pulled_against_reference(&pulled, reference, name, layout_tag);
+}
+
+/// The tree `pulled` is umoci's unpack `name` of the image, and has the modes and mtimes of
+/// the layout's tar headers.
+fn check_pulled_against_reference(
+    pulled: &scar_image::Pulled,
+    reference: &str,
+    name: &str,
+    layout_tag: (&str, &str),
+) {
+    let work = work();
     assert!(!pulled.cached);
     let rootfs = &pulled.image.rootfs;
     let ours = tree(rootfs, Some(rootfs));
@@ -113,6 +124,30 @@ fn debian_image_through_every_transport_matches_umoci() {
     ] {
         check_against_reference(&reference, "debian", debian, None);
     }
+}
+
+/// An eStargz image from the registry, converted by stargz-snapshotter's own code: pulled
+/// whole it is umoci's tree of the blobs; pulled lazily, it is built from the TOCs alone
+/// (every file a placeholder) and, once filled through ranged reads of the registry, it is
+/// umoci's tree again, byte for byte, with the tar headers' modes and mtimes.
+#[test]
+#[ignore = "needs scripts/setup.sh: run `make test`"]
+fn an_estargz_image_from_the_registry_is_umocis_tree_whole_and_lazily() {
+    let layout = ("oci-debian-estargz", "bookworm");
+    check_against_reference(images::DEBIAN_ESTARGZ, "debian-estargz", layout, None);
+    let cache = tempfile::tempdir().unwrap();
+    let mut lazily = options(cache.path(), None);
+    lazily.lazy = true;
+    let (pulled, _runtime) = pull_keeping_runtime(images::DEBIAN_ESTARGZ, lazily);
+    let pulled = pulled.unwrap_or_else(|e| panic!("{e}"));
+    let tree = pulled.lazy.clone().expect("an eStargz image loads lazily");
+    assert!(
+        tree.placeholders() > 5000,
+        "{} placeholders",
+        tree.placeholders()
+    );
+    tree.fill_all().unwrap_or_else(|e| panic!("{e}"));
+    check_pulled_against_reference(&pulled, images::DEBIAN_ESTARGZ, "debian-estargz", layout);
 }
 
 /// The harness's images with a umoci reference tree: (layout, tag, reference name).

@@ -5,7 +5,7 @@
 // named on its descriptor by the TOC digest annotation, as `ctr-remote image optimize` and
 // `nerdctl image convert --estargz` name it; the config's diff_ids follow.
 //
-// usage: estargz -src LAYOUT -tag TAG -dst LAYOUT [-chunk-size BYTES] [-prioritize PATH,...]
+// usage: estargz -src LAYOUT -tag TAG -dst LAYOUT [-chunk-size BYTES] [-level N] [-prioritize PATH,...]
 package main
 
 import (
@@ -53,6 +53,7 @@ func main() {
 	dst := flag.String("dst", "", "destination OCI layout (created)")
 	chunk := flag.Int("chunk-size", 0, "eStargz chunk size (0: the package's default)")
 	prioritize := flag.String("prioritize", "", "comma-separated files to put first")
+	level := flag.Int("level", 0, "gzip level (0: the package's default)")
 	flag.Parse()
 	if *src == "" || *tag == "" || *dst == "" {
 		flag.Usage()
@@ -84,8 +85,14 @@ func main() {
 	if *chunk > 0 {
 		options = append(options, estargz.WithChunkSize(*chunk))
 	}
+	if *level > 0 {
+		options = append(options, estargz.WithCompressionLevel(*level))
+	}
 	if *prioritize != "" {
-		options = append(options, estargz.WithPrioritizedFiles(strings.Split(*prioritize, ",")))
+		// A layer that lacks some of them (an upper layer) is built all the same.
+		var missed []string
+		options = append(options, estargz.WithPrioritizedFiles(strings.Split(*prioritize, ",")),
+			estargz.WithAllowPrioritizeNotFound(&missed))
 	}
 	var diffIDs []interface{}
 	var layers []interface{}

@@ -318,7 +318,11 @@ impl LayoutSource {
         for digest in layers.iter().filter_map(|l| l.skeleton.as_deref()) {
             skeletons.push(self.read_blob(digest)?);
         }
-        Ok(Some(crate::lazy::LazyLayers { framed, skeletons }))
+        Ok(Some(crate::lazy::LazyLayers {
+            framed,
+            skeletons,
+            prioritized: Vec::new(),
+        }))
     }
 
     fn open_blob(&self, l: &super::LayerDescriptor) -> Result<BlobReader, SourceError> {

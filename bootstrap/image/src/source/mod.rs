@@ -201,11 +201,12 @@ pub(crate) fn open_stargz(
     let mut lazy = crate::lazy::LazyLayers {
         framed: Vec::with_capacity(layers.len()),
         skeletons: Vec::with_capacity(layers.len()),
+        prioritized: Vec::new(),
     };
     if layers.is_empty() {
         return None;
     }
-    for layer in layers {
+    for (n, layer) in layers.iter().enumerate() {
         let (Some(toc), Some(size)) = (&layer.stargz_toc, layer.size) else {
             return None;
         };
@@ -218,6 +219,12 @@ pub(crate) fn open_stargz(
             Ok(opened) => {
                 lazy.framed.push(opened.framed);
                 lazy.skeletons.push(opened.skeleton);
+                lazy.prioritized.extend(
+                    opened
+                        .prioritized
+                        .into_iter()
+                        .map(|offset| crate::trace::FileAt { layer: n, offset }),
+                );
             }
             Err(problem) => {
                 tracing::warn!(%problem, "not loading the image lazily: pulling it whole");

@@ -1,0 +1,27 @@
+#!/bin/bash
+# build-estargz.sh SRC_LAYOUT TAG DST_LAYOUT : the image SRC_LAYOUT:TAG converted to eStargz
+# by the stargz-snapshotter project's own estargz package (tools/estargz), as
+# `ctr-remote image optimize` converts one: 256 KiB chunks (large files cut in several), and
+# /usr/bin/perl and /usr/games/cowsay prioritized (before the prefetch landmark).
+# Needs golang-go and the package's Debian sources (setup.sh installs them). Idempotent.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+SRC=$1 TAG=$2 DST=$3
+W=${CRT_WORK:-/tmp/scar-crt}
+[ -f "$DST/index.json" ] && exit 0
+# Debian's -dev package depends on containerd's whole tree; the estargz package needs only its
+# own sources and the few libraries setup.sh installs, so its .deb is unpacked, not installed.
+GOSRC=$W/stargz-src
+if [ ! -d "$GOSRC/usr/share/gocode/src/github.com/containerd/stargz-snapshotter/estargz" ]; then
+  rm -rf "$GOSRC" && mkdir -p "$GOSRC"
+  (cd "$GOSRC" && apt-get download -q golang-github-containerd-stargz-snapshotter-dev >/dev/null &&
+    dpkg -x golang-github-containerd-stargz-snapshotter-dev_*.deb .)
+fi
+if [ ! -x "$W/estargz-convert" ]; then
+  GO111MODULE=off GOPATH="$GOSRC/usr/share/gocode:/usr/share/gocode" GOCACHE="$W/gocache" \
+    go build -o "$W/estargz-convert" "$HERE/../tools/estargz/main.go"
+fi
+rm -rf "$DST.part"
+"$W/estargz-convert" -src "$SRC" -tag "$TAG" -dst "$DST.part" -chunk-size 262144 -level 1 \
+  -prioritize usr/bin/perl,usr/games/cowsay
+mv "$DST.part" "$DST"
