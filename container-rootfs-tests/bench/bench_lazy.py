@@ -19,6 +19,12 @@ ratios are lazy ÷ eager from the same source, as only ratios within one run mea
 this machine. The tree's background fill is not waited for: `bootstrap run` ends with the
 command, as an invocation's response does.
 
+A third source needs no staging: the same image converted to eStargz (by stargz-snapshotter's
+own code, scripts/build-estargz.sh, nothing prioritized) and pushed to the registry, pulled
+eagerly (the blobs read as the gzip layers they are) or lazily (the TOCs, then ranged reads of
+the registry); no trace is stored in a registry, so it has no `lazy + trace` row.
+BENCH_SOURCES (comma-separated: s3, layout, estargz) narrows a run.
+
 A second table runs the same cold starts as Lambda does, through a Runtime API served here
 (runtime_peer.py): `bootstrap` started with the image as SCAR_IMAGE (pulled in the init
 phase, the default) and one event with the command; it reports the time from the process's
@@ -28,7 +34,7 @@ peak RSS (its VmHWM, the command not included).
 import json, os, queue, shutil, statistics, subprocess, sys, tempfile, time
 
 from runtime_peer import RuntimeApiPeer
-from staging import AWS, forget_traces, stage
+from staging import AWS, REGISTRY, WORK, forget_traces, stage
 
 BOOTSTRAP, SHIM_DIR, OUT = sys.argv[1], sys.argv[2], sys.argv[3]
 RUNS = int(sys.argv[4]) if len(sys.argv) > 4 else 3
@@ -121,10 +127,29 @@ def cold_invoke(image, mode, argv):
     return polled - started, done - started, rss
 
 
-s3, layout = stage(DEPLOYER, "library/polyglot")
-sources = [("S3 stand-in", s3), ("layout on disk", layout)]
+def estargz(repo, layout, tag):
+    """The harness's `layout:tag` as eStargz in the registry as `repo`; returns its reference."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    converted = os.path.join(WORK, f"{layout}-estargz")
+    subprocess.run([os.path.join(here, "../scripts/build-estargz.sh"), os.path.join(WORK, layout), tag,
+                    converted], check=True)
+    reference = f"{REGISTRY}/{repo}:latest"
+    subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", "--preserve-digests",
+                    f"oci:{converted}:{tag}", f"docker://{reference}"], check=True)
+    return reference
+
+
+WANTED = os.environ.get("BENCH_SOURCES", "s3,layout,estargz").split(",")
+sources = []
+if "s3" in WANTED or "layout" in WANTED:
+    s3, layout = stage(DEPLOYER, "library/polyglot")
+    sources += [(name, image, MODES) for key, name, image in
+                [("s3", "S3 stand-in", s3), ("layout", "layout on disk", layout)] if key in WANTED]
+if "estargz" in WANTED:
+    sources.append(("eStargz in the registry", estargz("library/polyglot-estargz", "oci-polyglot", "bookworm"),
+                    ["eager", "lazy"]))
 lines = [f"{RUNS} cold runs of each, round-robin after one warm-up, medians; {os.cpu_count()} cores; "
-         f"cache on a tmpfs; polyglot image staged by `deployer stage`.", "",
+         f"cache on a tmpfs; polyglot image staged by `deployer stage` or converted to eStargz.", "",
          "| command | image from | pull | first output s | end s | peak RSS MB (largest process) | lazy ÷ eager (first output) | lazy ÷ eager (end) |",
          "|---|---|---|---:|---:|---:|---:|---:|"]
 peer_lines = ["Through the Runtime API: the image pulled in the init phase, then one event; "
@@ -132,11 +157,12 @@ peer_lines = ["Through the Runtime API: the image pulled in the init phase, then
               "| command | image from | pull | first poll s | response s | runtime's peak RSS MB | lazy ÷ eager (response) |",
               "|---|---|---|---:|---:|---:|---:|"]
 for label, argv in COMMANDS:
-    for source, image in sources:
-        runs = {mode: [] for mode in MODES}
-        invokes = {mode: [] for mode in MODES}
+    for source, image, modes in sources:
+        runs = {mode: [] for mode in modes}
+        invokes = {mode: [] for mode in modes}
         # The warm-up of `lazy + trace` is the cold start that learns this command's trace.
-        forget_traces(image)
+        if "lazy + trace" in modes:
+            forget_traces(image)
         for mode in runs:
             cold_run(image, mode, argv)
         for _ in range(RUNS):
@@ -147,13 +173,13 @@ for label, argv in COMMANDS:
         for mode, (poll, response, rss) in through_api.items():
             peer_lines.append(f"| {label} | {source} | {mode} | {poll:.2f} | {response:.2f} | {rss:.0f} | "
                               f"{response / through_api['eager'][1]:.2f} |")
-        print("\n".join(peer_lines[-len(MODES):]), flush=True)
+        print("\n".join(peer_lines[-len(modes):]), flush=True)
         medians = summary(runs)
         eager = medians["eager"]
         for mode, (first, end, rss) in medians.items():
             lines.append(f"| {label} | {source} | {mode} | {first:.2f} | {end:.2f} | {rss:.0f} | "
                          f"{first / eager[0]:.2f} | {end / eager[1]:.2f} |")
-        print("\n".join(lines[-len(MODES):]), flush=True)
+        print("\n".join(lines[-len(modes):]), flush=True)
 table = "\n".join(lines) + "\n\n" + "\n".join(peer_lines)
 print(table)
 with open(OUT, "w") as f:

@@ -1,12 +1,13 @@
 #!/bin/bash
-# build-estargz.sh SRC_LAYOUT TAG DST_LAYOUT : the image SRC_LAYOUT:TAG converted to eStargz
-# by the stargz-snapshotter project's own estargz package (tools/estargz), as
-# `ctr-remote image optimize` converts one: 256 KiB chunks (large files cut in several), and
-# /usr/bin/perl and /usr/games/cowsay prioritized (before the prefetch landmark).
+# build-estargz.sh SRC_LAYOUT TAG DST_LAYOUT [PRIORITIZED] [FORMAT] : the image SRC_LAYOUT:TAG
+# converted to eStargz (FORMAT estargz, the default) or zstd:chunked (FORMAT zstdchunked) by
+# the stargz-snapshotter project's own estargz package (tools/estargz), as `ctr-remote image
+# optimize` converts one: 256 KiB chunks (large files cut in several), and the comma-separated
+# PRIORITIZED files first (before the prefetch landmark).
 # Needs golang-go and the package's Debian sources (setup.sh installs them). Idempotent.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-SRC=$1 TAG=$2 DST=$3
+SRC=$1 TAG=$2 DST=$3 PRIORITIZED=${4:-} FORMAT=${5:-estargz}
 W=${CRT_WORK:-/tmp/scar-crt}
 [ -f "$DST/index.json" ] && exit 0
 # Debian's -dev package depends on containerd's whole tree; the estargz package needs only its
@@ -23,5 +24,5 @@ if [ ! -x "$W/estargz-convert" ]; then
 fi
 rm -rf "$DST.part"
 "$W/estargz-convert" -src "$SRC" -tag "$TAG" -dst "$DST.part" -chunk-size 262144 -level 1 \
-  -prioritize usr/bin/perl,usr/games/cowsay
+  ${PRIORITIZED:+-prioritize "$PRIORITIZED"} $([ "$FORMAT" = zstdchunked ] && echo -zstdchunked)
 mv "$DST.part" "$DST"

@@ -66,7 +66,8 @@ build() { # name command...
 [ -f oci-small/index.json ] || build small "$HERE/build-test-images.sh" oci-small
 # Its eStargz twin, converted by stargz-snapshotter's own code, for the lazy eStargz tests.
 build debian bash -c '"$0/build-debian-image.sh" bookworm oci-debian bookworm perl python3 cowsay fortune-mod fortunes-min imagemagick &&
-  "$0/build-estargz.sh" oci-debian bookworm oci-debian-estargz' "$HERE"
+  "$0/build-estargz.sh" oci-debian bookworm oci-debian-estargz usr/bin/perl,usr/games/cowsay &&
+  "$0/build-estargz.sh" oci-debian bookworm oci-debian-zstdchunked usr/bin/perl,usr/games/cowsay zstdchunked' "$HERE"
 # glibc 2.31: the stat ABI before 2.33 (__xstat), no --argv0 in its loader.
 build bullseye "$HERE/build-debian-image.sh" bullseye oci-bullseye bullseye perl python3
 # The examples' second image: FFmpeg and the AWS CLI.
@@ -85,7 +86,7 @@ for i in "${!build_pids[@]}"; do
   fi
 done
 [ "$failed" = 0 ] || exit 1
-chmod -R a+rX oci-small oci-debian oci-debian-estargz oci-bullseye oci-media oci-polyglot oci-debian-arm64 oci-small-arm64
+chmod -R a+rX oci-small oci-debian oci-debian-estargz oci-debian-zstdchunked oci-bullseye oci-media oci-polyglot oci-debian-arm64 oci-small-arm64
 
 start() { # name pidfile command...
   local name=$1 pidfile=$2; shift 2
@@ -155,6 +156,7 @@ has test/musl || push oci:oci-small:musl docker://127.0.0.1:5000/test/musl:lates
 has test/glibc-v2s2 || push --format v2s2 oci:oci-small:glibc docker://127.0.0.1:5000/test/glibc-v2s2:latest
 has library/debian-cowsay || push oci:oci-debian:bookworm docker://127.0.0.1:5000/library/debian-cowsay:latest
 has library/debian-estargz || push --preserve-digests oci:oci-debian-estargz:bookworm docker://127.0.0.1:5000/library/debian-estargz:latest
+has library/debian-zstdchunked || push --preserve-digests oci:oci-debian-zstdchunked:bookworm docker://127.0.0.1:5000/library/debian-zstdchunked:latest
 has library/debian-bullseye || push oci:oci-bullseye:bullseye docker://127.0.0.1:5000/library/debian-bullseye:latest
 has library/debian-media || push oci:oci-media:bookworm docker://127.0.0.1:5000/library/debian-media:latest
 has library/polyglot || push oci:oci-polyglot:bookworm docker://127.0.0.1:5000/library/polyglot:latest

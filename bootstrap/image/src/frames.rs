@@ -275,6 +275,8 @@ pub enum FrameCodec {
     /// frame's digest (what follows them, tar padding and the next entries' headers, is not
     /// read).
     GzipChunk,
+    /// A zstd:chunked chunk: the same, in zstd frames.
+    ZstdChunk,
 }
 
 /// A framed layer ready to be read: its checked index and where its frames are.
@@ -393,10 +395,19 @@ enum Decoded {
 /// Frame `n` of `layer` from its compressed bytes, checked.
 fn decode(layer: &FramedLayer, n: usize, compressed: &[u8]) -> Result<Vec<u8>, Decoded> {
     let frame = &layer.index.frames[n];
-    if layer.codec == FrameCodec::GzipChunk {
+    match layer.codec {
         // Only the decompressed chunk is named by a digest: bytes that went wrong on the
         // way show as a stream that does not decode or a mismatch, so both are retried.
-        return gzip_chunk(compressed, frame).map_err(Decoded::Retry);
+        FrameCodec::GzipChunk => {
+            let decoder = flate2::read::MultiGzDecoder::new(compressed);
+            return chunk(decoder, frame).map_err(Decoded::Retry);
+        }
+        FrameCodec::ZstdChunk => {
+            let decoder = zstd::Decoder::with_buffer(compressed)
+                .map_err(|e| Decoded::Retry(format!("does not decompress: {e}")))?;
+            return chunk(decoder, frame).map_err(Decoded::Retry);
+        }
+        FrameCodec::Zstd => {}
     }
     let actual = sha256(compressed);
     if actual != frame.digest {
@@ -467,12 +478,12 @@ pub(crate) fn frame_in_span(
     read_frame(layer, n)
 }
 
-/// The first `unpacked` bytes that the gzip members `compressed` decompress to, checked
-/// against the frame's digest; the rest of the members is left undecoded.
-fn gzip_chunk(compressed: &[u8], frame: &Frame) -> Result<Vec<u8>, String> {
+/// The first `unpacked` bytes that `decoder` gives, checked against the frame's digest; the
+/// rest of its stream is left undecoded.
+fn chunk(decoder: impl Read, frame: &Frame) -> Result<Vec<u8>, String> {
     let capacity = usize::try_from(frame.unpacked).map_err(|e| e.to_string())?;
     let mut plain = Vec::with_capacity(capacity);
-    flate2::read::MultiGzDecoder::new(compressed)
+    decoder
         .take(frame.unpacked)
         .read_to_end(&mut plain)
         .map_err(|e| format!("does not decompress: {e}"))?;

@@ -16,6 +16,10 @@
 //! from the TOC: its entries in order, each regular file with bytes a placeholder at its first
 //! chunk. The tree, the fetcher, the trace and the background fill are the lazy tree's own.
 //!
+//! zstd:chunked layers as stargz-snapshotter writes them (`nerdctl image convert --zstdchunked`,
+//! the containers project's first layout) are the same with zstd frames for gzip members,
+//! the TOC compressed in a zstd skippable frame and a 40-byte footer: read the same way.
+//!
 //! The tree is the one the eager pull of the same blob gives (it reads the blob as the gzip
 //! tar it is): the TOC lists the tar's entries in the tar's order, with their modes, owners,
 //! times, links and extended attributes, and the TOC's own tar entry, the last in the blob, is
@@ -32,12 +36,15 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::frames::{Frame, FrameCodec, FrameIndex, FramedLayer, MAX_FRAME_BYTES, RangeSource};
+use crate::oci::Compression;
 use crate::skeleton::{OFFSET_RECORD, SIZE_RECORD};
 
 /// The layer descriptor annotation naming the digest of the layer's TOC JSON.
 pub const TOC_ANNOTATION: &str = "containerd.io/snapshot/stargz/toc.digest";
 /// The footer: an empty gzip member whose extra field holds the TOC's offset.
 const FOOTER_BYTES: u64 = 51;
+/// zstd:chunked's footer, in a skippable frame of its own.
+const ZSTD_FOOTER_BYTES: u64 = 40;
 /// The entry after the files the image's author prioritized (`ctr-remote image optimize`
 /// records the files a run of the image read; `--estargz-prioritized-files` lists them).
 const PREFETCH_LANDMARK: &str = ".prefetch.landmark";
@@ -106,65 +113,56 @@ pub struct StargzLayer {
     pub prioritized: Vec<u64>,
 }
 
-/// Reads the footer and TOC of the eStargz blob `layer` (`blob_size` bytes in `source`),
-/// checks the TOC against `toc_digest` (the manifest's [`TOC_ANNOTATION`]), and returns the
-/// layer's chunks as frames with the skeleton of its tree.
+/// Reads the footer and TOC of the eStargz blob `layer` (`blob_size` bytes in `source`,
+/// gzip, or zstd for zstd:chunked), checks the TOC against `toc_digest` (the manifest's
+/// [`TOC_ANNOTATION`]), and returns the layer's chunks as frames with the skeleton of its
+/// tree.
 pub fn open(
     source: Arc<dyn RangeSource>,
     layer: &str,
     blob_size: u64,
     toc_digest: &str,
+    compression: Compression,
 ) -> Result<StargzLayer, StargzFault> {
     let fault = |problem: String| StargzFault {
         layer: layer.to_string(),
         problem,
     };
-    let read = |offset: u64, len: u64, what: &str| -> Result<Vec<u8>, StargzFault> {
+    let read = |offset: u64, len: u64, what: &str| -> Result<Vec<u8>, String> {
         let bytes = source
             .read_range(offset, len)
-            .map_err(|e| fault(format!("cannot read its {what}: {e}")))?;
+            .map_err(|e| format!("cannot read its {what}: {e}"))?;
         if bytes.len() as u64 != len {
-            return Err(fault(format!(
+            return Err(format!(
                 "its {what} read returned {} bytes, not {len}",
                 bytes.len()
-            )));
+            ));
         }
         Ok(bytes)
     };
-    let footer_at = blob_size
-        .checked_sub(FOOTER_BYTES)
-        .ok_or_else(|| fault(format!("{blob_size} bytes: too short for a footer")))?;
-    let toc_offset = toc_offset(&read(footer_at, FOOTER_BYTES, "footer")?).map_err(fault)?;
-    let toc_len = footer_at
-        .checked_sub(toc_offset)
-        .filter(|&len| len > 0)
-        .ok_or_else(|| {
-            fault(format!(
-                "its footer puts the TOC at {toc_offset}, past the end"
-            ))
-        })?;
-    if toc_len > MAX_TOC_BYTES {
-        return Err(fault(format!(
-            "its TOC is {toc_len} bytes compressed; at most {MAX_TOC_BYTES} are read"
-        )));
+    let found = match compression {
+        Compression::Gzip => gzip_toc(blob_size, &read),
+        Compression::Zstd => zstd_toc(blob_size, &read),
+        Compression::None => Err("an uncompressed layer has no eStargz TOC".into()),
     }
-    let (toc_header, json) = toc_entry(&read(toc_offset, toc_len, "TOC")?).map_err(fault)?;
-    let actual = format!("sha256:{}", hex::encode(Sha256::digest(&json)));
+    .map_err(fault)?;
+    let actual = format!("sha256:{}", hex::encode(Sha256::digest(&found.json)));
     if actual != toc_digest {
         return Err(fault(format!(
             "its TOC hashes to {actual}, the manifest names {toc_digest}"
         )));
     }
-    let toc: Toc =
-        serde_json::from_slice(&json).map_err(|e| fault(format!("its TOC does not parse: {e}")))?;
+    let toc: Toc = serde_json::from_slice(&found.json)
+        .map_err(|e| fault(format!("its TOC does not parse: {e}")))?;
     if toc.version != 1 {
         return Err(fault(format!(
             "TOC version {}: only 1 is read",
             toc.version
         )));
     }
-    let frames = chunk_frames(&toc.entries, toc_offset).map_err(fault)?;
-    let skeleton = skeleton(&toc.entries, &toc_header, &json).map_err(fault)?;
+    let frames = chunk_frames(&toc.entries, found.content_end).map_err(fault)?;
+    let toc_entry = found.header.as_ref().map(|h| (h, found.json.as_slice()));
+    let skeleton = skeleton(&toc.entries, toc_entry).map_err(fault)?;
     Ok(StargzLayer {
         framed: FramedLayer {
             index: FrameIndex {
@@ -175,10 +173,105 @@ pub fn open(
                 frames,
             },
             source,
-            codec: FrameCodec::GzipChunk,
+            codec: match compression {
+                Compression::Zstd => FrameCodec::ZstdChunk,
+                _ => FrameCodec::GzipChunk,
+            },
         },
         skeleton,
         prioritized: prioritized(&toc.entries),
+    })
+}
+
+/// A layer's TOC as found in its blob.
+struct FoundToc {
+    /// The JSON.
+    json: Vec<u8>,
+    /// Its tar header, where the TOC is a tar entry of the layer (eStargz, not zstd:chunked).
+    header: Option<tar::Header>,
+    /// Where the chunks end: the TOC's first byte.
+    content_end: u64,
+}
+
+/// A ranged read of the blob: `(offset, len, what)` to exactly `len` bytes.
+type ReadRange<'a> = dyn Fn(u64, u64, &str) -> Result<Vec<u8>, String> + 'a;
+
+/// eStargz: the 51-byte gzip footer gives the TOC's offset; the TOC is a tar entry in the
+/// gzip member from there to the footer.
+fn gzip_toc(blob_size: u64, read: &ReadRange<'_>) -> Result<FoundToc, String> {
+    let footer_at = blob_size
+        .checked_sub(FOOTER_BYTES)
+        .ok_or_else(|| format!("{blob_size} bytes: too short for a footer"))?;
+    let toc_offset = toc_offset(&read(footer_at, FOOTER_BYTES, "footer")?)?;
+    let toc_len = footer_at
+        .checked_sub(toc_offset)
+        .filter(|&len| len > 0)
+        .ok_or_else(|| format!("its footer puts the TOC at {toc_offset}, past the end"))?;
+    if toc_len > MAX_TOC_BYTES {
+        return Err(format!(
+            "its TOC is {toc_len} bytes compressed; at most {MAX_TOC_BYTES} are read"
+        ));
+    }
+    let (header, json) = toc_entry(&read(toc_offset, toc_len, "TOC")?)?;
+    Ok(FoundToc {
+        json,
+        header: Some(header),
+        content_end: toc_offset,
+    })
+}
+
+/// zstd:chunked (as stargz-snapshotter writes it, the containers project's v1 layout): the
+/// blob ends with a zstd skippable frame holding a 40-byte footer (the TOC's offset,
+/// compressed and raw sizes, the manifest type 1, then `GNUlInUx`); the TOC is the zstd
+/// compressed JSON in the skippable frame before it.
+fn zstd_toc(blob_size: u64, read: &ReadRange<'_>) -> Result<FoundToc, String> {
+    const SKIPPABLE: [u8; 4] = [0x50, 0x2a, 0x4d, 0x18];
+    let footer_at = blob_size
+        .checked_sub(ZSTD_FOOTER_BYTES + 8)
+        .ok_or_else(|| format!("{blob_size} bytes: too short for a footer"))?;
+    let frame = read(footer_at, ZSTD_FOOTER_BYTES + 8, "footer")?;
+    let word = |at: usize| {
+        frame
+            .get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    if frame[..4] != SKIPPABLE || frame[4..8] != [40, 0, 0, 0] || frame[40..] != *b"GnUlInUx" {
+        return Err("its footer is not zstd:chunked's".into());
+    }
+    let (toc_offset, compressed, raw, kind) = (word(8), word(16), word(24), word(32));
+    if kind != 1 {
+        return Err(format!(
+            "its TOC is of manifest type {kind}: only 1 is read"
+        ));
+    }
+    if compressed > MAX_TOC_BYTES || raw > MAX_TOC_BYTES {
+        return Err(format!(
+            "its TOC is {compressed} bytes compressed, {raw} raw; at most {MAX_TOC_BYTES} are read"
+        ));
+    }
+    let content_end = toc_offset
+        .checked_sub(8)
+        .filter(|_| {
+            toc_offset
+                .checked_add(compressed)
+                .is_some_and(|end| end <= footer_at)
+        })
+        .ok_or_else(|| format!("its footer puts the TOC at {toc_offset}, outside the blob"))?;
+    let mut json = Vec::new();
+    zstd::Decoder::new(read(toc_offset, compressed, "TOC")?.as_slice())
+        .and_then(|decoder| decoder.take(raw + 1).read_to_end(&mut json))
+        .map_err(|e| format!("its TOC does not decompress: {e}"))?;
+    if json.len() as u64 != raw {
+        return Err(format!(
+            "its TOC decompresses to {} bytes, its footer says {raw}",
+            json.len()
+        ));
+    }
+    Ok(FoundToc {
+        json,
+        header: None,
+        content_end,
     })
 }
 
@@ -260,7 +353,7 @@ fn toc_entry(member: &[u8]) -> Result<(tar::Header, Vec<u8>), String> {
 /// The layer's chunks as frames, in order: each from its member's offset to the next
 /// chunk's (the TOC's for the last), holding the chunk's bytes first. Checks that the chunks
 /// lie in the blob in order and cover each file exactly once.
-fn chunk_frames(entries: &[TocEntry], toc_offset: u64) -> Result<Vec<Frame>, String> {
+fn chunk_frames(entries: &[TocEntry], content_end: u64) -> Result<Vec<Frame>, String> {
     let starts: Vec<u64> = entries
         .iter()
         .map(|e| e.offset)
@@ -272,13 +365,13 @@ fn chunk_frames(entries: &[TocEntry], toc_offset: u64) -> Result<Vec<Frame>, Str
             pair[0], pair[1]
         ));
     }
-    if starts.last().is_some_and(|&last| last >= toc_offset) {
+    if starts.last().is_some_and(|&last| last >= content_end) {
         return Err("its TOC lists a chunk past the TOC itself".into());
     }
     let mut frames = Vec::with_capacity(starts.len());
     // The file whose chunks are being read: its name, size, and bytes covered so far.
     let mut file: Option<(&str, u64, u64)> = None;
-    let mut next_start = starts.iter().skip(1).chain(std::iter::once(&toc_offset));
+    let mut next_start = starts.iter().skip(1).chain(std::iter::once(&content_end));
     for entry in entries {
         let continues = entry.kind == "chunk";
         if !continues {
@@ -307,7 +400,7 @@ fn chunk_frames(entries: &[TocEntry], toc_offset: u64) -> Result<Vec<Frame>, Str
             0 => *size - *covered,
             n => n.min(*size - *covered),
         };
-        let end = *next_start.next().unwrap_or(&toc_offset);
+        let end = *next_start.next().unwrap_or(&content_end);
         let compressed = end - entry.offset;
         if len == 0 || len > MAX_FRAME_BYTES || compressed > MAX_FRAME_BYTES {
             return Err(format!(
@@ -348,14 +441,11 @@ fn is_sha256(digest: &str) -> bool {
         .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The skeleton (zstd tar) of the TOC's entries, then the TOC's own entry with its bytes.
+/// The skeleton (zstd tar) of the TOC's entries, then the TOC's own entry with its bytes
+/// where the layer holds it as one (eStargz).
 /// A regular file with bytes is a placeholder at the place of its first chunk in the
 /// frames' unpacked space, as [`chunk_frames`] lays them out.
-fn skeleton(
-    entries: &[TocEntry],
-    toc_header: &tar::Header,
-    toc_json: &[u8],
-) -> Result<Vec<u8>, String> {
+fn skeleton(entries: &[TocEntry], toc: Option<(&tar::Header, &[u8])>) -> Result<Vec<u8>, String> {
     let written = |e: io::Error| format!("cannot write its skeleton: {e}");
     let mut builder = tar::Builder::new(zstd::Encoder::new(Vec::new(), LEVEL).map_err(written)?);
     let mut unpacked = 0u64;
@@ -374,7 +464,9 @@ fn skeleton(
             .write_all(header.as_bytes())
             .map_err(written)?;
     }
-    builder.append(toc_header, toc_json).map_err(written)?;
+    if let Some((header, json)) = toc {
+        builder.append(header, json).map_err(written)?;
+    }
     builder
         .into_inner()
         .and_then(zstd::Encoder::finish)
@@ -492,20 +584,31 @@ mod tests {
     /// and closed around each chunk of file data.
     struct Writer {
         blob: Vec<u8>,
-        member: Option<GzEncoder<Vec<u8>>>,
+        /// The bytes of the member being written.
+        member: Option<Vec<u8>>,
+        compression: Compression,
     }
 
     impl Writer {
         fn write(&mut self, bytes: &[u8]) {
-            let member = self
-                .member
-                .get_or_insert_with(|| GzEncoder::new(Vec::new(), flate2::Compression::fast()));
-            ok(member.write_all(bytes));
+            self.member.get_or_insert_default().extend_from_slice(bytes);
         }
 
         fn close(&mut self) {
             if let Some(member) = self.member.take() {
-                self.blob.extend(ok(member.finish()));
+                let compressed = self.compress(&member);
+                self.blob.extend(compressed);
+            }
+        }
+
+        fn compress(&self, bytes: &[u8]) -> Vec<u8> {
+            match self.compression {
+                Compression::Zstd => ok(zstd::bulk::compress(bytes, 1)),
+                _ => {
+                    let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    ok(gz.write_all(bytes));
+                    ok(gz.finish())
+                }
             }
         }
     }
@@ -521,9 +624,21 @@ mod tests {
     /// first; returns the blob and the TOC's digest. The tar's own bytes are kept (headers,
     /// extension headers, padding), as the estargz package keeps the entries it rewrites.
     fn estargz(tar: &[u8], chunk: u64, edit: impl Fn(&mut Value)) -> (Vec<u8>, String) {
+        encode(tar, chunk, edit, Compression::Gzip)
+    }
+
+    /// [`estargz`] in gzip, or zstd:chunked in zstd (the TOC and the footer in skippable
+    /// frames, as stargz-snapshotter writes them).
+    fn encode(
+        tar: &[u8],
+        chunk: u64,
+        edit: impl Fn(&mut Value),
+        compression: Compression,
+    ) -> (Vec<u8>, String) {
         let mut out = Writer {
             blob: Vec::new(),
             member: None,
+            compression,
         };
         let mut entries = Vec::new();
         let mut archive = tar::Archive::new(tar);
@@ -585,6 +700,24 @@ mod tests {
         let mut toc = json!({"version": 1, "entries": entries});
         edit(&mut toc);
         let json = ok(serde_json::to_vec(&toc));
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&json)));
+        if compression == Compression::Zstd {
+            let skippable = |bytes: &[u8]| {
+                let mut frame = vec![0x50, 0x2a, 0x4d, 0x18];
+                frame.extend(ok(u32::try_from(bytes.len())).to_le_bytes());
+                frame.extend_from_slice(bytes);
+                frame
+            };
+            let compressed = out.compress(&json);
+            let mut footer = Vec::new();
+            for word in [toc_offset + 8, compressed.len(), json.len(), 1] {
+                footer.extend((word as u64).to_le_bytes());
+            }
+            footer.extend(b"GnUlInUx");
+            out.blob.extend(skippable(&compressed));
+            out.blob.extend(skippable(&footer));
+            return (out.blob, digest);
+        }
         let mut toc_tar = tar::Builder::new(Vec::new());
         let mut header = tar::Header::new_ustar();
         header.set_size(json.len() as u64);
@@ -599,18 +732,24 @@ mod tests {
         out.blob.extend(format!("{toc_offset:016x}STARGZ").bytes());
         out.blob
             .extend([1, 0, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0]);
-        (
-            out.blob,
-            format!("sha256:{}", hex::encode(Sha256::digest(&json))),
-        )
+        (out.blob, digest)
     }
 
     fn opened(blob: &[u8], toc: &str) -> Result<StargzLayer, StargzFault> {
+        opened_as(blob, toc, Compression::Gzip)
+    }
+
+    fn opened_as(
+        blob: &[u8],
+        toc: &str,
+        compression: Compression,
+    ) -> Result<StargzLayer, StargzFault> {
         open(
             Arc::new(Memory(blob.to_vec(), Default::default())),
             "sha256:layer",
             blob.len() as u64,
             toc,
+            compression,
         )
     }
 
@@ -626,6 +765,15 @@ mod tests {
         dir: &std::path::Path,
         blobs: &[(Vec<u8>, String)],
     ) -> (LazyTree, Vec<Arc<Memory>>) {
+        lazy_tree_of(dir, blobs, Compression::Gzip)
+    }
+
+    /// [`lazy_tree`] of layers in `compression`.
+    fn lazy_tree_of(
+        dir: &std::path::Path,
+        blobs: &[(Vec<u8>, String)],
+        compression: Compression,
+    ) -> (LazyTree, Vec<Arc<Memory>>) {
         let (root, aside) = (dir.join("rootfs"), dir.join("aside"));
         ok(std::fs::create_dir(&root));
         ok(std::fs::create_dir(&aside));
@@ -638,7 +786,7 @@ mod tests {
             .zip(&memories)
             .map(|((b, t), memory)| {
                 let source: Arc<dyn RangeSource> = memory.clone();
-                ok(open(source, "sha256:layer", b.len() as u64, t))
+                ok(open(source, "sha256:layer", b.len() as u64, t, compression))
             })
             .collect();
         let skeletons: Vec<&Vec<u8>> = layers.iter().map(|l| &l.skeleton).collect();
@@ -661,46 +809,99 @@ mod tests {
             .sum()
     }
 
-    fn tree_frames(blobs: &[(Vec<u8>, String)]) -> usize {
+    fn tree_frames(blobs: &[(Vec<u8>, String)], compression: Compression) -> usize {
         blobs
             .iter()
-            .map(|(b, t)| ok(opened(b, t)).framed.index.frames.len())
+            .map(|(b, t)| ok(opened_as(b, t, compression)).framed.index.frames.len())
             .sum()
     }
 
     /// The lazy tests' two layers (large files cut in many chunks, small ones, hard and
     /// symbolic links, a long name and PAX records, a whiteout, an opaque directory, files
-    /// replaced both ways) as eStargz: the tree has the eager tree's metadata before any
-    /// chunk is read, and its bytes once filled. The eager tree is the blobs read as the
-    /// gzip tars they are, as every other tool reads them.
+    /// replaced both ways) as eStargz and as zstd:chunked: the tree has the eager tree's
+    /// metadata before any chunk is read, and its bytes once filled. The eager tree is the
+    /// blobs read as the gzip or zstd tars they are, as every other tool reads them (a zstd
+    /// reader skips the skippable frames holding the TOC).
     #[test]
-    fn an_estargz_tree_is_the_eager_tree_of_its_blobs() {
-        let blobs: Vec<(Vec<u8>, String)> = layers()
-            .iter()
-            .map(|t| estargz(t, 64 << 10, |_| {}))
-            .collect();
-        let (eager, lazy) = (ok(tempfile::tempdir()), ok(tempfile::tempdir()));
-        let tars: Vec<Vec<u8>> = blobs
-            .iter()
-            .map(|(blob, _)| {
-                let mut tar = Vec::new();
-                ok(flate2::read::MultiGzDecoder::new(blob.as_slice()).read_to_end(&mut tar));
-                tar
-            })
-            .collect();
-        eager_tree(eager.path(), &tars);
-        let (tree, memories) = lazy_tree(lazy.path(), &blobs);
-        let root = lazy.path().join("rootfs");
-        assert_eq!(walk(&root, false), walk(eager.path(), false));
-        assert!(root.join(TOC_NAME).is_file(), "the TOC's own entry");
-        let huge = ok(std::fs::metadata(root.join("usr/lib/huge.so")));
-        assert_eq!(huge.len(), 9 << 20);
-        let opening = reads(&memories);
-        assert!(ok(tree.fill_all()) > 9 << 20);
-        assert_eq!(walk(&root, true), walk(eager.path(), true));
-        // Small chunks are read a span at a time, not one request each.
-        let (chunks, filling) = (tree_frames(&blobs), reads(&memories) - opening);
-        assert!(filling * 4 < chunks, "{filling} reads for {chunks} chunks");
+    fn an_estargz_or_zstd_chunked_tree_is_the_eager_tree_of_its_blobs() {
+        for compression in [Compression::Gzip, Compression::Zstd] {
+            let blobs: Vec<(Vec<u8>, String)> = layers()
+                .iter()
+                .map(|t| encode(t, 64 << 10, |_| {}, compression))
+                .collect();
+            let (eager, lazy) = (ok(tempfile::tempdir()), ok(tempfile::tempdir()));
+            let tars: Vec<Vec<u8>> = blobs
+                .iter()
+                .map(|(blob, _)| {
+                    let mut tar = Vec::new();
+                    match compression {
+                        Compression::Zstd => {
+                            ok(ok(zstd::Decoder::new(blob.as_slice())).read_to_end(&mut tar))
+                        }
+                        _ => ok(flate2::read::MultiGzDecoder::new(blob.as_slice())
+                            .read_to_end(&mut tar)),
+                    };
+                    tar
+                })
+                .collect();
+            eager_tree(eager.path(), &tars);
+            let (tree, memories) = lazy_tree_of(lazy.path(), &blobs, compression);
+            let root = lazy.path().join("rootfs");
+            assert_eq!(
+                walk(&root, false),
+                walk(eager.path(), false),
+                "{compression:?}"
+            );
+            assert_eq!(
+                root.join(TOC_NAME).is_file(),
+                compression == Compression::Gzip,
+                "the TOC is a tar entry of eStargz only"
+            );
+            let huge = ok(std::fs::metadata(root.join("usr/lib/huge.so")));
+            assert_eq!(huge.len(), 9 << 20);
+            let opening = reads(&memories);
+            assert!(ok(tree.fill_all()) > 9 << 20);
+            assert_eq!(
+                walk(&root, true),
+                walk(eager.path(), true),
+                "{compression:?}"
+            );
+            // Small chunks are read a span at a time, not one request each.
+            let chunks = tree_frames(&blobs, compression);
+            let filling = reads(&memories) - opening;
+            assert!(filling * 4 < chunks, "{filling} reads for {chunks} chunks");
+        }
+    }
+
+    /// zstd:chunked footers and TOCs that are not what they claim are refused by name.
+    #[test]
+    fn a_zstd_chunked_layer_whose_footer_or_toc_lies_is_refused() {
+        let (blob, toc) = encode(&layers()[1], 64 << 10, |_| {}, Compression::Zstd);
+        let zstd_problem = |blob: &[u8], toc: &str| match opened_as(blob, toc, Compression::Zstd) {
+            Ok(_) => panic!("a zstd:chunked layer that should be refused was opened"),
+            Err(fault) => fault.problem,
+        };
+        assert!(
+            ok(opened_as(&blob, &toc, Compression::Zstd))
+                .framed
+                .index
+                .frames
+                .len()
+                > 1
+        );
+        let mut foreign = blob.clone();
+        let end = foreign.len();
+        foreign[end - 1] ^= 1;
+        assert!(zstd_problem(&foreign, &toc).contains("not zstd:chunked's"));
+        let mut beyond = blob.clone();
+        let at = beyond.len() - 40;
+        beyond[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(zstd_problem(&beyond, &toc).contains("outside the blob"));
+        let named = format!("sha256:{}", "0".repeat(64));
+        assert!(zstd_problem(&blob, &named).contains("the manifest names"));
+        // A gzip layer's footer is not one.
+        let (gzip, gzip_toc) = estargz(&layers()[1], 64 << 10, |_| {});
+        assert!(zstd_problem(&gzip, &gzip_toc).contains("not zstd:chunked's"));
     }
 
     /// The files before the prefetch landmark are the image's prioritized files, fetched

@@ -6,6 +6,8 @@ pub const DEBIAN: &str = "127.0.0.1:5000/library/debian-cowsay";
 /// The same image as eStargz (converted by stargz-snapshotter's own estargz package, 256 KiB
 /// chunks, perl and cowsay prioritized): loaded lazily from the registry as it is.
 pub const DEBIAN_ESTARGZ: &str = "127.0.0.1:5000/library/debian-estargz";
+/// The same image as zstd:chunked (stargz-snapshotter's variant: the same TOC, zstd frames).
+pub const DEBIAN_ZSTD_CHUNKED: &str = "127.0.0.1:5000/library/debian-zstdchunked";
 /// The same image pushed with zstd layers.
 pub const DEBIAN_ZSTD: &str = "127.0.0.1:5000/library/debian-cowsay-zstd";
 /// Debian bullseye (glibc 2.31: the old stat ABI, no `--argv0`).

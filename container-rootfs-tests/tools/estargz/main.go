@@ -5,7 +5,10 @@
 // named on its descriptor by the TOC digest annotation, as `ctr-remote image optimize` and
 // `nerdctl image convert --estargz` name it; the config's diff_ids follow.
 //
-// usage: estargz -src LAYOUT -tag TAG -dst LAYOUT [-chunk-size BYTES] [-level N] [-prioritize PATH,...]
+// With -zstdchunked the layers are zstd:chunked instead (the same TOC in zstd frames), named
+// by the same annotation and the containers project's manifest-checksum and -position ones.
+//
+// usage: estargz -src LAYOUT -tag TAG -dst LAYOUT [-chunk-size BYTES] [-level N] [-prioritize PATH,...] [-zstdchunked]
 package main
 
 import (
@@ -21,9 +24,18 @@ import (
 	"strings"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
+	"github.com/klauspost/compress/zstd"
 )
 
 type descriptor map[string]interface{}
+
+// zstdChunked is the package's zstd:chunked compressor and decompressor as one Compression
+// (as its own tests pair them).
+type zstdChunked struct {
+	*zstdchunked.Compressor
+	*zstdchunked.Decompressor
+}
 
 func blobPath(layout, digest string) string {
 	return filepath.Join(layout, "blobs", "sha256", strings.TrimPrefix(digest, "sha256:"))
@@ -54,6 +66,7 @@ func main() {
 	chunk := flag.Int("chunk-size", 0, "eStargz chunk size (0: the package's default)")
 	prioritize := flag.String("prioritize", "", "comma-separated files to put first")
 	level := flag.Int("level", 0, "gzip level (0: the package's default)")
+	chunked := flag.Bool("zstdchunked", false, "write zstd:chunked (zstd frames) instead of gzip eStargz")
 	flag.Parse()
 	if *src == "" || *tag == "" || *dst == "" {
 		flag.Usage()
@@ -88,6 +101,10 @@ func main() {
 	if *level > 0 {
 		options = append(options, estargz.WithCompressionLevel(*level))
 	}
+	mediaType := "application/vnd.oci.image.layer.v1.tar+gzip"
+	if *chunked {
+		mediaType = "application/vnd.oci.image.layer.v1.tar+zstd"
+	}
 	if *prioritize != "" {
 		// A layer that lacks some of them (an upper layer) is built all the same.
 		var missed []string
@@ -106,7 +123,15 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		blob, err := estargz.Build(io.NewSectionReader(file, 0, info.Size()), options...)
+		// zstd:chunked's compressor records its TOC's place in Metadata, for the annotations.
+		metadata := map[string]string{}
+		layerOptions := options
+		if *chunked {
+			layerOptions = append(layerOptions, estargz.WithCompression(zstdChunked{
+				&zstdchunked.Compressor{CompressionLevel: zstd.SpeedFastest, Metadata: metadata},
+				&zstdchunked.Decompressor{}}))
+		}
+		blob, err := estargz.Build(io.NewSectionReader(file, 0, info.Size()), layerOptions...)
 		if err != nil {
 			log.Fatalf("layer %s: %v", layer["digest"], err)
 		}
@@ -120,13 +145,12 @@ func main() {
 		file.Close()
 		digest, size := put(*dst, bytes)
 		diffIDs = append(diffIDs, blob.DiffID().String())
+		metadata[estargz.TOCJSONDigestAnnotation] = blob.TOCDigest().String()
 		layers = append(layers, descriptor{
-			"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-			"digest":    digest,
-			"size":      size,
-			"annotations": map[string]string{
-				estargz.TOCJSONDigestAnnotation: blob.TOCDigest().String(),
-			},
+			"mediaType":   mediaType,
+			"digest":      digest,
+			"size":        size,
+			"annotations": metadata,
 		})
 		fmt.Printf("%s -> %s (%d bytes, toc %s)\n", layer["digest"], digest, size, blob.TOCDigest())
 	}

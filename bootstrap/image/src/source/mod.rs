@@ -207,13 +207,16 @@ pub(crate) fn open_stargz(
         return None;
     }
     for (n, layer) in layers.iter().enumerate() {
-        let (Some(toc), Some(size)) = (&layer.stargz_toc, layer.size) else {
+        let (Some(toc), Some(size), Some(compression)) =
+            (&layer.stargz_toc, layer.size, layer.compression)
+        else {
             return None;
         };
         let opened = ranges(&layer.digest)
             .map_err(|e| format!("eStargz layer {}: cannot read it: {e}", layer.digest))
             .and_then(|source| {
-                crate::stargz::open(source, &layer.digest, size, toc).map_err(|e| e.to_string())
+                crate::stargz::open(source, &layer.digest, size, toc, compression)
+                    .map_err(|e| e.to_string())
             });
         match opened {
             Ok(opened) => {
