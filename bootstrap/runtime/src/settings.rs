@@ -207,7 +207,7 @@ pub const LAZY_LOAD: Setting = Setting {
     default: Some("0"),
     kind: Kind::Switch,
     scope: Scope::Pull,
-    meaning: "for an image staged with skeletons (`deployer stage`, `init -db`) or an eStargz image (from a registry, S3 or a layout): build the tree first and fetch each file when a program first opens it (experimental: see docs/limits.md)",
+    meaning: "for an image staged with skeletons (`deployer stage`, `init -db`) or an eStargz or zstd:chunked image (from a registry, S3 or a layout): build the tree first and fetch each file when a program first opens it (experimental: see docs/limits.md)",
 };
 /// `SCAR_LAZY_TRACE`.
 pub const LAZY_TRACE: Setting = Setting {
