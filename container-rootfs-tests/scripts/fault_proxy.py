@@ -16,6 +16,9 @@ the per-path counts below start again at each run):
   /v2/stall/<repo>/...  layer blobs (over 64 KiB): half sent, then nothing for a minute
   /v2/endless/<repo>/...manifest GETs: 200 and a body that never ends
   /v2/huge/<repo>/...   manifest GETs: 200 declaring 8 GiB, then a body that never ends
+  /v2/norange/<repo>/...forwarded without the Range header: the whole blob, 200, as a
+                        registry that ignores ranged reads answers
+Every other mode forwards a ranged read's Range header and answers 206 as the registry does.
 """
 import json, sys, threading, time, urllib.error, urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,7 +36,8 @@ def seen(key):
         return SEEN[key] - 1
 
 
-FORWARDED = ("Content-Type", "Docker-Content-Digest", "Content-Length", "Docker-Distribution-Api-Version")
+FORWARDED = ("Content-Type", "Docker-Content-Digest", "Content-Length", "Content-Range",
+             "Docker-Distribution-Api-Version")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -80,8 +84,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.error(503, "UNAVAILABLE")
         if mode in ("endless", "huge") and self.command == "GET" and "/manifests/" in rest:
             return self.endless(declared=8 << 30 if mode == "huge" else None)
+        kept = ("accept",) if mode == "norange" else ("accept", "range")
         request = urllib.request.Request(f"{UPSTREAM}/v2/{rest}", method=self.command,
-                                         headers={k: v for k, v in self.headers.items() if k.lower() == "accept"})
+                                         headers={k: v for k, v in self.headers.items() if k.lower() in kept})
         try:
             upstream = urllib.request.urlopen(request)
         except urllib.error.HTTPError as e:

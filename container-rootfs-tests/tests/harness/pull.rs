@@ -150,6 +150,29 @@ fn an_estargz_image_from_the_registry_is_umocis_tree_whole_and_lazily() {
     check_pulled_against_reference(&pulled, images::DEBIAN_ESTARGZ, "debian-estargz", layout);
 }
 
+/// An eStargz image through a registry that misbehaves: ranged reads answered 503 twice are
+/// retried and the lazy tree fills to umoci's; a registry that ignores ranged reads (a 200
+/// with the whole blob) is not read into memory: the image is pulled whole, to the same tree.
+#[test]
+#[ignore = "needs scripts/setup.sh: run `make test`"]
+fn an_estargz_image_through_a_faulty_registry_is_retried_or_pulled_whole() {
+    let layout = ("oci-debian-estargz", "bookworm");
+    let nonce = std::process::id();
+    for (mode, lazily) in [("e503", true), ("norange", false)] {
+        let reference = format!("127.0.0.1:5013/{mode}-{nonce}/library/debian-estargz:latest");
+        let cache = tempfile::tempdir().unwrap();
+        let mut pull_options = options(cache.path(), None);
+        pull_options.lazy = true;
+        let (pulled, _runtime) = pull_keeping_runtime(&reference, pull_options);
+        let pulled = pulled.unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert_eq!(pulled.lazy.is_some(), lazily, "{mode}: loaded lazily");
+        if let Some(tree) = &pulled.lazy {
+            tree.fill_all().unwrap_or_else(|e| panic!("{mode}: {e}"));
+        }
+        check_pulled_against_reference(&pulled, &reference, "debian-estargz", layout);
+    }
+}
+
 /// zstd:chunked as stargz-snapshotter writes it, from the registry: pulled whole and lazily,
 /// it is the tree of its eStargz twin (umoci's unpack of it; umoci reads no zstd) but for the
 /// eStargz TOC's own tar entry, which zstd:chunked keeps out of the tar.
