@@ -100,6 +100,11 @@ pub const FILL_THREADS: usize = 4;
 /// Compressed bytes of consecutive small frames read with one request (eStargz chunks are
 /// often a few KiB: one request per file would make a registry answer thousands).
 const SPAN_BYTES: u64 = 4 << 20;
+/// Spans kept for the command's fetches (4 MiB each, compressed): a program's files lie in
+/// a few places of the image at a time, and a registry answers each read after a round trip
+/// (a few ms on a local one, tens over the internet), far longer than a chunk takes to
+/// decode.
+const CACHED_SPANS: usize = 4;
 
 /// Where a tree's access trace is stored (its encoded bytes, replacing the last).
 pub type TraceSink = Box<dyn Fn(Vec<u8>) -> io::Result<()> + Send + Sync>;
@@ -139,6 +144,9 @@ pub struct LazyTree {
     in_flight: Mutex<HashSet<PathBuf>>,
     landed: Condvar,
     frames: Mutex<std::collections::VecDeque<CachedFrame>>,
+    /// Spans of small frames read for the command's own fetches, most recently used last:
+    /// (layer, span, compressed bytes).
+    spans_read: Mutex<std::collections::VecDeque<(usize, usize, Arc<frames::Span>)>>,
     trace: Mutex<TraceLog>,
     trace_sink: Option<TraceSink>,
 }
@@ -230,6 +238,7 @@ impl LazyTree {
             in_flight: Mutex::new(HashSet::new()),
             landed: Condvar::new(),
             frames: Mutex::new(std::collections::VecDeque::with_capacity(CACHED_FRAMES)),
+            spans_read: Mutex::new(std::collections::VecDeque::with_capacity(CACHED_SPANS)),
             trace: Mutex::default(),
             trace_sink: None,
         })
@@ -399,11 +408,11 @@ impl LazyTree {
         Ok(fetched.into_inner())
     }
 
-    /// Fills the other placeholders whose bytes start in the span where those of the file
-    /// with this device and inode start (one decoded frame, or one read of small eStargz
-    /// chunks, serves them all: a command that reads many files in an order of its own
-    /// would otherwise decode some frames many times). Not accesses: they stay out of the
-    /// trace. Returns the bytes fetched.
+    /// Fills the other placeholders whose bytes start in the frame where those of the file
+    /// with this device and inode start (one decoded frame serves them all: a command that
+    /// reads many files in an order of its own would otherwise decode some frames many
+    /// times); nothing for eStargz chunks, each decoded alone. Not accesses: they stay out
+    /// of the trace. Returns the bytes fetched.
     pub fn fill_neighbours_of_inode(&self, dev: u64, ino: u64) -> Result<u64, LazyFault> {
         let Some(placeholder) = self
             .by_inode
@@ -412,16 +421,24 @@ impl LazyTree {
         else {
             return Ok(0);
         };
+        // An eStargz chunk is decoded alone, from a span the command's own fetch kept: a
+        // neighbour costs no decoding it would save later, only cores the command needs now.
+        if self
+            .layers
+            .get(placeholder.layer)
+            .is_none_or(|l| l.codec != frames::FrameCodec::Zstd)
+        {
+            return Ok(0);
+        }
         let neighbours: Vec<&PathBuf> = self
             .by_span
             .get(&self.span_of(placeholder))
             .into_iter()
             .flatten()
             .collect();
-        let span = self.read_span_of(&neighbours);
         let mut fetched = 0;
         for name in neighbours {
-            if let Filled::Fetched(bytes) = self.fill_unrecorded(name, span.as_ref())? {
+            if let Filled::Fetched(bytes) = self.fill_unrecorded(name, None)? {
                 fetched += bytes;
             }
         }
@@ -677,6 +694,13 @@ impl LazyTree {
                 .map(Arc::new)
                 .map_err(|e| e.to_string());
         }
+        if framed.codec != frames::FrameCodec::Zstd {
+            // A chunk is decoded from its span, read once for the files around it.
+            let span = self.span_read(layer, n);
+            return frames::frame_in_span(framed, span.as_deref(), n)
+                .map(Arc::new)
+                .map_err(|e| e.to_string());
+        }
         {
             let mut cache = self.frames.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(at) = cache.iter().position(|(l, f, _)| (*l, *f) == (layer, n))
@@ -696,6 +720,40 @@ impl LazyTree {
         }
         cache.push_back((layer, n, Arc::clone(&bytes)));
         Ok(bytes)
+    }
+
+    /// The span of `layer` holding frame `n`, from the spans kept or read now (and kept);
+    /// `None` if it cannot be read at once (its frames are then read one by one).
+    fn span_read(&self, layer: usize, n: usize) -> Option<Arc<frames::Span>> {
+        let spans = self.spans.get(layer)?;
+        let id = spans.partition_point(|span| span.end <= n);
+        {
+            let mut kept = self
+                .spans_read
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(at) = kept.iter().position(|(l, s, _)| (*l, *s) == (layer, id))
+                && let Some(hit) = kept.remove(at)
+            {
+                let span = Arc::clone(&hit.2);
+                kept.push_back(hit);
+                return Some(span);
+            }
+        }
+        // Read without the lock: other threads fetch other files meanwhile.
+        let span = Arc::new(frames::read_span(
+            self.layers.get(layer)?,
+            spans.get(id)?.clone(),
+        )?);
+        let mut kept = self
+            .spans_read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if kept.len() >= CACHED_SPANS {
+            kept.pop_front();
+        }
+        kept.push_back((layer, id, Arc::clone(&span)));
+        Some(span)
     }
 
     /// Puts back the mtime the layers gave the directory of `name`: creating and renaming a

@@ -556,7 +556,7 @@ fn mtime(rfc3339: &str) -> Result<u64, String> {
 mod tests {
     use super::*;
     use crate::lazy::tests::{eager_tree, layers, walk};
-    use crate::lazy::{LazyFault, LazyTree};
+    use crate::lazy::{Filled, LazyFault, LazyTree};
     use flate2::write::GzEncoder;
     use serde_json::{Value, json};
 
@@ -871,6 +871,29 @@ mod tests {
             let filling = reads(&memories) - opening;
             assert!(filling * 4 < chunks, "{filling} reads for {chunks} chunks");
         }
+    }
+
+    /// A command's fetches of files lying near each other read their span once, not one
+    /// request per file (a registry answers each after a round trip).
+    #[test]
+    fn files_asked_for_one_by_one_share_their_spans_reads() {
+        let blob = estargz(&layers()[0], 64 << 10, |_| {});
+        let dir = ok(tempfile::tempdir());
+        let (tree, memories) = lazy_tree(dir.path(), &[blob]);
+        let before = reads(&memories);
+        let asked = 12;
+        for n in 0..asked {
+            let name = format!("usr/lib/f{}", n * 3);
+            assert!(
+                matches!(
+                    ok(tree.fill(std::path::Path::new(&name))),
+                    Filled::Fetched(_)
+                ),
+                "{name}"
+            );
+        }
+        let made = reads(&memories) - before;
+        assert!(made * 3 < asked, "{made} reads for {asked} files");
     }
 
     /// zstd:chunked footers and TOCs that are not what they claim are refused by name.
