@@ -100,7 +100,7 @@ setup:
 teardown:
 	container-rootfs-tests/scripts/teardown.sh
 
-## bench-lazy: cold starts of the staged polyglot image, lazy against eager (first output, end;
+## bench-lazy: cold starts of the polyglot image staged and as eStargz in the registry, lazy against eager (first output, end;
 ## and through a Runtime API: first poll, response)
 bench-lazy: setup shim
 	cargo build --release -p bootstrap -p deployer
