@@ -526,7 +526,7 @@ impl RangeSource for FileRanges {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -585,7 +585,8 @@ mod tests {
         gz.finish().unwrap_or_else(|e| panic!("{e}"))
     }
 
-    struct Memory(Vec<u8>, AtomicUsize);
+    /// A blob in memory, counting the reads.
+    pub(crate) struct Memory(pub(crate) Vec<u8>, pub(crate) AtomicUsize);
 
     impl RangeSource for Memory {
         fn read_range(&self, offset: u64, len: u64) -> io::Result<Vec<u8>> {

@@ -555,6 +555,7 @@ fn mtime(rfc3339: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frames::tests::Memory;
     use crate::lazy::tests::{eager_tree, layers, walk};
     use crate::lazy::{Filled, LazyFault, LazyTree};
     use flate2::write::GzEncoder;
@@ -562,22 +563,6 @@ mod tests {
 
     fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
         r.unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// A blob in memory, counting the reads.
-    struct Memory(Vec<u8>, std::sync::atomic::AtomicUsize);
-
-    impl RangeSource for Memory {
-        fn read_range(&self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
-            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let from = usize::try_from(offset).map_err(io::Error::other)?;
-            let to = usize::try_from(offset + len).map_err(io::Error::other)?;
-            Ok(self
-                .0
-                .get(from..to.min(self.0.len()))
-                .unwrap_or(&[])
-                .to_vec())
-        }
     }
 
     /// An eStargz blob being written as the estargz package writes one: gzip members opened

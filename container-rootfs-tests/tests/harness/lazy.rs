@@ -27,11 +27,6 @@ fn staged_polyglot() -> &'static Path {
     LAYOUT.get_or_init(|| staged("oci-polyglot")).path()
 }
 
-/// `bootstrap run` of `argv` on the polyglot image with `cache`, lazily or not.
-fn run(cache: &Path, lazy: bool, argv: &[&str]) -> Output {
-    run_image(staged_polyglot(), cache, lazy, argv)
-}
-
 /// `bootstrap run` of `argv` on the staged `layout` with `cache`, lazily or not.
 fn run_image(layout: &Path, cache: &Path, lazy: bool, argv: &[&str]) -> Output {
     let image = format!("oci:{}:bookworm", layout.display());
@@ -99,26 +94,10 @@ fn programs_on_a_lazy_tree_print_what_they_print_under_chroot() {
         ],
     ];
     let mut lazily_started = 0;
+    let image = format!("oci:{}:bookworm", staged_polyglot().display());
     for argv in commands {
-        let expected = chroot_run(&chroot, argv);
-        assert!(
-            expected.status.success(),
-            "{argv:?} under chroot: {expected:?}"
-        );
         let cache = fresh_lambda_cache();
-        let ours = run(cache.path(), true, argv);
-        assert_eq!(
-            String::from_utf8_lossy(&ours.stdout),
-            String::from_utf8_lossy(&expected.stdout),
-            "{argv:?}: stdout differs (stderr: {})",
-            String::from_utf8_lossy(&ours.stderr)
-        );
-        assert_eq!(
-            ours.status.code(),
-            Some(0),
-            "{argv:?}: {}",
-            String::from_utf8_lossy(&ours.stderr)
-        );
+        run_lazily_as_under_chroot(&chroot, &image, cache.path(), argv, &[]);
         if still_filling(cache.path()) {
             lazily_started += 1;
         }
@@ -130,6 +109,36 @@ fn programs_on_a_lazy_tree_print_what_they_print_under_chroot() {
         "only {lazily_started} of {} commands ended before the tree was whole",
         commands.len()
     );
+}
+
+/// Runs `argv` under chroot in `chroot` (it must succeed) and lazily on `image` with `cache`
+/// and bootstrap's `settings`: the same output and a zero status. Returns our run.
+fn run_lazily_as_under_chroot(
+    chroot: &Path,
+    image: &str,
+    cache: &Path,
+    argv: &[&str],
+    settings: &[(&str, &str)],
+) -> Output {
+    let expected = chroot_run(chroot, argv);
+    assert!(
+        expected.status.success(),
+        "{argv:?} under chroot: {expected:?}"
+    );
+    let ours = run_reference(image, cache, true, argv, settings);
+    assert_eq!(
+        String::from_utf8_lossy(&ours.stdout),
+        String::from_utf8_lossy(&expected.stdout),
+        "{argv:?}: stdout differs (stderr: {})",
+        String::from_utf8_lossy(&ours.stderr)
+    );
+    assert_eq!(
+        ours.status.code(),
+        Some(0),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&ours.stderr)
+    );
+    ours
 }
 
 /// `bootstrap --emulate` of one event on `image`, lazily, as Lambda's uid.
@@ -461,26 +470,14 @@ fn an_estargz_image_from_the_registry_runs_lazily_as_under_chroot() {
         &["sh", "-c", "convert -version | head -1 | cut -d' ' -f1-3"],
     ];
     for argv in commands {
-        let expected = chroot_run(&chroot, argv);
-        assert!(
-            expected.status.success(),
-            "{argv:?} under chroot: {expected:?}"
-        );
         let cache = fresh_lambda_cache();
-        let ours = run_reference(
+        let ours = run_lazily_as_under_chroot(
+            &chroot,
             common::images::DEBIAN_ESTARGZ,
             cache.path(),
-            true,
             argv,
             &[("AWS_LAMBDA_LOG_LEVEL", "info")],
         );
-        assert_eq!(
-            String::from_utf8_lossy(&ours.stdout),
-            String::from_utf8_lossy(&expected.stdout),
-            "{argv:?}: stdout differs (stderr: {})",
-            String::from_utf8_lossy(&ours.stderr)
-        );
-        assert_eq!(ours.status.code(), Some(0), "{argv:?}");
         assert_eq!(traced(&ours.stderr), 2, "the two prioritized files");
     }
 }
