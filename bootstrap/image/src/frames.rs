@@ -454,20 +454,13 @@ pub(crate) fn read_span(layer: &FramedLayer, frames: std::ops::Range<usize>) -> 
     })
 }
 
-impl Span {
-    /// Whether frame `n` is in the span.
-    pub(crate) fn holds(&self, n: usize) -> bool {
-        self.frames.contains(&n)
-    }
-}
-
 /// Frame `n` decoded from `span` if the span holds it and its bytes check; else read alone.
 pub(crate) fn frame_in_span(
     layer: &FramedLayer,
     span: Option<&Span>,
     n: usize,
 ) -> Result<Vec<u8>, FrameFault> {
-    if let Some(span) = span.filter(|s| s.holds(n)) {
+    if let Some(span) = span.filter(|s| s.frames.contains(&n)) {
         let frame = &layer.index.frames[n];
         let from = usize::try_from(frame.offset - span.base).unwrap_or(usize::MAX);
         let to = usize::try_from(frame.size).map_or(usize::MAX, |size| from.saturating_add(size));

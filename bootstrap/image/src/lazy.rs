@@ -100,11 +100,11 @@ pub const FILL_THREADS: usize = 4;
 /// Compressed bytes of consecutive small frames read with one request (eStargz chunks are
 /// often a few KiB: one request per file would make a registry answer thousands).
 const SPAN_BYTES: u64 = 4 << 20;
-/// Spans kept for the command's fetches (4 MiB each, compressed): a program's files lie in
-/// a few places of the image at a time, and a registry answers each read after a round trip
-/// (a few ms on a local one, tens over the internet), far longer than a chunk takes to
-/// decode.
-const CACHED_SPANS: usize = 4;
+/// Spans kept (4 MiB each, compressed): a program's files lie in a few places of the image at
+/// a time, each filling thread works through one, and a registry answers each read after a
+/// round trip (a few ms on a local one, tens over the internet), far longer than a chunk
+/// takes to decode.
+const CACHED_SPANS: usize = 4 + FILL_THREADS;
 
 /// Where a tree's access trace is stored (its encoded bytes, replacing the last).
 pub type TraceSink = Box<dyn Fn(Vec<u8>) -> io::Result<()> + Send + Sync>;
@@ -144,8 +144,7 @@ pub struct LazyTree {
     in_flight: Mutex<HashSet<PathBuf>>,
     landed: Condvar,
     frames: Mutex<std::collections::VecDeque<CachedFrame>>,
-    /// Spans of small frames read for the command's own fetches, most recently used last:
-    /// (layer, span, compressed bytes).
+    /// Spans of small frames read, most recently used last: (layer, span, compressed bytes).
     spans_read: Mutex<std::collections::VecDeque<(usize, usize, Arc<frames::Span>)>>,
     trace: Mutex<TraceLog>,
     trace_sink: Option<TraceSink>,
@@ -372,9 +371,8 @@ impl LazyTree {
         let fetched = AtomicU64::new(0);
         let work = || -> Result<(), LazyFault> {
             while let Some(group) = groups.get(next.fetch_add(1, Ordering::Relaxed)) {
-                let span = self.read_span_of(group);
                 for name in group {
-                    match self.fill_unrecorded(name, span.as_ref()) {
+                    match self.fill_unrecorded(name) {
                         Ok(Filled::Fetched(bytes)) => {
                             fetched.fetch_add(bytes, Ordering::Relaxed);
                         }
@@ -438,7 +436,7 @@ impl LazyTree {
             .collect();
         let mut fetched = 0;
         for name in neighbours {
-            if let Filled::Fetched(bytes) = self.fill_unrecorded(name, None)? {
+            if let Filled::Fetched(bytes) = self.fill_unrecorded(name)? {
                 fetched += bytes;
             }
         }
@@ -448,19 +446,6 @@ impl LazyTree {
     /// The span where a placeholder's bytes start: (layer, span).
     fn span_of(&self, placeholder: &Placeholder) -> (usize, usize) {
         span_of(&self.starts, &self.spans, placeholder)
-    }
-
-    /// The compressed bytes of the span where the files of `group` start, read at once
-    /// when it holds several frames and one of the files is still a placeholder (a span of
-    /// one frame is read as the frame, through the cache).
-    fn read_span_of(&self, group: &[&PathBuf]) -> Option<frames::Span> {
-        let placeholder = self.files.files.get(group.first()?.as_path())?;
-        let (layer, span) = self.span_of(placeholder);
-        let frames = self.spans.get(layer)?.get(span)?.clone();
-        if frames.len() < 2 || !group.iter().any(|name| self.is_placeholder(name)) {
-            return None;
-        }
-        frames::read_span(self.layers.get(layer)?, frames)
     }
 
     /// The rootfs.
@@ -484,16 +469,11 @@ impl LazyTree {
                 log.order.push(place(placeholder));
             }
         }
-        self.fill_unrecorded(name, None)
+        self.fill_unrecorded(name)
     }
 
-    /// [`Self::fill`] for the tree's own fetches, which are not the commands' accesses,
-    /// taking what frames it can from `span`.
-    fn fill_unrecorded(
-        &self,
-        rel: &Path,
-        span: Option<&frames::Span>,
-    ) -> Result<Filled, LazyFault> {
+    /// [`Self::fill`] for the tree's own fetches, which are not the commands' accesses.
+    fn fill_unrecorded(&self, rel: &Path) -> Result<Filled, LazyFault> {
         let name = self.files.links.get(rel).map_or(rel, PathBuf::as_path);
         let Some(placeholder) = self.files.files.get(name) else {
             return Ok(Filled::Present);
@@ -503,7 +483,7 @@ impl LazyTree {
             // Another thread filled it while this one waited.
             None => return Ok(Filled::Present),
         };
-        self.fetch(name, placeholder, span)
+        self.fetch(name, placeholder)
     }
 
     /// Makes the file with this device and inode complete (see [`Self::fill`]); any other
@@ -579,12 +559,7 @@ impl LazyTree {
             .is_ok_and(|meta| still_placeholder(&meta, placeholder))
     }
 
-    fn fetch(
-        &self,
-        name: &Path,
-        placeholder: &Placeholder,
-        span: Option<&frames::Span>,
-    ) -> Result<Filled, LazyFault> {
+    fn fetch(&self, name: &Path, placeholder: &Placeholder) -> Result<Filled, LazyFault> {
         let fault = |problem: String| LazyFault::Fetch {
             path: name.to_path_buf(),
             problem,
@@ -616,7 +591,7 @@ impl LazyTree {
                     e,
                 )
             })?;
-        self.copy_bytes(placeholder, temp.as_file_mut(), span)
+        self.copy_bytes(placeholder, temp.as_file_mut())
             .map_err(|e| fault(e.to_string()))?;
         let time = FileTime::from_last_modification_time(&meta);
         temp.as_file()
@@ -646,20 +621,14 @@ impl LazyTree {
         Ok(Filled::Fetched(placeholder.size))
     }
 
-    /// Writes the placeholder's bytes, read from the frames that hold them (from `span`
-    /// where it holds them).
-    fn copy_bytes(
-        &self,
-        placeholder: &Placeholder,
-        out: &mut fs::File,
-        span: Option<&frames::Span>,
-    ) -> Result<(), String> {
+    /// Writes the placeholder's bytes, read from the frames that hold them.
+    fn copy_bytes(&self, placeholder: &Placeholder, out: &mut fs::File) -> Result<(), String> {
         let starts = &self.starts[placeholder.layer];
         let end = placeholder.offset + placeholder.size;
         let mut at = placeholder.offset;
         let (_, mut frame) = frame_of(&self.starts, placeholder);
         while at < end {
-            let bytes = self.frame(placeholder.layer, frame, span)?;
+            let bytes = self.frame(placeholder.layer, frame)?;
             let start = starts[frame];
             let from = usize::try_from(at - start).map_err(|e| e.to_string())?;
             let to = usize::try_from(end.min(start + bytes.len() as u64) - start)
@@ -676,24 +645,14 @@ impl LazyTree {
         Ok(())
     }
 
-    /// Frame `n` of `layer`: from `span` if it holds it (not cached: a span's frames are
-    /// each one file's chunk, read once), else from the cache or read and cached.
-    fn frame(
-        &self,
-        layer: usize,
-        n: usize,
-        span: Option<&frames::Span>,
-    ) -> Result<Arc<Vec<u8>>, String> {
+    /// Frame `n` of `layer`: a zstd frame from the cache or read and cached; an eStargz
+    /// chunk decoded from its span (not cached: each is one file's, read once).
+    fn frame(&self, layer: usize, n: usize) -> Result<Arc<Vec<u8>>, String> {
         let framed = self
             .layers
             .get(layer)
             .filter(|l| n < l.index.frames.len())
             .ok_or_else(|| format!("layer {layer} has no frame {n}"))?;
-        if let Some(span) = span.filter(|s| s.holds(n)) {
-            return frames::frame_in_span(framed, Some(span), n)
-                .map(Arc::new)
-                .map_err(|e| e.to_string());
-        }
         if framed.codec != frames::FrameCodec::Zstd {
             // A chunk is decoded from its span, read once for the files around it.
             let span = self.span_read(layer, n);
