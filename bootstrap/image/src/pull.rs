@@ -272,7 +272,8 @@ impl Puller {
                         learn_from,
                     )
                 }
-                // A registry keeps no trace of ours: files come in the TOC's order.
+                // A registry keeps no trace of ours: the image's prioritized files come
+                // first, then the rest in the TOC's order.
                 Layers::Registry(source) => {
                     let source = source.clone();
                     (

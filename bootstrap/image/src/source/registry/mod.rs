@@ -330,9 +330,10 @@ impl RegistrySource {
 
     /// Opens every layer for a lazy tree when the image is eStargz ([`crate::stargz`]):
     /// its TOC is read now, its chunks by ranged GETs as files are asked for. `None` for
-    /// other images (they are pulled whole). Called on a blocking thread of the runtime.
+    /// other images (they are pulled whole), and outside a tokio runtime, whose thread the
+    /// ranged reads borrow (the pull calls this on one of its blocking threads).
     pub fn open_lazy(&self, layers: &[LayerDescriptor]) -> Option<crate::lazy::LazyLayers> {
-        let runtime = tokio::runtime::Handle::current();
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
         super::open_stargz(layers, |digest| {
             Ok(Arc::new(BlobRanges {
                 source: self.clone(),
