@@ -1,6 +1,7 @@
 //! Fuzzing of every parser here that reads outside input, as property tests with generated
 //! inputs (stable toolchain, no extra tool): image references, image configs, manifests and
-//! indexes, compressed framing (gzip, zstd, plain) and the tar/whiteout applier. None may
+//! indexes, compressed framing (gzip, zstd, plain), the tar/whiteout applier, and eStargz and
+//! zstd:chunked layers (footer, TOC, chunks) as a lazy tree reads them. None may
 //! panic or hang, and the applier writes nothing outside its staging directory. `PROPTEST_CASES` raises the cases
 //! per target (`make fuzz` runs 50,000 each); a failure is kept in `proptest-regressions/`.
 
@@ -94,6 +95,115 @@ fn check_manifest(bytes: &[u8]) {
             }
         }
         Err(message) => assert!(!message.is_empty()),
+    }
+}
+
+/// A small layer as eStargz (`zstd`: zstd:chunked) whose TOC's JSON text has `byte` at `at`
+/// (its digest the manifest's, so the damage reaches the TOC's reader) and whose blob has
+/// `flip` at `flip_at` (not covered by that digest: the chunks' digests must catch it). It
+/// opens or is refused; opened, its tree is built and filled, or a file is refused, and
+/// nothing is written outside the tree's directory.
+fn check_stargz(
+    zstd: bool,
+    at: usize,
+    byte: u8,
+    flip_at: usize,
+    flip: u8,
+) -> Result<(), TestCaseError> {
+    use std::sync::Arc;
+    static TAR: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let tar = TAR.get_or_init(|| {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (n, size) in [3000usize, 0, 70_000, 10].into_iter().enumerate() {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(size as u64);
+            header.set_mode(0o644);
+            header.set_mtime(0);
+            let _ = builder.append_data(
+                &mut header,
+                format!("d/f{n}"),
+                vec![n as u8; size].as_slice(),
+            );
+        }
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Link);
+        link.set_size(0);
+        link.set_mode(0o644);
+        link.set_mtime(0);
+        let _ = builder.append_link(&mut link, "d/hard", "d/f0");
+        builder.into_inner().unwrap_or_default()
+    });
+    let compression = if zstd {
+        Compression::Zstd
+    } else {
+        Compression::Gzip
+    };
+    let (mut blob, toc) = crate::stargz::tests::encode_json(
+        tar,
+        16 << 10,
+        |value| {
+            let mut json = serde_json::to_vec(&value).unwrap_or_default();
+            if !json.is_empty() {
+                let at = at % json.len();
+                json[at] = byte;
+            }
+            json
+        },
+        compression,
+    );
+    if flip != 0 && !blob.is_empty() {
+        let flip_at = flip_at % blob.len();
+        blob[flip_at] ^= flip;
+    }
+    let size = blob.len() as u64;
+    let source = Arc::new(crate::frames::tests::Memory(blob, Default::default()));
+    let Ok(layer) = crate::stargz::open(source, "sha256:layer", size, &toc, compression) else {
+        return Ok(());
+    };
+    let outside = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let (root, aside) = (outside.path().join("rootfs"), outside.path().join("aside"));
+    for dir in [&root, &aside] {
+        std::fs::create_dir(dir).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    }
+    if let Ok((tree, _)) = crate::lazy::LazyTree::build(
+        root.clone(),
+        root,
+        aside,
+        vec![layer.framed],
+        &[layer.skeleton],
+    ) {
+        let _ = tree.fill_all();
+    }
+    let mut names: Vec<_> = std::fs::read_dir(outside.path())
+        .map_err(|e| TestCaseError::fail(e.to_string()))?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    prop_assert_eq!(
+        names,
+        vec![
+            std::ffi::OsString::from("aside"),
+            std::ffi::OsString::from("rootfs")
+        ]
+    );
+    Ok(())
+}
+
+proptest! {
+    // Fewer cases by default: a damaged chunk is read again after 0.2 and 0.4 s, as a
+    // transfer fault would be.
+    #![proptest_config(cases(300))]
+
+    #[test]
+    fn estargz_and_zstd_chunked_layers_open_fill_or_are_refused(
+        zstd in any::<bool>(),
+        at in 0usize..4096,
+        byte in any::<u8>(),
+        flip_at in any::<usize>(),
+        flip in prop_oneof![Just(0u8), any::<u8>()],
+    ) {
+        check_stargz(zstd, at, byte, flip_at, flip)?;
     }
 }
 

@@ -553,7 +553,7 @@ fn mtime(rfc3339: &str) -> Result<u64, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::frames::tests::Memory;
     use crate::lazy::tests::{eager_tree, layers, walk};
@@ -620,6 +620,25 @@ mod tests {
         edit: impl Fn(&mut Value),
         compression: Compression,
     ) -> (Vec<u8>, String) {
+        encode_json(
+            tar,
+            chunk,
+            |mut toc| {
+                edit(&mut toc);
+                ok(serde_json::to_vec(&toc))
+            },
+            compression,
+        )
+    }
+
+    /// [`encode`] with the TOC's JSON bytes written by `json` from its value (the fuzz
+    /// targets damage the bytes themselves).
+    pub(crate) fn encode_json(
+        tar: &[u8],
+        chunk: u64,
+        json: impl Fn(Value) -> Vec<u8>,
+        compression: Compression,
+    ) -> (Vec<u8>, String) {
         let mut out = Writer {
             blob: Vec::new(),
             member: None,
@@ -682,9 +701,7 @@ mod tests {
         }
         out.close();
         let toc_offset = out.blob.len();
-        let mut toc = json!({"version": 1, "entries": entries});
-        edit(&mut toc);
-        let json = ok(serde_json::to_vec(&toc));
+        let json = json(json!({"version": 1, "entries": entries}));
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&json)));
         if compression == Compression::Zstd {
             let skippable = |bytes: &[u8]| {
