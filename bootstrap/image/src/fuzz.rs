@@ -98,6 +98,20 @@ fn check_manifest(bytes: &[u8]) {
     }
 }
 
+/// Checks that `dir` holds the names `expected` (sorted) and nothing else: what a target
+/// wrote stayed inside the directories it was given.
+fn only_these_in(dir: &std::path::Path, expected: &[&str]) -> Result<(), TestCaseError> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    let expected: Vec<std::ffi::OsString> = expected.iter().map(Into::into).collect();
+    prop_assert_eq!(names, expected);
+    Ok(())
+}
+
 /// A small layer as eStargz (`zstd`: zstd:chunked) whose TOC's JSON text has `byte` at `at`
 /// (its digest the manifest's, so the damage reaches the TOC's reader) and whose blob has
 /// `flip` at `flip_at` (not covered by that digest: the chunks' digests must catch it). It
@@ -174,20 +188,7 @@ fn check_stargz(
     ) {
         let _ = tree.fill_all();
     }
-    let mut names: Vec<_> = std::fs::read_dir(outside.path())
-        .map_err(|e| TestCaseError::fail(e.to_string()))?
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    names.sort();
-    prop_assert_eq!(
-        names,
-        vec![
-            std::ffi::OsString::from("aside"),
-            std::ffi::OsString::from("rootfs")
-        ]
-    );
-    Ok(())
+    only_these_in(outside.path(), &["aside", "rootfs"])
 }
 
 proptest! {
@@ -274,12 +275,6 @@ proptest! {
         if applier.apply(&bytes[..]).is_ok() {
             let _ = applier.finish();
         }
-        let mut names: Vec<_> = std::fs::read_dir(outside.path())
-            .map_err(|e| TestCaseError::fail(e.to_string()))?
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        names.sort();
-        prop_assert_eq!(names, vec![std::ffi::OsString::from("staging")]);
+        only_these_in(outside.path(), &["staging"])?;
     }
 }
