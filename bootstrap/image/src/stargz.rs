@@ -281,15 +281,26 @@ fn prioritized(entries: &[TocEntry]) -> Vec<u64> {
     let Some(landmark) = entries.iter().position(|e| e.name == PREFETCH_LANDMARK) else {
         return Vec::new();
     };
-    let mut place = 0;
-    let mut files = Vec::new();
-    for entry in entries[..landmark].iter().filter(|e| e.kind == "reg") {
-        if entry.size > 0 {
-            files.push(place);
-        }
-        place += entry.size;
-    }
-    files
+    placed(&entries[..landmark])
+        .filter(|(entry, _)| entry.kind == "reg" && entry.size > 0)
+        .map(|(_, place)| place)
+        .collect()
+}
+
+/// The TOC's entries but chunks, each with where a regular file's bytes begin in the frames'
+/// unpacked space (the chunks end to end, as [`chunk_frames`] lays them out): the place its
+/// placeholder names.
+fn placed(entries: &[TocEntry]) -> impl Iterator<Item = (&TocEntry, u64)> {
+    entries
+        .iter()
+        .filter(|e| e.kind != "chunk")
+        .scan(0u64, |unpacked, entry| {
+            let place = *unpacked;
+            if entry.kind == "reg" {
+                *unpacked += entry.size;
+            }
+            Some((entry, place))
+        })
 }
 
 /// The TOC's offset, from the footer's gzip extra field: subfield `SG`, 22 bytes, the offset
@@ -443,17 +454,12 @@ fn is_sha256(digest: &str) -> bool {
 
 /// The skeleton (zstd tar) of the TOC's entries, then the TOC's own entry with its bytes
 /// where the layer holds it as one (eStargz).
-/// A regular file with bytes is a placeholder at the place of its first chunk in the
-/// frames' unpacked space, as [`chunk_frames`] lays them out.
+/// A regular file with bytes is a placeholder at its place ([`placed`]).
 fn skeleton(entries: &[TocEntry], toc: Option<(&tar::Header, &[u8])>) -> Result<Vec<u8>, String> {
     let written = |e: io::Error| format!("cannot write its skeleton: {e}");
     let mut builder = tar::Builder::new(zstd::Encoder::new(Vec::new(), LEVEL).map_err(written)?);
-    let mut unpacked = 0u64;
-    for entry in entries.iter().filter(|e| e.kind != "chunk") {
-        let (header, records) = header_of(entry, unpacked)?;
-        if entry.kind == "reg" {
-            unpacked += entry.size;
-        }
+    for (entry, place) in placed(entries) {
+        let (header, records) = header_of(entry, place)?;
         if !records.is_empty() {
             builder
                 .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), &v[..])))
