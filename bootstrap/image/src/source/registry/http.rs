@@ -316,15 +316,25 @@ impl Session {
         {
             return Err(too_big());
         }
+        self.read_at_most(&mut answer, MAX_METADATA_BYTES, what, too_big)
+            .await
+    }
+
+    /// An answer's body, failing with `too_much` as soon as it passes `cap` bytes.
+    async fn read_at_most(
+        &self,
+        answer: &mut Response,
+        cap: u64,
+        what: &str,
+        too_much: impl Fn() -> SourceError,
+    ) -> Result<Vec<u8>, SourceError> {
         let mut body = Vec::new();
         loop {
             match answer.chunk().await {
-                Ok(Some(chunk)) => {
-                    if (body.len() + chunk.len()) as u64 > MAX_METADATA_BYTES {
-                        return Err(too_big());
-                    }
-                    body.extend_from_slice(&chunk);
+                Ok(Some(chunk)) if (body.len() + chunk.len()) as u64 > cap => {
+                    return Err(too_much());
                 }
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
                 Ok(None) => return Ok(body),
                 Err(e) => {
                     return Err(
@@ -371,24 +381,13 @@ impl Session {
                 Some(answer.status().as_u16()),
             ));
         }
-        let mut body = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        loop {
-            match answer.chunk().await {
-                Ok(Some(chunk)) if (body.len() + chunk.len()) as u64 > len => {
-                    return Err(self.fail(
-                        format!("{what}: asked for {len} bytes, the registry sends more"),
-                        None,
-                    ));
-                }
-                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                Ok(None) => return Ok(body),
-                Err(e) => {
-                    return Err(
-                        self.fail(format!("reading {what}: {}", self.transfer_error(&e)), None)
-                    );
-                }
-            }
-        }
+        let too_much = || {
+            self.fail(
+                format!("{what}: asked for {len} bytes, the registry sends more"),
+                None,
+            )
+        };
+        self.read_at_most(&mut answer, len, what, too_much).await
     }
 
     /// Streams blob `digest` after a successful answer.
