@@ -100,8 +100,9 @@ setup:
 teardown:
 	container-rootfs-tests/scripts/teardown.sh
 
-## bench-lazy: cold starts of the polyglot image staged and as eStargz in the registry, lazy against eager (first output, end;
-## and through a Runtime API: first poll, response)
+## bench-lazy: cold starts of a 1.9 GB image (polyglot + SciPy, pandas, compilers: built once) staged and
+## as eStargz in the registry, lazy against eager (first output, end; and through a Runtime API:
+## first poll, response)
 bench-lazy: setup shim
 	cargo build --release -p bootstrap -p deployer
 	python3 container-rootfs-tests/bench/bench_lazy.py $(BOOTSTRAP_RELEASE) $(SHIM_DIR) target/bench-lazy.md 3
@@ -112,7 +113,8 @@ bench-pull: setup
 	test -x /tmp/scar-bench-venv/bin/udocker || (python3 -m venv /tmp/scar-bench-venv && /tmp/scar-bench-venv/bin/pip install -q udocker)
 	python3 container-rootfs-tests/bench/bench_pull.py $(BOOTSTRAP_RELEASE) target/bench-pull.md 5
 
-## bench-coldstart: the eager pull of three images (two of one big layer, one of four), cache on
+## bench-coldstart: the eager pull of four images (two of one big layer, one of four, one of 1.9 GB
+## built FROM another), cache on
 ## the disk and on a tmpfs, from the registry and staged as frames (S3 stand-in, local layout),
 ## against skopeo+umoci, udocker and the floor; BASELINE_BOOTSTRAP=PATH adds
 ## an earlier build as a contender

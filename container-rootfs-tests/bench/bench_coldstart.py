@@ -19,7 +19,9 @@ Images from the local registry: debian-cowsay (one big layer and a whiteout laye
 polyglot (the same shape, 815 MB unpacked) and layered: the polyglot tree cut into four
 layers of 130–250 MB (base, glibc libraries, the JVM, the Python/R/Erlang libraries), the
 shape of an image built FROM a base with a few RUN steps. The script builds and pushes it
-once (from the harness's polyglot chroot).
+once (from the harness's polyglot chroot). scientific: the polyglot image and one more layer
+(SciPy, pandas, scikit-learn, Matplotlib, the GNU compilers; 1.9 GB unpacked), built once by
+staging.scientific().
 
 Reports wall, user and system time (medians) and peak RSS; ratios are to the floor, as only
 ratios within one run mean anything on this machine. BENCH_IMAGES (comma-separated names),
@@ -27,7 +29,7 @@ BENCH_PLACES (disk, tmpfs) and BENCH_ONLY (a part of the contenders' names) narr
 """
 import json, os, shutil, statistics, subprocess, sys, tempfile, urllib.request
 
-from staging import AWS, REGISTRY, WORK, stage
+from staging import AWS, REGISTRY, WORK, pushed, scientific, stage
 
 BOOTSTRAP, OUT = sys.argv[1], sys.argv[2]
 RUNS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
@@ -36,7 +38,7 @@ UDOCKER = os.environ.get("UDOCKER", "/tmp/scar-bench-venv/bin/udocker")
 HERE = os.path.dirname(os.path.abspath(__file__))
 # BENCH_IMAGES=debian-cowsay,layered and BENCH_PLACES=tmpfs narrow a run.
 IMAGES = [f"library/{name}" for name in
-          os.environ.get("BENCH_IMAGES", "debian-cowsay,polyglot,layered").split(",")]
+          os.environ.get("BENCH_IMAGES", "debian-cowsay,polyglot,layered,scientific").split(",")]
 PLACES = {name: place for name, place in {"disk": "/tmp", "tmpfs": "/dev/shm"}.items()
           if name in os.environ.get("BENCH_PLACES", "disk,tmpfs").split(",")}
 DEPLOYER = os.path.join(os.path.dirname(BOOTSTRAP), "deployer")
@@ -46,14 +48,6 @@ def manifest(repo):
     req = urllib.request.Request(f"http://{REGISTRY}/v2/{repo}/manifests/latest",
                                  headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
     return json.load(urllib.request.urlopen(req))
-
-
-def pushed(repo):
-    try:
-        manifest(repo)
-        return True
-    except OSError:
-        return False
 
 
 def build_layered():
@@ -128,6 +122,8 @@ def floor(repo, place):
 
 if "library/layered" in IMAGES and not pushed("library/layered"):
     build_layered()
+if "library/scientific" in IMAGES:
+    scientific()
 STAGED = {repo: stage(DEPLOYER, repo) for repo in IMAGES}
 contenders = [("ours", ours(BOOTSTRAP)), ("ours, staged in S3 (frames)", ours_staged(0)),
               ("ours, framed layout on disk", ours_staged(1))]

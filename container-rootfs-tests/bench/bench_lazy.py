@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """bench_lazy.py BOOTSTRAP SHIM_DIR OUT_MD [RUNS] — lazy loading against the eager staged pull
-(issue "Cold start II"), in one run: the polyglot image (815 MB unpacked) staged by
+(issue "Cold start II"), in one run: the scientific image (the harness's polyglot image and a
+layer of SciPy, pandas, scikit-learn, Matplotlib and the compilers: 640 MB compressed, 1.9 GB
+unpacked; BENCH_IMAGE=polyglot for the 815 MB one) staged by
 `deployer stage` in the S3 stand-in (ministack) and mirrored to a local layout, then each
 command run cold (a fresh cache on a tmpfs each time) by `bootstrap run`:
 
@@ -34,7 +36,7 @@ peak RSS (its VmHWM, the command not included).
 import json, os, queue, shutil, statistics, subprocess, sys, tempfile, time
 
 from runtime_peer import RuntimeApiPeer
-from staging import AWS, REGISTRY, WORK, forget_traces, stage
+from staging import AWS, REGISTRY, WORK, forget_traces, scientific, stage
 
 BOOTSTRAP, SHIM_DIR, OUT = sys.argv[1], sys.argv[2], sys.argv[3]
 RUNS = int(sys.argv[4]) if len(sys.argv) > 4 else 3
@@ -140,16 +142,20 @@ def estargz(repo, layout, tag):
 
 
 WANTED = os.environ.get("BENCH_SOURCES", "s3,layout,estargz").split(",")
+IMAGE = os.environ.get("BENCH_IMAGE", "scientific")
+# The harness builds the polyglot image's layout; the scientific one is built here, once.
+REPO, LAYOUT, TAG = {"polyglot": ("library/polyglot", "oci-polyglot", "bookworm"),
+                     "scientific": (scientific() if IMAGE == "scientific" else "", "oci-scientific",
+                                    "latest")}[IMAGE]
 sources = []
 if "s3" in WANTED or "layout" in WANTED:
-    s3, layout = stage(DEPLOYER, "library/polyglot")
+    s3, layout = stage(DEPLOYER, REPO)
     sources += [(name, image, MODES) for key, name, image in
                 [("s3", "S3 stand-in", s3), ("layout", "layout on disk", layout)] if key in WANTED]
 if "estargz" in WANTED:
-    sources.append(("eStargz in the registry", estargz("library/polyglot-estargz", "oci-polyglot", "bookworm"),
-                    ["eager", "lazy"]))
+    sources.append(("eStargz in the registry", estargz(f"{REPO}-estargz", LAYOUT, TAG), ["eager", "lazy"]))
 lines = [f"{RUNS} cold runs of each, round-robin after one warm-up, medians; {os.cpu_count()} cores; "
-         f"cache on a tmpfs; polyglot image staged by `deployer stage` or converted to eStargz.", "",
+         f"cache on a tmpfs; {IMAGE} image staged by `deployer stage` or converted to eStargz.", "",
          "| command | image from | pull | first output s | end s | peak RSS MB (largest process) | lazy ÷ eager (first output) | lazy ÷ eager (end) |",
          "|---|---|---|---:|---:|---:|---:|---:|"]
 peer_lines = ["Through the Runtime API: the image pulled in the init phase, then one event; "
