@@ -21,6 +21,7 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rootfs_paths::fetch::{self, Request};
 use scar_image::lazy::{LazyFault, LazyTree};
+
+use super::elf_needs;
 
 /// Libraries followed from one program at most: a bound on a hostile chain of `DT_NEEDED`.
 const MAX_CLOSURE: usize = 512;
@@ -38,9 +41,9 @@ const MAX_PARSED_BYTES: u64 = 1 << 30;
 /// Files of the image that bootstrap itself reads before a program runs (the identity
 /// entries of `identity.rs`); the profile's own reads fill theirs as they go.
 const BOOT_FILES: [&str; 2] = ["etc/passwd", "etc/group"];
-/// ELF sections of Go programs: they make their system calls themselves, even when linked
-/// dynamically, so the shim cannot see what they open.
-const GO_SECTIONS: [&str; 2] = [".go.buildinfo", ".note.go.buildid"];
+/// Bytes read first: enough for a `#!` line and an ELF header (the rest of an ELF file is
+/// read piece by piece, `elf_needs`).
+const HEAD_BYTES: usize = 4096;
 
 /// A lazy tree's fetcher: the closure rule, and the socket the shim asks.
 #[derive(Debug)]
@@ -87,10 +90,14 @@ impl Fetcher {
             let _ = fetcher.prepare_file(&fetcher.tree.root().join(file));
         }
         for preload in preloads {
-            let Ok(bytes) = std::fs::read(preload) else {
+            let Ok(file) = std::fs::File::open(preload) else {
                 continue;
             };
-            if let Ok(elf) = goblin::elf::Elf::parse(&bytes) {
+            let mut head = [0; HEAD_BYTES];
+            let (Ok(meta), Ok(got)) = (file.metadata(), file.read_at(&mut head, 0)) else {
+                continue;
+            };
+            if let Some(elf) = elf_needs::read(&file, meta.len(), &head[..got]) {
                 for name in &elf.libraries {
                     let _ = fetcher.prepare_library(name);
                 }
@@ -205,35 +212,37 @@ impl Fetcher {
         if !parsable.is_some_and(|m| m.is_file() && m.len() <= MAX_PARSED_BYTES) {
             return Ok(());
         }
-        let Ok(bytes) = std::fs::read(host) else {
+        let mut head = [0; HEAD_BYTES];
+        let read = std::fs::File::open(host).and_then(|file| {
+            let len = file.metadata()?.len();
+            let got = file.read_at(&mut head, 0)?;
+            Ok((file, len, got))
+        });
+        let Ok((file, len, got)) = read else {
             // Unreadable: the exec fails by itself, with the system's error.
             return Ok(());
         };
-        if let Some(shebang) = rootfs_paths::script::parse(&bytes) {
+        let head = &head[..got];
+        if let Some(shebang) = rootfs_paths::script::parse(head) {
             if scripts < MAX_SCRIPTS {
                 let interpreter = self.in_tree(shebang.interpreter);
                 self.needs(&interpreter, true, scripts + 1, seen)?;
             }
             return Ok(());
         }
-        let Ok(elf) = goblin::elf::Elf::parse(&bytes) else {
+        let Some(elf) = elf_needs::read(&file, len, head) else {
             if program {
                 self.needs(&self.in_tree(b"/bin/sh"), true, scripts + 1, seen)?;
             }
             return Ok(());
         };
-        let go = elf.section_headers.iter().any(|s| {
-            elf.shdr_strtab
-                .get_at(s.sh_name)
-                .is_some_and(|n| GO_SECTIONS.contains(&n))
-        });
-        match elf.interpreter {
+        match &elf.interpreter {
             // A static program or a Go one: the shim cannot see what it opens.
-            _ if program && go => {
+            _ if program && elf.go => {
                 self.tree.fill_all()?;
                 return Ok(());
             }
-            None if program && elf.dynamic.is_none() => {
+            None if program && !elf.dynamic => {
                 self.tree.fill_all()?;
                 return Ok(());
             }
@@ -242,7 +251,7 @@ impl Fetcher {
         }
         let origin = host.parent().unwrap_or(host);
         let mut dirs: Vec<PathBuf> = Vec::new();
-        for list in elf.runpaths.iter().chain(&elf.rpaths) {
+        for list in &elf.search {
             for dir in list.split(':').filter(|d| !d.is_empty()) {
                 dirs.push(match dir.strip_prefix("$ORIGIN") {
                     Some(rest) => origin.join(rest.trim_start_matches('/')),

@@ -1,6 +1,7 @@
 //! Running a command inside a rootfs: the environment, the working directory, the shim,
 //! its own process group, captured output and a deadline that ends the whole group.
 
+mod elf_needs;
 mod fetcher;
 mod identity;
 mod launch;
