@@ -23,6 +23,11 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// must not exhaust memory (containerd's limits are of the same order).
 pub const MAX_METADATA_BYTES: u64 = 4 * 1024 * 1024;
 
+/// The largest skeleton read whole (compressed): about 48 bytes an entry, so a layer of a
+/// million files, where 4 MiB would have refused one of 90,000 (a conda environment or a TeX
+/// distribution has more). Its digest is the manifest's, so this only bounds memory.
+pub const MAX_SKELETON_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Opens a layout file that must be a regular file: a FIFO would hang the pull and
 /// `/dev/zero` would never end. Opened non-blocking, so a FIFO is refused, not waited on.
 fn open_regular(path: &std::path::Path) -> io::Result<fs::File> {
@@ -40,30 +45,35 @@ fn open_regular(path: &std::path::Path) -> io::Result<fs::File> {
     Ok(file)
 }
 
-/// Reads a small file whole, refusing one over [`MAX_METADATA_BYTES`].
-pub(crate) fn read_capped(reader: impl io::Read, name: &str) -> io::Result<Vec<u8>> {
+/// Reads a small file whole, refusing one over `max` bytes.
+pub(crate) fn read_capped(reader: impl io::Read, name: &str, max: u64) -> io::Result<Vec<u8>> {
     use std::io::Read as _;
     let mut bytes = Vec::new();
-    reader
-        .take(MAX_METADATA_BYTES + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_METADATA_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "{name} is larger than {MAX_METADATA_BYTES} bytes: not an index, manifest or config"
-            ),
-        ));
+    reader.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(too_large(name, max));
     }
     Ok(bytes)
+}
+
+/// The error of a file larger than what is read of it.
+pub(crate) fn too_large(name: &str, max: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{name} is larger than {max} bytes: refused"),
+    )
 }
 
 /// Where a layout's files are: paths are relative to the layout's root.
 pub trait LayoutStore: Debug + Send + Sync {
     /// The layout's location, for messages.
     fn location(&self) -> String;
-    /// Reads a small file whole.
-    fn read(&self, path: &str) -> io::Result<Vec<u8>>;
+    /// Reads a small file whole, refusing one over `max` bytes.
+    fn read_at_most(&self, path: &str, max: u64) -> io::Result<Vec<u8>>;
+    /// Reads a small file whole (an index, manifest, config or trace).
+    fn read(&self, path: &str) -> io::Result<Vec<u8>> {
+        self.read_at_most(path, MAX_METADATA_BYTES)
+    }
     /// Opens a layer for streaming.
     fn open(&self, path: &str) -> io::Result<BlobReader>;
     /// Opens a blob for ranged reads (a framed layer's frames).
@@ -81,9 +91,9 @@ impl LayoutStore for DirStore {
     fn location(&self) -> String {
         self.0.display().to_string()
     }
-    fn read(&self, path: &str) -> io::Result<Vec<u8>> {
+    fn read_at_most(&self, path: &str, max: u64) -> io::Result<Vec<u8>> {
         let full = self.0.join(path);
-        read_capped(open_regular(&full)?, &full.display().to_string())
+        read_capped(open_regular(&full)?, &full.display().to_string(), max)
     }
     fn open(&self, path: &str) -> io::Result<BlobReader> {
         let file = open_regular(&self.0.join(path))?;
@@ -145,10 +155,15 @@ impl LayoutSource {
 
     /// Reads a small blob (manifest, index, config) and checks its digest.
     fn read_blob(&self, digest: &str) -> Result<Vec<u8>, SourceError> {
+        self.read_blob_at_most(digest, MAX_METADATA_BYTES)
+    }
+
+    /// Reads a blob of at most `max` bytes and checks its digest.
+    fn read_blob_at_most(&self, digest: &str, max: u64) -> Result<Vec<u8>, SourceError> {
         let path = self.blob_path(digest)?;
         let bytes = self
             .store
-            .read(&path)
+            .read_at_most(&path, max)
             .map_err(|e| self.fail(format!("cannot read blob {digest}: {e}")))?;
         let actual = super::digest_of(&bytes);
         if actual != digest {
@@ -316,7 +331,7 @@ impl LayoutSource {
         }
         let mut skeletons = Vec::with_capacity(layers.len());
         for digest in layers.iter().filter_map(|l| l.skeleton.as_deref()) {
-            skeletons.push(self.read_blob(digest)?);
+            skeletons.push(self.read_blob_at_most(digest, MAX_SKELETON_BYTES)?);
         }
         Ok(Some(crate::lazy::LazyLayers {
             framed,
@@ -338,5 +353,91 @@ impl LayoutSource {
         layers: &[super::LayerDescriptor],
     ) -> Result<Vec<BlobReader>, SourceError> {
         layers.iter().map(|l| self.open_blob(l)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::LayerDescriptor;
+
+    /// A layout directory holding `blobs` (by digest); returns their digests.
+    fn layout_with(dir: &std::path::Path, blobs: &[&[u8]]) -> Vec<String> {
+        let store = dir.join("blobs/sha256");
+        fs::create_dir_all(&store).expect("blobs");
+        blobs
+            .iter()
+            .map(|bytes| {
+                let digest = super::super::digest_of(bytes);
+                let hex = digest.trim_start_matches("sha256:");
+                fs::write(store.join(hex), bytes).expect("blob");
+                digest
+            })
+            .collect()
+    }
+
+    /// A staged layer (frames, index and skeleton of a small tar) whose skeleton is replaced
+    /// by `skeleton`, as the manifest would name it.
+    fn staged_layer(dir: &std::path::Path, skeleton: &[u8]) -> LayerDescriptor {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(5);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "hello", &b"hello"[..])
+            .expect("tar");
+        let tar = tar.into_inner().expect("tar");
+        let layer_digest = super::super::digest_of(&tar);
+        let (mut framed, mut own_skeleton) = (Vec::new(), Vec::new());
+        let index = frames::encode(&tar[..], &layer_digest, &mut framed, &mut own_skeleton)
+            .expect("frames");
+        let index_json = serde_json::to_vec(&index).expect("index");
+        let digests = layout_with(dir, &[&tar, &framed, &index_json, skeleton]);
+        LayerDescriptor {
+            digest: digests[0].clone(),
+            size: Some(tar.len() as u64),
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+            compression: None,
+            frames: Some(digests[2].clone()),
+            skeleton: Some(digests[3].clone()),
+            stargz_toc: None,
+        }
+    }
+
+    /// A layer of ~100,000 files has a skeleton over 4 MiB: it is read (up to
+    /// [`MAX_SKELETON_BYTES`]), not refused as a manifest that never ends would be.
+    #[test]
+    fn a_skeleton_larger_than_a_manifest_may_be_is_read_up_to_its_own_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big: Vec<u8> = (0..(MAX_METADATA_BYTES + 4096))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let layer = staged_layer(dir.path(), &big);
+        let source = LayoutSource::new(dir.path().to_path_buf(), None);
+        let lazy = source
+            .open_lazy(&[layer])
+            .expect("a skeleton over 4 MiB is read")
+            .expect("the layer is staged");
+        assert_eq!(lazy.skeletons, vec![big]);
+        // A metadata read of the same blob is still refused at 4 MiB.
+        let path = format!(
+            "blobs/sha256/{}",
+            &super::super::digest_of(&lazy.skeletons[0])[7..]
+        );
+        let refused = DirStore(dir.path().to_path_buf()).read(&path);
+        assert!(refused.is_err_and(|e| e.to_string().contains("larger than 4194304 bytes")));
+    }
+
+    #[test]
+    fn a_skeleton_over_its_bound_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let huge = vec![7u8; usize::try_from(MAX_SKELETON_BYTES).expect("usize") + 1];
+        let layer = staged_layer(dir.path(), &huge);
+        let source = LayoutSource::new(dir.path().to_path_buf(), None);
+        let error = source.open_lazy(&[layer]).expect_err("refused").to_string();
+        assert!(
+            error.contains(&format!("larger than {MAX_SKELETON_BYTES} bytes")),
+            "{error}"
+        );
     }
 }

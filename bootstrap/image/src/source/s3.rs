@@ -55,7 +55,7 @@ impl LayoutStore for S3Store {
     }
 
     /// Called on a blocking thread (the layout is resolved there).
-    fn read(&self, path: &str) -> io::Result<Vec<u8>> {
+    fn read_at_most(&self, path: &str, max: u64) -> io::Result<Vec<u8>> {
         self.runtime.block_on(async {
             let object = self
                 .client
@@ -69,14 +69,11 @@ impl LayoutStore for S3Store {
                     s3_error(e, missing)
                 })?;
             let declared = object.content_length().unwrap_or(0);
-            if u64::try_from(declared).unwrap_or(0) > super::layout::MAX_METADATA_BYTES {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{path} is {declared} bytes: not an index, manifest or config"),
-                ));
+            if u64::try_from(declared).unwrap_or(0) > max {
+                return Err(super::layout::too_large(path, max));
             }
             let body = object.body.collect().await.map_err(io::Error::other)?;
-            super::layout::read_capped(body.into_bytes().as_ref(), path)
+            super::layout::read_capped(body.into_bytes().as_ref(), path, max)
         })
     }
 
