@@ -9,7 +9,9 @@
 //! checked against the file's length before anything is read.
 
 use std::fs::File;
+use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 use goblin::container::Ctx;
 use goblin::elf::dynamic::{DT_RPATH, DT_RUNPATH, Dynamic};
@@ -20,6 +22,8 @@ use goblin::strtab::Strtab;
 
 /// The largest piece read: headers and string tables are far smaller in any real file.
 const MAX_PIECE: u64 = 16 << 20;
+/// Bytes read first: enough for a `#!` line and an ELF header.
+const HEAD_BYTES: usize = 4096;
 
 /// ELF sections of Go programs: they make their system calls themselves, even when linked
 /// dynamically, so the shim cannot see what they open.
@@ -40,9 +44,43 @@ pub(crate) struct ElfNeeds {
     pub go: bool,
 }
 
+/// A file's first bytes, with the file kept open for the rest.
+pub(crate) struct Head {
+    file: File,
+    len: u64,
+    bytes: [u8; HEAD_BYTES],
+    got: usize,
+}
+
+impl Head {
+    /// Opens `path` and reads its first bytes.
+    pub(crate) fn read(path: &Path) -> io::Result<Self> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let mut bytes = [0; HEAD_BYTES];
+        let got = file.read_at(&mut bytes, 0)?;
+        Ok(Self {
+            file,
+            len,
+            bytes,
+            got,
+        })
+    }
+
+    /// The first bytes (fewer if the file is shorter): where a `#!` line is.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.got]
+    }
+
+    /// What the file asks of the loader, if it is an ELF file.
+    pub(crate) fn elf(&self) -> Option<ElfNeeds> {
+        read(&self.file, self.len, self.bytes())
+    }
+}
+
 /// The needs of the ELF file `file` of `len` bytes whose first bytes are `head`; `None` if
 /// it is not an ELF file goblin can read.
-pub(crate) fn read(file: &File, len: u64, head: &[u8]) -> Option<ElfNeeds> {
+fn read(file: &File, len: u64, head: &[u8]) -> Option<ElfNeeds> {
     let header = Elf::parse_header(head).ok()?;
     let ctx = Ctx::new(header.container().ok()?, header.endianness().ok()?);
     let piece = |offset: u64, size: u64| read_piece(file, len, offset, size);
@@ -191,9 +229,7 @@ mod tests {
                 let Some(expected) = whole(&bytes) else {
                     continue;
                 };
-                let file = File::open(&path).expect("open");
-                let head = &bytes[..bytes.len().min(4096)];
-                let got = read(&file, meta.len(), head);
+                let got = Head::read(&path).ok().and_then(|head| head.elf());
                 assert_eq!(got.as_ref(), Some(&expected), "{}", path.display());
                 checked += 1;
                 go += usize::from(expected.go);
@@ -227,9 +263,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let cut = dir.path().join("cut");
         std::fs::write(&cut, &bytes[..4096]).expect("write");
-        let file = File::open(&cut).expect("open");
         // The header is there, the program headers may be; the dynamic segment is not.
-        let got = read(&file, 4096, &bytes[..4096]);
+        let got = Head::read(&cut).expect("read").elf();
         assert!(got.is_none_or(|n| !n.dynamic && n.libraries.is_empty()));
     }
 }

@@ -21,7 +21,6 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +29,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rootfs_paths::fetch::{self, Request};
 use scar_image::lazy::{LazyFault, LazyTree};
 
-use super::elf_needs;
+use super::elf_needs::Head;
 
 /// Libraries followed from one program at most: a bound on a hostile chain of `DT_NEEDED`.
 const MAX_CLOSURE: usize = 512;
@@ -41,9 +40,6 @@ const MAX_PARSED_BYTES: u64 = 1 << 30;
 /// Files of the image that bootstrap itself reads before a program runs (the identity
 /// entries of `identity.rs`); the profile's own reads fill theirs as they go.
 const BOOT_FILES: [&str; 2] = ["etc/passwd", "etc/group"];
-/// Bytes read first: enough for a `#!` line and an ELF header (the rest of an ELF file is
-/// read piece by piece, `elf_needs`).
-const HEAD_BYTES: usize = 4096;
 
 /// A lazy tree's fetcher: the closure rule, and the socket the shim asks.
 #[derive(Debug)]
@@ -90,14 +86,7 @@ impl Fetcher {
             let _ = fetcher.prepare_file(&fetcher.tree.root().join(file));
         }
         for preload in preloads {
-            let Ok(file) = std::fs::File::open(preload) else {
-                continue;
-            };
-            let mut head = [0; HEAD_BYTES];
-            let (Ok(meta), Ok(got)) = (file.metadata(), file.read_at(&mut head, 0)) else {
-                continue;
-            };
-            if let Some(elf) = elf_needs::read(&file, meta.len(), &head[..got]) {
+            if let Some(elf) = Head::read(preload).ok().and_then(|head| head.elf()) {
                 for name in &elf.libraries {
                     let _ = fetcher.prepare_library(name);
                 }
@@ -212,25 +201,18 @@ impl Fetcher {
         if !parsable.is_some_and(|m| m.is_file() && m.len() <= MAX_PARSED_BYTES) {
             return Ok(());
         }
-        let mut head = [0; HEAD_BYTES];
-        let read = std::fs::File::open(host).and_then(|file| {
-            let len = file.metadata()?.len();
-            let got = file.read_at(&mut head, 0)?;
-            Ok((file, len, got))
-        });
-        let Ok((file, len, got)) = read else {
+        let Ok(head) = Head::read(host) else {
             // Unreadable: the exec fails by itself, with the system's error.
             return Ok(());
         };
-        let head = &head[..got];
-        if let Some(shebang) = rootfs_paths::script::parse(head) {
+        if let Some(shebang) = rootfs_paths::script::parse(head.bytes()) {
             if scripts < MAX_SCRIPTS {
                 let interpreter = self.in_tree(shebang.interpreter);
                 self.needs(&interpreter, true, scripts + 1, seen)?;
             }
             return Ok(());
         }
-        let Some(elf) = elf_needs::read(&file, len, head) else {
+        let Some(elf) = head.elf() else {
             if program {
                 self.needs(&self.in_tree(b"/bin/sh"), true, scripts + 1, seen)?;
             }
