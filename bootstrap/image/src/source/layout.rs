@@ -19,6 +19,9 @@ use crate::platform::Platform;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+/// Threads reading the small blobs of a layout's layers at once (frame indexes, skeletons).
+const READERS: usize = 8;
+
 /// The largest `index.json`, manifest or config read whole: a "manifest" that never ends
 /// must not exhaust memory (containerd's limits are of the same order).
 pub const MAX_METADATA_BYTES: u64 = 4 * 1024 * 1024;
@@ -262,26 +265,53 @@ impl LayoutSource {
         &self,
         layers: &[super::LayerDescriptor],
     ) -> Result<Vec<LayerBytes>, SourceError> {
-        layers
-            .iter()
-            .map(|l| match &l.frames {
-                None => Ok(LayerBytes::Stream(self.open_blob(l)?)),
-                Some(index_digest) => {
-                    let bytes = self.read_blob(index_digest)?;
-                    let index = FrameIndex::parse(&bytes, index_digest, &l.digest)
-                        .map_err(|e| self.fail(e.to_string()))?;
-                    let path = self.blob_path(&index.blob)?;
-                    let source = self.store.ranges(&path).map_err(|e| {
-                        self.fail(format!("cannot open the frames of layer {}: {e}", l.digest))
-                    })?;
-                    Ok(LayerBytes::Framed(FramedLayer {
-                        index,
-                        source,
-                        codec: frames::FrameCodec::Zstd,
-                    }))
-                }
-            })
-            .collect()
+        self.each_at_once(layers, |l| match &l.frames {
+            None => Ok(LayerBytes::Stream(self.open_blob(l)?)),
+            Some(index_digest) => {
+                let bytes = self.read_blob(index_digest)?;
+                let index = FrameIndex::parse(&bytes, index_digest, &l.digest)
+                    .map_err(|e| self.fail(e.to_string()))?;
+                let path = self.blob_path(&index.blob)?;
+                let source = self.store.ranges(&path).map_err(|e| {
+                    self.fail(format!("cannot open the frames of layer {}: {e}", l.digest))
+                })?;
+                Ok(LayerBytes::Framed(FramedLayer {
+                    index,
+                    source,
+                    codec: frames::FrameCodec::Zstd,
+                }))
+            }
+        })
+    }
+
+    /// `open` of each layer, on up to [`READERS`] threads, in the layers' order: a store far
+    /// away (S3) answers each small read after a round trip, and a staged image has two per
+    /// layer (its frame index, its skeleton) before anything else can start.
+    fn each_at_once<T: Send>(
+        &self,
+        layers: &[super::LayerDescriptor],
+        open: impl Fn(&super::LayerDescriptor) -> Result<T, SourceError> + Sync,
+    ) -> Result<Vec<T>, SourceError> {
+        if layers.len() < 2 {
+            return layers.iter().map(open).collect();
+        }
+        let open = &open;
+        std::thread::scope(|scope| {
+            let readers: Vec<_> = layers
+                .chunks(layers.len().div_ceil(READERS))
+                .map(|chunk| {
+                    scope.spawn(move || chunk.iter().map(open).collect::<Result<Vec<T>, _>>())
+                })
+                .collect();
+            let mut opened = Vec::with_capacity(layers.len());
+            for reader in readers {
+                let part = reader
+                    .join()
+                    .unwrap_or_else(|_| Err(self.fail("a thread reading the layout panicked")))?;
+                opened.extend(part);
+            }
+            Ok(opened)
+        })
     }
 
     /// The access trace stored for the image with this manifest digest (none when it is
@@ -329,10 +359,10 @@ impl LayoutSource {
                 LayerBytes::Stream(_) => return Ok(None),
             }
         }
-        let mut skeletons = Vec::with_capacity(layers.len());
-        for digest in layers.iter().filter_map(|l| l.skeleton.as_deref()) {
-            skeletons.push(self.read_blob_at_most(digest, MAX_SKELETON_BYTES)?);
-        }
+        let skeletons = self.each_at_once(layers, |l| match l.skeleton.as_deref() {
+            Some(digest) => self.read_blob_at_most(digest, MAX_SKELETON_BYTES),
+            None => Err(self.fail(format!("layer {} has no skeleton", l.digest))),
+        })?;
         Ok(Some(crate::lazy::LazyLayers {
             framed,
             skeletons,
@@ -378,13 +408,13 @@ mod tests {
 
     /// A staged layer (frames, index and skeleton of a small tar) whose skeleton is replaced
     /// by `skeleton`, as the manifest would name it.
-    fn staged_layer(dir: &std::path::Path, skeleton: &[u8]) -> LayerDescriptor {
+    fn staged_layer(dir: &std::path::Path, name: &str, skeleton: &[u8]) -> LayerDescriptor {
         let mut tar = tar::Builder::new(Vec::new());
         let mut header = tar::Header::new_gnu();
-        header.set_size(5);
+        header.set_size(name.len() as u64);
         header.set_mode(0o644);
         header.set_cksum();
-        tar.append_data(&mut header, "hello", &b"hello"[..])
+        tar.append_data(&mut header, name, name.as_bytes())
             .expect("tar");
         let tar = tar.into_inner().expect("tar");
         let layer_digest = super::super::digest_of(&tar);
@@ -412,7 +442,7 @@ mod tests {
         let big: Vec<u8> = (0..(MAX_METADATA_BYTES + 4096))
             .map(|i| (i % 251) as u8)
             .collect();
-        let layer = staged_layer(dir.path(), &big);
+        let layer = staged_layer(dir.path(), "hello", &big);
         let source = LayoutSource::new(dir.path().to_path_buf(), None);
         let lazy = source
             .open_lazy(&[layer])
@@ -432,12 +462,41 @@ mod tests {
     fn a_skeleton_over_its_bound_is_refused_by_name() {
         let dir = tempfile::tempdir().expect("tempdir");
         let huge = vec![7u8; usize::try_from(MAX_SKELETON_BYTES).expect("usize") + 1];
-        let layer = staged_layer(dir.path(), &huge);
+        let layer = staged_layer(dir.path(), "hello", &huge);
         let source = LayoutSource::new(dir.path().to_path_buf(), None);
         let error = source.open_lazy(&[layer]).expect_err("refused").to_string();
         assert!(
             error.contains(&format!("larger than {MAX_SKELETON_BYTES} bytes")),
             "{error}"
         );
+    }
+
+    /// Several layers' indexes and skeletons are read at once, and come back in the layers'
+    /// order.
+    #[test]
+    fn many_layers_open_in_their_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let names: Vec<String> = (0..11).map(|n| format!("file-{n}")).collect();
+        let layers: Vec<LayerDescriptor> = names
+            .iter()
+            .map(|name| staged_layer(dir.path(), name, format!("skeleton of {name}").as_bytes()))
+            .collect();
+        let source = LayoutSource::new(dir.path().to_path_buf(), None);
+        let lazy = source.open_lazy(&layers).expect("opened").expect("staged");
+        let skeletons: Vec<String> = lazy
+            .skeletons
+            .iter()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
+        let expected: Vec<String> = names.iter().map(|n| format!("skeleton of {n}")).collect();
+        assert_eq!(skeletons, expected);
+        let framed: Vec<&str> = lazy.framed.iter().map(|f| f.index.layer.as_str()).collect();
+        let digests: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();
+        assert_eq!(framed, digests);
+        // One layer that cannot be read fails the whole, by name.
+        let mut broken = layers.clone();
+        broken[7].skeleton = Some(format!("sha256:{}", "0".repeat(64)));
+        let error = source.open_lazy(&broken).expect_err("refused").to_string();
+        assert!(error.contains("cannot read blob sha256:000"), "{error}");
     }
 }
