@@ -303,14 +303,22 @@ impl LayoutSource {
                     scope.spawn(move || chunk.iter().map(open).collect::<Result<Vec<T>, _>>())
                 })
                 .collect();
-            let mut opened = Vec::with_capacity(layers.len());
-            for reader in readers {
-                let part = reader
-                    .join()
-                    .unwrap_or_else(|_| Err(self.fail("a thread reading the layout panicked")))?;
-                opened.extend(part);
-            }
-            Ok(opened)
+            // Every reader joined before the first error is returned: one left running would
+            // be joined by the scope, which panics if it did.
+            let parts: Vec<_> = readers
+                .into_iter()
+                .map(|reader| {
+                    reader
+                        .join()
+                        .unwrap_or_else(|_| Err(self.fail("a thread reading the layout panicked")))
+                })
+                .collect();
+            parts
+                .into_iter()
+                .try_fold(Vec::with_capacity(layers.len()), |mut opened, part| {
+                    opened.extend(part?);
+                    Ok(opened)
+                })
         })
     }
 
