@@ -144,9 +144,10 @@ def estargz(repo, layout, tag):
 WANTED = os.environ.get("BENCH_SOURCES", "s3,layout,estargz").split(",")
 IMAGE = os.environ.get("BENCH_IMAGE", "scientific")
 # The harness builds the polyglot image's layout; the scientific one is built here, once.
-REPO, LAYOUT, TAG = {"polyglot": ("library/polyglot", "oci-polyglot", "bookworm"),
-                     "scientific": (scientific() if IMAGE == "scientific" else "", "oci-scientific",
-                                    "latest")}[IMAGE]
+if IMAGE == "polyglot":
+    REPO, LAYOUT, TAG = "library/polyglot", "oci-polyglot", "bookworm"
+else:
+    REPO, LAYOUT, TAG = scientific()
 sources = []
 if "s3" in WANTED or "layout" in WANTED:
     s3, layout = stage(DEPLOYER, REPO)

@@ -44,16 +44,16 @@ def pushed(repo):
 def scientific():
     """The harness's polyglot image plus one layer of SciPy, pandas, scikit-learn, Matplotlib
     and the compilers, built once (scripts/build-derived-image.sh) and pushed to the local
-    registry as `library/scientific`; returns that repository."""
-    repo = "library/scientific"
+    registry; returns (its repository, its layout's name under WORK, its tag)."""
+    repo, layout, tag = "library/scientific", "oci-scientific", "latest"
     if not pushed(repo):
-        layout = os.path.join(WORK, "oci-scientific")
         subprocess.run([os.path.join(HERE, "../scripts/build-derived-image.sh"),
-                        os.path.join(WORK, "oci-polyglot"), "bookworm", layout, "latest"]
+                        os.path.join(WORK, "oci-polyglot"), "bookworm", os.path.join(WORK, layout), tag]
                        + SCIENTIFIC_PACKAGES, check=True)
         subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", "--preserve-digests",
-                        f"oci:{layout}:latest", f"docker://{REGISTRY}/{repo}:latest"], check=True)
-    return repo
+                        f"oci:{os.path.join(WORK, layout)}:{tag}", f"docker://{REGISTRY}/{repo}:{tag}"],
+                       check=True)
+    return repo, layout, tag
 
 
 def stage(deployer, repo):
