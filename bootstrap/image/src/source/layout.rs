@@ -397,7 +397,7 @@ impl LayoutSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::LayerDescriptor;
+    use crate::source::{LayerDescriptor, digest_of};
 
     /// A layout directory holding `blobs` (by digest); returns their digests.
     fn layout_with(dir: &std::path::Path, blobs: &[&[u8]]) -> Vec<String> {
@@ -406,7 +406,7 @@ mod tests {
         blobs
             .iter()
             .map(|bytes| {
-                let digest = super::super::digest_of(bytes);
+                let digest = digest_of(bytes);
                 let hex = digest.trim_start_matches("sha256:");
                 fs::write(store.join(hex), bytes).expect("blob");
                 digest
@@ -425,7 +425,7 @@ mod tests {
         tar.append_data(&mut header, name, name.as_bytes())
             .expect("tar");
         let tar = tar.into_inner().expect("tar");
-        let layer_digest = super::super::digest_of(&tar);
+        let layer_digest = digest_of(&tar);
         let (mut framed, mut own_skeleton) = (Vec::new(), Vec::new());
         let index = frames::encode(&tar[..], &layer_digest, &mut framed, &mut own_skeleton)
             .expect("frames");
@@ -458,10 +458,9 @@ mod tests {
             .expect("the layer is staged");
         assert_eq!(lazy.skeletons, vec![big]);
         // A metadata read of the same blob is still refused at 4 MiB.
-        let path = format!(
-            "blobs/sha256/{}",
-            &super::super::digest_of(&lazy.skeletons[0])[7..]
-        );
+        let path = source
+            .blob_path(&digest_of(&lazy.skeletons[0]))
+            .expect("a blob's path");
         let refused = DirStore(dir.path().to_path_buf()).read(&path);
         assert!(refused.is_err_and(|e| e.to_string().contains("larger than 4194304 bytes")));
     }
