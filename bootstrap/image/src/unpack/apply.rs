@@ -406,7 +406,15 @@ impl LayerApplier {
                 Ok(meta) if meta.is_dir() => {}
                 // Removed by a later layer's whiteout, or now a file.
                 Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                // Removed, or gone with a parent that a later layer made a file.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => return Err(UnpackError::io(full, e)),
             }
             let time = FileTime::from_unix_time(*mtime, 0);
@@ -756,5 +764,50 @@ fn entry_type_name(kind: EntryType) -> String {
         format!("{name} ('{}')", byte as char)
     } else {
         format!("{name} (byte {byte})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(entries: &[(&str, EntryType)]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, kind) in entries {
+            let mut header = tar::Header::new_ustar();
+            header.set_path(name).expect("name");
+            header.set_entry_type(*kind);
+            header.set_mode(0o755);
+            header.set_mtime(1_000_000);
+            header.set_size(0);
+            header.set_cksum();
+            builder.append(&header, &[][..]).expect("append");
+        }
+        builder.into_inner().expect("tar")
+    }
+
+    /// A layer that makes a file of a lower layer's directory removes the directories below
+    /// it too; setting their times at the end must not trip over them (it once failed the
+    /// whole pull with "Not a directory").
+    #[test]
+    fn a_directory_made_a_file_by_a_later_layer_takes_its_subdirectories_with_it() {
+        for skeleton in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let root = dir.path().to_path_buf();
+            let mut applier = if skeleton {
+                LayerApplier::for_skeletons(root.clone(), root.clone())
+            } else {
+                LayerApplier::new(root.clone(), root.clone())
+            };
+            let lower = layer(&[("a/", EntryType::Directory), ("a/b/", EntryType::Directory)]);
+            applier.apply(&lower[..]).expect("lower layer");
+            applier
+                .apply(&layer(&[("a", EntryType::Regular)])[..])
+                .expect("upper layer");
+            applier.finish().expect("finish");
+            let meta = fs::symlink_metadata(root.join("a")).expect("a");
+            assert!(meta.is_file(), "skeleton {skeleton}: a is a file");
+            assert_eq!(meta.mtime(), 1_000_000);
+        }
     }
 }
