@@ -72,6 +72,114 @@ fn tar_bytes() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// Layers whose entries reuse a few names, so that they collide as real layers do: a file
+/// replaces a lower file, directory or symlink, a directory a file, whiteouts and opaque
+/// markers remove what a lower layer made, hard links name files of this layer and lower
+/// ones, and some files are skeleton placeholders (their size and offset in PAX records).
+fn colliding_layers() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    const NAMES: &[&str] = &["a", "a/b", "a/b/c", "a/d", "e", "e/f", "a/b/g", "h"];
+    const WHITEOUTS: &[&str] = &["a/.wh.b", ".wh.a", "a/.wh..wh..opq", "e/.wh.f", ".wh.h"];
+    let entry = (
+        0usize..NAMES.len() + WHITEOUTS.len(),
+        prop::sample::select(vec![b'0', b'0', b'0', b'5', b'5', b'2', b'1']),
+        prop::sample::select(NAMES.to_vec()),
+        prop::option::of(0u64..100_000),
+        0usize..200,
+        0u32..0o1000,
+    );
+    let layer = prop::collection::vec(entry, 1..10).prop_map(|entries| {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, kind, link, left_out, data, mode) in entries {
+            let (name, kind) = match NAMES.get(name) {
+                Some(name) => (*name, kind),
+                None => (WHITEOUTS[name - NAMES.len()], b'0'),
+            };
+            let mut header = tar::Header::new_ustar();
+            let _ = header.set_path(name);
+            header.set_entry_type(tar::EntryType::new(kind));
+            header.set_mode(mode | 0o400);
+            header.set_mtime(1_000_000 + data as u64);
+            let data = match kind {
+                b'0' => vec![data as u8; data],
+                _ => {
+                    let _ = header.set_link_name(link);
+                    Vec::new()
+                }
+            };
+            if let (Some(size), b'0') = (left_out, kind) {
+                let size = size.to_string();
+                let records = [
+                    (crate::skeleton::SIZE_RECORD, size.as_bytes()),
+                    (crate::skeleton::OFFSET_RECORD, b"512".as_slice()),
+                ];
+                let _ = builder.append_pax_extensions(records);
+                header.set_size(0);
+                header.set_cksum();
+                let _ = builder.append(&header, &[][..]);
+                continue;
+            }
+            header.set_size(data.len() as u64);
+            header.set_cksum();
+            let _ = builder.append(&header, &data[..]);
+        }
+        builder.into_inner().unwrap_or_default()
+    });
+    prop::collection::vec(layer, 1..4)
+}
+
+/// `layers` applied as skeletons into a new directory of `dir`, by `applier`: the tree, the
+/// placeholders (with the name of the file each inode is) and links, or the error (its paths
+/// relative to the tree).
+fn skeleton_tree(
+    dir: &std::path::Path,
+    name: &str,
+    layers: &[Vec<u8>],
+    applier: fn(std::path::PathBuf, std::path::PathBuf) -> LayerApplier,
+) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let root = dir.join(name);
+    std::fs::create_dir(&root).map_err(|e| e.to_string())?;
+    let mut applier = applier(root.clone(), root.clone());
+    let relative = |e: crate::unpack::UnpackError| {
+        format!("error: {e}").replace(&format!("{}/", root.display()), "")
+    };
+    for layer in layers {
+        applier.apply(&layer[..]).map_err(relative)?;
+    }
+    let lazy = applier.take_lazy_files();
+    applier.finish().map_err(relative)?;
+    // A directory no entry named was made when first needed: its time is the clock's.
+    let made_now = |text: &str| match text.rsplit_once(" mtime ") {
+        Some((kind, time)) if time.parse::<u64>().is_ok_and(|t| t > 1_500_000_000) => {
+            format!("{kind} mtime (made now)")
+        }
+        _ => text.to_string(),
+    };
+    let tree: Vec<(String, String)> = crate::lazy::tests::walk(&root, true)
+        .into_iter()
+        .map(|(name, text)| (name, made_now(&text)))
+        .collect();
+    let mut placeholders: Vec<String> = lazy
+        .files
+        .iter()
+        .map(|(rel, p)| {
+            let inode_is_the_files = std::fs::symlink_metadata(root.join(rel))
+                .is_ok_and(|m| (m.dev(), m.ino()) == p.inode);
+            format!(
+                "{} {} {} {} {inode_is_the_files}",
+                rel.display(),
+                p.layer,
+                p.offset,
+                p.size
+            )
+        })
+        .collect();
+    placeholders.sort();
+    let mut links: Vec<_> = lazy.links.iter().collect();
+    links.sort();
+    Ok(format!("{tree:#?}\n{placeholders:#?}\n{links:?}"))
+}
+
 /// A registry's image manifest (two layers) and index, to mutate.
 const MANIFEST: &[u8] = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":1200},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:2222222222222222222222222222222222222222222222222222222222222222","size":30000000},{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"sha256:3333333333333333333333333333333333333333333333333333333333333333","size":1024}]}"#;
 const INDEX: &[u8] = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:4444444444444444444444444444444444444444444444444444444444444444","size":500,"platform":{"architecture":"amd64","os":"linux"}},{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:5555555555555555555555555555555555555555555555555555555555555555","size":500,"platform":{"architecture":"arm64","os":"linux","variant":"v8"}}]}"#;
@@ -264,6 +372,21 @@ proptest! {
                 let _ = reader.by_ref().take(1 << 20).read_to_end(&mut sink);
             }
         }
+    }
+
+    #[test]
+    fn skeletons_give_one_tree_whether_the_finisher_makes_their_files_or_the_applier_does(
+        layers in colliding_layers(),
+    ) {
+        let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let alone = skeleton_tree(
+            dir.path(),
+            "alone",
+            &layers,
+            LayerApplier::for_skeletons_on_one_thread,
+        );
+        let handed = skeleton_tree(dir.path(), "handed", &layers, LayerApplier::for_skeletons);
+        prop_assert_eq!(alone, handed);
     }
 
     #[test]

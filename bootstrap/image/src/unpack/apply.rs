@@ -1,17 +1,17 @@
 //! The per-entry loop: one tar stream applied onto the staging rootfs.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
 use tar::EntryType;
 
 use super::UnpackError;
-use super::finisher::{Content, Finisher, Job};
+use super::finisher::{self, Content, Finisher, Job, Made, Report, Target};
 use super::path::{self, Whiteout};
 use super::path_set::PathSet;
 use super::sparse::Sparse;
@@ -57,9 +57,26 @@ pub struct LayerApplier {
     layers_applied: usize,
     /// When applying skeletons: the files left for later, by name.
     lazy: Option<LazyFiles>,
-    /// When applying skeletons: the threads that finish each new file's length or bytes,
-    /// mode and times (`finisher.rs`); `None`, the applier does it itself.
+    /// When applying skeletons: the threads that make new files and finish each one's
+    /// length or bytes, mode and times (`finisher.rs`); `None`, the applier does it itself.
     finisher: Option<Finisher>,
+    /// Directories this applier made or found, none removed since: a new file in one of them
+    /// can be made by the finisher, as nothing but a name of the same layer can be in its
+    /// way, and the applier waits for every such name before touching it again.
+    known_dirs: PathSet,
+    /// Files handed to the finisher to make, not yet reported, by ticket.
+    unmade: HashMap<u64, Unmade>,
+    /// Their names.
+    unmade_names: HashSet<PathBuf>,
+    next_ticket: u64,
+}
+
+/// A file the finisher is making.
+#[derive(Debug)]
+struct Unmade {
+    rel: PathBuf,
+    /// For a placeholder, what the lazy tree lists once its inode is known.
+    placeholder: Option<Placeholder>,
 }
 
 /// Inline files of a skeleton up to this size travel to the finisher with their bytes.
@@ -150,6 +167,10 @@ impl LayerApplier {
             layers_applied: 0,
             lazy: None,
             finisher: None,
+            known_dirs: PathSet::default(),
+            unmade: HashMap::new(),
+            unmade_names: HashSet::new(),
+            next_ticket: 0,
         }
     }
 
@@ -163,6 +184,16 @@ impl LayerApplier {
         Self {
             lazy: Some(LazyFiles::default()),
             finisher,
+            ..Self::new(staging, final_root)
+        }
+    }
+
+    /// As [`Self::for_skeletons`], with every file made on the applier's own thread: the
+    /// reference the finisher's way is checked against.
+    #[cfg(test)]
+    pub(crate) fn for_skeletons_on_one_thread(staging: PathBuf, final_root: PathBuf) -> Self {
+        Self {
+            lazy: Some(LazyFiles::default()),
             ..Self::new(staging, final_root)
         }
     }
@@ -205,6 +236,9 @@ impl LayerApplier {
                 Err(path::NameError::Empty) if entry.header().entry_type().is_dir() => continue,
                 Err(e) => return Err(unsafe_entry(e.reason())),
             };
+            if self.is_being_made(&rel) {
+                self.settle_unmade(true)?;
+            }
             if let Some(link) = self.symlinked_ancestor(&rel) {
                 return Err(unsafe_entry(&format!(
                     "parent {} is a symlink",
@@ -213,6 +247,7 @@ impl LayerApplier {
             }
             match path::whiteout(&rel) {
                 Whiteout::Remove(name) => {
+                    self.settle_unmade(true)?;
                     let victim = rel.with_file_name(name);
                     if !layer.written.contains(&victim) {
                         self.remove(&victim)?;
@@ -221,6 +256,7 @@ impl LayerApplier {
                     continue;
                 }
                 Whiteout::Opaque => {
+                    self.settle_unmade(true)?;
                     let dir = rel.parent().unwrap_or(Path::new("")).to_path_buf();
                     self.clear_lower(&dir, &layer.written)?;
                     layer.stats.whiteouts += 1;
@@ -275,12 +311,39 @@ impl LayerApplier {
                 }
                 EntryType::Regular | EntryType::Continuous => {
                     let mode = mode | 0o400;
-                    let (full, file) = self.create_fresh(&rel, |full| create_file(full, mode))?;
                     let left_out = match self.lazy {
                         Some(_) => skeleton::placeholder_records(&mut entry)
                             .map_err(|reason| unsafe_entry(&reason))?,
                         None => None,
                     };
+                    if sparse.is_none() && self.can_hand_over_creation(&rel) {
+                        let handed = match left_out {
+                            Some((offset, size)) => Some((
+                                Content::Length(size),
+                                Some(Placeholder {
+                                    layer: layer_number,
+                                    offset,
+                                    size,
+                                    inode: (0, 0),
+                                }),
+                            )),
+                            None if entry.size() <= HANDED_OVER_BYTES => {
+                                let mut bytes = Vec::with_capacity(entry.size() as usize);
+                                entry.read_to_end(&mut bytes).map_err(UnpackError::Stream)?;
+                                layer.stats.file_bytes += bytes.len() as u64;
+                                Some((Content::Bytes(bytes), None))
+                            }
+                            None => None,
+                        };
+                        if let Some((content, placeholder)) = handed {
+                            self.hand_over_creation(&rel, content, placeholder, mode, mtime)?;
+                            layer.stats.files += 1;
+                            layer.written.insert(rel);
+                            continue;
+                        }
+                    }
+                    let (full, file) =
+                        self.create_fresh(&rel, |full| finisher::create_file(full, mode))?;
                     if let Some((offset, size)) = left_out {
                         let meta = file.metadata().map_err(|e| UnpackError::io(&full, e))?;
                         // Sparse on every filesystem /tmp may be: no block is written.
@@ -339,6 +402,9 @@ impl LayerApplier {
                         .ok_or_else(|| unsafe_entry("hard link without a target"))?;
                     let target_rel = path::entry_name(&target)
                         .map_err(|e| unsafe_entry(&format!("hard link target {}", e.reason())))?;
+                    if self.is_being_made(&target_rel) {
+                        self.settle_unmade(true)?;
+                    }
                     if self.symlinked_ancestor(&target_rel).is_some() {
                         return Err(unsafe_entry("hard link target lies below a symlink"));
                     }
@@ -382,6 +448,8 @@ impl LayerApplier {
             }
             layer.written.insert(rel);
         }
+        // The next layer's whiteouts, and the stats, see every file of this one.
+        self.settle_unmade(true)?;
         Ok(layer.stats)
     }
 
@@ -389,6 +457,7 @@ impl LayerApplier {
     /// another symlink, then sets directory mtimes, last of all so that no later write
     /// disturbs them.
     pub fn finish(mut self) -> Result<(), UnpackError> {
+        self.settle_unmade(true)?;
         if let Some(finisher) = self.finisher.take() {
             finisher
                 .finish()
@@ -492,6 +561,8 @@ impl LayerApplier {
 
     /// Makes room for a non-directory entry at `rel`: parents exist, nothing is in the way.
     fn prepare(&mut self, rel: &Path) -> Result<PathBuf, UnpackError> {
+        // What is in the way may be a directory with files still being made below it.
+        self.settle_unmade(true)?;
         let full = self.staging.join(rel);
         match fs::symlink_metadata(&full) {
             Ok(meta) if meta.is_dir() => self.remove(rel)?,
@@ -513,16 +584,26 @@ impl LayerApplier {
     fn ensure_parents(&mut self, rel_dir: &Path) -> Result<(), UnpackError> {
         let full = self.staging.join(rel_dir);
         match fs::symlink_metadata(&full) {
-            Ok(meta) if meta.is_dir() => Ok(()),
-            Ok(_) => self.make_dir(rel_dir, 0o755),
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return self.make_dir(rel_dir, 0o755),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&full).map_err(|e| UnpackError::io(&full, e))
+                fs::create_dir_all(&full).map_err(|e| UnpackError::io(&full, e))?;
             }
-            Err(e) => Err(UnpackError::io(&full, e)),
+            Err(e) => return Err(UnpackError::io(&full, e)),
         }
+        for dir in rel_dir.ancestors().filter(|d| !d.as_os_str().is_empty()) {
+            self.known_dirs.insert(dir);
+        }
+        Ok(())
     }
 
     fn make_dir(&mut self, rel: &Path, mode: u32) -> Result<(), UnpackError> {
+        self.make_dir_on_disk(rel, mode)?;
+        self.known_dirs.insert(rel);
+        Ok(())
+    }
+
+    fn make_dir_on_disk(&mut self, rel: &Path, mode: u32) -> Result<(), UnpackError> {
         let full = self.staging.join(rel);
         // The common case first, in one system call: a new directory whose mode the umask
         // leaves whole. A name already taken or a missing parent goes the long way below.
@@ -592,7 +673,7 @@ impl LayerApplier {
         mtime: i64,
     ) -> Result<(), UnpackError> {
         let job = Job {
-            file,
+            target: Target::Open(file),
             path,
             content,
             chmod: self.chmod_for(mode),
@@ -600,7 +681,155 @@ impl LayerApplier {
         };
         match &mut self.finisher {
             Some(finisher) => finisher.send(job),
-            None => super::finisher::finish_now(job),
+            None => finisher::finish_now(job),
+        }
+        .map_err(|(path, e)| UnpackError::io(path, e))
+    }
+
+    /// Whether the finisher can make the new file `rel`: its directory is one the applier
+    /// knows to be there (so the only failure that leaves work undone is a name taken), and
+    /// `rel` is not a directory (replacing one removes a tree: the applier's long way).
+    fn can_hand_over_creation(&self, rel: &Path) -> bool {
+        self.finisher.is_some()
+            && rel
+                .parent()
+                .is_some_and(|p| p.as_os_str().is_empty() || self.known_dirs.contains(p))
+            && !self.known_dirs.contains(rel)
+    }
+
+    /// Hands the new file `rel` to the finisher to make; a placeholder is listed once its
+    /// inode is reported ([`Self::settle_unmade`]).
+    fn hand_over_creation(
+        &mut self,
+        rel: &Path,
+        content: Content,
+        placeholder: Option<Placeholder>,
+        mode: u32,
+        mtime: i64,
+    ) -> Result<(), UnpackError> {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let job = Job {
+            target: Target::Create { mode, ticket },
+            path: self.staging.join(rel),
+            content,
+            chmod: self.chmod_for(mode),
+            mtime,
+        };
+        let Some(finisher) = self.finisher.as_mut() else {
+            return Err(UnpackError::io(
+                &job.path,
+                io::Error::other("no finisher to make the file"),
+            ));
+        };
+        finisher
+            .send(job)
+            .map_err(|(path, e)| UnpackError::io(path, e))?;
+        self.unmade_names.insert(rel.to_path_buf());
+        self.unmade.insert(
+            ticket,
+            Unmade {
+                rel: rel.to_path_buf(),
+                placeholder,
+            },
+        );
+        // Reports read as they come keep the tables small; a name found taken waits.
+        if self.unmade.len() >= 1024 {
+            self.settle_unmade(false)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `rel`, or a directory above it, is a file the finisher is still making.
+    fn is_being_made(&self, rel: &Path) -> bool {
+        if self.unmade_names.is_empty() {
+            return false;
+        }
+        if self.unmade_names.contains(rel) {
+            return true;
+        }
+        // Every directory on disk is known (made by `make_dir` or `ensure_parents`, forgotten
+        // by `remove`), and no name being made is: below a known directory, nothing above
+        // `rel` is being made, and the common case costs no more lookups.
+        if rel
+            .parent()
+            .is_some_and(|p| p.as_os_str().is_empty() || self.known_dirs.contains(p))
+        {
+            return false;
+        }
+        rel.ancestors()
+            .skip(1)
+            .filter(|p| !p.as_os_str().is_empty())
+            .any(|p| self.unmade_names.contains(p))
+    }
+
+    /// Takes the finisher's reports on the files it makes: all of them when `all` (or when
+    /// a name was found taken), else those in. A placeholder made is listed; a name found
+    /// taken (a lower layer's file there) goes the applier's long way, in the tar's order,
+    /// once every file handed over before it is made.
+    fn settle_unmade(&mut self, all: bool) -> Result<(), UnpackError> {
+        let Some(finisher) = self.finisher.as_mut() else {
+            return Ok(());
+        };
+        if self.unmade.is_empty() {
+            return Ok(());
+        }
+        let mut reports = finisher.reports_in();
+        if all || reports.iter().any(|r| matches!(r.made, Made::Taken(_))) {
+            let rest = finisher
+                .all_reports()
+                .map_err(|(path, e)| UnpackError::io(path, e))?;
+            reports.extend(rest);
+        }
+        let mut taken = Vec::new();
+        for Report { ticket, made } in reports {
+            let Some(unmade) = self.unmade.remove(&ticket) else {
+                continue;
+            };
+            self.unmade_names.remove(&unmade.rel);
+            match made {
+                Made::Done(dev, ino) => {
+                    if let (Some(mut placeholder), Some(lazy)) =
+                        (unmade.placeholder, self.lazy.as_mut())
+                    {
+                        placeholder.inode = (dev, ino);
+                        lazy.add_placeholder(&unmade.rel, placeholder);
+                    }
+                }
+                Made::Taken(job) => taken.push((ticket, unmade, job)),
+                Made::Failed(path, e) => return Err(UnpackError::io(path, e)),
+            }
+        }
+        taken.sort_by_key(|(ticket, ..)| *ticket);
+        for (_, unmade, job) in taken {
+            self.make_in_place_of(unmade, job)?;
+        }
+        Ok(())
+    }
+
+    /// The long way for a file whose name the finisher found taken: what is there goes, as
+    /// for any entry, and the file is made and handed over open.
+    fn make_in_place_of(&mut self, unmade: Unmade, job: Job) -> Result<(), UnpackError> {
+        let Target::Create { mode, .. } = job.target else {
+            return Ok(());
+        };
+        let (full, file) =
+            self.create_fresh(&unmade.rel, |full| finisher::create_file(full, mode))?;
+        if let (Some(mut placeholder), true) = (unmade.placeholder, self.lazy.is_some()) {
+            let meta = file.metadata().map_err(|e| UnpackError::io(&full, e))?;
+            placeholder.inode = (meta.dev(), meta.ino());
+            if let Some(lazy) = self.lazy.as_mut() {
+                lazy.add_placeholder(&unmade.rel, placeholder);
+            }
+        }
+        let job = Job {
+            target: Target::Open(file),
+            path: full,
+            ..job
+        };
+        match &mut self.finisher {
+            Some(finisher) => finisher.send(job),
+            None => finisher::finish_now(job),
         }
         .map_err(|(path, e)| UnpackError::io(path, e))
     }
@@ -633,10 +862,13 @@ impl LayerApplier {
 
     /// Deletes `rel` (file, link or whole tree) if present.
     fn remove(&mut self, rel: &Path) -> Result<(), UnpackError> {
+        self.settle_unmade(true)?;
         let full = self.staging.join(rel);
         let result = match fs::symlink_metadata(&full) {
             Ok(meta) if meta.is_dir() => {
                 self.symlinks.remove_under(rel);
+                self.known_dirs.remove_under(rel);
+                self.known_dirs.remove(rel);
                 if let Some(lazy) = self.lazy.as_mut() {
                     lazy.forget(rel, true);
                 }
@@ -689,17 +921,6 @@ fn in_the_way(error: &io::Error) -> bool {
         error.kind(),
         io::ErrorKind::AlreadyExists | io::ErrorKind::NotFound
     )
-}
-
-/// A new file with its final mode: the descriptor stays writable even for a read-only mode,
-/// and `finish_file`'s fchmod is only needed when the umask took bits away.
-fn create_file(full: &Path, mode: u32) -> io::Result<fs::File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(full)
 }
 
 /// The process umask (read by setting it and putting it back: there is no getter before

@@ -1,24 +1,31 @@
-//! The last system calls of each new file of a skeleton, made off the applier's thread.
+//! The system calls that make and finish each new file of a skeleton, off the applier's thread.
 //!
 //! Building a lazy tree is system calls, about six per file (create, length or bytes, mode,
 //! times, `fstat`, close), for tens of thousands of files, and one thread making them leaves
 //! the other cores idle while the command waits for its tree. The applier keeps every
-//! operation on names (create, link, remove, the checks of what is in the way) on its own
-//! thread, in the tar's order, so what a later entry finds by name is what GNU tar would find;
-//! it hands over only what acts on the open descriptor of a file it just created: its length
-//! or its few inline bytes, its mode, its times and its close. None of these changes a name or
-//! a directory, and an inode a later entry unlinks or links again is the same inode, so the
-//! tree is the one the applier alone would make once [`Finisher::finish`] returned.
+//! operation that looks at or changes what a name holds (the checks of what is in the way,
+//! removals, links, directories) on its own thread, in the tar's order, so that what a later
+//! entry finds by name is what GNU tar would find. It hands over two kinds of jobs:
+//! - a file it just created ([`Target::Open`]): its length or few inline bytes, its mode, its
+//!   times and its close; none of these changes a name, and an inode a later entry unlinks or
+//!   links again is the same inode;
+//! - a file to create ([`Target::Create`]) at a new name in a directory the applier knows to
+//!   be there. The worker creates it (`O_EXCL`, never following a link), reads its inode,
+//!   finishes it and reports back; a name found taken comes back untouched, for the applier's
+//!   long way. The applier settles every report before any operation that could touch a name
+//!   still being made, or a directory above one (`apply.rs` says which), so the tree is the
+//!   one the applier alone would make.
 //!
 //! Failures are kept, and the first (with the file's name) is the build's error.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use filetime::FileTime;
 
@@ -30,10 +37,18 @@ pub(super) enum Content {
     Bytes(Vec<u8>),
 }
 
-/// One new file, open, and what it still needs.
+/// The file a job finishes.
+pub(super) enum Target {
+    /// Created by the applier.
+    Open(File),
+    /// To be created by the worker, with this mode, and reported under `ticket`.
+    Create { mode: u32, ticket: u64 },
+}
+
+/// One new file, and what it still needs.
 pub(super) struct Job {
-    pub(super) file: File,
-    /// For errors.
+    pub(super) target: Target,
+    /// Where it is (for [`Target::Create`], where to make it), and for errors.
     pub(super) path: PathBuf,
     pub(super) content: Content,
     /// The mode to set when the umask took bits from it at creation.
@@ -41,10 +56,28 @@ pub(super) struct Job {
     pub(super) mtime: i64,
 }
 
+/// What became of a [`Target::Create`] job.
+pub(super) enum Made {
+    /// Made and finished: its device and inode.
+    Done(u64, u64),
+    /// The name was taken (a lower layer's file): the job comes back, nothing touched.
+    Taken(Job),
+    /// It failed, at this path.
+    Failed(PathBuf, io::Error),
+}
+
+/// A [`Target::Create`] job's report.
+pub(super) struct Report {
+    pub(super) ticket: u64,
+    pub(super) made: Made,
+}
+
 /// Jobs handed over at once: a sleeping worker is woken by a system call, once per batch.
 const BATCH: usize = 32;
 /// Batches queued at most: each job holds an open descriptor, and Lambda allows 1,024.
 const QUEUED: usize = 4;
+/// How often a wait for reports checks that the workers are still there.
+const WORKERS_CHECKED_EVERY: Duration = Duration::from_millis(200);
 
 /// A job's or the whole queue's result: the failed file and why.
 pub(super) type Outcome = Result<(), (PathBuf, io::Error)>;
@@ -55,37 +88,81 @@ pub(super) struct Finisher {
     /// The batch being filled.
     batch: Vec<Job>,
     workers: Vec<JoinHandle<Outcome>>,
+    reports: Receiver<Report>,
+    /// For the jobs done here when the workers are gone.
+    reporter: Sender<Report>,
+    /// [`Target::Create`] jobs sent and not yet reported.
+    unreported: usize,
 }
 
 impl Finisher {
-    /// Threads for all cores but the applier's, at least one, at most three (beyond that the
-    /// applier's own calls are the limit).
+    /// Threads for every core, at least two, at most four: the applier's own work is mostly
+    /// reading the tar, the workers' is system calls that wait on the filesystem.
     pub(super) fn start() -> io::Result<Self> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let (jobs, queue) = sync_channel::<Vec<Job>>(QUEUED);
+        let (reporter, reports) = channel();
         let queue = Arc::new(Mutex::new(queue));
-        let workers = (0..cores.clamp(2, 4) - 1)
+        let workers = (0..cores.clamp(2, 4))
             .map(|n| {
                 let queue = Arc::clone(&queue);
+                let reporter = reporter.clone();
                 std::thread::Builder::new()
                     .name(format!("scar-finish-{n}"))
-                    .spawn(move || work(&queue))
+                    .spawn(move || work(&queue, &reporter))
             })
             .collect::<io::Result<Vec<_>>>()?;
         Ok(Self {
             jobs: Some(jobs),
             batch: Vec::with_capacity(BATCH),
             workers,
+            reports,
+            reporter,
+            unreported: 0,
         })
     }
 
     /// Queues `job`.
     pub(super) fn send(&mut self, job: Job) -> Outcome {
+        if matches!(job.target, Target::Create { .. }) {
+            self.unreported += 1;
+        }
         self.batch.push(job);
         if self.batch.len() < BATCH {
             return Ok(());
         }
         self.flush()
+    }
+
+    /// The reports in so far, without waiting.
+    pub(super) fn reports_in(&mut self) -> Vec<Report> {
+        let reports: Vec<Report> = self.reports.try_iter().collect();
+        self.unreported -= reports.len();
+        reports
+    }
+
+    /// Every report still owed, once all are in.
+    pub(super) fn all_reports(&mut self) -> Result<Vec<Report>, (PathBuf, io::Error)> {
+        self.flush()?;
+        let mut reports = Vec::with_capacity(self.unreported);
+        while self.unreported > 0 {
+            match self.reports.recv_timeout(WORKERS_CHECKED_EVERY) {
+                Ok(report) => {
+                    reports.push(report);
+                    self.unreported -= 1;
+                }
+                // A worker that ended (a panic) took its jobs' reports with it.
+                Err(RecvTimeoutError::Timeout)
+                    if !self.workers.iter().any(JoinHandle::is_finished) => {}
+                Err(_) => {
+                    return Err((
+                        PathBuf::new(),
+                        io::Error::other("a file-finishing thread stopped with files unmade"),
+                    ));
+                }
+            }
+        }
+        Ok(reports)
     }
 
     /// Hands the batch to the workers; when they are gone (they stopped on a panic, which
@@ -99,7 +176,8 @@ impl Finisher {
             },
             None => batch,
         };
-        left.into_iter().try_for_each(finish_now)
+        left.into_iter()
+            .try_for_each(|job| run(job, &self.reporter))
     }
 
     /// Waits for every queued job; the first failure, by file.
@@ -129,6 +207,7 @@ impl std::fmt::Debug for Finisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Finisher")
             .field("workers", &self.workers.len())
+            .field("unreported", &self.unreported)
             .finish()
     }
 }
@@ -142,7 +221,7 @@ impl Drop for Finisher {
 
 /// Takes jobs until the queue closes; after a failure it still drains the queue (closing the
 /// descriptors) and keeps the first failure.
-fn work(queue: &Mutex<Receiver<Vec<Job>>>) -> Outcome {
+fn work(queue: &Mutex<Receiver<Vec<Job>>>, reporter: &Sender<Report>) -> Outcome {
     let mut outcome = Ok(());
     loop {
         let batch = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
@@ -150,7 +229,7 @@ fn work(queue: &Mutex<Receiver<Vec<Job>>>) -> Outcome {
             return outcome;
         };
         for job in batch {
-            let result = finish_now(job);
+            let result = run(job, reporter);
             if outcome.is_ok() {
                 outcome = result;
             }
@@ -158,15 +237,48 @@ fn work(queue: &Mutex<Receiver<Vec<Job>>>) -> Outcome {
     }
 }
 
-/// Does `job` on the calling thread.
+/// Does `job` on the calling thread; a [`Target::Create`] job's outcome goes to `reporter`
+/// (whose receiver, gone with an abandoned build, is no one's concern).
+fn run(job: Job, reporter: &Sender<Report>) -> Outcome {
+    let Target::Create { mode, ticket } = job.target else {
+        return finish_now(job);
+    };
+    let made = match create_file(&job.path, mode) {
+        Ok(file) => match file.metadata() {
+            Ok(meta) => {
+                let inode = (meta.dev(), meta.ino());
+                match finish_now(Job {
+                    target: Target::Open(file),
+                    ..job
+                }) {
+                    Ok(()) => Made::Done(inode.0, inode.1),
+                    Err((path, e)) => Made::Failed(path, e),
+                }
+            }
+            Err(e) => Made::Failed(job.path, e),
+        },
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Made::Taken(job),
+        Err(e) => Made::Failed(job.path, e),
+    };
+    let _ = reporter.send(Report { ticket, made });
+    Ok(())
+}
+
+/// Does `job`, whose file is open, on the calling thread.
 pub(super) fn finish_now(job: Job) -> Outcome {
     let Job {
-        mut file,
+        target,
         path,
         content,
         chmod,
         mtime,
     } = job;
+    let Target::Open(mut file) = target else {
+        return Err((
+            path,
+            io::Error::other("a file to create reached finish_now"),
+        ));
+    };
     match content {
         Content::Length(length) => file.set_len(length),
         Content::Bytes(bytes) => file.write_all(&bytes),
@@ -184,6 +296,18 @@ pub(super) fn settle(file: &File, chmod: Option<u32>, mtime: i64) -> io::Result<
     filetime::set_file_handle_times(file, Some(time), Some(time))
 }
 
+/// A new file with its final mode: the descriptor stays writable even for a read-only mode,
+/// and [`settle`]'s fchmod is only needed when the umask took bits away. It never follows or
+/// replaces what is at `full`.
+pub(super) fn create_file(full: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(full)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,7 +315,7 @@ mod tests {
 
     fn job(path: PathBuf, content: Content, chmod: Option<u32>, mtime: i64) -> Job {
         Job {
-            file: File::create(&path).expect("create"),
+            target: Target::Open(File::create(&path).expect("create")),
             path,
             content,
             chmod,
@@ -239,7 +363,7 @@ mod tests {
         File::create(&bad).expect("create");
         finisher
             .send(Job {
-                file: File::open(&bad).expect("open"),
+                target: Target::Open(File::open(&bad).expect("open")),
                 path: bad.clone(),
                 content: Content::Length(10),
                 chmod: None,
