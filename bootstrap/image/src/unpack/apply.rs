@@ -69,6 +69,9 @@ pub struct LayerApplier {
     /// Their names.
     unmade_names: HashSet<PathBuf>,
     next_ticket: u64,
+    /// The layers' own text of the symlinks whose target climbs above the root (stored in
+    /// its absolute form), by name: what a hard link to one of them copies.
+    climbing_texts: HashMap<PathBuf, PathBuf>,
 }
 
 /// A file the finisher is making.
@@ -148,7 +151,7 @@ impl LazyFiles {
 /// Per-layer state: what this layer itself wrote (whiteouts only hide lower layers).
 #[derive(Default)]
 struct LayerState {
-    written: HashSet<PathBuf>,
+    written: PathSet,
     symlinks: HashSet<PathBuf>,
     stats: LayerStats,
 }
@@ -171,6 +174,7 @@ impl LayerApplier {
             unmade: HashMap::new(),
             unmade_names: HashSet::new(),
             next_ticket: 0,
+            climbing_texts: HashMap::new(),
         }
     }
 
@@ -249,7 +253,12 @@ impl LayerApplier {
                 Whiteout::Remove(name) => {
                     self.settle_unmade(true)?;
                     let victim = rel.with_file_name(name);
-                    if !layer.written.contains(&victim) {
+                    // Only what lower layers made goes (the OCI rule): what this layer put
+                    // at or below the name stays, as an opaque marker keeps it.
+                    let below_is_ours = layer.written.has_under(&victim);
+                    if below_is_ours && !self.symlinks.contains(&victim) {
+                        self.clear_lower(&victim, &layer.written)?;
+                    } else if !layer.written.contains(&victim) {
                         self.remove(&victim)?;
                     }
                     layer.stats.whiteouts += 1;
@@ -338,7 +347,7 @@ impl LayerApplier {
                         if let Some((content, placeholder)) = handed {
                             self.hand_over_creation(&rel, content, placeholder, mode, mtime)?;
                             layer.stats.files += 1;
-                            layer.written.insert(rel);
+                            layer.written.insert(&rel);
                             continue;
                         }
                     }
@@ -358,7 +367,7 @@ impl LayerApplier {
                             lazy.add_placeholder(&rel, placeholder);
                         }
                         layer.stats.files += 1;
-                        layer.written.insert(rel);
+                        layer.written.insert(&rel);
                         continue;
                     }
                     let written = match &sparse {
@@ -391,6 +400,7 @@ impl LayerApplier {
                     let time = FileTime::from_unix_time(mtime, 0);
                     filetime::set_symlink_file_times(&full, time, time)
                         .map_err(|e| UnpackError::io(&full, e))?;
+                    self.remember_link_text(&rel, &target, &stored);
                     self.symlinks.insert(&rel);
                     layer.symlinks.insert(rel.clone());
                     layer.stats.symlinks += 1;
@@ -415,7 +425,7 @@ impl LayerApplier {
                         // climbs one level higher): it is made again as a symlink, its target
                         // confined from its new place, as chroot would resolve it.
                         let full = self.prepare(&rel)?;
-                        self.relink_symlink(&source, &rel, &full)?;
+                        self.relink_symlink(&target_rel, &rel, &full)?;
                         self.symlinks.insert(&rel);
                     } else {
                         self.create_fresh(&rel, |full| fs::hard_link(&source, full))?;
@@ -446,7 +456,7 @@ impl LayerApplier {
                     )));
                 }
             }
-            layer.written.insert(rel);
+            layer.written.insert(&rel);
         }
         // The next layer's whiteouts, and the stats, see every file of this one.
         self.settle_unmade(true)?;
@@ -476,14 +486,7 @@ impl LayerApplier {
                 // Removed by a later layer's whiteout, or now a file.
                 Ok(_) => continue,
                 // Removed, or gone with a parent that a later layer made a file.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                    ) =>
-                {
-                    continue;
-                }
+                Err(e) if is_gone(&e) => continue,
                 Err(e) => return Err(UnpackError::io(full, e)),
             }
             let time = FileTime::from_unix_time(*mtime, 0);
@@ -518,18 +521,42 @@ impl LayerApplier {
 
     /// A copy of the symlink at `source` at `rel` (host path `full`), its target confined
     /// from `rel`'s directory; the stored form of an absolute target is already confined.
-    fn relink_symlink(&self, source: &Path, rel: &Path, full: &Path) -> Result<(), UnpackError> {
-        let stored = fs::read_link(source).map_err(|e| UnpackError::io(source, e))?;
-        let target = if stored.is_absolute() {
-            stored
-        } else {
-            path::confined_link_target(rel, &stored, &self.final_root)
+    fn relink_symlink(
+        &mut self,
+        source_rel: &Path,
+        rel: &Path,
+        full: &Path,
+    ) -> Result<(), UnpackError> {
+        let source = self.staging.join(source_rel);
+        let stored = fs::read_link(&source).map_err(|e| UnpackError::io(&source, e))?;
+        let text = match self.climbing_texts.get(source_rel) {
+            Some(text) => text.clone(),
+            None => stored,
         };
-        let mtime = fs::symlink_metadata(source)
+        let target = if text.is_absolute() {
+            text.clone()
+        } else {
+            path::confined_link_target(rel, &text, &self.final_root)
+        };
+        self.remember_link_text(rel, &text, &target);
+        let mtime = fs::symlink_metadata(&source)
             .map(|m| FileTime::from_last_modification_time(&m))
             .map_err(|e| UnpackError::io(source, e))?;
         std::os::unix::fs::symlink(&target, full).map_err(|e| UnpackError::io(full, e))?;
         filetime::set_symlink_file_times(full, mtime, mtime).map_err(|e| UnpackError::io(full, e))
+    }
+
+    /// Keeps the text of the symlink at `rel` when the form stored (`stored`) is not the
+    /// layer's (`text`: a relative target that climbs above the root, stored absolute), for a
+    /// hard link to it: made elsewhere, the text climbs from its new place (as `link(2)` and
+    /// umoci would have it), not from the old one.
+    fn remember_link_text(&mut self, rel: &Path, text: &Path, stored: &Path) {
+        if text.is_relative() && stored != text {
+            self.climbing_texts
+                .insert(rel.to_path_buf(), text.to_path_buf());
+        } else {
+            self.climbing_texts.remove(rel);
+        }
     }
 
     fn symlinked_ancestor<'p>(&self, rel: &'p Path) -> Option<&'p Path> {
@@ -868,7 +895,6 @@ impl LayerApplier {
             Ok(meta) if meta.is_dir() => {
                 self.symlinks.remove_under(rel);
                 self.known_dirs.remove_under(rel);
-                self.known_dirs.remove(rel);
                 if let Some(lazy) = self.lazy.as_mut() {
                     lazy.forget(rel, true);
                 }
@@ -885,17 +911,17 @@ impl LayerApplier {
         };
         match result {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) if is_gone(&e) => Ok(()),
             Err(e) => Err(UnpackError::io(full, e)),
         }
     }
 
     /// Opaque directory: everything below `dir` that this layer did not write goes.
-    fn clear_lower(&mut self, dir: &Path, written: &HashSet<PathBuf>) -> Result<(), UnpackError> {
+    fn clear_lower(&mut self, dir: &Path, written: &PathSet) -> Result<(), UnpackError> {
         let full = self.staging.join(dir);
         let children = match fs::read_dir(&full) {
             Ok(children) => children,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if is_gone(&e) => return Ok(()),
             Err(e) => return Err(UnpackError::io(full, e)),
         };
         let mut names = Vec::new();
@@ -904,7 +930,9 @@ impl LayerApplier {
         }
         for name in names {
             let rel = dir.join(&name);
-            if !written.contains(&rel) {
+            // A directory this layer made only as a parent of its own entries is kept, as
+            // they are.
+            if !written.contains(&rel) && !written.has_under(&rel) {
                 self.remove(&rel)?;
             } else if fs::symlink_metadata(self.staging.join(&rel)).is_ok_and(|m| m.is_dir()) {
                 self.clear_lower(&rel, written)?;
@@ -912,6 +940,15 @@ impl LayerApplier {
         }
         Ok(())
     }
+}
+
+/// Whether a lookup failed because nothing is there: no such name, or a parent that is not a
+/// directory (a later layer made it a file, and whatever was below went with it).
+fn is_gone(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
 }
 
 /// Whether a failed create found the name taken (`EEXIST`) or no parent (`ENOENT`): the cases
@@ -1005,6 +1042,77 @@ mod tests {
             builder.append(&header, &[][..]).expect("append");
         }
         builder.into_inner().expect("tar")
+    }
+
+    fn tree_of(layers: &[Vec<u8>]) -> Result<Vec<String>, UnpackError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        let mut applier = LayerApplier::new(root.clone(), root.clone());
+        for layer in layers {
+            applier.apply(&layer[..])?;
+        }
+        applier.finish()?;
+        let mut names: Vec<String> = walkdir(&root, &root);
+        names.sort();
+        Ok(names)
+    }
+
+    fn walkdir(root: &Path, dir: &Path) -> Vec<String> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let rel = path
+                .strip_prefix(root)
+                .expect("below")
+                .display()
+                .to_string();
+            if fs::symlink_metadata(&path).expect("lstat").is_dir() {
+                names.push(format!("{rel}/"));
+                names.extend(walkdir(root, &path));
+            } else {
+                names.push(rel);
+            }
+        }
+        names
+    }
+
+    /// Whiteouts and opaque markers below what a lower layer made a file have nothing to
+    /// hide (umoci applies them so), rather than failing the pull with "Not a directory".
+    #[test]
+    fn whiteouts_below_a_file_hide_nothing() {
+        let lower = layer(&[("a", EntryType::Regular)]);
+        for marker in ["a/.wh.b", "a/.wh..wh..opq", "a/b/.wh.c"] {
+            let upper = layer(&[(marker, EntryType::Regular)]);
+            let tree = tree_of(&[lower.clone(), upper]).expect(marker);
+            assert_eq!(tree, ["a"], "{marker}");
+        }
+    }
+
+    /// A whiteout hides only what lower layers made (the OCI rule): what its own layer put
+    /// below the name, before or after it, stays.
+    #[test]
+    fn a_whiteout_keeps_what_its_own_layer_made_below_the_name() {
+        let lower = layer(&[("a/", EntryType::Directory), ("a/old", EntryType::Regular)]);
+        let before = layer(&[("a/new", EntryType::Regular), (".wh.a", EntryType::Regular)]);
+        let after = layer(&[(".wh.a", EntryType::Regular), ("a/new", EntryType::Regular)]);
+        // Below a directory the layer made only as the parent of its own file.
+        let deeper = layer(&[
+            ("a/b/new", EntryType::Regular),
+            (".wh.a", EntryType::Regular),
+        ]);
+        let opaque = layer(&[
+            ("a/b/new", EntryType::Regular),
+            ("a/.wh..wh..opq", EntryType::Regular),
+        ]);
+        for (upper, expected) in [
+            (before, &["a/", "a/new"][..]),
+            (after, &["a/", "a/new"]),
+            (deeper, &["a/", "a/b/", "a/b/new"]),
+            (opaque, &["a/", "a/b/", "a/b/new"]),
+        ] {
+            let tree = tree_of(&[lower.clone(), upper]).expect("tree");
+            assert_eq!(tree, expected);
+        }
     }
 
     /// A layer that makes a file of a lower layer's directory removes the directories below

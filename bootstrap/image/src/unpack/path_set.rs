@@ -33,6 +33,16 @@ impl PathSet {
         self.0.contains(bytes(rel))
     }
 
+    /// Whether a path below `rel` is in the set.
+    pub(crate) fn has_under(&self, rel: &Path) -> bool {
+        let mut prefix = bytes(rel).to_vec();
+        prefix.push(b'/');
+        self.0
+            .range(prefix.clone()..)
+            .next()
+            .is_some_and(|p| p.starts_with(&prefix))
+    }
+
     /// Takes `rel` and every path below it out of the set; returns them.
     pub(crate) fn remove_under(&mut self, rel: &Path) -> Vec<PathBuf> {
         let mut prefix = bytes(rel).to_vec();
