@@ -8,6 +8,7 @@ mod examples;
 mod exec_module;
 mod fakeroot;
 mod hostile;
+mod layer_collisions;
 mod lazy;
 mod pull;
 mod registry_faults;
