@@ -2,8 +2,10 @@
 //! symlink, a directory over a file, whiteouts and opaque markers before and after the
 //! entries of their own layer, hard links, links that climb), generated at random from a
 //! fixed seed and applied both by our pull and by umoci, the reference unpacker: the trees
-//! must be the same, or our pull refuses by one of the rules umoci does not have. Case
-//! numbers are stable, so a failure is reproduced by its number.
+//! must be the same, or our pull refuses by one of the rules umoci does not have. Each image
+//! both unpack is also staged as `deployer stage` stages it and built lazily from its
+//! skeletons (the finisher's threads making the files), then filled: the same tree again.
+//! Case numbers are stable, so a failure is reproduced by its number.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use scar_test_kit as common;
@@ -13,6 +15,7 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
+use common::framed::{framed_layout, lazy_layers};
 use common::*;
 
 /// Names every layer draws from: few, so that they collide.
@@ -64,7 +67,8 @@ fn layer(rng: &mut Rng, number: usize, listing: &mut String) -> Vec<u8> {
             let name = rng.pick(NAMES);
             match rng.below(12) {
                 0..6 => {
-                    let data = vec![rng.below(256) as u8; rng.below(300)];
+                    // Over a skeleton's inline bound (1 KiB) one time in three: placeholders.
+                    let data = vec![rng.below(256) as u8; rng.below(3000)];
                     (name, tar::EntryType::Regular, None, data)
                 }
                 6..9 => (name, tar::EntryType::Directory, None, vec![]),
@@ -169,6 +173,20 @@ fn resolved_target(link: &str, target: &str) -> String {
     }
 }
 
+/// The image of `layout` staged with frames and skeletons, built lazily in `dir` and filled.
+fn lazy_tree_filled(layout: &Path, dir: &Path) -> Result<PathBuf, String> {
+    let framed = framed_layout(layout, "t");
+    let (layers, skeletons) = lazy_layers(framed.path());
+    let (root, aside) = (dir.join("lazy"), dir.join("aside"));
+    fs::create_dir(&root).unwrap();
+    fs::create_dir(&aside).unwrap();
+    let (tree, _) =
+        scar_image::lazy::LazyTree::build(root.clone(), root.clone(), aside, layers, &skeletons)
+            .map_err(|e| e.to_string())?;
+    tree.fill_all().map_err(|e| e.to_string())?;
+    Ok(root)
+}
+
 /// Types, contents, link targets (resolved), modes (a directory's owner bits always rwx in
 /// ours: an unprivileged user must go through it) and file mtimes of a tree.
 fn described(root: &Path, prefix: Option<&Path>, owner_rwx: bool) -> BTreeMap<String, String> {
@@ -218,6 +236,13 @@ fn colliding_layers_give_umocis_tree_or_a_named_refusal() {
                 let rootfs: PathBuf = pulled.image.rootfs.clone();
                 let ours = described(&rootfs, Some(&rootfs), false);
                 let theirs = described(&bundle.join("rootfs"), None, true);
+                let lazy = lazy_tree_filled(&layout, dir.path())
+                    .map(|root| described(&root, Some(&root), false));
+                if lazy.as_ref() != Ok(&theirs) {
+                    failures.push(format!(
+                        "case {case}: the lazy tree differs: {lazy:?}\n{listing}"
+                    ));
+                }
                 if ours == theirs {
                     same += 1;
                 } else {
