@@ -519,8 +519,9 @@ impl LayerApplier {
         Ok(())
     }
 
-    /// A copy of the symlink at `source` at `rel` (host path `full`), its target confined
-    /// from `rel`'s directory; the stored form of an absolute target is already confined.
+    /// A copy of the symlink at `source_rel` made at `rel` (host path `full`): the layer's text
+    /// of its target (see [`Self::remember_link_text`]) confined from `rel`'s directory; the
+    /// stored form of an absolute target is already confined.
     fn relink_symlink(
         &mut self,
         source_rel: &Path,
@@ -838,7 +839,10 @@ impl LayerApplier {
     /// for any entry, and the file is made and handed over open.
     fn make_in_place_of(&mut self, unmade: Unmade, job: Job) -> Result<(), UnpackError> {
         let Target::Create { mode, .. } = job.target else {
-            return Ok(());
+            return Err(UnpackError::io(
+                &job.path,
+                io::Error::other("a file handed back as taken was already open"),
+            ));
         };
         let (full, file) =
             self.create_fresh(&unmade.rel, |full| finisher::create_file(full, mode))?;
