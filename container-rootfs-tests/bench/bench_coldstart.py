@@ -23,9 +23,17 @@ once (from the harness's polyglot chroot). scientific: the polyglot image and on
 (SciPy, pandas, scikit-learn, Matplotlib, the GNU compilers; 1.9 GB unpacked), built once by
 staging.scientific().
 
+Places: disk (/tmp on this machine's ext4), tmpfs (/dev/shm) and, as root, fresh-ext4: a new
+ext4 filesystem (on a loop file) made and mounted for every run, as a new Lambda
+environment's /tmp is new. On the shared disk, ext4's inode allocator skips the inodes
+deleted in the last minutes (`recently_deleted()` in its `find_inode_bit()`, seen by `perf`):
+right after an earlier run's tree was removed, every file costs ten times the system time, so
+the disk rows depend on what ran before; the fresh-ext4 rows do not.
+
 Reports wall, user and system time (medians) and peak RSS; ratios are to the floor, as only
 ratios within one run mean anything on this machine. BENCH_IMAGES (comma-separated names),
-BENCH_PLACES (disk, tmpfs) and BENCH_ONLY (a part of the contenders' names) narrow a run.
+BENCH_PLACES (disk, tmpfs, fresh-ext4) and BENCH_ONLY (a part of the contenders' names) narrow
+a run.
 """
 import json, os, shutil, statistics, subprocess, sys, tempfile, urllib.request
 
@@ -39,8 +47,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # BENCH_IMAGES=debian-cowsay,layered and BENCH_PLACES=tmpfs narrow a run.
 IMAGES = [f"library/{name}" for name in
           os.environ.get("BENCH_IMAGES", "debian-cowsay,polyglot,layered,scientific").split(",")]
-PLACES = {name: place for name, place in {"disk": "/tmp", "tmpfs": "/dev/shm"}.items()
-          if name in os.environ.get("BENCH_PLACES", "disk,tmpfs").split(",")}
+FRESH_EXT4 = "/mnt/scar-bench-fresh-ext4"
+FRESH_EXT4_FILE = "/var/tmp/scar-bench-fresh-ext4.img"
+PLACES = {name: place for name, place in
+          {"disk": "/tmp", "tmpfs": "/dev/shm", "fresh-ext4": FRESH_EXT4}.items()
+          if name in os.environ.get("BENCH_PLACES",
+                                    "disk,tmpfs,fresh-ext4" if os.geteuid() == 0 else "disk,tmpfs")
+          .split(",")}
 DEPLOYER = os.path.join(os.path.dirname(BOOTSTRAP), "deployer")
 FLOOR = "floor: curl \\| gzip -dc \\| tar -x"
 
@@ -81,7 +94,23 @@ def timed(cmd, place, env=None):
     return float(wall), float(user), float(system), int(rss) / 1024
 
 
+def new_filesystem():
+    """A new, empty ext4 at FRESH_EXT4 (the old one unmounted): inode tables written at mkfs
+    time, so that no background initialisation runs during the timed run."""
+    if os.path.ismount(FRESH_EXT4):
+        subprocess.run(["umount", FRESH_EXT4], check=True)
+    if os.path.exists(FRESH_EXT4_FILE):
+        os.remove(FRESH_EXT4_FILE)
+    subprocess.run(["truncate", "-s", "8G", FRESH_EXT4_FILE], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0",
+                    FRESH_EXT4_FILE], check=True)
+    os.makedirs(FRESH_EXT4, exist_ok=True)
+    subprocess.run(["mount", "-o", "loop", FRESH_EXT4_FILE, FRESH_EXT4], check=True)
+
+
 def fresh(place, name):
+    if place == FRESH_EXT4:
+        new_filesystem()
     path = os.path.join(place, "bench-coldstart", name)
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path)
@@ -151,6 +180,9 @@ for repo in IMAGES:
                 subprocess.run(["sync"], check=True)
                 runs[name].append(fn(repo, place))
         shutil.rmtree(os.path.join(place, "bench-coldstart"), ignore_errors=True)
+        if os.path.ismount(place) and place == FRESH_EXT4:
+            subprocess.run(["umount", place], check=True)
+            os.remove(FRESH_EXT4_FILE)
         medians = {name: [statistics.median(r[i] for r in rs) for i in range(3)] + [max(r[3] for r in rs)]
                    for name, rs in runs.items()}
         floor_wall = medians[FLOOR][0]
