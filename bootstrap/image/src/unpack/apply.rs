@@ -64,10 +64,9 @@ pub struct LayerApplier {
     /// can be made by the finisher, as nothing but a name of the same layer can be in its
     /// way, and the applier waits for every such name before touching it again.
     known_dirs: PathSet,
-    /// Files handed to the finisher to make, not yet reported, by ticket.
-    unmade: HashMap<u64, Unmade>,
-    /// Their names.
-    unmade_names: HashSet<PathBuf>,
+    /// Files handed to the finisher to make, not yet reported, by name.
+    unmade: HashMap<PathBuf, Unmade>,
+    /// The next file's place in the order files are handed over.
     next_ticket: u64,
     /// The layers' own text of the symlinks whose target climbs above the root (stored in
     /// its absolute form), by name: what a hard link to one of them copies.
@@ -77,7 +76,8 @@ pub struct LayerApplier {
 /// A file the finisher is making.
 #[derive(Debug)]
 struct Unmade {
-    rel: PathBuf,
+    /// Its place in the order files were handed over: names found taken are made in it.
+    ticket: u64,
     /// For a placeholder, what the lazy tree lists once its inode is known.
     placeholder: Option<Placeholder>,
 }
@@ -172,7 +172,6 @@ impl LayerApplier {
             finisher: None,
             known_dirs: PathSet::default(),
             unmade: HashMap::new(),
-            unmade_names: HashSet::new(),
             next_ticket: 0,
             climbing_texts: HashMap::new(),
         }
@@ -738,7 +737,7 @@ impl LayerApplier {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         let job = Job {
-            target: Target::Create { mode, ticket },
+            target: Target::Create { mode },
             path: self.staging.join(rel),
             content,
             chmod: self.chmod_for(mode),
@@ -753,15 +752,14 @@ impl LayerApplier {
         finisher
             .send(job)
             .map_err(|(path, e)| UnpackError::io(path, e))?;
-        self.unmade_names.insert(rel.to_path_buf());
         self.unmade.insert(
-            ticket,
+            rel.to_path_buf(),
             Unmade {
-                rel: rel.to_path_buf(),
+                ticket,
                 placeholder,
             },
         );
-        // Reports read as they come keep the tables small; a name found taken waits.
+        // Reports read as they come keep the table small; a name found taken waits.
         if self.unmade.len() >= 1024 {
             self.settle_unmade(false)?;
         }
@@ -770,10 +768,10 @@ impl LayerApplier {
 
     /// Whether `rel`, or a directory above it, is a file the finisher is still making.
     fn is_being_made(&self, rel: &Path) -> bool {
-        if self.unmade_names.is_empty() {
+        if self.unmade.is_empty() {
             return false;
         }
-        if self.unmade_names.contains(rel) {
+        if self.unmade.contains_key(rel) {
             return true;
         }
         // Every directory on disk is known (made by `make_dir` or `ensure_parents`, forgotten
@@ -788,7 +786,7 @@ impl LayerApplier {
         rel.ancestors()
             .skip(1)
             .filter(|p| !p.as_os_str().is_empty())
-            .any(|p| self.unmade_names.contains(p))
+            .any(|p| self.unmade.contains_key(p))
     }
 
     /// Takes the finisher's reports on the files it makes: all of them when `all` (or when
@@ -810,47 +808,54 @@ impl LayerApplier {
             reports.extend(rest);
         }
         let mut taken = Vec::new();
-        for Report { ticket, made } in reports {
-            let Some(unmade) = self.unmade.remove(&ticket) else {
+        for Report { path, made } in reports {
+            let rel = path
+                .strip_prefix(&self.staging)
+                .unwrap_or(&path)
+                .to_path_buf();
+            let Some(unmade) = self.unmade.remove(&rel) else {
                 continue;
             };
-            self.unmade_names.remove(&unmade.rel);
             match made {
                 Made::Done(dev, ino) => {
                     if let (Some(mut placeholder), Some(lazy)) =
                         (unmade.placeholder, self.lazy.as_mut())
                     {
                         placeholder.inode = (dev, ino);
-                        lazy.add_placeholder(&unmade.rel, placeholder);
+                        lazy.add_placeholder(&rel, placeholder);
                     }
                 }
-                Made::Taken(job) => taken.push((ticket, unmade, job)),
-                Made::Failed(path, e) => return Err(UnpackError::io(path, e)),
+                Made::Taken(job) => taken.push((rel, unmade, job)),
+                Made::Failed(e) => return Err(UnpackError::io(path, e)),
             }
         }
-        taken.sort_by_key(|(ticket, ..)| *ticket);
-        for (_, unmade, job) in taken {
-            self.make_in_place_of(unmade, job)?;
+        taken.sort_by_key(|(_, unmade, _)| unmade.ticket);
+        for (rel, unmade, job) in taken {
+            self.make_in_place_of(&rel, unmade, job)?;
         }
         Ok(())
     }
 
     /// The long way for a file whose name the finisher found taken: what is there goes, as
     /// for any entry, and the file is made and handed over open.
-    fn make_in_place_of(&mut self, unmade: Unmade, job: Job) -> Result<(), UnpackError> {
+    fn make_in_place_of(
+        &mut self,
+        rel: &Path,
+        unmade: Unmade,
+        job: Job,
+    ) -> Result<(), UnpackError> {
         let Target::Create { mode, .. } = job.target else {
             return Err(UnpackError::io(
                 &job.path,
                 io::Error::other("a file handed back as taken was already open"),
             ));
         };
-        let (full, file) =
-            self.create_fresh(&unmade.rel, |full| finisher::create_file(full, mode))?;
+        let (full, file) = self.create_fresh(rel, |full| finisher::create_file(full, mode))?;
         if let (Some(mut placeholder), true) = (unmade.placeholder, self.lazy.is_some()) {
             let meta = file.metadata().map_err(|e| UnpackError::io(&full, e))?;
             placeholder.inode = (meta.dev(), meta.ino());
             if let Some(lazy) = self.lazy.as_mut() {
-                lazy.add_placeholder(&unmade.rel, placeholder);
+                lazy.add_placeholder(rel, placeholder);
             }
         }
         let job = Job {

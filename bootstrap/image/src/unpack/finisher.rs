@@ -41,8 +41,8 @@ pub(super) enum Content {
 pub(super) enum Target {
     /// Created by the applier.
     Open(File),
-    /// To be created by the worker, with this mode, and reported under `ticket`.
-    Create { mode: u32, ticket: u64 },
+    /// To be created by the worker, with this mode, and reported.
+    Create { mode: u32 },
 }
 
 /// One new file, and what it still needs.
@@ -62,13 +62,13 @@ pub(super) enum Made {
     Done(u64, u64),
     /// The name was taken (a lower layer's file): the job comes back, nothing touched.
     Taken(Job),
-    /// It failed, at this path.
-    Failed(PathBuf, io::Error),
+    /// It failed.
+    Failed(io::Error),
 }
 
-/// A [`Target::Create`] job's report.
+/// A [`Target::Create`] job's report: the file's path, and what became of it.
 pub(super) struct Report {
-    pub(super) ticket: u64,
+    pub(super) path: PathBuf,
     pub(super) made: Made,
 }
 
@@ -240,10 +240,11 @@ fn work(queue: &Mutex<Receiver<Vec<Job>>>, reporter: &Sender<Report>) -> Outcome
 /// Does `job` on the calling thread; a [`Target::Create`] job's outcome goes to `reporter`
 /// (whose receiver, gone with an abandoned build, is no one's concern).
 fn run(job: Job, reporter: &Sender<Report>) -> Outcome {
-    let Target::Create { mode, ticket } = job.target else {
+    let Target::Create { mode } = job.target else {
         return finish_now(job);
     };
-    let made = match create_file(&job.path, mode) {
+    let path = job.path.clone();
+    let made = match create_file(&path, mode) {
         Ok(file) => match file.metadata() {
             Ok(meta) => {
                 let inode = (meta.dev(), meta.ino());
@@ -252,15 +253,15 @@ fn run(job: Job, reporter: &Sender<Report>) -> Outcome {
                     ..job
                 }) {
                     Ok(()) => Made::Done(inode.0, inode.1),
-                    Err((path, e)) => Made::Failed(path, e),
+                    Err((_, e)) => Made::Failed(e),
                 }
             }
-            Err(e) => Made::Failed(job.path, e),
+            Err(e) => Made::Failed(e),
         },
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Made::Taken(job),
-        Err(e) => Made::Failed(job.path, e),
+        Err(e) => Made::Failed(e),
     };
-    let _ = reporter.send(Report { ticket, made });
+    let _ = reporter.send(Report { path, made });
     Ok(())
 }
 
