@@ -346,7 +346,7 @@ impl LayerApplier {
                         if let Some((content, placeholder)) = handed {
                             self.hand_over_creation(&rel, content, placeholder, mode, mtime)?;
                             layer.stats.files += 1;
-                            layer.written.insert(&rel);
+                            layer.written.insert_owned(rel);
                             continue;
                         }
                     }
@@ -366,7 +366,7 @@ impl LayerApplier {
                             lazy.add_placeholder(&rel, placeholder);
                         }
                         layer.stats.files += 1;
-                        layer.written.insert(&rel);
+                        layer.written.insert_owned(rel);
                         continue;
                     }
                     let written = match &sparse {
@@ -455,7 +455,7 @@ impl LayerApplier {
                     )));
                 }
             }
-            layer.written.insert(&rel);
+            layer.written.insert_owned(rel);
         }
         // The next layer's whiteouts, and the stats, see every file of this one.
         self.settle_unmade(true)?;

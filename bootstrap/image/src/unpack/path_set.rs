@@ -25,6 +25,11 @@ impl PathSet {
         self.0.insert(bytes(rel).to_vec());
     }
 
+    /// [`Self::insert`] without a copy, for a name the caller is done with.
+    pub(crate) fn insert_owned(&mut self, rel: PathBuf) {
+        self.0.insert(rel.into_os_string().into_vec());
+    }
+
     pub(crate) fn remove(&mut self, rel: &Path) {
         self.0.remove(bytes(rel));
     }
