@@ -1061,28 +1061,19 @@ mod tests {
             applier.apply(&layer[..])?;
         }
         applier.finish()?;
-        let mut names: Vec<String> = walkdir(&root, &root);
+        // Directories end with `/`: the listing says what each name is.
+        let mut names: Vec<String> = crate::lazy::tests::walk(&root, false)
+            .into_iter()
+            .map(|(name, kind)| {
+                if kind.starts_with("dir") {
+                    format!("{name}/")
+                } else {
+                    name
+                }
+            })
+            .collect();
         names.sort();
         Ok(names)
-    }
-
-    fn walkdir(root: &Path, dir: &Path) -> Vec<String> {
-        let mut names = Vec::new();
-        for entry in fs::read_dir(dir).expect("read_dir") {
-            let path = entry.expect("entry").path();
-            let rel = path
-                .strip_prefix(root)
-                .expect("below")
-                .display()
-                .to_string();
-            if fs::symlink_metadata(&path).expect("lstat").is_dir() {
-                names.push(format!("{rel}/"));
-                names.extend(walkdir(root, &path));
-            } else {
-                names.push(rel);
-            }
-        }
-        names
     }
 
     /// Whiteouts and opaque markers below what a lower layer made a file have nothing to
