@@ -3,7 +3,7 @@
 
 #[cfg(test)]
 mod tests {
-    use rootfs_paths::syscall_gate::{ExeLink, Gate, PathArg, TABLE};
+    use rootfs_paths::syscall_gate::{Effect, ExeLink, Gate, PathArg, TABLE};
 
     /// Checks (or with `UPDATE_DOCS`, rewrites) the part of `doc` between its markers.
     fn generated_section(doc: &str, marker: &str, content: &str) {
@@ -63,13 +63,25 @@ mod tests {
             let what = match &e.gate {
                 Gate::Paths {
                     first,
-                    second: None,
-                } => format!("translates {}", arg(first)),
-                Gate::Paths {
-                    first,
-                    second: Some(second),
+                    second,
+                    effect,
                 } => {
-                    format!("translates {} and {}", arg(first), arg(second))
+                    let paths = match second {
+                        None => arg(first),
+                        Some(second) => format!("{} and {}", arg(first), arg(second)),
+                    };
+                    let effect = match effect {
+                        Effect::None => "",
+                        Effect::Opens { flags: Some(_) } => {
+                            "; fills a placeholder; fake root's `/proc/…/status`"
+                        }
+                        Effect::Opens { flags: None } | Effect::Fills => "; fills a placeholder",
+                        Effect::Removes => "; fake root forgets the file's owner",
+                        Effect::Renames => {
+                            "; fills a placeholder; fake root forgets the replaced file's owner"
+                        }
+                    };
+                    format!("translates {paths}{effect}")
                 }
                 Gate::Stat { path, .. } => format!(
                     "translates {}; a link not followed reports its container target's length",

@@ -14,10 +14,13 @@ use rootfs_paths::{LoaderKind, PathBuf, script};
 
 use crate::arena::{Arena, Vector, entries};
 use crate::state::{State, StaticPolicy};
-use crate::sys;
 use crate::translate::{container_dir, is_own_exe};
+use crate::{fakeroot, sys};
 
 use rootfs_paths::protocol::{self, MAX_SCRIPT_DEPTH};
+
+/// Room for `SCAR_FC_CREDS`'s value: six ids and every group, in decimal with commas.
+const CREDS_MAX: usize = (6 + rootfs_paths::creds::MAX_GROUPS) * 11;
 
 /// A ready-to-exec host command; its memory lives in the arena.
 #[derive(Debug)]
@@ -239,7 +242,7 @@ fn through_loader(
     argv.push(host_path)?;
     argv.extend(args.as_slice().get(1..).unwrap_or_default())?;
 
-    let mut envp = arena.vector(env.len() + st.inherited.len() + 4)?;
+    let mut envp = arena.vector(env.len() + st.inherited.len() + 5)?;
     for &entry in env {
         // SAFETY: env entries are NUL-terminated.
         let bytes = unsafe { sys::bytes(entry) };
@@ -266,6 +269,10 @@ fn through_loader(
         }
     }
     envp.push(arena.string(&[protocol::EXE.assignment, container.as_bytes()])?)?;
+    let mut creds = [0; CREDS_MAX];
+    if let Some(value) = fakeroot::creds_to_hand_on(&mut creds) {
+        envp.push(arena.string(&[protocol::CREDS.assignment, value])?)?;
+    }
     if !argv0_option {
         // SAFETY: argv0 is a NUL-terminated string.
         envp.push(arena.string(&[protocol::ARGV0.assignment, unsafe { sys::bytes(argv0) }])?)?;

@@ -4,7 +4,9 @@
 //! * **Credentials** are kept per process: every `get*id` answers the fake ones, which
 //!   start at 0, and the `set*id` family changes them with the kernel's rules for a
 //!   process of that effective uid (so apt's privilege drop to `_apt` succeeds, and its
-//!   check that root cannot be regained holds). A new program starts as root again.
+//!   check that root cannot be regained holds). An exec hands them to the new program
+//!   (`SCAR_FC_CREDS`), as the kernel keeps ids through `execve`; `/proc/<pid>/status` shows
+//!   them (`fake_status.rs`).
 //! * **Ownership** set by `chown` and its kin is remembered in a file shared by every
 //!   process of the image (a lock-free table of `(dev, inode) → (uid, gid)` mapped into
 //!   each), and every stat reports it; a file the Lambda user owns and nobody chowned
@@ -18,6 +20,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use libc::{gid_t, size_t, uid_t};
+use rootfs_paths::creds::{Creds, MAX_GROUPS};
 use rootfs_paths::{PathBuf, protocol};
 
 use crate::state;
@@ -36,8 +39,10 @@ pub fn active() -> bool {
 static IDS: [AtomicU32; 6] = [const { AtomicU32::new(0) }; 6];
 const RUID: usize = 0;
 const EUID: usize = 1;
+const SUID: usize = 2;
 const RGID: usize = 3;
 const EGID: usize = 4;
+const SGID: usize = 5;
 const KEEP: u32 = u32::MAX;
 
 fn id(which: usize) -> u32 {
@@ -67,6 +72,54 @@ id_getters! {
     geteuid => EUID;
     getgid => RGID;
     getegid => EGID;
+}
+
+/// This process's fake credentials.
+pub fn current() -> Creds {
+    let mut creds = Creds::ROOT;
+    creds.uids = [id(RUID), id(EUID), id(SUID)];
+    creds.gids = [id(RGID), id(EGID), id(SGID)];
+    creds.group_count = GROUP_COUNT.load(Ordering::Relaxed).min(MAX_GROUPS);
+    for (slot, group) in creds.groups.iter_mut().zip(&GROUPS) {
+        *slot = group.load(Ordering::Relaxed);
+    }
+    creds
+}
+
+/// At load: the credentials the exec that started this program handed on, if any.
+pub fn adopt_inherited() {
+    if !active() {
+        return;
+    }
+    // SAFETY: getenv at load time, before the program can change the environment.
+    let value = unsafe { libc::getenv(protocol::CREDS.env.as_ptr()) };
+    if value.is_null() {
+        return;
+    }
+    // SAFETY: a non-null getenv result is NUL-terminated.
+    let Some(creds) = Creds::parse(unsafe { sys::bytes(value) }) else {
+        return;
+    };
+    for (slot, id) in IDS.iter().zip(creds.uids.iter().chain(&creds.gids)) {
+        slot.store(*id, Ordering::Relaxed);
+    }
+    for (slot, group) in GROUPS.iter().zip(creds.groups()) {
+        slot.store(*group, Ordering::Relaxed);
+    }
+    GROUP_COUNT.store(creds.group_count, Ordering::Relaxed);
+}
+
+/// For an exec's environment: `SCAR_FC_CREDS`'s value, written into `out`, when the new
+/// program must not start as root. Reads atomics only (the exec path may be a vfork child).
+pub fn creds_to_hand_on(out: &mut [u8]) -> Option<&[u8]> {
+    if !active() {
+        return None;
+    }
+    let next = current().after_exec();
+    if next == Creds::ROOT {
+        return None;
+    }
+    next.write(out)
 }
 
 /// `getresuid`/`getresgid`: the three ids of a kind from `first`.
@@ -162,7 +215,6 @@ fn privileged_only() -> c_int {
 }
 
 /// Supplementary groups: root starts in group 0 alone, as under a real chroot.
-const MAX_GROUPS: usize = 64;
 static GROUPS: [AtomicU32; MAX_GROUPS] = [const { AtomicU32::new(0) }; MAX_GROUPS];
 static GROUP_COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 

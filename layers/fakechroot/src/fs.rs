@@ -13,11 +13,11 @@ use rootfs_paths::layout::{climbs_above_root, has_dotdot};
 
 use crate::sys::{self, fail, real};
 use crate::translate;
-use crate::{fakeroot, lazy, state};
+use crate::{fake_status, fakeroot, lazy, state};
 
 /// `fn name([args before] path [args after]) -> ret = value on failure;`
 macro_rules! path_fns {
-    ($(fn $name:ident([$($pre:ident: $pt:ty),*] $path:ident [$($post:ident: $qt:ty),*]) -> $ret:ty = $err:expr $(, via $via:path)? $(, before $before:path)? $(, check $check:path)?;)*) => {$(
+    ($(fn $name:ident([$($pre:ident: $pt:ty),*] $path:ident [$($post:ident: $qt:ty),*]) -> $ret:ty = $err:expr $(, via $via:path)? $(, before $before:path)? $(, check $check:path)? $(, answer $answer:path)?;)*) => {$(
         /// # Safety
         /// The caller's contract is libc's for the function of the same name.
         #[unsafe(no_mangle)]
@@ -25,12 +25,16 @@ macro_rules! path_fns {
             let Some(next) = real!($name: fn($($pt,)* *const c_char $(, $qt)*) -> $ret) else {
                 return fail(libc::ENOSYS, $err);
             };
+            let _post = ($($post,)*);
             let mut buf = PathBuf::new();
             match path_fns!(@via $($via)?)($path, &mut buf) {
                 Ok(path) => {
                     $($before(libc::AT_FDCWD, path);)?
                     $(if let Err(code) = $check(libc::AT_FDCWD, path) {
                         return fail(code, $err);
+                    })?
+                    $(if let Some(answer) = $answer(path, _post) {
+                        return answer;
                     })?
                     // SAFETY: the caller's arguments, with the path translated.
                     unsafe { next($($pre,)* path $(, $post)*) }
@@ -45,7 +49,7 @@ macro_rules! path_fns {
 
 /// `fn name([args before] dirfd, path [args after]) -> ret = value on failure;`
 macro_rules! at_fns {
-    ($(fn $name:ident([$($pre:ident: $pt:ty),*] $dirfd:ident, $path:ident [$($post:ident: $qt:ty),*]) -> $ret:ty = $err:expr $(, via $via:path)? $(, before $before:path)? $(, check $check:path)?;)*) => {$(
+    ($(fn $name:ident([$($pre:ident: $pt:ty),*] $dirfd:ident, $path:ident [$($post:ident: $qt:ty),*]) -> $ret:ty = $err:expr $(, via $via:path)? $(, before $before:path)? $(, check $check:path)? $(, answer $answer:path)?;)*) => {$(
         /// # Safety
         /// The caller's contract is libc's for the function of the same name.
         #[unsafe(no_mangle)]
@@ -53,12 +57,16 @@ macro_rules! at_fns {
             let Some(next) = real!($name: fn($($pt,)* c_int, *const c_char $(, $qt)*) -> $ret) else {
                 return fail(libc::ENOSYS, $err);
             };
+            let _post = ($($post,)*);
             let mut buf = PathBuf::new();
             match at_fns!(@via $($via)?)($dirfd, $path, &mut buf) {
                 Ok(path) => {
                     $($before($dirfd, path);)?
                     $(if let Err(code) = $check($dirfd, path) {
                         return fail(code, $err);
+                    })?
+                    $(if let Some(answer) = $answer(path, _post) {
+                        return answer;
                     })?
                     // SAFETY: the caller's arguments, with the path translated.
                     unsafe { next($($pre,)* $dirfd, path $(, $post)*) }
@@ -74,16 +82,16 @@ macro_rules! at_fns {
 // `open` is variadic in C; on x86_64 and aarch64 a fixed third argument is passed in the
 // same register, and libc reads it only with O_CREAT or O_TMPFILE.
 path_fns! {
-    fn open([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open;
-    fn open64([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open;
-    fn __open([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open;
-    fn __open64([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open;
-    fn __open_2([] path [flags: c_int]) -> c_int = -1, check lazy::before_open;
-    fn __open64_2([] path [flags: c_int]) -> c_int = -1, check lazy::before_open;
+    fn open([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open, answer fake_status::open;
+    fn open64([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open, answer fake_status::open;
+    fn __open([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open, answer fake_status::open;
+    fn __open64([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open, answer fake_status::open;
+    fn __open_2([] path [flags: c_int]) -> c_int = -1, check lazy::before_open, answer fake_status::open_2;
+    fn __open64_2([] path [flags: c_int]) -> c_int = -1, check lazy::before_open, answer fake_status::open_2;
     fn creat([] path [mode: mode_t]) -> c_int = -1;
     fn creat64([] path [mode: mode_t]) -> c_int = -1;
-    fn fopen([] path [mode: *const c_char]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open;
-    fn fopen64([] path [mode: *const c_char]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open;
+    fn fopen([] path [mode: *const c_char]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open, answer fake_status::fopen;
+    fn fopen64([] path [mode: *const c_char]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open, answer fake_status::fopen;
     fn freopen([] path [mode: *const c_char, stream: *mut FILE]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open;
     fn freopen64([] path [mode: *const c_char, stream: *mut FILE]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open;
     fn truncate([] path [length: off_t]) -> c_int = -1, check lazy::before_open;
@@ -131,10 +139,10 @@ path_fns! {
 }
 
 at_fns! {
-    fn openat([] dirfd, path [flags: c_int, mode: mode_t]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open;
-    fn openat64([] dirfd, path [flags: c_int, mode: mode_t]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open;
-    fn __openat_2([] dirfd, path [flags: c_int]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open;
-    fn __openat64_2([] dirfd, path [flags: c_int]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open;
+    fn openat([] dirfd, path [flags: c_int, mode: mode_t]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open, answer fake_status::open;
+    fn openat64([] dirfd, path [flags: c_int, mode: mode_t]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open, answer fake_status::open;
+    fn __openat_2([] dirfd, path [flags: c_int]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open, answer fake_status::open_2;
+    fn __openat64_2([] dirfd, path [flags: c_int]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open, answer fake_status::open_2;
     fn faccessat([] dirfd, path [mode: c_int, flags: c_int]) -> c_int = -1;
     fn fchmodat([] dirfd, path [mode: mode_t, flags: c_int]) -> c_int = -1;
     fn futimesat([] dirfd, path [times: *const c_void]) -> c_int = -1;

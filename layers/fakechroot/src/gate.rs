@@ -9,11 +9,11 @@
 use std::ffi::{c_char, c_int, c_long};
 
 use rootfs_paths::PathBuf;
-use rootfs_paths::syscall_gate::{ChownCall, ExeLink, Gate, PathArg, StatLayout, classify};
+use rootfs_paths::syscall_gate::{ChownCall, Effect, ExeLink, Gate, PathArg, StatLayout, classify};
 
 use crate::stat::{Filled, after_stat};
 use crate::sys::{self, fail};
-use crate::{fakeroot, fs, names, spawn, state, translate};
+use crate::{fake_status, fakeroot, fs, lazy, names, spawn, state, translate};
 
 /// `long syscall(long number, ...)`. C passes the variadic arguments of this call in the
 /// same registers as six fixed ones on x86_64 and aarch64, and the kernel reads exactly
@@ -51,7 +51,11 @@ unsafe fn gated(number: usize, gate: Gate, mut args: [usize; 6]) -> c_long {
     let ptr = |i: u8| args[usize::from(i)] as *const c_char;
     let fd = |i: Option<u8>| i.map_or(libc::AT_FDCWD, |i| args[usize::from(i)] as c_int);
     match gate {
-        Gate::Paths { first, second } => {
+        Gate::Paths {
+            first,
+            second,
+            effect,
+        } => {
             let (mut first_buf, mut second_buf) = (PathBuf::new(), PathBuf::new());
             let first_host = match translate_arg(&args, first, &mut first_buf) {
                 Ok(p) => p,
@@ -62,6 +66,27 @@ unsafe fn gated(number: usize, gate: Gate, mut args: [usize; 6]) -> c_long {
                 Some(Ok(p)) => Some(p),
                 None => None,
             };
+            match effect {
+                Effect::None => {}
+                Effect::Opens { flags } => {
+                    if let Err(code) = lazy::before_open(fd(first.dirfd), first_host) {
+                        return fail(code, -1);
+                    }
+                    let flags = flags.map(|i| args[usize::from(i)] as c_int);
+                    if let Some(fd) = flags.and_then(|f| fake_status::open_2(first_host, (f,))) {
+                        return c_long::from(fd);
+                    }
+                }
+                Effect::Fills | Effect::Renames => {
+                    if let Err(code) = lazy::before_open(fd(first.dirfd), first_host) {
+                        return fail(code, -1);
+                    }
+                }
+                Effect::Removes => fakeroot::forget(fd(first.dirfd), first_host),
+            }
+            if let (Effect::Renames, Some(s), Some(p)) = (effect, second, second_host) {
+                fakeroot::forget(fd(s.dirfd), p);
+            }
             args[usize::from(first.path)] = first_host as usize;
             if let (Some(s), Some(p)) = (second, second_host) {
                 args[usize::from(s.path)] = p as usize;

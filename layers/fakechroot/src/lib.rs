@@ -31,6 +31,7 @@
 mod arena;
 mod dirs;
 mod exec;
+mod fake_status;
 mod fakeroot;
 mod fs;
 mod gate;
@@ -60,7 +61,11 @@ unsafe extern "C" {
 /// back here, where glibc hands initialisers the very argv that `main` receives.
 #[cfg(target_env = "gnu")]
 extern "C" fn init(argc: c_int, argv: *mut *mut c_char, _envp: *mut *mut c_char) {
-    if state::get().is_none() || argc < 1 || argv.is_null() {
+    if state::get().is_none() {
+        return;
+    }
+    fakeroot::adopt_inherited();
+    if argc < 1 || argv.is_null() {
         return;
     }
     // SAFETY: getenv returns a pointer into the environment, which outlives main.
@@ -83,7 +88,9 @@ extern "C" fn init(argc: c_int, argv: *mut *mut c_char, _envp: *mut *mut c_char)
 
 #[cfg(not(target_env = "gnu"))]
 extern "C" fn init() {
-    state::get();
+    if state::get().is_some() {
+        fakeroot::adopt_inherited();
+    }
 }
 
 #[cfg(target_env = "gnu")]

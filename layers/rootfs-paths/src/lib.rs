@@ -10,9 +10,11 @@
 extern crate std;
 
 pub mod buf;
+pub mod creds;
 pub mod elf;
 pub mod fetch;
 pub mod layout;
+pub mod proc_status;
 pub mod protocol;
 pub mod script;
 pub mod syscall_gate;

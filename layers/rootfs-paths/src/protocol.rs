@@ -64,8 +64,11 @@ pub const FETCH: Var = protocol_var!("SCAR_FC_FETCH");
 pub const EXE: Var = protocol_var!("SCAR_FC_EXE");
 /// Per exec, for loaders without `--argv0`: the program's argv[0].
 pub const ARGV0: Var = protocol_var!("SCAR_FC_ARGV0");
+/// Per exec, under fake root: the credentials the new program starts with, when they are
+/// not root's (`creds.rs`).
+pub const CREDS: Var = protocol_var!("SCAR_FC_CREDS");
 /// The variables that describe one exec and are never handed on.
-pub const PER_EXEC: [Var; 2] = [EXE, ARGV0];
+pub const PER_EXEC: [Var; 3] = [EXE, ARGV0, CREDS];
 
 /// The image's `ldconfig` (static in glibc images, so it would run unconfined and rebuild
 /// the *host's* `/etc/ld.so.cache`) is never run: programs here start through the image's
@@ -154,6 +157,7 @@ mod tests {
             DEBUG,
             EXE,
             ARGV0,
+            CREDS,
         ] {
             assert!(var.name.starts_with(PREFIX));
         }

@@ -47,6 +47,7 @@ pub enum Gate {
     Paths {
         first: PathArg,
         second: Option<PathArg>,
+        effect: Effect,
     },
     /// A stat-type call: paths as for [`Gate::Paths`]; a symlink not followed reports the
     /// length of its container target, as `readlink` returns it.
@@ -75,6 +76,26 @@ pub enum Gate {
     /// `ENOSYS`: a path the shim cannot translate (privileged or opaque), or io_uring, whose
     /// file operations no interposer sees; programs fall back to plain calls.
     Refuse,
+}
+
+/// What the named wrapper does besides translating, which the gate does too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Nothing more.
+    None,
+    /// Opens the first path, with its `O_*` flags at this argument (`None`: in a
+    /// structure): a lazy tree's placeholder is filled first, and under fake root a
+    /// process's `/proc/…/status` is answered with fake ids.
+    Opens { flags: Option<u8> },
+    /// Reads or changes the first path's bytes (`truncate`) or gives it another name
+    /// (`link`): a lazy tree's placeholder is filled first.
+    Fills,
+    /// Removes the first name: under fake root, an owner remembered for its file is
+    /// forgotten when this was the file's last name.
+    Removes,
+    /// Renames the first over the second: the first is filled first, and the file the
+    /// second named is forgotten as by [`Effect::Removes`].
+    Renames,
 }
 
 /// Which `chown` a call is.
@@ -149,16 +170,26 @@ const fn at(dirfd: u8, exe: ExeLink) -> PathArg {
 }
 
 const fn one(first: PathArg) -> Gate {
+    with(first, Effect::None)
+}
+
+const fn with(first: PathArg, effect: Effect) -> Gate {
     Gate::Paths {
         first,
         second: None,
+        effect,
     }
 }
 
-const fn two(first: PathArg, second: PathArg) -> Gate {
+const fn opens(first: PathArg, flags: Option<u8>) -> Gate {
+    with(first, Effect::Opens { flags })
+}
+
+const fn two(first: PathArg, second: PathArg, effect: Effect) -> Gate {
     Gate::Paths {
         first,
         second: Some(second),
+        effect,
     }
 }
 
@@ -200,8 +231,8 @@ macro_rules! gate_table {
 // queries, changes, execs, then the calls refused.
 gate_table! {
     both {
-        openat => one(at(0, Program)),
-        openat2 => one(at(0, Program)),
+        openat => opens(at(0, Program), Some(2)),
+        openat2 => opens(at(0, Program), None),
         statx => Gate::Stat { path: at(0, Kernel), flags: Some(2), buf: 4, layout: StatLayout::Statx },
         faccessat => one(at(0, Kernel)),
         faccessat2 => one(at(0, Kernel)),
@@ -216,13 +247,13 @@ gate_table! {
         open_tree => one(at(0, Kernel)),
         mkdirat => one(at(0, Kernel)),
         mknodat => one(at(0, Kernel)),
-        unlinkat => one(at(0, Kernel)),
+        unlinkat => with(at(0, Kernel), Effect::Removes),
         fchmodat => one(at(0, Kernel)),
         fchmodat2 => one(at(0, Kernel)),
         fchownat => Gate::Chown(ChownCall::At),
         fchown => Gate::Chown(ChownCall::Fd),
         utimensat => one(at(0, Kernel)),
-        truncate => one(cwd(0, Program)),
+        truncate => with(cwd(0, Program), Effect::Fills),
         setxattr => one(cwd(0, Program)),
         lsetxattr => one(cwd(0, Kernel)),
         getxattr => one(cwd(0, Program)),
@@ -231,9 +262,9 @@ gate_table! {
         llistxattr => one(cwd(0, Kernel)),
         removexattr => one(cwd(0, Program)),
         lremovexattr => one(cwd(0, Kernel)),
-        renameat => two(at(0, Kernel), at(2, Kernel)),
-        renameat2 => two(at(0, Kernel), at(2, Kernel)),
-        linkat => two(at(0, Kernel), at(2, Kernel)),
+        renameat => two(at(0, Kernel), at(2, Kernel), Effect::Renames),
+        renameat2 => two(at(0, Kernel), at(2, Kernel), Effect::Renames),
+        linkat => two(at(0, Kernel), at(2, Kernel), Effect::Fills),
         symlinkat => Gate::Symlink { dirfd: Some(1) },
         execve => Gate::Execve,
         execveat => Gate::Execveat,
@@ -256,7 +287,7 @@ gate_table! {
     }
     // The legacy calls that aarch64 never had.
     x86_64 {
-        open => one(cwd(0, Program)),
+        open => opens(cwd(0, Program), Some(1)),
         creat => one(cwd(0, Program)),
         newfstatat => Gate::Stat { path: at(0, Kernel), flags: Some(3), buf: 2, layout: StatLayout::Stat },
         stat => one(cwd(0, Program)),
@@ -265,16 +296,16 @@ gate_table! {
         readlink => Gate::Readlink { dirfd: None },
         mkdir => one(cwd(0, Program)),
         mknod => one(cwd(0, Program)),
-        unlink => one(cwd(0, Kernel)),
-        rmdir => one(cwd(0, Kernel)),
+        unlink => with(cwd(0, Kernel), Effect::Removes),
+        rmdir => with(cwd(0, Kernel), Effect::Removes),
         chmod => one(cwd(0, Program)),
         chown => Gate::Chown(ChownCall::Path),
         lchown => Gate::Chown(ChownCall::LinkPath),
         futimesat => one(at(0, Kernel)),
         utime => one(cwd(0, Program)),
         utimes => one(cwd(0, Program)),
-        rename => two(cwd(0, Kernel), cwd(1, Kernel)),
-        link => two(cwd(0, Kernel), cwd(1, Kernel)),
+        rename => two(cwd(0, Kernel), cwd(1, Kernel), Effect::Renames),
+        link => two(cwd(0, Kernel), cwd(1, Kernel), Effect::Fills),
         symlink => Gate::Symlink { dirfd: None },
         uselib => Gate::Refuse,
     }
