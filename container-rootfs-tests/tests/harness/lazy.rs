@@ -59,43 +59,27 @@ fn still_filling(cache: &Path) -> bool {
 #[ignore = "needs scripts/setup.sh: run `make test`"]
 fn programs_on_a_lazy_tree_print_what_they_print_under_chroot() {
     let chroot = work().join("chroot/polyglot/rootfs");
-    let commands: &[&[&str]] = &[
-        &[
-            "python3",
-            "-c",
-            "import numpy; print(numpy.arange(12).reshape(3, 4).sum(axis=0))",
-        ],
-        &["sh", "-c", "java -version 2>&1 | head -1"],
-        &[
-            "node",
-            "-e",
-            "const z = require('zlib'); console.log(z.gzipSync('lazy').length > 0, require('os').platform())",
-        ],
-        &[
-            "perl",
-            "-MDigest::MD5=md5_hex",
-            "-e",
-            "open my $f, '<', '/usr/bin/perl' or die; local $/; print md5_hex(<$f>), qq{\\n}",
-        ],
-        &[
-            "ruby",
-            "-e",
-            "require 'json'; puts JSON.generate({a: [1, 2]})",
-        ],
-        &[
-            "sh",
-            "-c",
-            "sha256sum /usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0 /usr/bin/node | cut -c1-16",
-        ],
-        &[
-            "sh",
-            "-c",
-            "find /usr/share/doc -name copyright | sort | head -n 200 | xargs cat | md5sum",
-        ],
+    // Three cold starts, each a few programs on a tree of placeholders. The first reads a
+    // file through the raw `syscall()` gate (its `openat` must fill the placeholder too).
+    let scripts = [
+        r#"set -e
+python3 -c 'import ctypes, hashlib, os
+fd = ctypes.CDLL(None).syscall(257, -100, b"/usr/bin/node", 0)
+print(hashlib.md5(b"".join(iter(lambda: os.read(fd, 1 << 20), b""))).hexdigest())'
+python3 -c 'import numpy; print(numpy.arange(12).reshape(3, 4).sum(axis=0))'
+java -version 2>&1 | head -1"#,
+        r#"set -e
+node -e "const z = require('zlib'); console.log(z.gzipSync('lazy').length > 0, require('os').platform())"
+perl -MDigest::MD5=md5_hex -e 'open my $f, "<", "/usr/bin/perl" or die; local $/; print md5_hex(<$f>), qq{\n}'
+ruby -e "require 'json'; puts JSON.generate({a: [1, 2]})""#,
+        r#"set -e
+sha256sum /usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0 /usr/bin/node | cut -c1-16
+find /usr/share/doc -name copyright | sort | head -n 200 | xargs cat | md5sum"#,
     ];
+    let commands: Vec<[&str; 3]> = scripts.iter().map(|s| ["sh", "-c", s]).collect();
     let mut lazily_started = 0;
     let image = format!("oci:{}:bookworm", staged_polyglot().display());
-    for argv in commands {
+    for argv in &commands {
         let cache = fresh_lambda_cache();
         run_lazily_as_under_chroot(&chroot, &image, cache.path(), argv, &[]);
         if still_filling(cache.path()) {
