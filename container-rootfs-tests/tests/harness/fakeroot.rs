@@ -92,6 +92,85 @@ fn fake_root_answers_as_real_root_does() {
     assert_eq!(ours.status.code(), Some(0), "{report}");
 }
 
+/// musl reads /etc/passwd and /etc/group from inside libc: a user that busybox's `adduser`
+/// writes into the image is then found by a musl program's lookups (busybox has its own),
+/// by every family of them, as under chroot.
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn a_user_added_in_a_musl_image_is_found_as_under_chroot() {
+    const LOOKUP: &str = r#"#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+int main(int argc, char **argv) {
+    struct passwd *p = getpwnam(argv[1]);
+    if (!p) { printf("no user %s\n", argv[1]); return 0; }
+    printf("%s %u %u %s %s\n", p->pw_name, p->pw_uid, p->pw_gid, p->pw_dir, p->pw_shell);
+    uid_t uid = p->pw_uid; gid_t gid = p->pw_gid;
+    struct passwd pr, *pres; char buf[1024];
+    if (getpwuid_r(uid, &pr, buf, sizeof buf, &pres) == 0 && pres) printf("%s\n", pres->pw_name);
+    struct group *g = getgrgid(gid);
+    if (g) { printf("%s %u", g->gr_name, g->gr_gid); for (char **m = g->gr_mem; *m; m++) printf(" %s", *m); printf("\n"); }
+    struct group gr, *gres; char gbuf[1024];
+    if (getgrnam_r(g ? g->gr_name : "", &gr, gbuf, sizeof gbuf, &gres) == 0 && gres) printf("%u\n", gres->gr_gid);
+    p = getpwuid(uid);
+    printf("%s\n", p ? p->pw_name : "?");
+    return 0;
+}
+"#;
+    const SCRIPT: &str = "set -e
+addgroup -g 4321 crew
+adduser -D -H -h /home/alice -u 1234 -G crew alice
+addgroup -g 4322 band && addgroup alice band
+/tmp/lookup alice; /tmp/lookup nobody-here
+deluser alice; delgroup crew 2>/dev/null || true; delgroup band 2>/dev/null || true
+/tmp/lookup alice";
+    let build = tempfile::tempdir().unwrap();
+    std::fs::write(build.path().join("lookup.c"), LOOKUP).unwrap();
+    let out = std::process::Command::new("musl-gcc")
+        .args(["-O1", "-o"])
+        .arg(build.path().join("lookup"))
+        .arg(build.path().join("lookup.c"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let chroot = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", work().join("chroot/musl/rootfs").display()))
+        .arg(chroot.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::copy(
+        build.path().join("lookup"),
+        chroot.path().join("tmp/lookup"),
+    )
+    .unwrap();
+    let truth = chroot_run_as(chroot.path(), "0:0", &[], &["/bin/sh", "-c", SCRIPT]);
+
+    let cache = fakeroot_cache();
+    let mount = format!("/mnt={}", build.path().display());
+    let in_image = format!("cp /mnt/lookup /tmp/lookup\n{SCRIPT}");
+    std::fs::set_permissions(build.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ours = lambda_run(
+        images::MUSL,
+        &["--fakeroot", "--cache-dir", &cache, "--mount", &mount],
+        &["/bin/sh", "-c", &in_image],
+    );
+    let report = side_by_side("chroot as root", &truth, "fake root", &ours);
+    assert_eq!(truth.status.code(), Some(0), "{report}");
+    assert!(
+        text(&truth.stdout).starts_with(
+            "alice 1234 4321 /home/alice /bin/sh\nalice\ncrew 4321 alice\n4321\nalice\n"
+        ),
+        "{report}"
+    );
+    assert_eq!(ours.stdout, truth.stdout, "{report}");
+    assert_eq!(ours.status.code(), Some(0), "{report}");
+}
+
 #[test]
 #[ignore = "needs the harness, root and the shim (make test)"]
 fn without_the_flag_nothing_changes() {

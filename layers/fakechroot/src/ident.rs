@@ -6,14 +6,15 @@
 //! package script has just added under fake root, would be unknown. So the image's files
 //! are searched first, with glibc's own parser (`fgetpwent_r`) on the image's file; then
 //! libc's lookup (the host's files); then, for the caller's own ids, which Lambda's uid 993
-//! is in no image, the host's name or a made-up one. musl has no `fgetpwent_r`: there the
-//! image's files are not searched.
+//! is in no image, the host's name or a made-up one. musl has no `fgetpwent_r` to lend:
+//! there the image's files are parsed by `accounts.rs`.
 
 use std::ffi::{CString, c_char, c_int};
 use std::sync::OnceLock;
 
 use libc::{FILE, gid_t, group, passwd, size_t, uid_t};
 
+use crate::accounts;
 use crate::sys::real;
 
 struct Identity {
@@ -149,10 +150,8 @@ unsafe fn image_passwd(
     if crate::state::get().is_none() {
         return Ok(false);
     }
-    let Some(parse) = real!(fgetpwent_r: fn(*mut FILE, *mut passwd, *mut c_char, size_t, *mut *mut passwd) -> c_int)
-    else {
-        return Ok(false);
-    };
+    let parse = real!(fgetpwent_r: fn(*mut FILE, *mut passwd, *mut c_char, size_t, *mut *mut passwd) -> c_int)
+        .unwrap_or(accounts::next_passwd);
     // SAFETY: fgetpwent_r's contract is search_image's; the caller's arguments.
     unsafe { search_image(c"/etc/passwd", parse, passwd_fields, key, pwd, buf, len) }
 }
@@ -170,10 +169,8 @@ unsafe fn image_group(
     if crate::state::get().is_none() {
         return Ok(false);
     }
-    let Some(parse) = real!(fgetgrent_r: fn(*mut FILE, *mut group, *mut c_char, size_t, *mut *mut group) -> c_int)
-    else {
-        return Ok(false);
-    };
+    let parse = real!(fgetgrent_r: fn(*mut FILE, *mut group, *mut c_char, size_t, *mut *mut group) -> c_int)
+        .unwrap_or(accounts::next_group);
     // SAFETY: fgetgrent_r's contract is search_image's; the caller's arguments.
     unsafe { search_image(c"/etc/group", parse, group_fields, key, grp, buf, len) }
 }

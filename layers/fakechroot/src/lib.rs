@@ -28,6 +28,7 @@
     clippy::multiple_unsafe_ops_per_block
 )]
 
+mod accounts;
 mod arena;
 mod dirs;
 mod exec;

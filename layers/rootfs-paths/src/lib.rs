@@ -9,6 +9,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod accounts;
 pub mod buf;
 pub mod creds;
 pub mod elf;
