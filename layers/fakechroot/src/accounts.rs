@@ -68,6 +68,8 @@ unsafe fn next_entry<T>(
     let mut line = Line::new();
     loop {
         // SAFETY: the caller's stream.
+        let start = unsafe { libc::ftello(stream) };
+        // SAFETY: the caller's stream.
         let Some(bytes) = (unsafe { line.read(stream) }) else {
             return libc::ENOENT;
         };
@@ -78,7 +80,12 @@ unsafe fn next_entry<T>(
                 unsafe { *result = filled };
                 return 0;
             }
-            Some(Err(code)) => return code,
+            Some(Err(code)) => {
+                // As glibc's: a caller that grows its buffer reads the same line again.
+                // SAFETY: the caller's stream, back where this line began.
+                unsafe { libc::fseeko(stream, start, libc::SEEK_SET) };
+                return code;
+            }
         }
     }
 }

@@ -90,7 +90,7 @@ enum Key<'a> {
 /// are the caller's, valid for a `_r` lookup.
 unsafe fn search_image<T>(
     file: &std::ffi::CStr,
-    parse: unsafe extern "C" fn(*mut FILE, *mut T, *mut c_char, size_t, *mut *mut T) -> c_int,
+    parse: Parser<T>,
     fields: fn(&T) -> (u32, *const c_char),
     key: Key<'_>,
     entry: *mut T,
@@ -137,6 +137,22 @@ fn group_fields(g: &group) -> (u32, *const c_char) {
     (g.gr_gid, g.gr_name)
 }
 
+/// `fgetpwent_r`'s contract: the stream, the entry and its buffer, the result.
+pub type Parser<T> =
+    unsafe extern "C" fn(*mut FILE, *mut T, *mut c_char, size_t, *mut *mut T) -> c_int;
+
+/// libc's `fgetpwent_r` (glibc), else the shim's (`accounts.rs`).
+pub fn passwd_parser() -> Parser<passwd> {
+    real!(fgetpwent_r: fn(*mut FILE, *mut passwd, *mut c_char, size_t, *mut *mut passwd) -> c_int)
+        .unwrap_or(accounts::next_passwd)
+}
+
+/// libc's `fgetgrent_r` (glibc), else the shim's.
+pub fn group_parser() -> Parser<group> {
+    real!(fgetgrent_r: fn(*mut FILE, *mut group, *mut c_char, size_t, *mut *mut group) -> c_int)
+        .unwrap_or(accounts::next_group)
+}
+
 /// A passwd lookup in the image (see [`search_image`]).
 ///
 /// # Safety
@@ -150,8 +166,7 @@ unsafe fn image_passwd(
     if crate::state::get().is_none() {
         return Ok(false);
     }
-    let parse = real!(fgetpwent_r: fn(*mut FILE, *mut passwd, *mut c_char, size_t, *mut *mut passwd) -> c_int)
-        .unwrap_or(accounts::next_passwd);
+    let parse = passwd_parser();
     // SAFETY: fgetpwent_r's contract is search_image's; the caller's arguments.
     unsafe { search_image(c"/etc/passwd", parse, passwd_fields, key, pwd, buf, len) }
 }
@@ -169,8 +184,7 @@ unsafe fn image_group(
     if crate::state::get().is_none() {
         return Ok(false);
     }
-    let parse = real!(fgetgrent_r: fn(*mut FILE, *mut group, *mut c_char, size_t, *mut *mut group) -> c_int)
-        .unwrap_or(accounts::next_group);
+    let parse = group_parser();
     // SAFETY: fgetgrent_r's contract is search_image's; the caller's arguments.
     unsafe { search_image(c"/etc/group", parse, group_fields, key, grp, buf, len) }
 }

@@ -37,6 +37,7 @@ mod fakeroot;
 mod fs;
 mod gate;
 mod ident;
+mod ident_list;
 mod lazy;
 mod names;
 mod spawn;
