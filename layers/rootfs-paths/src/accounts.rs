@@ -5,6 +5,8 @@
 //! follow musl's rules: a passwd line has seven `:`-separated fields, a group line four,
 //! ids are decimal, and a line that breaks the rules is skipped.
 
+use crate::buf::parse_decimal;
+
 /// One `/etc/passwd` entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PasswdLine<'a> {
@@ -49,8 +51,8 @@ pub fn passwd_line(line: &[u8]) -> Option<PasswdLine<'_>> {
     Some(PasswdLine {
         name,
         password,
-        uid: id(uid)?,
-        gid: id(gid)?,
+        uid: parse_decimal(uid)?,
+        gid: parse_decimal(gid)?,
         gecos,
         dir,
         shell,
@@ -65,22 +67,13 @@ pub fn group_line(line: &[u8]) -> Option<GroupLine<'_>> {
     Some(GroupLine {
         name,
         password,
-        gid: id(gid)?,
+        gid: parse_decimal(gid)?,
         members,
     })
 }
 
 fn trim_newline(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\n").unwrap_or(line)
-}
-
-fn id(digits: &[u8]) -> Option<u32> {
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    digits.iter().try_fold(0_u32, |n, &d| {
-        n.checked_mul(10)?.checked_add(u32::from(d - b'0'))
-    })
 }
 
 #[cfg(test)]

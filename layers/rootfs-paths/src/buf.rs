@@ -17,6 +17,17 @@ pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     &buf[at..]
 }
 
+/// The `u32` that `digits` spell in decimal, or `None` for anything else (empty, a sign, a
+/// space, a value past `u32::MAX`): ids in the kernel's and the account files' text.
+pub fn parse_decimal(digits: &[u8]) -> Option<u32> {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits.iter().try_fold(0_u32, |n, &d| {
+        n.checked_mul(10)?.checked_add(u32::from(d - b'0'))
+    })
+}
+
 /// The path did not fit in `PATH_MAX` bytes; callers report `ENAMETOOLONG`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overflow;

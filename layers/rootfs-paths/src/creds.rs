@@ -8,7 +8,7 @@
 //! new program's shim starts from them. A program started without it is root, as a fresh
 //! `bootstrap run --fakeroot` is.
 
-use crate::buf::decimal;
+use crate::buf::{decimal, parse_decimal};
 
 /// Supplementary groups kept, as many as `setgroups` accepts under fake root.
 pub const MAX_GROUPS: usize = 64;
@@ -71,7 +71,7 @@ impl Creds {
         creds.group_count = 0;
         let mut count = 0;
         for field in text.split(|&b| b == b',') {
-            let id = number(field)?;
+            let id = parse_decimal(field)?;
             match count {
                 0..=2 => creds.uids[count] = id,
                 3..=5 => creds.gids[count - 3] = id,
@@ -85,15 +85,6 @@ impl Creds {
         creds.group_count = count - 6;
         Some(creds)
     }
-}
-
-fn number(digits: &[u8]) -> Option<u32> {
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    digits.iter().try_fold(0_u32, |n, &d| {
-        n.checked_mul(10)?.checked_add(u32::from(d - b'0'))
-    })
 }
 
 #[cfg(test)]

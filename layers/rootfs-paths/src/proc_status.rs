@@ -8,7 +8,7 @@
 //! another process's the rule `stat` applies to owners (the Lambda user's ids read as
 //! root's, as everything it owns does). Every other line is the kernel's, byte for byte.
 
-use crate::buf::decimal;
+use crate::buf::{decimal, parse_decimal};
 
 /// Whose status file a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,27 +30,18 @@ pub fn whose(path: &[u8], own_pid: u32) -> Option<Whose> {
     };
     if let Some(task) = task {
         let tid = task.strip_prefix(b"task/")?;
-        number(tid)?;
+        parse_decimal(tid)?;
         if process == b"thread-self" {
             return None;
         }
     }
     match process {
         b"self" | b"thread-self" => Some(Whose::This),
-        digits => match number(digits)? {
+        digits => match parse_decimal(digits)? {
             pid if pid == own_pid => Some(Whose::This),
             _ => Some(Whose::Other),
         },
     }
-}
-
-fn number(digits: &[u8]) -> Option<u32> {
-    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    digits.iter().try_fold(0_u32, |n, &d| {
-        n.checked_mul(10)?.checked_add(u32::from(d - b'0'))
-    })
 }
 
 /// The ids a rewritten file shows.
@@ -139,7 +130,7 @@ fn write_ids(w: &mut Writer<'_>, key: &[u8], kernel: &[u8], ids: Ids<'_>) -> Res
                     w.put(separator)?;
                 }
                 first = false;
-                match number(field) {
+                match parse_decimal(field) {
                     Some(id) if id == lambda => w.put(b"0")?,
                     _ => w.put(field)?,
                 }
