@@ -73,7 +73,10 @@ except PermissionError:
     print("cannot regain root")
 sys.stdout.flush()
 os.execvp("sh", ["sh", "-c", "id -u; id -g; id -G; grep -E \"^(Uid|Gid|Groups):\" /proc/self/status; \
-  python3 -c \"import os; print(os.getresuid(), os.getresgid())\""])
+  python3 -c \"import os; print(os.getresuid(), os.getresgid())\"; \
+  touch /tmp/fr-n; mkdir /tmp/fr-m; ln -s fr-n /tmp/fr-s; mkfifo /tmp/fr-p; \
+  python3 -c \"import tempfile, os; f, p = tempfile.mkstemp(); print(os.stat(p).st_uid); os.unlink(p)\"; \
+  d=$(mktemp -d); stat -c %u:%g $d /tmp/fr-n /tmp/fr-m /tmp/fr-s /tmp/fr-p; rm -r $d /tmp/fr-n /tmp/fr-m /tmp/fr-s /tmp/fr-p"])
 '
 "#;
 

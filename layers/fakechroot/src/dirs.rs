@@ -6,9 +6,9 @@ use std::ffi::{c_char, c_int};
 
 use rootfs_paths::PathBuf;
 
-use crate::state;
 use crate::sys::{self, fail, real};
 use crate::translate;
+use crate::{fakeroot, state};
 
 type GlobErr = Option<unsafe extern "C" fn(*const c_char, c_int) -> c_int>;
 
@@ -171,11 +171,13 @@ macro_rules! ftw_fn {
 ftw_fn!(ftw, ftw64);
 
 /// Runs a template-filling call on a translated copy, then copies the filled-in tail
-/// (the `XXXXXX` and any suffix) back into the caller's template.
+/// (the `XXXXXX` and any suffix) back into the caller's template. `creates`: the call
+/// makes the file it names (fake root gives it its creator's ids).
 unsafe fn with_template<R: PartialEq>(
     template: *mut c_char,
     tail: usize,
     failed: R,
+    creates: bool,
     call: impl FnOnce(*mut c_char) -> R,
 ) -> R {
     let mut buf = PathBuf::new();
@@ -183,11 +185,11 @@ unsafe fn with_template<R: PartialEq>(
         Ok(p) => p,
         Err(code) => return fail(code, failed),
     };
-    if host == template.cast_const() {
-        return call(template);
-    }
     let result = call(host.cast_mut());
-    if result != failed {
+    if result != failed && creates {
+        fakeroot::created(libc::AT_FDCWD, host);
+    }
+    if result != failed && host != template.cast_const() {
         // SAFETY: our host copy of the template, NUL-terminated.
         let ours = unsafe { sys::bytes(host) };
         // SAFETY: the caller's template, NUL-terminated.
@@ -211,7 +213,7 @@ macro_rules! mkstemp_fns {
             let Some(next) = real!($name: fn(*mut c_char $(, $t)*) -> c_int) else { return fail(libc::ENOSYS, -1) };
             let tail = 6 + ($suffix) as usize;
             // SAFETY: the caller's template, translated.
-            unsafe { with_template(template, tail, -1, |t| next(t $(, $arg)*)) }
+            unsafe { with_template(template, tail, -1, true, |t| next(t $(, $arg)*)) }
         }
     )*};
 }
@@ -227,7 +229,7 @@ mkstemp_fns! {
 }
 
 macro_rules! template_ptr_fns {
-    ($($name:ident),*) => {$(
+    ($($name:ident creates $creates:literal),*) => {$(
         /// # Safety
         /// libc's contract for the function of the same name.
         #[unsafe(no_mangle)]
@@ -235,9 +237,9 @@ macro_rules! template_ptr_fns {
             let null = std::ptr::null_mut();
             let Some(next) = real!($name: fn(*mut c_char) -> *mut c_char) else { return fail(libc::ENOSYS, null) };
             // SAFETY: the caller's template, translated.
-            let filled = unsafe { with_template(template, 6, null, |t| next(t)) };
+            let filled = unsafe { with_template(template, 6, null, $creates, |t| next(t)) };
             if filled.is_null() { filled } else { template }
         }
     )*};
 }
-template_ptr_fns!(mkdtemp, mktemp);
+template_ptr_fns!(mkdtemp creates true, mktemp creates false);

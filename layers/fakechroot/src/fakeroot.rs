@@ -10,7 +10,8 @@
 //! * **Ownership** set by `chown` and its kin is remembered in a file shared by every
 //!   process of the image (a lock-free table of `(dev, inode) → (uid, gid)` mapped into
 //!   each), and every stat reports it; a file the Lambda user owns and nobody chowned
-//!   belongs to root, as in a build.
+//!   belongs to root, as in a build, unless a process whose fake ids are not root's made
+//!   it (it is then recorded as theirs, as the kernel gives a new file its creator's ids).
 //!
 //! What it cannot give: privileges. Device nodes, `chroot`, mounts and setuid executables
 //! still fail or behave as for the Lambda user (see docs/fakeroot.md).
@@ -420,6 +421,65 @@ pub fn present(dev: u64, ino: u64, uid: u32, gid: u32) -> (u32, u32) {
         if i64::from(uid) == own_uid { 0 } else { uid },
         if i64::from(gid) == own_gid { 0 } else { gid },
     )
+}
+
+// ---------------------------------------------------------------------------------------
+// Files made by a process that is not (fake) root.
+
+/// The owner the kernel gives a new file: its creator's effective ids. `None` while they are
+/// root's, which is what an unremembered file shows anyway, so root's creations cost nothing.
+fn creator() -> Option<(u32, u32)> {
+    if !active() {
+        return None;
+    }
+    let owner = (id(EUID), id(EGID));
+    (owner != (0, 0)).then_some(owner)
+}
+
+/// Calls that make a new file whenever they succeed (`mkdir`, `mknod`, `symlink`, …).
+pub fn always_creates<P>(_dirfd: c_int, _host: *const c_char, _args: P) -> bool {
+    creator().is_some()
+}
+
+/// `creat`: makes the file if it is missing.
+pub fn creat_creates<P>(dirfd: c_int, host: *const c_char, _args: P) -> bool {
+    creator().is_some() && missing(dirfd, host)
+}
+
+/// `open`/`openat` with `O_CREAT`: makes the file if it is missing.
+pub fn open_creates(
+    dirfd: c_int,
+    host: *const c_char,
+    (flags, _mode): (c_int, libc::mode_t),
+) -> bool {
+    flags & libc::O_CREAT != 0 && creat_creates(dirfd, host, ())
+}
+
+/// `fopen` in a writing mode (`w`, `a`): makes the file if it is missing.
+pub fn fopen_creates(dirfd: c_int, host: *const c_char, (mode,): (*const c_char,)) -> bool {
+    if mode.is_null() {
+        return false;
+    }
+    // SAFETY: a non-null mode is NUL-terminated (fopen's contract).
+    let writes = matches!(unsafe { sys::bytes(mode) }.first(), Some(b'w' | b'a'));
+    writes && creat_creates(dirfd, host, ())
+}
+
+fn missing(dirfd: c_int, host: *const c_char) -> bool {
+    sys::kernel_stat(dirfd, host, libc::AT_SYMLINK_NOFOLLOW).is_err_and(|e| e == libc::ENOENT)
+}
+
+/// After a call that made `host`: it belongs to its creator's fake ids, as the kernel would
+/// have it.
+pub fn created(dirfd: c_int, host: *const c_char) {
+    let Some((uid, gid)) = creator() else {
+        return;
+    };
+    if let Ok(st) = sys::kernel_stat(dirfd, host, libc::AT_SYMLINK_NOFOLLOW)
+        && let Some(t) = table()
+    {
+        t.store(st.st_dev, st.st_ino, uid, gid);
+    }
 }
 
 /// `chown` under fake root: remembered for the file, never asked of the kernel.

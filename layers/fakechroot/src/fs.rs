@@ -15,9 +15,38 @@ use crate::sys::{self, fail, real};
 use crate::translate;
 use crate::{fake_status, fakeroot, lazy, state};
 
+/// Whether a wrapper's result is its failure value (-1 or NULL).
+trait Outcome {
+    fn failed(&self) -> bool;
+}
+
+impl Outcome for c_int {
+    fn failed(&self) -> bool {
+        *self < 0
+    }
+}
+
+impl Outcome for c_long {
+    fn failed(&self) -> bool {
+        *self < 0
+    }
+}
+
+impl Outcome for ssize_t {
+    fn failed(&self) -> bool {
+        *self < 0
+    }
+}
+
+impl<T> Outcome for *mut T {
+    fn failed(&self) -> bool {
+        self.is_null()
+    }
+}
+
 /// `fn name([args before] path [args after]) -> ret = value on failure;`
 macro_rules! path_fns {
-    ($(fn $name:ident([$($pre:ident: $pt:ty),*] $path:ident [$($post:ident: $qt:ty),*]) -> $ret:ty = $err:expr $(, via $via:path)? $(, before $before:path)? $(, check $check:path)? $(, answer $answer:path)?;)*) => {$(
+    ($(fn $name:ident([$($pre:ident: $pt:ty),*] $path:ident [$($post:ident: $qt:ty),*]) -> $ret:ty = $err:expr $(, via $via:path)? $(, before $before:path)? $(, check $check:path)? $(, answer $answer:path)? $(, creates $creates:path)?;)*) => {$(
         /// # Safety
         /// The caller's contract is libc's for the function of the same name.
         #[unsafe(no_mangle)]
@@ -36,8 +65,13 @@ macro_rules! path_fns {
                     $(if let Some(answer) = $answer(path, _post) {
                         return answer;
                     })?
+                    let _creating = false $(|| $creates(libc::AT_FDCWD, path, _post))?;
                     // SAFETY: the caller's arguments, with the path translated.
-                    unsafe { next($($pre,)* path $(, $post)*) }
+                    let ret = unsafe { next($($pre,)* path $(, $post)*) };
+                    if _creating && !Outcome::failed(&ret) {
+                        fakeroot::created(libc::AT_FDCWD, path);
+                    }
+                    ret
                 }
                 Err(code) => fail(code, $err),
             }
@@ -49,7 +83,7 @@ macro_rules! path_fns {
 
 /// `fn name([args before] dirfd, path [args after]) -> ret = value on failure;`
 macro_rules! at_fns {
-    ($(fn $name:ident([$($pre:ident: $pt:ty),*] $dirfd:ident, $path:ident [$($post:ident: $qt:ty),*]) -> $ret:ty = $err:expr $(, via $via:path)? $(, before $before:path)? $(, check $check:path)? $(, answer $answer:path)?;)*) => {$(
+    ($(fn $name:ident([$($pre:ident: $pt:ty),*] $dirfd:ident, $path:ident [$($post:ident: $qt:ty),*]) -> $ret:ty = $err:expr $(, via $via:path)? $(, before $before:path)? $(, check $check:path)? $(, answer $answer:path)? $(, creates $creates:path)?;)*) => {$(
         /// # Safety
         /// The caller's contract is libc's for the function of the same name.
         #[unsafe(no_mangle)]
@@ -68,8 +102,13 @@ macro_rules! at_fns {
                     $(if let Some(answer) = $answer(path, _post) {
                         return answer;
                     })?
+                    let _creating = false $(|| $creates($dirfd, path, _post))?;
                     // SAFETY: the caller's arguments, with the path translated.
-                    unsafe { next($($pre,)* $dirfd, path $(, $post)*) }
+                    let ret = unsafe { next($($pre,)* $dirfd, path $(, $post)*) };
+                    if _creating && !Outcome::failed(&ret) {
+                        fakeroot::created($dirfd, path);
+                    }
+                    ret
                 }
                 Err(code) => fail(code, $err),
             }
@@ -82,16 +121,16 @@ macro_rules! at_fns {
 // `open` is variadic in C; on x86_64 and aarch64 a fixed third argument is passed in the
 // same register, and libc reads it only with O_CREAT or O_TMPFILE.
 path_fns! {
-    fn open([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open, answer fake_status::open;
-    fn open64([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open, answer fake_status::open;
-    fn __open([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open, answer fake_status::open;
-    fn __open64([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open, answer fake_status::open;
+    fn open([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open, answer fake_status::open, creates fakeroot::open_creates;
+    fn open64([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open, answer fake_status::open, creates fakeroot::open_creates;
+    fn __open([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open, answer fake_status::open, creates fakeroot::open_creates;
+    fn __open64([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open, answer fake_status::open, creates fakeroot::open_creates;
     fn __open_2([] path [flags: c_int]) -> c_int = -1, check lazy::before_open, answer fake_status::open_2;
     fn __open64_2([] path [flags: c_int]) -> c_int = -1, check lazy::before_open, answer fake_status::open_2;
-    fn creat([] path [mode: mode_t]) -> c_int = -1;
-    fn creat64([] path [mode: mode_t]) -> c_int = -1;
-    fn fopen([] path [mode: *const c_char]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open, answer fake_status::fopen;
-    fn fopen64([] path [mode: *const c_char]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open, answer fake_status::fopen;
+    fn creat([] path [mode: mode_t]) -> c_int = -1, creates fakeroot::creat_creates;
+    fn creat64([] path [mode: mode_t]) -> c_int = -1, creates fakeroot::creat_creates;
+    fn fopen([] path [mode: *const c_char]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open, answer fake_status::fopen, creates fakeroot::fopen_creates;
+    fn fopen64([] path [mode: *const c_char]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open, answer fake_status::fopen, creates fakeroot::fopen_creates;
     fn freopen([] path [mode: *const c_char, stream: *mut FILE]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open;
     fn freopen64([] path [mode: *const c_char, stream: *mut FILE]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open;
     fn truncate([] path [length: off_t]) -> c_int = -1, check lazy::before_open;
@@ -110,13 +149,13 @@ path_fns! {
     fn utime([] path [times: *const c_void]) -> c_int = -1;
     fn utimes([] path [times: *const c_void]) -> c_int = -1;
     fn lutimes([] path [times: *const c_void]) -> c_int = -1;
-    fn mkdir([] path [mode: mode_t]) -> c_int = -1;
+    fn mkdir([] path [mode: mode_t]) -> c_int = -1, creates fakeroot::always_creates;
     fn rmdir([] path []) -> c_int = -1, before fakeroot::forget;
     fn unlink([] path []) -> c_int = -1, before fakeroot::forget;
     fn remove([] path []) -> c_int = -1, before fakeroot::forget;
-    fn mknod([] path [mode: mode_t, dev: dev_t]) -> c_int = -1;
-    fn __xmknod([ver: c_int] path [mode: mode_t, dev: *mut dev_t]) -> c_int = -1;
-    fn mkfifo([] path [mode: mode_t]) -> c_int = -1;
+    fn mknod([] path [mode: mode_t, dev: dev_t]) -> c_int = -1, creates fakeroot::always_creates;
+    fn __xmknod([ver: c_int] path [mode: mode_t, dev: *mut dev_t]) -> c_int = -1, creates fakeroot::always_creates;
+    fn mkfifo([] path [mode: mode_t]) -> c_int = -1, creates fakeroot::always_creates;
     fn getxattr([] path [name: *const c_char, value: *mut c_void, size: size_t]) -> ssize_t = -1;
     fn lgetxattr([] path [name: *const c_char, value: *mut c_void, size: size_t]) -> ssize_t = -1;
     fn setxattr([] path [name: *const c_char, value: *const c_void, size: size_t, flags: c_int]) -> c_int = -1;
@@ -139,19 +178,19 @@ path_fns! {
 }
 
 at_fns! {
-    fn openat([] dirfd, path [flags: c_int, mode: mode_t]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open, answer fake_status::open;
-    fn openat64([] dirfd, path [flags: c_int, mode: mode_t]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open, answer fake_status::open;
+    fn openat([] dirfd, path [flags: c_int, mode: mode_t]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open, answer fake_status::open, creates fakeroot::open_creates;
+    fn openat64([] dirfd, path [flags: c_int, mode: mode_t]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open, answer fake_status::open, creates fakeroot::open_creates;
     fn __openat_2([] dirfd, path [flags: c_int]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open, answer fake_status::open_2;
     fn __openat64_2([] dirfd, path [flags: c_int]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open, answer fake_status::open_2;
     fn faccessat([] dirfd, path [mode: c_int, flags: c_int]) -> c_int = -1;
     fn fchmodat([] dirfd, path [mode: mode_t, flags: c_int]) -> c_int = -1;
     fn futimesat([] dirfd, path [times: *const c_void]) -> c_int = -1;
     fn utimensat([] dirfd, path [times: *const c_void, flags: c_int]) -> c_int = -1;
-    fn mkdirat([] dirfd, path [mode: mode_t]) -> c_int = -1;
+    fn mkdirat([] dirfd, path [mode: mode_t]) -> c_int = -1, creates fakeroot::always_creates;
     fn unlinkat([] dirfd, path [flags: c_int]) -> c_int = -1, before fakeroot::forget;
-    fn mknodat([] dirfd, path [mode: mode_t, dev: dev_t]) -> c_int = -1;
-    fn __xmknodat([ver: c_int] dirfd, path [mode: mode_t, dev: *mut dev_t]) -> c_int = -1;
-    fn mkfifoat([] dirfd, path [mode: mode_t]) -> c_int = -1;
+    fn mknodat([] dirfd, path [mode: mode_t, dev: dev_t]) -> c_int = -1, creates fakeroot::always_creates;
+    fn __xmknodat([ver: c_int] dirfd, path [mode: mode_t, dev: *mut dev_t]) -> c_int = -1, creates fakeroot::always_creates;
+    fn mkfifoat([] dirfd, path [mode: mode_t]) -> c_int = -1, creates fakeroot::always_creates;
     fn scandirat([] dirfd, path [list: *mut c_void, filter: *const c_void, compar: *const c_void]) -> c_int = -1;
     fn scandirat64([] dirfd, path [list: *mut c_void, filter: *const c_void, compar: *const c_void]) -> c_int = -1;
     fn name_to_handle_at([] dirfd, path [handle: *mut c_void, mount_id: *mut c_int, flags: c_int]) -> c_int = -1;
@@ -269,8 +308,15 @@ pub unsafe extern "C" fn symlinkat(
         symlink_target(target, dirfd, linkpath, &mut target_buf),
         translate::host_at(dirfd, linkpath, &mut link_buf),
     ) {
-        // SAFETY: the caller's arguments, translated.
-        (Ok(target), Ok(link)) => unsafe { next(target, dirfd, link) },
+        (Ok(target), Ok(link)) => {
+            let creating = fakeroot::always_creates(dirfd, link, ());
+            // SAFETY: the caller's arguments, translated.
+            let ret = unsafe { next(target, dirfd, link) };
+            if creating && ret == 0 {
+                fakeroot::created(dirfd, link);
+            }
+            ret
+        }
         (Err(code), _) | (_, Err(code)) => fail(code, -1),
     }
 }
