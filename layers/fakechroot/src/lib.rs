@@ -19,6 +19,7 @@
 //! | `SCAR_FC_DEBUG` | `1`: one stderr line per exec |
 //! | `SCAR_FC_FETCH` | the fetcher's socket, while the rootfs is a lazy tree still filling |
 //! | `SCAR_FC_EXE`, `SCAR_FC_ARGV0` | per exec: the program's container path and argv[0] |
+//! | `SCAR_FC_CREDS` | per exec, under fake root: the ids the program starts with, when not root's |
 
 // Every unsafe operation carries its own reason: the shim runs inside every program of the
 // container, where a wrong pointer is the user's crash, not ours.
