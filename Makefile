@@ -135,6 +135,7 @@ fuzz:
 	PROPTEST_CASES=20000 cargo test --release -p scar-image fuzz -- --nocapture
 	PROPTEST_CASES=20000 cargo test --release -p scar-runtime fuzz -- --nocapture
 	PROPTEST_CASES=20000 cargo test --release -p deployer fuzz -- --nocapture
+	PROPTEST_CASES=20000 cargo test --release -p rootfs-paths fuzz -- --nocapture
 
 ## launch: SCAR's event launcher (deployer run -es) over 1,000 objects on ministack, each
 ## processed exactly once (RELIABILITY.md)

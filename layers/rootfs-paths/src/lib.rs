@@ -14,6 +14,8 @@ pub mod buf;
 pub mod creds;
 pub mod elf;
 pub mod fetch;
+#[cfg(test)]
+mod fuzz;
 pub mod layout;
 pub mod proc_status;
 pub mod protocol;
