@@ -58,7 +58,7 @@ fn copy(host: *const c_char, cloexec: bool) -> Option<c_int> {
     // SAFETY: a translated path is NUL-terminated.
     let path = unsafe { sys::bytes(host) };
     // SAFETY: raw getpid, which cannot fail.
-    let own_pid = unsafe { raw_syscall!(libc::SYS_getpid) } as u32;
+    let own_pid = || unsafe { raw_syscall!(libc::SYS_getpid) } as u32;
     let whose = proc_status::whose(path, own_pid)?;
 
     let mut kernel = [0_u8; STATUS_MAX];

@@ -20,8 +20,9 @@ pub enum Whose {
 }
 
 /// `Some` when `path` is `/proc/{self,thread-self,PID}/status` or
-/// `/proc/{self,PID}/task/TID/status`; `own_pid` tells this process's pid from another's.
-pub fn whose(path: &[u8], own_pid: u32) -> Option<Whose> {
+/// `/proc/{self,PID}/task/TID/status`; `own_pid` (asked only for a numeric name, since it
+/// costs the caller a system call on every open) tells this process's pid from another's.
+pub fn whose(path: &[u8], own_pid: impl FnOnce() -> u32) -> Option<Whose> {
     let rest = path.strip_prefix(b"/proc/")?;
     let rest = rest.strip_suffix(b"/status")?;
     let (process, task) = match rest.iter().position(|&b| b == b'/') {
@@ -38,7 +39,7 @@ pub fn whose(path: &[u8], own_pid: u32) -> Option<Whose> {
     match process {
         b"self" | b"thread-self" => Some(Whose::This),
         digits => match parse_decimal(digits)? {
-            pid if pid == own_pid => Some(Whose::This),
+            pid if pid == own_pid() => Some(Whose::This),
             _ => Some(Whose::Other),
         },
     }
@@ -251,7 +252,7 @@ NStgid:\t41\nVmRSS:\t    1024 kB\nCapEff:\t0000000000000000\n";
 
     #[test]
     fn only_status_files_of_processes_are_recognised() {
-        let own = 41;
+        let own = || 41;
         for (path, expected) in [
             (&b"/proc/self/status"[..], Some(Whose::This)),
             (b"/proc/thread-self/status", Some(Whose::This)),
