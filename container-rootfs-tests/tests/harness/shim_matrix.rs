@@ -108,6 +108,8 @@ const GLIBC: &[Image] = &[Bookworm, Bullseye, Small, DebianArm64, SmallArm64, Po
 /// argv[0] it was executed with, so `chroot`, the ground truth, loses `exec -a`'s name there.
 const GLIBC_NATIVE: &[Image] = &[Bookworm, Bullseye, Small, Polyglot];
 const POLYGLOT: &[Image] = &[Polyglot];
+/// Not under qemu, whose process names and command lines are its own.
+const NATIVE: &[Image] = &[Bookworm, Bullseye, Small, Musl, Polyglot];
 
 #[derive(Debug, Clone, Copy)]
 enum Check {
@@ -248,6 +250,14 @@ const CASES: &[Case] = &[
         DEBIAN,
         Check::Same,
         r#"python3 -c 'import os,ctypes; print(os.system("echo via system; exit 3")); c=ctypes.CDLL(None); c.popen.restype=ctypes.c_void_p; f=ctypes.c_void_p(c.popen(b"cat > /tmp/crt-po; exit 2", b"w")); c.fputs(b"via popen\\n", f); print(c.pclose(f)); print(open("/tmp/crt-po").read(), end="")'; rm /tmp/crt-po"#,
+    ),
+    // `ps`, `pgrep`, `killall` and psutil read these; the kernel's say "ld-linux" and
+    // the loader's options (Bullseye's loader has no --argv0: the other path of the rule).
+    case(
+        "process names and command lines",
+        NATIVE,
+        Check::Same,
+        r#"cat /proc/self/comm; printf '#!/bin/sh\ncat /proc/$$/comm\ntr "\\0" " " < /proc/$$/cmdline; echo\n' > /tmp/crt-name.sh; chmod +x /tmp/crt-name.sh; /tmp/crt-name.sh a 'b c'; sh -c 'cat /proc/$PPID/comm; cut -d" " -f2 /proc/$PPID/stat; tr "\0" " " < /proc/$PPID/cmdline; echo' x; rm /tmp/crt-name.sh"#,
     ),
     case(
         "exec -a",
@@ -403,6 +413,10 @@ const CASES: &[Case] = &[
     runtime(
         "R: files, system, two pipes",
         r#"Rscript -e 'cat(file.size("/etc/scar-test-image"), Sys.readlink("/usr/bin/awk"), normalizePath("/usr/bin/awk"), "\n"); a <- pipe("cat > /tmp/r-a", "w"); b <- pipe("cat > /tmp/r-b", "w"); writeLines("ra", a); writeLines("rb", b); close(a); close(b); cat(readLines("/tmp/r-a"), readLines("/tmp/r-b"), "\n"); system("echo from R"); invisible(file.remove("/tmp/r-a", "/tmp/r-b"))'"#,
+    ),
+    runtime(
+        "procps: ps and pgrep find programs by their own names",
+        r#"sh -c 'ps -o comm=,args= -p $$; pgrep -x -c -P $PPID sh; pgrep -f -c -P $PPID "^sh -c ps"' x"#,
     ),
     runtime(
         "git: init, commit, log, status",

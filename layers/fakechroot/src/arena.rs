@@ -51,6 +51,14 @@ impl Arena {
         Ok(unsafe { self.base.add(start) })
     }
 
+    /// `len` bytes of scratch space, zeroed.
+    pub fn bytes(&mut self, len: usize) -> Result<&mut [u8], c_int> {
+        let start = self.take(len, 1)?;
+        // SAFETY: `take` reserved `len` bytes inside the mapping, which lives as long as
+        // `self` and is handed out once.
+        Ok(unsafe { std::slice::from_raw_parts_mut(start, len) })
+    }
+
     /// The concatenation of `parts`, NUL-terminated.
     pub fn string(&mut self, parts: &[&[u8]]) -> Result<*const c_char, c_int> {
         let len: usize = parts.iter().map(|p| p.len()).sum();

@@ -69,6 +69,8 @@ pub fn plan(
     // SAFETY: as above.
     let env = unsafe { entries(envp) };
     let mut program = path;
+    // SAFETY: the caller's path, NUL-terminated.
+    let comm = protocol::comm_of(unsafe { sys::bytes(path) });
     let mut args = arena.vector(caller_args.len())?;
     args.extend(caller_args)?;
     let mut head = [0u8; HEAD_LEN];
@@ -150,6 +152,7 @@ pub fn plan(
                 &args,
                 env,
                 program,
+                comm,
             ),
         };
     }
@@ -204,6 +207,7 @@ fn through_loader(
     args: &Vector,
     env: &[*const c_char],
     program: *const c_char,
+    comm: &[u8],
 ) -> Result<Command, c_int> {
     let kind = LoaderKind::of(interpreter);
     let mut loader = PathBuf::new();
@@ -242,7 +246,7 @@ fn through_loader(
     argv.push(host_path)?;
     argv.extend(args.as_slice().get(1..).unwrap_or_default())?;
 
-    let mut envp = arena.vector(env.len() + st.inherited.len() + 5)?;
+    let mut envp = arena.vector(env.len() + st.inherited.len() + 6)?;
     for &entry in env {
         // SAFETY: env entries are NUL-terminated.
         let bytes = unsafe { sys::bytes(entry) };
@@ -269,6 +273,7 @@ fn through_loader(
         }
     }
     envp.push(arena.string(&[protocol::EXE.assignment, container.as_bytes()])?)?;
+    envp.push(arena.string(&[protocol::COMM.assignment, comm])?)?;
     let mut creds = [0; CREDS_MAX];
     if let Some(value) = fakeroot::creds_to_hand_on(&mut creds) {
         envp.push(arena.string(&[protocol::CREDS.assignment, value])?)?;

@@ -6,7 +6,7 @@
 //!   process of that effective uid (so apt's privilege drop to `_apt` succeeds, and its
 //!   check that root cannot be regained holds). An exec hands them to the new program
 //!   (`SCAR_FC_CREDS`), as the kernel keeps ids through `execve`; `/proc/<pid>/status` shows
-//!   them (`fake_status.rs`).
+//!   them (`proc_files.rs`).
 //! * **Ownership** set by `chown` and its kin is remembered in a file shared by every
 //!   process of the image (a lock-free table of `(dev, inode) → (uid, gid)` mapped into
 //!   each), and every stat reports it; a file the Lambda user owns and nobody chowned

@@ -13,7 +13,7 @@ use rootfs_paths::layout::{climbs_above_root, has_dotdot};
 
 use crate::sys::{self, fail, real};
 use crate::translate;
-use crate::{fake_status, fakeroot, lazy, state};
+use crate::{fakeroot, lazy, proc_files, state};
 
 /// Whether a wrapper's result is its failure value (-1 or NULL).
 trait Outcome {
@@ -121,16 +121,16 @@ macro_rules! at_fns {
 // `open` is variadic in C; on x86_64 and aarch64 a fixed third argument is passed in the
 // same register, and libc reads it only with O_CREAT or O_TMPFILE.
 path_fns! {
-    fn open([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open, answer fake_status::open, creates fakeroot::open_creates;
-    fn open64([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open, answer fake_status::open, creates fakeroot::open_creates;
-    fn __open([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open, answer fake_status::open, creates fakeroot::open_creates;
-    fn __open64([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open, answer fake_status::open, creates fakeroot::open_creates;
-    fn __open_2([] path [flags: c_int]) -> c_int = -1, check lazy::before_open, answer fake_status::open_2;
-    fn __open64_2([] path [flags: c_int]) -> c_int = -1, check lazy::before_open, answer fake_status::open_2;
+    fn open([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open, answer proc_files::open, creates fakeroot::open_creates;
+    fn open64([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open, answer proc_files::open, creates fakeroot::open_creates;
+    fn __open([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open, answer proc_files::open, creates fakeroot::open_creates;
+    fn __open64([] path [flags: c_int, mode: mode_t]) -> c_int = -1, check lazy::before_open, answer proc_files::open, creates fakeroot::open_creates;
+    fn __open_2([] path [flags: c_int]) -> c_int = -1, check lazy::before_open, answer proc_files::open_2;
+    fn __open64_2([] path [flags: c_int]) -> c_int = -1, check lazy::before_open, answer proc_files::open_2;
     fn creat([] path [mode: mode_t]) -> c_int = -1, creates fakeroot::creat_creates;
     fn creat64([] path [mode: mode_t]) -> c_int = -1, creates fakeroot::creat_creates;
-    fn fopen([] path [mode: *const c_char]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open, answer fake_status::fopen, creates fakeroot::fopen_creates;
-    fn fopen64([] path [mode: *const c_char]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open, answer fake_status::fopen, creates fakeroot::fopen_creates;
+    fn fopen([] path [mode: *const c_char]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open, answer proc_files::fopen, creates fakeroot::fopen_creates;
+    fn fopen64([] path [mode: *const c_char]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open, answer proc_files::fopen, creates fakeroot::fopen_creates;
     fn freopen([] path [mode: *const c_char, stream: *mut FILE]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open;
     fn freopen64([] path [mode: *const c_char, stream: *mut FILE]) -> *mut FILE = std::ptr::null_mut(), check lazy::before_open;
     fn truncate([] path [length: off_t]) -> c_int = -1, check lazy::before_open;
@@ -178,10 +178,10 @@ path_fns! {
 }
 
 at_fns! {
-    fn openat([] dirfd, path [flags: c_int, mode: mode_t]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open, answer fake_status::open, creates fakeroot::open_creates;
-    fn openat64([] dirfd, path [flags: c_int, mode: mode_t]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open, answer fake_status::open, creates fakeroot::open_creates;
-    fn __openat_2([] dirfd, path [flags: c_int]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open, answer fake_status::open_2;
-    fn __openat64_2([] dirfd, path [flags: c_int]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open, answer fake_status::open_2;
+    fn openat([] dirfd, path [flags: c_int, mode: mode_t]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open, answer proc_files::open, creates fakeroot::open_creates;
+    fn openat64([] dirfd, path [flags: c_int, mode: mode_t]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open, answer proc_files::open, creates fakeroot::open_creates;
+    fn __openat_2([] dirfd, path [flags: c_int]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open, answer proc_files::open_2;
+    fn __openat64_2([] dirfd, path [flags: c_int]) -> c_int = -1, via translate::host_at_exe, check lazy::before_open, answer proc_files::open_2;
     fn faccessat([] dirfd, path [mode: c_int, flags: c_int]) -> c_int = -1;
     fn fchmodat([] dirfd, path [mode: mode_t, flags: c_int]) -> c_int = -1;
     fn futimesat([] dirfd, path [times: *const c_void]) -> c_int = -1;

@@ -13,7 +13,7 @@ use rootfs_paths::syscall_gate::{ChownCall, Effect, ExeLink, Gate, PathArg, Stat
 
 use crate::stat::{Filled, after_stat};
 use crate::sys::{self, fail};
-use crate::{fake_status, fakeroot, fs, lazy, names, spawn, state, translate};
+use crate::{fakeroot, fs, lazy, names, proc_files, spawn, state, translate};
 
 /// `long syscall(long number, ...)`. C passes the variadic arguments of this call in the
 /// same registers as six fixed ones on x86_64 and aarch64, and the kernel reads exactly
@@ -73,7 +73,7 @@ unsafe fn gated(number: usize, gate: Gate, mut args: [usize; 6]) -> c_long {
                         return fail(code, -1);
                     }
                     let flags = flags.map(|i| args[usize::from(i)] as c_int);
-                    if let Some(fd) = flags.and_then(|f| fake_status::open_2(first_host, (f,))) {
+                    if let Some(fd) = flags.and_then(|f| proc_files::open_2(first_host, (f,))) {
                         return c_long::from(fd);
                     }
                 }

@@ -19,6 +19,7 @@
 //! | `SCAR_FC_DEBUG` | `1`: one stderr line per exec |
 //! | `SCAR_FC_FETCH` | the fetcher's socket, while the rootfs is a lazy tree still filling |
 //! | `SCAR_FC_EXE`, `SCAR_FC_ARGV0` | per exec: the program's container path and argv[0] |
+//! | `SCAR_FC_COMM` | per exec: the process's name, as a real exec of the program gives it |
 //! | `SCAR_FC_CREDS` | per exec, under fake root: the ids the program starts with, when not root's |
 
 // Every unsafe operation carries its own reason: the shim runs inside every program of the
@@ -33,7 +34,6 @@ mod accounts;
 mod arena;
 mod dirs;
 mod exec;
-mod fake_status;
 mod fakeroot;
 mod fs;
 mod gate;
@@ -41,6 +41,7 @@ mod ident;
 mod ident_list;
 mod lazy;
 mod names;
+mod proc_files;
 mod spawn;
 mod stat;
 mod state;
@@ -68,6 +69,7 @@ extern "C" fn init(argc: c_int, argv: *mut *mut c_char, _envp: *mut *mut c_char)
         return;
     }
     fakeroot::adopt_inherited();
+    take_program_name();
     if argc < 1 || argv.is_null() {
         return;
     }
@@ -93,7 +95,22 @@ extern "C" fn init(argc: c_int, argv: *mut *mut c_char, _envp: *mut *mut c_char)
 extern "C" fn init() {
     if state::get().is_some() {
         fakeroot::adopt_inherited();
+        take_program_name();
     }
+}
+
+/// The kernel named this process after the file it executed, the image's loader (so
+/// `pgrep python3`, `killall` and `ps` would see `ld-linux-x86-64`); a real exec names it
+/// after the program, which the exec path passes in `SCAR_FC_COMM`.
+fn take_program_name() {
+    // SAFETY: getenv of a NUL-terminated name; initialisers run before any other thread.
+    let name = unsafe { libc::getenv(rootfs_paths::protocol::COMM.env.as_ptr()) };
+    if name.is_null() {
+        return;
+    }
+    // SAFETY: PR_SET_NAME copies at most 15 bytes of a NUL-terminated string and names the
+    // calling thread, the only one yet.
+    unsafe { sys::raw_syscall!(libc::SYS_prctl, libc::PR_SET_NAME, name) };
 }
 
 #[cfg(target_env = "gnu")]

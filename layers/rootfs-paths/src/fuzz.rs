@@ -1,8 +1,10 @@
 //! Fuzzing of the rules here that read text a hostile image controls, as property tests
 //! with generated inputs: the image's `/etc/passwd` and `/etc/group` lines (the shim parses
 //! them on musl), a `/proc/<pid>/status` file and its name (fake root rewrites them), and
-//! the credentials variable an exec hands on. None may panic; what parses must print back
-//! to itself, and the status rewrite never writes past its buffer or touches another line.
+//! the credentials variable an exec hands on, and the command lines of `/proc/<pid>/cmdline`
+//! (any program of the container writes its own, as `setproctitle` does). None may panic;
+//! what parses must print back to itself, the status rewrite never writes past its buffer or
+//! touches another line, and a command line is cut only where the loader's part ends.
 //! `PROPTEST_CASES` raises the cases (`make fuzz`).
 
 use std::string::String;
@@ -13,6 +15,7 @@ use proptest::prelude::*;
 
 use crate::accounts::{group_line, passwd_line};
 use crate::creds::{Creds, MAX_GROUPS};
+use crate::proc_cmdline::{self, Argv0};
 use crate::proc_status::{self, Ids};
 
 fn cases(default: u32) -> ProptestConfig {
@@ -133,6 +136,41 @@ proptest! {
         let whose = proc_status::whose(path.as_bytes(), || 41);
         if whose.is_some() {
             prop_assert!(path.starts_with("/proc/") && path.ends_with("/status"));
+        }
+    }
+
+    #[test]
+    fn fuzz_command_lines_are_cut_after_the_loader_or_left_alone(
+        fields in prop::collection::vec(prop_oneof![
+            Just(String::from("/r/lib64/ld.so")),
+            Just(String::from("/r/bin/prog")),
+            Just(String::from("--library-path")),
+            Just(String::from("--inhibit-cache")),
+            Just(String::from("--preload")),
+            Just(String::from("--argv0")),
+            "[a-z/. -]{0,12}",
+        ], 0..12),
+        args in prop::collection::vec("[a-z -]{0,8}", 0..4),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut line: Vec<u8> = fields.iter().flat_map(|f| [f.as_bytes(), b"\0"].concat()).collect();
+        for arg in &args {
+            line.extend_from_slice(arg.as_bytes());
+            line.push(0);
+        }
+        // Any prefix, as a read cut short gives.
+        let head = &line[..cut.index(line.len() + 1)];
+        if let Some(launch) = proc_cmdline::launch(head, b"/r") {
+            prop_assert!(launch.args_start <= head.len());
+            prop_assert!(launch.args_start == 0 || head[launch.args_start - 1] == 0);
+            prop_assert!(head.starts_with(b"/r/"));
+            // The last field taken is the program: never one of the loader's options.
+            let taken = &head[..launch.args_start.saturating_sub(1)];
+            let program = taken.rsplit(|&b| b == 0).next().unwrap_or(taken);
+            prop_assert!(!matches!(program, b"--library-path" | b"--inhibit-cache" | b"--preload" | b"--argv0"));
+            if let Argv0::HostProgram(named) = launch.argv0 {
+                prop_assert_eq!(named, program);
+            }
         }
     }
 

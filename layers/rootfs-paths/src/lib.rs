@@ -17,6 +17,7 @@ pub mod fetch;
 #[cfg(test)]
 mod fuzz;
 pub mod layout;
+pub mod proc_cmdline;
 pub mod proc_status;
 pub mod protocol;
 pub mod script;

@@ -67,8 +67,19 @@ pub const ARGV0: Var = protocol_var!("SCAR_FC_ARGV0");
 /// Per exec, under fake root: the credentials the new program starts with, when they are
 /// not root's (`creds.rs`).
 pub const CREDS: Var = protocol_var!("SCAR_FC_CREDS");
+/// Per exec: the process's name (`/proc/self/comm`, what `ps`, `pgrep` and `killall`
+/// match), which the kernel takes from the file it executes: the loader's, here. The shim
+/// puts back the name a real exec gives ([`comm_of`]) before `main`.
+pub const COMM: Var = protocol_var!("SCAR_FC_COMM");
 /// The variables that describe one exec and are never handed on.
-pub const PER_EXEC: [Var; 3] = [EXE, ARGV0, CREDS];
+pub const PER_EXEC: [Var; 4] = [EXE, ARGV0, CREDS, COMM];
+
+/// The name Linux gives a process that executes `path` (as the caller named it, before
+/// symlinks and `#!` lines are followed): its last component. The kernel keeps the first
+/// 15 bytes, as `PR_SET_NAME` does.
+pub fn comm_of(path: &[u8]) -> &[u8] {
+    path.rsplit(|&b| b == b'/').next().unwrap_or(path)
+}
 
 /// The image's `ldconfig` (static in glibc images, so it would run unconfined and rebuild
 /// the *host's* `/etc/ld.so.cache`) is never run: programs here start through the image's
@@ -158,9 +169,18 @@ mod tests {
             EXE,
             ARGV0,
             CREDS,
+            COMM,
         ] {
             assert!(var.name.starts_with(PREFIX));
         }
+    }
+
+    #[test]
+    fn a_process_is_named_after_the_last_component_it_executed() {
+        assert_eq!(comm_of(b"/usr/bin/python3"), b"python3");
+        assert_eq!(comm_of(b"./run.sh"), b"run.sh");
+        assert_eq!(comm_of(b"sleep"), b"sleep");
+        assert_eq!(comm_of(b"/dev/fd/3"), b"3");
     }
 
     #[test]

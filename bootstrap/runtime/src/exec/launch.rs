@@ -138,6 +138,7 @@ impl Sandbox {
             .find(|(k, _)| k == "PATH")
             .map_or(super::DEFAULT_PATH, |(_, v)| v.as_str());
         let mut program = resolve(layout, first, workdir, path_var)?;
+        let mut comm = OsString::from_vec(protocol::comm_of(program.as_bytes()).to_vec());
         let mut args: Vec<OsString> = argv.iter().map(OsString::from).collect();
         for _ in 0..=protocol::MAX_SCRIPT_DEPTH {
             let host = host_path(layout, &program)?;
@@ -164,6 +165,8 @@ impl Sandbox {
                     next.extend(args.drain(..).skip(1));
                     args = next;
                     program = "/bin/sh".to_owned();
+                    // execvp's fallback is an exec of the shell itself.
+                    comm = "sh".into();
                     continue;
                 }
                 ElfKind::Other => Ok(self.direct(host, args, program)),
@@ -180,7 +183,7 @@ impl Sandbox {
                     }
                 },
                 ElfKind::Dynamic(range) => {
-                    self.through_loader(layout, &head[range], host, args, program)
+                    self.through_loader(layout, &head[range], host, args, program, comm)
                 }
             };
         }
@@ -204,6 +207,7 @@ impl Sandbox {
         host: PathBuf,
         args: Vec<OsString>,
         program: String,
+        comm: OsString,
     ) -> Result<Launch, ExecError> {
         let kind = LoaderKind::of(interpreter);
         let interpreter = String::from_utf8_lossy(interpreter).into_owned();
@@ -238,7 +242,10 @@ impl Sandbox {
             }
             Err(_) => OsString::from(&program),
         };
-        let mut env = vec![(protocol::EXE.name.to_owned(), exe)];
+        let mut env = vec![
+            (protocol::EXE.name.to_owned(), exe),
+            (protocol::COMM.name.to_owned(), comm),
+        ];
         if has_preload {
             loader_args.extend(["--preload".into(), shim.into()]);
         } else {
