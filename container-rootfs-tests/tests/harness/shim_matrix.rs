@@ -259,6 +259,14 @@ const CASES: &[Case] = &[
         Check::Same,
         r#"cat /proc/self/comm; printf '#!/bin/sh\ncat /proc/$$/comm\ntr "\\0" " " < /proc/$$/cmdline; echo\n' > /tmp/crt-name.sh; chmod +x /tmp/crt-name.sh; /tmp/crt-name.sh a 'b c'; sh -c 'cat /proc/$PPID/comm; cut -d" " -f2 /proc/$PPID/stat; tr "\0" " " < /proc/$PPID/cmdline; echo' x; rm /tmp/crt-name.sh"#,
     ),
+    // Python's ctypes.util.find_library (python-magic, soundfile…) reads `ldconfig -p`; the
+    // header line names the cache by host path here.
+    case(
+        "ldconfig's cache and find_library",
+        DEBIAN,
+        Check::Same,
+        r#"python3 -c 'import ctypes.util as u; print([u.find_library(n) for n in ("c", "m", "z", "nosuchlib")])'; ldconfig -p | sed 1d | grep -c "=>"; ldconfig --version | head -1"#,
+    ),
     case(
         "exec -a",
         GLIBC_NATIVE,

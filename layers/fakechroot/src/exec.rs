@@ -17,7 +17,7 @@ use crate::state::{State, StaticPolicy};
 use crate::translate::{container_dir, is_own_exe};
 use crate::{fakeroot, sys};
 
-use rootfs_paths::protocol::{self, MAX_SCRIPT_DEPTH};
+use rootfs_paths::protocol::{self, Ldconfig, MAX_SCRIPT_DEPTH};
 
 /// Room for `SCAR_FC_CREDS`'s value: six ids and every group, in decimal with commas.
 const CREDS_MAX: usize = (6 + rootfs_paths::creds::MAX_GROUPS) * 11;
@@ -112,6 +112,16 @@ pub fn plan(
             ElfKind::NotElf => Err(libc::ENOEXEC),
             ElfKind::Other => direct(host_path, &args, envp),
             ElfKind::Static if protocol::is_ldconfig(container.as_bytes()) => {
+                let given = args.as_slice().get(1..).unwrap_or_default();
+                // SAFETY: argv entries are NUL-terminated strings (the caller's or the arena's).
+                let words = given.iter().map(|&arg| unsafe { sys::bytes(arg) });
+                match protocol::ldconfig_run(words) {
+                    Ldconfig::Inform => return direct(host_path, &args, envp),
+                    Ldconfig::PrintCache => {
+                        return print_cache(st, arena, host_path, &args, envp);
+                    }
+                    Ldconfig::Skip => {}
+                }
                 if st.debug {
                     warn(
                         b"not run: the loader never reads its cache (sh -c : instead)",
@@ -157,6 +167,50 @@ pub fn plan(
         };
     }
     Err(libc::ELOOP)
+}
+
+/// `ldconfig -p`: the image's (static) `ldconfig` prints the image's cache, which it is
+/// told of by host path (`-C`), since no shim follows a static program's opens.
+fn print_cache(
+    st: &State,
+    arena: &mut Arena,
+    host_path: *const c_char,
+    args: &Vector,
+    envp: *const *const c_char,
+) -> Result<Command, c_int> {
+    let given = args.as_slice();
+    // SAFETY: argv entries are NUL-terminated strings.
+    let words = given.iter().skip(1).map(|&arg| unsafe { sys::bytes(arg) });
+    let named = protocol::ldconfig_cache_argument(words);
+    let mut argv = arena.vector(given.len() + 2)?;
+    let mut container = PathBuf::new();
+    let mut host = PathBuf::new();
+    match named {
+        Some((index, offset)) => {
+            for (i, &arg) in given.iter().enumerate() {
+                if i != index + 1 {
+                    argv.push(arg)?;
+                    continue;
+                }
+                // SAFETY: as above.
+                let (option, name) = unsafe { sys::bytes(arg) }.split_at(offset);
+                container_path(st, name, &mut container)?;
+                st.layout()
+                    .to_host(container.as_bytes(), &mut host)
+                    .map_err(|_| libc::ENAMETOOLONG)?;
+                argv.push(arena.string(&[option, host.as_bytes()])?)?;
+            }
+        }
+        None => {
+            argv.extend(given)?;
+            st.layout()
+                .to_host(protocol::LD_SO_CACHE, &mut host)
+                .map_err(|_| libc::ENAMETOOLONG)?;
+            argv.push(c"-C".as_ptr())?;
+            argv.push(arena.string(&[host.as_bytes()])?)?;
+        }
+    }
+    direct(host_path, &argv, envp)
 }
 
 fn direct(

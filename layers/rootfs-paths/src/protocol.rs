@@ -94,6 +94,55 @@ pub fn is_ldconfig(container_path: &[u8]) -> bool {
     name == b"ldconfig" || name == b"ldconfig.real"
 }
 
+/// What an exec of the image's `ldconfig` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ldconfig {
+    /// Rebuilding the cache (every other use): `/bin/sh -c :` runs instead.
+    Skip,
+    /// `-p`/`--print-cache` (what Python's `ctypes.util.find_library`, and so python-magic,
+    /// soundfile and their kind, run to find a library): the image's `ldconfig` runs and
+    /// prints the image's cache, which the image's builds kept. It is static and opens host
+    /// paths, so the cache is named to it as a host path ([`ldconfig_cache_argument`]);
+    /// its first line names the file so.
+    PrintCache,
+    /// `--help`, `--usage`, `-?`, `-V`, `--version`: it runs as given, reading no file.
+    Inform,
+}
+
+/// The image's cache, which `ldconfig -p` prints.
+pub const LD_SO_CACHE: &[u8] = b"/etc/ld.so.cache";
+
+/// Which of [`Ldconfig`]'s runs `args` (after argv[0]) ask for.
+pub fn ldconfig_run<'a>(args: impl IntoIterator<Item = &'a [u8]>) -> Ldconfig {
+    let mut run = Ldconfig::Skip;
+    for arg in args {
+        match arg {
+            b"-p" | b"--print-cache" => return Ldconfig::PrintCache,
+            b"--help" | b"--usage" | b"-?" | b"-V" | b"--version" => run = Ldconfig::Inform,
+            _ => {}
+        }
+    }
+    run
+}
+
+/// For [`Ldconfig::PrintCache`]: where in `args` (after argv[0]) the cache file the caller
+/// named with `-C FILE` or `-CFILE` is, as `(index, offset of the name in that argument)`;
+/// `None` when the caller named none (the image's [`LD_SO_CACHE`] is added then).
+pub fn ldconfig_cache_argument<'a>(
+    args: impl IntoIterator<Item = &'a [u8]>,
+) -> Option<(usize, usize)> {
+    let mut args = args.into_iter().enumerate();
+    while let Some((i, arg)) = args.next() {
+        if arg == b"-C" {
+            return args.next().map(|(j, _)| (j, 0));
+        }
+        if arg.starts_with(b"-C") {
+            return Some((i, 2));
+        }
+    }
+    None
+}
+
 /// Nested `#!` interpreters allowed, as Linux's `BINPRM_MAX_RECURSION`.
 pub const MAX_SCRIPT_DEPTH: usize = 4;
 
@@ -151,6 +200,22 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn ldconfig_prints_its_cache_and_informs_but_never_rebuilds() {
+        let run = |args: &[&[u8]]| ldconfig_run(args.iter().copied());
+        assert_eq!(run(&[]), Ldconfig::Skip);
+        assert_eq!(run(&[b"-v"]), Ldconfig::Skip);
+        assert_eq!(run(&[b"/usr/local/lib"]), Ldconfig::Skip);
+        assert_eq!(run(&[b"-p"]), Ldconfig::PrintCache);
+        assert_eq!(run(&[b"--version", b"--print-cache"]), Ldconfig::PrintCache);
+        assert_eq!(run(&[b"--version"]), Ldconfig::Inform);
+        let cache = |args: &[&[u8]]| ldconfig_cache_argument(args.iter().copied());
+        assert_eq!(cache(&[b"-p"]), None);
+        assert_eq!(cache(&[b"-p", b"-C", b"/x/cache"]), Some((2, 0)));
+        assert_eq!(cache(&[b"-C/x/cache", b"-p"]), Some((0, 2)));
+        assert_eq!(cache(&[b"-p", b"-C"]), None);
+    }
 
     #[test]
     fn a_variable_has_its_three_spellings() {

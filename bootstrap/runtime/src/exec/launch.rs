@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use rootfs_paths::elf::{self, ElfKind, HEAD_LEN};
 use rootfs_paths::layout::clean_into;
+use rootfs_paths::protocol::Ldconfig;
 use rootfs_paths::{Layout, LoaderKind, Mount, PathBuf as PathBuffer, protocol, script};
 
 use super::{ExecError, Sandbox, StaticPolicy};
@@ -61,6 +62,37 @@ pub(super) fn host_path(layout: &Layout<'_>, container: &str) -> Result<PathBuf,
         .to_host(container.as_bytes(), &mut out)
         .map_err(|_| ExecError::PathTooLong(container.to_owned()))?;
     Ok(PathBuf::from(std::ffi::OsStr::from_bytes(out.as_bytes())))
+}
+
+/// `ldconfig -p`'s arguments with the cache it prints named by host path (see
+/// [`protocol::Ldconfig::PrintCache`]).
+fn ldconfig_print_cache(
+    layout: &Layout<'_>,
+    workdir: &str,
+    mut args: Vec<OsString>,
+) -> Result<Vec<OsString>, ExecError> {
+    let words = args.iter().skip(1).map(|a| a.as_bytes());
+    match protocol::ldconfig_cache_argument(words) {
+        Some((index, offset)) => {
+            let given = args[index + 1].as_bytes();
+            let (option, name) = given.split_at(offset);
+            let name = String::from_utf8_lossy(name);
+            let container = if name.starts_with('/') {
+                clean(&name)?
+            } else {
+                clean(&format!("{workdir}/{name}"))?
+            };
+            let mut named = option.to_vec();
+            named.extend_from_slice(host_path(layout, &container)?.as_os_str().as_bytes());
+            args[index + 1] = OsString::from_vec(named);
+        }
+        None => {
+            let cache = String::from_utf8_lossy(protocol::LD_SO_CACHE);
+            args.push("-C".into());
+            args.push(host_path(layout, &cache)?.into_os_string());
+        }
+    }
+    Ok(args)
 }
 
 fn clean(path: &str) -> Result<String, ExecError> {
@@ -170,6 +202,21 @@ impl Sandbox {
                     continue;
                 }
                 ElfKind::Other => Ok(self.direct(host, args, program)),
+                ElfKind::Static if protocol::is_ldconfig(program.as_bytes()) => {
+                    let words = args.iter().skip(1).map(|a| a.as_bytes());
+                    match protocol::ldconfig_run(words) {
+                        Ldconfig::Inform => Ok(self.direct(host, args, program)),
+                        Ldconfig::PrintCache => {
+                            let args = ldconfig_print_cache(layout, workdir, args)?;
+                            Ok(self.direct(host, args, program))
+                        }
+                        Ldconfig::Skip => {
+                            args = ["ldconfig", "-c", ":"].map(OsString::from).to_vec();
+                            program = "/bin/sh".to_owned();
+                            continue;
+                        }
+                    }
+                }
                 ElfKind::Static => match self.static_policy {
                     StaticPolicy::Refuse => Err(ExecError::Static(program)),
                     policy => {
