@@ -17,7 +17,7 @@ use crate::state::{State, StaticPolicy};
 use crate::translate::{container_dir, is_own_exe};
 use crate::{fakeroot, sys};
 
-use rootfs_paths::protocol::{self, Ldconfig, MAX_SCRIPT_DEPTH};
+use rootfs_paths::protocol::{self, Ldconfig, LoaderOption, MAX_SCRIPT_DEPTH};
 
 /// Room for `SCAR_FC_CREDS`'s value: six ids and every group, in decimal with commas.
 const CREDS_MAX: usize = (6 + rootfs_paths::creds::MAX_GROUPS) * 11;
@@ -136,6 +136,12 @@ pub fn plan(
                 args = noop;
                 continue;
             }
+            ElfKind::Static if let Some(kind) = protocol::loader_named(container.as_bytes()) => {
+                match loader_run(st, arena, kind, host_path, &container, &args, env)? {
+                    Some(command) => return Ok(command),
+                    None => return direct(host_path, &args, envp),
+                }
+            }
             ElfKind::Static => {
                 match st.static_policy {
                     StaticPolicy::Run => {}
@@ -251,6 +257,28 @@ fn container_path(st: &State, given: &[u8], out: &mut PathBuf) -> Result<(), c_i
     clean_into(joined.as_bytes(), out).map_err(|_| libc::ENAMETOOLONG)
 }
 
+/// One exec through the image's loader, whichever way it was asked for.
+struct LoaderRun<'a> {
+    kind: LoaderKind,
+    /// The loader's host path.
+    loader: *const c_char,
+    /// `--library-path`'s value.
+    library_path: *const c_char,
+    /// Preloads of the caller's own, after the shim's (`--preload`'s list, translated).
+    preload: Option<&'a [u8]>,
+    /// Trace mode (`ldd`): the loader runs no code, so the shim is not loaded and not listed.
+    trace: bool,
+    /// The caller's other loader options, before the program.
+    options: &'a [*const c_char],
+    /// The program's argv[0], host path and further arguments.
+    argv0: *const c_char,
+    program: *const c_char,
+    args: &'a [*const c_char],
+    /// What `/proc/self/exe` answers, and the process's name unless the kernel's is right.
+    exe: &'a [u8],
+    comm: Option<&'a [u8]>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn through_loader(
     st: &State,
@@ -269,36 +297,191 @@ fn through_loader(
         .to_host(interpreter, &mut loader)
         .map_err(|_| libc::ENAMETOOLONG)?;
     let loader = arena.string(&[loader.as_bytes()])?;
-    let shim = st.shim(kind);
-    if shim.is_none() {
+    if st.shim(kind).is_none() {
         warn(
             b"runs without path translation (no shim for its C library)",
             container,
         );
     }
-    let argv0 = args.as_slice().first().copied().unwrap_or(program);
-    let library_path = library_path(st, arena, env)?;
+    let run = LoaderRun {
+        kind,
+        loader,
+        library_path: library_path(st, arena, env)?,
+        preload: None,
+        trace: false,
+        options: &[],
+        argv0: args.as_slice().first().copied().unwrap_or(program),
+        program: host_path,
+        args: args.as_slice().get(1..).unwrap_or_default(),
+        exe: container.as_bytes(),
+        comm: Some(comm),
+    };
+    if st.debug {
+        sys::write_stderr(&[
+            b"scar-fc: exec ",
+            container.as_bytes(),
+            b" via ",
+            interpreter,
+            b"\n",
+        ]);
+    }
+    command(st, arena, env, &run)
+}
 
-    let mut argv = arena.vector(args.as_slice().len() + 10)?;
-    argv.push(loader)?;
+/// The loader run as a program (`ldd`, `ld.so PROGRAM`): it is static, so its own opens
+/// would be the host's; it runs as every exec's loader does, with the program's path and
+/// the caller's path options translated and the caller's other options kept.
+fn loader_run(
+    st: &State,
+    arena: &mut Arena,
+    kind: LoaderKind,
+    loader: *const c_char,
+    container: &PathBuf,
+    args: &Vector,
+    env: &[*const c_char],
+) -> Result<Option<Command>, c_int> {
+    let given = args.as_slice();
+    // SAFETY: argv entries are NUL-terminated strings.
+    let word = |i: usize| given.get(i).map(|&p| unsafe { sys::bytes(p) });
+    let mut trace = env_value(env, b"LD_TRACE_LOADED_OBJECTS=").is_some_and(|v| !v.is_empty());
+    let mut options = arena.vector(given.len())?;
+    let (mut library_dirs, mut preload, mut argv0) = (None, None, None);
+    let mut at = 1;
+    let program = loop {
+        let Some(arg) = word(at) else {
+            // No program (`--help`, `--version`, or a mistake): the loader answers itself.
+            return Ok(None);
+        };
+        match protocol::loader_option(arg) {
+            LoaderOption::Program => break arg,
+            LoaderOption::Flag => {
+                trace |= arg == b"--list";
+                options.push(given[at])?;
+                at += 1;
+            }
+            option => {
+                let Some(value) = word(at + 1) else {
+                    return Ok(None);
+                };
+                match arg {
+                    b"--library-path" => library_dirs = Some(value),
+                    b"--preload" => {
+                        let list = translate_list(st, arena, value)?;
+                        // SAFETY: an arena string, NUL-terminated, alive until the exec.
+                        preload = Some(unsafe { sys::bytes(list) });
+                    }
+                    b"--argv0" => argv0 = Some(given[at + 1]),
+                    _ if option == LoaderOption::Paths => {
+                        options.push(given[at])?;
+                        options.push(translate_list(st, arena, value)?)?;
+                    }
+                    _ => options.extend(&given[at..at + 2])?,
+                }
+                at += 2;
+            }
+        }
+    };
+    let mut program_container = PathBuf::new();
+    container_path(st, program, &mut program_container)?;
+    let mut host = PathBuf::new();
+    st.layout()
+        .to_host(program_container.as_bytes(), &mut host)
+        .map_err(|_| libc::ENAMETOOLONG)?;
+    crate::lazy::before_exec(libc::AT_FDCWD, host.as_c_str())?;
+    let library_path = match library_dirs {
+        Some(dirs) => {
+            let dirs = translate_list(st, arena, dirs)?;
+            // SAFETY: as for the preloads.
+            arena.string(&[unsafe { sys::bytes(dirs) }, b":", st.library_path])?
+        }
+        None => library_path(st, arena, env)?,
+    };
+    let run = LoaderRun {
+        kind,
+        loader,
+        library_path,
+        preload,
+        trace,
+        options: options.as_slice(),
+        argv0: argv0.unwrap_or(given[at]),
+        program: arena.string(&[host.as_bytes()])?,
+        args: given.get(at + 1..).unwrap_or_default(),
+        exe: container.as_bytes(),
+        comm: None,
+    };
+    command(st, arena, env, &run).map(Some)
+}
+
+/// `--preload`/`--audit`/`--library-path` values: each absolute entry (`:` or space
+/// separated) translated; names without a slash are the loader's to search.
+fn translate_list(st: &State, arena: &mut Arena, list: &[u8]) -> Result<*const c_char, c_int> {
+    let mut parts: [&[u8]; 64] = [b""; 64];
+    let mut count = 0;
+    let mut storage = PathBuf::new();
+    for entry in list
+        .split(|&b| b == b':' || b == b' ')
+        .filter(|e| !e.is_empty())
+    {
+        if count + 2 >= parts.len() {
+            break;
+        }
+        let part = if entry.first() == Some(&b'/') {
+            st.layout()
+                .to_host(entry, &mut storage)
+                .map_err(|_| libc::ENAMETOOLONG)?;
+            let copy = arena.string(&[storage.as_bytes()])?;
+            // SAFETY: the arena string just written, NUL-terminated.
+            unsafe { sys::bytes(copy) }
+        } else {
+            entry
+        };
+        if count > 0 {
+            parts[count] = b":";
+            count += 1;
+        }
+        parts[count] = part;
+        count += 1;
+    }
+    arena.string(&parts[..count])
+}
+
+/// The loader's argv and the environment for `run`.
+fn command(
+    st: &State,
+    arena: &mut Arena,
+    env: &[*const c_char],
+    run: &LoaderRun<'_>,
+) -> Result<Command, c_int> {
+    let shim = st.shim(run.kind).filter(|_| !run.trace);
+    let preload_option = st.loader_has_preload(run.kind);
+    let argv0_option = st.loader_has_argv0(run.kind);
+
+    let mut argv = arena.vector(run.options.len() + run.args.len() + 12)?;
+    argv.push(run.loader)?;
     argv.push(c"--library-path".as_ptr())?;
-    argv.push(library_path)?;
-    if kind == LoaderKind::Glibc {
+    argv.push(run.library_path)?;
+    if run.kind == LoaderKind::Glibc {
         // Without it the loader reads the host's /etc/ld.so.cache and may pick host libraries.
         argv.push(c"--inhibit-cache".as_ptr())?;
     }
-    let preload_option = st.loader_has_preload(kind);
-    if let (Some(shim), true) = (shim, preload_option) {
+    let preloads: [&[u8]; 3] = match (shim, run.preload) {
+        (Some(shim), Some(theirs)) => [shim.to_bytes(), b":", theirs],
+        (Some(shim), None) => [shim.to_bytes(), b"", b""],
+        (None, Some(theirs)) => [theirs, b"", b""],
+        (None, None) => [b""; 3],
+    };
+    let has_preloads = !preloads[0].is_empty();
+    if has_preloads && preload_option {
         argv.push(c"--preload".as_ptr())?;
-        argv.push(shim.as_ptr())?;
+        argv.push(arena.string(&preloads)?)?;
     }
-    let argv0_option = st.loader_has_argv0(kind);
     if argv0_option {
         argv.push(c"--argv0".as_ptr())?;
-        argv.push(argv0)?;
+        argv.push(run.argv0)?;
     }
-    argv.push(host_path)?;
-    argv.extend(args.as_slice().get(1..).unwrap_or_default())?;
+    argv.extend(run.options)?;
+    argv.push(run.program)?;
+    argv.extend(run.args)?;
 
     let mut envp = arena.vector(env.len() + st.inherited.len() + 6)?;
     for &entry in env {
@@ -326,30 +509,23 @@ fn through_loader(
             envp.push(var.as_ptr())?;
         }
     }
-    envp.push(arena.string(&[protocol::EXE.assignment, container.as_bytes()])?)?;
-    envp.push(arena.string(&[protocol::COMM.assignment, comm])?)?;
+    envp.push(arena.string(&[protocol::EXE.assignment, run.exe])?)?;
+    if let Some(comm) = run.comm {
+        envp.push(arena.string(&[protocol::COMM.assignment, comm])?)?;
+    }
     let mut creds = [0; CREDS_MAX];
     if let Some(value) = fakeroot::creds_to_hand_on(&mut creds) {
         envp.push(arena.string(&[protocol::CREDS.assignment, value])?)?;
     }
     if !argv0_option {
         // SAFETY: argv0 is a NUL-terminated string.
-        envp.push(arena.string(&[protocol::ARGV0.assignment, unsafe { sys::bytes(argv0) }])?)?;
+        envp.push(arena.string(&[protocol::ARGV0.assignment, unsafe { sys::bytes(run.argv0) }])?)?;
     }
-    if let (Some(shim), false) = (shim, preload_option) {
-        envp.push(arena.string(&[b"LD_PRELOAD=", shim.to_bytes()])?)?;
-    }
-    if st.debug {
-        sys::write_stderr(&[
-            b"scar-fc: exec ",
-            container.as_bytes(),
-            b" via ",
-            interpreter,
-            b"\n",
-        ]);
+    if has_preloads && !preload_option {
+        envp.push(arena.string(&[b"LD_PRELOAD=", preloads[0], preloads[1], preloads[2]])?)?;
     }
     Ok(Command {
-        path: loader,
+        path: run.loader,
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
     })

@@ -143,6 +143,59 @@ pub fn ldconfig_cache_argument<'a>(
     None
 }
 
+/// A program that is a dynamic loader itself, by its file name (glibc's `ld-linux*.so.*`,
+/// `ld64.so.*`, `ld.so.*`, musl's `ld-musl-*.so.1`): `ldd` and some launchers run
+/// `LOADER [OPTIONS] PROGRAM ARGS…`. It is static, so an exec of it runs it with the
+/// rootfs's paths and options ([`LoaderOption`]) as every other exec's loader.
+pub fn loader_named(container_path: &[u8]) -> Option<LoaderKind> {
+    let name = container_path
+        .rsplit(|&b| b == b'/')
+        .next()
+        .unwrap_or(container_path);
+    if name.starts_with(b"ld-musl-") && name.ends_with(b".so.1") {
+        return Some(LoaderKind::Musl);
+    }
+    let by_soname = [&b"ld-linux"[..], b"ld64.so.", b"ld.so."]
+        .iter()
+        .any(|p| name.starts_with(p))
+        && name.windows(4).any(|w| w == b".so.");
+    // Before 2.34 the file itself is `ld-2.31.so`, which the soname links to.
+    let by_version = name
+        .strip_prefix(b"ld-")
+        .and_then(|n| n.strip_suffix(b".so"))
+        .is_some_and(|v| {
+            v.first().is_some_and(u8::is_ascii_digit)
+                && v.iter().all(|&b| b.is_ascii_digit() || b == b'.')
+        });
+    (by_soname || by_version).then_some(LoaderKind::Glibc)
+}
+
+/// One argument of a loader run as a program, before the program's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoaderOption {
+    /// A flag (`--list`, `--verify`, `--inhibit-cache`, …).
+    Flag,
+    /// An option whose value, the next argument, names container paths, `:`-separated
+    /// (`--library-path`, `--preload`, `--audit`).
+    Paths,
+    /// An option whose value is no path (`--argv0`, `--inhibit-rpath`, `--glibc-hwcaps-*`).
+    Value,
+    /// Not an option: the program.
+    Program,
+}
+
+/// What `arg` is in a loader's command line (glibc's and musl's options).
+pub fn loader_option(arg: &[u8]) -> LoaderOption {
+    match arg {
+        b"--library-path" | b"--preload" | b"--audit" => LoaderOption::Paths,
+        b"--argv0" | b"--inhibit-rpath" | b"--glibc-hwcaps-prepend" | b"--glibc-hwcaps-mask" => {
+            LoaderOption::Value
+        }
+        _ if arg.starts_with(b"--") => LoaderOption::Flag,
+        _ => LoaderOption::Program,
+    }
+}
+
 /// Nested `#!` interpreters allowed, as Linux's `BINPRM_MAX_RECURSION`.
 pub const MAX_SCRIPT_DEPTH: usize = 4;
 
@@ -215,6 +268,33 @@ mod tests {
         assert_eq!(cache(&[b"-p", b"-C", b"/x/cache"]), Some((2, 0)));
         assert_eq!(cache(&[b"-C/x/cache", b"-p"]), Some((0, 2)));
         assert_eq!(cache(&[b"-p", b"-C"]), None);
+    }
+
+    #[test]
+    fn loaders_are_known_by_name() {
+        for (path, kind) in [
+            (&b"/lib64/ld-linux-x86-64.so.2"[..], LoaderKind::Glibc),
+            (b"/lib/ld-linux-aarch64.so.1", LoaderKind::Glibc),
+            (b"/lib/ld-linux.so.2", LoaderKind::Glibc),
+            (b"/lib64/ld64.so.2", LoaderKind::Glibc),
+            (b"/usr/lib/x86_64-linux-gnu/ld-2.31.so", LoaderKind::Glibc),
+            (b"/lib/ld-musl-x86_64.so.1", LoaderKind::Musl),
+        ] {
+            assert_eq!(loader_named(path), Some(kind));
+        }
+        for other in [
+            &b"/usr/bin/ld"[..],
+            b"/usr/bin/ld.gold",
+            b"/usr/lib/ld-linux-helper",
+            b"/usr/lib/ld-.so",
+            b"/usr/lib/ld-x.so",
+        ] {
+            assert_eq!(loader_named(other), None);
+        }
+        assert_eq!(loader_option(b"--list"), LoaderOption::Flag);
+        assert_eq!(loader_option(b"--library-path"), LoaderOption::Paths);
+        assert_eq!(loader_option(b"--argv0"), LoaderOption::Value);
+        assert_eq!(loader_option(b"/bin/ls"), LoaderOption::Program);
     }
 
     #[test]
