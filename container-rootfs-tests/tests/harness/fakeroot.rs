@@ -162,6 +162,9 @@ int main(int argc, char **argv) {
     endgrent(); printf("\n");
     setpwent(); getpwent(); getpwent(); setpwent(); p = getpwent();
     printf("%s\n", p ? p->pw_name : "-"); endpwent();
+    if (initgroups(argv[1], atoi(argv[2])) != 0) perror("initgroups");
+    n = getgroups(64, g);
+    printf("init %d:", n); for (int i = 0; i < n; i++) printf(" %u", g[i]); printf("\n");
     return 0;
 }
 "#;
@@ -170,24 +173,28 @@ echo 'zz-carol:x:2345:2345::/home/carol:/bin/sh' >> /etc/passwd
 printf 'zz-carol:x:2345:\nzz-audio:x:2400:zz-dave,zz-carol\nzz-video:x:2401:zz-carol\nzz-carol2:x:2345:zz-carol\nzz-sound:x:2400:zz-carol\n' >> /etc/group
 /tmp/program zz-carol 2345
 sed -i '/^zz-/d' /etc/passwd /etc/group";
-    // musl lists a group of the user's own gid again, glibc does not; both keep repeats.
-    for (image, chroot, compiler, groups) in [
+    // musl lists a group of the user's own gid again, glibc does not; both keep repeats,
+    // and `initgroups` sets them as the kernel keeps them, sorted.
+    for (image, chroot, compiler, groups, init) in [
         (
             images::GLIBC,
             "glibc",
             "gcc",
             "4: 2345 2400 2401 2400\n-1 4 2345\n",
+            "init 4: 2345 2400 2400 2401\n",
         ),
         (
             images::MUSL,
             "musl",
             "musl-gcc",
             "5: 2345 2400 2401 2345 2400\n-1 5 2345\n",
+            "init 5: 2345 2345 2400 2400 2401\n",
         ),
     ] {
         let truth = same_as_chroot_root(image, chroot, compiler, WALK, SCRIPT);
         assert!(truth.starts_with(groups), "{chroot}: {truth}");
         assert!(truth.contains("zz-carol:2345"), "{chroot}: {truth}");
+        assert!(truth.ends_with(init), "{chroot}: {truth}");
     }
 }
 

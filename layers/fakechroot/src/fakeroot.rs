@@ -204,15 +204,28 @@ with_fallback!(setregid(r: gid_t, e: gid_t) => set_two(RGID, r, e));
 with_fallback!(setresuid(r: uid_t, e: uid_t, s: uid_t) => set_three(RUID, [r, e, s]));
 with_fallback!(setresgid(r: gid_t, e: gid_t, s: gid_t) => set_three(RGID, [r, e, s]));
 with_fallback!(setgroups(size: size_t, list: *const gid_t) => set_groups(size, list));
-with_fallback!(initgroups(user: *const c_char, group: gid_t) => privileged_only());
+with_fallback!(initgroups(user: *const c_char, group: gid_t) => init_groups(user, group));
 with_fallback!(getgroups(size: c_int, list: *mut gid_t) => get_groups(size, list));
 
-fn privileged_only() -> c_int {
-    if id(EUID) == 0 {
-        0
-    } else {
-        fail(libc::EPERM, -1)
+/// `initgroups` (`su`, `runuser`, `login`, `setpriv --init-groups`): the user's groups from
+/// the image's `/etc/group`, as `getgrouplist` lists them there; libc's own would read the
+/// host's files. More groups than fake root holds keep the first ones, as libc keeps the
+/// first `NGROUPS_MAX`.
+fn init_groups(user: *const c_char, group: gid_t) -> c_int {
+    if id(EUID) != 0 {
+        return fail(libc::EPERM, -1);
     }
+    let mut list = [0 as gid_t; MAX_GROUPS];
+    let mut count = MAX_GROUPS as c_int;
+    // SAFETY: the caller's NUL-terminated name (initgroups' contract), our list and count.
+    let listed =
+        unsafe { crate::ident_list::getgrouplist(user, group, list.as_mut_ptr(), &mut count) };
+    let count = if listed < 0 {
+        MAX_GROUPS
+    } else {
+        count as usize
+    };
+    set_groups(count, list.as_ptr())
 }
 
 /// Supplementary groups: root starts in group 0 alone, as under a real chroot.
@@ -226,9 +239,15 @@ fn set_groups(size: size_t, list: *const gid_t) -> c_int {
     if size > MAX_GROUPS || (size > 0 && list.is_null()) {
         return fail(libc::EINVAL, -1);
     }
-    for (i, slot) in GROUPS.iter().enumerate().take(size) {
+    let mut sorted = [0 as gid_t; MAX_GROUPS];
+    for (i, gid) in sorted.iter_mut().enumerate().take(size) {
         // SAFETY: the caller's list holds `size` entries.
-        slot.store(unsafe { *list.wrapping_add(i) }, Ordering::Relaxed);
+        *gid = unsafe { *list.wrapping_add(i) };
+    }
+    // The kernel keeps supplementary groups sorted: getgroups lists them so.
+    sorted[..size].sort_unstable();
+    for (slot, &gid) in GROUPS.iter().zip(&sorted[..size]) {
+        slot.store(gid, Ordering::Relaxed);
     }
     GROUP_COUNT.store(size, Ordering::Relaxed);
     0
