@@ -45,6 +45,38 @@ fn proc_self_maps_shows_host_paths() {
     assert!(count > 0, "maps: {out} {err}");
 }
 
+/// The loader run as a program (`ldd`) and `ldconfig -p` name the image's files by host
+/// path, where chroot prints `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6` and
+/// ``cache `/etc/ld.so.cache'``; a loader run's cmdline starts at the program, where the
+/// kernel's keeps the caller's options. A container's first command that is the loader
+/// itself runs it as a static program: it finds the host's file, or none.
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn the_loader_and_ldconfig_name_the_images_files_by_host_path() {
+    let (out, err) = sh(
+        r#"ldd /bin/ls | grep -c 'libc.so.6 => /.*/rootfs/lib/'; ldconfig -p | head -1 | grep -c '/rootfs/etc/ld.so.cache'; /lib64/ld-linux-x86-64.so.2 --inhibit-rpath '' /bin/sh -c 'tr "\0" " " < /proc/$$/cmdline'"#,
+        &[],
+    );
+    assert_eq!(
+        out,
+        r#"1
+1
+/bin/sh -c tr "\0" " " < /proc/$$/cmdline "#,
+        "{err}"
+    );
+    let first = lambda_run(
+        images::DEBIAN,
+        &["--static-binaries", "run"],
+        &["/lib64/ld-linux-x86-64.so.2", "/etc/scar-test-image"],
+    );
+    assert_ne!(first.status.code(), Some(0), "{}", text(&first.stdout));
+    assert!(
+        text(&first.stderr).contains("/etc/scar-test-image"),
+        "the host has no such file: {}",
+        text(&first.stderr)
+    );
+}
+
 /// setuid bits are dropped at unpack and `chroot()` fails: nothing gains privileges.
 #[test]
 #[ignore = "needs the harness, root and the shim (make test)"]

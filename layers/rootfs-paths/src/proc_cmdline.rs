@@ -2,13 +2,15 @@
 //!
 //! Every program here starts as `ROOT/…/ld.so --library-path DIRS [--inhibit-cache]
 //! [--preload SHIM] [--argv0 NAME] ROOT/PROGRAM ARGS…`, and the kernel's cmdline is that
-//! whole line. `ps`, `pgrep -f`, `pkill -f`, psutil and "is it already running?" checks
+//! whole line (with a caller's own loader options after ours when it ran the loader itself,
+//! as `ldd` does: they are the loader's, [`loader_option`]). `ps`, `pgrep -f`, `pkill -f`, psutil and "is it already running?" checks
 //! would see host paths and the loader's options where a chroot shows `NAME ARGS…`. The
 //! shim answers an open of the file with a copy that starts at the program's own argv[0].
 //! A process not started that way (the host's, or one that rewrote its title, as
 //! `setproctitle` does) is shown as the kernel has it.
 
 use crate::buf::parse_decimal;
+use crate::protocol::{LoaderOption, loader_option};
 
 /// True for `/proc/{self,thread-self,PID}/cmdline` and `/proc/{self,PID}/task/TID/cmdline`.
 pub fn is_cmdline(path: &[u8]) -> bool {
@@ -65,15 +67,20 @@ pub fn launch<'a>(head: &'a [u8], root: &[u8]) -> Option<Launch<'a>> {
     let mut argv0 = None;
     loop {
         let field = fields.next()?;
-        match field {
-            b"--library-path" | b"--preload" => {
+        match loader_option(field) {
+            LoaderOption::Flag => {}
+            LoaderOption::Paths => {
                 fields.next()?;
             }
-            b"--inhibit-cache" => {}
-            b"--argv0" => argv0 = Some(fields.next()?),
-            program => {
+            LoaderOption::Value => {
+                let value = fields.next()?;
+                if field == b"--argv0" {
+                    argv0 = Some(value);
+                }
+            }
+            LoaderOption::Program => {
                 return Some(Launch {
-                    argv0: argv0.map_or(Argv0::HostProgram(program), Argv0::Given),
+                    argv0: argv0.map_or(Argv0::HostProgram(field), Argv0::Given),
                     args_start: fields.at,
                 });
             }
@@ -147,6 +154,14 @@ mod tests {
         let launch = launch(line, ROOT).unwrap();
         assert_eq!(launch.argv0, Argv0::Given(b"cat"));
         assert_eq!(&line[launch.args_start..], b"/proc/self/cmdline\0");
+    }
+
+    #[test]
+    fn a_callers_own_loader_options_are_cut_too() {
+        let line = b"/tmp/scar/images/abc/rootfs/lib64/ld.so\0--library-path\0/a\0--argv0\0sh\0--inhibit-rpath\0\0--verify\0/tmp/scar/images/abc/rootfs/bin/sh\0-c\0:\0";
+        let launch = launch(line, ROOT).unwrap();
+        assert_eq!(launch.argv0, Argv0::Given(b"sh"));
+        assert_eq!(&line[launch.args_start..], b"-c\0:\0");
     }
 
     #[test]
