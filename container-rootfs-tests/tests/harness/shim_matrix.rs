@@ -275,6 +275,14 @@ const CASES: &[Case] = &[
         Check::Same,
         r#"ldd /bin/ls | grep -v ld-linux | sed 's/ (0x[0-9a-f]*)//; s#=> /.*/rootfs/#=> /#'; /lib64/ld-linux-x86-64.so.2 /bin/echo run by its loader; /lib64/ld-linux-x86-64.so.2 --verify /bin/ls; echo verify $?; /lib64/ld-linux-x86-64.so.2 --library-path /nowhere /bin/sh -c 'echo $0'"#,
     ),
+    // Debian's threaded perl walks the accounts with getpwent_r and getgrent_r. The running
+    // user, whom bootstrap names in the rootfs's files and chroot does not, is left out.
+    case(
+        "perl walks the image's accounts",
+        DEBIAN,
+        Check::Same,
+        r#"perl -e 'while (@p = getpwent) { print "$p[0]:$p[2]\n" } while (@g = getgrent) { print "$g[0]:$g[2]\n" }' | grep -v -e ":$(id -u)\$" -e ":$(id -g)\$" | tr "\n" " ""#,
+    ),
     case(
         "exec -a",
         GLIBC_NATIVE,

@@ -1,4 +1,4 @@
-//! Enumeration (`getpwent`, `getgrent`) and group lists (`getgrouplist`) from the image's
+//! Enumeration (`getpwent`, `getgrent`, their `_r` forms) and group lists (`getgrouplist`) from the image's
 //! files.
 //!
 //! Both libcs read `/etc/passwd` and `/etc/group` for these from inside libc, where no
@@ -58,16 +58,15 @@ impl<T> Slot<T> {
         }
     }
 
-    /// `get*ent`: the next entry of the image's `file`, or NULL at its end.
-    fn next(&self, file: &CStr, parse: Parser<T>) -> *mut T {
-        let Ok(mut slot) = self.0.lock() else {
-            return std::ptr::null_mut();
-        };
+    /// `f` on the open walk of the image's `file` (opened on first use); `None` when the
+    /// file cannot be opened or the lock is poisoned.
+    fn with_walk<R>(&self, file: &CStr, f: impl FnOnce(&mut Walk<T>) -> R) -> Option<R> {
+        let mut slot = self.0.lock().ok()?;
         if slot.is_none() {
             // SAFETY: the shim's fopen, which translates the path into the image.
             let stream = unsafe { crate::fs::fopen(file.as_ptr(), c"re".as_ptr()) };
             if stream.is_null() {
-                return std::ptr::null_mut();
+                return None;
             }
             *slot = Some(Box::new(Walk {
                 stream,
@@ -76,31 +75,74 @@ impl<T> Slot<T> {
                 buf: [0; ENTRY_BUF],
             }));
         }
-        let Some(walk) = slot.as_mut() else {
-            return std::ptr::null_mut();
-        };
+        slot.as_mut().map(|walk| f(walk))
+    }
+
+    /// `get*ent`: the next entry of the image's `file`, or NULL at its end.
+    fn next(&self, file: &CStr, parse: Parser<T>) -> *mut T {
         let mut found: *mut T = std::ptr::null_mut();
-        let entry = &raw mut walk.entry;
-        // SAFETY: the parser's contract: our stream, entry and buffer of ENTRY_BUF bytes.
-        let code = unsafe {
-            parse(
-                walk.stream,
-                entry,
-                walk.buf.as_mut_ptr(),
-                ENTRY_BUF,
-                &mut found,
-            )
-        };
-        if code != 0 {
-            sys::set_errno(if code == libc::ENOENT { 0 } else { code });
-            return std::ptr::null_mut();
+        let code = self.with_walk(file, |walk| {
+            let entry = &raw mut walk.entry;
+            // SAFETY: the parser's contract: our stream, entry and buffer of ENTRY_BUF bytes.
+            unsafe {
+                parse(
+                    walk.stream,
+                    entry,
+                    walk.buf.as_mut_ptr(),
+                    ENTRY_BUF,
+                    &mut found,
+                )
+            }
+        });
+        match code {
+            Some(0) => found,
+            Some(code) => {
+                sys::set_errno(if code == libc::ENOENT { 0 } else { code });
+                std::ptr::null_mut()
+            }
+            None => std::ptr::null_mut(),
         }
-        found
+    }
+
+    /// `get*ent_r`: the next entry into the caller's storage; 0, `ENOENT` at the end, or
+    /// `ERANGE` when `buf` is too small (the same entry comes again with a larger one). It
+    /// shares its place in the file with `get*ent`, as glibc's does.
+    ///
+    /// # Safety
+    /// libc's contract: `entry` and `result` writable, `buf` holds `len` bytes.
+    unsafe fn next_into(
+        &self,
+        file: &CStr,
+        parse: Parser<T>,
+        entry: *mut T,
+        buf: *mut c_char,
+        len: usize,
+        result: *mut *mut T,
+    ) -> c_int {
+        if entry.is_null() || buf.is_null() || result.is_null() {
+            return libc::EINVAL;
+        }
+        // SAFETY: the caller's result pointer.
+        unsafe { *result = std::ptr::null_mut() };
+        let mut found: *mut T = std::ptr::null_mut();
+        // SAFETY: the parser's contract: our stream, the caller's entry and buffer.
+        let code = self.with_walk(file, |walk| unsafe {
+            parse(walk.stream, entry, buf, len, &mut found)
+        });
+        match code {
+            Some(0) => {
+                // SAFETY: as above.
+                unsafe { *result = found };
+                0
+            }
+            Some(code) => code,
+            None => libc::ENOENT,
+        }
     }
 }
 
 macro_rules! walk_fns {
-    ($set:ident, $get:ident, $end:ident, $slot:ident, $t:ty, $file:literal, $parser:ident) => {
+    ($set:ident, $get:ident, $get_r:ident, $end:ident, $slot:ident, $t:ty, $file:literal, $parser:ident) => {
         /// # Safety
         /// None beyond libc's.
         #[unsafe(no_mangle)]
@@ -129,6 +171,26 @@ macro_rules! walk_fns {
         }
 
         /// # Safety
+        /// libc's contract for the function of the same name.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $get_r(
+            entry: *mut $t,
+            buf: *mut c_char,
+            len: libc::size_t,
+            result: *mut *mut $t,
+        ) -> c_int {
+            if state::get().is_some() {
+                // SAFETY: the caller's storage, as libc's contract gives it.
+                return unsafe { $slot.next_into($file, $parser(), entry, buf, len, result) };
+            }
+            match real!($get_r: fn(*mut $t, *mut c_char, libc::size_t, *mut *mut $t) -> c_int) {
+                // SAFETY: libc's function of the same name, with the caller's arguments.
+                Some(next) => unsafe { next(entry, buf, len, result) },
+                None => libc::ENOSYS,
+            }
+        }
+
+        /// # Safety
         /// None beyond libc's.
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $end() {
@@ -146,6 +208,7 @@ macro_rules! walk_fns {
 walk_fns!(
     setpwent,
     getpwent,
+    getpwent_r,
     endpwent,
     PASSWD_WALK,
     passwd,
@@ -155,6 +218,7 @@ walk_fns!(
 walk_fns!(
     setgrent,
     getgrent,
+    getgrent_r,
     endgrent,
     GROUP_WALK,
     group,
