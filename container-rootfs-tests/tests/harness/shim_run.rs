@@ -118,6 +118,27 @@ fn libraries_come_from_the_rootfs_only() {
     }
 }
 
+/// The kernel and the loader name the image's libraries by host path (`/proc/self/maps`,
+/// `dladdr`); a program that finds its data next to its library (`dirname(lib)/../share`, as
+/// runtimes that locate their install from their shared library do) must read the image's
+/// files there, `..` included, and nothing outside.
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn paths_found_next_to_a_library_name_the_images_files() {
+    let script = r#"lib=$(grep -m1 -o '/[^ ]*/libc\.so\.6' /proc/self/maps)
+dir=$(dirname "$lib")
+head -1 "$dir/../../../etc/os-release"
+ls "$dir/../../.." | grep -c '^etc$'
+cat "$dir/../../../../../../../../../../etc/scar-test-image""#;
+    let out = lambda_run(BOOKWORM, &[], &["/bin/sh", "-c", script]);
+    assert_eq!(
+        text(&out.stdout),
+        "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n1\nbuilt offline by container-rootfs-tests\n",
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 #[ignore = "needs the harness, root and the shim (make test)"]
 fn static_programs_run_with_a_warning_or_are_refused() {

@@ -107,7 +107,10 @@ impl<'a> Layout<'a> {
     /// Writes the host path of the absolute container `path` into `out`.
     ///
     /// A path already below the rootfs is kept: the shim hands its own host paths
-    /// (`LOCPATH`, the library path) to programs, and those must not be prefixed twice.
+    /// (`LOCPATH`, the library path) to programs, and the kernel and the loader show them
+    /// (`/proc/self/maps`, `dladdr`, `dl_iterate_phdr`), so a program that finds its files
+    /// next to its library (`dirname(dladdr(…))/../share`) names them so; those must not be
+    /// prefixed twice. With `..` it is kept if its clean form stays below the rootfs.
     pub fn to_host(&self, path: &[u8], out: &mut PathBuf) -> Result<(), Overflow> {
         if strip_dir(path, self.root).is_some() && !has_dotdot(path) {
             return out.set(path);
@@ -115,6 +118,9 @@ impl<'a> Layout<'a> {
         let mut clean = PathBuf::new();
         clean_into(path, &mut clean)?;
         let clean = clean.as_bytes();
+        if strip_dir(path, self.root).is_some() && strip_dir(clean, self.root).is_some() {
+            return out.set(clean);
+        }
         for mount in self.mounts {
             if let Some(rest) = strip_dir(clean, mount.container) {
                 out.set(mount.host)?;
@@ -251,6 +257,19 @@ mod tests {
         with_mounts(|l| {
             let p = "/tmp/scar/images/abc/rootfs/usr/lib/locale";
             assert_eq!(host(l, p), p);
+            assert_eq!(
+                host(
+                    l,
+                    "/tmp/scar/images/abc/rootfs/usr/lib/../../etc/os-release"
+                ),
+                "/tmp/scar/images/abc/rootfs/etc/os-release"
+            );
+            // Climbing out of the rootfs is a container path like any other (here below the
+            // container's /tmp, a mount): it never reaches the host's file.
+            assert_eq!(
+                host(l, "/tmp/scar/images/abc/rootfs/../../etc/shadow"),
+                "/tmp/run-1/tmp/scar/images/etc/shadow"
+            );
         });
     }
 
