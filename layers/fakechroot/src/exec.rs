@@ -216,6 +216,8 @@ fn print_cache(
             argv.push(arena.string(&[host.as_bytes()])?)?;
         }
     }
+    // On a lazy tree: the cache whole first, since no shim follows a static program.
+    crate::lazy::before_open(libc::AT_FDCWD, host.as_c_str().as_ptr())?;
     direct(host_path, &argv, envp)
 }
 

@@ -14,7 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use goblin::container::Ctx;
-use goblin::elf::dynamic::{DT_RPATH, DT_RUNPATH, Dynamic};
+use goblin::elf::dynamic::{DF_1_PIE, DT_RPATH, DT_RUNPATH, Dynamic};
 use goblin::elf::program_header::{PT_DYNAMIC, PT_INTERP, ProgramHeader};
 use goblin::elf::section_header::SectionHeader;
 use goblin::elf::{Elf, Header};
@@ -36,6 +36,9 @@ pub(crate) struct ElfNeeds {
     pub interpreter: Option<String>,
     /// Whether it has a dynamic section (a static program has none).
     pub dynamic: bool,
+    /// `DF_1_PIE`: an executable, where a shared library (also `ET_DYN`) has no such flag.
+    /// With no loader, a static-pie program.
+    pub pie: bool,
     /// `DT_NEEDED`, in order.
     pub libraries: Vec<String>,
     /// `DT_RUNPATH` entries, then `DT_RPATH` ones (each a `:`-separated list).
@@ -113,6 +116,7 @@ fn read(file: &File, len: u64, head: &[u8]) -> Option<ElfNeeds> {
         return Some(needs);
     };
     needs.dynamic = true;
+    needs.pie = dynamic.info.flags_1 & DF_1_PIE != 0;
     let strings = piece(dynamic.info.strtab as u64, dynamic.info.strsz as u64)?;
     let strtab = Strtab::parse(&strings, 0, strings.len(), 0).ok()?;
     needs.libraries = dynamic
@@ -186,6 +190,10 @@ mod tests {
         Some(ElfNeeds {
             interpreter: elf.interpreter.map(str::to_owned),
             dynamic: elf.dynamic.is_some(),
+            pie: elf
+                .dynamic
+                .as_ref()
+                .is_some_and(|d| d.info.flags_1 & DF_1_PIE != 0),
             libraries: elf.libraries.iter().map(|s| (*s).to_owned()).collect(),
             search: elf
                 .runpaths

@@ -6,8 +6,8 @@
 //! first: the file itself; its `#!` interpreter, recursively (a file that is neither is run
 //! by `/bin/sh`, as `execvp` does); for a dynamic ELF its loader and the closure of its
 //! `DT_NEEDED` libraries, found as the loader finds them (`DT_RPATH`/`DT_RUNPATH` with
-//! `$ORIGIN`, then the image's library directories). A static program waits for the whole
-//! tree: nothing it reads can be asked for.
+//! `$ORIGIN`, then the image's library directories). A static program (static-pie ones
+//! included) waits for the whole tree: nothing it reads can be asked for ([`beyond_the_shim`]).
 //!
 //! Go programs make their system calls themselves even when linked dynamically: they are
 //! treated as static.
@@ -27,9 +27,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rootfs_paths::fetch::{self, Request};
+use rootfs_paths::protocol;
 use scar_image::lazy::{LazyFault, LazyTree};
 
-use super::elf_needs::Head;
+use super::elf_needs::{ElfNeeds, Head};
 
 /// Libraries followed from one program at most: a bound on a hostile chain of `DT_NEEDED`.
 const MAX_CLOSURE: usize = 512;
@@ -218,18 +219,16 @@ impl Fetcher {
             }
             return Ok(());
         };
-        match &elf.interpreter {
-            // A static program or a Go one: the shim cannot see what it opens.
-            _ if program && elf.go => {
-                self.tree.fill_all()?;
-                return Ok(());
-            }
-            None if program && !elf.dynamic => {
-                self.tree.fill_all()?;
-                return Ok(());
-            }
-            Some(loader) => self.needs(&self.in_tree(loader.as_bytes()), false, scripts, seen)?,
-            None => {}
+        let name = file
+            .as_deref()
+            .and_then(Path::file_name)
+            .unwrap_or_default();
+        if program && beyond_the_shim(&elf, name.as_encoded_bytes()) {
+            self.tree.fill_all()?;
+            return Ok(());
+        }
+        if let Some(loader) = &elf.interpreter {
+            self.needs(&self.in_tree(loader.as_bytes()), false, scripts, seen)?;
         }
         let origin = host.parent().unwrap_or(host);
         let mut dirs: Vec<PathBuf> = Vec::new();
@@ -328,5 +327,55 @@ impl Fetcher {
             }
             self.filling_neighbours.store(false, Ordering::Release);
         }
+    }
+}
+
+/// Whether a program, run, does what the shim cannot see, so that it starts only on a whole
+/// tree: a Go program (its own system calls), a static one, or a static-pie one (a dynamic
+/// section too, and the PIE flag a shared library opened by path has not). Not a loader run
+/// as a program, whose program the shim prepares itself (its exec.rs), nor the image's
+/// `ldconfig`, which runs only to print a cache (`protocol::Ldconfig`) that the exec path
+/// prepares.
+fn beyond_the_shim(elf: &ElfNeeds, name: &[u8]) -> bool {
+    let no_loader = elf.interpreter.is_none() && (!elf.dynamic || elf.pie);
+    elf.go || (no_loader && !protocol::is_ldconfig(name) && protocol::loader_named(name).is_none())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_the_shim_cannot_follow_wait_for_the_whole_tree() {
+        let elf = |interpreter: Option<&str>, dynamic, pie, go| ElfNeeds {
+            interpreter: interpreter.map(str::to_owned),
+            dynamic,
+            pie,
+            go,
+            ..ElfNeeds::default()
+        };
+        let loader = Some("/lib64/ld-linux-x86-64.so.2");
+        assert!(beyond_the_shim(
+            &elf(None, false, false, false),
+            b"busybox.static"
+        ));
+        assert!(beyond_the_shim(
+            &elf(None, true, true, false),
+            b"tool-static-pie"
+        ));
+        assert!(beyond_the_shim(
+            &elf(loader, true, true, true),
+            b"go-program"
+        ));
+        assert!(!beyond_the_shim(
+            &elf(loader, true, true, false),
+            b"python3.11"
+        ));
+        assert!(!beyond_the_shim(&elf(None, true, false, false), b"_ssl.so"));
+        assert!(!beyond_the_shim(&elf(None, true, true, false), b"ldconfig"));
+        assert!(!beyond_the_shim(
+            &elf(None, true, false, false),
+            b"ld-linux-x86-64.so.2"
+        ));
     }
 }

@@ -65,14 +65,14 @@ pub(super) fn host_path(layout: &Layout<'_>, container: &str) -> Result<PathBuf,
 }
 
 /// `ldconfig -p`'s arguments with the cache it prints named by host path (see
-/// [`protocol::Ldconfig::PrintCache`]).
+/// [`protocol::Ldconfig::PrintCache`]), and that path.
 fn ldconfig_print_cache(
     layout: &Layout<'_>,
     workdir: &str,
     mut args: Vec<OsString>,
-) -> Result<Vec<OsString>, ExecError> {
+) -> Result<(Vec<OsString>, PathBuf), ExecError> {
     let words = args.iter().skip(1).map(|a| a.as_bytes());
-    match protocol::ldconfig_cache_argument(words) {
+    let cache = match protocol::ldconfig_cache_argument(words) {
         Some((index, offset)) => {
             let given = args[index + 1].as_bytes();
             let (option, name) = given.split_at(offset);
@@ -82,17 +82,20 @@ fn ldconfig_print_cache(
             } else {
                 clean(&format!("{workdir}/{name}"))?
             };
+            let cache = host_path(layout, &container)?;
             let mut named = option.to_vec();
-            named.extend_from_slice(host_path(layout, &container)?.as_os_str().as_bytes());
+            named.extend_from_slice(cache.as_os_str().as_bytes());
             args[index + 1] = OsString::from_vec(named);
+            cache
         }
         None => {
-            let cache = String::from_utf8_lossy(protocol::LD_SO_CACHE);
+            let cache = host_path(layout, &String::from_utf8_lossy(protocol::LD_SO_CACHE))?;
             args.push("-C".into());
-            args.push(host_path(layout, &cache)?.into_os_string());
+            args.push(cache.clone().into_os_string());
+            cache
         }
-    }
-    Ok(args)
+    };
+    Ok((args, cache))
 }
 
 fn clean(path: &str) -> Result<String, ExecError> {
@@ -207,7 +210,12 @@ impl Sandbox {
                     match protocol::ldconfig_run(words) {
                         Ldconfig::Inform => Ok(self.direct(host, args, program)),
                         Ldconfig::PrintCache => {
-                            let args = ldconfig_print_cache(layout, workdir, args)?;
+                            let (args, cache) = ldconfig_print_cache(layout, workdir, args)?;
+                            if let Some(fetcher) = &self.fetcher {
+                                fetcher
+                                    .prepare_file(&cache)
+                                    .map_err(|fault| ExecError::Fetch(fault.to_string()))?;
+                            }
                             Ok(self.direct(host, args, program))
                         }
                         Ldconfig::Skip => {
