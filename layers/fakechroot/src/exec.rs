@@ -466,16 +466,17 @@ fn command(
         // Without it the loader reads the host's /etc/ld.so.cache and may pick host libraries.
         argv.push(c"--inhibit-cache".as_ptr())?;
     }
-    let preloads: [&[u8]; 3] = match (shim, run.preload) {
-        (Some(shim), Some(theirs)) => [shim.to_bytes(), b":", theirs],
-        (Some(shim), None) => [shim.to_bytes(), b"", b""],
-        (None, Some(theirs)) => [theirs, b"", b""],
-        (None, None) => [b""; 3],
+    // Every exec preloads the shim alone: its path is used as it is, copied only to join a
+    // loader run's own preloads.
+    let preloads = match (shim, run.preload) {
+        (Some(shim), None) => Some(shim.as_ptr()),
+        (Some(shim), Some(theirs)) => Some(arena.string(&[shim.to_bytes(), b":", theirs])?),
+        (None, Some(theirs)) => Some(arena.string(&[theirs])?),
+        (None, None) => None,
     };
-    let has_preloads = !preloads[0].is_empty();
-    if has_preloads && preload_option {
+    if let (Some(list), true) = (preloads, preload_option) {
         argv.push(c"--preload".as_ptr())?;
-        argv.push(arena.string(&preloads)?)?;
+        argv.push(list)?;
     }
     if argv0_option {
         argv.push(c"--argv0".as_ptr())?;
@@ -523,8 +524,9 @@ fn command(
         // SAFETY: argv0 is a NUL-terminated string.
         envp.push(arena.string(&[protocol::ARGV0.assignment, unsafe { sys::bytes(run.argv0) }])?)?;
     }
-    if has_preloads && !preload_option {
-        envp.push(arena.string(&[b"LD_PRELOAD=", preloads[0], preloads[1], preloads[2]])?)?;
+    if let (Some(list), false) = (preloads, preload_option) {
+        // SAFETY: the shim's path or an arena string, NUL-terminated.
+        envp.push(arena.string(&[b"LD_PRELOAD=", unsafe { sys::bytes(list) }])?)?;
     }
     Ok(Command {
         path: run.loader,
