@@ -368,14 +368,14 @@ fn loader_run(
                 match arg {
                     b"--library-path" => library_dirs = Some(value),
                     b"--preload" => {
-                        let list = translate_list(st, arena, value)?;
+                        let list = translate_list(st, arena, value, Entries::Objects)?;
                         // SAFETY: an arena string, NUL-terminated, alive until the exec.
                         preload = Some(unsafe { sys::bytes(list) });
                     }
                     b"--argv0" => argv0 = Some(given[at + 1]),
                     _ if option == LoaderOption::Paths => {
                         options.push(given[at])?;
-                        options.push(translate_list(st, arena, value)?)?;
+                        options.push(translate_list(st, arena, value, Entries::Objects)?)?;
                     }
                     _ => options.extend(&given[at..at + 2])?,
                 }
@@ -391,11 +391,7 @@ fn loader_run(
         .map_err(|_| libc::ENAMETOOLONG)?;
     crate::lazy::before_exec(libc::AT_FDCWD, host.as_c_str())?;
     let library_path = match library_dirs {
-        Some(dirs) => {
-            let dirs = translate_list(st, arena, dirs)?;
-            // SAFETY: as for the preloads.
-            arena.string(&[unsafe { sys::bytes(dirs) }, b":", st.library_path])?
-        }
+        Some(dirs) => search_path(st, arena, Some(dirs))?,
         None => library_path(st, arena, env)?,
     };
     let run = LoaderRun {
@@ -414,16 +410,29 @@ fn loader_run(
     command(st, arena, env, &run).map(Some)
 }
 
-/// `--preload`/`--audit`/`--library-path` values: each absolute entry (`:` or space
-/// separated) translated; names without a slash are the loader's to search.
-fn translate_list(st: &State, arena: &mut Arena, list: &[u8]) -> Result<*const c_char, c_int> {
-    let mut parts: [&[u8]; 64] = [b""; 64];
+/// What a list a loader reads holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Entries {
+    /// Directories, `:`-separated (`LD_LIBRARY_PATH`, `--library-path`); those that are not
+    /// absolute are left out.
+    Directories,
+    /// Objects, `:`- or space-separated (`--preload`, `--audit`); a name without a slash
+    /// is kept, for the loader to search.
+    Objects,
+}
+
+/// `list` with each absolute entry translated, `:`-joined, in the arena.
+fn translate_list(
+    st: &State,
+    arena: &mut Arena,
+    list: &[u8],
+    entries: Entries,
+) -> Result<*const c_char, c_int> {
+    let mut parts: [&[u8]; 128] = [b""; 128];
     let mut count = 0;
     let mut storage = PathBuf::new();
-    for entry in list
-        .split(|&b| b == b':' || b == b' ')
-        .filter(|e| !e.is_empty())
-    {
+    let separator = |b: &u8| *b == b':' || (entries == Entries::Objects && *b == b' ');
+    for entry in list.split(separator).filter(|e| !e.is_empty()) {
         if count + 2 >= parts.len() {
             break;
         }
@@ -434,8 +443,10 @@ fn translate_list(st: &State, arena: &mut Arena, list: &[u8]) -> Result<*const c
             let copy = arena.string(&[storage.as_bytes()])?;
             // SAFETY: the arena string just written, NUL-terminated.
             unsafe { sys::bytes(copy) }
-        } else {
+        } else if entries == Entries::Objects {
             entry
+        } else {
+            continue;
         };
         if count > 0 {
             parts[count] = b":";
@@ -542,30 +553,24 @@ fn library_path(
     arena: &mut Arena,
     env: &[*const c_char],
 ) -> Result<*const c_char, c_int> {
-    let Some(user) = env_value(env, b"LD_LIBRARY_PATH=").filter(|v| !v.is_empty()) else {
-        return arena.string(&[st.library_path]);
+    search_path(st, arena, env_value(env, b"LD_LIBRARY_PATH="))
+}
+
+/// The loader's search path: the caller's directories, translated, then the image's.
+fn search_path(
+    st: &State,
+    arena: &mut Arena,
+    theirs: Option<&[u8]>,
+) -> Result<*const c_char, c_int> {
+    let theirs = match theirs {
+        Some(dirs) => translate_list(st, arena, dirs, Entries::Directories)?,
+        None => c"".as_ptr(),
     };
-    let mut parts: [&[u8]; 128] = [b""; 128];
-    let mut count = 0;
-    let mut storage = PathBuf::new();
-    for dir in user
-        .split(|&b| b == b':')
-        .filter(|d| d.first() == Some(&b'/'))
-    {
-        if count + 2 >= parts.len() {
-            break;
-        }
-        st.layout()
-            .to_host(dir, &mut storage)
-            .map_err(|_| libc::ENAMETOOLONG)?;
-        let copy = arena.string(&[storage.as_bytes()])?;
-        // SAFETY: the arena string just written, NUL-terminated.
-        parts[count] = unsafe { sys::bytes(copy) };
-        parts[count + 1] = b":";
-        count += 2;
+    // SAFETY: an arena string or a literal, NUL-terminated.
+    match unsafe { sys::bytes(theirs) } {
+        b"" => arena.string(&[st.library_path]),
+        dirs => arena.string(&[dirs, b":", st.library_path]),
     }
-    parts[count] = st.library_path;
-    arena.string(&parts[..=count])
 }
 
 /// exec of a container path; returns only on failure, with errno set.
