@@ -22,6 +22,7 @@ fn sandbox() -> Sandbox {
         fakeroot: false,
         scratch: std::env::temp_dir().join("scar-exec-module-scratch"),
         fetcher: None,
+        locales: None,
     }
 }
 

@@ -5,6 +5,8 @@
 use scar_test_kit as common;
 use scar_test_kit::images;
 
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::lambda::{lambda_rootfs, lambda_run, shim_dir, text};
@@ -216,4 +218,84 @@ fn the_timeout_ends_the_whole_process_group() {
     assert!(took < Duration::from_secs(10), "took {took:?}");
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(lambda_processes("sleep 30[012]"), "", "orphans left behind");
+}
+
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn locales_compiled_into_the_images_archive_work_as_under_chroot() {
+    // The glibc test image (this machine's programs) with a layer that adds the locale
+    // archive this machine's `localedef` writes, as `locale-gen` does in an image: glibc
+    // reads that archive from inside libc, by a fixed path the shim cannot translate.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let layer = work.path().join("layer");
+    std::fs::create_dir_all(layer.join("usr/lib/locale")).unwrap();
+    for (input, charmap, name) in [
+        ("de_DE", "UTF-8", "de_DE.UTF-8"),
+        ("fr_FR", "ISO-8859-1", "fr_FR.ISO-8859-1"),
+    ] {
+        let out = Command::new("localedef")
+            .args(["-i", input, "-f", charmap, "--prefix"])
+            .arg(&layer)
+            .arg(name)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "localedef: {}", text(&out.stderr));
+    }
+    let tree = common::work().join("chroot/glibc/rootfs");
+    let layout = work.path().join("oci");
+    let out = Command::new("python3")
+        .arg(common::lambda::workspace().join("container-rootfs-tests/scripts/mkimage.py"))
+        .arg(&layout)
+        .arg("locales")
+        .arg(&tree)
+        .arg(&layer)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mkimage: {}", text(&out.stderr));
+    let root = work.path().join("root");
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(&tree)
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::create_dir_all(root.join("usr/lib/locale")).unwrap();
+    std::fs::copy(
+        layer.join("usr/lib/locale/locale-archive"),
+        root.join("usr/lib/locale/locale-archive"),
+    )
+    .unwrap();
+
+    // Month and day names, digit grouping and collation of each locale, as the programs of
+    // the image print them; a locale the archive lacks falls back to C on both sides.
+    let script = "for l in de_DE.UTF-8 fr_FR.ISO-8859-1 fr_FR.iso88591 xx_XX.UTF-8; do \
+                    LC_ALL=$l ls -l --time-style=+%A,%B /opt/data | grep -o '[^ ]*,[^ ]*'; \
+                    LC_ALL=$l /usr/bin/printf \"%'d\\n\" 1234567; \
+                    printf 'b\\nA\\na\\nB\\n' | LC_ALL=$l sort | tr '\\n' ' '; echo; \
+                  done; LANG=de_DE.UTF-8 ls -l --time-style=+%B /opt/data | grep -c Januar";
+    let cache = common::lambda::fresh_lambda_cache();
+    let image = format!("oci:{}:locales", layout.display());
+    let ours = lambda_run(
+        &image,
+        &["--cache-dir", &cache.path().to_string_lossy()],
+        &["/bin/sh", "-c", script],
+    );
+    let truth = common::lambda::chroot_run(&root, &["/bin/sh", "-c", script]);
+    assert!(
+        text(&truth.stdout).contains("Donnerstag,Januar\n1.234.567\na A b B \n"),
+        "the ground truth itself: {}{}",
+        text(&truth.stdout),
+        text(&truth.stderr)
+    );
+    assert!(text(&truth.stdout).contains("jeudi,janvier\n"));
+    assert_eq!(
+        (text(&ours.stdout), text(&ours.stderr), ours.status.code()),
+        (
+            text(&truth.stdout),
+            text(&truth.stderr),
+            truth.status.code()
+        )
+    );
 }

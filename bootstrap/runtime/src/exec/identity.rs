@@ -29,14 +29,8 @@ pub fn identity_mounts(rootfs: &Path, scratch: &Path) -> Vec<(String, PathBuf)> 
     );
     let user = host_name(Path::new("/etc/passwd"), uid).unwrap_or_else(|| format!("user{uid}"));
     let group = host_name(Path::new("/etc/group"), gid).unwrap_or_else(|| format!("group{gid}"));
-    // One file per image and user: the rootfs path names the image.
-    let image_key = format!("{:016x}", {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        rootfs.hash(&mut hasher);
-        hasher.finish()
-    });
-    let dir = scratch.join("identity").join(image_key);
+    // One file per image and user.
+    let dir = scratch.join("identity").join(super::image_key(rootfs));
     let mut mounts = Vec::new();
     for (name, id, line) in [
         (

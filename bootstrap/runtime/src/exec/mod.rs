@@ -6,6 +6,7 @@ mod fetcher;
 mod identity;
 mod launch;
 mod live_log;
+mod locales;
 mod profile;
 mod supervise;
 
@@ -18,6 +19,7 @@ use scar_image::ContainerConfig;
 pub use fetcher::Fetcher;
 pub use launch::{Launch, mounts_of, mounts_spec};
 pub use live_log::{LineFormat, LiveLog};
+pub use locales::LocaleExport;
 pub use profile::RootfsProfile;
 pub use supervise::{Capture, Outcome};
 
@@ -172,6 +174,17 @@ pub struct Sandbox {
     pub scratch: PathBuf,
     /// The fetcher, while the rootfs is a lazy tree still filling.
     pub fetcher: Option<std::sync::Arc<Fetcher>>,
+    /// The image's locale archive, written out as `LOCPATH` directories in `scratch`.
+    pub locales: Option<std::sync::Arc<LocaleExport>>,
+}
+
+/// A name for the image whose tree is `rootfs`, for the files exec writes about it in
+/// `scratch`: the rootfs path names the image.
+fn image_key(rootfs: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    rootfs.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
 /// The fetcher's socket, in the image's cache directory (short enough for `sun_path` under
@@ -188,7 +201,7 @@ impl Sandbox {
         cache_dir: &Path,
     ) -> std::io::Result<Self> {
         let rootfs = &pulled.image.rootfs;
-        let profile = match &pulled.lazy {
+        let mut profile = match &pulled.lazy {
             Some(tree) => RootfsProfile::scan_with(rootfs, &|file| {
                 // A file that fails to arrive reads as missing here; the command's own
                 // reads of it fail by name.
@@ -213,15 +226,56 @@ impl Sandbox {
             }
             None => None,
         };
+        let scratch = cache_dir.join("scratch");
+        if let Some(tree) = &pulled.lazy {
+            let _ = tree.fill_path(&rootfs.join(locales::ARCHIVE));
+        }
+        let locales = export_locales(rootfs, &scratch, &mut profile);
         Ok(Self {
             rootfs: rootfs.clone(),
             profile,
             shims,
             static_policy: exec.static_policy,
             fakeroot: exec.fakeroot,
-            scratch: cache_dir.join("scratch"),
+            scratch,
             fetcher,
+            locales,
         })
+    }
+}
+
+/// The image's locale archive, if it has one, opened and (when small) written out at once,
+/// with `LOCPATH` naming its directory first. A damaged archive is named in the log and
+/// left out: the image's locales then fail as they would with no archive.
+fn export_locales(
+    rootfs: &Path,
+    scratch: &Path,
+    profile: &mut RootfsProfile,
+) -> Option<std::sync::Arc<LocaleExport>> {
+    let archive = rootfs.join(locales::ARCHIVE);
+    if !archive.is_file() {
+        return None;
+    }
+    let into = scratch.join("locales").join(image_key(rootfs));
+    let export = LocaleExport::open(&archive, into)
+        .and_then(|export| export.export_for(&[]).map(|()| export));
+    match export {
+        Ok(export) => {
+            let mut locpath = export.dir().as_os_str().to_owned();
+            profile.data_env.retain(|(key, value)| {
+                if *key == "LOCPATH" {
+                    locpath.push(":");
+                    locpath.push(value);
+                }
+                *key != "LOCPATH"
+            });
+            profile.data_env.push(("LOCPATH", PathBuf::from(locpath)));
+            Some(std::sync::Arc::new(export))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the image's locale archive is left out");
+            None
+        }
     }
 }
 

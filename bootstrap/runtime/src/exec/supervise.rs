@@ -156,6 +156,11 @@ impl Sandbox {
             // A fault before this run was another command's.
             let _ = fetcher.take_fault();
         }
+        if let Some(locales) = &self.locales
+            && let Err(e) = locales.export_for(&spec.env)
+        {
+            tracing::warn!(error = %e, "the locales the environment names are left out");
+        }
         let workdir = host_path(&layout, &spec.workdir)?;
         if !workdir.is_dir() {
             return Err(ExecError::Workdir(spec.workdir.clone()));

@@ -537,6 +537,7 @@ mod tests {
                 fakeroot: false,
                 scratch: tmp.join("scratch"),
                 fetcher: None,
+                locales: None,
             },
             config: ContainerConfig {
                 entrypoint: Some(vec!["/entry".into()]),
