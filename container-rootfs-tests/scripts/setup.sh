@@ -21,7 +21,7 @@ W=${CRT_WORK:-/tmp/scar-crt}; mkdir -p "$W"; cd "$W"
 export DEBIAN_FRONTEND=noninteractive
 
 need=()
-for pkg in docker-registry skopeo umoci debootstrap busybox-static musl-tools apache2-utils python3-cryptography openssl curl zstd bzip2 unzip make binutils qemu-user-static dpkg-dev python3-dev python3-pip python3-setuptools python3-wheel gcc locales \
+for pkg in docker-registry skopeo umoci debootstrap busybox-static musl-tools apache2-utils python3-cryptography openssl curl zstd bzip2 unzip make binutils qemu-user-static dpkg-dev python3-dev python3-pip python3-setuptools python3-wheel gcc locales libc-l10n \
            golang-go golang-github-klauspost-compress-dev golang-github-vbatts-tar-split-dev golang-golang-x-sync-dev golang-github-opencontainers-go-digest-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

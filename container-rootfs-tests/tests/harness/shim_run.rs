@@ -222,7 +222,7 @@ fn the_timeout_ends_the_whole_process_group() {
 
 #[test]
 #[ignore = "needs the harness, root and the shim (make test)"]
-fn locales_compiled_into_the_images_archive_work_as_under_chroot() {
+fn the_images_locales_and_message_catalogs_work_as_under_chroot() {
     // The glibc test image (this machine's programs) with a layer that adds the locale
     // archive this machine's `localedef` writes, as `locale-gen` does in an image: glibc
     // reads that archive from inside libc, by a fixed path the shim cannot translate.
@@ -242,6 +242,15 @@ fn locales_compiled_into_the_images_archive_work_as_under_chroot() {
             .unwrap();
         assert!(out.status.success(), "localedef: {}", text(&out.stderr));
     }
+    // glibc's own messages come from the image's catalog (a French one here, filed as
+    // German, so that the host's German catalog cannot pass for it).
+    let catalog = layer.join("usr/share/locale/de/LC_MESSAGES");
+    std::fs::create_dir_all(&catalog).unwrap();
+    std::fs::copy(
+        "/usr/share/locale/fr/LC_MESSAGES/libc.mo",
+        catalog.join("libc.mo"),
+    )
+    .unwrap();
     let tree = common::work().join("chroot/glibc/rootfs");
     let layout = work.path().join("oci");
     let out = Command::new("python3")
@@ -261,12 +270,13 @@ fn locales_compiled_into_the_images_archive_work_as_under_chroot() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    std::fs::create_dir_all(root.join("usr/lib/locale")).unwrap();
-    std::fs::copy(
-        layer.join("usr/lib/locale/locale-archive"),
-        root.join("usr/lib/locale/locale-archive"),
-    )
-    .unwrap();
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(layer.join("usr"))
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
 
     // Month and day names, digit grouping and collation of each locale, as the programs of
     // the image print them; a locale the archive lacks falls back to C on both sides.
@@ -274,6 +284,7 @@ fn locales_compiled_into_the_images_archive_work_as_under_chroot() {
                     LC_ALL=$l ls -l --time-style=+%A,%B /opt/data | grep -o '[^ ]*,[^ ]*'; \
                     LC_ALL=$l /usr/bin/printf \"%'d\\n\" 1234567; \
                     printf 'b\\nA\\na\\nB\\n' | LC_ALL=$l sort | tr '\\n' ' '; echo; \
+                    LC_ALL=$l cat /nowhere; \
                   done; LANG=de_DE.UTF-8 ls -l --time-style=+%B /opt/data | grep -c Januar";
     let cache = common::lambda::fresh_lambda_cache();
     let image = format!("oci:{}:locales", layout.display());
@@ -290,6 +301,11 @@ fn locales_compiled_into_the_images_archive_work_as_under_chroot() {
         text(&truth.stderr)
     );
     assert!(text(&truth.stdout).contains("jeudi,janvier\n"));
+    assert!(
+        text(&truth.stderr).contains("cat: /nowhere: Aucun fichier ou dossier de ce type\n"),
+        "{}",
+        text(&truth.stderr)
+    );
     assert_eq!(
         (text(&ours.stdout), text(&ours.stderr), ours.status.code()),
         (

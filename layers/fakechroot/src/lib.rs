@@ -70,6 +70,7 @@ extern "C" fn init(argc: c_int, argv: *mut *mut c_char, _envp: *mut *mut c_char)
     }
     fakeroot::adopt_inherited();
     take_program_name();
+    bind_libc_messages();
     if argc < 1 || argv.is_null() {
         return;
     }
@@ -89,6 +90,17 @@ extern "C" fn init(argc: c_int, argv: *mut *mut c_char, _envp: *mut *mut c_char)
     let short = unsafe { argv0.add(base) };
     // SAFETY: as for program_invocation_name.
     unsafe { program_invocation_short_name = short };
+}
+
+/// glibc's own messages (`strerror`, `perror`, `%m`) come from its `libc` catalog, which
+/// glibc looks up from inside libc under its compiled-in `/usr/share/locale`: the host's.
+/// Bound to the image's directory (through our `bindtextdomain`, which translates it), they
+/// are the image's, as in a real container; a program's own domains are bound by the
+/// program itself, through the same wrapper.
+#[cfg(target_env = "gnu")]
+fn bind_libc_messages() {
+    // SAFETY: NUL-terminated literals; glibc copies both strings.
+    unsafe { fs::bindtextdomain(c"libc".as_ptr(), c"/usr/share/locale".as_ptr()) };
 }
 
 #[cfg(not(target_env = "gnu"))]
