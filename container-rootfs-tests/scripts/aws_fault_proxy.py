@@ -6,6 +6,7 @@ as "METHOD PATH STATUS". S3 (path style): the bucket's name picks the fault, for
 requests only (bucket requests always pass, so a test can set buckets up through it):
   /slowdown-*/KEY  the first two requests of each method and key: 503 SlowDown, as S3 throttles
   /broken-*/KEY    every request: 500 InternalError
+  /partfail-*/KEY  every upload of part 3 of a multipart upload: 500 InternalError
 Lambda's Invoke, for functions named throttled-*: 429 TooManyRequestsException, as Lambda
 answers when the function's or the account's concurrency is used up, for
   the first two requests with the same event, and
@@ -91,6 +92,9 @@ class Handler(BaseHTTPRequestHandler):
                 return self.throttle()
         bucket, _, key = path.lstrip("/").partition("/")
         if key and bucket.startswith("broken-"):
+            return self.fault(500)
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        if key and bucket.startswith("partfail-") and query.get("partNumber") == ["3"]:
             return self.fault(500)
         if key and bucket.startswith("slowdown-") and count(self.command + path) < 2:
             return self.fault(503)

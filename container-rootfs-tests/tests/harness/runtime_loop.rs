@@ -1052,6 +1052,96 @@ fn s3_throttling_is_waited_out_and_outages_are_named_with_nothing_half_done() {
     assert_eq!(keys(&rt, &s3, &broken), ["input/data.txt"]);
 }
 
+/// Outputs too large for one PutObject (S3 takes at most 5 GiB; /tmp holds 10) go up in
+/// parts, several at once, through throttling, with the other files beside them; a part
+/// that keeps failing leaves neither the object nor an unfinished upload.
+#[test]
+#[ignore = "needs the harness (make test)"]
+fn large_outputs_go_up_in_parts_and_a_failed_upload_leaves_nothing() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s3 = rt.block_on(common::s3_client(S3_ENDPOINT));
+    let id = common::unique("x");
+    let slow = format!("slowdown-{id}");
+    let broken = format!("partfail-{id}");
+    for bucket in [&slow, &broken] {
+        rt.block_on(s3.create_bucket().bucket(bucket).send())
+            .unwrap();
+    }
+    // 38.9 MB: five parts of 8 MiB.
+    let write = "seq 1 5000000 > \"$SCAR_OUTPUT_DIR/big.txt\"; \
+                 for i in 1 2 3 4 5 6; do echo $i > \"$SCAR_OUTPUT_DIR/small-$i.txt\"; done\n";
+    let expected: String = (1..=5_000_000).map(|n| format!("{n}\n")).collect();
+    let minute = Duration::from_secs(120);
+
+    let api = FakeRuntimeApi::start();
+    let (runtime, _init) = runtime_with_init(
+        &api,
+        write,
+        &[
+            ("AWS_ENDPOINT_URL", S3_FAULTS),
+            ("SCAR_OUTPUT_BUCKET", &slow),
+        ],
+    );
+    let reply = response(api.invoke(json!({}), minute));
+    let mut names = vec![format!("s3://{slow}/output/big.txt")];
+    names.extend((1..=6).map(|i| format!("s3://{slow}/output/small-{i}.txt")));
+    assert_eq!(reply["uploaded"], json!(names), "{reply}");
+    let object = rt
+        .block_on(s3.get_object().bucket(&slow).key("output/big.txt").send())
+        .unwrap();
+    let body = rt.block_on(object.body.collect()).unwrap().into_bytes();
+    assert!(
+        body[..] == *expected.as_bytes(),
+        "{} bytes came back",
+        body.len()
+    );
+    // In parts, each request throttled twice first and retried.
+    let log = std::fs::read_to_string(work().join("aws-fault-proxy.requests")).unwrap();
+    let part_puts = log
+        .lines()
+        .filter(|l| l.starts_with(&format!("PUT /{slow}/output/big.txt?")) && l.ends_with(" 200"))
+        .count();
+    assert_eq!(part_puts, 5, "{log}");
+    assert!(
+        log.contains(&format!("POST /{slow}/output/big.txt?uploads")),
+        "{log}"
+    );
+    drop(runtime);
+
+    let api = FakeRuntimeApi::start();
+    let (_runtime, _init) = runtime_with_init(
+        &api,
+        write,
+        &[
+            ("AWS_ENDPOINT_URL", S3_FAULTS),
+            ("SCAR_OUTPUT_BUCKET", &broken),
+        ],
+    );
+    let (kind, message) = error(api.invoke(json!({}), minute));
+    assert_eq!(kind, "Scar.S3Error", "{message}");
+    for words in [
+        "upload",
+        &format!("s3://{broken}/output/big.txt"),
+        "InternalError",
+    ] {
+        assert!(message.contains(words), "{words:?} not in {message}");
+    }
+    // The small files went up; the big one's parts 1, 2, 4 and 5 were stored, then thrown
+    // away with the upload.
+    let small: Vec<String> = (1..=6).map(|i| format!("output/small-{i}.txt")).collect();
+    assert_eq!(keys(&rt, &s3, &broken), small);
+    assert_eq!(
+        log_count(&format!(
+            "DELETE /{broken}/output/big.txt?x-id=AbortMultipartUpload"
+        )),
+        1
+    );
+    let unfinished = rt
+        .block_on(s3.list_multipart_uploads().bucket(&broken).send())
+        .unwrap();
+    assert!(unfinished.uploads().is_empty(), "{unfinished:?}");
+}
+
 fn log_count(prefix: &str) -> usize {
     std::fs::read_to_string(work().join("aws-fault-proxy.requests"))
         .unwrap()
