@@ -147,6 +147,14 @@ impl DeployError {
         }
     }
 
+    /// A file that could not be put into S3: its read error, or S3's.
+    pub fn put(e: scar_image::s3::PutError) -> Self {
+        match e {
+            scar_image::s3::PutError::File { path, source } => Self::Io { path, source },
+            scar_image::s3::PutError::S3 { operation, message } => Self::Aws { operation, message },
+        }
+    }
+
     /// Wraps a file error with its path.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         move |source| Self::Io {

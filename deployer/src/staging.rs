@@ -286,10 +286,10 @@ async fn upload_file(
     path: &std::path::Path,
     digest: &str,
 ) -> Result<(), DeployError> {
-    let body = ByteStream::from_path(path)
+    let key = format!("{}{}", plan.prefix, blob_key(digest));
+    scar_image::s3::put_file(&aws.s3, path, &plan.bucket, &key)
         .await
-        .map_err(|e| fail(plan, e.to_string()))?;
-    put(aws, plan, &blob_key(digest), body).await
+        .map_err(DeployError::put)
 }
 
 async fn upload_bytes(

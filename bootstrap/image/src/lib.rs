@@ -25,7 +25,7 @@ mod pipeline;
 mod platform;
 mod pull;
 mod reference;
-mod s3;
+pub mod s3;
 pub mod skeleton;
 mod source;
 pub mod stargz;

@@ -121,17 +121,9 @@ pub(crate) async fn put(aws: &Aws, args: &PutArgs) -> Result<u8, DeployError> {
     let bucket = args.bucket.as_str();
     let objects: Vec<Object> = futures_util::stream::iter(files)
         .map(|(path, key, size)| async move {
-            let body = aws_sdk_s3::primitives::ByteStream::from_path(&path)
+            scar_image::s3::put_file(&aws.s3, &path, bucket, &key)
                 .await
-                .map_err(|e| DeployError::io(&path)(std::io::Error::other(e)))?;
-            aws.s3
-                .put_object()
-                .bucket(bucket)
-                .key(&key)
-                .body(body)
-                .send()
-                .await
-                .map_err(DeployError::aws("s3:PutObject"))?;
+                .map_err(DeployError::put)?;
             Ok::<_, DeployError>(Object {
                 key,
                 size,

@@ -1045,6 +1045,11 @@ async fn put_ls_and_get_move_folders_and_refuse_bad_paths_and_keys() {
     std::fs::write(local.path().join("batch/a.txt"), "alpha").unwrap();
     std::fs::write(local.path().join("batch/sub/b.txt"), "beta!").unwrap();
     std::fs::write(local.path().join("single.csv"), "1,2").unwrap();
+    // Over the multipart threshold: three parts, the last one short.
+    let big: Vec<u8> = (0..scar_image::s3::MULTIPART_THRESHOLD + 3)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    std::fs::write(local.path().join("batch/big.bin"), &big).unwrap();
 
     // A missing path uploads nothing.
     stand
@@ -1085,7 +1090,10 @@ async fn put_ls_and_get_move_folders_and_refuse_bad_paths_and_keys() {
     let listed = stand.deployer(&["ls", "-b", &bucket, "--bf", "input"]).ok();
     assert_eq!(
         listed.stdout,
-        "input/a.txt\t5\ninput/single.csv\t3\ninput/sub/b.txt\t5\n"
+        format!(
+            "input/a.txt\t5\ninput/big.bin\t{}\ninput/single.csv\t3\ninput/sub/b.txt\t5\n",
+            big.len()
+        )
     );
 
     let out = tempfile::tempdir().unwrap();
@@ -1102,7 +1110,11 @@ async fn put_ls_and_get_move_folders_and_refuse_bad_paths_and_keys() {
         ])
         .ok();
     let report: serde_json::Value = serde_json::from_str(&got.stdout).unwrap();
-    assert_eq!(report["objects"].as_array().unwrap().len(), 3, "{report}");
+    assert_eq!(report["objects"].as_array().unwrap().len(), 4, "{report}");
+    assert!(
+        std::fs::read(out.path().join("big.bin")).unwrap() == big,
+        "big.bin came back different"
+    );
     assert_eq!(
         std::fs::read_to_string(out.path().join("a.txt")).unwrap(),
         "alpha"

@@ -3,44 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use aws_sdk_s3::primitives::{ByteStream, Length};
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use futures_util::StreamExt;
 
 use super::event::S3Object;
-
-/// Files up to this size are uploaded in one PutObject; larger ones in parts, several at
-/// once (one PutObject takes at most 5 GiB, and /tmp holds up to 10 GiB).
-const MULTIPART_THRESHOLD: u64 = 16 << 20;
-/// The smallest part: S3's minimum is 5 MiB; the AWS CLI's default is 8 MiB.
-const MIN_PART: u64 = 8 << 20;
-/// S3's limit on the parts of one upload.
-const MAX_PARTS: u64 = 10_000;
-/// Files uploaded at once, and parts of one file at once. Each part streams from the file,
-/// so memory does not grow with them.
-const CONCURRENT_FILES: usize = 4;
-const CONCURRENT_PARTS: usize = 4;
-
-/// The SDK's error with its whole chain of causes.
-fn sdk_message(e: impl std::error::Error) -> String {
-    aws_sdk_s3::error::DisplayErrorContext(e).to_string()
-}
-
-/// `(part number, offset, length)` of each part of a `size`-byte file: parts of at least
-/// [`MIN_PART`], whole MiBs, no more than [`MAX_PARTS`] of them.
-fn parts_of(size: u64) -> Vec<(i32, u64, u64)> {
-    let part = size
-        .div_ceil(MAX_PARTS)
-        .next_multiple_of(1 << 20)
-        .max(MIN_PART);
-    (0..size.div_ceil(part))
-        .map(|n| {
-            let offset = n * part;
-            // At most MAX_PARTS parts: the number fits.
-            (n as i32 + 1, offset, part.min(size - offset))
-        })
-        .collect()
-}
 
 /// An S3 transfer failed.
 #[derive(Debug, thiserror::Error)]
@@ -128,124 +93,18 @@ impl Storage {
                 .to_string_lossy()
                 .into_owned();
             let key = format!("{prefix}{relative}");
-            match self.upload_file(&file, bucket, &key).await {
+            match scar_image::s3::put_file(&self.client, &file, bucket, &key).await {
                 Ok(()) => Ok(format!("s3://{bucket}/{key}")),
-                Err(message) => Err(S3Error {
+                Err(e) => Err(S3Error {
                     op: "upload",
                     bucket: bucket.to_owned(),
                     key,
-                    message,
+                    message: e.to_string(),
                 }),
             }
         });
         let results: Vec<_> = futures_util::stream::iter(uploads)
-            .buffered(CONCURRENT_FILES)
-            .collect()
-            .await;
-        results.into_iter().collect()
-    }
-
-    async fn upload_file(&self, file: &Path, bucket: &str, key: &str) -> Result<(), String> {
-        let size = tokio::fs::metadata(file)
-            .await
-            .map_err(|e| e.to_string())?
-            .len();
-        if size <= MULTIPART_THRESHOLD {
-            let body = ByteStream::from_path(file)
-                .await
-                .map_err(|e| e.to_string())?;
-            self.client
-                .put_object()
-                .bucket(bucket)
-                .key(key)
-                .body(body)
-                .send()
-                .await
-                .map_err(sdk_message)?;
-            return Ok(());
-        }
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32)
-            .send()
-            .await
-            .map_err(sdk_message)?;
-        let upload_id = created
-            .upload_id()
-            .ok_or("S3 started a multipart upload without an id")?;
-        let completed = match self.upload_parts(file, bucket, key, upload_id, size).await {
-            Ok(parts) => self
-                .client
-                .complete_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map(drop)
-                .map_err(sdk_message),
-            Err(e) => Err(e),
-        };
-        if completed.is_err() {
-            // Its parts would be stored (and billed) until the bucket's lifecycle ends them.
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .send()
-                .await;
-        }
-        completed
-    }
-
-    async fn upload_parts(
-        &self,
-        file: &Path,
-        bucket: &str,
-        key: &str,
-        upload_id: &str,
-        size: u64,
-    ) -> Result<Vec<CompletedPart>, String> {
-        let parts = parts_of(size)
-            .into_iter()
-            .map(|(number, offset, length)| async move {
-                let body = ByteStream::read_from()
-                    .path(file)
-                    .offset(offset)
-                    .length(Length::Exact(length))
-                    .build()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let done = self
-                    .client
-                    .upload_part()
-                    .bucket(bucket)
-                    .key(key)
-                    .upload_id(upload_id)
-                    .part_number(number)
-                    .checksum_algorithm(ChecksumAlgorithm::Crc32)
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| format!("part {number}: {}", sdk_message(e)))?;
-                Ok(CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(done.e_tag().map(str::to_owned))
-                    .set_checksum_crc32(done.checksum_crc32().map(str::to_owned))
-                    .build())
-            });
-        let results: Vec<Result<CompletedPart, String>> = futures_util::stream::iter(parts)
-            .buffered(CONCURRENT_PARTS)
+            .buffered(scar_image::s3::CONCURRENT_FILES)
             .collect()
             .await;
         results.into_iter().collect()
@@ -271,43 +130,4 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parts_cover_the_file_within_s3s_limits() {
-        for size in [
-            MULTIPART_THRESHOLD + 1,
-            MIN_PART * 3,
-            MIN_PART * 3 + 1,
-            5 << 30,
-            10 << 30,
-            5 << 40,
-        ] {
-            let parts = parts_of(size);
-            assert!(
-                parts.len() as u64 <= MAX_PARTS,
-                "{size}: {} parts",
-                parts.len()
-            );
-            let mut next = 0;
-            for (index, (number, offset, length)) in parts.iter().enumerate() {
-                assert_eq!(*number as usize, index + 1);
-                assert_eq!(*offset, next, "{size}: contiguous");
-                let last = index + 1 == parts.len();
-                assert!(last || *length >= 5 << 20, "{size}: S3's 5 MiB minimum");
-                assert!(
-                    *length > 0 && *length <= 5 << 30,
-                    "{size}: S3's 5 GiB maximum"
-                );
-                next += length;
-            }
-            assert_eq!(next, size, "{size}: every byte once");
-        }
-        assert_eq!(parts_of(MIN_PART * 3).len(), 3);
-        assert_eq!(parts_of(MIN_PART * 3 + 1).len(), 4);
-    }
 }
