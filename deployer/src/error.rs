@@ -147,11 +147,13 @@ impl DeployError {
         }
     }
 
-    /// A file that could not be put into S3: its read error, or S3's.
-    pub fn put(e: scar_image::s3::PutError) -> Self {
+    /// A file that could not be put into or fetched from S3: its file's error, or S3's.
+    pub fn transfer(e: scar_image::s3::TransferError) -> Self {
         match e {
-            scar_image::s3::PutError::File { path, source } => Self::Io { path, source },
-            scar_image::s3::PutError::S3 { operation, message } => Self::Aws { operation, message },
+            scar_image::s3::TransferError::File { path, source } => Self::Io { path, source },
+            scar_image::s3::TransferError::S3 { operation, message } => {
+                Self::Aws { operation, message }
+            }
         }
     }
 

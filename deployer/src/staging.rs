@@ -289,7 +289,7 @@ async fn upload_file(
     let key = format!("{}{}", plan.prefix, blob_key(digest));
     scar_image::s3::put_file(&aws.s3, path, &plan.bucket, &key)
         .await
-        .map_err(DeployError::put)
+        .map_err(DeployError::transfer)
 }
 
 async fn upload_bytes(

@@ -40,10 +40,10 @@ pub const CONCURRENT_FILES: usize = 4;
 /// with them.
 const CONCURRENT_PARTS: usize = 4;
 
-/// Why a file could not be put.
+/// Why a file could not be put or fetched.
 #[derive(Debug, thiserror::Error)]
-pub enum PutError {
-    /// The file could not be read.
+pub enum TransferError {
+    /// The file could not be read or written.
     #[error("{path}: {source}")]
     File {
         /// The file.
@@ -61,11 +61,11 @@ pub enum PutError {
     },
 }
 
-fn s3_error<E>(operation: &'static str) -> impl FnOnce(E) -> PutError
+fn s3_error<E>(operation: &'static str) -> impl FnOnce(E) -> TransferError
 where
     E: ProvideErrorMetadata + std::error::Error,
 {
-    move |e| PutError::S3 {
+    move |e| TransferError::S3 {
         operation,
         message: match (e.code(), e.message()) {
             (Some(code), Some(message)) => format!("{code}: {message}"),
@@ -99,8 +99,8 @@ pub async fn put_file(
     file: &Path,
     bucket: &str,
     key: &str,
-) -> Result<(), PutError> {
-    let unreadable = |source| PutError::File {
+) -> Result<(), TransferError> {
+    let unreadable = |source| TransferError::File {
         path: file.to_path_buf(),
         source,
     };
@@ -127,7 +127,7 @@ pub async fn put_file(
         .send()
         .await
         .map_err(s3_error("s3:CreateMultipartUpload"))?;
-    let upload_id = created.upload_id().ok_or_else(|| PutError::S3 {
+    let upload_id = created.upload_id().ok_or_else(|| TransferError::S3 {
         operation: "s3:CreateMultipartUpload",
         message: "no upload id in the answer".to_owned(),
     })?;
@@ -168,7 +168,7 @@ async fn put_parts(
     key: &str,
     upload_id: &str,
     size: u64,
-) -> Result<Vec<CompletedPart>, PutError> {
+) -> Result<Vec<CompletedPart>, TransferError> {
     let parts = parts_of(size)
         .into_iter()
         .map(|(number, offset, length)| async move {
@@ -178,7 +178,7 @@ async fn put_parts(
                 .length(Length::Exact(length))
                 .build()
                 .await
-                .map_err(|e| PutError::File {
+                .map_err(|e| TransferError::File {
                     path: file.to_path_buf(),
                     source: std::io::Error::other(e),
                 })?;
@@ -193,7 +193,7 @@ async fn put_parts(
                 .send()
                 .await
                 .map_err(|e| match s3_error("s3:UploadPart")(e) {
-                    PutError::S3 { operation, message } => PutError::S3 {
+                    TransferError::S3 { operation, message } => TransferError::S3 {
                         operation,
                         message: format!("part {number}: {message}"),
                     },
@@ -205,11 +205,146 @@ async fn put_parts(
                 .set_checksum_crc32(done.checksum_crc32().map(str::to_owned))
                 .build())
         });
-    let results: Vec<Result<CompletedPart, PutError>> = futures_util::stream::iter(parts)
+    let results: Vec<Result<CompletedPart, TransferError>> = futures_util::stream::iter(parts)
         .buffered(CONCURRENT_PARTS)
         .collect()
         .await;
     results.into_iter().collect()
+}
+
+/// An object larger than this is fetched by ranged GETs of this size, several at once (one
+/// stream from S3 gives a fraction of what Lambda's network carries).
+pub const GET_PART: u64 = 16 << 20;
+/// Ranged GETs of one object at once; each streams into the file at its offset.
+const CONCURRENT_GETS: usize = 4;
+/// Attempts per ranged GET whose body breaks off mid-stream (the client retries a request
+/// that fails before its body; nothing retries a body that stops).
+const BODY_ATTEMPTS: u32 = 3;
+
+/// Fetches `bucket`/`key` into `file` (created, or truncated): the first [`GET_PART`] bytes
+/// by one GET, whose answer gives the object's size and ETag, the rest by ranged GETs
+/// several at once, each bound to that ETag, so that an object replaced meanwhile fails
+/// by name instead of mixing two versions. Returns the object's size.
+pub async fn get_file(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    file: &Path,
+) -> Result<u64, TransferError> {
+    let unwritable = |source| TransferError::File {
+        path: file.to_path_buf(),
+        source,
+    };
+    tokio::fs::File::create(file).await.map_err(unwritable)?;
+    let first = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .range(format!("bytes=0-{}", GET_PART - 1))
+        .send()
+        .await;
+    let first = match first {
+        // An empty object has no byte 0 to range over.
+        Err(e) if e.code() == Some("InvalidRange") => client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(s3_error("s3:GetObject"))?,
+        other => other.map_err(s3_error("s3:GetObject"))?,
+    };
+    // "bytes 0-16777215/123456789"; a server that ignores the range sends it all.
+    let size = first
+        .content_range()
+        .and_then(|range| range.rsplit('/').next()?.parse::<u64>().ok());
+    let etag = first.e_tag().map(str::to_owned);
+    let got = write_at(file, 0, first.body).await?;
+    let Some(size) = size.filter(|&size| size > got) else {
+        return Ok(got);
+    };
+    if got != GET_PART {
+        return Err(TransferError::S3 {
+            operation: "s3:GetObject",
+            message: format!("bytes 0-{} came back as {got} bytes", GET_PART - 1),
+        });
+    }
+    let ranges = (GET_PART..size).step_by(GET_PART as usize).map(|start| {
+        let end = (start + GET_PART).min(size);
+        let etag = etag.clone();
+        async move {
+            let mut attempt = 1;
+            loop {
+                let answer = client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .range(format!("bytes={start}-{}", end - 1))
+                    .set_if_match(etag.clone())
+                    .send()
+                    .await
+                    .map_err(|e| match s3_error("s3:GetObject")(e) {
+                        TransferError::S3 { operation, message } => TransferError::S3 {
+                            operation,
+                            message: format!("bytes {start}-{}: {message}", end - 1),
+                        },
+                        other => other,
+                    })?;
+                match write_at(file, start, answer.body).await {
+                    Ok(n) if n == end - start => return Ok(()),
+                    Ok(n) => {
+                        return Err(TransferError::S3 {
+                            operation: "s3:GetObject",
+                            message: format!(
+                                "bytes {start}-{} came back as {n} bytes",
+                                end - 1
+                            ),
+                        });
+                    }
+                    Err(e @ TransferError::S3 { .. }) if attempt < BODY_ATTEMPTS => {
+                        tracing::warn!(bucket, key, start, error = %e, "a ranged GET broke off; again");
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    });
+    let results: Vec<Result<(), TransferError>> = futures_util::stream::iter(ranges)
+        .buffer_unordered(CONCURRENT_GETS)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<(), _>>()?;
+    Ok(size)
+}
+
+/// Streams `body` into `file` from `offset`; returns the bytes written. A body that
+/// breaks off is S3's error; a write that fails (a full /tmp) is the file's.
+async fn write_at(file: &Path, offset: u64, mut body: ByteStream) -> Result<u64, TransferError> {
+    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+    let failed = |source| TransferError::File {
+        path: file.to_path_buf(),
+        source,
+    };
+    let mut out = tokio::fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .await
+        .map_err(failed)?;
+    out.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(failed)?;
+    let mut written = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| TransferError::S3 {
+            operation: "s3:GetObject",
+            message: format!("the body broke off after {written} bytes: {e}"),
+        })?;
+        out.write_all(&chunk).await.map_err(failed)?;
+        written += chunk.len() as u64;
+    }
+    out.flush().await.map_err(failed)?;
+    Ok(written)
 }
 
 #[cfg(test)]

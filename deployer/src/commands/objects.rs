@@ -123,7 +123,7 @@ pub(crate) async fn put(aws: &Aws, args: &PutArgs) -> Result<u8, DeployError> {
         .map(|(path, key, size)| async move {
             scar_image::s3::put_file(&aws.s3, &path, bucket, &key)
                 .await
-                .map_err(DeployError::put)?;
+                .map_err(DeployError::transfer)?;
             Ok::<_, DeployError>(Object {
                 key,
                 size,
@@ -192,27 +192,16 @@ pub(crate) async fn get(aws: &Aws, args: &GetArgs) -> Result<u8, DeployError> {
         .map(|(object, target)| async move {
             let dir = target.parent().unwrap_or(Path::new("."));
             std::fs::create_dir_all(dir).map_err(DeployError::io(dir))?;
-            let got = aws
-                .s3
-                .get_object()
-                .bucket(bucket)
-                .key(&object.key)
-                .send()
+            // Written aside and renamed: the target appears whole or not at all.
+            let file = tempfile::NamedTempFile::new_in(dir).map_err(DeployError::io(dir))?;
+            let size = scar_image::s3::get_file(&aws.s3, bucket, &object.key, file.path())
                 .await
-                .map_err(DeployError::aws("s3:GetObject"))?;
-            let bytes = got
-                .body
-                .collect()
-                .await
-                .map_err(|e| DeployError::io(&target)(std::io::Error::other(e)))?
-                .into_bytes();
-            let mut file = tempfile::NamedTempFile::new_in(dir).map_err(DeployError::io(dir))?;
-            file.write_all(&bytes).map_err(DeployError::io(&target))?;
+                .map_err(DeployError::transfer)?;
             file.persist(&target)
                 .map_err(|e| DeployError::io(&target)(e.error))?;
             Ok::<_, DeployError>(Object {
                 key: object.key,
-                size: bytes.len() as u64,
+                size,
                 path: Some(target),
             })
         })

@@ -52,21 +52,9 @@ impl Storage {
             .unwrap_or("input");
         let path = dir.join(name);
         let partial = dir.join(format!(".{name}.partial"));
-        let response = self
-            .client
-            .get_object()
-            .bucket(&object.bucket)
-            .key(&object.key)
-            .send()
-            .await
-            .map_err(|e| fail(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
-        let mut body = response.body.into_async_read();
-        let mut file = tokio::fs::File::create(&partial)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let copied = tokio::io::copy(&mut body, &mut file).await;
-        drop(file);
-        if let Err(e) = copied {
+        if let Err(e) =
+            scar_image::s3::get_file(&self.client, &object.bucket, &object.key, &partial).await
+        {
             let _ = tokio::fs::remove_file(&partial).await;
             return Err(fail(e.to_string()));
         }
