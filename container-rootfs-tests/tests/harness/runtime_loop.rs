@@ -149,14 +149,18 @@ fn direct_invokes_http_events_and_malformed_events() {
     let minute = Duration::from_secs(60);
 
     let (id, first) = api.invoke_with_id(
-        script("echo hi $GREETING; echo $REQUEST_ID; echo $AWS_SESSION_TOKEN; pwd"),
+        script(
+            "echo hi $GREETING; echo $REQUEST_ID; echo $AWS_SESSION_TOKEN; pwd; \
+             echo $AWS_LAMBDA_FUNCTION_NAME $AWS_LAMBDA_FUNCTION_MEMORY_SIZE ${AWS_LAMBDA_RUNTIME_API:-none}",
+        ),
         minute,
     );
     let first = response(first);
     assert_eq!(first["exit_code"], 0, "{first}");
+    // What Lambda says about the function reaches the command; its Runtime API does not.
     assert_eq!(
         first["output"],
-        format!("hi there\n{id}\nsession-token-for-the-container\n/\n")
+        format!("hi there\n{id}\nsession-token-for-the-container\n/\nscar-test 512 none\n")
     );
     assert_eq!(first["request_id"], id.as_str());
     assert!(

@@ -7,7 +7,11 @@
 //! query parameters as `HTTP_QUERY_<NAME>` only, then what the runtime sets for the run.
 //! Nothing an HTTP caller sends (query, headers, path, body) names any other variable.
 
-/// The variables from the function's own environment that the container also gets.
+/// The variables from the function's own environment that the container also gets: its
+/// credentials and region, and what Lambda says about the function (a script sizes its
+/// threads by the memory, names its outputs by the function). Never the Runtime API's
+/// address (a command could take or answer invocations) nor `TZ` (Lambda's `:UTC` would
+/// override the image's own).
 const FORWARDED: &[&str] = &[
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -16,6 +20,13 @@ const FORWARDED: &[&str] = &[
     "AWS_DEFAULT_REGION",
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_S3",
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
 ];
 
 /// The prefix of every variable an HTTP query parameter becomes.
@@ -149,6 +160,9 @@ mod tests {
         let lookup = |name: &str| match name {
             "AWS_SESSION_TOKEN" => Some("tok".to_owned()),
             "AWS_REGION" => Some("eu-west-1".to_owned()),
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE" => Some("2048".to_owned()),
+            "AWS_LAMBDA_RUNTIME_API" => Some("127.0.0.1:9001".to_owned()),
+            "TZ" => Some(":UTC".to_owned()),
             _ => None,
         };
         let mut vars = RunVariables::of_function(&[("GREETING".into(), "hi".into())], lookup);
@@ -162,6 +176,7 @@ mod tests {
                 "GREETING",
                 "AWS_SESSION_TOKEN",
                 "AWS_REGION",
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
                 "AWS_SECURITY_TOKEN",
                 "HTTP_QUERY_PATH",
                 "REQUEST_ID"
