@@ -315,3 +315,146 @@ fn the_images_locales_and_message_catalogs_work_as_under_chroot() {
         )
     );
 }
+
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn a_programs_own_library_path_wins_over_the_images_as_under_chroot() {
+    // An application in /opt with its own libfoo beside it, found through `$ORIGIN/../lib`
+    // (RUNPATH, as today's linkers write it, and RPATH), and another libfoo in the image's
+    // library directory; one program also run through a symlink elsewhere, whose `$ORIGIN`
+    // is the file's directory, not the link's.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let layer = work.path().join("layer");
+    for dir in [
+        "usr/lib/x86_64-linux-gnu",
+        "opt/app/lib",
+        "opt/app/bin",
+        "usr/bin",
+    ] {
+        std::fs::create_dir_all(layer.join(dir)).unwrap();
+    }
+    let gcc = |args: &[&str], dir: &std::path::Path| {
+        let out = Command::new("gcc")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "gcc {args:?}: {}", text(&out.stderr));
+    };
+    let src = work.path();
+    std::fs::write(
+        src.join("image.c"),
+        "const char *foo(void){return \"image foo\";}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("app.c"),
+        "const char *foo(void){return \"app foo\";}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("main.c"),
+        "#include <stdio.h>\nconst char *foo(void);\nint main(){puts(foo());return 0;}\n",
+    )
+    .unwrap();
+    let shared = ["-shared", "-fPIC", "-Wl,-soname,libfoo.so.1", "-o"];
+    gcc(
+        &[
+            &shared[..],
+            &["layer/usr/lib/x86_64-linux-gnu/libfoo.so.1", "image.c"],
+        ]
+        .concat(),
+        src,
+    );
+    gcc(
+        &[&shared[..], &["layer/opt/app/lib/libfoo.so.1", "app.c"]].concat(),
+        src,
+    );
+    for (name, dtags) in [
+        ("runpath", "-Wl,--enable-new-dtags"),
+        ("rpath", "-Wl,--disable-new-dtags"),
+    ] {
+        let out = format!("layer/opt/app/bin/{name}");
+        gcc(
+            &[
+                "-o",
+                &out,
+                "main.c",
+                "layer/opt/app/lib/libfoo.so.1",
+                dtags,
+                "-Wl,-rpath,$ORIGIN/../lib",
+            ],
+            src,
+        );
+    }
+    std::os::unix::fs::symlink("/opt/app/bin/runpath", layer.join("usr/bin/app-link")).unwrap();
+
+    let tree = common::work().join("chroot/glibc/rootfs");
+    let layout = work.path().join("oci");
+    let out = Command::new("python3")
+        .arg(common::lambda::workspace().join("container-rootfs-tests/scripts/mkimage.py"))
+        .arg(&layout)
+        .arg("own")
+        .arg(&tree)
+        .arg(&layer)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mkimage: {}", text(&out.stderr));
+    let root = work.path().join("root");
+    for (from, to) in [
+        (tree.as_path(), root.as_path()),
+        (&layer.join("."), root.as_path()),
+    ] {
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+
+    let script = "/opt/app/bin/runpath; /opt/app/bin/rpath; /usr/bin/app-link; \
+                  LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu /opt/app/bin/runpath";
+    let truth = common::lambda::chroot_run(&root, &["/bin/sh", "-c", script]);
+    assert_eq!(
+        text(&truth.stdout),
+        "app foo\napp foo\napp foo\nimage foo\n",
+        "the ground truth itself: {}",
+        text(&truth.stderr)
+    );
+    let cache = common::lambda::fresh_lambda_cache();
+    let cache_dir = cache.path().to_string_lossy().into_owned();
+    let image = format!("oci:{}:own", layout.display());
+    // Each as a later exec (the shim's), then each as the container's first command
+    // (bootstrap's).
+    let ours = lambda_run(
+        &image,
+        &["--cache-dir", &cache_dir],
+        &["/bin/sh", "-c", script],
+    );
+    assert_eq!(
+        (text(&ours.stdout), text(&ours.stderr)),
+        (text(&truth.stdout), text(&truth.stderr))
+    );
+    let mut first = String::new();
+    for (program, env) in [
+        ("/opt/app/bin/runpath", None),
+        ("/opt/app/bin/rpath", None),
+        ("/usr/bin/app-link", None),
+        (
+            "/opt/app/bin/runpath",
+            Some("LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu"),
+        ),
+    ] {
+        let mut run_args = vec!["--cache-dir", &cache_dir];
+        if let Some(env) = env {
+            run_args.extend(["--env", env]);
+        }
+        let out = lambda_run(&image, &run_args, &[program]);
+        assert!(out.status.success(), "{program}: {}", text(&out.stderr));
+        first.push_str(&text(&out.stdout));
+    }
+    assert_eq!(first, text(&truth.stdout), "as the first command");
+}

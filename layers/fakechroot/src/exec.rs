@@ -108,6 +108,12 @@ pub fn plan(
             continue;
         }
         let host_path = arena.string(&[host.as_bytes()])?;
+        // The loader is handed the file itself, not a symlink to it: it takes `$ORIGIN`
+        // from the path it is given, where a real exec takes it from the file.
+        let file_path = match resolved.get(..resolved_len) {
+            Some(file) if resolved_len > 0 && resolved_len < PATH_MAX => arena.string(&[file])?,
+            _ => host_path,
+        };
         return match elf::classify(head) {
             ElfKind::NotElf => Err(libc::ENOEXEC),
             ElfKind::Other => direct(host_path, &args, envp),
@@ -160,15 +166,7 @@ pub fn plan(
                 direct(host_path, &args, envp)
             }
             ElfKind::Dynamic(range) => through_loader(
-                st,
-                arena,
-                &head[range],
-                host_path,
-                &container,
-                &args,
-                env,
-                program,
-                comm,
+                st, arena, head, range, file_path, &container, &args, env, program, comm,
             ),
         };
     }
@@ -285,7 +283,8 @@ struct LoaderRun<'a> {
 fn through_loader(
     st: &State,
     arena: &mut Arena,
-    interpreter: &[u8],
+    head: &[u8],
+    interpreter: std::ops::Range<usize>,
     host_path: *const c_char,
     container: &PathBuf,
     args: &Vector,
@@ -293,6 +292,7 @@ fn through_loader(
     program: *const c_char,
     comm: &[u8],
 ) -> Result<Command, c_int> {
+    let interpreter = head.get(interpreter).unwrap_or_default();
     let kind = LoaderKind::of(interpreter);
     let mut loader = PathBuf::new();
     st.layout()
@@ -305,10 +305,13 @@ fn through_loader(
             container,
         );
     }
+    // SAFETY: an arena string, NUL-terminated.
+    let file = unsafe { CStr::from_ptr(host_path) };
+    let own = own_search_path(st, arena, file, head, container);
     let run = LoaderRun {
         kind,
         loader,
-        library_path: library_path(st, arena, env)?,
+        library_path: library_path(st, arena, env, own)?,
         preload: None,
         trace: false,
         options: &[],
@@ -391,8 +394,8 @@ fn loader_run(
         .map_err(|_| libc::ENAMETOOLONG)?;
     crate::lazy::before_exec(libc::AT_FDCWD, host.as_c_str())?;
     let library_path = match library_dirs {
-        Some(dirs) => search_path(st, arena, Some(dirs))?,
-        None => library_path(st, arena, env)?,
+        Some(dirs) => search_path(st, arena, Some(dirs), None)?,
+        None => library_path(st, arena, env, None)?,
     };
     let run = LoaderRun {
         kind,
@@ -546,31 +549,111 @@ fn command(
     })
 }
 
-/// `--library-path` replaces LD_LIBRARY_PATH, so the program's own entries (container
-/// paths) go first, translated, then the image's library directories.
+/// `--library-path` replaces LD_LIBRARY_PATH, so the caller's entries (container paths)
+/// go first, translated, then the program's own search path (already host paths), then
+/// the image's library directories.
 fn library_path(
     st: &State,
     arena: &mut Arena,
     env: &[*const c_char],
+    own: Option<*const c_char>,
 ) -> Result<*const c_char, c_int> {
-    search_path(st, arena, env_value(env, b"LD_LIBRARY_PATH="))
+    search_path(st, arena, env_value(env, b"LD_LIBRARY_PATH="), own)
 }
 
-/// The loader's search path: the caller's directories, translated, then the image's.
+/// The loader's search path: the caller's directories, translated, the program's own,
+/// then the image's.
 fn search_path(
     st: &State,
     arena: &mut Arena,
     theirs: Option<&[u8]>,
+    own: Option<*const c_char>,
 ) -> Result<*const c_char, c_int> {
     let theirs = match theirs {
         Some(dirs) => translate_list(st, arena, dirs, Entries::Directories)?,
         None => c"".as_ptr(),
     };
     // SAFETY: an arena string or a literal, NUL-terminated.
-    match unsafe { sys::bytes(theirs) } {
-        b"" => arena.string(&[st.library_path]),
-        dirs => arena.string(&[dirs, b":", st.library_path]),
+    let theirs = unsafe { sys::bytes(theirs) };
+    // SAFETY: as above.
+    let own = unsafe { sys::bytes(own.unwrap_or(c"".as_ptr())) };
+    let mut parts: [&[u8]; 6] = [b""; 6];
+    let mut count = 0;
+    for list in [theirs, own, st.library_path] {
+        if list.is_empty() {
+            continue;
+        }
+        if count > 0 {
+            parts[count] = b":";
+            count += 1;
+        }
+        parts[count] = list;
+        count += 1;
     }
+    arena.string(&parts[..count])
+}
+
+/// The program's own search path (`DT_RUNPATH`, else `DT_RPATH`) as host directories,
+/// `$ORIGIN` being the directory of its file. The loader searches `--library-path` before
+/// a `DT_RUNPATH` (musl before either), so without it the image's libraries would win over
+/// those an application ships beside itself; in `--library-path`, after the caller's
+/// `LD_LIBRARY_PATH`, they keep their real order. `None` when the program has none, or it
+/// cannot be read (the loader then searches it after the image's, as before).
+fn own_search_path(
+    st: &State,
+    arena: &mut Arena,
+    file: &CStr,
+    head: &[u8],
+    container: &PathBuf,
+) -> Option<*const c_char> {
+    let range = elf::dynamic_range(head)?;
+    // One buffer, for the dynamic section and then the string it points to.
+    let mut buf = [0u8; elf::DYNAMIC_READ];
+    let want = range.len().min(buf.len());
+    let got = sys::read_at(file, range.start, buf.get_mut(..want)?).ok()?;
+    let at = elf::own_search_path_at(head, buf.get(..got)?)?;
+    let got = sys::read_at(file, at, &mut buf).ok()?;
+    let list = buf.get(..got)?;
+    let list = list.get(..list.iter().position(|&b| b == 0)?)?;
+    let path = container.as_bytes();
+    let origin = match path.iter().rposition(|&b| b == b'/') {
+        Some(0) | None => b"/".as_slice(),
+        Some(slash) => path.get(..slash)?,
+    };
+    let mut parts: [&[u8]; 48] = [b""; 48];
+    let mut count = 0;
+    for dir in elf::own_search_dirs(list) {
+        if count + 3 > parts.len() {
+            break;
+        }
+        if count > 0 {
+            parts[count] = b":";
+            count += 1;
+        }
+        match dir {
+            elf::OwnDir::FromOrigin(rest) => {
+                parts[count] = origin;
+                parts[count + 1] = rest;
+                count += 2;
+            }
+            elf::OwnDir::Absolute(dir) => {
+                parts[count] = dir;
+                count += 1;
+            }
+        }
+    }
+    if count == 0 {
+        return None;
+    }
+    let joined = arena.string(&parts[..count]).ok()?;
+    // SAFETY: the arena string just written, NUL-terminated.
+    translate_list(
+        st,
+        arena,
+        unsafe { sys::bytes(joined) },
+        Entries::Directories,
+    )
+    .ok()
 }
 
 /// exec of a container path; returns only on failure, with errno set.

@@ -106,6 +106,37 @@ pub fn read(fd: c_int, buf: &mut [u8]) -> Result<usize, c_int> {
     check(unsafe { raw_syscall!(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) })
 }
 
+/// Reads up to `buf.len()` bytes of a file from `offset`; returns how many.
+pub fn read_at(path: &CStr, offset: usize, buf: &mut [u8]) -> Result<usize, c_int> {
+    let fd = open_read(path)?;
+    let mut filled = 0;
+    let result = loop {
+        let rest = &mut buf[filled..];
+        // SAFETY: the buffer is valid for its length; pread64 takes the offset as a word.
+        match check(unsafe {
+            raw_syscall!(
+                libc::SYS_pread64,
+                fd,
+                rest.as_mut_ptr(),
+                rest.len(),
+                offset + filled
+            )
+        }) {
+            Ok(0) => break Ok(filled),
+            Ok(n) => {
+                filled += n;
+                if filled == buf.len() {
+                    break Ok(filled);
+                }
+            }
+            Err(libc::EINTR) => {}
+            Err(e) => break Err(e),
+        }
+    };
+    close(fd);
+    result
+}
+
 pub fn close(fd: c_int) {
     // SAFETY: closing an fd this module opened.
     unsafe { raw_syscall!(libc::SYS_close, fd) };

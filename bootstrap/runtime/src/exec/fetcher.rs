@@ -230,7 +230,9 @@ impl Fetcher {
         if let Some(loader) = &elf.interpreter {
             self.needs(&self.in_tree(loader.as_bytes()), false, scripts, seen)?;
         }
-        let origin = host.parent().unwrap_or(host);
+        // The loader is handed the file itself, and takes `$ORIGIN` from it.
+        let origin = file.as_deref().unwrap_or(host);
+        let origin = origin.parent().unwrap_or(origin);
         let mut dirs: Vec<PathBuf> = Vec::new();
         for list in &elf.search {
             for dir in list.split(':').filter(|d| !d.is_empty()) {

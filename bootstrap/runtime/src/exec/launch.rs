@@ -238,11 +238,55 @@ impl Sandbox {
                     }
                 },
                 ElfKind::Dynamic(range) => {
-                    self.through_loader(layout, &head[range], host, args, program, comm)
+                    self.through_loader(layout, &head, range, host, args, program, comm, env)
                 }
             };
         }
         Err(ExecError::ScriptLoop(first.clone()))
+    }
+
+    /// The loader's search path, as the shim builds it for every later exec: the
+    /// container's `LD_LIBRARY_PATH`, the program's own search path (`DT_RUNPATH`, else
+    /// `DT_RPATH`, with `$ORIGIN` the directory of `exe`, the program's file), then the
+    /// image's directories. `--library-path` is searched before a `DT_RUNPATH`, so without
+    /// the program's own the image's libraries would win over those it ships beside itself.
+    fn search_path(
+        &self,
+        layout: &Layout<'_>,
+        env: &[(String, String)],
+        head: &[u8],
+        file: &Path,
+        exe: &std::ffi::OsStr,
+    ) -> OsString {
+        let mut dirs: Vec<String> = Vec::new();
+        if let Some((_, theirs)) = env.iter().rev().find(|(k, _)| k == "LD_LIBRARY_PATH") {
+            dirs.extend(
+                theirs
+                    .split(':')
+                    .filter(|d| d.starts_with('/'))
+                    .map(str::to_owned),
+            );
+        }
+        let origin = Path::new(exe)
+            .parent()
+            .map_or_else(|| "/".to_owned(), |p| p.to_string_lossy().into_owned());
+        if let Some(own) = own_search_path(head, file) {
+            dirs.extend(elf::own_search_dirs(&own).map(|dir| match dir {
+                elf::OwnDir::FromOrigin(rest) => {
+                    format!("{origin}{}", String::from_utf8_lossy(rest))
+                }
+                elf::OwnDir::Absolute(dir) => String::from_utf8_lossy(dir).into_owned(),
+            }));
+        }
+        let mut out = OsString::new();
+        for dir in dirs {
+            if let Ok(host) = host_path(layout, &dir) {
+                out.push(host);
+                out.push(":");
+            }
+        }
+        out.push(self.profile.library_path());
+        out
     }
 
     fn direct(&self, host: PathBuf, mut args: Vec<OsString>, program: String) -> Launch {
@@ -255,15 +299,19 @@ impl Sandbox {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn through_loader(
         &self,
         layout: &Layout<'_>,
-        interpreter: &[u8],
+        head: &[u8],
+        interpreter: std::ops::Range<usize>,
         host: PathBuf,
         args: Vec<OsString>,
         program: String,
         comm: OsString,
+        env: &[(String, String)],
     ) -> Result<Launch, ExecError> {
+        let interpreter = head.get(interpreter).unwrap_or_default();
         let kind = LoaderKind::of(interpreter);
         let interpreter = String::from_utf8_lossy(interpreter).into_owned();
         let loader = host_path(layout, &interpreter)?;
@@ -281,22 +329,24 @@ impl Sandbox {
         let glibc = self.profile.glibc.unwrap_or((0, 0));
         let has_preload = protocol::loader_has_preload(kind, glibc);
         let has_argv0 = protocol::loader_has_argv0(kind, glibc);
-        let mut loader_args: Vec<OsString> =
-            vec!["--library-path".into(), self.profile.library_path().into()];
+        // /proc/self/exe names the file with every symlink followed; so must SCAR_FC_EXE.
+        // The loader is handed the file itself too: it takes `$ORIGIN` from that path.
+        let (file, exe) = match host.canonicalize() {
+            Ok(real) => {
+                let mut out = PathBuffer::new();
+                let exe = match layout.to_container_into(real.as_os_str().as_bytes(), &mut out) {
+                    Ok(()) => OsString::from_vec(out.as_bytes().to_vec()),
+                    Err(_) => OsString::from(&program),
+                };
+                (real, exe)
+            }
+            Err(_) => (host, OsString::from(&program)),
+        };
+        let library_path = self.search_path(layout, env, head, &file, &exe);
+        let mut loader_args: Vec<OsString> = vec!["--library-path".into(), library_path];
         if kind == LoaderKind::Glibc {
             loader_args.push("--inhibit-cache".into());
         }
-        // /proc/self/exe names the file with every symlink followed; so must SCAR_FC_EXE.
-        let exe = match host.canonicalize() {
-            Ok(real) => {
-                let mut out = PathBuffer::new();
-                match layout.to_container_into(real.as_os_str().as_bytes(), &mut out) {
-                    Ok(()) => OsString::from_vec(out.as_bytes().to_vec()),
-                    Err(_) => OsString::from(&program),
-                }
-            }
-            Err(_) => OsString::from(&program),
-        };
         let mut env = vec![
             (protocol::EXE.name.to_owned(), exe),
             (protocol::COMM.name.to_owned(), comm),
@@ -315,7 +365,7 @@ impl Sandbox {
         } else {
             env.push((protocol::ARGV0.name.to_owned(), argv0));
         }
-        loader_args.push(host.into_os_string());
+        loader_args.push(file.into_os_string());
         loader_args.extend(args.into_iter().skip(1));
         Ok(Launch {
             program: loader,
@@ -324,4 +374,18 @@ impl Sandbox {
             container_program: program,
         })
     }
+}
+
+/// The bytes of a program's `DT_RUNPATH` (else `DT_RPATH`) string, read from its file.
+fn own_search_path(head: &[u8], file: &Path) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let range = elf::dynamic_range(head)?;
+    let opened = std::fs::File::open(file).ok()?;
+    let mut buf = vec![0; range.len().min(elf::DYNAMIC_READ)];
+    let got = opened.read_at(&mut buf, range.start as u64).ok()?;
+    let at = elf::own_search_path_at(head, buf.get(..got)?)?;
+    let mut list = vec![0; rootfs_paths::buf::PATH_MAX];
+    let got = opened.read_at(&mut list, at as u64).ok()?;
+    list.truncate(list.get(..got)?.iter().position(|&b| b == 0)?);
+    Some(list)
 }
