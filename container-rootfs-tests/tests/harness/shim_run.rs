@@ -220,6 +220,37 @@ fn the_timeout_ends_the_whole_process_group() {
     assert_eq!(lambda_processes("sleep 30[012]"), "", "orphans left behind");
 }
 
+/// An image of the glibc test image's tree with `layer` on top, written in `work` as an OCI
+/// layout tagged `tag`, and the same tree copied for `chroot`: (layout, chroot root).
+fn over_the_glibc_image(
+    work: &std::path::Path,
+    layer: &std::path::Path,
+    tag: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let tree = common::work().join("chroot/glibc/rootfs");
+    let layout = work.join("oci");
+    let out = Command::new("python3")
+        .arg(common::lambda::workspace().join("container-rootfs-tests/scripts/mkimage.py"))
+        .arg(&layout)
+        .arg(tag)
+        .arg(&tree)
+        .arg(layer)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mkimage: {}", text(&out.stderr));
+    let root = work.join("root");
+    for from in [tree, layer.join(".")] {
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(&from)
+            .arg(&root)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    (layout, root)
+}
+
 #[test]
 #[ignore = "needs the harness, root and the shim (make test)"]
 fn the_images_locales_and_message_catalogs_work_as_under_chroot() {
@@ -251,32 +282,7 @@ fn the_images_locales_and_message_catalogs_work_as_under_chroot() {
         catalog.join("libc.mo"),
     )
     .unwrap();
-    let tree = common::work().join("chroot/glibc/rootfs");
-    let layout = work.path().join("oci");
-    let out = Command::new("python3")
-        .arg(common::lambda::workspace().join("container-rootfs-tests/scripts/mkimage.py"))
-        .arg(&layout)
-        .arg("locales")
-        .arg(&tree)
-        .arg(&layer)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "mkimage: {}", text(&out.stderr));
-    let root = work.path().join("root");
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg(&tree)
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg(layer.join("usr"))
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (layout, root) = over_the_glibc_image(work.path(), &layer, "locales");
 
     // Month and day names, digit grouping and collation of each locale, as the programs of
     // the image print them; a locale the archive lacks falls back to C on both sides.
@@ -390,30 +396,7 @@ fn a_programs_own_library_path_wins_over_the_images_as_under_chroot() {
     }
     std::os::unix::fs::symlink("/opt/app/bin/runpath", layer.join("usr/bin/app-link")).unwrap();
 
-    let tree = common::work().join("chroot/glibc/rootfs");
-    let layout = work.path().join("oci");
-    let out = Command::new("python3")
-        .arg(common::lambda::workspace().join("container-rootfs-tests/scripts/mkimage.py"))
-        .arg(&layout)
-        .arg("own")
-        .arg(&tree)
-        .arg(&layer)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "mkimage: {}", text(&out.stderr));
-    let root = work.path().join("root");
-    for (from, to) in [
-        (tree.as_path(), root.as_path()),
-        (&layer.join("."), root.as_path()),
-    ] {
-        let out = Command::new("cp")
-            .arg("-a")
-            .arg(from)
-            .arg(to)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out.stderr));
-    }
+    let (layout, root) = over_the_glibc_image(work.path(), &layer, "own");
 
     let script = "/opt/app/bin/runpath; /opt/app/bin/rpath; /usr/bin/app-link; \
                   LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu /opt/app/bin/runpath";

@@ -109,32 +109,43 @@ pub fn read(fd: c_int, buf: &mut [u8]) -> Result<usize, c_int> {
 /// Reads up to `buf.len()` bytes of a file from `offset`; returns how many.
 pub fn read_at(path: &CStr, offset: usize, buf: &mut [u8]) -> Result<usize, c_int> {
     let fd = open_read(path)?;
+    let result = fill(fd, buf, Some(offset));
+    close(fd);
+    result
+}
+
+/// Reads into `buf` until it is full or the file ends, from `offset` (`pread`) or from
+/// the file's position (`read`); a directory is EACCES, as in execve.
+fn fill(fd: c_int, buf: &mut [u8], offset: Option<usize>) -> Result<usize, c_int> {
     let mut filled = 0;
-    let result = loop {
+    loop {
         let rest = &mut buf[filled..];
-        // SAFETY: the buffer is valid for its length; pread64 takes the offset as a word.
-        match check(unsafe {
-            raw_syscall!(
-                libc::SYS_pread64,
-                fd,
-                rest.as_mut_ptr(),
-                rest.len(),
-                offset + filled
-            )
-        }) {
-            Ok(0) => break Ok(filled),
+        let ret = match offset {
+            // SAFETY: the buffer is valid for its length; pread64 takes the offset as a word.
+            Some(at) => check(unsafe {
+                raw_syscall!(
+                    libc::SYS_pread64,
+                    fd,
+                    rest.as_mut_ptr(),
+                    rest.len(),
+                    at + filled
+                )
+            }),
+            None => read(fd, rest),
+        };
+        match ret {
+            Ok(0) => return Ok(filled),
             Ok(n) => {
                 filled += n;
                 if filled == buf.len() {
-                    break Ok(filled);
+                    return Ok(filled);
                 }
             }
             Err(libc::EINTR) => {}
-            Err(e) => break Err(e),
+            Err(libc::EISDIR) => return Err(libc::EACCES),
+            Err(e) => return Err(e),
         }
-    };
-    close(fd);
-    result
+    }
 }
 
 pub fn close(fd: c_int) {
@@ -146,21 +157,7 @@ pub fn close(fd: c_int) {
 /// (symlinks followed) into `name`; a directory is EACCES, as in execve.
 pub fn read_head(path: &CStr, buf: &mut [u8], name: &mut [u8]) -> Result<(usize, usize), c_int> {
     let fd = open_read(path)?;
-    let mut filled = 0;
-    let result = loop {
-        match read(fd, &mut buf[filled..]) {
-            Ok(0) => break Ok(filled),
-            Ok(n) => {
-                filled += n;
-                if filled == buf.len() {
-                    break Ok(filled);
-                }
-            }
-            Err(libc::EINTR) => {}
-            Err(libc::EISDIR) => break Err(libc::EACCES),
-            Err(e) => break Err(e),
-        }
-    };
+    let result = fill(fd, buf, None);
     let mut link = PathBuf::new();
     let name_len = fd_link(fd, &mut link)
         .and_then(|()| readlink(link.as_c_str(), name))
