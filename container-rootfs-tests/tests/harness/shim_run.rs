@@ -440,4 +440,28 @@ fn a_programs_own_library_path_wins_over_the_images_as_under_chroot() {
         first.push_str(&text(&out.stdout));
     }
     assert_eq!(first, text(&truth.stdout), "as the first command");
+    // `ldd` (the loader's --list, which the image's ldd script runs) lists the libraries
+    // as the loader run that way finds them: the program's own first, but `$ORIGIN` taken
+    // from the path given, here a symlink (lines name host paths: docs/limits.md).
+    let ldd = "for p in /opt/app/bin/runpath /usr/bin/app-link; do \
+               /lib64/ld-linux-x86-64.so.2 --list $p; done | grep -o 'libfoo.so.1 => [^ ]*'";
+    let truth = common::lambda::chroot_run(&root, &["/bin/sh", "-c", ldd]);
+    assert_eq!(
+        text(&truth.stdout),
+        "libfoo.so.1 => /opt/app/bin/../lib/libfoo.so.1\n\
+         libfoo.so.1 => /usr/lib/x86_64-linux-gnu/libfoo.so.1\n"
+    );
+    let ours = lambda_run(
+        &image,
+        &["--cache-dir", &cache_dir],
+        &["/bin/sh", "-c", ldd],
+    );
+    let listed: Vec<String> = text(&ours.stdout).lines().map(str::to_owned).collect();
+    assert!(
+        listed.len() == 2
+            && listed[0].ends_with("/opt/app/lib/libfoo.so.1")
+            && listed[1].ends_with("/usr/lib/x86_64-linux-gnu/libfoo.so.1"),
+        "{listed:?}{}",
+        text(&ours.stderr)
+    );
 }

@@ -393,9 +393,22 @@ fn loader_run(
         .to_host(program_container.as_bytes(), &mut host)
         .map_err(|_| libc::ENAMETOOLONG)?;
     crate::lazy::before_exec(libc::AT_FDCWD, host.as_c_str())?;
+    // The program's own search path, so that `ldd` lists the libraries the run loads. Run
+    // this way, the loader takes `$ORIGIN` from the path it is given, symlink or not.
+    let mut head = [0u8; HEAD_LEN];
+    let own = match sys::read_head(host.as_c_str(), &mut head, &mut []) {
+        Ok((len, _)) => own_search_path(
+            st,
+            arena,
+            host.as_c_str(),
+            head.get(..len).unwrap_or_default(),
+            &program_container,
+        ),
+        Err(_) => None,
+    };
     let library_path = match library_dirs {
-        Some(dirs) => search_path(st, arena, Some(dirs), None)?,
-        None => library_path(st, arena, env, None)?,
+        Some(dirs) => search_path(st, arena, Some(dirs), own)?,
+        None => library_path(st, arena, env, own)?,
     };
     let run = LoaderRun {
         kind,
