@@ -1,6 +1,7 @@
 //! The one S3 client of the runtime: staged images are read through it, and the Lambda
-//! handler downloads inputs and uploads outputs through it. Files are put into S3 here too,
-//! by the runtime (outputs) and the deployer (`put`, staging), whole or not at all.
+//! handler downloads inputs and uploads outputs through it. Files go into and come out of
+//! S3 here too, for the runtime (inputs, outputs) and the deployer (`put`, `get`, staging),
+//! whole or not at all.
 
 use std::path::{Path, PathBuf};
 
@@ -59,6 +60,19 @@ pub enum TransferError {
         /// S3's code and message, or the client's error.
         message: String,
     },
+}
+
+impl TransferError {
+    /// S3's error about one piece of the object (`part 3`, `bytes 0-99`).
+    fn about(self, piece: &str) -> Self {
+        match self {
+            Self::S3 { operation, message } => Self::S3 {
+                operation,
+                message: format!("{piece}: {message}"),
+            },
+            other => other,
+        }
+    }
 }
 
 fn s3_error<E>(operation: &'static str) -> impl FnOnce(E) -> TransferError
@@ -192,13 +206,7 @@ async fn put_parts(
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| match s3_error("s3:UploadPart")(e) {
-                    TransferError::S3 { operation, message } => TransferError::S3 {
-                        operation,
-                        message: format!("part {number}: {message}"),
-                    },
-                    other => other,
-                })?;
+                .map_err(|e| s3_error("s3:UploadPart")(e).about(&format!("part {number}")))?;
             Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(done.e_tag().map(str::to_owned))
@@ -283,12 +291,8 @@ pub async fn get_file(
                     .set_if_match(etag.clone())
                     .send()
                     .await
-                    .map_err(|e| match s3_error("s3:GetObject")(e) {
-                        TransferError::S3 { operation, message } => TransferError::S3 {
-                            operation,
-                            message: format!("bytes {start}-{}: {message}", end - 1),
-                        },
-                        other => other,
+                    .map_err(|e| {
+                        s3_error("s3:GetObject")(e).about(&format!("bytes {start}-{}", end - 1))
                     })?;
                 match write_at(file, start, answer.body).await {
                     Ok(n) if n == end - start => return Ok(()),

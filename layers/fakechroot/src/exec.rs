@@ -108,12 +108,6 @@ pub fn plan(
             continue;
         }
         let host_path = arena.string(&[host.as_bytes()])?;
-        // The loader is handed the file itself, not a symlink to it: it takes `$ORIGIN`
-        // from the path it is given, where a real exec takes it from the file.
-        let file_path = match resolved.get(..resolved_len) {
-            Some(file) if resolved_len > 0 && resolved_len < PATH_MAX => arena.string(&[file])?,
-            _ => host_path,
-        };
         return match elf::classify(head) {
             ElfKind::NotElf => Err(libc::ENOEXEC),
             ElfKind::Other => direct(host_path, &args, envp),
@@ -165,9 +159,20 @@ pub fn plan(
                 }
                 direct(host_path, &args, envp)
             }
-            ElfKind::Dynamic(range) => through_loader(
-                st, arena, head, range, file_path, &container, &args, env, program, comm,
-            ),
+            ElfKind::Dynamic(range) => {
+                // The loader is handed the file itself, not a symlink to it: it takes
+                // `$ORIGIN` from the path it is given, where a real exec takes it from the
+                // file.
+                let file = match resolved.get(..resolved_len) {
+                    Some(file) if resolved_len > 0 && resolved_len < PATH_MAX => {
+                        arena.string(&[file])?
+                    }
+                    _ => host_path,
+                };
+                through_loader(
+                    st, arena, head, range, file, &container, &args, env, program, comm,
+                )
+            }
         };
     }
     Err(libc::ELOOP)
@@ -285,7 +290,7 @@ fn through_loader(
     arena: &mut Arena,
     head: &[u8],
     interpreter: std::ops::Range<usize>,
-    host_path: *const c_char,
+    file: *const c_char,
     container: &PathBuf,
     args: &Vector,
     env: &[*const c_char],
@@ -306,8 +311,7 @@ fn through_loader(
         );
     }
     // SAFETY: an arena string, NUL-terminated.
-    let file = unsafe { CStr::from_ptr(host_path) };
-    let own = own_search_path(st, arena, file, head, container);
+    let own = own_search_path(st, arena, unsafe { CStr::from_ptr(file) }, head, container);
     let run = LoaderRun {
         kind,
         loader,
@@ -316,7 +320,7 @@ fn through_loader(
         trace: false,
         options: &[],
         argv0: args.as_slice().first().copied().unwrap_or(program),
-        program: host_path,
+        program: file,
         args: args.as_slice().get(1..).unwrap_or_default(),
         exe: container.as_bytes(),
         comm: Some(comm),

@@ -137,7 +137,8 @@ impl LocaleExport {
     }
 
     /// The archive's locale names, as `locale -a` lists them.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
+    #[cfg(test)]
+    fn names(&self) -> impl Iterator<Item = &str> {
         self.locales.iter().map(|l| l.name.as_str())
     }
 
@@ -162,12 +163,18 @@ impl LocaleExport {
                 .filter(|l| names.contains(&l.name))
                 .collect()
         };
-        let file = std::fs::File::open(&self.archive).map_err(|source| LocaleError::Io {
-            path: self.archive.clone(),
-            source,
-        })?;
-        for locale in wanted {
-            self.export(&file, locale)?;
+        let mut pending = wanted
+            .into_iter()
+            .filter(|l| !self.into.join(&l.name).is_dir())
+            .peekable();
+        if pending.peek().is_some() {
+            let file = std::fs::File::open(&self.archive).map_err(|source| LocaleError::Io {
+                path: self.archive.clone(),
+                source,
+            })?;
+            for locale in pending {
+                self.export(&file, locale)?;
+            }
         }
         if self.export_all {
             self.all_done.store(true, Ordering::Release);
@@ -177,9 +184,6 @@ impl LocaleExport {
 
     fn export(&self, archive: &std::fs::File, locale: &Locale) -> Result<(), LocaleError> {
         let target = self.into.join(&locale.name);
-        if target.is_dir() {
-            return Ok(());
-        }
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| LocaleError::Io { path, source }

@@ -262,14 +262,18 @@ fn export_locales(
     match export {
         Ok(export) => {
             let mut locpath = export.dir().as_os_str().to_owned();
-            profile.data_env.retain(|(key, value)| {
-                if *key == "LOCPATH" {
+            match profile
+                .data_env
+                .iter_mut()
+                .find(|(key, _)| *key == "LOCPATH")
+            {
+                Some((_, dirs)) => {
                     locpath.push(":");
-                    locpath.push(value);
+                    locpath.push(&*dirs);
+                    *dirs = PathBuf::from(locpath);
                 }
-                *key != "LOCPATH"
-            });
-            profile.data_env.push(("LOCPATH", PathBuf::from(locpath)));
+                None => profile.data_env.push(("LOCPATH", PathBuf::from(locpath))),
+            }
             Some(std::sync::Arc::new(export))
         }
         Err(e) => {
