@@ -441,6 +441,46 @@ enum Entries {
     Objects,
 }
 
+/// The pieces of a `:`-separated list, gathered on the stack for one arena string.
+struct ListParts<'a, const N: usize> {
+    parts: [&'a [u8]; N],
+    count: usize,
+}
+
+impl<'a, const N: usize> ListParts<'a, N> {
+    fn new() -> Self {
+        Self {
+            parts: [b""; N],
+            count: 0,
+        }
+    }
+
+    /// Adds one entry made of `pieces`; `false` (and nothing added) when it does not fit.
+    fn entry(&mut self, pieces: &[&'a [u8]]) -> bool {
+        let separator = usize::from(self.count > 0);
+        let Some(room) = self
+            .parts
+            .get_mut(self.count..self.count + separator + pieces.len())
+        else {
+            return false;
+        };
+        if separator == 1 {
+            room[0] = b":";
+        }
+        room[separator..].copy_from_slice(pieces);
+        self.count += separator + pieces.len();
+        true
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn string(&self, arena: &mut Arena) -> Result<*const c_char, c_int> {
+        arena.string(&self.parts[..self.count])
+    }
+}
+
 /// `list` with each absolute entry translated, `:`-joined, in the arena.
 fn translate_list(
     st: &State,
@@ -448,14 +488,10 @@ fn translate_list(
     list: &[u8],
     entries: Entries,
 ) -> Result<*const c_char, c_int> {
-    let mut parts: [&[u8]; 128] = [b""; 128];
-    let mut count = 0;
+    let mut parts = ListParts::<128>::new();
     let mut storage = PathBuf::new();
     let separator = |b: &u8| *b == b':' || (entries == Entries::Objects && *b == b' ');
     for entry in list.split(separator).filter(|e| !e.is_empty()) {
-        if count + 2 >= parts.len() {
-            break;
-        }
         let part = if entry.first() == Some(&b'/') {
             st.layout()
                 .to_host(entry, &mut storage)
@@ -468,14 +504,11 @@ fn translate_list(
         } else {
             continue;
         };
-        if count > 0 {
-            parts[count] = b":";
-            count += 1;
+        if !parts.entry(&[part]) {
+            break;
         }
-        parts[count] = part;
-        count += 1;
     }
-    arena.string(&parts[..count])
+    parts.string(arena)
 }
 
 /// The loader's argv and the environment for `run`.
@@ -594,20 +627,13 @@ fn search_path(
     let theirs = unsafe { sys::bytes(theirs) };
     // SAFETY: as above.
     let own = unsafe { sys::bytes(own.unwrap_or(c"".as_ptr())) };
-    let mut parts: [&[u8]; 6] = [b""; 6];
-    let mut count = 0;
+    let mut parts = ListParts::<6>::new();
     for list in [theirs, own, st.library_path] {
-        if list.is_empty() {
-            continue;
+        if !list.is_empty() {
+            parts.entry(&[list]);
         }
-        if count > 0 {
-            parts[count] = b":";
-            count += 1;
-        }
-        parts[count] = list;
-        count += 1;
     }
-    arena.string(&parts[..count])
+    parts.string(arena)
 }
 
 /// The program's own search path (`DT_RUNPATH`, else `DT_RPATH`) as host directories,
@@ -637,32 +663,20 @@ fn own_search_path(
         Some(0) | None => b"/".as_slice(),
         Some(slash) => path.get(..slash)?,
     };
-    let mut parts: [&[u8]; 48] = [b""; 48];
-    let mut count = 0;
+    let mut parts = ListParts::<48>::new();
     for dir in elf::own_search_dirs(list) {
-        if count + 3 > parts.len() {
+        let added = match dir {
+            elf::OwnDir::FromOrigin(rest) => parts.entry(&[origin, rest]),
+            elf::OwnDir::Absolute(dir) => parts.entry(&[dir]),
+        };
+        if !added {
             break;
         }
-        if count > 0 {
-            parts[count] = b":";
-            count += 1;
-        }
-        match dir {
-            elf::OwnDir::FromOrigin(rest) => {
-                parts[count] = origin;
-                parts[count + 1] = rest;
-                count += 2;
-            }
-            elf::OwnDir::Absolute(dir) => {
-                parts[count] = dir;
-                count += 1;
-            }
-        }
     }
-    if count == 0 {
+    if parts.is_empty() {
         return None;
     }
-    let joined = arena.string(&parts[..count]).ok()?;
+    let joined = parts.string(arena).ok()?;
     // SAFETY: the arena string just written, NUL-terminated.
     translate_list(
         st,
