@@ -20,9 +20,6 @@ use serde_json::{Map, Value};
 /// A malformed or unsupported event.
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
-    /// Not a JSON object.
-    #[error("the event must be a JSON object, got {0}")]
-    NotAnObject(&'static str),
     /// The event has the shape of a kind but does not parse as it.
     #[error("malformed {kind} event: {reason}")]
     Malformed {
@@ -336,7 +333,11 @@ impl Event {
     /// Classifies and parses an event.
     pub fn parse(value: Value, input_prefix: &str) -> Result<Self, EventError> {
         let Value::Object(map) = &value else {
-            return Err(EventError::NotAnObject(kind_name(&value)));
+            // Lambda takes any JSON value as a payload (Step Functions hands arrays and
+            // strings on): it is one run with the event in `$SCAR_EVENT_FILE`.
+            return Ok(Self::Other {
+                kind: "json".to_owned(),
+            });
         };
         if let Some(records) = map.get("Records") {
             return Self::parse_records(records, input_prefix);

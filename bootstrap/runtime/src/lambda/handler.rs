@@ -640,7 +640,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let handler = handler(tmp.path(), Recorder::default());
         let err = handler
-            .handle(json!([1]), &invocation("r"))
+            .handle(json!({"Records": 5}), &invocation("r"))
             .await
             .unwrap_err();
         assert_eq!(err.error_type(), "Scar.InvalidEvent");
