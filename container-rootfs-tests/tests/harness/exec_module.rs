@@ -128,16 +128,27 @@ fn a_command_ignoring_sigterm_is_killed_after_the_grace() {
 
 #[test]
 #[ignore = "needs the harness and the shim (make test)"]
-fn a_missing_workdir_or_program_is_an_error_not_an_outcome() {
+fn a_missing_workdir_is_made_and_a_missing_program_is_an_error_not_an_outcome() {
     let sandbox = sandbox();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    // As `docker run -w`: a working directory the image lacks is made, inside the image.
+    let _ = std::fs::remove_dir_all(sandbox.rootfs.join("srv/scar-made-workdir"));
+    let mut made = spec("pwd; ls -ld . | cut -c1", 100, None);
+    made.workdir = "/srv/scar-made-workdir/deeper".into();
+    let outcome = rt.block_on(sandbox.run(&made)).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&outcome.output),
+        "/srv/scar-made-workdir/deeper\nd\n"
+    );
+    assert!(sandbox.rootfs.join("srv/scar-made-workdir/deeper").is_dir());
+    // A file cannot be one: named, not run.
     let mut bad = spec("true", 10, None);
-    bad.workdir = "/no/such/dir".into();
+    bad.workdir = "/etc/passwd/dir".into();
     let err = rt.block_on(sandbox.run(&bad)).unwrap_err();
-    assert!(err.to_string().contains("/no/such/dir"), "{err}");
+    assert!(err.to_string().contains("/etc/passwd/dir"), "{err}");
     let mut bad = spec("true", 10, None);
     bad.argv = vec!["no-such-program".into()];
     let err = rt.block_on(sandbox.run(&bad)).unwrap_err();

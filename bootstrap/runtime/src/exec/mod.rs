@@ -97,8 +97,8 @@ pub enum ExecError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The working directory is not a directory in the container.
-    #[error("working directory {0}: not a directory in the image")]
+    /// The working directory is not a directory in the container, and cannot be made.
+    #[error("working directory {0}: not a directory in the image, and cannot be made one")]
     Workdir(String),
     /// A path longer than PATH_MAX.
     #[error("path too long: {0}")]

@@ -162,6 +162,12 @@ impl Sandbox {
             tracing::warn!(error = %e, "the locales the environment names are left out");
         }
         let workdir = host_path(&layout, &spec.workdir)?;
+        // As Docker does: a working directory that no layer made (the config's WorkingDir
+        // or `--workdir`) is made. The translated path resolved the image's symlinks, so
+        // what is made is under the rootfs or a mount.
+        if std::fs::symlink_metadata(&workdir).is_err() {
+            let _ = std::fs::create_dir_all(&workdir);
+        }
         if !workdir.is_dir() {
             return Err(ExecError::Workdir(spec.workdir.clone()));
         }
