@@ -465,3 +465,140 @@ fn a_programs_own_library_path_wins_over_the_images_as_under_chroot() {
         text(&ours.stderr)
     );
 }
+
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn the_images_ldconfig_order_picks_its_libraries_as_under_chroot() {
+    // Debian's ld.so.conf lists /usr/local/lib first, so a library built into it (as
+    // scientific images build newer GDAL, PROJ or sqlite there) wins over the distribution's
+    // copy of the same soname; and `ldconfig DIR` in an image's build makes DIR's libraries
+    // known through the cache alone (as CUDA images do with their own lib64).
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let layer = work.path().join("layer");
+    for dir in [
+        "usr/lib/x86_64-linux-gnu",
+        "usr/local/lib",
+        "usr/local/bin",
+        "opt/extra/lib",
+        "etc/ld.so.conf.d",
+    ] {
+        std::fs::create_dir_all(layer.join(dir)).unwrap();
+    }
+    let src = work.path();
+    let gcc = |args: &[&str]| {
+        let out = Command::new("gcc")
+            .args(args)
+            .current_dir(src)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "gcc {args:?}: {}", text(&out.stderr));
+    };
+    for (file, body) in [
+        (
+            "local.c",
+            "const char *which(void){return \"usr/local\";}\n",
+        ),
+        ("system.c", "const char *which(void){return \"system\";}\n"),
+        ("extra.c", "const char *extra(void){return \"extra\";}\n"),
+        (
+            "main.c",
+            "#include <stdio.h>\nconst char *which(void);const char *extra(void);\n\
+             int main(){puts(which());puts(extra());return 0;}\n",
+        ),
+    ] {
+        std::fs::write(src.join(file), body).unwrap();
+    }
+    let which = ["-shared", "-fPIC", "-Wl,-soname,libwhich.so.1", "-o"];
+    gcc(&[
+        &which[..],
+        &["layer/usr/local/lib/libwhich.so.1", "local.c"],
+    ]
+    .concat());
+    gcc(&[
+        &which[..],
+        &["layer/usr/lib/x86_64-linux-gnu/libwhich.so.1", "system.c"],
+    ]
+    .concat());
+    gcc(&[
+        "-shared",
+        "-fPIC",
+        "-Wl,-soname,libextra.so.1",
+        "-o",
+        "layer/opt/extra/lib/libextra.so.1",
+        "extra.c",
+    ]);
+    gcc(&[
+        "-o",
+        "layer/usr/local/bin/which-lib",
+        "main.c",
+        "layer/usr/lib/x86_64-linux-gnu/libwhich.so.1",
+        "layer/opt/extra/lib/libextra.so.1",
+    ]);
+    std::fs::write(
+        layer.join("etc/ld.so.conf"),
+        "include /etc/ld.so.conf.d/*.conf\n",
+    )
+    .unwrap();
+    std::fs::write(layer.join("etc/ld.so.conf.d/libc.conf"), "/usr/local/lib\n").unwrap();
+    std::fs::write(
+        layer.join("etc/ld.so.conf.d/x86_64-linux-gnu.conf"),
+        "/lib/x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu\n",
+    )
+    .unwrap();
+    // The image's build ran `ldconfig /opt/extra/lib`: its cache goes into the layer.
+    let merged = work.path().join("merged");
+    for from in [common::work().join("chroot/glibc/rootfs"), layer.join(".")] {
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(&from)
+            .arg(&merged)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = Command::new("ldconfig")
+        .arg("-r")
+        .arg(&merged)
+        .arg("/opt/extra/lib")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ldconfig: {}", text(&out.stderr));
+    std::fs::copy(
+        merged.join("etc/ld.so.cache"),
+        layer.join("etc/ld.so.cache"),
+    )
+    .unwrap();
+
+    let (layout, root) = over_the_glibc_image(work.path(), &layer, "ldconfig");
+    let truth = common::lambda::chroot_run(&root, &["/bin/sh", "-c", "which-lib"]);
+    assert_eq!(
+        text(&truth.stdout),
+        "usr/local\nextra\n",
+        "the ground truth itself: {}",
+        text(&truth.stderr)
+    );
+    let cache = common::lambda::fresh_lambda_cache();
+    let cache_dir = cache.path().to_string_lossy().into_owned();
+    let image = format!("oci:{}:ldconfig", layout.display());
+    let ours = lambda_run(
+        &image,
+        &["--cache-dir", &cache_dir],
+        &["/bin/sh", "-c", "which-lib"],
+    );
+    assert_eq!(
+        (text(&ours.stdout), text(&ours.stderr)),
+        ("usr/local\nextra\n".to_owned(), String::new()),
+        "as a later exec"
+    );
+    let first = lambda_run(
+        &image,
+        &["--cache-dir", &cache_dir],
+        &["/usr/local/bin/which-lib"],
+    );
+    assert_eq!(
+        text(&first.stdout),
+        "usr/local\nextra\n",
+        "as the first command"
+    );
+}

@@ -38,8 +38,11 @@ const MAX_DEPTH: usize = 6;
 /// Facts about one rootfs, computed once per cold start.
 #[derive(Debug, Clone)]
 pub struct RootfsProfile {
-    /// Host paths, in search order: default dirs, ld.so.conf entries, then any other
-    /// directory holding `lib*.so*`.
+    /// Host paths, in the image's loader's order: `/etc/ld.so.conf`'s entries (the order
+    /// in which `ldconfig` lets one directory's library win over another's), the default
+    /// directories, other directories the image's `ld.so.cache` names (`ldconfig DIR`);
+    /// on musl its path file or `/lib:/usr/local/lib:/usr/lib`. Then any other directory
+    /// holding `lib*.so*`, where no loader would look (see docs/limits.md).
     pub library_dirs: Vec<PathBuf>,
     /// `(major, minor)` of the image's glibc; `None` for musl or static-only images.
     pub glibc: Option<(u32, u32)>,
@@ -68,10 +71,23 @@ impl RootfsProfile {
                 dirs.push(dir);
             }
         };
-        for dir in DEFAULT_LIB_DIRS {
-            add(rootfs.join(dir.trim_start_matches('/')), &mut dirs);
-        }
-        for dir in ld_so_conf_dirs(rootfs, before_read) {
+        let musl = is_musl(rootfs);
+        let configured = if musl {
+            musl_path_dirs(rootfs, before_read)
+        } else {
+            ld_so_conf_dirs(rootfs, before_read)
+        };
+        let cached = if musl {
+            Vec::new()
+        } else {
+            ld_so_cache_dirs(rootfs, before_read)
+        };
+        let in_order = configured
+            .iter()
+            .map(String::as_str)
+            .chain(DEFAULT_LIB_DIRS.iter().copied())
+            .chain(cached.iter().map(String::as_str));
+        for dir in in_order {
             add(rootfs.join(dir.trim_start_matches('/')), &mut dirs);
         }
         let mut found = Vec::new();
@@ -157,6 +173,69 @@ fn ld_so_conf_dirs(rootfs: &Path, before_read: &dyn Fn(&Path)) -> Vec<String> {
         }
     }
     out
+}
+
+/// A musl image: its loader is `/lib/ld-musl-<arch>.so.1`.
+fn is_musl(rootfs: &Path) -> bool {
+    std::fs::read_dir(rootfs.join("lib")).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("ld-musl-"))
+    })
+}
+
+/// musl's search path: `/etc/ld-musl-<arch>.path` (entries split by `:` or lines) when the
+/// image has one, else musl's built-in `/lib:/usr/local/lib:/usr/lib`.
+fn musl_path_dirs(rootfs: &Path, before_read: &dyn Fn(&Path)) -> Vec<String> {
+    let file = rootfs.join(format!("etc/ld-musl-{}.path", std::env::consts::ARCH));
+    before_read(&file);
+    match std::fs::read_to_string(&file) {
+        Ok(text) => text
+            .split([':', '\n'])
+            .map(str::trim)
+            .filter(|d| d.starts_with('/'))
+            .map(str::to_owned)
+            .collect(),
+        Err(_) => ["/lib", "/usr/local/lib", "/usr/lib"]
+            .map(str::to_owned)
+            .to_vec(),
+    }
+}
+
+/// The largest `ld.so.cache` read: real ones are tens to hundreds of KiB.
+const MAX_CACHE_BYTES: u64 = 16 << 20;
+
+/// The directories of the libraries the image's `/etc/ld.so.cache` names, in the order
+/// they first appear: they include those an image's build gave `ldconfig` on its command
+/// line. The cache's string table holds each library's absolute path; reading those
+/// strings needs no knowledge of the (old, compat or new) entry layout.
+fn ld_so_cache_dirs(rootfs: &Path, before_read: &dyn Fn(&Path)) -> Vec<String> {
+    use std::io::Read;
+    let file = rootfs.join("etc/ld.so.cache");
+    before_read(&file);
+    let mut bytes = Vec::new();
+    let Ok(cache) = std::fs::File::open(&file) else {
+        return Vec::new();
+    };
+    if cache.take(MAX_CACHE_BYTES).read_to_end(&mut bytes).is_err() {
+        return Vec::new();
+    }
+    let mut dirs: Vec<String> = Vec::new();
+    for token in bytes.split(|&b| b == 0) {
+        let Ok(path) = std::str::from_utf8(token) else {
+            continue;
+        };
+        if !path.starts_with('/') || path.chars().any(char::is_control) {
+            continue;
+        }
+        if let Some((dir, _)) = path.rsplit_once('/')
+            && !dir.is_empty()
+            && !dirs.iter().any(|d| d == dir)
+        {
+            dirs.push(dir.to_owned());
+        }
+    }
+    dirs
 }
 
 fn walk_for_libraries(rootfs: &Path, dir: &Path, depth: usize, found: &mut Vec<PathBuf>) {
@@ -246,9 +325,69 @@ mod tests {
             .collect();
         assert_eq!(
             rel,
-            ["lib/x86_64-linux-gnu", "lib", "custom/lib", "opt/app/lib"],
-            "one spelling per directory"
+            ["custom/lib", "lib/x86_64-linux-gnu", "lib", "opt/app/lib"],
+            "ld.so.conf's directories first, one spelling per directory"
         );
         assert_eq!(profile.glibc, Some((2, 31)));
+    }
+
+    #[test]
+    fn directories_only_the_ld_so_cache_names_come_after_the_default_ones() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for dir in ["etc", "usr/lib", "opt/cuda/lib64", "opt/other"] {
+            std::fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        // The new format's layout: a header, entries, then the string table.
+        let mut cache = b"glibc-ld.so.cache1.1\x02\0\0\0\x2f\0\0\0".to_vec();
+        cache.extend_from_slice(&[0x2f, 0x01, 0, 0, 0x2f, 0, 0, 0]);
+        for s in [
+            "libcudart.so.12",
+            "/opt/cuda/lib64/libcudart.so.12",
+            "libz.so.1",
+            "/usr/lib/libz.so.1",
+            "/opt/gone/libx.so",
+        ] {
+            cache.extend_from_slice(s.as_bytes());
+            cache.push(0);
+        }
+        std::fs::write(r.join("etc/ld.so.cache"), cache).unwrap();
+        let profile = RootfsProfile::scan(r);
+        let rel: Vec<_> = profile
+            .library_dirs
+            .iter()
+            .map(|d| d.strip_prefix(r).unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(rel, ["usr/lib", "opt/cuda/lib64"]);
+    }
+
+    #[test]
+    fn musl_searches_its_path_file_or_its_built_in_order() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for dir in ["lib", "usr/lib", "usr/local/lib", "opt/lib", "etc"] {
+            std::fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        std::fs::write(r.join("lib/ld-musl-x86_64.so.1"), b"").unwrap();
+        let rel = |profile: RootfsProfile| -> Vec<String> {
+            profile
+                .library_dirs
+                .iter()
+                .map(|d| d.strip_prefix(r).unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(
+            rel(RootfsProfile::scan(r)),
+            ["lib", "usr/local/lib", "usr/lib"]
+        );
+        std::fs::write(
+            r.join(format!("etc/ld-musl-{}.path", std::env::consts::ARCH)),
+            "/opt/lib:/usr/lib\n/lib\n",
+        )
+        .unwrap();
+        assert_eq!(
+            rel(RootfsProfile::scan(r)),
+            ["opt/lib", "usr/lib", "lib", "usr/local/lib"]
+        );
     }
 }
