@@ -226,12 +226,15 @@ fn direct_invokes_http_events_and_malformed_events() {
             json!({"Records": [{"eventSource": "aws:kinesis"}]}),
             "unsupported event source \"aws:kinesis\"",
         ),
-        (json!("a string"), "JSON object"),
+        (json!({"Records": "x"}), "\"Records\" must be an array"),
     ] {
         let (error_type, message) = error(api.invoke(event, minute));
         assert_eq!(error_type, "Scar.InvalidEvent");
         assert!(message.contains(expected), "{message}");
     }
+    // Lambda takes any JSON value: a bare string is one run of the function's command.
+    let other = response(api.invoke(json!("a string"), minute));
+    assert_eq!(other["output"], "name= from init\n", "{other}");
     // The runtime is still serving after the bad events.
     let after = response(api.invoke(script("echo still here"), minute));
     assert_eq!(after["output"], "still here\n");

@@ -286,6 +286,15 @@ fn glibc_version(libc: &Path) -> Option<(u32, u32)> {
 mod tests {
     use super::*;
 
+    /// The library directories a scan of `r` finds, relative to it.
+    fn scanned_dirs(r: &Path) -> Vec<String> {
+        RootfsProfile::scan(r)
+            .library_dirs
+            .iter()
+            .map(|d| d.strip_prefix(r).unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
     #[test]
     fn finds_library_dirs_in_order_and_conf_includes() {
         let root = tempfile::tempdir().unwrap();
@@ -317,18 +326,12 @@ mod tests {
             "# comment\n/custom/lib\n",
         )
         .unwrap();
-        let profile = RootfsProfile::scan(r);
-        let rel: Vec<_> = profile
-            .library_dirs
-            .iter()
-            .map(|d| d.strip_prefix(r).unwrap().to_string_lossy().into_owned())
-            .collect();
         assert_eq!(
-            rel,
+            scanned_dirs(r),
             ["custom/lib", "lib/x86_64-linux-gnu", "lib", "opt/app/lib"],
             "ld.so.conf's directories first, one spelling per directory"
         );
-        assert_eq!(profile.glibc, Some((2, 31)));
+        assert_eq!(RootfsProfile::scan(r).glibc, Some((2, 31)));
     }
 
     #[test]
@@ -352,13 +355,7 @@ mod tests {
             cache.push(0);
         }
         std::fs::write(r.join("etc/ld.so.cache"), cache).unwrap();
-        let profile = RootfsProfile::scan(r);
-        let rel: Vec<_> = profile
-            .library_dirs
-            .iter()
-            .map(|d| d.strip_prefix(r).unwrap().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(rel, ["usr/lib", "opt/cuda/lib64"]);
+        assert_eq!(scanned_dirs(r), ["usr/lib", "opt/cuda/lib64"]);
     }
 
     #[test]
@@ -369,24 +366,14 @@ mod tests {
             std::fs::create_dir_all(r.join(dir)).unwrap();
         }
         std::fs::write(r.join("lib/ld-musl-x86_64.so.1"), b"").unwrap();
-        let rel = |profile: RootfsProfile| -> Vec<String> {
-            profile
-                .library_dirs
-                .iter()
-                .map(|d| d.strip_prefix(r).unwrap().to_string_lossy().into_owned())
-                .collect()
-        };
-        assert_eq!(
-            rel(RootfsProfile::scan(r)),
-            ["lib", "usr/local/lib", "usr/lib"]
-        );
+        assert_eq!(scanned_dirs(r), ["lib", "usr/local/lib", "usr/lib"]);
         std::fs::write(
             r.join(format!("etc/ld-musl-{}.path", std::env::consts::ARCH)),
             "/opt/lib:/usr/lib\n/lib\n",
         )
         .unwrap();
         assert_eq!(
-            rel(RootfsProfile::scan(r)),
+            scanned_dirs(r),
             ["opt/lib", "usr/lib", "lib", "usr/local/lib"]
         );
     }
