@@ -71,16 +71,13 @@ impl RootfsProfile {
                 dirs.push(dir);
             }
         };
-        let musl = is_musl(rootfs);
-        let configured = if musl {
-            musl_path_dirs(rootfs, before_read)
+        let (configured, cached) = if is_musl(rootfs) {
+            (musl_path_dirs(rootfs, before_read), Vec::new())
         } else {
-            ld_so_conf_dirs(rootfs, before_read)
-        };
-        let cached = if musl {
-            Vec::new()
-        } else {
-            ld_so_cache_dirs(rootfs, before_read)
+            (
+                ld_so_conf_dirs(rootfs, before_read),
+                ld_so_cache_dirs(rootfs, before_read),
+            )
         };
         let in_order = configured
             .iter()

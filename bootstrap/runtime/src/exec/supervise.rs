@@ -165,10 +165,7 @@ impl Sandbox {
         // As Docker does: a working directory that no layer made (the config's WorkingDir
         // or `--workdir`) is made. The translated path resolved the image's symlinks, so
         // what is made is under the rootfs or a mount.
-        if std::fs::symlink_metadata(&workdir).is_err() {
-            let _ = std::fs::create_dir_all(&workdir);
-        }
-        if !workdir.is_dir() {
+        if !workdir.is_dir() && std::fs::create_dir_all(&workdir).is_err() {
             return Err(ExecError::Workdir(spec.workdir.clone()));
         }
         let plan = || self.launch(&layout, &spec.argv, &spec.workdir, &spec.env);

@@ -5,7 +5,8 @@
 //! - EventBridge events: S3 "Object Created" like an S3 notification, anything else (a
 //!   scheduled event) as one run;
 //! - an HTTP request from API Gateway (REST v1, HTTP API v2) or a Function URL (v2);
-//! - any other JSON value (an array, a string, a number, null too): one run with the event in `$SCAR_EVENT_FILE`.
+//! - any other JSON value (an array, a string, a number, null too): one run with the event
+//!   in `$SCAR_EVENT_FILE`.
 //!
 //! A malformed event of a known shape is refused with the field named; nothing here turns
 //! a caller's text into a path or a variable name (the handler does, through one rule).
