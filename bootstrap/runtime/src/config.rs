@@ -42,13 +42,45 @@ pub enum ConfigError {
     },
 }
 
+/// The time kept back before Lambda's deadline, to end the command and still answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutThreshold {
+    /// `SCAR_TIMEOUT_THRESHOLD` was set: kept as it is.
+    Set(Duration),
+    /// It was not: its default, but never more than a fifth of an invocation's time, so a
+    /// function made with Lambda's default 3 s timeout (the console's, SAM's, Terraform's)
+    /// still runs its command.
+    Default(Duration),
+}
+
+impl TimeoutThreshold {
+    fn from_setting(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, InvalidValue> {
+        let value = settings::TIMEOUT_THRESHOLD
+            .seconds(lookup)?
+            .unwrap_or_default();
+        Ok(if settings::TIMEOUT_THRESHOLD.is_set(lookup) {
+            Self::Set(value)
+        } else {
+            Self::Default(value)
+        })
+    }
+
+    /// What is kept back of an invocation that has `time_left`.
+    pub fn of(self, time_left: Duration) -> Duration {
+        match self {
+            Self::Set(threshold) => threshold,
+            Self::Default(threshold) => threshold.min(time_left / 5),
+        }
+    }
+}
+
 /// The parsed configuration.
 #[derive(Debug, Clone)]
 pub struct FunctionConfig {
     /// The image reference.
     pub image: String,
     /// Time kept back before the deadline.
-    pub timeout_threshold: Duration,
+    pub timeout_threshold: TimeoutThreshold,
     /// The init script's contents.
     pub init_script: Option<Vec<u8>>,
     /// The package's extra folder (absolute), seen by commands at the same path.
@@ -233,9 +265,7 @@ impl FunctionConfig {
         let output_limit = settings::OUTPUT_LIMIT.count(lookup)?.unwrap_or_default();
         Ok(Self {
             image,
-            timeout_threshold: settings::TIMEOUT_THRESHOLD
-                .seconds(lookup)?
-                .unwrap_or_default(),
+            timeout_threshold: TimeoutThreshold::from_setting(lookup)?,
             init_pull_budget: settings::INIT_PULL_BUDGET
                 .seconds(lookup)?
                 .unwrap_or_default(),
@@ -280,7 +310,20 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(config.image, "grycap/cowsay");
-        assert_eq!(config.timeout_threshold, Duration::from_secs(10));
+        let threshold = config.timeout_threshold;
+        assert_eq!(
+            threshold,
+            TimeoutThreshold::Default(Duration::from_secs(10))
+        );
+        assert_eq!(
+            threshold.of(Duration::from_secs(900)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            threshold.of(Duration::from_secs(3)),
+            Duration::from_millis(600),
+            "Lambda's default timeout keeps a fifth back"
+        );
         assert_eq!(config.input_prefix, "input/");
         assert_eq!(
             config.output_prefix, "results/",

@@ -90,7 +90,7 @@ pub const TIMEOUT_THRESHOLD: Setting = Setting {
         max: 900.0,
     },
     scope: Scope::Function,
-    meaning: "seconds kept back before Lambda's deadline: the command is ended then, and its output is still returned and uploaded",
+    meaning: "seconds kept back before Lambda's deadline: the command is ended then, and its output is still returned and uploaded; when unset, never more than a fifth of an invocation's time (0.6 s of Lambda's default 3 s timeout)",
 };
 /// `SCAR_INIT_PULL_BUDGET`.
 pub const INIT_PULL_BUDGET: Setting = Setting {
@@ -391,6 +391,11 @@ impl Setting {
             value: value.to_owned(),
             expected: self.kind.expected(),
         }
+    }
+
+    /// Whether `lookup` gives a value (an empty one counts as unset).
+    pub fn is_set(&self, lookup: &dyn Fn(&str) -> Option<String>) -> bool {
+        lookup(self.var).is_some_and(|v| !v.is_empty())
     }
 
     /// The value `lookup` gives (an empty value counts as unset), else the default.

@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
@@ -146,7 +146,7 @@ impl<I: Images, R: Runner> Handler<I, R> {
         #[cfg(debug_assertions)]
         let provoke_panic = event.get(PROVOKE_PANIC).is_some();
         let event = Event::parse(event, &self.config.input_prefix)?;
-        let cutoff = self.cutoff(invocation)?;
+        let (cutoff, threshold) = self.cutoff(invocation)?;
         let dir = RequestDir::create(&self.tmp, &invocation.request_id)?;
         // The panic path is tested by provoking a panic in the middle of an invocation; only
         // debug builds (the suite's) have this door, the layer's release builds do not.
@@ -183,6 +183,7 @@ impl<I: Images, R: Runner> Handler<I, R> {
             base,
             log: LiveLog::new(&invocation.request_id, self.config.log_format),
             cutoff,
+            threshold,
         };
         let reply = match event {
             Event::Direct(direct) => run
@@ -214,13 +215,17 @@ impl<I: Images, R: Runner> Handler<I, R> {
         })
     }
 
-    /// When the command must be ended: the deadline minus the threshold.
-    fn cutoff(&self, invocation: &Invocation) -> Result<tokio::time::Instant, InvokeError> {
+    /// When the command must be ended (the deadline minus the threshold), and the
+    /// threshold.
+    fn cutoff(
+        &self,
+        invocation: &Invocation,
+    ) -> Result<(tokio::time::Instant, Duration), InvokeError> {
         let remaining = invocation
             .deadline
             .and_then(|d| d.duration_since(SystemTime::now()).ok())
             .unwrap_or_default();
-        let threshold = self.config.timeout_threshold;
+        let threshold = self.config.timeout_threshold.of(remaining);
         if remaining <= threshold {
             return Err(InvokeError::Deadline(format!(
                 "no time left to run: {:.1}s remain and SCAR_TIMEOUT_THRESHOLD keeps {}s back; raise the function's timeout",
@@ -228,7 +233,10 @@ impl<I: Images, R: Runner> Handler<I, R> {
                 threshold.as_secs_f64()
             )));
         }
-        Ok(tokio::time::Instant::now() + (remaining - threshold))
+        Ok((
+            tokio::time::Instant::now() + (remaining - threshold),
+            threshold,
+        ))
     }
 
     async fn storage(&self) -> &Storage {
@@ -246,6 +254,8 @@ struct Run<'a, I, R> {
     /// The runs' output, live, in the function's log.
     log: LiveLog,
     cutoff: tokio::time::Instant,
+    /// What `cutoff` keeps back of the invocation's time.
+    threshold: Duration,
 }
 
 impl<I: Images, R: Runner> Run<'_, I, R> {
@@ -300,7 +310,7 @@ impl<I: Images, R: Runner> Run<'_, I, R> {
             capture: Capture::Combined { limit: budget },
             live_log: config.log_output.then(|| self.log.clone()),
             deadline: Some(self.cutoff),
-            grace: config.kill_grace.min(config.timeout_threshold / 2),
+            grace: config.kill_grace.min(self.threshold / 2),
         };
         let outcome = self
             .handler
@@ -314,7 +324,7 @@ impl<I: Images, R: Runner> Run<'_, I, R> {
             secs = outcome.duration.as_secs_f64(),
             "command ended"
         );
-        Ok(RunReport::new(outcome, config.timeout_threshold))
+        Ok(RunReport::new(outcome, self.threshold))
     }
 
     /// The command: `script` > `cmd_args` > the init script > the image's own.
@@ -467,12 +477,12 @@ pub const PROVOKE_PANIC: &str = "__scar_provoke_panic";
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
-    use std::time::Duration;
 
     use scar_image::ContainerConfig;
     use serde_json::json;
 
     use super::*;
+    use crate::config::TimeoutThreshold;
     use crate::exec::{RootfsProfile, Shims, StaticPolicy};
     use crate::lambda::{HttpReply, InvokeError};
 
@@ -644,13 +654,37 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.error_type(), "Scar.InvalidEvent");
-        let late = Invocation {
+        let late = || Invocation {
             request_id: "r".into(),
             deadline: Some(SystemTime::now() + Duration::from_secs(5)),
             ..Invocation::default()
         };
-        let err = handler.handle(json!({}), &late).await.unwrap_err();
+        let mut set = handler;
+        set.config.timeout_threshold = TimeoutThreshold::Set(Duration::from_secs(10));
+        let err = set.handle(json!({}), &late()).await.unwrap_err();
         assert_eq!(err.error_type(), "Scar.Deadline", "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unset_threshold_gives_way_to_a_short_timeout() {
+        // Lambda's default timeout is 3 s: the default 10 s would leave the command nothing.
+        let tmp = tempfile::tempdir().unwrap();
+        let recorder = Recorder::default();
+        let handler = handler(tmp.path(), recorder.clone());
+        let invocation = Invocation {
+            request_id: "r".into(),
+            deadline: Some(SystemTime::now() + Duration::from_secs(3)),
+            ..Invocation::default()
+        };
+        let started = tokio::time::Instant::now();
+        handler.handle(json!({}), &invocation).await.unwrap();
+        let specs = recorder.0.lock().unwrap();
+        let kept_back = started + Duration::from_secs(3) - specs[0].deadline.unwrap();
+        assert!(
+            kept_back >= Duration::from_millis(550) && kept_back <= Duration::from_millis(650),
+            "a fifth of 3 s kept back, got {kept_back:?}"
+        );
+        assert!(specs[0].grace <= Duration::from_millis(300));
     }
 
     fn env_without_query(spec: &RunSpec) -> Vec<(String, String)> {

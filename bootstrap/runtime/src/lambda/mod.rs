@@ -126,7 +126,7 @@ pub async fn serve(
     };
     install_panic_reporter(api);
     map_large_buffers();
-    tracing::info!(image = %config.image, threshold = config.timeout_threshold.as_secs_f64(), "runtime ready");
+    tracing::info!(image = %config.image, threshold = ?config.timeout_threshold, "runtime ready");
     let init_pull_budget = config.init_pull_budget;
     let handler = Arc::new(Handler::new(config, std::env::temp_dir()));
     Arc::clone(&handler).pull_at_init(init_pull_budget).await;
