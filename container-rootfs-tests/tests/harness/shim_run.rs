@@ -602,3 +602,54 @@ fn the_images_ldconfig_order_picks_its_libraries_as_under_chroot() {
         "as the first command"
     );
 }
+
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn the_shims_own_variables_stay_out_of_the_containers_environment() {
+    // Both ways the shim is loaded: the loader's `--preload` (glibc ≥ 2.30), and the
+    // `LD_PRELOAD` the exec path sets for older loaders (Amazon Linux 2's glibc 2.26,
+    // CentOS 7's 2.17), taken here by an image whose libc says 2.26.
+    let script = "env | grep -c -e SCAR_FC_ -e LD_PRELOAD; \
+                  sh -c 'env | grep -c -e SCAR_FC_ -e LD_PRELOAD'; \
+                  env -i /bin/sh -c 'env | grep -c -e SCAR_FC_ -e PRELOAD; ls /lib64 | wc -l'";
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let layer = work.path().join("layer");
+    let libc = "lib/x86_64-linux-gnu/libc.so.6";
+    std::fs::create_dir_all(layer.join("lib/x86_64-linux-gnu")).unwrap();
+    let real = std::fs::read(common::work().join("chroot/glibc/rootfs").join(libc)).unwrap();
+    let marker = b"release version 2.";
+    let at = real
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("libc names its version")
+        + marker.len();
+    let mut old = real.clone();
+    old[at..at + 2].copy_from_slice(b"26");
+    std::fs::write(layer.join(libc), old).unwrap();
+    let (layout, root) = over_the_glibc_image(work.path(), &layer, "old-loader");
+    let truth = common::lambda::chroot_run(&root, &["/bin/sh", "-c", script]);
+    assert_eq!(
+        text(&truth.stdout),
+        "0\n0\n0\n1\n",
+        "the ground truth itself: {}",
+        text(&truth.stderr)
+    );
+    let cache = common::lambda::fresh_lambda_cache();
+    let cache_dir = cache.path().to_string_lossy().into_owned();
+    for image in [
+        format!("oci:{}:old-loader", layout.display()),
+        images::GLIBC.to_owned(),
+    ] {
+        let ours = lambda_run(
+            &image,
+            &["--cache-dir", &cache_dir],
+            &["/bin/sh", "-c", script],
+        );
+        assert_eq!(
+            (text(&ours.stdout), text(&ours.stderr)),
+            (text(&truth.stdout), String::new()),
+            "{image}"
+        );
+    }
+}

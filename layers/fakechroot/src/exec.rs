@@ -557,11 +557,7 @@ fn command(
         let ours = protocol::PER_EXEC
             .iter()
             .any(|p| bytes.starts_with(p.assignment))
-            || (bytes.starts_with(b"LD_PRELOAD=")
-                && [st.glibc_shim, st.musl_shim]
-                    .iter()
-                    .flatten()
-                    .any(|s| bytes.ends_with(s.to_bytes())));
+            || st.is_own_preload(bytes);
         if !ours {
             envp.push(entry)?;
         }

@@ -58,6 +58,10 @@ unsafe extern "C" {
     static mut program_invocation_short_name: *mut c_char;
 }
 
+unsafe extern "C" {
+    static environ: *const *const std::ffi::c_char;
+}
+
 /// Runs when the loader maps the shim, before the program's `main`.
 ///
 /// glibc loaders before 2.33 have no `--argv0`, so the program starts with the host path
@@ -71,12 +75,11 @@ extern "C" fn init(argc: c_int, argv: *mut *mut c_char, _envp: *mut *mut c_char)
     fakeroot::adopt_inherited();
     take_program_name();
     bind_libc_messages();
-    if argc < 1 || argv.is_null() {
-        return;
-    }
-    // SAFETY: getenv returns a pointer into the environment, which outlives main.
+    // SAFETY: getenv returns a pointer into the environment block, whose strings outlive
+    // main even once their entries leave `environ` below.
     let argv0 = unsafe { libc::getenv(rootfs_paths::protocol::ARGV0.env.as_ptr()) };
-    if argv0.is_null() {
+    hide_own_variables();
+    if argc < 1 || argv.is_null() || argv0.is_null() {
         return;
     }
     // SAFETY: argv has argc ≥ 1 entries.
@@ -108,7 +111,46 @@ extern "C" fn init() {
     if state::get().is_some() {
         fakeroot::adopt_inherited();
         take_program_name();
+        hide_own_variables();
     }
+}
+
+/// A real container's programs see only their own variables: `env`, `os.environ` or
+/// `process.env` listing `SCAR_FC_*` (host paths) would differ from `chroot` and hand the
+/// host's layout to whatever a script records. Everything the shim needs from them is in
+/// its state by now (read above and in `state.rs`), and every exec hands them on again
+/// from there (`exec.rs`), so their entries leave `environ`; the strings stay where they
+/// are. `/proc/<pid>/environ`, the kernel's copy, still shows them (docs/limits.md).
+fn hide_own_variables() {
+    let Some(st) = state::get() else {
+        return;
+    };
+    // SAFETY: read in an initialiser, before the program runs and can change it.
+    let list = unsafe { environ };
+    // SAFETY: `environ` is NULL or the process's NULL-terminated array of NUL-terminated
+    // strings.
+    let len = unsafe { arena::entries(list) }.len();
+    if list.is_null() {
+        return;
+    }
+    // SAFETY: that array, its `len` entries and the NULL after them, in writable memory
+    // (the initial stack, or the heap after a setenv); initialisers run before the program
+    // starts a thread, so nothing else reads or writes it meanwhile. Entries only move
+    // down within it, as glibc's and musl's unsetenv move them.
+    let entries = unsafe { std::slice::from_raw_parts_mut(list.cast_mut(), len + 1) };
+    let mut kept = 0;
+    for at in 0..len {
+        let entry = entries[at];
+        // SAFETY: each entry is NUL-terminated.
+        let bytes = unsafe { sys::bytes(entry) };
+        if !(bytes.starts_with(rootfs_paths::protocol::PREFIX.as_bytes())
+            || st.is_own_preload(bytes))
+        {
+            entries[kept] = entry;
+            kept += 1;
+        }
+    }
+    entries[kept] = std::ptr::null();
 }
 
 /// The kernel named this process after the file it executed, the image's loader (so

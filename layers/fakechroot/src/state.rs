@@ -38,6 +38,18 @@ pub struct State {
     pub fetch: Option<&'static [u8]>,
 }
 
+impl State {
+    /// Whether an `LD_PRELOAD=…` entry is the one the exec path sets for a loader without
+    /// `--preload` (glibc < 2.30): the shim's, handed on by every exec.
+    pub fn is_own_preload(&self, entry: &[u8]) -> bool {
+        entry.starts_with(b"LD_PRELOAD=")
+            && [self.glibc_shim, self.musl_shim]
+                .iter()
+                .flatten()
+                .any(|shim| entry.ends_with(shim.to_bytes()))
+    }
+}
+
 static STATE: OnceLock<Option<State>> = OnceLock::new();
 
 /// The shim's state, or `None` when no rootfs is set: then every call passes through.
