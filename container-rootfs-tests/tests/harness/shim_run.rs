@@ -222,6 +222,41 @@ fn the_timeout_ends_the_whole_process_group() {
 
 /// An image of the glibc test image's tree with `layer` on top, written in `work` as an OCI
 /// layout tagged `tag`, and the same tree copied for `chroot`: (layout, chroot root).
+/// A work directory the Lambda uid can read (it reads the image from there) and its
+/// `layer/`, with `dirs` made in the layer.
+fn layer_workspace(dirs: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let layer = work.path().join("layer");
+    for dir in dirs {
+        std::fs::create_dir_all(layer.join(dir)).unwrap();
+    }
+    (work, layer)
+}
+
+/// This machine's gcc, run in `dir`.
+fn gcc(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("gcc")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "gcc {args:?}: {}", text(&out.stderr));
+}
+
+/// The glibc test tree with `layer` copied over it, at `to`: the tree a chroot runs.
+fn merged_over_the_glibc_tree(layer: &std::path::Path, to: &std::path::Path) {
+    for from in [common::work().join("chroot/glibc/rootfs"), layer.join(".")] {
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(&from)
+            .arg(to)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+}
+
 fn over_the_glibc_image(
     work: &std::path::Path,
     layer: &std::path::Path,
@@ -239,15 +274,7 @@ fn over_the_glibc_image(
         .unwrap();
     assert!(out.status.success(), "mkimage: {}", text(&out.stderr));
     let root = work.join("root");
-    for from in [tree, layer.join(".")] {
-        let out = Command::new("cp")
-            .arg("-a")
-            .arg(&from)
-            .arg(&root)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out.stderr));
-    }
+    merged_over_the_glibc_tree(layer, &root);
     (layout, root)
 }
 
@@ -257,10 +284,7 @@ fn the_images_locales_and_message_catalogs_work_as_under_chroot() {
     // The glibc test image (this machine's programs) with a layer that adds the locale
     // archive this machine's `localedef` writes, as `locale-gen` does in an image: glibc
     // reads that archive from inside libc, by a fixed path the shim cannot translate.
-    let work = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let layer = work.path().join("layer");
-    std::fs::create_dir_all(layer.join("usr/lib/locale")).unwrap();
+    let (work, layer) = layer_workspace(&["usr/lib/locale"]);
     for (input, charmap, name) in [
         ("de_DE", "UTF-8", "de_DE.UTF-8"),
         ("fr_FR", "ISO-8859-1", "fr_FR.ISO-8859-1"),
@@ -329,25 +353,12 @@ fn a_programs_own_library_path_wins_over_the_images_as_under_chroot() {
     // (RUNPATH, as today's linkers write it, and RPATH), and another libfoo in the image's
     // library directory; one program also run through a symlink elsewhere, whose `$ORIGIN`
     // is the file's directory, not the link's.
-    let work = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let layer = work.path().join("layer");
-    for dir in [
+    let (work, layer) = layer_workspace(&[
         "usr/lib/x86_64-linux-gnu",
         "opt/app/lib",
         "opt/app/bin",
         "usr/bin",
-    ] {
-        std::fs::create_dir_all(layer.join(dir)).unwrap();
-    }
-    let gcc = |args: &[&str], dir: &std::path::Path| {
-        let out = Command::new("gcc")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "gcc {args:?}: {}", text(&out.stderr));
-    };
+    ]);
     let src = work.path();
     std::fs::write(
         src.join("image.c"),
@@ -366,16 +377,16 @@ fn a_programs_own_library_path_wins_over_the_images_as_under_chroot() {
     .unwrap();
     let shared = ["-shared", "-fPIC", "-Wl,-soname,libfoo.so.1", "-o"];
     gcc(
+        src,
         &[
             &shared[..],
             &["layer/usr/lib/x86_64-linux-gnu/libfoo.so.1", "image.c"],
         ]
         .concat(),
-        src,
     );
     gcc(
-        &[&shared[..], &["layer/opt/app/lib/libfoo.so.1", "app.c"]].concat(),
         src,
+        &[&shared[..], &["layer/opt/app/lib/libfoo.so.1", "app.c"]].concat(),
     );
     for (name, dtags) in [
         ("runpath", "-Wl,--enable-new-dtags"),
@@ -383,6 +394,7 @@ fn a_programs_own_library_path_wins_over_the_images_as_under_chroot() {
     ] {
         let out = format!("layer/opt/app/bin/{name}");
         gcc(
+            src,
             &[
                 "-o",
                 &out,
@@ -391,7 +403,6 @@ fn a_programs_own_library_path_wins_over_the_images_as_under_chroot() {
                 dtags,
                 "-Wl,-rpath,$ORIGIN/../lib",
             ],
-            src,
         );
     }
     std::os::unix::fs::symlink("/opt/app/bin/runpath", layer.join("usr/bin/app-link")).unwrap();
@@ -473,27 +484,15 @@ fn the_images_ldconfig_order_picks_its_libraries_as_under_chroot() {
     // scientific images build newer GDAL, PROJ or sqlite there) wins over the distribution's
     // copy of the same soname; and `ldconfig DIR` in an image's build makes DIR's libraries
     // known through the cache alone (as CUDA images do with their own lib64).
-    let work = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let layer = work.path().join("layer");
-    for dir in [
+    let (work, layer) = layer_workspace(&[
         "usr/lib/x86_64-linux-gnu",
         "usr/local/lib",
         "usr/local/bin",
         "opt/extra/lib",
         "etc/ld.so.conf.d",
-    ] {
-        std::fs::create_dir_all(layer.join(dir)).unwrap();
-    }
+    ]);
     let src = work.path();
-    let gcc = |args: &[&str]| {
-        let out = Command::new("gcc")
-            .args(args)
-            .current_dir(src)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "gcc {args:?}: {}", text(&out.stderr));
-    };
+    let gcc = |args: &[&str]| gcc(src, args);
     for (file, body) in [
         (
             "local.c",
@@ -548,15 +547,7 @@ fn the_images_ldconfig_order_picks_its_libraries_as_under_chroot() {
     .unwrap();
     // The image's build ran `ldconfig /opt/extra/lib`: its cache goes into the layer.
     let merged = work.path().join("merged");
-    for from in [common::work().join("chroot/glibc/rootfs"), layer.join(".")] {
-        let out = Command::new("cp")
-            .arg("-a")
-            .arg(&from)
-            .arg(&merged)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out.stderr));
-    }
+    merged_over_the_glibc_tree(&layer, &merged);
     let out = Command::new("ldconfig")
         .arg("-r")
         .arg(&merged)
@@ -612,11 +603,8 @@ fn the_shims_own_variables_stay_out_of_the_containers_environment() {
     let script = "env | grep -c -e SCAR_FC_ -e LD_PRELOAD; \
                   sh -c 'env | grep -c -e SCAR_FC_ -e LD_PRELOAD'; \
                   env -i /bin/sh -c 'env | grep -c -e SCAR_FC_ -e PRELOAD; ls /lib64 | wc -l'";
-    let work = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let layer = work.path().join("layer");
+    let (work, layer) = layer_workspace(&["lib/x86_64-linux-gnu"]);
     let libc = "lib/x86_64-linux-gnu/libc.so.6";
-    std::fs::create_dir_all(layer.join("lib/x86_64-linux-gnu")).unwrap();
     let real = std::fs::read(common::work().join("chroot/glibc/rootfs").join(libc)).unwrap();
     let marker = b"release version 2.";
     let at = real
