@@ -58,10 +58,6 @@ unsafe extern "C" {
     static mut program_invocation_short_name: *mut c_char;
 }
 
-unsafe extern "C" {
-    static environ: *const *const std::ffi::c_char;
-}
-
 /// Runs when the loader maps the shim, before the program's `main`.
 ///
 /// glibc loaders before 2.33 have no `--argv0`, so the program starts with the host path
@@ -125,14 +121,13 @@ fn hide_own_variables() {
     let Some(st) = state::get() else {
         return;
     };
-    // SAFETY: read in an initialiser, before the program runs and can change it.
-    let list = unsafe { environ };
-    // SAFETY: `environ` is NULL or the process's NULL-terminated array of NUL-terminated
-    // strings.
-    let len = unsafe { arena::entries(list) }.len();
+    let list = sys::environment();
     if list.is_null() {
         return;
     }
+    // SAFETY: the process's NULL-terminated array of NUL-terminated strings, read in an
+    // initialiser, before the program runs and can change it.
+    let len = unsafe { arena::entries(list) }.len();
     // SAFETY: that array, its `len` entries and the NULL after them, in writable memory
     // (the initial stack, or the heap after a setenv); initialisers run before the program
     // starts a thread, so nothing else reads or writes it meanwhile. Entries only move

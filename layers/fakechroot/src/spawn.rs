@@ -14,15 +14,6 @@ use crate::state;
 use crate::sys::{self, fail, real};
 use crate::translate::container_dir;
 
-unsafe extern "C" {
-    static environ: *const *const c_char;
-}
-
-fn environment() -> *const *const c_char {
-    // SAFETY: reading the process's environment pointer.
-    unsafe { environ }
-}
-
 /// # Safety
 /// libc's contract for `execve`.
 #[unsafe(no_mangle)]
@@ -62,7 +53,7 @@ pub unsafe extern "C" fn scar_fc_execve(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
     // SAFETY: same contract.
-    unsafe { execve(path, argv, environment()) }
+    unsafe { execve(path, argv, sys::environment()) }
 }
 
 /// # Safety
@@ -103,7 +94,7 @@ pub unsafe extern "C" fn scar_fc_execvpe(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
     // SAFETY: same contract.
-    unsafe { execvpe(file, argv, environment()) }
+    unsafe { execvpe(file, argv, sys::environment()) }
 }
 
 /// # Safety
@@ -274,7 +265,7 @@ fn spawn_shell(
             actions,
             attr,
             argv.as_ptr(),
-            environment(),
+            sys::environment(),
         )
     };
     if code == 0 { Ok(pid) } else { Err(code) }

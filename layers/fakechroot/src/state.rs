@@ -4,15 +4,11 @@
 //! Read at load time, when allocating is safe, and never written again: the exec path
 //! only reads it, which a vfork child may do.
 
-use std::ffi::{CStr, c_char};
+use std::ffi::CStr;
 use std::sync::OnceLock;
 
 use rootfs_paths::layout::{Mount, parse_mounts};
 use rootfs_paths::{Layout, LoaderKind, protocol};
-
-unsafe extern "C" {
-    static environ: *const *const c_char;
-}
 
 pub use rootfs_paths::protocol::StaticPolicy;
 
@@ -111,11 +107,9 @@ fn load() -> Option<State> {
 
 fn inherited_vars() -> Vec<&'static CStr> {
     let mut out = Vec::new();
-    // SAFETY: `environ` is a NULL-terminated array of NUL-terminated strings, read at load
+    // SAFETY: the process's NULL-terminated array of NUL-terminated strings, read at load
     // time before the program can change it.
-    let list = unsafe { environ };
-    // SAFETY: as above.
-    let entries = unsafe { crate::arena::entries(list) };
+    let entries = unsafe { crate::arena::entries(crate::sys::environment()) };
     for &entry in entries {
         // SAFETY: each entry is NUL-terminated.
         let bytes = unsafe { CStr::from_ptr(entry) }.to_bytes();

@@ -43,6 +43,17 @@ macro_rules! raw_syscall {
 }
 pub(crate) use raw_syscall;
 
+unsafe extern "C" {
+    static environ: *const *const c_char;
+}
+
+/// The process's environment: libc's `environ`, NULL or a NULL-terminated array of
+/// NUL-terminated strings.
+pub fn environment() -> *const *const c_char {
+    // SAFETY: reading the process's environment pointer.
+    unsafe { environ }
+}
+
 /// The body of [`raw_syscall!`].
 ///
 /// # Safety
