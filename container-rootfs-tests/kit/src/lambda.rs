@@ -108,6 +108,19 @@ pub fn lambda_run_setting(
     settings: &[(&str, &str)],
     argv: &[&str],
 ) -> Output {
+    lambda_command(tools, image, run_args, settings, argv)
+        .output()
+        .unwrap()
+}
+
+/// The command [`lambda_run_setting`] runs.
+pub fn lambda_command(
+    tools: &Tools,
+    image: &str,
+    run_args: &[&str],
+    settings: &[(&str, &str)],
+    argv: &[&str],
+) -> Command {
     let mut command = Command::new("setpriv");
     command
         .args(["--reuid", "993", "--regid", "993", "--clear-groups", "--"])
@@ -134,7 +147,29 @@ pub fn lambda_run_setting(
         .env("AWS_LAMBDA_LOG_LEVEL", "error")
         .envs(settings.iter().copied())
         .current_dir("/tmp");
-    command.output().unwrap()
+    command
+}
+
+/// `command` (one with a cleared environment) where /dev/shm is an empty directory nobody
+/// can write, as on Lambda, which has none: in a private mount namespace, as root.
+pub fn without_host_dev_shm(command: &Command) -> Command {
+    let mut wrapped = Command::new("unshare");
+    wrapped
+        .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
+        .arg(r#"mount -t tmpfs -o ro,mode=755 none /dev/shm || exit 125; exec "$@""#)
+        .arg("no-dev-shm")
+        .arg(command.get_program())
+        .args(command.get_args())
+        .env_clear()
+        .envs(
+            command
+                .get_envs()
+                .filter_map(|(key, value)| value.map(|v| (key, v))),
+        );
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped
 }
 
 /// The same argv under `chroot --userspec=993:993 ROOT`, as root starts it, with /proc,

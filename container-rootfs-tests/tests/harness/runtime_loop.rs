@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::lambda::{bootstrap_bin, shim_dir};
+use common::lambda::{bootstrap_bin, shim_dir, without_host_dev_shm};
 use common::runtime_api::{FakeRuntimeApi, Reply};
 use common::work;
 use serde_json::{Value, json};
@@ -38,8 +38,19 @@ fn start(api: &FakeRuntimeApi, vars: &[(&str, &str)]) -> Runtime {
 
 /// [`start`] with the runtime's stderr (its log, as CloudWatch would receive it) in `log`.
 fn start_logging_to(api: &FakeRuntimeApi, vars: &[(&str, &str)], log: impl Into<Stdio>) -> Runtime {
+    let child = runtime_command(api, vars)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Runtime { child }
+}
+
+/// The runtime as Lambda starts it, with the function's `vars`.
+fn runtime_command(api: &FakeRuntimeApi, vars: &[(&str, &str)]) -> Command {
     let cache = work().join("cache-runtime");
-    let child = Command::new(bootstrap_bin())
+    let mut command = Command::new(bootstrap_bin());
+    command
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("AWS_LAMBDA_RUNTIME_API", &api.endpoint)
@@ -54,12 +65,8 @@ fn start_logging_to(api: &FakeRuntimeApi, vars: &[(&str, &str)], log: impl Into<
         .env("AWS_LAMBDA_FUNCTION_NAME", "scar-test")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .envs(vars.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Runtime { child }
+        .envs(vars.iter().copied());
+    command
 }
 
 fn script(text: &str) -> Value {
@@ -434,6 +441,50 @@ fn tmp_filling_mid_unpack_is_named_and_the_half_tree_removed() {
     }
     assert_eq!(staging, 0, "the half-written tree was left");
     assert!(used_kb < 1024, "{used_kb} KB still used in the tmpfs");
+}
+
+/// Lambda has no /dev/shm, where Python's `multiprocessing` (and anything built on POSIX
+/// named semaphores or shared memory) keeps its objects: the container's is the image's
+/// own, and, as its /tmp, each invocation finds it empty.
+#[test]
+#[ignore = "needs the harness (make test)"]
+fn multiprocessing_works_without_a_host_dev_shm_and_each_invocation_starts_it_empty() {
+    let api = FakeRuntimeApi::start();
+    let mut command = without_host_dev_shm(&runtime_command(&api, &[("SCAR_IMAGE", IMAGE)]));
+    let _runtime = Runtime {
+        child: command.stdout(Stdio::null()).spawn().unwrap(),
+    };
+    let minute = Duration::from_secs(60);
+    let marker = format!("/tmp/left-by-the-first-{}", std::process::id());
+    let pool = "import multiprocessing as mp\n\
+                from multiprocessing import shared_memory\n\
+                def square(x): return x * x\n\
+                if __name__ == '__main__':\n\
+                \x20   with mp.Pool(3) as pool: print(sum(pool.map(square, range(100))))\n\
+                \x20   queue = mp.Queue(); queue.put('through a queue'); print(queue.get())\n\
+                \x20   kept = shared_memory.SharedMemory('kept', create=True, size=8)\n\
+                \x20   kept.buf[:2] = b'ok'; again = shared_memory.SharedMemory('kept')\n\
+                \x20   print(bytes(again.buf[:2])); again.close()\n\
+                \x20   from multiprocessing import resource_tracker\n\
+                \x20   resource_tracker.unregister(kept._name, 'shared_memory')\n";
+    let first = response(api.invoke(
+        script(&format!(
+            "cat > /tmp/pool.py <<'EOF'\n{pool}EOF\npython3 /tmp/pool.py && touch {marker} && ls -A /dev/shm"
+        )),
+        minute,
+    ));
+    assert_eq!(
+        (&first["output"], &first["exit_code"]),
+        (&json!("328350\nthrough a queue\nb'ok'\nkept\n"), &json!(0)),
+        "{first}"
+    );
+    let second = response(api.invoke(
+        script(&format!(
+            "ls -A /dev/shm; test -e {marker} && echo the marker stayed; stat -c %a /dev/shm"
+        )),
+        minute,
+    ));
+    assert_eq!(second["output"], "1777\n", "{second}");
 }
 
 #[test]

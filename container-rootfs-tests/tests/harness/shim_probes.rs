@@ -7,14 +7,19 @@
 //! * `popen_streams`: several popen streams open at once, both directions, `e` or not, and
 //!   system() in between. A child holding another stream's write end hangs its pclose: the
 //!   runs have a timeout.
+//! * `named_shm`: POSIX named semaphores and shared memory (`sem_open`, `shm_open`), made,
+//!   shared with a child and removed, and the names libc refuses.
+//!
+//! The shim's side runs where the host has no usable /dev/shm, as on Lambda; chroot's sees
+//! this machine's.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 
 use scar_test_kit::images;
 use scar_test_kit::lambda::{
-    Tools, arm64_tools, chroot_run_binding, lambda_rootfs_with, lambda_run_with, native_tools,
-    side_by_side, text,
+    Tools, arm64_tools, chroot_run_binding, lambda_command, lambda_rootfs_with, lambda_run_with,
+    native_tools, side_by_side, text, without_host_dev_shm,
 };
 use scar_test_kit::probe::Probe;
 use scar_test_kit::work;
@@ -37,7 +42,15 @@ impl Run<'_> {
         let mut argv = vec!["timeout", "60", program.as_str()];
         argv.extend(args);
         let mount = format!("{}={}", self.at, probe.dir().display());
-        let ours = lambda_run_with(&self.tools, self.image, &["--mount", &mount], &argv);
+        let ours = without_host_dev_shm(&lambda_command(
+            &self.tools,
+            self.image,
+            &["--mount", &mount],
+            &[],
+            &argv,
+        ))
+        .output()
+        .unwrap();
         let root: PathBuf = work().join("chroot").join(self.chroot).join("rootfs");
         let truth = chroot_run_binding(&root, &[(self.at, probe.dir())], &argv);
         let report = side_by_side("chroot", &truth, "shim", &ours);
@@ -144,4 +157,59 @@ fn concurrent_popen_streams_behave_as_under_chroot_musl() {
         ..bookworm()
     };
     popen_same_as_chroot(&run, "x86_64-linux-musl");
+}
+
+fn named_shm_same_as_chroot(run: &Run<'_>, target: &str) {
+    let probe = Probe::build("named_shm", target);
+    let out = run.same_as_chroot(&probe, "named_shm", &[]);
+    assert!(
+        out.contains("after the child and two waits: 1\n")
+            && out.contains("shared: written by the child\n")
+            && out.ends_with("shm_open of no name: Invalid argument\n"),
+        "{out}"
+    );
+}
+
+#[test]
+#[ignore = "needs the harness, root, zig and the shim (make test)"]
+fn named_semaphores_and_shared_memory_work_without_a_host_dev_shm_glibc() {
+    named_shm_same_as_chroot(&bookworm(), "x86_64-linux-gnu.2.31");
+}
+
+/// glibc before 2.34: the calls live in libpthread and librt, names are checked otherwise.
+#[test]
+#[ignore = "needs the harness, root, zig and the shim (make test)"]
+fn named_semaphores_and_shared_memory_work_without_a_host_dev_shm_glibc_2_31() {
+    let run = Run {
+        image: images::BULLSEYE,
+        chroot: "bullseye",
+        ..bookworm()
+    };
+    named_shm_same_as_chroot(&run, "x86_64-linux-gnu.2.31");
+}
+
+/// musl lays its semaphores out otherwise and files them without glibc's `sem.` prefix.
+#[test]
+#[ignore = "needs the harness, root, zig and the shim (make test)"]
+fn named_semaphores_and_shared_memory_work_without_a_host_dev_shm_musl() {
+    let run = Run {
+        image: images::MUSL,
+        chroot: "musl",
+        at: "/tmp",
+        ..bookworm()
+    };
+    named_shm_same_as_chroot(&run, "x86_64-linux-musl");
+}
+
+/// `sem_open`'s optional arguments arrive in registers on aarch64 too.
+#[test]
+#[ignore = "needs the harness, root, qemu-user, zig and the arm64 layer (make test)"]
+fn named_semaphores_and_shared_memory_work_without_a_host_dev_shm_aarch64() {
+    let run = Run {
+        tools: arm64_tools(),
+        image: images::DEBIAN_ARM64,
+        chroot: "debian-arm64",
+        at: "/mnt",
+    };
+    named_shm_same_as_chroot(&run, "aarch64-linux-gnu.2.31");
 }

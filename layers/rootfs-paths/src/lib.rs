@@ -21,6 +21,7 @@ pub mod proc_cmdline;
 pub mod proc_status;
 pub mod protocol;
 pub mod script;
+pub mod shm;
 pub mod syscall_gate;
 
 pub use buf::{Overflow, PathBuf};

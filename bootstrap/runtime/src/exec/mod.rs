@@ -178,6 +178,21 @@ pub struct Sandbox {
     pub locales: Option<std::sync::Arc<LocaleExport>>,
 }
 
+impl Sandbox {
+    /// The container's /dev/shm: the image's own directory, as its /tmp is. Lambda has no
+    /// /dev/shm, and named semaphores and shared memory (Python's `multiprocessing`) need
+    /// one; the shim's `shm_open` and `sem_open` make their files here through the mount.
+    pub fn shared_memory_dir(&self) -> PathBuf {
+        self.rootfs
+            .join(rootfs_paths::shm::SHM_DIR.trim_start_matches('/'))
+    }
+
+    /// What each invocation starts without: what the last one left in /tmp and /dev/shm.
+    pub fn per_invocation_dirs(&self) -> [PathBuf; 2] {
+        [self.rootfs.join("tmp"), self.shared_memory_dir()]
+    }
+}
+
 /// A name for the image whose tree is `rootfs`, for the files exec writes about it in
 /// `scratch`: the rootfs path names the image.
 fn image_key(rootfs: &Path) -> String {

@@ -124,6 +124,22 @@ impl Sandbox {
         Ok(path)
     }
 
+    /// [`Sandbox::shared_memory_dir`], made world-writable and sticky as a real /dev/shm
+    /// is; `None` (the host's /dev/shm stays in view) if it cannot be made.
+    fn prepare_shared_memory_dir(&self) -> Option<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.shared_memory_dir();
+        let made = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)));
+        match made {
+            Ok(()) => Some(dir),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "no /dev/shm of the image's own");
+                None
+            }
+        }
+    }
+
     /// Runs `spec` to completion or to its deadline.
     pub async fn run(&self, spec: &RunSpec) -> Result<Outcome, ExecError> {
         // Under fake root the command runs as root, whom every image lists, and package
@@ -133,6 +149,9 @@ impl Sandbox {
         } else {
             super::identity::identity_mounts(&self.rootfs, &self.scratch)
         };
+        if let Some(shm) = self.prepare_shared_memory_dir() {
+            all_mounts.push((rootfs_paths::shm::SHM_DIR.to_owned(), shm));
+        }
         all_mounts.extend(spec.mounts.iter().cloned());
         let spec = &RunSpec {
             mounts: all_mounts,

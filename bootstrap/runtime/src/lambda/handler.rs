@@ -207,7 +207,9 @@ impl<I: Images, R: Runner> Handler<I, R> {
                 .await
                 .map(Reply::Http),
         };
-        clear_dir(&prepared.sandbox.rootfs.join("tmp"));
+        for dir in prepared.sandbox.per_invocation_dirs() {
+            clear_dir(&dir);
+        }
         super::release_free_memory();
         reply.map(|mut reply| {
             reply.fit(LAMBDA_RESPONSE_LIMIT);
