@@ -122,6 +122,14 @@ if [ ! -f apt-repo/Packages ]; then
       || { apt-get update -q >/dev/null && apt-get download hello jq libjq1 libonig5 uuid-runtime adduser init-system-helpers >/dev/null 2>&1; }; } \
     && dpkg-scanpackages . /dev/null > Packages 2>/dev/null )
 fi
+# Init wrappers as images use them in their ENTRYPOINT (tests/harness/shim_run.rs): Debian's
+# static builds of tini and catatonit, unpacked.
+if [ ! -x init-wrappers/usr/bin/tini-static ]; then
+  rm -rf init-wrappers && mkdir -p init-wrappers
+  ( cd init-wrappers && { apt-get download tini catatonit >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get download tini catatonit >/dev/null 2>&1; }; } \
+    && for deb in ./*.deb; do dpkg-deb -x "$deb" .; done && rm -f ./*.deb )
+fi
 # The pip install under fake root (tests/harness/fakeroot.rs): pip itself as a wheel (PyPI; the images
 # have no pip, and a pip wheel runs as `python3 pip-*.whl/pip`) and a wheel with a C extension
 # built here from fixtures/scarext by the host's Python, which is the images' (bookworm's 3.11).

@@ -641,3 +641,93 @@ fn the_shims_own_variables_stay_out_of_the_containers_environment() {
         );
     }
 }
+
+/// `ENTRYPOINT ["/tini", "--"]`: tini, catatonit and their kind are static, and a static
+/// program's exec of its command would look on the host (where, on Lambda, the command is
+/// missing). The wrapper is passed over and the command runs inside the image, as the
+/// first command (bootstrap's plan) and as a later exec (the shim's), with the command's
+/// output and status; a wrapper asked for its version runs as itself.
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn static_init_wrappers_run_the_command_they_wrap_inside_the_image() {
+    let (work, layer) = layer_workspace(&["usr/local/bin", "opt"]);
+    let bin = layer.join("usr/local/bin");
+    for wrapper in ["tini-static", "catatonit"] {
+        let from = common::work().join("init-wrappers/usr/bin").join(wrapper);
+        std::fs::copy(&from, bin.join(wrapper))
+            .unwrap_or_else(|e| panic!("{}: {e} (setup.sh unpacks it)", from.display()));
+    }
+    std::fs::write(layer.join("opt/only-here"), "in the image\n").unwrap();
+    std::fs::write(
+        bin.join("entry.sh"),
+        "#!/bin/sh\nexec tini-static -s -- \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("entry.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (layout, root) = over_the_glibc_image(work.path(), &layer, "init");
+    let image = format!("oci:{}:init", layout.display());
+    let cache = common::lambda::fresh_lambda_cache();
+    let cache_dir = cache.path().to_string_lossy().into_owned();
+    let cases: &[(&[&str], &str, i32)] = &[
+        (
+            &[
+                "/usr/local/bin/tini-static",
+                "--",
+                "/bin/sh",
+                "-c",
+                "cat /opt/only-here; exit 3",
+            ],
+            "in the image\n",
+            3,
+        ),
+        (
+            &[
+                "tini-static",
+                "-g",
+                "-p",
+                "SIGKILL",
+                "--",
+                "sh",
+                "-c",
+                "cat /opt/only-here",
+            ],
+            "in the image\n",
+            0,
+        ),
+        (
+            &["catatonit", "--", "cat", "/opt/only-here"],
+            "in the image\n",
+            0,
+        ),
+        (&["entry.sh", "cat", "/opt/only-here"], "in the image\n", 0),
+        (
+            &["sh", "-c", "tini-static -- cat /opt/only-here"],
+            "in the image\n",
+            0,
+        ),
+    ];
+    for (argv, expected, status) in cases {
+        let truth = common::lambda::chroot_run(&root, argv);
+        assert_eq!(
+            (text(&truth.stdout).as_str(), truth.status.code()),
+            (*expected, Some(*status)),
+            "the ground truth itself, {argv:?}: {}",
+            text(&truth.stderr)
+        );
+        let ours = lambda_run(&image, &["--cache-dir", &cache_dir], argv);
+        assert_eq!(
+            (text(&ours.stdout), ours.status.code()),
+            (text(&truth.stdout), truth.status.code()),
+            "{argv:?}: {}",
+            text(&ours.stderr)
+        );
+    }
+    let version = ["tini-static", "--version"];
+    let truth = common::lambda::chroot_run(&root, &version);
+    let ours = lambda_run(&image, &["--cache-dir", &cache_dir], &version);
+    assert!(
+        text(&truth.stdout).starts_with("tini version "),
+        "{truth:?}"
+    );
+    assert_eq!(text(&ours.stdout), text(&truth.stdout));
+}

@@ -70,7 +70,7 @@ pub fn plan(
     let env = unsafe { entries(envp) };
     let mut program = path;
     // SAFETY: the caller's path, NUL-terminated.
-    let comm = protocol::comm_of(unsafe { sys::bytes(path) });
+    let mut comm = protocol::comm_of(unsafe { sys::bytes(path) });
     let mut args = arena.vector(caller_args.len())?;
     args.extend(caller_args)?;
     let mut head = [0u8; HEAD_LEN];
@@ -136,6 +136,29 @@ pub fn plan(
                 args = noop;
                 continue;
             }
+            ElfKind::Static if let Some(at) = wrapped_command(&container, &args) => {
+                // An init wrapper (docs: rootfs_paths::init_wrapper): the command it would
+                // find in PATH and exec runs in its place.
+                let wrapped = args.as_slice().get(at..).unwrap_or_default();
+                let Some(&command) = wrapped.first() else {
+                    return Err(libc::ENOENT);
+                };
+                let mut found = PathBuf::new();
+                find_in_path(st, command, &mut found)?;
+                if st.debug {
+                    warn(
+                        b"passed over: an init wrapper; its command runs instead",
+                        &container,
+                    );
+                }
+                program = arena.string(&[found.as_bytes()])?;
+                // SAFETY: an arena string, NUL-terminated, alive as long as the plan.
+                comm = protocol::comm_of(unsafe { sys::bytes(program) });
+                let mut rest = arena.vector(wrapped.len())?;
+                rest.extend(wrapped)?;
+                args = rest;
+                continue;
+            }
             ElfKind::Static if let Some(kind) = protocol::loader_named(container.as_bytes()) => {
                 match loader_run(st, arena, kind, host_path, &container, &args, env)? {
                     Some(command) => return Ok(command),
@@ -176,6 +199,38 @@ pub fn plan(
         };
     }
     Err(libc::ELOOP)
+}
+
+/// Where an init wrapper's command starts in `args` (argv[0] included), if `container` is
+/// one asked to run a command.
+fn wrapped_command(container: &PathBuf, args: &Vector) -> Option<usize> {
+    let given = args.as_slice().get(1..).unwrap_or_default();
+    // SAFETY: argv entries are NUL-terminated strings (the caller's or the arena's).
+    let words = given.iter().map(|&arg| unsafe { sys::bytes(arg) });
+    rootfs_paths::init_wrapper::wrapped_command(container.as_bytes(), words).map(|at| at + 1)
+}
+
+/// The command word `name` as the wrapper's `execvp` finds it: itself when it has a `/`,
+/// else the first executable file of that name in the container's PATH.
+fn find_in_path(st: &State, name: *const c_char, found: &mut PathBuf) -> Result<(), c_int> {
+    let outcome = search(name, |candidate| {
+        let mut container = PathBuf::new();
+        // SAFETY: search hands over NUL-terminated candidates.
+        container_path(st, unsafe { sys::bytes(candidate) }, &mut container)?;
+        let mut host = PathBuf::new();
+        st.layout()
+            .to_host(container.as_bytes(), &mut host)
+            .map_err(|_| libc::ENAMETOOLONG)?;
+        sys::executable(host.as_c_str())?;
+        found
+            .set(container.as_bytes())
+            .map_err(|_| libc::ENAMETOOLONG)
+    });
+    if outcome == 0 {
+        Ok(())
+    } else {
+        Err(sys::errno())
+    }
 }
 
 /// `ldconfig -p`: the image's (static) `ldconfig` prints the image's cache, which it is

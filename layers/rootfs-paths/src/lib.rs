@@ -16,6 +16,7 @@ pub mod elf;
 pub mod fetch;
 #[cfg(test)]
 mod fuzz;
+pub mod init_wrapper;
 pub mod layout;
 pub mod proc_cmdline;
 pub mod proc_status;

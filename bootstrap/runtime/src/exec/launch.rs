@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use rootfs_paths::elf::{self, ElfKind, HEAD_LEN};
 use rootfs_paths::layout::clean_into;
 use rootfs_paths::protocol::Ldconfig;
-use rootfs_paths::{Layout, LoaderKind, Mount, PathBuf as PathBuffer, protocol, script};
+use rootfs_paths::{
+    Layout, LoaderKind, Mount, PathBuf as PathBuffer, init_wrapper, protocol, script,
+};
 
 use super::{ExecError, Sandbox, StaticPolicy};
 
@@ -193,7 +195,27 @@ impl Sandbox {
                 program = resolve(layout, &interpreter, workdir, path_var)?;
                 continue;
             }
-            return match elf::classify(&head) {
+            let kind = elf::classify(&head);
+            let wrapped = || {
+                init_wrapper::wrapped_command(
+                    program.as_bytes(),
+                    args.iter().skip(1).map(|a| a.as_bytes()),
+                )
+            };
+            if matches!(kind, ElfKind::Static)
+                && let Some(at) = wrapped()
+                && let Some(command) = args.get(at + 1).map(|a| a.to_string_lossy().into_owned())
+            {
+                tracing::info!(
+                    wrapper = program,
+                    "a static init wrapper: the command it wraps runs in its place (the runtime ends the process group itself)"
+                );
+                args.drain(..=at);
+                program = resolve(layout, &command, workdir, path_var)?;
+                comm = OsString::from_vec(protocol::comm_of(command.as_bytes()).to_vec());
+                continue;
+            }
+            return match kind {
                 // As execvp does: a file that is neither ELF nor a script is a shell script.
                 ElfKind::NotElf => {
                     let mut next = vec![OsString::from("/bin/sh"), OsString::from(&program)];
