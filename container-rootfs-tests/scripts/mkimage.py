@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """mkimage.py OUT_LAYOUT TAG LAYERDIR... : one gzip layer per LAYERDIR, in an OCI image layout.
 
+ARCH sets the config's architecture (amd64), STOP_SIGNAL its StopSignal (none).
+
 Entries are root-owned with mtime 0 and sorted, so the same input gives the same digests.
 Names ending in `.wh.*` are written as the whiteout entries they are.
 """
@@ -39,11 +41,14 @@ for root in dirs:
     layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
                    "digest": put(compressed), "size": len(compressed)})
 
+container = {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+             "Cmd": ["/bin/sh"], "WorkingDir": "/"}
+if os.environ.get("STOP_SIGNAL"):
+    container["StopSignal"] = os.environ["STOP_SIGNAL"]
 config = json.dumps({
     "architecture": os.environ.get("ARCH", "amd64"), "os": "linux",
     "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-               "Cmd": ["/bin/sh"], "WorkingDir": "/"}}).encode()
+    "config": container}).encode()
 manifest = json.dumps({
     "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
     "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(config), "size": len(config)},

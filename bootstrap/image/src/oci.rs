@@ -23,6 +23,10 @@ pub struct ContainerConfig {
     /// The user the image asks for (informational: Lambda runs one fixed uid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The signal that asks the command to stop (`SIGINT`, `QUIT`, `2`), as `docker stop`
+    /// sends it; SIGTERM when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
 }
 
 /// How a layer blob is compressed.

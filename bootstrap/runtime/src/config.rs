@@ -95,7 +95,7 @@ pub struct FunctionConfig {
     pub output_prefix: String,
     /// Bytes of output returned.
     pub output_limit: usize,
-    /// SIGTERM → SIGKILL.
+    /// The stop signal → SIGKILL.
     pub kill_grace: Duration,
     /// `CONT_VAR_*` with the prefix removed.
     pub container_env: Vec<(String, String)>,

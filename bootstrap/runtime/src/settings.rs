@@ -180,7 +180,7 @@ pub const KILL_GRACE: Setting = Setting {
         max: 900.0,
     },
     scope: Scope::Function,
-    meaning: "seconds between SIGTERM and SIGKILL when the deadline comes",
+    meaning: "seconds between the stop signal (SIGTERM unless the image's STOPSIGNAL names another) and SIGKILL when the deadline comes",
 };
 /// `SCAR_LOG_OUTPUT`.
 pub const LOG_OUTPUT: Setting = Setting {

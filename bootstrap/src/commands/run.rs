@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use scar_image::{ImageReference, Puller};
 use scar_runtime::exec::{
-    Capture, RunSpec, Sandbox, command_line, container_env, passthrough_mounts,
+    Capture, RunSpec, Sandbox, command_line, container_env, passthrough_mounts, stop_signal,
 };
 
 use crate::cli::RunArgs;
@@ -43,6 +43,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<i32> {
         capture: Capture::Inherit,
         live_log: None,
         deadline: args.timeout.map(|t| tokio::time::Instant::now() + t),
+        stop_signal: stop_signal(config),
         grace: Duration::from_secs(2),
     };
     let outcome = sandbox

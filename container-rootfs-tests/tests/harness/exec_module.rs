@@ -44,6 +44,7 @@ fn spec(script: &str, limit: usize, deadline: Option<Duration>) -> RunSpec {
         capture: Capture::Combined { limit },
         live_log: None,
         deadline: deadline.map(|d| tokio::time::Instant::now() + d),
+        stop_signal: nix::sys::signal::Signal::SIGTERM,
         grace: Duration::from_millis(500),
     }
 }

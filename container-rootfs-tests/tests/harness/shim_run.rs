@@ -731,3 +731,51 @@ fn static_init_wrappers_run_the_command_they_wrap_inside_the_image() {
     );
     assert_eq!(text(&ours.stdout), text(&truth.stdout));
 }
+
+/// The deadline asks the command to stop with the image's `STOPSIGNAL`, as `docker stop`
+/// does (a Python script's `KeyboardInterrupt` under `STOPSIGNAL SIGINT`), and SIGTERM
+/// without one; a name that is no signal falls back to SIGTERM.
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn the_deadline_sends_the_images_stop_signal() {
+    let (work, _) = layer_workspace(&[]);
+    let layout = work.path().join("oci");
+    let tree = common::work().join("chroot/glibc/rootfs");
+    let script = "trap 'echo stopped by INT; exit 7' INT; trap 'echo stopped by TERM; exit 8' TERM; \
+                  echo started; sleep 30 & wait";
+    let cache = common::lambda::fresh_lambda_cache();
+    let cache_dir = cache.path().to_string_lossy().into_owned();
+    for (tag, stop_signal, expected, status) in [
+        ("unset", "", "started\nstopped by TERM\n", 8),
+        ("int", "SIGINT", "started\nstopped by INT\n", 7),
+        ("number", "2", "started\nstopped by INT\n", 7),
+        ("nonsense", "SIGNOPE", "started\nstopped by TERM\n", 8),
+    ] {
+        let out = Command::new("python3")
+            .arg(common::lambda::workspace().join("container-rootfs-tests/scripts/mkimage.py"))
+            .arg(&layout)
+            .arg(tag)
+            .arg(&tree)
+            .env("STOP_SIGNAL", stop_signal)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mkimage: {}", text(&out.stderr));
+        let image = format!("oci:{}:{tag}", layout.display());
+        let started = Instant::now();
+        let ours = lambda_run(
+            &image,
+            &["--cache-dir", &cache_dir, "--timeout", "2"],
+            &["/bin/sh", "-c", script],
+        );
+        assert_eq!(
+            (text(&ours.stdout).as_str(), ours.status.code()),
+            (expected, Some(status)),
+            "{tag}: {}",
+            text(&ours.stderr)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{tag}: not ended"
+        );
+    }
+}

@@ -315,8 +315,32 @@ pub struct RunSpec {
     pub live_log: Option<LiveLog>,
     /// When the whole process group is ended.
     pub deadline: Option<tokio::time::Instant>,
-    /// Between SIGTERM and SIGKILL at the deadline.
+    /// What the whole group is sent at the deadline, before SIGKILL.
+    pub stop_signal: nix::sys::signal::Signal,
+    /// Between the stop signal and SIGKILL at the deadline.
     pub grace: Duration,
+}
+
+/// The image's `StopSignal` (a name with or without `SIG`, in any case, or a number), as
+/// `docker stop` reads it; SIGTERM when it is unset or names no signal (said in the log).
+pub fn stop_signal(config: &ContainerConfig) -> nix::sys::signal::Signal {
+    use nix::sys::signal::Signal;
+    let Some(given) = config.stop_signal.as_deref().map(str::trim) else {
+        return Signal::SIGTERM;
+    };
+    let upper = given.to_ascii_uppercase();
+    let parsed = match upper.parse::<i32>() {
+        Ok(number) => Signal::try_from(number).ok(),
+        Err(_) if upper.starts_with("SIG") => upper.parse().ok(),
+        Err(_) => format!("SIG{upper}").parse().ok(),
+    };
+    parsed.unwrap_or_else(|| {
+        tracing::warn!(
+            stop_signal = given,
+            "the image's StopSignal names no signal: SIGTERM is sent"
+        );
+        Signal::SIGTERM
+    })
 }
 
 /// The image's Entrypoint followed by its Cmd, unless a command was given (it replaces Cmd
@@ -374,6 +398,26 @@ pub fn container_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stop_signal_is_read_as_docker_reads_it() {
+        use nix::sys::signal::Signal;
+        let with = |given: Option<&str>| {
+            stop_signal(&ContainerConfig {
+                stop_signal: given.map(str::to_owned),
+                ..ContainerConfig::default()
+            })
+        };
+        assert_eq!(with(None), Signal::SIGTERM);
+        for given in ["SIGINT", "INT", "sigint", "int", "2", " SIGINT "] {
+            assert_eq!(with(Some(given)), Signal::SIGINT, "{given}");
+        }
+        assert_eq!(with(Some("SIGQUIT")), Signal::SIGQUIT);
+        assert_eq!(with(Some("9")), Signal::SIGKILL);
+        for nonsense in ["", "SIGNOPE", "NOPE", "99", "-1", "SIGRTMIN+3"] {
+            assert_eq!(with(Some(nonsense)), Signal::SIGTERM, "{nonsense}");
+        }
+    }
 
     #[test]
     fn container_env_layers_image_defaults_and_overrides() {

@@ -1,5 +1,6 @@
 //! Starting the planned command in its own process group and ending that group: when the
-//! program exits (nothing it left behind survives it) or at the deadline (SIGTERM, a
+//! program exits (nothing it left behind survives it) or at the deadline (the image's stop
+//! signal, SIGTERM unless it names another, a
 //! grace period, SIGKILL).
 
 use std::io::Read;
@@ -269,7 +270,7 @@ impl Sandbox {
                     Err(_) => {
                         timed_out = true;
                         if let Some(group) = group {
-                            let _ = killpg(group, Signal::SIGTERM);
+                            let _ = killpg(group, spec.stop_signal);
                         }
                         match tokio::time::timeout(spec.grace, child.wait()).await {
                             Ok(status) => status,

@@ -25,7 +25,7 @@ use super::s3::{Storage, files_below};
 use crate::config::FunctionConfig;
 use crate::exec::{
     Capture, ExecError, LiveLog, Outcome, RunSpec, Sandbox, command_line, container_env,
-    passthrough_mounts,
+    passthrough_mounts, stop_signal,
 };
 
 /// Who is asking, until when, and what Lambda says about the caller.
@@ -312,6 +312,7 @@ impl<I: Images, R: Runner> Run<'_, I, R> {
             capture: Capture::Combined { limit: budget },
             live_log: config.log_output.then(|| self.log.clone()),
             deadline: Some(self.cutoff),
+            stop_signal: stop_signal(image),
             grace: config.kill_grace.min(self.threshold / 2),
         };
         let outcome = self
