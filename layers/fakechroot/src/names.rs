@@ -283,11 +283,54 @@ pub unsafe extern "C" fn dladdr1(
     found
 }
 
+/// A directory held open while a socket path is named through it.
+struct HeldDir(c_int);
+
+impl Drop for HeldDir {
+    fn drop(&mut self) {
+        sys::close(self.0);
+    }
+}
+
+/// `host` (a socket path past `sun_path`'s 108 bytes, as the rootfs in front makes of a
+/// short container path) named through its directory instead: `/proc/self/fd/N/NAME`,
+/// which the kernel resolves as the same place. `dir` holds N open until the call is made.
+fn through_held_dir(host: &mut PathBuf, dir: &mut Option<HeldDir>) -> Result<(), c_int> {
+    let bytes = host.as_bytes();
+    let split = bytes.iter().rposition(|&b| b == b'/').unwrap_or(0);
+    let mut parent = PathBuf::new();
+    parent
+        .set(&bytes[..split.max(1)])
+        .map_err(|_| libc::ENAMETOOLONG)?;
+    // SAFETY: a NUL-terminated path; O_PATH opens the directory without reading it.
+    let fd = unsafe {
+        sys::raw_syscall!(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            parent.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC
+        )
+    };
+    if fd < 0 {
+        return Err(sys::errno());
+    }
+    let held = dir.insert(HeldDir(fd as c_int));
+    let mut alias = PathBuf::new();
+    sys::fd_link(held.0, &mut alias)?;
+    alias
+        .push(b"/")
+        .and_then(|()| alias.push(&bytes[split + 1..]))
+        .map_err(|_| libc::ENAMETOOLONG)?;
+    host.set(alias.as_bytes()).map_err(|_| libc::ENAMETOOLONG)
+}
+
 /// A copy of an AF_UNIX address with its path translated; other families pass unchanged.
+/// A translated path too long for `sun_path` is named through its directory, held in `dir`.
 unsafe fn unix_addr(
     addr: *const sockaddr,
     len: socklen_t,
     out: &mut libc::sockaddr_un,
+    dir: &mut Option<HeldDir>,
 ) -> Result<Option<socklen_t>, c_int> {
     if addr.is_null() {
         return Ok(None);
@@ -317,6 +360,9 @@ unsafe fn unix_addr(
             .to_host(path, &mut host)
             .map_err(|_| libc::ENAMETOOLONG)?;
         if host.len() >= out.sun_path.len() {
+            through_held_dir(&mut host, dir)?;
+        }
+        if host.len() >= out.sun_path.len() {
             return Err(libc::ENAMETOOLONG);
         }
         out.sun_family = libc::AF_UNIX as libc::sa_family_t;
@@ -340,8 +386,9 @@ macro_rules! socket_in {
             };
             // SAFETY: sockaddr_un is plain data.
             let mut copy: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+            let mut dir = None;
             // SAFETY: the caller's address.
-            match unsafe { unix_addr(addr, len, &mut copy) } {
+            match unsafe { unix_addr(addr, len, &mut copy, &mut dir) } {
                 // SAFETY: the caller's arguments or the translated copy.
                 Ok(None) => unsafe { next(fd, addr, len) },
                 // SAFETY: the translated copy, `new_len` bytes of it valid.
