@@ -245,6 +245,21 @@ const CASES: &[Case] = &[
         Check::Same,
         r#"python3 -c 'import os; os.execv("/proc/self/exe", ["python3","-c","print(1)"])'"#,
     ),
+    // Datagram sockets name their peer at each send and learn the sender at each receive:
+    // both sides of every call are paths to translate.
+    case(
+        "unix datagram sockets",
+        DEBIAN,
+        Check::Same,
+        r#"rm -f /tmp/crt-d.sock /tmp/crt-c.sock; python3 -c 'import socket
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); srv.bind("/tmp/crt-d.sock")
+cli = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+cli.sendto(b"to", "/tmp/crt-d.sock"); print(srv.recv(10))
+cli.bind("/tmp/crt-c.sock"); srv.sendto(b"back", "/tmp/crt-c.sock"); print(cli.recvfrom(10))
+cli.sendmsg([b"msg"], [], 0, "/tmp/crt-d.sock"); print(srv.recvfrom(10))
+cli.sendto(b"again", "/tmp/crt-d.sock"); print(srv.recvmsg(10)[::3])
+cli.connect("/tmp/crt-d.sock"); print(cli.getpeername(), cli.getsockname())'; rm -f /tmp/crt-d.sock /tmp/crt-c.sock"#,
+    ),
     case(
         "system and popen",
         DEBIAN,

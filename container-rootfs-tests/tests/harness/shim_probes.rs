@@ -9,6 +9,9 @@
 //!   runs have a timeout.
 //! * `named_shm`: POSIX named semaphores and shared memory (`sem_open`, `shm_open`), made,
 //!   shared with a child and removed, and the names libc refuses.
+//! * `unix_dgram`: Unix datagram sockets named by path, through every call that names a peer
+//!   or reports a sender, batches larger than the shim's own and a sender's address asked into
+//!   a buffer too small for it.
 //!
 //! The shim's side runs where the host has no usable /dev/shm, as on Lambda; chroot's sees
 //! this machine's.
@@ -212,4 +215,51 @@ fn named_semaphores_and_shared_memory_work_without_a_host_dev_shm_aarch64() {
         at: "/mnt",
     };
     named_shm_same_as_chroot(&run, "aarch64-linux-gnu.2.31");
+}
+
+/// `dir`: where the sockets are made, the image's own /tmp unless the probe is mounted there.
+fn unix_dgram_same_as_chroot(run: &Run<'_>, target: &str, dir: &str) {
+    let probe = Probe::build("unix_dgram", target);
+    let out = run.same_as_chroot(&probe, "unix_dgram", &[dir]);
+    let client = format!("{dir}/probe-dgram-cli.sock (len {})", dir.len() + 24);
+    assert!(
+        out.contains(&format!("recvmsg: sendmsg from {client}\n"))
+            && out.contains("beyond untouched 1")
+            && out.contains(&format!("batch 19 from {client}\n"))
+            && out.ends_with(&format!(
+                "getpeername: {dir}/probe-dgram-srv.sock\n\
+                 recvfrom connected: connected from {client}\ndone\n"
+            )),
+        "{out}"
+    );
+}
+
+#[test]
+#[ignore = "needs the harness, root, zig and the shim (make test)"]
+fn unix_datagram_addresses_are_container_paths_both_ways_glibc() {
+    unix_dgram_same_as_chroot(&bookworm(), "x86_64-linux-gnu.2.31", "/tmp");
+}
+
+#[test]
+#[ignore = "needs the harness, root, zig and the shim (make test)"]
+fn unix_datagram_addresses_are_container_paths_both_ways_musl() {
+    let run = Run {
+        image: images::MUSL,
+        chroot: "musl",
+        at: "/tmp",
+        ..bookworm()
+    };
+    unix_dgram_same_as_chroot(&run, "x86_64-linux-musl", "/tmp/s");
+}
+
+#[test]
+#[ignore = "needs the harness, root, qemu-user, zig and the arm64 layer (make test)"]
+fn unix_datagram_addresses_are_container_paths_both_ways_aarch64() {
+    let run = Run {
+        tools: arm64_tools(),
+        image: images::DEBIAN_ARM64,
+        chroot: "debian-arm64",
+        at: "/mnt",
+    };
+    unix_dgram_same_as_chroot(&run, "aarch64-linux-gnu.2.31", "/tmp");
 }

@@ -43,6 +43,7 @@ mod lazy;
 mod names;
 mod proc_files;
 mod shm;
+mod sockets;
 mod spawn;
 mod stat;
 mod state;
