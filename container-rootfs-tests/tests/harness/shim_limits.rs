@@ -45,6 +45,26 @@ fn proc_self_maps_shows_host_paths() {
     assert!(count > 0, "maps: {out} {err}");
 }
 
+/// glibc opens locale, charset and zone data itself, below the shim, so the variables that
+/// point it into the image hold host paths, and `env` lists them with the one that keeps
+/// Node's libuv off io_uring. Under chroot none of the four is set.
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn the_environment_names_the_images_locale_charset_and_zone_data_by_host_path() {
+    let (out, err) = sh(
+        r#"env | grep -E '^(LOCPATH|GCONV_PATH|TZDIR|UV_USE_IO_URING)=' | sed 's|=/.*/rootfs/|=ROOTFS/|' | sort"#,
+        &[],
+    );
+    assert_eq!(
+        out,
+        "GCONV_PATH=ROOTFS/lib/x86_64-linux-gnu/gconv\n\
+         LOCPATH=ROOTFS/usr/lib/locale\n\
+         TZDIR=ROOTFS/usr/share/zoneinfo\n\
+         UV_USE_IO_URING=0\n",
+        "{err}"
+    );
+}
+
 /// The loader run as a program (`ldd`) and `ldconfig -p` name the image's files by host
 /// path, where chroot prints `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6` and
 /// ``cache `/etc/ld.so.cache'``; a loader run's cmdline starts at the program, where the

@@ -71,6 +71,11 @@ pub enum ExecError {
         "a file of the image could not be fetched, so the command did not see the image whole: {0}"
     )]
     Fetch(String),
+    /// A script without `#!` for an image without the shell that would run it.
+    #[error(
+        "the script has no #! line, so it would run with /bin/sh, which the image does not have: begin it with #! and an interpreter the image has (#!/usr/bin/python3), or send cmd_args"
+    )]
+    NoShell,
     /// A statically linked program and `SCAR_STATIC_BINARIES=refuse`.
     #[error(
         "{0}: statically linked, so it cannot be confined to the image; refused because SCAR_STATIC_BINARIES=refuse"
@@ -185,6 +190,12 @@ impl Sandbox {
     pub fn shared_memory_dir(&self) -> PathBuf {
         self.rootfs
             .join(rootfs_paths::shm::SHM_DIR.trim_start_matches('/'))
+    }
+
+    /// Whether the image has `/bin/sh`, which runs scripts without `#!` (a distroless image
+    /// has none). Symlinks in the tree resolve inside it, as the unpacker stores them.
+    pub fn has_shell(&self) -> bool {
+        self.rootfs.join("bin/sh").exists()
     }
 
     /// What each invocation starts without: what the last one left in /tmp and /dev/shm.

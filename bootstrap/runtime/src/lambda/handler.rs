@@ -350,6 +350,9 @@ impl<I: Images, R: Runner> Run<'_, I, R> {
         // A script with its own `#!` line (python, ruby, perl…) runs with that interpreter
         // from the image; anything else is a shell script, as in SCAR.
         let shebang = body.starts_with(b"#!");
+        if !shebang && !self.prepared.sandbox.has_shell() {
+            return Err(ExecError::NoShell.into());
+        }
         std::fs::write(&path, body)
             .and_then(|()| {
                 use std::os::unix::fs::PermissionsExt;
@@ -537,6 +540,8 @@ mod tests {
             ("CONT_VAR_GREETING".to_owned(), "hi".to_owned()),
         ])
         .unwrap();
+        std::fs::create_dir_all(tmp.join("rootfs/bin")).unwrap();
+        std::fs::write(tmp.join("rootfs/bin/sh"), "").unwrap();
         let prepared = Prepared {
             sandbox: Sandbox {
                 rootfs: tmp.join("rootfs"),
@@ -630,6 +635,33 @@ mod tests {
         let specs = recorder.0.lock().unwrap();
         let script_path = tmp.path().join("req-2/script.sh").display().to_string();
         assert_eq!(specs[0].argv, ["/bin/sh", script_path.as_str()]);
+    }
+
+    /// A distroless image has no shell: the error says what to send instead, and nothing ran.
+    #[tokio::test]
+    async fn a_script_without_a_shebang_for_an_image_without_a_shell_is_refused_by_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let recorder = Recorder::default();
+        let handler = handler(tmp.path(), recorder.clone());
+        std::fs::remove_file(tmp.path().join("rootfs/bin/sh")).unwrap();
+        let encode =
+            |text: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, text);
+        let error = handler
+            .handle(json!({"script": encode("echo hi")}), &invocation("req-4"))
+            .await
+            .unwrap_err();
+        assert_eq!(error.error_type(), "Scar.ExecError");
+        assert!(error.to_string().contains("no #! line"), "{error}");
+        assert!(recorder.0.lock().unwrap().is_empty());
+        assert!(!tmp.path().join("req-4").exists(), "the request directory is removed");
+        let reply = handler
+            .handle(
+                json!({"script": encode("#!/usr/bin/python3\nprint(1)")}),
+                &invocation("req-5"),
+            )
+            .await
+            .unwrap();
+        assert!(reply.succeeded());
     }
 
     #[tokio::test]
