@@ -141,6 +141,11 @@ int main(int argc, char **argv) {
     said("unlinkat", syscall(SYS_unlinkat, AT_FDCWD, "d/abs", 0));
     said("unlinkat", syscall(SYS_unlinkat, AT_FDCWD, "d/up", 0));
     said("unlinkat dir", syscall(SYS_unlinkat, AT_FDCWD, "d", AT_REMOVEDIR));
+    /* The kernel refuses an empty buffer before it looks at the link. */
+    char none[1];
+    said("readlinkat size 0", syscall(SYS_readlinkat, AT_FDCWD, "/usr/bin/awk", none, 0));
+    said("readlink size 0", readlink("/usr/bin/awk", none, 0));
+    said("readlink no buffer", readlink("/usr/bin/awk", NULL, 16));
 #ifdef SYS_stat
     said("legacy stat", syscall(SYS_stat, image_file, &st) == 0 ? (long)st.st_size : -1);
     said("legacy access", syscall(SYS_access, image_file, R_OK));

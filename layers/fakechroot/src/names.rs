@@ -31,6 +31,13 @@ pub unsafe extern "C" fn readlinkat(
     else {
         return fail(libc::ENOSYS, -1);
     };
+    // The kernel's first checks, made here because the link is read into our own buffer.
+    if size == 0 {
+        return fail(libc::EINVAL, -1);
+    }
+    if buf.is_null() {
+        return fail(libc::EFAULT, -1);
+    }
     let mut target = [0u8; PATH_MAX];
     let len = match (state::get(), path.is_null()) {
         // SAFETY: a non-null path argument is NUL-terminated.
