@@ -245,6 +245,17 @@ const CASES: &[Case] = &[
         Check::Same,
         r#"python3 -c 'import os; os.execv("/proc/self/exe", ["python3","-c","print(1)"])'"#,
     ),
+    // A last component that is empty, `.` or `..` names a directory or nothing: a file
+    // with a `/` after it is ENOTDIR, and O_CREAT of `new/` is EISDIR, never a new file.
+    case(
+        "trailing slashes ask for a directory",
+        DEBIAN,
+        Check::Same,
+        r#"cd /tmp; [ -e /etc/passwd/ ] || echo no-file-slash; [ -d /usr/bin/ ] && echo dir-slash; ls -d /usr/lib/. /usr/lib/..; cat /etc/hostname/ 2>&1 | sed 's/^.*cat: //'; python3 -c 'import os
+try: os.open("/tmp/crt-new/", os.O_CREAT | os.O_WRONLY)
+except OSError as e: print(e.strerror)
+print(os.path.exists("/tmp/crt-new"), os.path.isfile("/etc/passwd/."))'"#,
+    ),
     // Datagram sockets name their peer at each send and learn the sender at each receive:
     // both sides of every call are paths to translate.
     case(

@@ -75,6 +75,16 @@ pub fn climbs_above_root(dir: &[u8], target: &[u8]) -> bool {
     false
 }
 
+/// Whether the last component of `path` is empty, `.` or `..`, which the kernel resolves
+/// only as a directory.
+pub fn names_a_directory(path: &[u8]) -> bool {
+    path.contains(&b'/')
+        && matches!(
+            path.rsplit(|&b| b == b'/').next().unwrap_or_default(),
+            b"" | b"." | b".."
+        )
+}
+
 /// Appends the lexical clean form of absolute `path` to the empty `out`.
 pub fn clean_into(path: &[u8], out: &mut PathBuf) -> Result<(), Overflow> {
     out.clear();
@@ -111,6 +121,10 @@ impl<'a> Layout<'a> {
     /// (`/proc/self/maps`, `dladdr`, `dl_iterate_phdr`), so a program that finds its files
     /// next to its library (`dirname(dladdr(…))/../share`) names them so; those must not be
     /// prefixed twice. With `..` it is kept if its clean form stays below the rootfs.
+    ///
+    /// A path whose last component is empty, `.` or `..` keeps a trailing `/`, so that the
+    /// kernel still requires a directory there: `stat("/etc/passwd/")` fails with `ENOTDIR`
+    /// and `open("/tmp/new/", O_CREAT)` with `EISDIR`, as in a chroot.
     pub fn to_host(&self, path: &[u8], out: &mut PathBuf) -> Result<(), Overflow> {
         if strip_dir(path, self.root).is_some() && !has_dotdot(path) {
             return out.set(path);
@@ -119,17 +133,22 @@ impl<'a> Layout<'a> {
         clean_into(path, &mut clean)?;
         let clean = clean.as_bytes();
         if strip_dir(path, self.root).is_some() && strip_dir(clean, self.root).is_some() {
-            return out.set(clean);
-        }
-        for mount in self.mounts {
-            if let Some(rest) = strip_dir(clean, mount.container) {
-                out.set(mount.host)?;
-                return out.push(rest);
+            out.set(clean)?;
+        } else if let Some(mount) = self
+            .mounts
+            .iter()
+            .find(|mount| strip_dir(clean, mount.container).is_some())
+        {
+            out.set(mount.host)?;
+            out.push(strip_dir(clean, mount.container).unwrap_or_default())?;
+        } else {
+            out.set(self.root)?;
+            if clean != b"/" {
+                out.push(clean)?;
             }
         }
-        out.set(self.root)?;
-        if clean != b"/" {
-            out.push(clean)?;
+        if clean != b"/" && names_a_directory(path) {
+            out.push(b"/")?;
         }
         Ok(())
     }
@@ -208,8 +227,36 @@ mod tests {
             assert_eq!(host(l, "/"), "/tmp/scar/images/abc/rootfs");
             assert_eq!(
                 host(l, "//usr/./bin//"),
-                "/tmp/scar/images/abc/rootfs/usr/bin"
+                "/tmp/scar/images/abc/rootfs/usr/bin/"
             );
+        });
+    }
+
+    /// The kernel resolves a last component that is empty, `.` or `..` only as a directory:
+    /// one `/` stays at the end wherever the path lands.
+    #[test]
+    fn a_trailing_slash_or_dot_still_asks_for_a_directory() {
+        with_mounts(|l| {
+            assert_eq!(
+                host(l, "/etc/passwd/"),
+                "/tmp/scar/images/abc/rootfs/etc/passwd/"
+            );
+            assert_eq!(host(l, "/usr/."), "/tmp/scar/images/abc/rootfs/usr/");
+            assert_eq!(host(l, "/usr/lib/.."), "/tmp/scar/images/abc/rootfs/usr/");
+            assert_eq!(host(l, "/tmp/new/"), "/tmp/run-1/tmp/new/");
+            assert_eq!(host(l, "/proc/self/"), "/proc/self/");
+            assert_eq!(host(l, "/"), "/tmp/scar/images/abc/rootfs");
+            assert_eq!(host(l, "/usr/.."), "/tmp/scar/images/abc/rootfs");
+            assert_eq!(
+                host(l, "/tmp/scar/images/abc/rootfs/usr/lib/../bin/"),
+                "/tmp/scar/images/abc/rootfs/usr/bin/"
+            );
+            assert!(!names_a_directory(b"/usr/bin"));
+            assert!(
+                !names_a_directory(b"."),
+                "a relative name is not cleaned here"
+            );
+            assert!(names_a_directory(b"/usr/bin/.."));
         });
     }
 
