@@ -653,7 +653,10 @@ mod tests {
         assert_eq!(error.error_type(), "Scar.ExecError");
         assert!(error.to_string().contains("no #! line"), "{error}");
         assert!(recorder.0.lock().unwrap().is_empty());
-        assert!(!tmp.path().join("req-4").exists(), "the request directory is removed");
+        assert!(
+            !tmp.path().join("req-4").exists(),
+            "the request directory is removed"
+        );
         let reply = handler
             .handle(
                 json!({"script": encode("#!/usr/bin/python3\nprint(1)")}),
