@@ -91,41 +91,28 @@ pub unsafe extern "C" fn shm_open(name: *const c_char, oflag: c_int, mode: mode_
         .unwrap_or_else(|code| fail(code, -1))
 }
 
-/// # Safety
-/// libc's contract for `shm_unlink`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn shm_unlink(name: *const c_char) -> c_int {
-    let Some(st) = state::get() else {
-        let Some(next) = real!(shm_unlink: fn(*const c_char) -> c_int) else {
-            return fail(libc::ENOSYS, -1);
-        };
-        // SAFETY: the caller's argument.
-        return unsafe { next(name) };
-    };
-    let mut path = PathBuf::new();
-    match host_path(st, name, Kind::Memory, &mut path).and_then(|()| unlink(&path)) {
-        Ok(()) => 0,
-        Err(code) => fail(code, -1),
-    }
+macro_rules! unlink_named {
+    ($($name:ident => $kind:expr),*) => {$(
+        /// # Safety
+        /// libc's contract for the function of the same name.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(name: *const c_char) -> c_int {
+            let Some(st) = state::get() else {
+                let Some(next) = real!($name: fn(*const c_char) -> c_int) else {
+                    return fail(libc::ENOSYS, -1);
+                };
+                // SAFETY: the caller's argument.
+                return unsafe { next(name) };
+            };
+            let mut path = PathBuf::new();
+            match host_path(st, name, $kind, &mut path).and_then(|()| unlink(&path)) {
+                Ok(()) => 0,
+                Err(code) => fail(code, -1),
+            }
+        }
+    )*};
 }
-
-/// # Safety
-/// libc's contract for `sem_unlink`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn sem_unlink(name: *const c_char) -> c_int {
-    let Some(st) = state::get() else {
-        let Some(next) = real!(sem_unlink: fn(*const c_char) -> c_int) else {
-            return fail(libc::ENOSYS, -1);
-        };
-        // SAFETY: the caller's argument.
-        return unsafe { next(name) };
-    };
-    let mut path = PathBuf::new();
-    match host_path(st, name, Kind::Semaphore, &mut path).and_then(|()| unlink(&path)) {
-        Ok(()) => 0,
-        Err(code) => fail(code, -1),
-    }
-}
+unlink_named!(shm_unlink => Kind::Memory, sem_unlink => Kind::Semaphore);
 
 /// `sem_open(name, oflag, [mode, value])`: C-variadic, but on x86_64 and aarch64 the two
 /// optional arguments arrive in the registers of fixed ones, and are read only with

@@ -1,7 +1,6 @@
 //! Starting the planned command in its own process group and ending that group: when the
 //! program exits (nothing it left behind survives it) or at the deadline (the image's stop
-//! signal, SIGTERM unless it names another, a
-//! grace period, SIGKILL).
+//! signal, SIGTERM unless it names another, a grace period, SIGKILL).
 
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
