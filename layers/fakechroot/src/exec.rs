@@ -71,8 +71,13 @@ pub fn plan(
     let mut program = path;
     // SAFETY: the caller's path, NUL-terminated.
     let mut comm = protocol::comm_of(unsafe { sys::bytes(path) });
-    let mut args = arena.vector(caller_args.len())?;
+    let mut args = arena.vector(caller_args.len().max(1))?;
     args.extend(caller_args)?;
+    if caller_args.is_empty() {
+        // A NULL or empty argv: the kernel (since 5.18) runs the program with argv[0] "",
+        // where the loader would otherwise be handed the program's path in its place.
+        args.push(arena.string(&[b""])?)?;
+    }
     let mut head = [0u8; HEAD_LEN];
     for _ in 0..=MAX_SCRIPT_DEPTH {
         let mut container = PathBuf::new();
