@@ -80,13 +80,10 @@ pub fn plan(
     }
     let mut head = [0u8; HEAD_LEN];
     for _ in 0..=MAX_SCRIPT_DEPTH {
-        let mut container = PathBuf::new();
+        let (mut container, mut host) = (PathBuf::new(), PathBuf::new());
         // SAFETY: `program` is a NUL-terminated string (the caller's or the arena's).
-        container_path(st, unsafe { sys::bytes(program) }, &mut container)?;
-        let mut host = PathBuf::new();
-        st.layout()
-            .to_host(container.as_bytes(), &mut host)
-            .map_err(|_| libc::ENAMETOOLONG)?;
+        let given = unsafe { sys::bytes(program) };
+        locate(st, given, &mut container, &mut host)?;
         crate::lazy::before_exec(libc::AT_FDCWD, host.as_c_str())?;
         let mut resolved = [0u8; PATH_MAX];
         let (len, resolved_len) = sys::read_head(host.as_c_str(), &mut head, &mut resolved)?;
@@ -219,13 +216,10 @@ fn wrapped_command(container: &PathBuf, args: &Vector) -> Option<usize> {
 /// else the first executable file of that name in the container's PATH.
 fn find_in_path(st: &State, name: *const c_char, found: &mut PathBuf) -> Result<(), c_int> {
     let outcome = search(name, |candidate| {
-        let mut container = PathBuf::new();
+        let (mut container, mut host) = (PathBuf::new(), PathBuf::new());
         // SAFETY: search hands over NUL-terminated candidates.
-        container_path(st, unsafe { sys::bytes(candidate) }, &mut container)?;
-        let mut host = PathBuf::new();
-        st.layout()
-            .to_host(container.as_bytes(), &mut host)
-            .map_err(|_| libc::ENAMETOOLONG)?;
+        let given = unsafe { sys::bytes(candidate) };
+        locate(st, given, &mut container, &mut host)?;
         sys::executable(host.as_c_str())?;
         found
             .set(container.as_bytes())
@@ -263,10 +257,7 @@ fn print_cache(
                 }
                 // SAFETY: as above.
                 let (option, name) = unsafe { sys::bytes(arg) }.split_at(offset);
-                container_path(st, name, &mut container)?;
-                st.layout()
-                    .to_host(container.as_bytes(), &mut host)
-                    .map_err(|_| libc::ENAMETOOLONG)?;
+                locate(st, name, &mut container, &mut host)?;
                 argv.push(arena.string(&[option, host.as_bytes()])?)?;
             }
         }
@@ -301,6 +292,19 @@ fn warn(what: &[u8], container: &PathBuf) {
 }
 
 /// The absolute, clean container path of a program named as the caller named it.
+/// [`container_path`] of `given` into `container`, and its host path into `host`.
+fn locate(
+    st: &State,
+    given: &[u8],
+    container: &mut PathBuf,
+    host: &mut PathBuf,
+) -> Result<(), c_int> {
+    container_path(st, given, container)?;
+    st.layout()
+        .to_host(container.as_bytes(), host)
+        .map_err(|_| libc::ENAMETOOLONG)
+}
+
 fn container_path(st: &State, given: &[u8], out: &mut PathBuf) -> Result<(), c_int> {
     if given.is_empty() {
         return Err(libc::ENOENT);
@@ -451,11 +455,8 @@ fn loader_run(
         }
     };
     let mut program_container = PathBuf::new();
-    container_path(st, program, &mut program_container)?;
     let mut host = PathBuf::new();
-    st.layout()
-        .to_host(program_container.as_bytes(), &mut host)
-        .map_err(|_| libc::ENAMETOOLONG)?;
+    locate(st, program, &mut program_container, &mut host)?;
     crate::lazy::before_exec(libc::AT_FDCWD, host.as_c_str())?;
     // The program's own search path, so that `ldd` lists the libraries the run loads. Run
     // this way, the loader takes `$ORIGIN` from the path it is given, symlink or not.
