@@ -1,4 +1,4 @@
-//! `fgetpwent_r` and `fgetgrent_r` for libcs that have none (musl).
+//! `fgetpwent_r`, `fgetgrent_r` and `fgetspent_r` for libcs that have none (musl).
 //!
 //! `ident.rs` answers lookups from the image's `/etc/passwd` and `/etc/group` with libc's
 //! own parser where libc exports one (glibc). musl exports none and reads the files from
@@ -9,8 +9,10 @@
 
 use std::ffi::{c_char, c_int};
 
-use libc::{FILE, group, passwd, size_t};
-use rootfs_paths::accounts::{GroupLine, PasswdLine, group_line, passwd_line};
+use libc::{FILE, group, passwd, size_t, spwd};
+use rootfs_paths::accounts::{
+    GroupLine, PasswdLine, ShadowLine, group_line, passwd_line, shadow_line,
+};
 
 /// The next passwd entry of `stream`, with `fgetpwent_r`'s contract: 0 and `*result` set,
 /// `ENOENT` at the end, `ERANGE` when `buf` is short.
@@ -47,6 +49,25 @@ pub unsafe extern "C" fn next_group(
     unsafe {
         next_entry(stream, result, |bytes| {
             group_line(bytes).map(|line| fill_group(line, grp, buf, len))
+        })
+    }
+}
+
+/// The next shadow entry of `stream`, with `fgetspent_r`'s contract.
+///
+/// # Safety
+/// As [`next_passwd`].
+pub unsafe extern "C" fn next_shadow(
+    stream: *mut FILE,
+    entry: *mut spwd,
+    buf: *mut c_char,
+    len: size_t,
+    result: *mut *mut spwd,
+) -> c_int {
+    // SAFETY: the caller's stream and out-pointer.
+    unsafe {
+        next_entry(stream, result, |bytes| {
+            shadow_line(bytes).map(|line| fill_shadow(line, entry, buf, len))
         })
     }
 }
@@ -206,4 +227,29 @@ fn fill_group(
     // SAFETY: the caller's group structure.
     unsafe { grp.write(entry) };
     Ok(grp)
+}
+
+fn fill_shadow(
+    line: ShadowLine<'_>,
+    entry: *mut spwd,
+    buf: *mut c_char,
+    len: size_t,
+) -> Result<*mut spwd, c_int> {
+    let mut store = Storage { buf, len, at: 0 };
+    let [lstchg, min, max, warn, inact, expire, flag] = line.numbers;
+    let filled = spwd {
+        sp_namp: store.string(line.name)?,
+        sp_pwdp: store.string(line.password)?,
+        sp_lstchg: lstchg as libc::c_long,
+        sp_min: min as libc::c_long,
+        sp_max: max as libc::c_long,
+        sp_warn: warn as libc::c_long,
+        sp_inact: inact as libc::c_long,
+        sp_expire: expire as libc::c_long,
+        // An empty flag is -1, all ones as C converts it.
+        sp_flag: flag as libc::c_ulong,
+    };
+    // SAFETY: the caller's spwd structure.
+    unsafe { entry.write(filled) };
+    Ok(entry)
 }

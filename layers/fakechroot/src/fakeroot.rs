@@ -204,17 +204,43 @@ with_fallback!(setregid(r: gid_t, e: gid_t) => set_two(RGID, r, e));
 with_fallback!(setresuid(r: uid_t, e: uid_t, s: uid_t) => set_three(RUID, [r, e, s]));
 with_fallback!(setresgid(r: gid_t, e: gid_t, s: gid_t) => set_three(RGID, [r, e, s]));
 with_fallback!(setgroups(size: size_t, list: *const gid_t) => set_groups(size, list));
-with_fallback!(initgroups(user: *const c_char, group: gid_t) => init_groups(user, group));
 with_fallback!(getgroups(size: c_int, list: *mut gid_t) => get_groups(size, list));
 
 /// `initgroups` (`su`, `runuser`, `login`, `setpriv --init-groups`): the user's groups from
 /// the image's `/etc/group`, as `getgrouplist` lists them there; libc's own would read the
-/// host's files. More groups than fake root holds keep the first ones, as libc keeps the
-/// first `NGROUPS_MAX`.
-fn init_groups(user: *const c_char, group: gid_t) -> c_int {
-    if id(EUID) != 0 {
-        return fail(libc::EPERM, -1);
+/// host's files. Under fake root they become the fake groups; otherwise, inside the
+/// container, they go to the kernel's `setgroups`, which refuses the Lambda user as libc's
+/// `initgroups` would have once it had read the host's files.
+///
+/// # Safety
+/// libc's contract: `user` NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn initgroups(user: *const c_char, group: gid_t) -> c_int {
+    if active() {
+        if id(EUID) != 0 {
+            return fail(libc::EPERM, -1);
+        }
+        let (list, count) = image_groups(user, group);
+        return set_groups(count, list.as_ptr());
     }
+    if crate::state::get().is_some() && !user.is_null() {
+        let (list, count) = image_groups(user, group);
+        return match real!(setgroups: fn(size_t, *const gid_t) -> c_int) {
+            // SAFETY: libc's function, our list of `count` groups.
+            Some(next) => unsafe { next(count, list.as_ptr()) },
+            None => fail(libc::ENOSYS, -1),
+        };
+    }
+    match real!(initgroups: fn(*const c_char, gid_t) -> c_int) {
+        // SAFETY: libc's function, the caller's arguments.
+        Some(next) => unsafe { next(user, group) },
+        None => fail(libc::ENOSYS, -1),
+    }
+}
+
+/// `user`'s groups in the image, `group` first. More than fake root holds keep the first
+/// ones, as libc keeps the first `NGROUPS_MAX`.
+fn image_groups(user: *const c_char, group: gid_t) -> ([gid_t; MAX_GROUPS], usize) {
     let mut list = [0 as gid_t; MAX_GROUPS];
     let mut count = MAX_GROUPS as c_int;
     // SAFETY: the caller's NUL-terminated name (initgroups' contract), our list and count.
@@ -225,7 +251,7 @@ fn init_groups(user: *const c_char, group: gid_t) -> c_int {
     } else {
         count as usize
     };
-    set_groups(count, list.as_ptr())
+    (list, count)
 }
 
 /// Supplementary groups: root starts in group 0 alone, as under a real chroot.

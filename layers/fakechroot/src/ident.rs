@@ -76,7 +76,7 @@ unsafe impl<T> Send for Shared<T> {}
 
 /// Which entry a lookup wants.
 #[derive(Clone, Copy)]
-enum Key<'a> {
+pub(crate) enum Key<'a> {
     Id(u32),
     Name(&'a [u8]),
 }
@@ -88,7 +88,7 @@ enum Key<'a> {
 /// # Safety
 /// `parse` has `fgetpwent_r`'s contract for entries of type `T`; `entry`, `buf` and `len`
 /// are the caller's, valid for a `_r` lookup.
-unsafe fn search_image<T>(
+pub(crate) unsafe fn search_image<T>(
     file: &std::ffi::CStr,
     parse: Parser<T>,
     fields: fn(&T) -> (u32, *const c_char),
@@ -189,46 +189,62 @@ unsafe fn image_group(
     unsafe { search_image(c"/etc/group", parse, group_fields, key, grp, buf, len) }
 }
 
+/// Room for one entry's strings in the non-reentrant lookups' storage.
+const STATIC_BUF: usize = 16384;
+
 /// Storage for the non-reentrant lookups, which return a pointer valid until the next call.
-struct Static<T> {
+pub(crate) struct Static<T> {
     entry: T,
-    buf: [c_char; 16384],
+    buf: [c_char; STATIC_BUF],
 }
 
 // SAFETY: the entry's pointers point into `buf` beside it; only used under its Mutex.
 unsafe impl<T> Send for Static<T> {}
 
-static PASSWD_STATIC: std::sync::Mutex<Option<Box<Static<passwd>>>> = std::sync::Mutex::new(None);
-static GROUP_STATIC: std::sync::Mutex<Option<Box<Static<group>>>> = std::sync::Mutex::new(None);
+/// One non-reentrant lookup's storage, made on first use.
+pub(crate) type StaticSlot<T> = std::sync::Mutex<Option<Box<Static<T>>>>;
 
-/// The image's entry in static storage, or None.
-fn image_passwd_static(key: Key<'_>) -> Option<*mut passwd> {
-    let mut slot = PASSWD_STATIC.lock().ok()?;
+static PASSWD_STATIC: StaticSlot<passwd> = std::sync::Mutex::new(None);
+static GROUP_STATIC: StaticSlot<group> = std::sync::Mutex::new(None);
+
+/// Runs a `_r` lookup (`search`: entry, buffer, length) into `slot`'s storage: the entry
+/// found, or why none was (`Ok(())`: not there).
+pub(crate) fn in_static<T>(
+    slot: &StaticSlot<T>,
+    search: impl FnOnce(*mut T, *mut c_char, size_t) -> Result<bool, c_int>,
+) -> Result<*mut T, Option<c_int>> {
+    let mut slot = slot.lock().map_err(|_| None)?;
     let store = slot.get_or_insert_with(|| {
         Box::new(Static {
-            // SAFETY: an all-zero passwd is valid (null pointers, zero ids).
+            // SAFETY: passwd, group and spwd are plain C structures; all-zero is valid.
             entry: unsafe { std::mem::zeroed() },
-            buf: [0; 16384],
+            buf: [0; STATIC_BUF],
         })
     });
     let (entry, buf) = (&raw mut store.entry, store.buf.as_mut_ptr());
+    match search(entry, buf, STATIC_BUF) {
+        Ok(true) => Ok(entry),
+        Ok(false) => Err(None),
+        Err(code) => Err(Some(code)),
+    }
+}
+
+/// The image's entry in static storage, or None.
+fn image_passwd_static(key: Key<'_>) -> Option<*mut passwd> {
     // SAFETY: storage that outlives the call (boxed in a static).
-    matches!(unsafe { image_passwd(key, entry, buf, 16384) }, Ok(true)).then_some(entry)
+    in_static(&PASSWD_STATIC, |entry, buf, len| unsafe {
+        image_passwd(key, entry, buf, len)
+    })
+    .ok()
 }
 
 /// The image's entry in static storage, or None.
 fn image_group_static(key: Key<'_>) -> Option<*mut group> {
-    let mut slot = GROUP_STATIC.lock().ok()?;
-    let store = slot.get_or_insert_with(|| {
-        Box::new(Static {
-            // SAFETY: an all-zero group is valid.
-            entry: unsafe { std::mem::zeroed() },
-            buf: [0; 16384],
-        })
-    });
-    let (entry, buf) = (&raw mut store.entry, store.buf.as_mut_ptr());
     // SAFETY: as above.
-    matches!(unsafe { image_group(key, entry, buf, 16384) }, Ok(true)).then_some(entry)
+    in_static(&GROUP_STATIC, |entry, buf, len| unsafe {
+        image_group(key, entry, buf, len)
+    })
+    .ok()
 }
 
 fn own_passwd(uid: uid_t) -> Option<*mut passwd> {

@@ -1,5 +1,5 @@
-//! Enumeration (`getpwent`, `getgrent`, their `_r` forms) and group lists (`getgrouplist`) from the image's
-//! files.
+//! Enumeration (`getpwent`, `getgrent`, glibc's `getspent`, their `_r` forms) and group
+//! lists (`getgrouplist`) from the image's files.
 //!
 //! Both libcs read `/etc/passwd` and `/etc/group` for these from inside libc, where no
 //! preload reaches, so `getent passwd`, `id USER`'s group list or a package script that
@@ -13,6 +13,8 @@ use std::sync::Mutex;
 use libc::{FILE, gid_t, group, passwd};
 
 use crate::ident::{Parser, group_parser, passwd_parser};
+#[cfg(target_env = "gnu")]
+use crate::shadow::shadow_parser;
 use crate::state;
 use crate::sys::{self, real};
 
@@ -36,6 +38,8 @@ unsafe impl<T> Sync for Slot<T> {}
 
 static PASSWD_WALK: Slot<passwd> = Slot(Mutex::new(None));
 static GROUP_WALK: Slot<group> = Slot(Mutex::new(None));
+#[cfg(target_env = "gnu")]
+static SHADOW_WALK: Slot<libc::spwd> = Slot(Mutex::new(None));
 
 impl<T> Slot<T> {
     /// `set*ent`: back to the first entry (the file opened on first use).
@@ -226,6 +230,19 @@ walk_fns!(
     group_parser
 );
 
+// musl's `getspent` finds nothing whatever the files hold (it has no `getspent_r`): its
+// own answers that as under chroot.
+#[cfg(target_env = "gnu")]
+walk_fns!(
+    setspent,
+    getspent,
+    getspent_r,
+    endspent,
+    SHADOW_WALK,
+    libc::spwd,
+    c"/etc/shadow",
+    shadow_parser
+);
 /// glibc's files backend leaves out a group whose gid is the one given (it is already
 /// first); musl lists it again. Both keep other repeats.
 const SKIPS_OWN_GROUP: bool = cfg!(target_env = "gnu");

@@ -42,6 +42,7 @@ mod ident_list;
 mod lazy;
 mod names;
 mod proc_files;
+mod shadow;
 mod shm;
 mod sockets;
 mod spawn;
