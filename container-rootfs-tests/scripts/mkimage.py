@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """mkimage.py OUT_LAYOUT TAG LAYERDIR... : one gzip layer per LAYERDIR, in an OCI image layout.
 
-ARCH sets the config's architecture (amd64), STOP_SIGNAL its StopSignal (none).
+ARCH sets the config's architecture (amd64), STOP_SIGNAL its StopSignal (none), IMAGE_USER
+its User (none), IMAGE_HOME a HOME in its Env (none).
 
 Entries are root-owned with mtime 0 and sorted, so the same input gives the same digests.
 Names ending in `.wh.*` are written as the whiteout entries they are.
@@ -45,6 +46,10 @@ container = {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
              "Cmd": ["/bin/sh"], "WorkingDir": "/"}
 if os.environ.get("STOP_SIGNAL"):
     container["StopSignal"] = os.environ["STOP_SIGNAL"]
+if os.environ.get("IMAGE_HOME"):
+    container["Env"].append("HOME=" + os.environ["IMAGE_HOME"])
+if os.environ.get("IMAGE_USER"):
+    container["User"] = os.environ["IMAGE_USER"]
 config = json.dumps({
     "architecture": os.environ.get("ARCH", "amd64"), "os": "linux",
     "rootfs": {"type": "layers", "diff_ids": diff_ids},

@@ -34,7 +34,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<i32> {
     mounts.extend(args.mounts);
     let spec = RunSpec {
         argv: command_line(config, &args.command),
-        env: container_env(config.env.as_deref().unwrap_or_default(), &args.env),
+        env: container_env(
+            config.env.as_deref().unwrap_or_default(),
+            &sandbox.home(config),
+            &args.env,
+        ),
         workdir: args
             .workdir
             .or_else(|| config.working_dir.clone().filter(|w| !w.is_empty()))

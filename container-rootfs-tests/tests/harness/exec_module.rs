@@ -34,6 +34,7 @@ fn spec(script: &str, limit: usize, deadline: Option<Duration>) -> RunSpec {
         argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
         env: container_env(
             &["PATH=/usr/bin:/bin".into()],
+            "/root",
             &[("GREETING".into(), "hi".into())],
         ),
         workdir: "/".into(),

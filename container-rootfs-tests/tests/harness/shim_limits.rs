@@ -158,6 +158,25 @@ fn a_unix_socket_path_too_long_with_the_rootfs_in_front_works_through_its_direct
     assert_eq!(out, "36\n", "a 95-byte file name binds under chroot: {err}");
 }
 
+/// The rootfs belongs to the Lambda user: a command may write where the image's own users
+/// could not (under chroot as uid 993, `touch /var/x` fails: /var is root's), and `stat`
+/// names the Lambda user as the owner of the image's files.
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn the_rootfs_belongs_to_the_lambda_user() {
+    // Not under /etc or /usr, which the shim matrix lists and compares with chroot.
+    let probe = format!("/var/lim-owned-{}", std::process::id());
+    let (out, err) = sh(
+        &format!("touch {probe} && echo written && rm {probe}; stat -c %u /etc/passwd /var"),
+        &[],
+    );
+    assert_eq!(
+        out,
+        format!("written\n{LAMBDA_UID}\n{LAMBDA_UID}\n"),
+        "{err}"
+    );
+}
+
 /// The rootfs is shared by every run of the image: a file one run leaves, the next sees.
 #[test]
 #[ignore = "needs the harness, root and the shim (make test)"]

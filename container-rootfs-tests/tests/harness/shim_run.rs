@@ -779,3 +779,69 @@ fn the_deadline_sends_the_images_stop_signal() {
         );
     }
 }
+
+/// The image's `User` is not applied (Lambda runs one uid: a limit, docs/limits.md), but
+/// `HOME` is that user's home in the image's /etc/passwd, as runc sets it when the image's
+/// Env has none: what an image built as `USER app` keeps there is found. A user the file
+/// lacks gets `/`, no user root's home; the image's own `HOME` wins.
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn home_is_the_home_of_the_images_user() {
+    let (work, layer) = layer_workspace(&["etc", "home/app"]);
+    let tree = common::work().join("chroot/glibc/rootfs");
+    let mut passwd = std::fs::read_to_string(tree.join("etc/passwd")).unwrap();
+    passwd.push_str("app:x:1000:1000::/home/app:/bin/sh\n");
+    std::fs::write(layer.join("etc/passwd"), passwd).unwrap();
+    std::fs::write(layer.join("home/app/marker"), "kept in app's home\n").unwrap();
+    let layout = work.path().join("oci");
+    let cache = common::lambda::fresh_lambda_cache();
+    let cache_dir = cache.path().to_string_lossy().into_owned();
+    for (tag, user, env_home, expected) in [
+        ("named", "app", "", "/home/app\nkept in app's home\n"),
+        (
+            "numeric",
+            "1000:1000",
+            "",
+            "/home/app\nkept in app's home\n",
+        ),
+        ("unset", "", "", "/root\n"),
+        ("unknown", "4242", "", "/\n"),
+        ("own", "app", "/srv", "/srv\n"),
+    ] {
+        let mut mkimage = Command::new("python3");
+        mkimage
+            .arg(common::lambda::workspace().join("container-rootfs-tests/scripts/mkimage.py"))
+            .arg(&layout)
+            .arg(tag)
+            .arg(&tree)
+            .arg(&layer)
+            .env("IMAGE_USER", user);
+        if !env_home.is_empty() {
+            mkimage.env("IMAGE_HOME", env_home);
+        }
+        let out = mkimage.output().unwrap();
+        assert!(out.status.success(), "mkimage: {}", text(&out.stderr));
+        // Not `lambda_run`, which sets HOME as chroot's runs get it.
+        let ours = Command::new("setpriv")
+            .args(["--reuid", "993", "--regid", "993", "--clear-groups", "--"])
+            .arg(common::lambda::bootstrap_bin())
+            .args(["run", "--cache-dir", &cache_dir, "--shim-dir"])
+            .arg(common::lambda::shim_dir())
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .args([
+                "--",
+                "/bin/sh",
+                "-c",
+                "echo $HOME; cat $HOME/marker 2>/dev/null; true",
+            ])
+            .env("AWS_LAMBDA_LOG_LEVEL", "error")
+            .output()
+            .unwrap();
+        assert_eq!(
+            text(&ours.stdout),
+            expected,
+            "{tag}: {}",
+            text(&ours.stderr)
+        );
+    }
+}

@@ -1,6 +1,11 @@
 //! Lambda runs every image as uid 993, which no image's /etc/passwd lists. Programs that
 //! look the user up (`whoami`, `id`, ssh, Python's `getpass`) would fail, so the container
 //! sees an /etc/passwd and /etc/group with an entry for the running uid and gid added.
+//!
+//! The image's `User` cannot be applied (Lambda runs one uid), but what it means for the
+//! environment can: `HOME` is that user's home, as a container runtime sets it, so what an
+//! image built as `USER app` keeps there (`pip install --user` in `~/.local`, dotfiles) is
+//! found.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -55,6 +60,55 @@ pub fn identity_mounts(rootfs: &Path, scratch: &Path) -> Vec<(String, PathBuf)> 
     mounts
 }
 
+/// The most of the image's /etc/passwd read for `HOME`: a larger one is no account file.
+const MAX_PASSWD_BYTES: u64 = 4 << 20;
+
+/// `HOME` for a command of the image whose tree is `rootfs` and whose config names `user`,
+/// when neither the image's Env nor the caller sets one (see [`home_in`]).
+pub fn home_of(rootfs: &Path, user: Option<&str>) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    // Symlinks in the tree resolve inside it, as the unpacker stores them.
+    let read = std::fs::File::open(rootfs.join("etc/passwd"))
+        .and_then(|file| file.take(MAX_PASSWD_BYTES).read_to_string(&mut text));
+    if read.is_err() {
+        text.clear();
+    }
+    let home = home_in(&text, user);
+    if let Some(user) = user.filter(|u| !u.is_empty()) {
+        tracing::debug!(
+            user,
+            home,
+            "the image's User is not applied (Lambda runs one uid); HOME is its home"
+        );
+    }
+    home
+}
+
+/// As runc sets `HOME`: the home directory of the passwd entry whose name is `user`'s (or
+/// whose uid is, when it is a number; `name:group` and `uid:gid` name the user by their
+/// first part), root's when no user is named, and `/` when the file has no such entry.
+fn home_in(passwd: &str, user: Option<&str>) -> String {
+    let wanted = user
+        .map(|u| u.split(':').next().unwrap_or_default())
+        .filter(|u| !u.is_empty())
+        .unwrap_or("0");
+    let wanted_uid = wanted.parse::<u32>().ok();
+    passwd
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            let [name, _, uid, _, _, home, ..] = fields.as_slice() else {
+                return None;
+            };
+            let matches =
+                *name == wanted || (wanted_uid.is_some() && uid.parse::<u32>().ok() == wanted_uid);
+            matches.then(|| (*home).to_owned())
+        })
+        .filter(|home| !home.is_empty())
+        .unwrap_or_else(|| "/".to_owned())
+}
+
 fn write_atomically(path: &Path, parts: &[&str]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir)?;
@@ -71,6 +125,47 @@ fn write_atomically(path: &Path, parts: &[&str]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn home_is_the_image_users_home_as_runc_sets_it() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      app:x:1000:1000::/home/app:/bin/sh\n\
+                      1001:x:1002:1002::/home/numeric-name:/bin/sh\n\
+                      nohome:x:1003:1003:::/bin/sh\n";
+        for (user, home) in [
+            (None, "/root"),
+            (Some(""), "/root"),
+            (Some("0"), "/root"),
+            (Some("root"), "/root"),
+            (Some("app"), "/home/app"),
+            (Some("1000"), "/home/app"),
+            (Some("app:staff"), "/home/app"),
+            (Some("1000:50"), "/home/app"),
+            (Some("1001"), "/home/numeric-name"),
+            (Some("1002"), "/home/numeric-name"),
+            (Some("ghost"), "/"),
+            (Some("4242"), "/"),
+            (Some("nohome"), "/"),
+        ] {
+            assert_eq!(home_in(passwd, user), home, "{user:?}");
+        }
+        assert_eq!(home_in("", None), "/", "an image without /etc/passwd");
+        assert_eq!(home_in("garbage\n::\n", Some("app")), "/");
+    }
+
+    #[test]
+    fn home_of_reads_the_images_passwd() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(home_of(dir.path(), Some("app")), "/", "no /etc/passwd");
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        assert_eq!(home_of(dir.path(), Some("app")), "/home/app");
+        assert_eq!(home_of(dir.path(), None), "/root");
+    }
 
     #[test]
     fn adds_the_running_ids_only_when_the_image_lacks_them() {

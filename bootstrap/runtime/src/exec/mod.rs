@@ -198,6 +198,12 @@ impl Sandbox {
         self.rootfs.join("bin/sh").exists()
     }
 
+    /// `HOME` for the image's commands when its Env sets none: the home of the image's
+    /// `User` in its /etc/passwd, as a container runtime sets it (`identity.rs`).
+    pub fn home(&self, config: &ContainerConfig) -> String {
+        identity::home_of(&self.rootfs, config.user.as_deref())
+    }
+
     /// What each invocation starts without: what the last one left in /tmp and /dev/shm.
     pub fn per_invocation_dirs(&self) -> [PathBuf; 2] {
         [self.rootfs.join("tmp"), self.shared_memory_dir()]
@@ -375,9 +381,11 @@ pub fn passthrough_mounts() -> Vec<(String, PathBuf)> {
         .collect()
 }
 
-/// The container environment: the image's `KEY=value` list, then `overrides`.
+/// The container environment: the image's `KEY=value` list, `PATH`, `HOME` (`home`) and
+/// libuv's switch where it sets none, then `overrides`.
 pub fn container_env(
     image_env: &[String],
+    home: &str,
     overrides: &[(String, String)],
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
@@ -393,7 +401,7 @@ pub fn container_env(
         set("PATH", DEFAULT_PATH, &mut env);
     }
     if !env.iter().any(|(k, _)| k == "HOME") {
-        set("HOME", "/root", &mut env);
+        set("HOME", home, &mut env);
     }
     // libuv's own switch: its io_uring file operations would pass the shim by (the shim
     // also refuses io_uring_setup; see docs/syscall-gate.md). The image or caller may set it.
@@ -434,6 +442,7 @@ mod tests {
     fn container_env_layers_image_defaults_and_overrides() {
         let env = container_env(
             &["PATH=/bin".into(), "LANG=C.UTF-8".into(), "EMPTY=".into()],
+            "/home/app",
             &[("LANG".into(), "C".into()), ("X".into(), "1".into())],
         );
         let get = |k: &str| {
@@ -444,10 +453,11 @@ mod tests {
         assert_eq!(get("PATH"), Some("/bin"));
         assert_eq!(get("UV_USE_IO_URING"), Some("0"));
         assert_eq!(get("LANG"), Some("C"), "the caller wins");
-        assert_eq!(
-            get("HOME"),
-            Some("/root"),
-            "Docker's default for images running as root"
+        assert_eq!(get("HOME"), Some("/home/app"), "the image user's home");
+        let own = container_env(&["HOME=/srv".into()], "/home/app", &[]);
+        assert!(
+            own.contains(&("HOME".into(), "/srv".into())),
+            "the image's own wins"
         );
         assert_eq!(get("EMPTY"), Some(""));
         assert_eq!(env.iter().filter(|(k, _)| k == "LANG").count(), 1);

@@ -302,7 +302,11 @@ impl<I: Images, R: Runner> Run<'_, I, R> {
         let image = &self.prepared.config;
         let spec = RunSpec {
             argv,
-            env: container_env(image.env.as_deref().unwrap_or_default(), &vars.into_vec()),
+            env: container_env(
+                image.env.as_deref().unwrap_or_default(),
+                &self.prepared.sandbox.home(image),
+                &vars.into_vec(),
+            ),
             workdir: image
                 .working_dir
                 .clone()
