@@ -25,7 +25,7 @@ use super::s3::{Storage, files_below};
 use crate::config::FunctionConfig;
 use crate::exec::{
     Capture, ExecError, LiveLog, Outcome, RunSpec, Sandbox, command_line, container_env,
-    passthrough_mounts, stop_signal,
+    passthrough_mounts,
 };
 
 /// Who is asking, until when, and what Lambda says about the caller.
@@ -304,7 +304,7 @@ impl<I: Images, R: Runner> Run<'_, I, R> {
             argv,
             env: container_env(
                 image.env.as_deref().unwrap_or_default(),
-                &self.prepared.sandbox.home(image),
+                &self.prepared.home,
                 &vars.into_vec(),
             ),
             workdir: image
@@ -316,7 +316,7 @@ impl<I: Images, R: Runner> Run<'_, I, R> {
             capture: Capture::Combined { limit: budget },
             live_log: config.log_output.then(|| self.log.clone()),
             deadline: Some(self.cutoff),
-            stop_signal: stop_signal(image),
+            stop_signal: self.prepared.stop_signal,
             grace: config.kill_grace.min(self.threshold / 2),
         };
         let outcome = self
@@ -568,6 +568,8 @@ mod tests {
                 ..ContainerConfig::default()
             },
             digest: "sha256:abc".to_owned(),
+            stop_signal: nix::sys::signal::Signal::SIGTERM,
+            home: "/root".to_owned(),
         };
         Handler::with_parts(
             config,

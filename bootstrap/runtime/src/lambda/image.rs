@@ -20,6 +20,11 @@ pub struct Prepared {
     pub config: ContainerConfig,
     /// The manifest digest.
     pub digest: String,
+    /// What the deadline sends first, read from the config once (a name that is no signal
+    /// is said once, not at every invocation).
+    pub stop_signal: nix::sys::signal::Signal,
+    /// `HOME` when the image's Env sets none.
+    pub home: String,
 }
 
 /// How the image was obtained for this invocation.
@@ -125,9 +130,12 @@ impl Images for PulledImage {
             image_dir.display()
         )))?;
         let (sandbox, pulled) = sandbox;
+        let config = &pulled.image.meta.config;
         let prepared = Arc::new(Prepared {
+            stop_signal: crate::exec::stop_signal(config),
+            home: sandbox.home(config),
             sandbox,
-            config: pulled.image.meta.config.clone(),
+            config: config.clone(),
             digest: pulled.image.meta.manifest_digest.clone(),
         });
         tracing::info!(image = %image, digest = %prepared.digest, cached = pulled.cached, secs = started.elapsed().as_secs_f64(), "image ready");
