@@ -45,8 +45,13 @@ pub fn identity_mounts(rootfs: &Path, scratch: &Path) -> Vec<(String, PathBuf)> 
         ),
         ("group", gid, format!("{group}:x:{gid}:\n")),
     ] {
-        let image_file = rootfs.join("etc").join(name);
-        let image_text = std::fs::read_to_string(&image_file).unwrap_or_default();
+        let Some(image_text) = read_account_file(rootfs, name) else {
+            tracing::warn!(
+                file = name,
+                "the image's /etc/{name} is over 4 MiB or not text: the running user is not added to it"
+            );
+            continue;
+        };
         if lists_id(&image_text, id) {
             continue;
         }
@@ -60,20 +65,30 @@ pub fn identity_mounts(rootfs: &Path, scratch: &Path) -> Vec<(String, PathBuf)> 
     mounts
 }
 
-/// The most of the image's /etc/passwd read for `HOME`: a larger one is no account file.
-const MAX_PASSWD_BYTES: u64 = 4 << 20;
+/// The most of an image's account file read: a larger one is no account file (a hostile
+/// layer's 4 GiB sparse /etc/passwd would otherwise be read into memory whole).
+const MAX_ACCOUNT_FILE_BYTES: u64 = 4 << 20;
+
+/// The image's `/etc/NAME` as text: empty when there is none, `None` when it is larger
+/// than [`MAX_ACCOUNT_FILE_BYTES`] or not UTF-8. Symlinks in the tree resolve inside it, as
+/// the unpacker stores them.
+fn read_account_file(rootfs: &Path, name: &str) -> Option<String> {
+    use std::io::Read;
+    let file = match std::fs::File::open(rootfs.join("etc").join(name)) {
+        Ok(file) => file,
+        Err(_) => return Some(String::new()),
+    };
+    let mut text = String::new();
+    file.take(MAX_ACCOUNT_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .ok()?;
+    (text.len() as u64 <= MAX_ACCOUNT_FILE_BYTES).then_some(text)
+}
 
 /// `HOME` for a command of the image whose tree is `rootfs` and whose config names `user`,
 /// when neither the image's Env nor the caller sets one (see [`home_in`]).
 pub fn home_of(rootfs: &Path, user: Option<&str>) -> String {
-    use std::io::Read;
-    let mut text = String::new();
-    // Symlinks in the tree resolve inside it, as the unpacker stores them.
-    let read = std::fs::File::open(rootfs.join("etc/passwd"))
-        .and_then(|file| file.take(MAX_PASSWD_BYTES).read_to_string(&mut text));
-    if read.is_err() {
-        text.clear();
-    }
+    let text = read_account_file(rootfs, "passwd").unwrap_or_default();
     let home = home_in(&text, user);
     if let Some(user) = user.filter(|u| !u.is_empty()) {
         tracing::debug!(
@@ -165,6 +180,22 @@ mod tests {
         .unwrap();
         assert_eq!(home_of(dir.path(), Some("app")), "/home/app");
         assert_eq!(home_of(dir.path(), None), "/root");
+    }
+
+    #[test]
+    fn an_account_file_over_the_bound_is_not_read_into_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        let huge = std::fs::File::create(dir.path().join("etc/passwd")).unwrap();
+        huge.set_len(4 << 30).unwrap();
+        assert_eq!(read_account_file(dir.path(), "passwd"), None);
+        assert_eq!(home_of(dir.path(), None), "/");
+        let mounts = identity_mounts(dir.path(), &dir.path().join("scratch"));
+        assert!(
+            mounts.iter().all(|(at, _)| at != "/etc/passwd"),
+            "no identity file made from it"
+        );
+        assert_eq!(read_account_file(dir.path(), "group"), Some(String::new()));
     }
 
     #[test]
