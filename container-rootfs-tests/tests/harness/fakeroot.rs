@@ -210,15 +210,19 @@ sed -i '/^zz-/d' /etc/passwd /etc/group";
     }
 }
 
-/// Shadow lookups read the image's `/etc/shadow` (libc opens it from inside itself, where
-/// the host's file or a module the host's nsswitch.conf names answered): `getspnam`,
-/// `getspnam_r` with enough room and too little, a name that another one begins with, a
-/// name absent, lines with empty numbers, and on glibc the `getspent` walk and `_r`; musl's
-/// `getspent` finds nothing, as its own does under chroot.
+/// Shadow lookups read the image's `/etc/shadow` and `/etc/gshadow` (libc opens them from
+/// inside itself, where the host's files or a module the host's nsswitch.conf names
+/// answered): `getspnam`, `getspnam_r` with enough room and too little, a name that another
+/// one begins with, a name absent, lines with empty numbers, and on glibc the `getspent`
+/// walk and `_r`, `getsgnam` and the `getsgent` walk; musl's `getspent` finds nothing, as
+/// its own does under chroot, and musl has no gshadow.
 #[test]
 #[ignore = "needs the harness, root and the shim (make test)"]
 fn shadow_lookups_read_the_images_file_as_under_chroot() {
     const LOOKUP: &str = r#"#include <errno.h>
+#ifdef __GLIBC__
+#include <gshadow.h>
+#endif
 #include <shadow.h>
 #include <stdio.h>
 static void show(const char *what, struct spwd *s) {
@@ -243,6 +247,15 @@ int main(void) {
     setspent(); n = 0;
     while (getspent_r(&sp, buf, sizeof buf, &res) == 0) n += res->sp_namp[0] == 'z';
     endspent(); printf("walk_r %d\n", n);
+    struct sgrp *g = getsgnam("zz-crew");
+    if (g) printf("%s %s %s %s\n", g->sg_namp, g->sg_passwd, g->sg_adm[0] ? g->sg_adm[0] : "-",
+                  g->sg_mem[0] && g->sg_mem[1] ? g->sg_mem[1] : "-");
+    printf("%s\n", getsgnam("zz-nocrew") ? "found" : "none");
+    struct sgrp sg, *sgres = 0;
+    printf("r %d %s\n", getsgnam_r("zz-crew", &sg, tiny, sizeof tiny, &sgres), sgres ? "found" : "none");
+    setsgent(); n = 0;
+    while ((g = getsgent())) n += g->sg_namp[0] == 'z';
+    endsgent(); printf("gwalk %d\n", n);
 #endif
     return 0;
 }
@@ -251,14 +264,18 @@ int main(void) {
 touch /etc/shadow
 cp /etc/shadow /tmp/shadow.kept
 printf 'zz-ann:$6$salt$hash:19000:0:99999:7:::\\nzz-bo:!:::::::\\nzz-a:*:1:2:3:4:5:6:7\\n' >> /etc/shadow
+touch /etc/gshadow
+cp /etc/gshadow /tmp/gshadow.kept
+printf 'zz-crew:!:zz-ann:zz-ann,zz-bo\\nzz-band:*::\\n' >> /etc/gshadow
 /tmp/program
-cp /tmp/shadow.kept /etc/shadow; rm /tmp/shadow.kept";
+cp /tmp/shadow.kept /etc/shadow; rm /tmp/shadow.kept
+cp /tmp/gshadow.kept /etc/gshadow; rm /tmp/gshadow.kept";
     for (image, chroot, compiler, walk) in [
         (
             images::GLIBC,
             "glibc",
             "gcc",
-            "zz-ann zz-bo zz-a walk 3\nwalk_r 3\n",
+            "zz-ann zz-bo zz-a walk 3\nwalk_r 3\nzz-crew ! zz-ann zz-bo\nnone\nr 34 none\ngwalk 2\n",
         ),
         (images::MUSL, "musl", "musl-gcc", "walk 0\n"),
     ] {

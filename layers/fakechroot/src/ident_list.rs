@@ -14,7 +14,7 @@ use libc::{FILE, gid_t, group, passwd};
 
 use crate::ident::{Parser, group_parser, passwd_parser};
 #[cfg(target_env = "gnu")]
-use crate::shadow::shadow_parser;
+use crate::shadow::{GroupShadow, group_shadow_parser, shadow_parser};
 use crate::state;
 use crate::sys::{self, real};
 
@@ -40,6 +40,8 @@ static PASSWD_WALK: Slot<passwd> = Slot(Mutex::new(None));
 static GROUP_WALK: Slot<group> = Slot(Mutex::new(None));
 #[cfg(target_env = "gnu")]
 static SHADOW_WALK: Slot<libc::spwd> = Slot(Mutex::new(None));
+#[cfg(target_env = "gnu")]
+static GROUP_SHADOW_WALK: Slot<GroupShadow> = Slot(Mutex::new(None));
 
 impl<T> Slot<T> {
     /// `set*ent`: back to the first entry (the file opened on first use).
@@ -230,8 +232,8 @@ walk_fns!(
     group_parser
 );
 
-// musl's `getspent` finds nothing whatever the files hold (it has no `getspent_r`): its
-// own answers that as under chroot.
+// musl's `getspent` finds nothing whatever the files hold (it has no `getspent_r`, nor
+// gshadow at all): its own answers that as under chroot.
 #[cfg(target_env = "gnu")]
 walk_fns!(
     setspent,
@@ -242,6 +244,17 @@ walk_fns!(
     libc::spwd,
     c"/etc/shadow",
     shadow_parser
+);
+#[cfg(target_env = "gnu")]
+walk_fns!(
+    setsgent,
+    getsgent,
+    getsgent_r,
+    endsgent,
+    GROUP_SHADOW_WALK,
+    GroupShadow,
+    c"/etc/gshadow",
+    group_shadow_parser
 );
 /// glibc's files backend leaves out a group whose gid is the one given (it is already
 /// first); musl lists it again. Both keep other repeats.
