@@ -8,11 +8,13 @@
 //! semaphore is written whole under a temporary name, mapped, then linked to its name, so
 //! that a process opening it by name never sees it half made.
 //!
-//! Each `sem_open` maps the file anew (libc hands a second open of one name the same
-//! address): both mappings are one semaphore, since a shared futex is keyed by the file, and
-//! `sem_close` unmaps the one it is given. Without a rootfs every call is libc's.
+//! As both libcs do, the process keeps a table of the semaphores it has open: a second
+//! `sem_open` of one file (in a forked child too) hands back the first address, by each
+//! libc's rule for names (`shm::mapping_key`), and `sem_close` unmaps it at the last close. Without a rootfs every call
+//! is libc's.
 
 use std::ffi::{c_char, c_int, c_uint};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use libc::{mode_t, sem_t};
@@ -33,6 +35,60 @@ fn libc(st: &State) -> Libc {
 
 /// Every mapping `sem_open` returns starts a page; anything else was not ours to unmap.
 const MIN_PAGE: usize = 4096;
+
+/// One open semaphore: its file and the name's key (`shm::mapping_key`), where it is
+/// mapped, and how many opens have not closed.
+struct Open {
+    file: (u64, u64, u64),
+    addr: usize,
+    count: usize,
+}
+
+/// The semaphores this process has open. A lock and allocation, never on the exec path.
+static OPEN: Mutex<Vec<Open>> = Mutex::new(Vec::new());
+
+/// The address of the semaphore in `fd`'s file opened as `key` names it: the one already
+/// mapped, its count raised, or a new mapping, kept in the table.
+fn map_once(fd: c_int, key: u64) -> Result<*mut sem_t, c_int> {
+    let file = sys::kernel_stat(fd, c"".as_ptr(), libc::AT_EMPTY_PATH)
+        .map(|st| (st.st_dev, st.st_ino, key))?;
+    let mut table = OPEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(open) = table.iter_mut().find(|o| o.file == file) {
+        open.count += 1;
+        return Ok(open.addr as *mut sem_t);
+    }
+    let sem = map(fd)?;
+    table.push(Open {
+        file,
+        addr: sem as usize,
+        count: 1,
+    });
+    Ok(sem)
+}
+
+/// Whether `sem_close` of `sem` should unmap it: at its last close, or when it was never in
+/// the table.
+fn last_close(sem: *mut sem_t) -> bool {
+    let mut table = OPEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(at) = table.iter().position(|o| o.addr == sem as usize) else {
+        return true;
+    };
+    match table.get_mut(at) {
+        Some(open) if open.count > 1 => {
+            open.count -= 1;
+            false
+        }
+        // `at` was found just above, under the same lock.
+        _ => {
+            table.swap_remove(at);
+            true
+        }
+    }
+}
 
 /// The host path of a named object, or libc's errno for a name it refuses.
 fn host_path(st: &State, name: *const c_char, kind: Kind, out: &mut PathBuf) -> Result<(), c_int> {
@@ -139,6 +195,8 @@ pub unsafe extern "C" fn sem_open(
     if let Err(code) = host_path(st, name, Kind::Semaphore, &mut path) {
         return fail(code, libc::SEM_FAILED);
     }
+    // SAFETY: host_path refused a null name; a name is NUL-terminated (the contract).
+    let key = shm::mapping_key(unsafe { sys::bytes(name) }, libc(st));
     let create = oflag & libc::O_CREAT != 0;
     let exclusive = create && oflag & libc::O_EXCL != 0;
     // Made before the name is touched, so that a refused value leaves nothing behind.
@@ -150,7 +208,7 @@ pub unsafe extern "C" fn sem_open(
     // go round until one of them settles it.
     loop {
         if !exclusive {
-            match open_existing(&path, oflag) {
+            match open_existing(&path, oflag, key) {
                 Ok(sem) => return sem,
                 Err(libc::ENOENT) if create => {}
                 Err(code) => return fail(code, libc::SEM_FAILED),
@@ -160,7 +218,7 @@ pub unsafe extern "C" fn sem_open(
         let Some(initial) = &initial else {
             return fail(libc::ENOENT, libc::SEM_FAILED);
         };
-        match create_new(&path, mode, initial) {
+        match create_new(&path, mode, initial, key) {
             Ok(sem) => return sem,
             Err(libc::EEXIST) if !exclusive => {}
             Err(code) => return fail(code, libc::SEM_FAILED),
@@ -181,6 +239,9 @@ pub unsafe extern "C" fn sem_close(sem: *mut sem_t) -> c_int {
     }
     if sem.is_null() || !(sem as usize).is_multiple_of(MIN_PAGE) {
         return fail(libc::EINVAL, -1);
+    }
+    if !last_close(sem) {
+        return 0;
     }
     // SAFETY: a page-aligned semaphore is one `sem_open` mapped (the caller's contract: it
     // came from sem_open and is not used after this).
@@ -204,13 +265,13 @@ fn initial_state(value: c_uint) -> Result<sem_t, c_int> {
     Ok(sem)
 }
 
-fn open_existing(path: &PathBuf, oflag: c_int) -> Result<*mut sem_t, c_int> {
+fn open_existing(path: &PathBuf, oflag: c_int, key: u64) -> Result<*mut sem_t, c_int> {
     let flags = (oflag & !(libc::O_CREAT | libc::O_EXCL | libc::O_ACCMODE | libc::O_TRUNC))
         | libc::O_NOFOLLOW
         | libc::O_RDWR
         | libc::O_CLOEXEC;
     let fd = open(path, flags, 0)?;
-    let mapped = map(fd);
+    let mapped = map_once(fd, key);
     sys::close(fd);
     mapped
 }
@@ -237,7 +298,12 @@ fn map(fd: c_int) -> Result<*mut sem_t, c_int> {
 
 /// Makes the semaphore under a temporary name beside `path`, maps it and links it to
 /// `path`: `EEXIST` when the name was taken meanwhile.
-fn create_new(path: &PathBuf, mode: mode_t, initial: &sem_t) -> Result<*mut sem_t, c_int> {
+fn create_new(
+    path: &PathBuf,
+    mode: mode_t,
+    initial: &sem_t,
+    key: u64,
+) -> Result<*mut sem_t, c_int> {
     static SERIAL: AtomicU32 = AtomicU32::new(0);
     let mut temp = PathBuf::new();
     let fd = loop {
@@ -253,7 +319,7 @@ fn create_new(path: &PathBuf, mode: mode_t, initial: &sem_t) -> Result<*mut sem_
     let bytes = unsafe {
         std::slice::from_raw_parts((initial as *const sem_t).cast::<u8>(), size_of::<sem_t>())
     };
-    let made = write_all(fd, bytes).and_then(|()| map(fd));
+    let made = write_all(fd, bytes).and_then(|()| map_once(fd, key));
     let linked = made.and_then(|sem| {
         // SAFETY: two NUL-terminated paths.
         let ret = unsafe {
@@ -268,8 +334,11 @@ fn create_new(path: &PathBuf, mode: mode_t, initial: &sem_t) -> Result<*mut sem_
         };
         if ret < 0 {
             let code = sys::errno();
-            // SAFETY: the mapping just made, not yet handed out.
-            unsafe { raw_syscall!(libc::SYS_munmap, sem, size_of::<sem_t>()) };
+            // A new file's mapping, in the table once: out of it, then unmapped.
+            if last_close(sem) {
+                // SAFETY: the mapping just made, not yet handed out.
+                unsafe { raw_syscall!(libc::SYS_munmap, sem, size_of::<sem_t>()) };
+            }
             Err(code)
         } else {
             Ok(sem)
