@@ -226,6 +226,10 @@ fn unix_dgram_same_as_chroot(run: &Run<'_>, target: &str, dir: &str) {
         out.contains(&format!("recvmsg: sendmsg from {client}\n"))
             && out.contains("beyond untouched 1")
             && out.contains(&format!("batch 19 from {client}\n"))
+            && out.contains(&format!(
+                "one recvmmsg: 20, the last batch 19 from {dir}/probe-dgram-cli.sock\n\
+                 one sendmmsg: 20, the last 8 bytes\n"
+            ))
             && out.ends_with(&format!(
                 "getpeername: {dir}/probe-dgram-srv.sock\n\
                  recvfrom connected: connected from {client}\ndone\n"

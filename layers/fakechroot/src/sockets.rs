@@ -3,9 +3,10 @@
 //! one (`getsockname`, `getpeername`, a datagram's sender). A translated path too long for
 //! `sun_path` is named through its directory instead.
 //!
-//! The batch calls (`sendmmsg`, `recvmmsg`) take at most [`BATCH`] messages per call where an
-//! address is translated, which their contract allows (they return how many were done), so
-//! that the copies live on the stack: nothing here allocates.
+//! The batch calls (`sendmmsg`, `recvmmsg`) hand the kernel at most [`BATCH`] messages at a
+//! time where an address is translated, so that the copies live on the stack (nothing here
+//! allocates), and go round until the caller's batch is done as one kernel call would do it:
+//! a later round that fails or would block ends the call with the count so far.
 
 use std::ffi::{c_char, c_int, c_uint, c_void};
 
@@ -316,6 +317,10 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut libc::msghdr, flags: c_int
 /// At most this many messages per batch call when an address is translated.
 const BATCH: usize = 16;
 
+type SendMmsg = unsafe extern "C" fn(c_int, *mut libc::mmsghdr, c_uint, c_int) -> c_int;
+type RecvMmsg =
+    unsafe extern "C" fn(c_int, *mut libc::mmsghdr, c_uint, c_int, *mut libc::timespec) -> c_int;
+
 /// # Safety
 /// libc's contract for `sendmmsg`.
 #[unsafe(no_mangle)]
@@ -332,8 +337,38 @@ pub unsafe extern "C" fn sendmmsg(
         // SAFETY: the caller's arguments; the kernel answers them.
         return unsafe { next(fd, msgs, vlen, flags) };
     }
-    // SAFETY: the caller's array of `vlen` messages, of which the first BATCH are read.
-    let given = unsafe { std::slice::from_raw_parts_mut(msgs, (vlen as usize).min(BATCH)) };
+    // SAFETY: the caller's array of `vlen` messages.
+    let all = unsafe { std::slice::from_raw_parts_mut(msgs, vlen as usize) };
+    let mut done = 0;
+    // The messages not yet sent.
+    while let Some(rest) = all.get_mut(done..).filter(|rest| !rest.is_empty()) {
+        // SAFETY: the caller's socket and messages, and libc's sendmmsg.
+        let (sent, asked) = unsafe { send_round(next, fd, rest, flags) };
+        // As the kernel: an error after some messages went is lost, their count returned.
+        if sent < 0 {
+            return if done == 0 { sent } else { done as c_int };
+        }
+        done += sent as usize;
+        if (sent as usize) < asked {
+            break;
+        }
+    }
+    done as c_int
+}
+
+/// One round of `sendmmsg` over the first of `given`: the kernel's count (or -1), and how
+/// many messages it was asked to send.
+///
+/// # Safety
+/// `next` is libc's `sendmmsg`; `given` are the caller's messages (sendmmsg's contract).
+unsafe fn send_round(
+    next: SendMmsg,
+    fd: c_int,
+    given: &mut [libc::mmsghdr],
+    flags: c_int,
+) -> (c_int, usize) {
+    let (whole, given_len) = (given.as_mut_ptr(), given.len());
+    let (given, later) = given.split_at_mut(given_len.min(BATCH));
     // SAFETY: plain data, each overwritten before use.
     let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
     // SAFETY: plain data.
@@ -353,19 +388,22 @@ pub unsafe extern "C" fn sendmmsg(
                 translated = true;
             }
             // As the kernel does for a later message that fails: send the ones before it.
-            Err(code) if i == 0 => return fail(code, -1),
+            Err(code) if i == 0 => return (fail(code, -1), 1),
             Err(_) => break,
         }
         ready = i + 1;
     }
     if !translated {
-        let count = if ready == given.len() {
-            vlen
+        // Nothing to translate among the first: the kernel takes all of them at once when
+        // no later one names a Unix socket either (a UDP batch stays whole).
+        let count = if ready == given.len() && !later.iter().any(names_a_unix_socket) {
+            given_len
         } else {
-            ready as c_uint
+            ready
         };
-        // SAFETY: the caller's arguments, no address changed.
-        return unsafe { next(fd, msgs, count, flags) };
+        // SAFETY: `count` of the caller's messages, no address changed.
+        let sent = unsafe { next(fd, whole, count as c_uint, flags) };
+        return (sent, count);
     }
     // SAFETY: `ready` initialised headers whose names point into `names`, alive until return.
     let sent = unsafe { next(fd, headers.as_mut_ptr(), ready as c_uint, flags) };
@@ -376,7 +414,18 @@ pub unsafe extern "C" fn sendmmsg(
     {
         message.msg_len = copy.msg_len;
     }
-    sent
+    (sent, ready)
+}
+
+/// Whether a message is addressed to a Unix socket (its name's family is `AF_UNIX`).
+fn names_a_unix_socket(message: &libc::mmsghdr) -> bool {
+    let (name, len) = (message.msg_hdr.msg_name, message.msg_hdr.msg_namelen);
+    if name.is_null() || (len as usize) < std::mem::size_of::<libc::sa_family_t>() {
+        return false;
+    }
+    // SAFETY: a message's name is `msg_namelen` bytes (sendmmsg's contract); every family
+    // starts with it.
+    unsafe { (*name.cast::<sockaddr>()).sa_family == libc::AF_UNIX as libc::sa_family_t }
 }
 
 /// Whether `fd` is an AF_UNIX socket (false for anything else, including no socket).
@@ -424,8 +473,40 @@ pub unsafe extern "C" fn recvmmsg(
         // SAFETY: the caller's arguments.
         return unsafe { next(fd, msgs, vlen, flags, timeout) };
     }
-    let count = given.len().min(BATCH);
-    let given = &mut given[..count];
+    let mut done = 0;
+    let mut round_flags = flags;
+    for round in given.chunks_mut(BATCH) {
+        // SAFETY: the caller's socket, messages and timeout (the kernel leaves the time
+        // still left in it, which the next round goes on with), and libc's recvmmsg.
+        let got = unsafe { receive_round(next, fd, round, round_flags, timeout) };
+        // As the kernel: an error after some messages came is kept for the next call.
+        if got < 0 {
+            return if done == 0 { got } else { done as c_int };
+        }
+        done += got as usize;
+        if (got as usize) < round.len() {
+            break;
+        }
+        // `MSG_WAITFORONE`: once one message is in, the kernel waits for no more.
+        if flags & libc::MSG_WAITFORONE != 0 {
+            round_flags |= libc::MSG_DONTWAIT;
+        }
+    }
+    done as c_int
+}
+
+/// One round of `recvmmsg` into `given` (at most [`BATCH`]), each sender's address mapped
+/// back into the container.
+///
+/// # Safety
+/// `next` is libc's `recvmmsg`; the rest as its contract gives them.
+unsafe fn receive_round(
+    next: RecvMmsg,
+    fd: c_int,
+    given: &mut [libc::mmsghdr],
+    flags: c_int,
+    timeout: *mut libc::timespec,
+) -> c_int {
     // The kernel reports each sender's full length, which may exceed the caller's buffer.
     let mut capacities: [socklen_t; BATCH] = [0; BATCH];
     for (capacity, message) in capacities.iter_mut().zip(given.iter()) {
