@@ -32,6 +32,11 @@ pub fn identity_mounts(rootfs: &Path, scratch: &Path) -> Vec<(String, PathBuf)> 
         nix::unistd::getuid().as_raw(),
         nix::unistd::getgid().as_raw(),
     );
+    mounts_for(rootfs, scratch, uid, gid)
+}
+
+/// [`identity_mounts`] for the ids `uid` and `gid`.
+fn mounts_for(rootfs: &Path, scratch: &Path, uid: u32, gid: u32) -> Vec<(String, PathBuf)> {
     let user = host_name(Path::new("/etc/passwd"), uid).unwrap_or_else(|| format!("user{uid}"));
     let group = host_name(Path::new("/etc/group"), gid).unwrap_or_else(|| format!("group{gid}"));
     // One file per image and user.
@@ -45,19 +50,20 @@ pub fn identity_mounts(rootfs: &Path, scratch: &Path) -> Vec<(String, PathBuf)> 
         ),
         ("group", gid, format!("{group}:x:{gid}:\n")),
     ] {
-        let Some(image_text) = read_account_file(rootfs, name) else {
+        let Some(image_bytes) = read_account_file(rootfs, name) else {
             tracing::warn!(
                 file = name,
-                "the image's /etc/{name} is over 4 MiB or not text: the running user is not added to it"
+                "the image's /etc/{name} is over 4 MiB: the running user is not added to it"
             );
             continue;
         };
-        if lists_id(&image_text, id) {
+        // A GECOS field in Latin-1 is no reason to lose the file: its bytes are kept.
+        if lists_id(&String::from_utf8_lossy(&image_bytes), id) {
             continue;
         }
         let host_file = dir.join(format!("{name}-{uid}-{gid}"));
         if host_file.exists()
-            || write_atomically(&host_file, &[image_text.as_str(), line.as_str()]).is_ok()
+            || write_atomically(&host_file, &[&image_bytes, line.as_bytes()]).is_ok()
         {
             mounts.push((format!("/etc/{name}"), host_file));
         }
@@ -69,27 +75,27 @@ pub fn identity_mounts(rootfs: &Path, scratch: &Path) -> Vec<(String, PathBuf)> 
 /// layer's 4 GiB sparse /etc/passwd would otherwise be read into memory whole).
 const MAX_ACCOUNT_FILE_BYTES: u64 = 4 << 20;
 
-/// The image's `/etc/NAME` as text: empty when there is none, `None` when it is larger
-/// than [`MAX_ACCOUNT_FILE_BYTES`] or not UTF-8. Symlinks in the tree resolve inside it, as
+/// The image's `/etc/NAME`: empty when there is none (or it cannot be read), `None` when
+/// it is larger than [`MAX_ACCOUNT_FILE_BYTES`]. Symlinks in the tree resolve inside it, as
 /// the unpacker stores them.
-fn read_account_file(rootfs: &Path, name: &str) -> Option<String> {
+fn read_account_file(rootfs: &Path, name: &str) -> Option<Vec<u8>> {
     use std::io::Read;
-    let file = match std::fs::File::open(rootfs.join("etc").join(name)) {
-        Ok(file) => file,
-        Err(_) => return Some(String::new()),
-    };
-    let mut text = String::new();
-    file.take(MAX_ACCOUNT_FILE_BYTES + 1)
-        .read_to_string(&mut text)
-        .ok()?;
-    (text.len() as u64 <= MAX_ACCOUNT_FILE_BYTES).then_some(text)
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(rootfs.join("etc").join(name)).and_then(|file| {
+        file.take(MAX_ACCOUNT_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+    });
+    if read.is_err() {
+        return Some(Vec::new());
+    }
+    (bytes.len() as u64 <= MAX_ACCOUNT_FILE_BYTES).then_some(bytes)
 }
 
 /// `HOME` for a command of the image whose tree is `rootfs` and whose config names `user`,
 /// when neither the image's Env nor the caller sets one (see [`home_in`]).
 pub fn home_of(rootfs: &Path, user: Option<&str>) -> String {
-    let text = read_account_file(rootfs, "passwd").unwrap_or_default();
-    let home = home_in(&text, user);
+    let bytes = read_account_file(rootfs, "passwd").unwrap_or_default();
+    let home = home_in(&String::from_utf8_lossy(&bytes), user);
     if let Some(user) = user.filter(|u| !u.is_empty()) {
         tracing::debug!(
             user,
@@ -124,13 +130,13 @@ fn home_in(passwd: &str, user: Option<&str>) -> String {
         .unwrap_or_else(|| "/".to_owned())
 }
 
-fn write_atomically(path: &Path, parts: &[&str]) -> std::io::Result<()> {
+fn write_atomically(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir)?;
     let mut file = tempfile::NamedTempFile::new_in(dir)?;
     for part in parts {
-        file.write_all(part.as_bytes())?;
-        if !part.is_empty() && !part.ends_with('\n') {
+        file.write_all(part)?;
+        if !part.is_empty() && !part.ends_with(b"\n") {
             file.write_all(b"\n")?;
         }
     }
@@ -190,12 +196,31 @@ mod tests {
         huge.set_len(4 << 30).unwrap();
         assert_eq!(read_account_file(dir.path(), "passwd"), None);
         assert_eq!(home_of(dir.path(), None), "/");
-        let mounts = identity_mounts(dir.path(), &dir.path().join("scratch"));
+        let mounts = mounts_for(dir.path(), &dir.path().join("scratch"), 4242, 4242);
         assert!(
             mounts.iter().all(|(at, _)| at != "/etc/passwd"),
             "no identity file made from it"
         );
-        assert_eq!(read_account_file(dir.path(), "group"), Some(String::new()));
+        assert_eq!(read_account_file(dir.path(), "group"), Some(Vec::new()));
+    }
+
+    #[test]
+    fn an_account_file_not_in_utf8_keeps_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        let latin1 =
+            b"root:x:0:0:root:/root:/bin/sh\njos\xe9:x:1000:1000:Jos\xe9:/home/jose:/bin/sh\n";
+        std::fs::write(dir.path().join("etc/passwd"), latin1).unwrap();
+        assert_eq!(home_of(dir.path(), Some("1000")), "/home/jose");
+        let mounts = mounts_for(dir.path(), &dir.path().join("scratch"), 4242, 4242);
+        let passwd = mounts.iter().find(|(at, _)| at == "/etc/passwd").unwrap();
+        let written = std::fs::read(&passwd.1).unwrap();
+        assert!(written.starts_with(latin1), "the image's bytes first");
+        let added = String::from_utf8_lossy(&written[latin1.len()..]).into_owned();
+        assert!(
+            added.contains(":x:4242:4242:") && added.ends_with(":/tmp:/bin/sh\n"),
+            "then the running user: {added}"
+        );
     }
 
     #[test]
