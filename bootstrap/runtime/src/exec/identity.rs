@@ -79,16 +79,8 @@ const MAX_ACCOUNT_FILE_BYTES: u64 = 4 << 20;
 /// it is larger than [`MAX_ACCOUNT_FILE_BYTES`]. Symlinks in the tree resolve inside it, as
 /// the unpacker stores them.
 fn read_account_file(rootfs: &Path, name: &str) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    let read = std::fs::File::open(rootfs.join("etc").join(name)).and_then(|file| {
-        file.take(MAX_ACCOUNT_FILE_BYTES + 1)
-            .read_to_end(&mut bytes)
-    });
-    if read.is_err() {
-        return Some(Vec::new());
-    }
-    (bytes.len() as u64 <= MAX_ACCOUNT_FILE_BYTES).then_some(bytes)
+    super::read_capped(&rootfs.join("etc").join(name), MAX_ACCOUNT_FILE_BYTES)
+        .unwrap_or(Some(Vec::new()))
 }
 
 /// `HOME` for a command of the image whose tree is `rootfs` and whose config names `user`,

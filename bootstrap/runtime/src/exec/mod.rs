@@ -210,6 +210,18 @@ impl Sandbox {
     }
 }
 
+/// The file at `path` when it holds at most `max` bytes, `Ok(None)` when it holds more:
+/// files an image or a command wrote are read this way, so that a 4 GiB sparse file costs
+/// `max` bytes of memory, not its size.
+pub(crate) fn read_capped(path: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(max.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= max).then_some(bytes))
+}
+
 /// A name for the image whose tree is `rootfs`, for the files exec writes about it in
 /// `scratch`: the rootfs path names the image.
 fn image_key(rootfs: &Path) -> String {
@@ -417,6 +429,25 @@ pub fn container_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_capped_reads_up_to_its_bound_and_no_further() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"12345").unwrap();
+        assert_eq!(read_capped(&file, 5).unwrap(), Some(b"12345".to_vec()));
+        assert_eq!(read_capped(&file, 4).unwrap(), None);
+        std::fs::File::create(&file)
+            .unwrap()
+            .set_len(4 << 30)
+            .unwrap();
+        assert_eq!(
+            read_capped(&file, 1 << 20).unwrap(),
+            None,
+            "a sparse 4 GiB file"
+        );
+        assert!(read_capped(&dir.path().join("missing"), 1).is_err());
+    }
 
     #[test]
     fn the_stop_signal_is_read_as_docker_reads_it() {

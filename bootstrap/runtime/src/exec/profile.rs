@@ -143,9 +143,10 @@ fn ld_so_conf_dirs(rootfs: &Path, before_read: &dyn Fn(&Path)) -> Vec<String> {
             break;
         }
         before_read(&file);
-        let Ok(text) = std::fs::read_to_string(&file) else {
+        let Ok(Some(bytes)) = super::read_capped(&file, MAX_CONFIG_BYTES) else {
             continue;
         };
+        let text = String::from_utf8_lossy(&bytes);
         for line in text
             .lines()
             .map(|l| l.split('#').next().unwrap_or("").trim())
@@ -186,18 +187,25 @@ fn is_musl(rootfs: &Path) -> bool {
 fn musl_path_dirs(rootfs: &Path, before_read: &dyn Fn(&Path)) -> Vec<String> {
     let file = rootfs.join(format!("etc/ld-musl-{}.path", std::env::consts::ARCH));
     before_read(&file);
-    match std::fs::read_to_string(&file) {
-        Ok(text) => text
+    match super::read_capped(&file, MAX_CONFIG_BYTES) {
+        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes)
             .split([':', '\n'])
             .map(str::trim)
             .filter(|d| d.starts_with('/'))
             .map(str::to_owned)
             .collect(),
-        Err(_) => ["/lib", "/usr/local/lib", "/usr/lib"]
+        Ok(None) | Err(_) => ["/lib", "/usr/local/lib", "/usr/lib"]
             .map(str::to_owned)
             .to_vec(),
     }
 }
+
+/// The largest loader configuration file read (`ld.so.conf` and its includes, musl's path
+/// file): real ones are a few lines.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The largest `libc.so.6` searched for its version: real ones are 2–3 MB.
+const MAX_LIBC_BYTES: u64 = 64 << 20;
 
 /// The largest `ld.so.cache` read: real ones are tens to hundreds of KiB.
 const MAX_CACHE_BYTES: u64 = 16 << 20;
@@ -266,7 +274,7 @@ fn walk_for_libraries(rootfs: &Path, dir: &Path, depth: usize, found: &mut Vec<P
 
 /// Reads `stable release version 2.36` (or `release version 2.31`) out of libc.so.6.
 fn glibc_version(libc: &Path) -> Option<(u32, u32)> {
-    let bytes = std::fs::read(libc).ok()?;
+    let bytes = super::read_capped(libc, MAX_LIBC_BYTES).ok()??;
     let marker = b"release version ";
     let at = bytes.windows(marker.len()).position(|w| w == marker)? + marker.len();
     let text: String = bytes[at..]
@@ -290,6 +298,30 @@ mod tests {
             .iter()
             .map(|d| d.strip_prefix(r).unwrap().to_string_lossy().into_owned())
             .collect()
+    }
+
+    /// A hostile layer's files as large as a layer allows (4 GiB, sparse): the scan reads
+    /// a bounded part of each, finds what it can, and does not hold them in memory.
+    #[test]
+    fn huge_loader_files_are_not_read_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for dir in ["etc", "usr/lib/x86_64-linux-gnu"] {
+            std::fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        for file in ["etc/ld.so.conf", "usr/lib/x86_64-linux-gnu/libc.so.6"] {
+            let huge = std::fs::File::create(r.join(file)).unwrap();
+            huge.set_len(4 << 30).unwrap();
+        }
+        let profile = RootfsProfile::scan(r);
+        assert_eq!(profile.glibc, None, "no version read from a 4 GiB libc");
+        assert!(
+            profile
+                .library_dirs
+                .contains(&r.join("usr/lib/x86_64-linux-gnu")),
+            "{:?}",
+            profile.library_dirs
+        );
     }
 
     #[test]

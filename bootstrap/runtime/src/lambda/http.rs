@@ -60,9 +60,9 @@ fn chosen(dir: &Path) -> Result<Option<Chosen>, String> {
     }
     let body = std::fs::read(&body_file).map_err(|e| format!("{}: {e}", body_file.display()))?;
     let small = |name: &str| {
-        std::fs::read(dir.join(name))
+        crate::exec::read_capped(&dir.join(name), 1024)
             .ok()
-            .filter(|b| b.len() <= 1024)
+            .flatten()
             .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
             .filter(|t| !t.is_empty())
     };
