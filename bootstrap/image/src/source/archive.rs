@@ -12,8 +12,20 @@ use std::path::PathBuf;
 use super::{BlobReader, LayerDescriptor, ResolvedImage, SourceError};
 use crate::oci::{Compression, parse_config};
 
-/// Entries up to this size are kept in memory during indexing (manifest, configs).
+/// JSON entries up to this size are kept in memory during indexing (manifest, configs).
 const SMALL_ENTRY: u64 = 4 * 1024 * 1024;
+/// All the JSON entries kept, at most: an image's manifests and configs are a few KiB
+/// each, and an archive of thousands of 4 MiB entries would otherwise fill memory.
+const SMALL_ENTRIES_TOTAL: u64 = 64 * 1024 * 1024;
+
+/// Whether an entry that starts with `head` is JSON (a manifest, a config, an index) rather
+/// than a layer, whose tar or gzip bytes never start with `{` or `[`.
+fn looks_like_json(head: &[u8]) -> bool {
+    matches!(
+        head.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{' | b'[')
+    )
+}
 
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -79,6 +91,7 @@ impl ArchiveSource {
         };
         let mut archive = tar::Archive::new(stream);
         let bad = |e: io::Error| self.fail(format!("not a docker-archive tarball: {e}"));
+        let mut kept = 0_u64;
         for entry in archive.entries().map_err(bad)? {
             let mut entry = entry.map_err(bad)?;
             if !entry.header().entry_type().is_file() {
@@ -90,7 +103,17 @@ impl ArchiveSource {
                 .entries
                 .insert(name.clone(), (entry.raw_file_position(), size));
             if size <= SMALL_ENTRY {
-                let mut bytes = Vec::with_capacity(size as usize);
+                let mut bytes = Vec::new();
+                (&mut entry).take(64).read_to_end(&mut bytes).map_err(bad)?;
+                if !looks_like_json(&bytes) {
+                    continue;
+                }
+                kept += size;
+                if kept > SMALL_ENTRIES_TOTAL {
+                    return Err(self.fail(format!(
+                        "its JSON entries add up to more than {SMALL_ENTRIES_TOTAL} bytes: not an image archive"
+                    )));
+                }
                 entry.read_to_end(&mut bytes).map_err(bad)?;
                 index.small.insert(name, bytes);
             }
@@ -220,5 +243,65 @@ impl Read for GzippedLayer {
             Some(inner) => inner.read(buf),
             None => Ok(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `docker save` tarball of `entries` (name, bytes) at `path`.
+    fn archive(path: &std::path::Path, entries: &[(&str, Vec<u8>)]) {
+        let mut builder = tar::Builder::new(File::create(path).unwrap());
+        for (name, bytes) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, name, bytes.as_slice())
+                .unwrap();
+        }
+        builder.finish().unwrap();
+    }
+
+    #[test]
+    fn small_layers_are_not_kept_and_many_json_entries_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // Twenty layers of 3 MiB: 60 MiB that the index used to keep in memory.
+        let layer: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+        let mut entries: Vec<(String, Vec<u8>)> = (0..20)
+            .map(|i| (format!("{i}/layer.tar"), layer.clone()))
+            .collect();
+        let layers: Vec<String> = entries.iter().map(|(name, _)| name.clone()).collect();
+        let config = br#"{"rootfs":{"type":"layers","diff_ids":[]},"config":{}}"#.to_vec();
+        entries.push(("config.json".into(), config));
+        let manifest = serde_json::to_vec(&serde_json::json!([
+            {"Config": "config.json", "Layers": layers}
+        ]))
+        .unwrap();
+        entries.push(("manifest.json".into(), manifest));
+        let file = dir.path().join("image.tar");
+        let refs: Vec<(&str, Vec<u8>)> = entries
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.clone()))
+            .collect();
+        archive(&file, &refs);
+        let index = ArchiveSource::new(file).index().unwrap();
+        assert_eq!(index.entries.len(), 22);
+        let mut kept: Vec<&str> = index.small.keys().map(String::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["config.json", "manifest.json"]);
+
+        let json = format!("[{}]", " ".repeat((4 << 20) - 2)).into_bytes();
+        let many: Vec<(String, Vec<u8>)> = (0..17)
+            .map(|i| (format!("{i}.json"), json.clone()))
+            .collect();
+        let refs: Vec<(&str, Vec<u8>)> =
+            many.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+        let hostile = dir.path().join("hostile.tar");
+        archive(&hostile, &refs);
+        let err = ArchiveSource::new(hostile).index().unwrap_err().to_string();
+        assert!(err.contains("JSON entries add up to more than"), "{err}");
     }
 }
