@@ -1370,3 +1370,51 @@ fn an_ecr_image_is_pulled_with_a_token_ecr_gives_the_functions_role() {
     let _ = std::fs::remove_dir_all(&cache);
     let _ = std::fs::remove_dir_all(format!("{cache_text}-unreachable"));
 }
+
+/// What the runtime reads from the image's config, it reads once, when the image is
+/// prepared: a `StopSignal` that names no signal is said once in the log however many
+/// invocations follow, and `HOME` is the home of the image's `User` at every invocation.
+#[test]
+#[ignore = "needs the harness (make test)"]
+fn the_image_config_is_read_once_and_home_is_its_users() {
+    let work_dir = tempfile::tempdir().unwrap();
+    let tree = work().join("chroot/glibc/rootfs");
+    let layer = work_dir.path().join("layer");
+    std::fs::create_dir_all(layer.join("etc")).unwrap();
+    std::fs::create_dir_all(layer.join("home/app")).unwrap();
+    let mut passwd = std::fs::read_to_string(tree.join("etc/passwd")).unwrap();
+    passwd.push_str("app:x:1000:1000::/home/app:/bin/sh\n");
+    std::fs::write(layer.join("etc/passwd"), passwd).unwrap();
+    let layout = work_dir.path().join("oci");
+    let out = Command::new("python3")
+        .arg(common::lambda::workspace().join("container-rootfs-tests/scripts/mkimage.py"))
+        .arg(&layout)
+        .arg("latest")
+        .arg(&tree)
+        .arg(&layer)
+        .env("STOP_SIGNAL", "SIGNOPE")
+        .env("IMAGE_USER", "app")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mkimage: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let image = format!("oci:{}:latest", layout.display());
+    let api = FakeRuntimeApi::start();
+    let log_path = work().join(format!("runtime-config-log-{}.txt", std::process::id()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let _runtime = start_logging_to(&api, &[("SCAR_IMAGE", image.as_str())], log);
+    for _ in 0..3 {
+        let reply = response(api.invoke(script("echo $HOME"), Duration::from_secs(60)));
+        assert_eq!(reply["output"], "/home/app\n");
+    }
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(
+        text.matches("StopSignal names no signal").count(),
+        1,
+        "{text:.3000}"
+    );
+    let _ = std::fs::remove_file(log_path);
+}
