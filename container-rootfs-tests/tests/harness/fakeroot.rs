@@ -304,6 +304,27 @@ fn same_as_chroot_root(
     source: &str,
     script: &str,
 ) -> String {
+    same_as_chroot_as(Root::Fake, image, chroot, compiler, source, script)
+}
+
+/// Who runs our side of [`same_as_chroot_as`].
+#[derive(Clone, Copy, PartialEq)]
+enum Root {
+    /// The Lambda user under `--fakeroot`.
+    Fake,
+    /// Real root without `--fakeroot` (`bootstrap run` on a machine of one's own).
+    Real,
+}
+
+/// [`same_as_chroot_root`], our side run as `who`.
+fn same_as_chroot_as(
+    who: Root,
+    image: &str,
+    chroot: &str,
+    compiler: &str,
+    source: &str,
+    script: &str,
+) -> String {
     let build = tempfile::tempdir().unwrap();
     std::fs::write(build.path().join("program.c"), source).unwrap();
     let out = std::process::Command::new(compiler)
@@ -332,15 +353,39 @@ fn same_as_chroot_root(
     .unwrap();
     let truth = chroot_run_as(root.path(), "0:0", &[], &["/bin/sh", "-c", script]);
 
-    let cache = fakeroot_cache();
+    // A cache of its own: the scripts change the image's account files and leave the
+    // program in its /tmp, which other tests of the same image run at the same time would
+    // see.
+    let own_cache = scar_test_kit::lambda::fresh_lambda_cache();
+    let cache = own_cache.path().display().to_string();
     let mount = format!("/mnt={}", build.path().display());
     let in_image = format!("cp /mnt/program /tmp/program\n{script}");
     std::fs::set_permissions(build.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let ours = lambda_run(
-        image,
-        &["--fakeroot", "--cache-dir", &cache, "--mount", &mount],
-        &["/bin/sh", "-c", &in_image],
-    );
+    let ours = match who {
+        Root::Fake => lambda_run(
+            image,
+            &["--fakeroot", "--cache-dir", &cache, "--mount", &mount],
+            &["/bin/sh", "-c", &in_image],
+        ),
+        Root::Real => std::process::Command::new(scar_test_kit::lambda::bootstrap_bin())
+            .args([
+                "run",
+                "--cache-dir",
+                &cache,
+                "--mount",
+                &mount,
+                "--shim-dir",
+            ])
+            .arg(scar_test_kit::lambda::shim_dir())
+            .args([
+                "--env",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            ])
+            .args([image, "--", "/bin/sh", "-c", &in_image])
+            .env("AWS_LAMBDA_LOG_LEVEL", "error")
+            .output()
+            .unwrap(),
+    };
     let report = side_by_side(
         &format!("{chroot}: chroot as root"),
         &truth,
@@ -351,6 +396,33 @@ fn same_as_chroot_root(
     assert_eq!(ours.stdout, truth.stdout, "{report}");
     assert_eq!(ours.status.code(), Some(0), "{report}");
     text(&truth.stdout)
+}
+
+/// `initgroups` without fake root lists the user's groups from the image's `/etc/group`
+/// (libc's own reads the host's files), then asks the kernel: as real root (`bootstrap run`
+/// on one's own machine) the groups are the image's, as under chroot.
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn initgroups_without_fake_root_lists_the_images_groups() {
+    const GROUPS: &str = r#"#include <grp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    gid_t g[64];
+    if (initgroups(argv[1], atoi(argv[2])) != 0) { perror("initgroups"); return 1; }
+    int n = getgroups(64, g);
+    printf("%d:", n); for (int i = 0; i < n; i++) printf(" %u", g[i]); printf("\n");
+    return 0;
+}
+"#;
+    const SCRIPT: &str = "set -e
+cp /etc/group /tmp/group.kept
+printf 'zz-band:x:2401:zz-erin\\nzz-crew:x:2402:zz-erin,zz-finn\\n' >> /etc/group
+/tmp/program zz-erin 2400
+cp /tmp/group.kept /etc/group; rm /tmp/group.kept";
+    let truth = same_as_chroot_as(Root::Real, images::GLIBC, "glibc", "gcc", GROUPS, SCRIPT);
+    assert_eq!(truth, "3: 2400 2401 2402\n");
 }
 
 #[test]
