@@ -339,17 +339,28 @@ pub unsafe extern "C" fn sendmmsg(
     }
     // SAFETY: the caller's array of `vlen` messages.
     let all = unsafe { std::slice::from_raw_parts_mut(msgs, vlen as usize) };
-    let mut done = 0;
-    // The messages not yet sent.
-    while let Some(rest) = all.get_mut(done..).filter(|rest| !rest.is_empty()) {
+    in_rounds(all, |rest, _| {
         // SAFETY: the caller's socket and messages, and libc's sendmmsg.
-        let (sent, asked) = unsafe { send_round(next, fd, rest, flags) };
-        // As the kernel: an error after some messages went is lost, their count returned.
-        if sent < 0 {
-            return if done == 0 { sent } else { done as c_int };
+        unsafe { send_round(next, fd, rest, flags) }
+    })
+}
+
+/// Goes round `round` (given the messages not yet done and whether it is the first round;
+/// answering the kernel's count, or -1, and how many it was asked to do) until every
+/// message is done, a round does fewer than asked, or one fails. As one kernel call: an
+/// error after some messages were done leaves their count as the answer.
+fn in_rounds(
+    all: &mut [libc::mmsghdr],
+    mut round: impl FnMut(&mut [libc::mmsghdr], bool) -> (c_int, usize),
+) -> c_int {
+    let mut done = 0;
+    while let Some(rest) = all.get_mut(done..).filter(|rest| !rest.is_empty()) {
+        let (count, asked) = round(rest, done == 0);
+        if count < 0 {
+            return if done == 0 { count } else { done as c_int };
         }
-        done += sent as usize;
-        if (sent as usize) < asked {
+        done += count as usize;
+        if (count as usize) < asked {
             break;
         }
     }
@@ -473,26 +484,19 @@ pub unsafe extern "C" fn recvmmsg(
         // SAFETY: the caller's arguments.
         return unsafe { next(fd, msgs, vlen, flags, timeout) };
     }
-    let mut done = 0;
-    let mut round_flags = flags;
-    for round in given.chunks_mut(BATCH) {
+    in_rounds(given, |rest, first| {
+        let round_len = rest.len().min(BATCH);
+        // `MSG_WAITFORONE`: once one message is in, the kernel waits for no more.
+        let round_flags = if !first && flags & libc::MSG_WAITFORONE != 0 {
+            flags | libc::MSG_DONTWAIT
+        } else {
+            flags
+        };
         // SAFETY: the caller's socket, messages and timeout (the kernel leaves the time
         // still left in it, which the next round goes on with), and libc's recvmmsg.
-        let got = unsafe { receive_round(next, fd, round, round_flags, timeout) };
-        // As the kernel: an error after some messages came is kept for the next call.
-        if got < 0 {
-            return if done == 0 { got } else { done as c_int };
-        }
-        done += got as usize;
-        if (got as usize) < round.len() {
-            break;
-        }
-        // `MSG_WAITFORONE`: once one message is in, the kernel waits for no more.
-        if flags & libc::MSG_WAITFORONE != 0 {
-            round_flags |= libc::MSG_DONTWAIT;
-        }
-    }
-    done as c_int
+        let got = unsafe { receive_round(next, fd, &mut rest[..round_len], round_flags, timeout) };
+        (got, round_len)
+    })
 }
 
 /// One round of `recvmmsg` into `given` (at most [`BATCH`]), each sender's address mapped
