@@ -208,7 +208,7 @@ static PASSWD_STATIC: StaticSlot<passwd> = std::sync::Mutex::new(None);
 static GROUP_STATIC: StaticSlot<group> = std::sync::Mutex::new(None);
 
 /// Runs a `_r` lookup (`search`: entry, buffer, length) into `slot`'s storage: the entry
-/// found, or why none was (`Ok(())`: not there).
+/// found, or why none was (`Err(None)`: not there, `Err(Some(errno))`: the lookup failed).
 pub(crate) fn in_static<T>(
     slot: &StaticSlot<T>,
     search: impl FnOnce(*mut T, *mut c_char, size_t) -> Result<bool, c_int>,
@@ -216,7 +216,8 @@ pub(crate) fn in_static<T>(
     let mut slot = slot.lock().map_err(|_| None)?;
     let store = slot.get_or_insert_with(|| {
         Box::new(Static {
-            // SAFETY: passwd, group and spwd are plain C structures; all-zero is valid.
+            // SAFETY: the lookups' entries (passwd, group, spwd, sgrp) are plain C
+            // structures of pointers and numbers; all-zero is valid.
             entry: unsafe { std::mem::zeroed() },
             buf: [0; STATIC_BUF],
         })

@@ -10,8 +10,8 @@
 //!
 //! As both libcs do, the process keeps a table of the semaphores it has open: a second
 //! `sem_open` of one file (in a forked child too) hands back the first address, by each
-//! libc's rule for names (`shm::mapping_key`), and `sem_close` unmaps it at the last close. Without a rootfs every call
-//! is libc's.
+//! libc's rule for names (`shm::mapping_key`), and `sem_close` unmaps it at the last close.
+//! Without a rootfs every call is libc's.
 
 use std::ffi::{c_char, c_int, c_uint};
 use std::sync::Mutex;
@@ -36,10 +36,10 @@ fn libc(st: &State) -> Libc {
 /// Every mapping `sem_open` returns starts a page; anything else was not ours to unmap.
 const MIN_PAGE: usize = 4096;
 
-/// One open semaphore: its file and the name's key (`shm::mapping_key`), where it is
-/// mapped, and how many opens have not closed.
+/// One open semaphore: what tells it apart (its file's device and inode, and the name's
+/// `shm::mapping_key`), where it is mapped, and how many opens have not closed.
 struct Open {
-    file: (u64, u64, u64),
+    key: (u64, u64, u64),
     addr: usize,
     count: usize,
 }
@@ -50,18 +50,18 @@ static OPEN: Mutex<Vec<Open>> = Mutex::new(Vec::new());
 /// The address of the semaphore in `fd`'s file opened as `key` names it: the one already
 /// mapped, its count raised, or a new mapping, kept in the table.
 fn map_once(fd: c_int, key: u64) -> Result<*mut sem_t, c_int> {
-    let file = sys::kernel_stat(fd, c"".as_ptr(), libc::AT_EMPTY_PATH)
+    let key = sys::kernel_stat(fd, c"".as_ptr(), libc::AT_EMPTY_PATH)
         .map(|st| (st.st_dev, st.st_ino, key))?;
     let mut table = OPEN
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(open) = table.iter_mut().find(|o| o.file == file) {
+    if let Some(open) = table.iter_mut().find(|o| o.key == key) {
         open.count += 1;
         return Ok(open.addr as *mut sem_t);
     }
     let sem = map(fd)?;
     table.push(Open {
-        file,
+        key,
         addr: sem as usize,
         count: 1,
     });
