@@ -845,3 +845,86 @@ fn home_is_the_home_of_the_images_user() {
         );
     }
 }
+
+/// A container's first command that is the loader itself (`ld.so [OPTIONS] PROGRAM`, as
+/// some images' CMD starts a program with a library path of its own) runs as the shim runs
+/// every later loader run: the program and the path options are the image's, the other
+/// options kept, and what it prints is what chroot prints; on the musl image too. A loader
+/// run with no program answers itself.
+#[test]
+#[ignore = "needs the harness, root and the shim (make test)"]
+fn a_first_command_that_is_the_loader_runs_the_images_program() {
+    let work = common::work();
+    for (image, chroot, argv) in [
+        (
+            images::DEBIAN,
+            "debian",
+            &[
+                "/lib64/ld-linux-x86-64.so.2",
+                "/bin/cat",
+                "/etc/scar-test-image",
+            ][..],
+        ),
+        (
+            images::DEBIAN,
+            "debian",
+            &[
+                "/lib64/ld-linux-x86-64.so.2",
+                "--library-path",
+                "/usr/lib/x86_64-linux-gnu",
+                "--inhibit-rpath",
+                "",
+                "/bin/sh",
+                "-c",
+                "echo $0; cat /etc/scar-test-image",
+            ][..],
+        ),
+        (
+            images::MUSL,
+            "musl",
+            &[
+                "/lib/ld-musl-x86_64.so.1",
+                "/bin/busybox",
+                "cat",
+                "/etc/os-release",
+            ][..],
+        ),
+    ] {
+        let truth =
+            common::lambda::chroot_run(&work.join("chroot").join(chroot).join("rootfs"), argv);
+        assert_eq!(
+            truth.status.code(),
+            Some(0),
+            "{argv:?}: {}",
+            text(&truth.stderr)
+        );
+        let ours = lambda_run(image, &[], argv);
+        assert_eq!(
+            (text(&ours.stdout), ours.status.code()),
+            (text(&truth.stdout), Some(0)),
+            "{argv:?}: {}",
+            text(&ours.stderr)
+        );
+    }
+    // `--list` (what `ldd` runs) loads no code: the image's libraries, by host path.
+    let listed = lambda_run(
+        images::DEBIAN,
+        &[],
+        &["/lib64/ld-linux-x86-64.so.2", "--list", "/bin/true"],
+    );
+    assert!(
+        text(&listed.stdout).contains("/rootfs/lib/x86_64-linux-gnu/libc.so.6"),
+        "{}",
+        text(&listed.stderr)
+    );
+    let version = lambda_run(
+        images::DEBIAN,
+        &[],
+        &["/lib64/ld-linux-x86-64.so.2", "--version"],
+    );
+    assert!(
+        text(&version.stdout).starts_with("ld.so (Debian GLIBC"),
+        "{}",
+        text(&version.stderr)
+    );
+}

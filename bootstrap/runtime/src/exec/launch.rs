@@ -14,6 +14,7 @@ use rootfs_paths::{
     Layout, LoaderKind, Mount, PathBuf as PathBuffer, init_wrapper, protocol, script,
 };
 
+use super::loader::LoaderRun;
 use super::{ExecError, Sandbox, StaticPolicy};
 
 /// A host command line ready for `Command`.
@@ -100,7 +101,7 @@ fn ldconfig_print_cache(
     Ok((args, cache))
 }
 
-fn clean(path: &str) -> Result<String, ExecError> {
+pub(super) fn clean(path: &str) -> Result<String, ExecError> {
     let mut out = PathBuffer::new();
     clean_into(path.as_bytes(), &mut out).map_err(|_| ExecError::PathTooLong(path.to_owned()))?;
     Ok(String::from_utf8_lossy(out.as_bytes()).into_owned())
@@ -140,14 +141,21 @@ fn resolve(
 }
 
 fn read_head(host: &Path, container: &str) -> Result<Vec<u8>, ExecError> {
+    let head = read_any_head(host, container)?;
+    if !is_executable_file(host) {
+        return Err(ExecError::NotExecutable(container.to_owned()));
+    }
+    Ok(head)
+}
+
+/// The first bytes of the file at `host`, executable or not: a loader run as a program
+/// runs what it is given.
+pub(super) fn read_any_head(host: &Path, container: &str) -> Result<Vec<u8>, ExecError> {
     use std::io::Read;
     let file = std::fs::File::open(host).map_err(|source| ExecError::Program {
         program: container.to_owned(),
         source,
     })?;
-    if !is_executable_file(host) {
-        return Err(ExecError::NotExecutable(container.to_owned()));
-    }
     let mut head = Vec::with_capacity(HEAD_LEN);
     file.take(HEAD_LEN as u64)
         .read_to_end(&mut head)
@@ -247,6 +255,11 @@ impl Sandbox {
                         }
                     }
                 }
+                ElfKind::Static if let Some(kind) = protocol::loader_named(program.as_bytes()) => {
+                    let planned =
+                        self.loader_run(layout, kind, host.clone(), &program, &args, workdir, env)?;
+                    Ok(planned.unwrap_or_else(|| self.direct(host, args, program)))
+                }
                 ElfKind::Static => match self.static_policy {
                     StaticPolicy::Refuse => Err(ExecError::Static(program)),
                     policy => {
@@ -272,7 +285,7 @@ impl Sandbox {
     /// `DT_RPATH`, with `$ORIGIN` the directory of `exe`, the program's file), then the
     /// image's directories. `--library-path` is searched before a `DT_RUNPATH`, so without
     /// the program's own the image's libraries would win over those it ships beside itself.
-    fn search_path(
+    pub(super) fn search_path(
         &self,
         layout: &Layout<'_>,
         env: &[(String, String)],
@@ -280,31 +293,49 @@ impl Sandbox {
         file: &Path,
         exe: &std::ffi::OsStr,
     ) -> OsString {
-        let mut dirs: Vec<String> = Vec::new();
-        if let Some((_, theirs)) = env.iter().rev().find(|(k, _)| k == "LD_LIBRARY_PATH") {
-            dirs.extend(
-                theirs
+        let mut theirs: Vec<OsString> = Vec::new();
+        if let Some((_, given)) = env.iter().rev().find(|(k, _)| k == "LD_LIBRARY_PATH") {
+            theirs.extend(
+                given
                     .split(':')
                     .filter(|d| d.starts_with('/'))
-                    .map(str::to_owned),
+                    .filter_map(|d| host_path(layout, d).ok())
+                    .map(PathBuf::into_os_string),
             );
         }
+        let theirs = theirs.join(std::ffi::OsStr::new(":"));
+        self.search_path_after(layout, theirs, head, file, exe)
+    }
+
+    /// [`Self::search_path`] with the caller's directories given as host paths
+    /// (`:`-separated, maybe none): a loader run's `--library-path` takes
+    /// `LD_LIBRARY_PATH`'s place.
+    pub(super) fn search_path_after(
+        &self,
+        layout: &Layout<'_>,
+        theirs: OsString,
+        head: &[u8],
+        file: &Path,
+        exe: &std::ffi::OsStr,
+    ) -> OsString {
         let origin = Path::new(exe)
             .parent()
             .map_or_else(|| "/".to_owned(), |p| p.to_string_lossy().into_owned());
+        let mut out = theirs;
+        if !out.is_empty() {
+            out.push(":");
+        }
         if let Some(own) = own_search_path(head, file) {
-            dirs.extend(elf::own_search_dirs(&own).map(|dir| match dir {
+            for dir in elf::own_search_dirs(&own).map(|dir| match dir {
                 elf::OwnDir::FromOrigin(rest) => {
                     format!("{origin}{}", String::from_utf8_lossy(rest))
                 }
                 elf::OwnDir::Absolute(dir) => String::from_utf8_lossy(dir).into_owned(),
-            }));
-        }
-        let mut out = OsString::new();
-        for dir in dirs {
-            if let Ok(host) = host_path(layout, &dir) {
-                out.push(host);
-                out.push(":");
+            }) {
+                if let Ok(host) = host_path(layout, &dir) {
+                    out.push(host);
+                    out.push(":");
+                }
             }
         }
         out.push(self.profile.library_path());
@@ -343,14 +374,6 @@ impl Sandbox {
                 loader: interpreter,
             });
         }
-        let shim = match kind {
-            LoaderKind::Glibc => self.shims.glibc.as_ref(),
-            LoaderKind::Musl => self.shims.musl.as_ref(),
-        }
-        .ok_or(ExecError::NoShim(kind))?;
-        let glibc = self.profile.glibc.unwrap_or((0, 0));
-        let has_preload = protocol::loader_has_preload(kind, glibc);
-        let has_argv0 = protocol::loader_has_argv0(kind, glibc);
         // /proc/self/exe names the file with every symlink followed; so must SCAR_FC_EXE.
         // The loader is handed the file itself too: it takes `$ORIGIN` from that path.
         let (file, exe) = match host.canonicalize() {
@@ -365,34 +388,22 @@ impl Sandbox {
             Err(_) => (host, OsString::from(&program)),
         };
         let library_path = self.search_path(layout, env, head, &file, &exe);
-        let mut loader_args: Vec<OsString> = vec!["--library-path".into(), library_path];
-        if kind == LoaderKind::Glibc {
-            loader_args.push("--inhibit-cache".into());
-        }
-        let mut env = vec![
-            (protocol::EXE.name.to_owned(), exe),
-            (protocol::COMM.name.to_owned(), comm),
-        ];
-        if has_preload {
-            loader_args.extend(["--preload".into(), shim.into()]);
-        } else {
-            env.push(("LD_PRELOAD".to_owned(), shim.into()));
-        }
         let argv0 = args
             .first()
             .cloned()
             .unwrap_or_else(|| OsString::from(&program));
-        if has_argv0 {
-            loader_args.extend(["--argv0".into(), argv0]);
-        } else {
-            env.push((protocol::ARGV0.name.to_owned(), argv0));
-        }
-        loader_args.push(file.into_os_string());
-        loader_args.extend(args.into_iter().skip(1));
-        Ok(Launch {
-            program: loader,
-            args: loader_args,
-            env,
+        self.loader_launch(LoaderRun {
+            kind,
+            loader,
+            library_path,
+            preload: None,
+            trace: false,
+            options: Vec::new(),
+            argv0,
+            program: file,
+            args: args.into_iter().skip(1).collect(),
+            exe,
+            comm: Some(comm),
             container_program: program,
         })
     }

@@ -6,6 +6,7 @@ mod fetcher;
 mod identity;
 mod launch;
 mod live_log;
+mod loader;
 mod locales;
 mod profile;
 mod supervise;
