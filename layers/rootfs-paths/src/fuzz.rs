@@ -1,6 +1,6 @@
 //! Fuzzing of the rules here that read text a hostile image controls, as property tests
-//! with generated inputs: the image's `/etc/passwd` and `/etc/group` lines (the shim parses
-//! them on musl), a `/proc/<pid>/status` file and its name (fake root rewrites them), and
+//! with generated inputs: the image's `/etc/passwd`, `/etc/group` and `/etc/shadow` lines
+//! (the shim parses them on musl), a `/proc/<pid>/status` file and its name (fake root rewrites them), and
 //! the credentials variable an exec hands on, and the command lines of `/proc/<pid>/cmdline`
 //! (any program of the container writes its own, as `setproctitle` does). None may panic;
 //! what parses must print back to itself, the status rewrite never writes past its buffer or
@@ -13,7 +13,7 @@ use std::{format, vec};
 
 use proptest::prelude::*;
 
-use crate::accounts::{group_line, passwd_line};
+use crate::accounts::{group_line, passwd_line, shadow_line};
 use crate::creds::{Creds, MAX_GROUPS};
 use crate::proc_cmdline::{self, Argv0};
 use crate::proc_status::{self, Ids};
@@ -52,7 +52,13 @@ fn account_line() -> impl Strategy<Value = Vec<u8>> {
         });
     let group = ("[a-z_]{1,8}", "[0-9]{1,11}", "[a-z,]{0,20}")
         .prop_map(|(name, gid, members)| format!("{name}:x:{gid}:{members}"));
-    (prop_oneof![noise, passwd, group], any::<bool>()).prop_map(|(line, newline)| {
+    let shadow = (
+        "[a-z_][a-z0-9_-]{0,8}",
+        "[!*]?[a-zA-Z0-9$./]{0,20}",
+        prop::collection::vec(prop_oneof![Just(String::new()), "[0-9]{1,6}"], 7),
+    )
+        .prop_map(|(name, password, numbers)| format!("{name}:{password}:{}", numbers.join(":")));
+    (prop_oneof![noise, passwd, group, shadow], any::<bool>()).prop_map(|(line, newline)| {
         let mut line = line.into_bytes();
         if newline {
             line.push(b'\n');
@@ -105,6 +111,16 @@ proptest! {
             ].join(&b':');
             prop_assert_eq!(group_line(&printed), Some(g));
             prop_assert!(g.members().all(|m| !m.is_empty() && !m.contains(&b',')));
+        }
+        if let Some(sh) = shadow_line(&line) {
+            let mut printed = [sh.name.to_vec(), sh.password.to_vec()].to_vec();
+            printed.extend(sh.numbers.iter().map(|&n| {
+                if n < 0 { Vec::new() } else { format!("{n}").into_bytes() }
+            }));
+            let mut printed = printed.join(&b':');
+            printed.push(b'\n');
+            prop_assert_eq!(shadow_line(&printed), Some(sh));
+            prop_assert!(line.ends_with(b"\n"), "musl skips a line without its newline");
         }
     }
 
