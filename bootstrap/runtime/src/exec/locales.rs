@@ -197,12 +197,10 @@ impl LocaleExport {
         for (category, block) in &locale.blocks {
             let shared = blocks.join(format!("{:x}-{:x}", block.0, block.1));
             if !shared.exists() {
-                let mut data = vec![0; block.1 as usize];
-                archive
-                    .read_exact_at(&mut data, u64::from(block.0))
-                    .map_err(io_err(&self.archive))?;
                 let mut tmp = tempfile::NamedTempFile::new_in(&blocks).map_err(io_err(&blocks))?;
-                io::Write::write_all(&mut tmp, &data).map_err(io_err(tmp.path()))?;
+                let block_range = (u64::from(block.0), u64::from(block.1));
+                copy_range(archive, block_range, tmp.as_file_mut(), COPY_CHUNK)
+                    .map_err(io_err(&self.archive))?;
                 tmp.persist(&shared).map_err(|e| LocaleError::Io {
                     path: shared.clone(),
                     source: e.error,
@@ -367,6 +365,29 @@ fn read_name(
 }
 
 /// What reading needs of the archive: a file, or bytes in the tests.
+/// The most of a locale's data held in memory at once while it is written out: a block is
+/// as long as the archive says, and a hostile archive may say 4 GiB.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// Copies the `(offset, len)` bytes of `from` to the end of `to`, `chunk` bytes at a time.
+fn copy_range(
+    from: &std::fs::File,
+    (offset, len): (u64, u64),
+    to: &mut std::fs::File,
+    chunk: usize,
+) -> io::Result<()> {
+    let mut buf = vec![0; len.min(chunk as u64) as usize];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        let part = &mut buf[..n];
+        from.read_exact_at(part, offset + done)?;
+        io::Write::write_all(to, part)?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
 trait ArchiveBytes {
     fn len(&self) -> io::Result<u64>;
     fn read_at_exact(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
@@ -400,6 +421,23 @@ impl ArchiveBytes for [u8] {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_block_is_copied_a_chunk_at_a_time_to_its_last_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("archive");
+        std::fs::write(&archive, b"headerBLOCK-DATA-0123456789trailer").unwrap();
+        let from = std::fs::File::open(&archive).unwrap();
+        let out = dir.path().join("out");
+        let mut to = std::fs::File::create(&out).unwrap();
+        copy_range(&from, (6, 21), &mut to, 4).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"BLOCK-DATA-0123456789");
+        let mut short = std::fs::File::create(dir.path().join("short")).unwrap();
+        assert!(
+            copy_range(&from, (30, 10), &mut short, 4).is_err(),
+            "past the end"
+        );
+    }
 
     /// An archive laid out as glibc's `locarchive.h` says: header, name table (with an
     /// empty slot), strings, records, then each locale's category data. The harness checks
