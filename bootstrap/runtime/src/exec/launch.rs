@@ -80,12 +80,7 @@ fn ldconfig_print_cache(
             let given = args[index + 1].as_bytes();
             let (option, name) = given.split_at(offset);
             let name = String::from_utf8_lossy(name);
-            let container = if name.starts_with('/') {
-                clean(&name)?
-            } else {
-                clean(&format!("{workdir}/{name}"))?
-            };
-            let cache = host_path(layout, &container)?;
+            let cache = host_path(layout, &from_workdir(workdir, &name)?)?;
             let mut named = option.to_vec();
             named.extend_from_slice(cache.as_os_str().as_bytes());
             args[index + 1] = OsString::from_vec(named);
@@ -101,10 +96,20 @@ fn ldconfig_print_cache(
     Ok((args, cache))
 }
 
-pub(super) fn clean(path: &str) -> Result<String, ExecError> {
+fn clean(path: &str) -> Result<String, ExecError> {
     let mut out = PathBuffer::new();
     clean_into(path.as_bytes(), &mut out).map_err(|_| ExecError::PathTooLong(path.to_owned()))?;
     Ok(String::from_utf8_lossy(out.as_bytes()).into_owned())
+}
+
+/// The container path `given` names from `workdir`: itself when absolute, else joined to
+/// it; cleaned either way.
+pub(super) fn from_workdir(workdir: &str, given: &str) -> Result<String, ExecError> {
+    if given.starts_with('/') {
+        clean(given)
+    } else {
+        clean(&format!("{workdir}/{given}"))
+    }
 }
 
 fn is_executable_file(host: &Path) -> bool {
@@ -120,12 +125,7 @@ fn resolve(
     path_var: &str,
 ) -> Result<String, ExecError> {
     if name.contains('/') {
-        let joined = if name.starts_with('/') {
-            name.to_owned()
-        } else {
-            format!("{workdir}/{name}")
-        };
-        return clean(&joined);
+        return from_workdir(workdir, name);
     }
     for dir in path_var.split(':') {
         let dir = if dir.is_empty() { workdir } else { dir };

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use rootfs_paths::protocol::{self, LoaderOption};
 use rootfs_paths::{Layout, LoaderKind};
 
-use super::launch::{Launch, clean, host_path, read_any_head};
+use super::launch::{Launch, from_workdir, host_path, read_any_head};
 use super::{ExecError, Sandbox};
 
 /// One exec through the image's loader, whichever way it was asked for.
@@ -175,12 +175,7 @@ impl Sandbox {
                 }
             }
         };
-        let given = program.to_string_lossy();
-        let container = if given.starts_with('/') {
-            clean(&given)?
-        } else {
-            clean(&format!("{workdir}/{given}"))?
-        };
+        let container = from_workdir(workdir, &program.to_string_lossy())?;
         let host = host_path(layout, &container)?;
         if let Some(fetcher) = &self.fetcher {
             fetcher
@@ -189,15 +184,13 @@ impl Sandbox {
         }
         // Run this way, the loader takes `$ORIGIN` from the path it is given, symlink or not.
         let head = read_any_head(&host, &container)?;
-        let theirs = match library_dirs {
-            Some(dirs) => Some(translate_list(layout, dirs, Entries::Directories)?),
-            None => None,
-        };
-        let library_path = match theirs {
+        let exe = OsStr::new(&container);
+        let library_path = match library_dirs {
             Some(dirs) => {
-                self.search_path_after(layout, dirs, &head, &host, OsStr::new(&container))
+                let theirs = translate_list(layout, dirs, Entries::Directories)?;
+                self.search_path_after(layout, theirs, &head, &host, exe)
             }
-            None => self.search_path(layout, env, &head, &host, OsStr::new(&container)),
+            None => self.search_path(layout, env, &head, &host, exe),
         };
         let run = LoaderRun {
             kind,
