@@ -6,7 +6,7 @@
 use scar_test_kit as common;
 use scar_test_kit::images;
 
-use std::path::PathBuf;
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -90,10 +90,15 @@ fn error(reply: Reply) -> (String, String) {
     }
 }
 
-fn init_script(body: &str) -> PathBuf {
-    let path = work().join(format!("init-{}.sh", std::process::id()));
-    std::fs::write(&path, body).unwrap();
-    path
+/// The function's init script, in a file removed when the test ends (passed or not).
+fn init_script(body: &str) -> tempfile::TempPath {
+    let mut file = tempfile::Builder::new()
+        .prefix("init-")
+        .suffix(".sh")
+        .tempfile_in(work())
+        .unwrap();
+    file.write_all(body.as_bytes()).unwrap();
+    file.into_temp_path()
 }
 
 fn wait_exit(runtime: &mut Runtime, within: Duration) -> std::process::ExitStatus {
@@ -245,7 +250,6 @@ fn direct_invokes_http_events_and_malformed_events() {
     // The runtime is still serving after the bad events.
     let after = response(api.invoke(script("echo still here"), minute));
     assert_eq!(after["output"], "still here\n");
-    let _ = std::fs::remove_file(init);
 }
 
 fn lambda_processes(pattern: &str) -> String {
@@ -502,7 +506,7 @@ fn runtime_with_init(
     api: &FakeRuntimeApi,
     body: &str,
     extra: &[(&str, &str)],
-) -> (Runtime, PathBuf) {
+) -> (Runtime, tempfile::TempPath) {
     let init = init_script(body);
     let mut vars = vec![
         ("SCAR_IMAGE", IMAGE),
@@ -516,7 +520,7 @@ fn runtime_with_init(
 #[ignore = "needs the harness (make test)"]
 fn sqs_sns_eventbridge_and_any_json_run_with_the_event_file_and_their_inputs() {
     let api = FakeRuntimeApi::start();
-    let (_runtime, init) = runtime_with_init(
+    let (_runtime, _init) = runtime_with_init(
         &api,
         "x=$(cat \"$SCAR_INPUT_FILE\" 2>/dev/null || echo none)\n\
          echo \"got $x at ${EVENT_TIME:-?} via $INPUT_FILE_PATH trace=$_X_AMZN_TRACE_ID\"\n\
@@ -576,14 +580,13 @@ fn sqs_sns_eventbridge_and_any_json_run_with_the_event_file_and_their_inputs() {
         reply["output"].as_str().unwrap().ends_with("\n1\n"),
         "the event file: {reply}"
     );
-    let _ = std::fs::remove_file(init);
 }
 
 #[test]
 #[ignore = "needs the harness (make test)"]
 fn an_http_caller_cannot_set_the_containers_environment() {
     let api = FakeRuntimeApi::start();
-    let (_runtime, init) = runtime_with_init(
+    let (_runtime, _init) = runtime_with_init(
         &api,
         "env | grep -v -e '^REQUEST_ID=' -e '^SCAR_INPUT_DIR=' -e '^SCAR_OUTPUT_DIR=' -e '^TMP_OUTPUT_DIR=' \\\n\
            -e '^SCAR_EVENT_FILE=' -e '^SCAR_HTTP_' -e '^SCAR_INPUT_FILE=' -e '^INPUT_FILE_PATH=' -e '^SCAR_FC_MOUNTS=' | sort\n",
@@ -632,7 +635,6 @@ fn an_http_caller_cannot_set_the_containers_environment() {
     assert_eq!(namespaced.len(), 11, "{namespaced:?}");
     assert!(with.contains(&"HTTP_QUERY_LD_PRELOAD=/tmp/x.so".to_owned()));
     assert!(with.contains(&"HTTP_QUERY_A_B=c".to_owned()));
-    let _ = std::fs::remove_file(init);
 }
 
 #[test]
@@ -811,7 +813,7 @@ fn soak_many_invocations_hold_memory_and_descriptors_flat() {
     )
     .unwrap();
     let api = FakeRuntimeApi::start();
-    let (runtime, init) = runtime_with_init(
+    let (runtime, _init) = runtime_with_init(
         &api,
         "if [ -n \"$SCAR_INPUT_FILE\" ]; then cat \"$SCAR_INPUT_FILE\"; echo; fi; echo init\n",
         &[("SCAR_TIMEOUT_THRESHOLD", "1")],
@@ -926,7 +928,6 @@ fn soak_many_invocations_hold_memory_and_descriptors_flat() {
         last.rss_kb < first.rss_kb + 16 * 1024,
         "memory grew by more than 16 MB: {report}"
     );
-    let _ = std::fs::remove_file(init);
 }
 
 /// Cold start I (issue #13 item 1): with `SCAR_IMAGE` known, the pull runs in Lambda's init
