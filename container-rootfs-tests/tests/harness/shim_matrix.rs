@@ -423,6 +423,44 @@ cli.connect(d); show(cli.getpeername(), cli.getsockname()); os.unlink(d); os.unl
         "python: numpy and the interpreter's paths",
         r#"python3 -c 'import numpy,sys,os; print(numpy.arange(12).reshape(3,4).sum(axis=0).tolist(), os.path.dirname(numpy.__file__)); print(sys.executable, os.path.realpath("/usr/bin/python3"), os.lstat("/usr/bin/awk").st_size)'"#,
     ),
+    case(
+        "fexecve: a memfd, a deleted file, a script, a pipe",
+        &[Bookworm, Bullseye, Polyglot],
+        Check::Same,
+        r##"d=$(mktemp -d) && cat > $d/x.py <<'EOF'
+import os
+def run(fd, argv, inherit=None):
+    if inherit is not None:
+        os.set_inheritable(fd, inherit)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execve(fd, argv, {"PATH": "/usr/bin:/bin"})
+        except OSError as e:
+            print("exec failed:", e.errno, flush=True)
+            os._exit(7)
+    print(argv[0], os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+def memfd(path, flags=0, data=None):
+    fd = os.memfd_create("prog", flags)
+    os.write(fd, data or open(path, "rb").read())
+    return fd
+script = b"#!/bin/sh\necho script $0 $1\n"
+run(memfd("/bin/echo"), ["echo", "memfd, inherited"])
+fd = memfd("/bin/sh", os.MFD_CLOEXEC)
+run(fd, ["sh", "-c", "test -e /proc/$$/fd/%d && echo open || echo closed; readlink /proc/self/exe" % fd])
+run(memfd(None, data=script), ["s", "arg"])
+run(memfd(None, os.MFD_CLOEXEC, script), ["s", "close-on-exec"])
+with open("/tmp/fexecve-del", "wb") as f:
+    f.write(script)
+os.chmod("/tmp/fexecve-del", 0o755)
+fd = os.open("/tmp/fexecve-del", os.O_RDONLY)
+os.unlink("/tmp/fexecve-del")
+run(fd, ["d", "deleted"], inherit=True)
+run(os.open("/bin/cat", os.O_RDONLY), ["cat", "/proc/self/comm"])
+run(os.pipe()[0], ["pipe"])
+EOF
+python3 $d/x.py; rm -rf $d"##,
+    ),
     runtime(
         "python: relative imports, subprocess pipes",
         r#"d=$(mktemp -d) && echo 'X = 7' > $d/m.py && cd $d && python3 -c 'import m, subprocess; p = subprocess.run("sort | uniq -c", shell=True, input=b"b\na\nb\n", capture_output=True); print(m.X, p.stdout.decode().split())'; rm -rf $d"#,

@@ -28,6 +28,17 @@ pub struct Command {
     pub path: *const c_char,
     pub argv: *const *const c_char,
     pub envp: *const *const c_char,
+    /// A close-on-exec descriptor the loader reads the program through, which must stay
+    /// open across the exec (`protocol::EXEC_FD`).
+    pub keep_open: Option<c_int>,
+}
+
+/// A program that only an open descriptor reaches (`fexecve` of a `memfd` or of a deleted
+/// file), run as `/dev/fd/N`, the name the kernel gives it.
+#[derive(Debug, Clone, Copy)]
+struct Descriptor {
+    fd: c_int,
+    close_on_exec: bool,
 }
 
 /// Sizes the arena for one exec: pointers for argv/envp plus room for the new strings.
@@ -61,6 +72,18 @@ pub fn plan(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> Result<Command, c_int> {
+    plan_from(st, arena, path, argv, envp, None)
+}
+
+/// [`plan`], where `path` may be the `/dev/fd/N` of a program only `descriptor` reaches.
+fn plan_from(
+    st: &State,
+    arena: &mut Arena,
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    mut descriptor: Option<Descriptor>,
+) -> Result<Command, c_int> {
     if path.is_null() {
         return Err(libc::EFAULT);
     }
@@ -84,7 +107,10 @@ pub fn plan(
         // SAFETY: `program` is a NUL-terminated string (the caller's or the arena's).
         let given = unsafe { sys::bytes(program) };
         locate(st, given, &mut container, &mut host)?;
-        crate::lazy::before_exec(libc::AT_FDCWD, host.as_c_str())?;
+        if descriptor.is_none() {
+            // (A file only a descriptor reaches is no file of the tree.)
+            crate::lazy::before_exec(libc::AT_FDCWD, host.as_c_str())?;
+        }
         let mut resolved = [0u8; PATH_MAX];
         let (len, resolved_len) = sys::read_head(host.as_c_str(), &mut head, &mut resolved)?;
         sys::executable(host.as_c_str())?;
@@ -96,6 +122,12 @@ pub fn plan(
                 .to_container_into(&resolved[..resolved_len], &mut container);
         }
         if let Some(shebang) = script::parse(head) {
+            // The kernel names such a script `/dev/fd/N` to its interpreter, which cannot
+            // open it once a close-on-exec descriptor is closed: Linux fails the exec.
+            if descriptor.is_some_and(|d| d.close_on_exec) {
+                return Err(libc::ENOENT);
+            }
+            descriptor = None;
             // Linux semantics: [interpreter, (its argument), the script as named, argv[1..]].
             let interpreter = arena.string(&[shebang.interpreter])?;
             let mut next = arena.vector(args.as_slice().len() + 2)?;
@@ -188,14 +220,19 @@ pub fn plan(
                 // The loader is handed the file itself, not a symlink to it: it takes
                 // `$ORIGIN` from the path it is given, where a real exec takes it from the
                 // file.
+                // A file only a descriptor reaches has no other name (its link says
+                // `/memfd:… (deleted)`): the loader reads it through `/dev/fd/N`.
                 let file = match resolved.get(..resolved_len) {
-                    Some(file) if resolved_len > 0 && resolved_len < PATH_MAX => {
+                    Some(file)
+                        if descriptor.is_none() && resolved_len > 0 && resolved_len < PATH_MAX =>
+                    {
                         arena.string(&[file])?
                     }
                     _ => host_path,
                 };
+                let keep_open = descriptor.filter(|d| d.close_on_exec).map(|d| d.fd);
                 through_loader(
-                    st, arena, head, range, file, &container, &args, env, program, comm,
+                    st, arena, head, range, file, &container, &args, env, program, comm, keep_open,
                 )
             }
         };
@@ -284,6 +321,7 @@ fn direct(
         path,
         argv: args.as_ptr(),
         envp,
+        keep_open: None,
     })
 }
 
@@ -346,6 +384,8 @@ struct LoaderRun<'a> {
     /// What `/proc/self/exe` answers, and the process's name unless the kernel's is right.
     exe: &'a [u8],
     comm: Option<&'a [u8]>,
+    /// [`Command::keep_open`].
+    keep_open: Option<c_int>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -360,6 +400,7 @@ fn through_loader(
     env: &[*const c_char],
     program: *const c_char,
     comm: &[u8],
+    keep_open: Option<c_int>,
 ) -> Result<Command, c_int> {
     let interpreter = head.get(interpreter).unwrap_or_default();
     let kind = LoaderKind::of(interpreter);
@@ -388,6 +429,7 @@ fn through_loader(
         args: args.as_slice().get(1..).unwrap_or_default(),
         exe: container.as_bytes(),
         comm: Some(comm),
+        keep_open,
     };
     if st.debug {
         sys::write_stderr(&[
@@ -487,6 +529,7 @@ fn loader_run(
         args: given.get(at + 1..).unwrap_or_default(),
         exe: container.as_bytes(),
         comm: None,
+        keep_open: None,
     };
     command(st, arena, env, &run).map(Some)
 }
@@ -611,7 +654,7 @@ fn command(
     argv.push(run.program)?;
     argv.extend(run.args)?;
 
-    let mut envp = arena.vector(env.len() + st.inherited.len() + 6)?;
+    let mut envp = arena.vector(env.len() + st.inherited.len() + 7)?;
     for &entry in env {
         // SAFETY: env entries are NUL-terminated.
         let bytes = unsafe { sys::bytes(entry) };
@@ -637,6 +680,12 @@ fn command(
     if let Some(comm) = run.comm {
         envp.push(arena.string(&[protocol::COMM.assignment, comm])?)?;
     }
+    if let Some(fd) = run.keep_open {
+        let mut digits = [0u8; 20];
+        let fd =
+            rootfs_paths::buf::decimal(u64::try_from(fd).map_err(|_| libc::EBADF)?, &mut digits);
+        envp.push(arena.string(&[protocol::EXEC_FD.assignment, fd])?)?;
+    }
     let mut creds = [0; CREDS_MAX];
     if let Some(value) = fakeroot::creds_to_hand_on(&mut creds) {
         envp.push(arena.string(&[protocol::CREDS.assignment, value])?)?;
@@ -653,6 +702,7 @@ fn command(
         path: run.loader,
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
+        keep_open: run.keep_open,
     })
 }
 
@@ -751,18 +801,79 @@ pub fn exec(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
+    exec_from(st, path, argv, envp, None)
+}
+
+/// exec of the file open as `fd` (`fexecve`, `execveat` with `AT_EMPTY_PATH`); returns only
+/// on failure, with errno set. A file with a name runs by its name; one that only the
+/// descriptor reaches (a `memfd`, a deleted file) runs as `/dev/fd/N`, as the kernel runs it.
+pub fn exec_descriptor(
+    st: &State,
+    fd: c_int,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    match sys::kernel_stat(fd, c"".as_ptr(), libc::AT_EMPTY_PATH) {
+        Ok(file) if file.st_mode & libc::S_IFMT == libc::S_IFREG => {}
+        Ok(_) => return sys::fail(libc::EACCES, -1),
+        Err(code) => return sys::fail(code, -1),
+    }
+    let mut link = PathBuf::new();
+    let mut raw = [0u8; PATH_MAX];
+    let named = sys::fd_link(fd, &mut link)
+        .and_then(|()| sys::readlink(link.as_c_str(), &mut raw))
+        .ok()
+        .and_then(|len| raw.get(..len))
+        .filter(|name| name.first() == Some(&b'/') && !name.ends_with(b" (deleted)"));
+    let mut path = PathBuf::new();
+    if let Some(name) = named {
+        if st.layout().to_container_into(name, &mut path).is_err() {
+            return sys::fail(libc::ENAMETOOLONG, -1);
+        }
+        return exec(st, path.as_ptr().cast(), argv, envp);
+    }
+    let close_on_exec = match sys::descriptor_flags(fd) {
+        Ok(flags) => flags & libc::FD_CLOEXEC != 0,
+        Err(code) => return sys::fail(code, -1),
+    };
+    let mut digits = [0u8; 20];
+    let number = rootfs_paths::buf::decimal(u64::try_from(fd).unwrap_or_default(), &mut digits);
+    if path
+        .set(b"/dev/fd/")
+        .and_then(|()| path.push(number))
+        .is_err()
+    {
+        return sys::fail(libc::ENAMETOOLONG, -1);
+    }
+    let descriptor = Descriptor { fd, close_on_exec };
+    exec_from(st, path.as_ptr().cast(), argv, envp, Some(descriptor))
+}
+
+fn exec_from(
+    st: &State,
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    descriptor: Option<Descriptor>,
+) -> c_int {
     let mut arena = match arena_for(st, argv, envp) {
         Ok(a) => a,
         Err(code) => return sys::fail(code, -1),
     };
-    match plan(st, &mut arena, path, argv, envp) {
+    match plan_from(st, &mut arena, path, argv, envp, descriptor) {
         Ok(cmd) => {
+            if let Some(fd) = cmd.keep_open {
+                sys::set_descriptor_flags(fd, 0);
+            }
             // SAFETY: the plan's path is a NUL-terminated arena copy, alive until `arena`
             // drops below.
             let path = unsafe { CStr::from_ptr(cmd.path) };
             // SAFETY: the plan's arrays are NULL-terminated arena copies, alive as above.
             unsafe { sys::execve(path, cmd.argv, cmd.envp) };
             let code = sys::errno();
+            if let Some(fd) = cmd.keep_open {
+                sys::set_descriptor_flags(fd, libc::FD_CLOEXEC);
+            }
             drop(arena);
             sys::fail(code, -1)
         }

@@ -21,6 +21,7 @@
 //! | `SCAR_FC_EXE`, `SCAR_FC_ARGV0` | per exec: the program's container path and argv[0] |
 //! | `SCAR_FC_COMM` | per exec: the process's name, as a real exec of the program gives it |
 //! | `SCAR_FC_CREDS` | per exec, under fake root: the ids the program starts with, when not root's |
+//! | `SCAR_FC_EXEC_FD` | per exec: a close-on-exec descriptor the program was run from, to close |
 
 // Every unsafe operation carries its own reason: the shim runs inside every program of the
 // container, where a wrong pointer is the user's crash, not ours.
@@ -73,6 +74,7 @@ extern "C" fn init(argc: c_int, argv: *mut *mut c_char, _envp: *mut *mut c_char)
     }
     fakeroot::adopt_inherited();
     take_program_name();
+    close_exec_descriptor();
     bind_libc_messages();
     // SAFETY: getenv returns a pointer into the environment block, whose strings outlive
     // main even once their entries leave `environ` below.
@@ -110,6 +112,7 @@ extern "C" fn init() {
     if state::get().is_some() {
         fakeroot::adopt_inherited();
         take_program_name();
+        close_exec_descriptor();
         hide_own_variables();
     }
 }
@@ -163,6 +166,24 @@ fn take_program_name() {
     // SAFETY: PR_SET_NAME copies at most 15 bytes of a NUL-terminated string and names the
     // calling thread, the only one yet.
     unsafe { sys::raw_syscall!(libc::SYS_prctl, libc::PR_SET_NAME, name) };
+}
+
+/// A program run from a close-on-exec descriptor (`exec::exec_descriptor`) starts with it
+/// open, since its loader had to read the program through it; the kernel would have closed
+/// it at the exec.
+fn close_exec_descriptor() {
+    // SAFETY: getenv of a NUL-terminated name; initialisers run before any other thread.
+    let value = unsafe { libc::getenv(rootfs_paths::protocol::EXEC_FD.env.as_ptr()) };
+    if value.is_null() {
+        return;
+    }
+    // SAFETY: a getenv result is NUL-terminated.
+    let digits = unsafe { sys::bytes(value) };
+    if let Some(fd) =
+        rootfs_paths::buf::parse_decimal(digits).and_then(|n| std::ffi::c_int::try_from(n).ok())
+    {
+        sys::close(fd);
+    }
 }
 
 #[cfg(target_env = "gnu")]

@@ -123,6 +123,9 @@ pub unsafe extern "C" fn execveat(
     if name.first() == Some(&b'/') {
         return exec::exec(st, path, argv, envp);
     }
+    if name.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
+        return exec::exec_descriptor(st, dirfd, argv, envp);
+    }
     let mut full = PathBuf::new();
     if let Err(code) = container_dir(st, dirfd, &mut full) {
         return fail(code, -1);

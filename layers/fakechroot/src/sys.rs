@@ -164,6 +164,17 @@ pub fn close(fd: c_int) {
     unsafe { raw_syscall!(libc::SYS_close, fd) };
 }
 
+/// The descriptor's flags (`FD_CLOEXEC`).
+pub fn descriptor_flags(fd: c_int) -> Result<c_int, c_int> {
+    // SAFETY: F_GETFD takes no argument and touches no memory.
+    check(unsafe { raw_syscall!(libc::SYS_fcntl, fd, libc::F_GETFD) }).map(|flags| flags as c_int)
+}
+
+pub fn set_descriptor_flags(fd: c_int, flags: c_int) {
+    // SAFETY: F_SETFD takes an integer and touches no memory.
+    unsafe { raw_syscall!(libc::SYS_fcntl, fd, libc::F_SETFD, flags) };
+}
+
 /// Reads up to `buf.len()` bytes from the start of a file, and the kernel's name for it
 /// (symlinks followed) into `name`; a directory is EACCES, as in execve.
 pub fn read_head(path: &CStr, buf: &mut [u8], name: &mut [u8]) -> Result<(usize, usize), c_int> {

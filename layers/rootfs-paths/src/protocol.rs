@@ -71,8 +71,13 @@ pub const CREDS: Var = protocol_var!("SCAR_FC_CREDS");
 /// match), which the kernel takes from the file it executes: the loader's, here. The shim
 /// puts back the name a real exec gives ([`comm_of`]) before `main`.
 pub const COMM: Var = protocol_var!("SCAR_FC_COMM");
+/// Per exec: the descriptor the program was executed from (`fexecve` of a file no path
+/// reaches, a `memfd` or a deleted file) when its caller marked it close-on-exec. The image's
+/// loader reads the program through `/dev/fd/N`, so the exec keeps it open; the shim closes
+/// it before `main`, where the kernel would have closed it at the exec.
+pub const EXEC_FD: Var = protocol_var!("SCAR_FC_EXEC_FD");
 /// The variables that describe one exec and are never handed on.
-pub const PER_EXEC: [Var; 4] = [EXE, ARGV0, CREDS, COMM];
+pub const PER_EXEC: [Var; 5] = [EXE, ARGV0, CREDS, COMM, EXEC_FD];
 
 /// The name Linux gives a process that executes `path` (as the caller named it, before
 /// symlinks and `#!` lines are followed): its last component. The kernel keeps the first
