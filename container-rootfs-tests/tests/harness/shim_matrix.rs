@@ -174,6 +174,12 @@ const CASES: &[Case] = &[
         "readlink -f /proc/self/exe; readlink /proc/self/exe; ls -l /proc/self/exe | sed 's/.* -> //'",
     ),
     case(
+        "sizes of /proc's links and of the image's",
+        NATIVE,
+        Check::Same,
+        "stat -c %s /proc/self/exe /proc/self/cwd /proc/self/fd/0; ln -s /etc/hostname /tmp/crt-z; stat -c %s /tmp/crt-z; rm /tmp/crt-z",
+    ),
+    case(
         "alternatives chain",
         DEBIAN,
         Check::Same,

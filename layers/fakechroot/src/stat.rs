@@ -4,7 +4,7 @@
 //!   as the unpacker does), so the kernel's `st_size` of such a link is the host target's
 //!   length; `ls -l`, Python's `os.lstat` and every program that sizes a `readlink` buffer
 //!   from `st_size` would see the difference from a real chroot. A link that was not followed
-//!   gets the length of the target `readlink` returns.
+//!   gets the length of the target `readlink` returns; /proc's links keep the kernel's sizes.
 //! * Owners, under fake root: those `chown` set, else root for the Lambda user's files
 //!   (`fakeroot.rs`).
 
@@ -119,6 +119,17 @@ fn fix_link_size(dirfd: c_int, host: *const c_char, filled: Filled) {
     let Ok(len) = usize::try_from(len) else {
         return;
     };
+    let kernel_size = match filled {
+        // SAFETY: a filled struct stat (above).
+        Filled::Stat(buf) => u64::try_from(unsafe { (*buf).st_size }).unwrap_or(u64::MAX),
+        // SAFETY: a filled struct statx.
+        Filled::Statx(buf) => unsafe { statx_field::<u64>(buf, STATX_SIZE_AT) },
+    };
+    if kernel_size != len as u64 {
+        // Not a link a filesystem stores: /proc's links (`exe`, `cwd`, `fd/N`) have sizes of
+        // their own (0, 64), which chroot shows too.
+        return;
+    }
     let mut container = PathBuf::new();
     if st
         .layout()
