@@ -174,6 +174,12 @@ const CASES: &[Case] = &[
         "readlink -f /proc/self/exe; readlink /proc/self/exe; ls -l /proc/self/exe | sed 's/.* -> //'",
     ),
     case(
+        "/proc/PID/exe of another program",
+        &[Bookworm, Bullseye, Polyglot],
+        Check::Same,
+        r#"python3 -c 'import os, subprocess; p = subprocess.Popen(["sleep", "1"]); print(os.readlink("/proc/%d/exe" % p.pid), os.readlink("/proc/%d/task/%d/exe" % (p.pid, p.pid)), os.readlink("/proc/%d/exe" % os.getppid())); p.wait()'"#,
+    ),
+    case(
         "sizes of /proc's links and of the image's",
         NATIVE,
         Check::Same,

@@ -5,10 +5,11 @@ use std::ffi::{c_char, c_int, c_void};
 use libc::{size_t, ssize_t};
 use rootfs_paths::PathBuf;
 use rootfs_paths::buf::PATH_MAX;
+use rootfs_paths::protocol;
 
-use crate::state;
 use crate::sys::{self, fail, real};
 use crate::translate::{self, is_own_exe};
+use crate::{proc_files, state};
 
 /// # Safety
 /// libc's contract for `readlink`.
@@ -61,8 +62,26 @@ pub unsafe extern "C" fn readlinkat(
             if n < 0 {
                 return n;
             }
-            translate::to_container_in_place(&mut target, n as usize, PATH_MAX)
-                .unwrap_or(n as usize)
+            let len = translate::to_container_in_place(&mut target, n as usize, PATH_MAX)
+                .unwrap_or(n as usize);
+            // Another program of the container runs as the image's loader, which its link
+            // names; the program is in that process's environment.
+            let mut program = [0_u8; PATH_MAX];
+            let other = match protocol::loader_named(&target[..len]) {
+                Some(_) if !path.is_null() => {
+                    // SAFETY: a non-null path argument is NUL-terminated.
+                    let link = unsafe { sys::bytes(path) };
+                    proc_files::program_of_process(link, &mut program)
+                }
+                _ => None,
+            };
+            match other {
+                Some(len) => {
+                    target[..len].copy_from_slice(&program[..len]);
+                    len
+                }
+                None => len,
+            }
         }
     };
     let copied = len.min(size);

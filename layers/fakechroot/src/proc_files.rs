@@ -3,6 +3,8 @@
 //! - `/proc/<pid>/cmdline`: every program starts through the image's loader, so the
 //!   kernel's command line begins with the loader's host path and options; the copy starts
 //!   at the program's own argv[0], as under a chroot (the rules: `rootfs_paths::proc_cmdline`).
+//! - `/proc/<pid>/exe` of another program (a link, answered by `readlink`: `names.rs`): the
+//!   kernel's names the image's loader; the program's is in that process's environment.
 //! - under fake root, `/proc/<pid>/status`: a copy whose id lines say what `get*id` say
 //!   (the rules: `rootfs_paths::proc_status`).
 //!
@@ -13,9 +15,11 @@
 use std::ffi::{c_char, c_int};
 
 use libc::{FILE, mode_t};
-use rootfs_paths::PathBuf;
+use rootfs_paths::buf::PATH_MAX;
 use rootfs_paths::proc_cmdline::{self, Argv0};
+use rootfs_paths::proc_environ::Finder;
 use rootfs_paths::proc_status::{self, Ids, Whose};
+use rootfs_paths::{PathBuf, proc_exe, protocol};
 
 use crate::arena::Arena;
 use crate::sys::{self, raw_syscall};
@@ -117,45 +121,41 @@ fn argv0_from_environ(cmdline: &[u8], out: &mut PathBuf) -> bool {
     let Some(dir) = cmdline.strip_suffix(b"cmdline") else {
         return false;
     };
+    let mut value = [0_u8; PATH_MAX];
+    variable_in_environ(dir, protocol::ARGV0, &mut value)
+        .is_some_and(|len| out.set(&value[..len]).is_ok())
+}
+
+/// What `/proc/PID/exe` names for another program of the container, when `link` is such a
+/// link (`rootfs_paths::proc_exe`): its length in `out`, or `None` to keep the kernel's.
+pub fn program_of_process(link: &[u8], out: &mut [u8]) -> Option<usize> {
+    if !proc_exe::names_a_process_exe(link) {
+        return None;
+    }
+    variable_in_environ(proc_exe::process_dir(link)?, protocol::EXE, out)
+}
+
+/// `var`'s value in the environment that the process in `dir` (`/proc/PID/`, with its `/`)
+/// started with, into `out`: its length, or `None` when it has none, is gone, cannot be
+/// read or the value does not fit.
+fn variable_in_environ(dir: &[u8], var: protocol::Var, out: &mut [u8]) -> Option<usize> {
     let mut environ = PathBuf::new();
-    if environ
+    environ
         .set(dir)
         .and_then(|()| environ.push(b"environ"))
-        .is_err()
-    {
-        return false;
-    }
-    let Some(fd) = open_read(environ.as_c_str().as_ptr()) else {
-        return false;
-    };
+        .ok()?;
+    let fd = open_read(environ.as_c_str().as_ptr())?;
+    let mut finder = Finder::new(var.assignment);
     let mut chunk = [0_u8; 4096];
-    // An entry may straddle two reads: its start is kept at the front of `chunk`.
-    let mut kept = 0;
-    let mut skipping = false;
-    let found = 'read: loop {
-        let Ok(n) = sys::read(fd, &mut chunk[kept..]) else {
-            break false;
-        };
-        if n == 0 {
-            break false;
-        }
-        let filled = kept + n;
-        let mut start = 0;
-        while let Some(nul) = chunk[start..filled].iter().position(|&b| b == 0) {
-            let entry = &chunk[start..start + nul];
-            if !skipping && let Some(value) = proc_cmdline::argv0_in_environ_entry(entry) {
-                break 'read out.set(value).is_ok();
+    let found = loop {
+        match sys::read(fd, &mut chunk) {
+            Ok(0) => break finder.finish(),
+            Ok(n) => {
+                if let Some(found) = finder.feed(&chunk[..n], out) {
+                    break found.ok();
+                }
             }
-            skipping = false;
-            start += nul + 1;
-        }
-        if start == 0 && filled == chunk.len() {
-            // An entry longer than the chunk: not ours, skip to its end.
-            skipping = true;
-            kept = 0;
-        } else {
-            chunk.copy_within(start..filled, 0);
-            kept = filled - start;
+            Err(_) => break None,
         }
     };
     sys::close(fd);

@@ -19,6 +19,8 @@ mod fuzz;
 pub mod init_wrapper;
 pub mod layout;
 pub mod proc_cmdline;
+pub mod proc_environ;
+pub mod proc_exe;
 pub mod proc_status;
 pub mod protocol;
 pub mod script;

@@ -88,11 +88,6 @@ pub fn launch<'a>(head: &'a [u8], root: &[u8]) -> Option<Launch<'a>> {
     }
 }
 
-/// Finds `SCAR_FC_ARGV0`'s value in one NUL-separated entry of an environment.
-pub fn argv0_in_environ_entry(entry: &[u8]) -> Option<&[u8]> {
-    entry.strip_prefix(crate::protocol::ARGV0.assignment)
-}
-
 fn inside(path: &[u8], root: &[u8]) -> bool {
     path.strip_prefix(root)
         .is_some_and(|rest| rest.first() == Some(&b'/'))
@@ -199,14 +194,5 @@ mod tests {
         ] {
             assert_eq!(launch(line, ROOT), None, "{:?}", line);
         }
-    }
-
-    #[test]
-    fn the_argv0_variable_is_found_in_an_environment_entry() {
-        assert_eq!(
-            argv0_in_environ_entry(b"SCAR_FC_ARGV0=sh"),
-            Some(&b"sh"[..])
-        );
-        assert_eq!(argv0_in_environ_entry(b"SCAR_FC_EXE=/bin/sh"), None);
     }
 }

@@ -1,0 +1,63 @@
+//! What `/proc/<pid>/exe` names for another program of the container.
+//!
+//! Every program here runs as the image's loader with the program as its argument, so the
+//! kernel's `exe` link of any of them is the loader. A process's own `/proc/self/exe` is
+//! answered from its shim's state (`SCAR_FC_EXE`); another process's is read where the
+//! kernel keeps that process's environment as it started, `/proc/<pid>/environ`, which
+//! holds the same `SCAR_FC_EXE` (the exec put it there). psutil's `Process.exe()`,
+//! `killall /usr/bin/NAME` and `pidof` read the link this way. A process not started by the
+//! shim (the host's, a static program) has no such entry and keeps the kernel's link.
+
+use crate::buf::parse_decimal;
+
+/// True for `/proc/PID/exe` and `/proc/PID/task/TID/exe` (`self` is the caller's own, which
+/// the shim answers without reading a file).
+pub fn names_a_process_exe(path: &[u8]) -> bool {
+    let Some(rest) = path
+        .strip_prefix(b"/proc/")
+        .and_then(|r| r.strip_suffix(b"/exe"))
+    else {
+        return false;
+    };
+    match rest.iter().position(|&b| b == b'/') {
+        None => parse_decimal(rest).is_some(),
+        Some(slash) => {
+            parse_decimal(&rest[..slash]).is_some()
+                && rest[slash + 1..]
+                    .strip_prefix(b"task/")
+                    .and_then(parse_decimal)
+                    .is_some()
+        }
+    }
+}
+
+/// The directory of the process (or thread) whose `exe` link `path` is, with its `/`: where
+/// its `environ` is.
+pub fn process_dir(path: &[u8]) -> Option<&[u8]> {
+    path.strip_suffix(b"exe")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exe_links_of_processes_and_threads() {
+        assert!(names_a_process_exe(b"/proc/42/exe"));
+        assert!(names_a_process_exe(b"/proc/42/task/43/exe"));
+        for path in [
+            &b"/proc/self/exe"[..],
+            b"/proc/42/cwd",
+            b"/proc/x/exe",
+            b"/proc/42/task/exe",
+            b"/proc//exe",
+            b"/tmp/42/exe",
+        ] {
+            assert!(!names_a_process_exe(path), "{path:?}");
+        }
+        assert_eq!(
+            process_dir(b"/proc/42/task/43/exe"),
+            Some(&b"/proc/42/task/43/"[..])
+        );
+    }
+}
