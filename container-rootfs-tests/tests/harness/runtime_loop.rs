@@ -224,6 +224,19 @@ fn direct_invokes_http_events_and_malformed_events() {
         assert_eq!(reply["body"], format!("{label} body\nname=v2 from init\n"));
     }
 
+    // A load balancer passes the query undecoded, and takes its own format back.
+    let alb = json!({"requestContext": {"elb": {"targetGroupArn": "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/t/1"}},
+        "httpMethod": "POST", "path": "/", "queryStringParameters": {"name": "load%20balancer"},
+        "headers": {"content-type": "text/plain"}, "body": "alb body", "isBase64Encoded": false});
+    let reply = response(api.invoke(alb, minute));
+    assert_eq!(
+        (&reply["statusCode"], &reply["statusDescription"]),
+        (&json!(200), &json!("200 OK")),
+        "{reply}"
+    );
+    assert_eq!(reply["body"], "alb body\nname=load balancer from init\n");
+    assert_eq!(reply["multiValueHeaders"]["x-scar-exit-code"], json!(["0"]));
+
     for (event, expected) in [
         (
             json!({"cmd_args": "ls -l"}),

@@ -4,7 +4,8 @@
 //! - SQS messages and SNS notifications (one run per record, the body as the input file);
 //! - EventBridge events: S3 "Object Created" like an S3 notification, anything else (a
 //!   scheduled event) as one run;
-//! - an HTTP request from API Gateway (REST v1, HTTP API v2) or a Function URL (v2);
+//! - an HTTP request from API Gateway (REST v1, HTTP API v2), a Function URL (v2) or an
+//!   Application Load Balancer;
 //! - any other JSON value (an array, a string, a number, null too): one run with the event
 //!   in `$SCAR_EVENT_FILE`.
 //!
@@ -13,6 +14,7 @@
 
 use std::collections::BTreeMap;
 
+use aws_lambda_events::event::alb::AlbTargetGroupRequest;
 use aws_lambda_events::event::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -74,6 +76,22 @@ pub enum HttpFormat {
     RestV1,
     /// HTTP API payload 2.0 and Function URLs.
     V2,
+    /// An Application Load Balancer's target group.
+    Alb,
+}
+
+/// An Application Load Balancer takes at most 1 MB of response JSON from a function
+/// (a larger one is the caller's 502), where API Gateway and Function URLs take Lambda's 6 MB.
+pub const ALB_RESPONSE_LIMIT: usize = 1024 * 1024;
+
+impl HttpFormat {
+    /// The largest response JSON the caller's side accepts.
+    pub fn response_limit(self) -> usize {
+        match self {
+            Self::Alb => ALB_RESPONSE_LIMIT,
+            Self::RestV1 | Self::V2 => super::response::LAMBDA_RESPONSE_LIMIT,
+        }
+    }
 }
 
 /// An HTTP request, as the command sees it in `$SCAR_HTTP_REQUEST_FILE`.
@@ -458,7 +476,11 @@ impl Event {
     }
 
     fn parse_http(value: Value) -> Result<HttpRequest, EventError> {
+        if value.pointer("/requestContext/elb").is_some() {
+            return Self::parse_alb(value);
+        }
         let v2 = value.get("version").and_then(Value::as_str) == Some("2.0");
+        let query = query_pairs(&value, "queryStringParameters");
         if v2 {
             let r: ApiGatewayV2httpRequest =
                 serde_json::from_value(value).map_err(malformed("HTTP (payload 2.0)"))?;
@@ -466,7 +488,7 @@ impl Event {
                 format: HttpFormat::V2,
                 method: r.request_context.http.method.to_string(),
                 path: r.raw_path.unwrap_or_default(),
-                query: pairs(r.query_string_parameters.iter()),
+                query,
                 headers: headers(&r.headers),
                 body: body(r.body, r.is_base64_encoded)?,
             });
@@ -477,15 +499,93 @@ impl Event {
             format: HttpFormat::RestV1,
             method: r.http_method.to_string(),
             path: r.path.unwrap_or_default(),
-            query: pairs(r.query_string_parameters.iter()),
+            query,
             headers: headers(&r.headers),
             body: body(r.body, r.is_base64_encoded)?,
         })
     }
 }
 
-fn pairs<'a>(iter: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<(String, String)> {
-    iter.map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+impl Event {
+    /// A load balancer passes the query as the caller wrote it (percent-encoded, where API
+    /// Gateway decodes it), and with its target group's multi-value headers on, only the
+    /// multi-value maps.
+    fn parse_alb(value: Value) -> Result<HttpRequest, EventError> {
+        let multi_value = value.get("multiValueHeaders").is_some_and(Value::is_object);
+        let query = query_pairs(
+            &value,
+            if multi_value {
+                "multiValueQueryStringParameters"
+            } else {
+                "queryStringParameters"
+            },
+        );
+        let r: AlbTargetGroupRequest =
+            serde_json::from_value(value).map_err(malformed("Application Load Balancer"))?;
+        let headers = if multi_value {
+            &r.multi_value_headers
+        } else {
+            &r.headers
+        };
+        let decode = |text: &str| {
+            percent_encoding::percent_decode_str(text)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        Ok(HttpRequest {
+            format: HttpFormat::Alb,
+            method: r.http_method.to_string(),
+            path: r.path.unwrap_or_default(),
+            query: first_values(query.iter().map(|(k, v)| (decode(k), decode(v)))),
+            headers: joined_headers(headers),
+            body: body(r.body, r.is_base64_encoded)?,
+        })
+    }
+}
+
+/// The first value of each name.
+fn first_values(pairs: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let mut seen = std::collections::BTreeSet::new();
+    pairs
+        .filter(|(name, _)| seen.insert(name.clone()))
+        .collect()
+}
+
+/// Headers with every value of a repeated name joined by `, `, HTTP's own rule for
+/// combining them (a multi-value map repeats names).
+fn joined_headers(map: &aws_lambda_events::http::HeaderMap) -> BTreeMap<String, String> {
+    let mut joined: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in map {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        joined
+            .entry(name.as_str().to_owned())
+            .and_modify(|all| {
+                all.push_str(", ");
+                all.push_str(&value);
+            })
+            .or_insert_with(|| value.into_owned());
+    }
+    joined
+}
+
+/// The first value of each query parameter in the event's `field` (a name to a string, or
+/// to a list of strings in the multi-value maps). Read from the JSON itself: the event
+/// types' `QueryMap` panics when it iterates a parameter with an empty list, which a
+/// caller can send.
+fn query_pairs(event: &Value, field: &str) -> Vec<(String, String)> {
+    let Some(Value::Object(map)) = event.get(field) else {
+        return Vec::new();
+    };
+    map.iter()
+        .filter_map(|(name, value)| {
+            let first = match value {
+                Value::String(one) => Some(one.as_str()),
+                Value::Array(many) => many.first().and_then(Value::as_str),
+                _ => None,
+            }?;
+            Some((name.clone(), first.to_owned()))
+        })
+        .collect()
 }
 
 fn headers(map: &aws_lambda_events::http::HeaderMap) -> BTreeMap<String, String> {

@@ -18,9 +18,7 @@ use super::event::{BatchSource, DirectInvoke, Event, HttpRequest, Input, Item};
 use super::http;
 use super::image::{Images, Prepared, PullInfo, PulledImage};
 use super::request_dir::{RequestDir, clear_dir};
-use super::response::{
-    BatchReport, HttpReply, LAMBDA_RESPONSE_LIMIT, Reply, Response, RunReport, RunResult,
-};
+use super::response::{BatchReport, HttpReply, Reply, Response, RunReport, RunResult};
 use super::s3::{Storage, files_below};
 use crate::config::FunctionConfig;
 use crate::exec::{
@@ -212,7 +210,7 @@ impl<I: Images, R: Runner> Handler<I, R> {
         }
         super::release_free_memory();
         reply.map(|mut reply| {
-            reply.fit(LAMBDA_RESPONSE_LIMIT);
+            reply.fit(reply.limit());
             reply
         })
     }

@@ -1,4 +1,5 @@
-//! Proxy responses for API Gateway (REST v1, HTTP API v2) and Function URLs.
+//! Proxy responses for API Gateway (REST v1, HTTP API v2), Function URLs and Application
+//! Load Balancers.
 //!
 //! By default the body is the command's output as text: 200 when it exited 0, 504 when the
 //! threshold ended it, 500 otherwise. A command chooses its own response by writing files in
@@ -6,19 +7,25 @@
 //! `application/octet-stream` for such a body) and `status` (a number from 100 to 599). A body
 //! that is not text travels base64-encoded with `isBase64Encoded`, which API Gateway and
 //! Function URLs decode for the caller. The exit status and the request id are in headers.
+//! A load balancer takes a response of 1 MB at most, API Gateway and Function URLs 6 MB:
+//! a chosen body is refused over its format's bound, the output cut to fit it
+//! (`Reply::fit`).
 
 use std::path::Path;
 
 use aws_lambda_events::encodings::Body;
+use aws_lambda_events::event::alb::AlbTargetGroupResponse;
 use aws_lambda_events::event::apigw::{ApiGatewayProxyResponse, ApiGatewayV2httpResponse};
-use aws_lambda_events::http::{HeaderMap, HeaderValue};
+use aws_lambda_events::http::{HeaderMap, HeaderValue, StatusCode};
 
 use super::event::HttpFormat;
-use super::response::{HttpReply, LAMBDA_RESPONSE_LIMIT, RunReport};
+use super::response::{HttpReply, RunReport};
 
 /// The largest body a command may choose: base64 makes it 4/3 larger, and the response must
-/// stay under Lambda's 6 MB with its headers.
-pub const MAX_BODY_BYTES: usize = (LAMBDA_RESPONSE_LIMIT - 64 * 1024) / 4 * 3;
+/// stay under the format's bound with its headers.
+pub fn max_body_bytes(format: HttpFormat) -> usize {
+    (format.response_limit() - 64 * 1024) / 4 * 3
+}
 
 /// Whether a content type is text that travels as is.
 fn is_text(content_type: &str) -> bool {
@@ -44,7 +51,7 @@ struct Chosen {
     status: Option<i64>,
 }
 
-fn chosen(dir: &Path) -> Result<Option<Chosen>, String> {
+fn chosen(dir: &Path, format: HttpFormat) -> Result<Option<Chosen>, String> {
     let body_file = dir.join("body");
     let Ok(meta) = std::fs::symlink_metadata(&body_file) else {
         return Ok(None);
@@ -52,9 +59,14 @@ fn chosen(dir: &Path) -> Result<Option<Chosen>, String> {
     if !meta.is_file() {
         return Err(format!("{} is not a regular file", body_file.display()));
     }
-    if meta.len() > MAX_BODY_BYTES as u64 {
+    let max = max_body_bytes(format);
+    if meta.len() > max as u64 {
+        let through = match format {
+            HttpFormat::Alb => "a load balancer (1 MB of JSON, base64)",
+            HttpFormat::RestV1 | HttpFormat::V2 => "Lambda (6 MB, base64)",
+        };
         return Err(format!(
-            "the response body is {} bytes, more than the {MAX_BODY_BYTES} an HTTP response can carry through Lambda (6 MB, base64); write it to $SCAR_OUTPUT_DIR and answer with its location",
+            "the response body is {} bytes, more than the {max} an HTTP response can carry through {through}; write it to $SCAR_OUTPUT_DIR and answer with its location",
             meta.len()
         ));
     }
@@ -102,7 +114,7 @@ pub(crate) fn response(
     let mut content_type = "text/plain; charset=utf-8".to_owned();
     let mut body = Body::Text(report.output.clone());
     let mut base64 = false;
-    match chosen(response_dir) {
+    match chosen(response_dir, format) {
         Ok(Some(chosen)) => {
             if let Some(code) = chosen.status.filter(|_| !report.timed_out) {
                 status = code;
@@ -159,6 +171,30 @@ pub(crate) fn response(
             r.is_base64_encoded = base64;
             HttpReply::V2(r)
         }
+        HttpFormat::Alb => {
+            let mut r = AlbTargetGroupResponse::default();
+            r.status_code = status;
+            r.status_description = Some(status_line(status));
+            // A target group reads `multiValueHeaders` when its multi-value setting is on,
+            // `headers` when it is off: both carry the same.
+            r.multi_value_headers = headers.clone();
+            r.headers = headers;
+            r.body = Some(body);
+            r.is_base64_encoded = base64;
+            HttpReply::Alb(r)
+        }
+    }
+}
+
+/// `200 OK`: what a load balancer puts on its status line.
+fn status_line(code: i64) -> String {
+    let reason = u16::try_from(code)
+        .ok()
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .and_then(|c| c.canonical_reason());
+    match reason {
+        Some(reason) => format!("{code} {reason}"),
+        None => code.to_string(),
     }
 }
 
@@ -224,6 +260,38 @@ mod tests {
     }
 
     #[test]
+    fn a_load_balancer_gets_its_status_line_both_header_maps_and_its_own_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let reply = json(&response(HttpFormat::Alb, &report(0), "r", dir.path()));
+        assert_eq!(reply["statusCode"], 200);
+        assert_eq!(reply["statusDescription"], "200 OK");
+        assert_eq!(
+            reply["headers"]["content-type"],
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(
+            reply["multiValueHeaders"]["content-type"],
+            serde_json::json!(["text/plain; charset=utf-8"])
+        );
+        assert_eq!(reply["body"], "printed\n");
+        let failed = json(&response(HttpFormat::Alb, &report(3), "r", dir.path()));
+        assert_eq!(failed["statusDescription"], "500 Internal Server Error");
+
+        // 900 KB fits through API Gateway, not through a load balancer (1 MB of JSON, base64).
+        let big = std::fs::File::create(dir.path().join("body")).unwrap();
+        big.set_len(900 * 1024).unwrap();
+        let through_gateway = json(&response(HttpFormat::V2, &report(0), "r", dir.path()));
+        assert_eq!(through_gateway["statusCode"], 200);
+        let reply = json(&response(HttpFormat::Alb, &report(0), "r", dir.path()));
+        assert_eq!(reply["statusCode"], 500);
+        assert!(
+            reply["body"].as_str().unwrap().contains("load balancer"),
+            "{reply}"
+        );
+        assert_eq!(status_line(299), "299");
+    }
+
+    #[test]
     fn a_bad_choice_is_a_500_that_says_why() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("body"), "x").unwrap();
@@ -233,7 +301,8 @@ mod tests {
         assert!(reply["body"].as_str().unwrap().contains("999"), "{reply}");
         std::fs::remove_file(dir.path().join("status")).unwrap();
         let big = std::fs::File::create(dir.path().join("body")).unwrap();
-        big.set_len(MAX_BODY_BYTES as u64 + 1).unwrap();
+        big.set_len(max_body_bytes(HttpFormat::V2) as u64 + 1)
+            .unwrap();
         let reply = json(&response(HttpFormat::V2, &report(0), "r", dir.path()));
         assert_eq!(reply["statusCode"], 500);
         assert!(

@@ -1,14 +1,17 @@
 //! The invocation's response, typed: one serde type that the handler writes, `--emulate`
 //! prints and the deployer reads back. Direct invokes get one [`RunReport`], batch events
-//! (S3, SQS, SNS, EventBridge) a [`BatchReport`] with one per record, HTTP requests an API
-//! Gateway proxy response.
+//! (S3, SQS, SNS, EventBridge) a [`BatchReport`] with one per record, HTTP requests a proxy
+//! response in their caller's format.
 //!
 //! Lambda refuses a response over 6 MB (and retries an asynchronous invocation that made
-//! one), so every response is cut to fit ([`Reply::fit`]): the output appears once, the
-//! records of a batch share one budget, and whatever is cut is counted and marked.
+//! one), and a load balancer one over 1 MB, so every response is cut to fit
+//! ([`Reply::fit`] to [`Reply::limit`]): the output appears once, the records of a batch
+//! share one budget, and whatever is cut is counted and marked.
 
 use std::time::Duration;
 
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::event::alb::AlbTargetGroupResponse;
 use aws_lambda_events::event::apigw::{ApiGatewayProxyResponse, ApiGatewayV2httpResponse};
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +34,15 @@ impl Reply {
             Self::Run(response) => response.result.succeeded(),
             Self::Http(HttpReply::RestV1(r)) => r.status_code == 200,
             Self::Http(HttpReply::V2(r)) => r.status_code == 200,
+            Self::Http(HttpReply::Alb(r)) => r.status_code == 200,
+        }
+    }
+
+    /// The largest JSON the caller takes: 1 MB for a load balancer, else Lambda's 6 MB.
+    pub fn limit(&self) -> usize {
+        match self {
+            Self::Http(HttpReply::Alb(_)) => crate::lambda::event::ALB_RESPONSE_LIMIT,
+            _ => LAMBDA_RESPONSE_LIMIT,
         }
     }
 }
@@ -41,9 +53,13 @@ pub const LAMBDA_RESPONSE_LIMIT: usize = 6 * 1024 * 1024;
 impl Reply {
     /// Cuts the outputs of a run reply until its JSON is at most `limit` bytes (escaping can
     /// make a text grow up to six times); each cut is counted in `output_truncated_bytes` and
-    /// marked. HTTP replies are sized where their body is chosen.
+    /// marked. An HTTP reply's body chosen by the command was sized where it was chosen; the
+    /// output as its body is cut here, and marked.
     pub fn fit(&mut self, limit: usize) {
-        let Self::Run(response) = self else { return };
+        let response = match self {
+            Self::Run(response) => response,
+            Self::Http(reply) => return reply.fit(limit),
+        };
         let rounds = response.result.reports_mut().len() * 2 + 8;
         for _ in 0..rounds {
             let size = json_len(response);
@@ -51,25 +67,32 @@ impl Reply {
                 return;
             }
             let mut reports = response.result.reports_mut();
-            let escaped = |r: &RunReport| json_len(&r.output);
-            let Some(largest) = reports.iter_mut().max_by_key(|r| escaped(r)) else {
+            let Some(largest) = reports.iter_mut().max_by_key(|r| json_len(&r.output)) else {
                 return;
             };
-            // Each byte cut saves up to six escaped ones; cut the excess over the ratio.
-            let ratio = (escaped(largest) / largest.output.len().max(1)).max(1);
-            let excess = (size - limit) / ratio + TRUNCATION_MARKER_ROOM;
-            let mut cut = largest.output.len().saturating_sub(excess);
-            while !largest.output.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            let removed = largest.output.len() - cut;
-            largest.output.truncate(cut);
+            let removed = cut_text(&mut largest.output, size - limit, limit);
             largest.output_truncated_bytes += removed as u64;
-            largest.output.push_str(&format!(
-                "\n[scar: response cut: {removed} more bytes not shown (Lambda's response limit is 6 MB); the whole output is in the function's log]\n"
-            ));
         }
     }
+}
+
+/// Cuts the end of `text` so that its JSON is about `excess` bytes shorter, and marks the
+/// cut; returns the bytes removed. Each byte cut saves up to six escaped ones, so the cut is
+/// the excess over the text's own ratio (a caller cuts again if that was not enough).
+fn cut_text(text: &mut String, excess: usize, limit: usize) -> usize {
+    let ratio = (json_len(&*text) / text.len().max(1)).max(1);
+    let mut cut = text
+        .len()
+        .saturating_sub(excess / ratio + TRUNCATION_MARKER_ROOM);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let removed = text.len() - cut;
+    text.truncate(cut);
+    text.push_str(&format!(
+        "\n[scar: response cut: {removed} more bytes not shown (the caller takes a response of {limit} bytes at most); the whole output is in the function's log]\n"
+    ));
+    removed
 }
 
 /// The length of `value` as JSON, counted without making the text: the response can hold
@@ -96,7 +119,8 @@ fn json_len(value: &impl Serialize) -> usize {
 /// Room for the marker [`Reply::fit`] appends.
 const TRUNCATION_MARKER_ROOM: usize = 256;
 
-/// A proxy response for API Gateway REST (v1), or HTTP API 2.0 and Function URLs.
+/// A proxy response for API Gateway REST (v1), HTTP API 2.0 and Function URLs, or an
+/// Application Load Balancer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum HttpReply {
@@ -104,6 +128,32 @@ pub enum HttpReply {
     RestV1(ApiGatewayProxyResponse),
     /// HTTP API payload 2.0 and Function URLs.
     V2(ApiGatewayV2httpResponse),
+    /// An Application Load Balancer's target group.
+    Alb(AlbTargetGroupResponse),
+}
+
+impl HttpReply {
+    fn body_mut(&mut self) -> &mut Option<Body> {
+        match self {
+            Self::RestV1(r) => &mut r.body,
+            Self::V2(r) => &mut r.body,
+            Self::Alb(r) => &mut r.body,
+        }
+    }
+
+    /// Cuts a text body (the command's output) until the JSON is at most `limit` bytes.
+    fn fit(&mut self, limit: usize) {
+        for _ in 0..8 {
+            let size = json_len(self);
+            if size <= limit {
+                return;
+            }
+            let Some(Body::Text(text)) = self.body_mut() else {
+                return;
+            };
+            cut_text(text, size - limit, limit);
+        }
+    }
 }
 
 /// A direct or S3 invocation's response.
@@ -407,6 +457,37 @@ mod tests {
             plain.get("output").is_none(),
             "the output appears once, in the records"
         );
+    }
+
+    #[test]
+    fn an_http_replys_output_is_cut_to_its_callers_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let printed = RunReport {
+            output: "\u{1}".repeat(3 * 1024 * 1024),
+            ..report(Some(0), "r")
+        };
+        for format in [
+            crate::lambda::event::HttpFormat::Alb,
+            crate::lambda::event::HttpFormat::RestV1,
+        ] {
+            let mut reply = Reply::Http(crate::lambda::http::response(
+                format,
+                &printed,
+                "r",
+                dir.path(),
+            ));
+            let limit = reply.limit();
+            assert_eq!(limit, format.response_limit());
+            reply.fit(limit);
+            let size = serde_json::to_vec(&reply).unwrap().len();
+            assert!(size <= limit, "{format:?}: {size}");
+            let text = serde_json::to_value(&reply).unwrap()["body"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert!(text.contains("[scar: response cut:"), "{format:?}");
+            assert!(text.starts_with("\u{1}\u{1}"), "{format:?}");
+        }
     }
 
     #[test]

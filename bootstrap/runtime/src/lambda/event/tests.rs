@@ -252,6 +252,85 @@ fn http_events_of_both_formats() {
     );
 }
 
+#[test]
+fn a_query_parameter_with_no_value_or_several_is_not_a_panic() {
+    // The event types' QueryMap panics when it iterates an empty list (found by fuzzing).
+    for event in [
+        json!({"httpMethod": "GET", "path": "/", "requestContext": {"httpMethod": "GET"},
+               "queryStringParameters": {"k": [], "a": ["1", "2"]}}),
+        json!({"version": "2.0", "rawPath": "/", "requestContext": {"http": {"method": "GET"}},
+               "queryStringParameters": {"k": [], "a": ["1", "2"]}}),
+        json!({"httpMethod": "GET", "path": "/", "requestContext": {"elb": {}},
+               "multiValueHeaders": {}, "multiValueQueryStringParameters": {"k": [], "a": ["1", "2"]}}),
+    ] {
+        let Event::Http(h) = Event::parse(event.clone(), "").unwrap() else {
+            panic!("{event}")
+        };
+        assert_eq!(h.query, [("a".to_owned(), "1".to_owned())], "{event}");
+    }
+    let number = json!({"httpMethod": "GET", "path": "/", "requestContext": {"httpMethod": "GET"},
+                        "queryStringParameters": {"n": 3}});
+    let err = Event::parse(number, "").unwrap_err();
+    assert!(
+        err.to_string().contains("malformed API Gateway REST event"),
+        "{err}"
+    );
+}
+
+#[test]
+fn load_balancer_events_as_aws_documents_them() {
+    let Event::Http(h) = Event::parse(sample("alb"), "").unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            h.format,
+            h.method.as_str(),
+            h.path.as_str(),
+            h.body.as_deref()
+        ),
+        (HttpFormat::Alb, "GET", "/lambda", Some(&b""[..]))
+    );
+    assert_eq!(h.query, [("query".to_owned(), "1234ABCD".to_owned())]);
+    assert_eq!(h.headers["x-forwarded-for"], "72.12.164.125");
+    assert_eq!(h.headers.len(), 12);
+
+    // Multi-value headers on: only the multi-value maps, a repeated header's values joined,
+    // a repeated parameter's first value.
+    let Event::Http(h) = Event::parse(sample("alb-multi-value"), "").unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (h.format, h.path.as_str(), h.body.as_deref()),
+        (HttpFormat::Alb, "/", Some(&b"request_body"[..]))
+    );
+    assert_eq!(h.query, [("myKey".to_owned(), "val1".to_owned())]);
+    assert_eq!(h.headers["cookie"], "name1=value1, name2=value2");
+    assert_eq!(h.headers["content-type"], "text/plain");
+
+    // A load balancer does not decode the query, as API Gateway does.
+    let mut encoded = sample("alb");
+    encoded["queryStringParameters"] = json!({"na%20me": "a%2Fb+c%ZZ"});
+    let Event::Http(h) = Event::parse(encoded, "").unwrap() else {
+        panic!()
+    };
+    assert_eq!(h.query, [("na me".to_owned(), "a/b+c%ZZ".to_owned())]);
+
+    let mut bad = sample("alb");
+    bad["body"] = json!("%%%");
+    bad["isBase64Encoded"] = json!(true);
+    let err = Event::parse(bad, "").unwrap_err();
+    assert!(err.to_string().contains("isBase64Encoded"), "{err}");
+    let mut no_method = sample("alb");
+    no_method.as_object_mut().unwrap().remove("httpMethod");
+    let err = Event::parse(no_method, "").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("malformed Application Load Balancer event"),
+        "{err}"
+    );
+}
+
 /// Fuzzing (issue #17): JSON trees built from the field names and values of every event
 /// source, mixed with noise, and mutations of AWS's own samples. `Event::parse` classifies
 /// each or refuses it with an error; it never panics. `PROPTEST_CASES` raises the cases.
@@ -388,7 +467,7 @@ mod fuzz {
 
         #[test]
         fn mutated_aws_samples_are_classified_or_refused(
-            which in prop::sample::select(vec!["s3-put", "sqs", "sns", "eventbridge-s3-object-created", "scheduled"]),
+            which in prop::sample::select(vec!["s3-put", "sqs", "sns", "eventbridge-s3-object-created", "scheduled", "alb", "alb-multi-value"]),
             choice in any::<usize>(),
             with in tree(),
         ) {
