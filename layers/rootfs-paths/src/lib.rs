@@ -21,6 +21,7 @@ pub mod layout;
 pub mod proc_cmdline;
 pub mod proc_environ;
 pub mod proc_exe;
+pub mod proc_path;
 pub mod proc_status;
 pub mod protocol;
 pub mod script;

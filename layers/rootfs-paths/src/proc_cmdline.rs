@@ -9,32 +9,11 @@
 //! A process not started that way (the host's, or one that rewrote its title, as
 //! `setproctitle` does) is shown as the kernel has it.
 
-use crate::buf::parse_decimal;
 use crate::protocol::{LoaderOption, loader_option};
 
 /// True for `/proc/{self,thread-self,PID}/cmdline` and `/proc/{self,PID}/task/TID/cmdline`.
 pub fn is_cmdline(path: &[u8]) -> bool {
-    let Some(rest) = path
-        .strip_prefix(b"/proc/")
-        .and_then(|r| r.strip_suffix(b"/cmdline"))
-    else {
-        return false;
-    };
-    let (process, task) = match rest.iter().position(|&b| b == b'/') {
-        Some(slash) => (&rest[..slash], Some(&rest[slash + 1..])),
-        None => (rest, None),
-    };
-    let process_ok = process == b"self" || parse_decimal(process).is_some();
-    match task {
-        None => process_ok || process == b"thread-self",
-        Some(task) => {
-            process_ok
-                && task
-                    .strip_prefix(b"task/")
-                    .and_then(parse_decimal)
-                    .is_some()
-        }
-    }
+    crate::proc_path::process_file(path, b"cmdline").is_some()
 }
 
 /// Where the program's own command line starts in a loader's.

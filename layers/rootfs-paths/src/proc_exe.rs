@@ -8,27 +8,12 @@
 //! `killall /usr/bin/NAME` and `pidof` read the link this way. A process not started by the
 //! shim (the host's, a static program) has no such entry and keeps the kernel's link.
 
-use crate::buf::parse_decimal;
+use crate::proc_path::{Process, process_file};
 
 /// True for `/proc/PID/exe` and `/proc/PID/task/TID/exe` (`self` is the caller's own, which
 /// the shim answers without reading a file).
 pub fn names_a_process_exe(path: &[u8]) -> bool {
-    let Some(rest) = path
-        .strip_prefix(b"/proc/")
-        .and_then(|r| r.strip_suffix(b"/exe"))
-    else {
-        return false;
-    };
-    match rest.iter().position(|&b| b == b'/') {
-        None => parse_decimal(rest).is_some(),
-        Some(slash) => {
-            parse_decimal(&rest[..slash]).is_some()
-                && rest[slash + 1..]
-                    .strip_prefix(b"task/")
-                    .and_then(parse_decimal)
-                    .is_some()
-        }
-    }
+    matches!(process_file(path, b"exe"), Some(Process::Pid(_)))
 }
 
 /// The directory of the process (or thread) whose `exe` link `path` is, with its `/`: where

@@ -9,6 +9,7 @@
 //! root's, as everything it owns does). Every other line is the kernel's, byte for byte.
 
 use crate::buf::{decimal, parse_decimal};
+use crate::proc_path::{Process, process_file};
 
 /// Whose status file a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,25 +24,10 @@ pub enum Whose {
 /// `/proc/{self,PID}/task/TID/status`; `own_pid` (asked only for a numeric name, since it
 /// costs the caller a system call on every open) tells this process's pid from another's.
 pub fn whose(path: &[u8], own_pid: impl FnOnce() -> u32) -> Option<Whose> {
-    let rest = path.strip_prefix(b"/proc/")?;
-    let rest = rest.strip_suffix(b"/status")?;
-    let (process, task) = match rest.iter().position(|&b| b == b'/') {
-        Some(slash) => (&rest[..slash], Some(&rest[slash + 1..])),
-        None => (rest, None),
-    };
-    if let Some(task) = task {
-        let tid = task.strip_prefix(b"task/")?;
-        parse_decimal(tid)?;
-        if process == b"thread-self" {
-            return None;
-        }
-    }
-    match process {
-        b"self" | b"thread-self" => Some(Whose::This),
-        digits => match parse_decimal(digits)? {
-            pid if pid == own_pid() => Some(Whose::This),
-            _ => Some(Whose::Other),
-        },
+    match process_file(path, b"status")? {
+        Process::Caller | Process::CallingThread => Some(Whose::This),
+        Process::Pid(pid) if pid == own_pid() => Some(Whose::This),
+        Process::Pid(_) => Some(Whose::Other),
     }
 }
 
