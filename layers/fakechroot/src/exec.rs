@@ -818,18 +818,11 @@ pub fn exec_descriptor(
         Ok(_) => return sys::fail(libc::EACCES, -1),
         Err(code) => return sys::fail(code, -1),
     }
-    let mut link = PathBuf::new();
-    let mut raw = [0u8; PATH_MAX];
-    let named = sys::fd_link(fd, &mut link)
-        .and_then(|()| sys::readlink(link.as_c_str(), &mut raw))
-        .ok()
-        .and_then(|len| raw.get(..len))
-        .filter(|name| name.first() == Some(&b'/') && !name.ends_with(b" (deleted)"));
     let mut path = PathBuf::new();
-    if let Some(name) = named {
-        if st.layout().to_container_into(name, &mut path).is_err() {
-            return sys::fail(libc::ENAMETOOLONG, -1);
-        }
+    let named = container_dir(st, fd, &mut path).is_ok()
+        && path.as_bytes().first() == Some(&b'/')
+        && !path.as_bytes().ends_with(b" (deleted)");
+    if named {
         return exec(st, path.as_ptr().cast(), argv, envp);
     }
     let close_on_exec = match sys::descriptor_flags(fd) {
