@@ -66,21 +66,20 @@ pub unsafe extern "C" fn readlinkat(
                 .unwrap_or(n as usize);
             // Another program of the container runs as the image's loader, which its link
             // names; the program is in that process's environment.
-            let mut program = [0_u8; PATH_MAX];
-            let other = match protocol::loader_named(&target[..len]) {
+            match protocol::loader_named(&target[..len]) {
                 Some(_) if !path.is_null() => {
                     // SAFETY: a non-null path argument is NUL-terminated.
                     let link = unsafe { sys::bytes(path) };
-                    proc_files::program_of_process(link, &mut program)
+                    let mut program = [0_u8; PATH_MAX];
+                    match proc_files::program_of_process(link, &mut program) {
+                        Some(found) => {
+                            target[..found].copy_from_slice(&program[..found]);
+                            found
+                        }
+                        None => len,
+                    }
                 }
-                _ => None,
-            };
-            match other {
-                Some(len) => {
-                    target[..len].copy_from_slice(&program[..len]);
-                    len
-                }
-                None => len,
+                _ => len,
             }
         }
     };
