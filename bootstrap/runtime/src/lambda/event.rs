@@ -12,7 +12,7 @@
 //! A malformed event of a known shape is refused with the field named; nothing here turns
 //! a caller's text into a path or a variable name (the handler does, through one rule).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_lambda_events::event::alb::AlbTargetGroupRequest;
 use aws_lambda_events::event::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
@@ -489,7 +489,7 @@ impl Event {
                 method: r.request_context.http.method.to_string(),
                 path: r.raw_path.unwrap_or_default(),
                 query,
-                headers: headers(&r.headers),
+                headers: header_values(&r.headers),
                 body: body(r.body, r.is_base64_encoded)?,
             });
         }
@@ -500,13 +500,11 @@ impl Event {
             method: r.http_method.to_string(),
             path: r.path.unwrap_or_default(),
             query,
-            headers: headers(&r.headers),
+            headers: header_values(&r.headers),
             body: body(r.body, r.is_base64_encoded)?,
         })
     }
-}
 
-impl Event {
     /// A load balancer passes the query as the caller wrote it (percent-encoded, where API
     /// Gateway decodes it), and with its target group's multi-value headers on, only the
     /// multi-value maps.
@@ -537,7 +535,7 @@ impl Event {
             method: r.http_method.to_string(),
             path: r.path.unwrap_or_default(),
             query: first_values(query.iter().map(|(k, v)| (decode(k), decode(v)))),
-            headers: joined_headers(headers),
+            headers: header_values(headers),
             body: body(r.body, r.is_base64_encoded)?,
         })
     }
@@ -545,7 +543,7 @@ impl Event {
 
 /// The first value of each name.
 fn first_values(pairs: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
-    let mut seen = std::collections::BTreeSet::new();
+    let mut seen = BTreeSet::new();
     pairs
         .filter(|(name, _)| seen.insert(name.clone()))
         .collect()
@@ -553,7 +551,7 @@ fn first_values(pairs: impl Iterator<Item = (String, String)>) -> Vec<(String, S
 
 /// Headers with every value of a repeated name joined by `, `, HTTP's own rule for
 /// combining them (a multi-value map repeats names).
-fn joined_headers(map: &aws_lambda_events::http::HeaderMap) -> BTreeMap<String, String> {
+fn header_values(map: &aws_lambda_events::http::HeaderMap) -> BTreeMap<String, String> {
     let mut joined: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in map {
         let value = String::from_utf8_lossy(value.as_bytes());
@@ -584,17 +582,6 @@ fn query_pairs(event: &Value, field: &str) -> Vec<(String, String)> {
                 _ => None,
             }?;
             Some((name.clone(), first.to_owned()))
-        })
-        .collect()
-}
-
-fn headers(map: &aws_lambda_events::http::HeaderMap) -> BTreeMap<String, String> {
-    map.iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
         })
         .collect()
 }
