@@ -16,6 +16,7 @@ use aws_lambda_events::event::apigw::{ApiGatewayProxyResponse, ApiGatewayV2httpR
 use serde::{Deserialize, Serialize};
 
 use crate::exec::Outcome;
+use crate::lambda::event::HttpFormat;
 
 /// What an invocation answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,8 +42,8 @@ impl Reply {
     /// The largest JSON the caller takes: 1 MB for a load balancer, else Lambda's 6 MB.
     pub fn limit(&self) -> usize {
         match self {
-            Self::Http(HttpReply::Alb(_)) => crate::lambda::event::ALB_RESPONSE_LIMIT,
-            _ => LAMBDA_RESPONSE_LIMIT,
+            Self::Run(_) => LAMBDA_RESPONSE_LIMIT,
+            Self::Http(reply) => reply.format().response_limit(),
         }
     }
 }
@@ -133,6 +134,14 @@ pub enum HttpReply {
 }
 
 impl HttpReply {
+    fn format(&self) -> HttpFormat {
+        match self {
+            Self::RestV1(_) => HttpFormat::RestV1,
+            Self::V2(_) => HttpFormat::V2,
+            Self::Alb(_) => HttpFormat::Alb,
+        }
+    }
+
     fn body_mut(&mut self) -> &mut Option<Body> {
         match self {
             Self::RestV1(r) => &mut r.body,
