@@ -484,12 +484,17 @@ impl Event {
         if v2 {
             let r: ApiGatewayV2httpRequest =
                 serde_json::from_value(value).map_err(malformed("HTTP (payload 2.0)"))?;
+            let mut headers = header_values(&r.headers);
+            // Payload 2.0 moves the request's cookies out of its headers.
+            if let Some(cookies) = r.cookies.filter(|c| !c.is_empty()) {
+                headers.insert("cookie".to_owned(), cookies.join("; "));
+            }
             return Ok(HttpRequest {
                 format: HttpFormat::V2,
                 method: r.request_context.http.method.to_string(),
                 path: r.raw_path.unwrap_or_default(),
                 query,
-                headers: header_values(&r.headers),
+                headers,
                 body: body(r.body, r.is_base64_encoded)?,
             });
         }

@@ -250,6 +250,13 @@ fn http_events_of_both_formats() {
         ),
         (HttpFormat::V2, Some(&b"text body"[..]), "PUT", "/x")
     );
+    // Payload 2.0 carries cookies beside the headers; the command sees one cookie header.
+    let with_cookies = json!({"version": "2.0", "rawPath": "/", "cookies": ["a=1", "b=2"],
+                              "requestContext": {"http": {"method": "GET"}}});
+    let Event::Http(h) = Event::parse(with_cookies, "").unwrap() else {
+        panic!()
+    };
+    assert_eq!(h.headers["cookie"], "a=1; b=2");
 }
 
 #[test]
