@@ -4,7 +4,8 @@
 //! By default the body is the command's output as text: 200 when it exited 0, 504 when the
 //! threshold ended it, 500 otherwise. A command chooses its own response by writing files in
 //! `$SCAR_HTTP_RESPONSE_DIR`: `body` (any bytes: an image, a PDF), `content-type` (default
-//! `application/octet-stream` for such a body) and `status` (a number from 100 to 599). A body
+//! `application/octet-stream` for such a body), `status` (a number from 100 to 599) and
+//! `headers` (`Name: value` lines: a redirect's `Location`, `Set-Cookie`, caching). A body
 //! that is not text travels base64-encoded with `isBase64Encoded`, which API Gateway and
 //! Function URLs decode for the caller. The exit status and the request id are in headers.
 //! A load balancer takes a response of 1 MB at most, API Gateway and Function URLs 6 MB:
@@ -16,7 +17,7 @@ use std::path::Path;
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::event::alb::AlbTargetGroupResponse;
 use aws_lambda_events::event::apigw::{ApiGatewayProxyResponse, ApiGatewayV2httpResponse};
-use aws_lambda_events::http::{HeaderMap, HeaderValue, StatusCode};
+use aws_lambda_events::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::event::HttpFormat;
 use super::response::{HttpReply, RunReport};
@@ -46,31 +47,15 @@ fn is_text(content_type: &str) -> bool {
 
 /// What the command left in the response directory.
 struct Chosen {
-    body: Vec<u8>,
+    /// The body, when it chose one (else the output is the body).
+    body: Option<Vec<u8>>,
     content_type: String,
     status: Option<i64>,
+    headers: HeaderMap,
 }
 
 fn chosen(dir: &Path, format: HttpFormat) -> Result<Option<Chosen>, String> {
-    let body_file = dir.join("body");
-    let Ok(meta) = std::fs::symlink_metadata(&body_file) else {
-        return Ok(None);
-    };
-    if !meta.is_file() {
-        return Err(format!("{} is not a regular file", body_file.display()));
-    }
-    let max = max_body_bytes(format);
-    if meta.len() > max as u64 {
-        let through = match format {
-            HttpFormat::Alb => "a load balancer (1 MB of JSON, base64)",
-            HttpFormat::RestV1 | HttpFormat::V2 => "Lambda (6 MB, base64)",
-        };
-        return Err(format!(
-            "the response body is {} bytes, more than the {max} an HTTP response can carry through {through}; write it to $SCAR_OUTPUT_DIR and answer with its location",
-            meta.len()
-        ));
-    }
-    let body = std::fs::read(&body_file).map_err(|e| format!("{}: {e}", body_file.display()))?;
+    let body = chosen_body(dir, format)?;
     let small = |name: &str| {
         crate::exec::read_capped(&dir.join(name), 1024)
             .ok()
@@ -89,12 +74,97 @@ fn chosen(dir: &Path, format: HttpFormat) -> Result<Option<Chosen>, String> {
         },
         None => None,
     };
+    let headers = chosen_headers(dir)?;
+    if body.is_none() && status.is_none() && headers.is_empty() {
+        return Ok(None);
+    }
     Ok(Some(Chosen {
         body,
         content_type: small("content-type")
             .unwrap_or_else(|| "application/octet-stream".to_owned()),
         status,
+        headers,
     }))
+}
+
+fn chosen_body(dir: &Path, format: HttpFormat) -> Result<Option<Vec<u8>>, String> {
+    let body_file = dir.join("body");
+    let Ok(meta) = std::fs::symlink_metadata(&body_file) else {
+        return Ok(None);
+    };
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", body_file.display()));
+    }
+    let max = max_body_bytes(format);
+    if meta.len() > max as u64 {
+        let through = match format {
+            HttpFormat::Alb => "a load balancer (1 MB of JSON, base64)",
+            HttpFormat::RestV1 | HttpFormat::V2 => "Lambda (6 MB, base64)",
+        };
+        return Err(format!(
+            "the response body is {} bytes, more than the {max} an HTTP response can carry through {through}; write it to $SCAR_OUTPUT_DIR and answer with its location (status 303 and a Location line in headers)",
+            meta.len()
+        ));
+    }
+    std::fs::read(&body_file)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", body_file.display()))
+}
+
+/// Headers the runtime sets itself, and the framing that the caller's side owns.
+const NOT_CHOSEN: [&str; 6] = [
+    "content-type",
+    "x-scar-exit-code",
+    "x-scar-timed-out",
+    "amz-lambda-request-id",
+    "content-length",
+    "transfer-encoding",
+];
+
+/// The `headers` file: `Name: value` lines (64 KiB at most), a name repeated for several
+/// values (`Set-Cookie`); blank lines are skipped, anything else that is not a header is
+/// refused by its line.
+fn chosen_headers(dir: &Path) -> Result<HeaderMap, String> {
+    let path = dir.join("headers");
+    let text = match crate::exec::read_capped(&path, 64 * 1024) {
+        Ok(Some(text)) => text,
+        Ok(None) => return Err(format!("{} is over 64 KiB", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HeaderMap::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut headers = HeaderMap::new();
+    for (at, line) in text.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        let number = at + 1;
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Err(format!("headers line {number} is not `Name: value`"));
+        };
+        let given = line[..colon].trim_ascii();
+        let name = HeaderName::from_bytes(given).map_err(|_| {
+            format!(
+                "headers line {number}: {:?} is not a header name",
+                String::from_utf8_lossy(given)
+            )
+        })?;
+        if NOT_CHOSEN.contains(&name.as_str()) {
+            let instead = if name == "content-type" {
+                " (write it in content-type)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "headers line {number}: {name} is not the command's to set{instead}"
+            ));
+        }
+        let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).map_err(|_| {
+            format!("headers line {number}: the value of {name} holds a control character")
+        })?;
+        headers.append(name, value);
+    }
+    Ok(headers)
 }
 
 /// The proxy response for `report`, with the body `response_dir` chooses, if any.
@@ -114,18 +184,22 @@ pub(crate) fn response(
     let mut content_type = "text/plain; charset=utf-8".to_owned();
     let mut body = Body::Text(report.output.clone());
     let mut base64 = false;
+    let mut chosen_headers = HeaderMap::new();
     match chosen(response_dir, format) {
         Ok(Some(chosen)) => {
             if let Some(code) = chosen.status.filter(|_| !report.timed_out) {
                 status = code;
             }
-            base64 = !is_text(&chosen.content_type);
-            body = if base64 {
-                Body::Binary(chosen.body)
-            } else {
-                Body::Text(String::from_utf8_lossy(&chosen.body).into_owned())
-            };
-            content_type = chosen.content_type;
+            if let Some(bytes) = chosen.body {
+                base64 = !is_text(&chosen.content_type);
+                body = if base64 {
+                    Body::Binary(bytes)
+                } else {
+                    Body::Text(String::from_utf8_lossy(&bytes).into_owned())
+                };
+                content_type = chosen.content_type;
+            }
+            chosen_headers = chosen.headers;
         }
         Ok(None) => {}
         Err(problem) => {
@@ -154,10 +228,15 @@ pub(crate) fn response(
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert("amz-lambda-request-id", v);
     }
+    for (name, value) in &chosen_headers {
+        headers.append(name, value.clone());
+    }
     match format {
         HttpFormat::RestV1 => {
             let mut r = ApiGatewayProxyResponse::default();
             r.status_code = status;
+            // API Gateway merges the two; the multi-value map keeps a repeated name's values.
+            r.multi_value_headers = headers.clone();
             r.headers = headers;
             r.body = Some(body);
             r.is_base64_encoded = base64;
@@ -166,6 +245,14 @@ pub(crate) fn response(
         HttpFormat::V2 => {
             let mut r = ApiGatewayV2httpResponse::default();
             r.status_code = status;
+            // Payload 2.0 takes cookies apart (its headers join a repeated name by commas,
+            // which a Set-Cookie value may hold).
+            r.cookies = headers
+                .get_all("set-cookie")
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect();
+            headers.remove("set-cookie");
             r.headers = headers;
             r.body = Some(body);
             r.is_base64_encoded = base64;
@@ -289,6 +376,72 @@ mod tests {
             "{reply}"
         );
         assert_eq!(status_line(299), "299");
+    }
+
+    #[test]
+    fn chosen_headers_a_redirect_and_cookies_in_each_format() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("status"), "302\n").unwrap();
+        std::fs::write(
+            dir.path().join("headers"),
+            "Location: https://example.com/out.png\r\n\nSet-Cookie: a=1; Path=/\nset-cookie: b=2, c\nCache-Control:no-store\n",
+        )
+        .unwrap();
+        for format in [HttpFormat::RestV1, HttpFormat::V2, HttpFormat::Alb] {
+            let reply = json(&response(format, &report(0), "r", dir.path()));
+            assert_eq!(reply["statusCode"], 302, "{format:?}");
+            assert_eq!(
+                reply["headers"]["location"], "https://example.com/out.png",
+                "{format:?}"
+            );
+            assert_eq!(reply["headers"]["cache-control"], "no-store", "{format:?}");
+            // No body chosen: the output stays the body, as text.
+            assert_eq!(reply["body"], "printed\n", "{format:?}");
+            assert_eq!(
+                reply["headers"]["content-type"], "text/plain; charset=utf-8",
+                "{format:?}"
+            );
+            let cookies = serde_json::json!(["a=1; Path=/", "b=2, c"]);
+            match format {
+                HttpFormat::V2 => {
+                    assert_eq!(reply["cookies"], cookies);
+                    assert!(reply["headers"].get("set-cookie").is_none(), "{reply}");
+                }
+                _ => assert_eq!(reply["multiValueHeaders"]["set-cookie"], cookies, "{reply}"),
+            }
+        }
+    }
+
+    #[test]
+    fn headers_that_are_not_the_commands_or_not_headers_are_refused_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        for (file, named) in [
+            (
+                "X-Ok: 1\nno colon here\n",
+                "headers line 2 is not `Name: value`",
+            ),
+            (
+                "X-Scar-Exit-Code: 0\n",
+                "x-scar-exit-code is not the command's",
+            ),
+            ("Content-Type: text/html\n", "write it in content-type"),
+            ("Content-Length: 3\n", "content-length is not the command's"),
+            ("Bad Name: 1\n", "is not a header name"),
+            ("X-Bell: \u{7}\n", "holds a control character"),
+        ] {
+            std::fs::write(dir.path().join("headers"), file).unwrap();
+            let reply = json(&response(HttpFormat::V2, &report(0), "r", dir.path()));
+            assert_eq!(reply["statusCode"], 500, "{file:?}");
+            let body = reply["body"].as_str().unwrap();
+            assert!(body.contains(named), "{file:?}: {body}");
+        }
+        let big = std::fs::File::create(dir.path().join("headers")).unwrap();
+        big.set_len(64 * 1024 + 1).unwrap();
+        let reply = json(&response(HttpFormat::V2, &report(0), "r", dir.path()));
+        assert!(
+            reply["body"].as_str().unwrap().contains("over 64 KiB"),
+            "{reply}"
+        );
     }
 
     #[test]
