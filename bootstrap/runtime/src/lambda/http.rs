@@ -56,14 +56,12 @@ struct Chosen {
 
 fn chosen(dir: &Path, format: HttpFormat) -> Result<Option<Chosen>, String> {
     let body = chosen_body(dir, format)?;
-    let small = |name: &str| {
-        crate::exec::read_capped(&dir.join(name), 1024)
-            .ok()
-            .flatten()
+    let small = |name: &str| -> Result<Option<String>, String> {
+        Ok(read_response_file(dir, name, 1024)?
             .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
-            .filter(|t| !t.is_empty())
+            .filter(|t| !t.is_empty()))
     };
-    let status = match small("status") {
+    let status = match small("status")? {
         Some(text) => match text.parse::<i64>() {
             Ok(code @ 100..=599) => Some(code),
             _ => {
@@ -80,7 +78,7 @@ fn chosen(dir: &Path, format: HttpFormat) -> Result<Option<Chosen>, String> {
     }
     Ok(Some(Chosen {
         body,
-        content_type: small("content-type")
+        content_type: small("content-type")?
             .unwrap_or_else(|| "application/octet-stream".to_owned()),
         status,
         headers,
@@ -88,27 +86,68 @@ fn chosen(dir: &Path, format: HttpFormat) -> Result<Option<Chosen>, String> {
 }
 
 fn chosen_body(dir: &Path, format: HttpFormat) -> Result<Option<Vec<u8>>, String> {
-    let body_file = dir.join("body");
-    let Ok(meta) = std::fs::symlink_metadata(&body_file) else {
+    let Some((file, len)) = open_response_file(dir, "body")? else {
         return Ok(None);
     };
-    if !meta.is_file() {
-        return Err(format!("{} is not a regular file", body_file.display()));
-    }
     let max = max_body_bytes(format);
-    if meta.len() > max as u64 {
+    if len > max as u64 {
         let through = match format {
             HttpFormat::Alb => "a load balancer (1 MB of JSON, base64)",
             HttpFormat::RestV1 | HttpFormat::V2 => "Lambda (6 MB, base64)",
         };
         return Err(format!(
-            "the response body is {} bytes, more than the {max} an HTTP response can carry through {through}; write it to $SCAR_OUTPUT_DIR and answer with its location (status 303 and a Location line in headers)",
-            meta.len()
+            "the response body is {len} bytes, more than the {max} an HTTP response can carry through {through}; write it to $SCAR_OUTPUT_DIR and answer with its location (status 303 and a Location line in headers)"
         ));
     }
-    std::fs::read(&body_file)
-        .map(Some)
-        .map_err(|e| format!("{}: {e}", body_file.display()))
+    read_whole(file, max as u64, &dir.join("body")).map(Some)
+}
+
+/// A file the command left in the response directory, opened without following a symlink
+/// and without waiting on a FIFO (the command may have left either, or something may still
+/// hold the name): `None` when there is none, refused when it is not a regular file.
+fn open_response_file(dir: &Path, name: &str) -> Result<Option<(std::fs::File, u64)>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(format!("{} is not a regular file", path.display()));
+        }
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    Ok(Some((file, meta.len())))
+}
+
+/// The whole of an opened response file, `max` bytes at most.
+fn read_whole(file: std::fs::File, max: u64, path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() as u64 > max {
+        return Err(format!("{} is over {max} bytes", path.display()));
+    }
+    Ok(bytes)
+}
+
+/// A small response file, whole: `None` when there is none.
+fn read_response_file(dir: &Path, name: &str, max: u64) -> Result<Option<Vec<u8>>, String> {
+    match open_response_file(dir, name)? {
+        Some((file, _)) => read_whole(file, max, &dir.join(name)).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Headers the runtime sets itself, and the framing that the caller's side owns.
@@ -125,12 +164,8 @@ const NOT_CHOSEN: [&str; 6] = [
 /// values (`Set-Cookie`); blank lines are skipped, anything else that is not a header is
 /// refused by its line.
 fn chosen_headers(dir: &Path) -> Result<HeaderMap, String> {
-    let path = dir.join("headers");
-    let text = match crate::exec::read_capped(&path, 64 * 1024) {
-        Ok(Some(text)) => text,
-        Ok(None) => return Err(format!("{} is over 64 KiB", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HeaderMap::new()),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+    let Some(text) = read_response_file(dir, "headers", 64 * 1024)? else {
+        return Ok(HeaderMap::new());
     };
     let mut headers = HeaderMap::new();
     for (at, line) in text.split(|&b| b == b'\n').enumerate() {
@@ -439,9 +474,46 @@ mod tests {
         big.set_len(64 * 1024 + 1).unwrap();
         let reply = json(&response(HttpFormat::V2, &report(0), "r", dir.path()));
         assert!(
-            reply["body"].as_str().unwrap().contains("over 64 KiB"),
+            reply["body"].as_str().unwrap().contains("over 65536 bytes"),
             "{reply}"
         );
+    }
+
+    #[test]
+    fn a_fifo_or_a_symlink_left_in_the_response_directory_is_refused_without_waiting() {
+        for name in ["body", "status", "content-type", "headers"] {
+            let dir = tempfile::tempdir().unwrap();
+            if name == "content-type" {
+                // (read only for a chosen body)
+                std::fs::write(dir.path().join("body"), "x").unwrap();
+            }
+            let fifo = std::ffi::CString::new(dir.path().join(name).as_os_str().as_encoded_bytes())
+                .unwrap();
+            // SAFETY: a NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+            let reply = json(&response(HttpFormat::V2, &report(0), "r", dir.path()));
+            assert_eq!(reply["statusCode"], 500, "{name}");
+            assert!(
+                reply["body"]
+                    .as_str()
+                    .unwrap()
+                    .contains("is not a regular file"),
+                "{name}: {reply}"
+            );
+            let dir = tempfile::tempdir().unwrap();
+            if name == "content-type" {
+                std::fs::write(dir.path().join("body"), "x").unwrap();
+            }
+            std::os::unix::fs::symlink("/etc/hostname", dir.path().join(name)).unwrap();
+            let reply = json(&response(HttpFormat::V2, &report(0), "r", dir.path()));
+            assert!(
+                reply["body"]
+                    .as_str()
+                    .unwrap()
+                    .contains("is not a regular file"),
+                "{name}: {reply}"
+            );
+        }
     }
 
     #[test]
