@@ -177,7 +177,7 @@ const CASES: &[Case] = &[
         "/proc/PID/exe of another program",
         &[Bookworm, Bullseye, Polyglot],
         Check::Same,
-        r#"python3 -c 'import os, subprocess; p = subprocess.Popen(["sleep", "1"]); print(os.readlink("/proc/%d/exe" % p.pid), os.readlink("/proc/%d/task/%d/exe" % (p.pid, p.pid)), os.readlink("/proc/%d/exe" % os.getppid())); p.wait()'"#,
+        r#"python3 -c 'import os, subprocess; p = subprocess.Popen(["sleep", "1"]); print(os.readlink("/proc/%d/exe" % p.pid), os.readlink("/proc/%d/task/%d/exe" % (p.pid, p.pid)), os.readlink("/proc/%d/exe" % os.getppid())); p.wait(); start = lambda q: (q, os.readlink("/proc/%d/exe" % q.pid)); runs = [start(subprocess.Popen(["sleep", "0.5"])) for _ in range(20)]; print(sorted({exe for _, exe in runs})); [q.wait() for q, _ in runs]'"#,
     ),
     case(
         "sizes of /proc's links and of the image's",

@@ -122,9 +122,14 @@ fn argv0_from_environ(cmdline: &[u8], out: &mut PathBuf) -> bool {
         return false;
     };
     let mut value = [0_u8; PATH_MAX];
-    variable_in_environ(dir, protocol::ARGV0, &mut value)
-        .is_some_and(|len| out.set(&value[..len]).is_ok())
+    match variable_in_environ(dir, protocol::ARGV0, &mut value) {
+        Environ::Found(len) => out.set(&value[..len]).is_ok(),
+        Environ::Absent | Environ::Empty => false,
+    }
 }
+
+/// How many times, 200 µs apart, an environment is read again while it is empty (10 ms).
+const EMPTY_ENVIRON_TRIES: usize = 50;
 
 /// What `/proc/PID/exe` names for another program of the container, when `link` is such a
 /// link (`rootfs_paths::proc_exe`): its length in `out`, or `None` to keep the kernel's.
@@ -132,30 +137,60 @@ pub fn program_of_process(link: &[u8], out: &mut [u8]) -> Option<usize> {
     if !proc_exe::names_a_process_exe(link) {
         return None;
     }
-    variable_in_environ(proc_exe::process_dir(link)?, protocol::EXE, out)
+    let dir = proc_exe::process_dir(link)?;
+    for _ in 0..EMPTY_ENVIRON_TRIES {
+        match variable_in_environ(dir, protocol::EXE, out) {
+            Environ::Found(len) => return Some(len),
+            Environ::Absent => return None,
+            // Read in the middle of its exec: the kernel names the new program, and closes
+            // the caller's close-on-exec pipe (what `subprocess` waits for), before it has
+            // placed the new environment.
+            Environ::Empty => sys::pause(200_000),
+        }
+    }
+    None
+}
+
+/// What a process's environment file said about a variable.
+enum Environ {
+    /// Its value's length.
+    Found(usize),
+    /// Not there, the process is gone or unreadable, or the value does not fit.
+    Absent,
+    /// The file was empty: the process is between two programs (or a zombie).
+    Empty,
 }
 
 /// `var`'s value in the environment that the process in `dir` (`/proc/PID/`, with its `/`)
-/// started with, into `out`: its length, or `None` when it has none, is gone, cannot be
-/// read or the value does not fit.
-fn variable_in_environ(dir: &[u8], var: protocol::Var, out: &mut [u8]) -> Option<usize> {
+/// started with, into `out`.
+fn variable_in_environ(dir: &[u8], var: protocol::Var, out: &mut [u8]) -> Environ {
     let mut environ = PathBuf::new();
-    environ
+    if environ
         .set(dir)
         .and_then(|()| environ.push(b"environ"))
-        .ok()?;
-    let fd = open_read(environ.as_c_str().as_ptr())?;
+        .is_err()
+    {
+        return Environ::Absent;
+    }
+    let Some(fd) = open_read(environ.as_c_str().as_ptr()) else {
+        return Environ::Absent;
+    };
     let mut finder = Finder::new(var.assignment);
     let mut chunk = [0_u8; 4096];
+    let mut read_any = false;
     let found = loop {
         match sys::read(fd, &mut chunk) {
-            Ok(0) => break finder.finish(),
+            Ok(0) if !read_any => break Environ::Empty,
+            Ok(0) => break finder.finish().map_or(Environ::Absent, Environ::Found),
             Ok(n) => {
-                if let Some(found) = finder.feed(&chunk[..n], out) {
-                    break found.ok();
+                read_any = true;
+                match finder.feed(&chunk[..n], out) {
+                    Some(Ok(len)) => break Environ::Found(len),
+                    Some(Err(_)) => break Environ::Absent,
+                    None => {}
                 }
             }
-            Err(_) => break None,
+            Err(_) => break Environ::Absent,
         }
     };
     sys::close(fd);

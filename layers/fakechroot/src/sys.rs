@@ -164,6 +164,22 @@ pub fn close(fd: c_int) {
     unsafe { raw_syscall!(libc::SYS_close, fd) };
 }
 
+/// Sleeps `nanos` nanoseconds (less than a second).
+pub fn pause(nanos: i64) {
+    let wait = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: nanos,
+    };
+    // SAFETY: nanosleep reads the timespec and, given NULL, writes nothing back.
+    unsafe {
+        raw_syscall!(
+            libc::SYS_nanosleep,
+            &raw const wait,
+            std::ptr::null::<libc::timespec>()
+        )
+    };
+}
+
 /// The descriptor's flags (`FD_CLOEXEC`).
 pub fn descriptor_flags(fd: c_int) -> Result<c_int, c_int> {
     // SAFETY: F_GETFD takes no argument and touches no memory.
