@@ -30,15 +30,19 @@ pub struct ManagedFunction {
     pub tags: HashMap<String, String>,
 }
 
-async fn tags_of(aws: &Aws, arn: &str) -> Result<HashMap<String, String>, DeployError> {
-    let out = aws
-        .lambda
-        .list_tags()
-        .resource(arn)
-        .send()
-        .await
-        .map_err(DeployError::aws("lambda:ListTags"))?;
-    Ok(out.tags.unwrap_or_default())
+/// A function's tags; `None` when it was deleted after it was listed (in an account where
+/// others deploy and remove functions, `ls` must not fail on theirs).
+async fn tags_of(aws: &Aws, arn: &str) -> Result<Option<HashMap<String, String>>, DeployError> {
+    match aws.lambda.list_tags().resource(arn).send().await {
+        Ok(out) => Ok(Some(out.tags.unwrap_or_default())),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(DeployError::aws("lambda:ListTags")(e)),
+    }
 }
 
 fn managed(
@@ -77,7 +81,9 @@ pub async fn list(aws: &Aws) -> Result<Vec<ManagedFunction>, DeployError> {
     while let Some(page) = pages.next().await {
         let page = page.map_err(DeployError::aws("lambda:ListFunctions"))?;
         for config in page.functions() {
-            let tags = tags_of(aws, config.function_arn().unwrap_or_default()).await?;
+            let Some(tags) = tags_of(aws, config.function_arn().unwrap_or_default()).await? else {
+                continue;
+            };
             if resources::is_managed(&tags) {
                 found.push(managed(aws, config, tags));
             }
@@ -104,7 +110,9 @@ pub async fn lookup(aws: &Aws, name: &str) -> Result<ManagedFunction, DeployErro
         .ok_or_else(|| DeployError::NoFunction(name.to_owned()))?;
     let tags = match out.tags {
         Some(tags) => tags,
-        None => tags_of(aws, config.function_arn().unwrap_or_default()).await?,
+        None => tags_of(aws, config.function_arn().unwrap_or_default())
+            .await?
+            .ok_or_else(|| DeployError::NoFunction(name.to_owned()))?,
     };
     if !resources::is_managed(&tags) {
         return Err(DeployError::NotManaged(name.to_owned()));
