@@ -215,11 +215,17 @@ impl Sandbox {
 /// files an image or a command wrote are read this way, so that a 4 GiB sparse file costs
 /// `max` bytes of memory, not its size.
 pub(crate) fn read_capped(path: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    read_capped_from(std::fs::File::open(path)?, max)
+}
+
+/// [`read_capped`] of a file already open.
+pub(crate) fn read_capped_from(
+    file: impl std::io::Read,
+    max: u64,
+) -> std::io::Result<Option<Vec<u8>>> {
     use std::io::Read;
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(max.saturating_add(1))
-        .read_to_end(&mut bytes)?;
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
     Ok((bytes.len() as u64 <= max).then_some(bytes))
 }
 

@@ -131,15 +131,9 @@ fn open_response_file(dir: &Path, name: &str) -> Result<Option<(std::fs::File, u
 
 /// The whole of an opened response file, `max` bytes at most.
 fn read_whole(file: std::fs::File, max: u64, path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    file.take(max.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if bytes.len() as u64 > max {
-        return Err(format!("{} is over {max} bytes", path.display()));
-    }
-    Ok(bytes)
+    crate::exec::read_capped_from(file, max)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .ok_or_else(|| format!("{} is over {max} bytes", path.display()))
 }
 
 /// A small response file, whole: `None` when there is none.
