@@ -11,6 +11,8 @@ Lambda's Invoke, for functions named throttled-*: 429 TooManyRequestsException, 
 answers when the function's or the account's concurrency is used up, for
   the first two requests with the same event, and
   every request whose event mentions "always-throttled".
+Lambda's ListTags, for functions named vanished-*: 404 ResourceNotFoundException, as Lambda
+answers for a function deleted (by someone else) between ListFunctions and ListTags.
 Anything else is forwarded untouched.
 """
 import hashlib, http.client, json, re, sys, threading, urllib.parse
@@ -26,6 +28,7 @@ ERRORS = {
 
 
 INVOKE = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations$")
+TAGS = re.compile(r"^/2017-03-31/tags/([^/]+)$")
 
 
 def count(key):
@@ -83,6 +86,16 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def not_found(self, arn):
+        body = json.dumps({"Type": "User", "Message": f"Function not found: {arn}"}).encode()
+        self.record(404)
+        self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("x-amzn-ErrorType", "ResourceNotFoundException")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def handle_any(self):
         body = self.body()
         path = urllib.parse.urlsplit(self.path).path
@@ -90,6 +103,9 @@ class Handler(BaseHTTPRequestHandler):
         if invoke and urllib.parse.unquote(invoke.group(1)).startswith("throttled-"):
             if b"always-throttled" in body or count("invoke " + hashlib.sha256(body).hexdigest()) < 2:
                 return self.throttle()
+        tags = TAGS.match(path)
+        if tags and ":function:vanished-" in urllib.parse.unquote(tags.group(1)):
+            return self.not_found(urllib.parse.unquote(tags.group(1)))
         bucket, _, key = path.lstrip("/").partition("/")
         if key and bucket.startswith("broken-"):
             return self.fault(500)
