@@ -89,7 +89,7 @@ impl Fetcher {
         for preload in preloads {
             if let Some(elf) = Head::read(preload).ok().and_then(|head| head.elf()) {
                 for name in &elf.libraries {
-                    let _ = fetcher.prepare_library(name);
+                    let _ = fetcher.prepare_library(name.as_bytes());
                 }
             }
         }
@@ -146,14 +146,14 @@ impl Fetcher {
 
     /// Makes a library that a program loads by name alone (`dlopen("libz.so.1")`) whole,
     /// as the loader would find it in the image's library directories.
-    pub fn prepare_library(&self, name: &str) -> Result<(), LazyFault> {
-        if name.contains('/') {
+    pub fn prepare_library(&self, name: &[u8]) -> Result<(), LazyFault> {
+        if name.contains(&b'/') {
             return Ok(());
         }
         match self
             .library_dirs
             .iter()
-            .map(|d| d.join(name))
+            .map(|d| d.join(std::ffi::OsStr::from_bytes(name)))
             .find(|p| p.exists())
         {
             Some(library) => self.prepare_program(&library),
@@ -259,8 +259,10 @@ impl Fetcher {
     /// The host path of a container path (symlinks in the tree are confined, so following
     /// them from here stays inside it).
     fn in_tree(&self, container: &[u8]) -> PathBuf {
-        let relative = String::from_utf8_lossy(container);
-        self.tree.root().join(relative.trim_start_matches('/'))
+        let start = container.iter().take_while(|&&b| b == b'/').count();
+        self.tree
+            .root()
+            .join(std::ffi::OsStr::from_bytes(&container[start..]))
     }
 
     fn serve(self: Arc<Self>, listener: UnixListener) {
@@ -298,7 +300,7 @@ impl Fetcher {
             Some(Request::Program(path)) => {
                 self.prepare_program(Path::new(std::ffi::OsStr::from_bytes(path)))
             }
-            Some(Request::Library(name)) => self.prepare_library(&String::from_utf8_lossy(name)),
+            Some(Request::Library(name)) => self.prepare_library(name),
             None => {
                 tracing::warn!(request = %String::from_utf8_lossy(&line), "malformed fetch request");
                 let mut answer = [0u8; 24];

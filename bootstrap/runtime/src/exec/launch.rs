@@ -59,11 +59,15 @@ pub fn mounts_spec(mounts: &[(String, PathBuf)]) -> OsString {
     OsString::from_vec(spec)
 }
 
-pub(super) fn host_path(layout: &Layout<'_>, container: &str) -> Result<PathBuf, ExecError> {
+pub(super) fn host_path(
+    layout: &Layout<'_>,
+    container: impl AsRef<[u8]>,
+) -> Result<PathBuf, ExecError> {
+    let container = container.as_ref();
     let mut out = PathBuffer::new();
     layout
-        .to_host(container.as_bytes(), &mut out)
-        .map_err(|_| ExecError::PathTooLong(container.to_owned()))?;
+        .to_host(container, &mut out)
+        .map_err(|_| ExecError::PathTooLong(String::from_utf8_lossy(container).into_owned()))?;
     Ok(PathBuf::from(std::ffi::OsStr::from_bytes(out.as_bytes())))
 }
 
@@ -87,7 +91,7 @@ fn ldconfig_print_cache(
             cache
         }
         None => {
-            let cache = host_path(layout, &String::from_utf8_lossy(protocol::LD_SO_CACHE))?;
+            let cache = host_path(layout, protocol::LD_SO_CACHE)?;
             args.push("-C".into());
             args.push(cache.clone().into_os_string());
             cache

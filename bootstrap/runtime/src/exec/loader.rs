@@ -61,7 +61,7 @@ fn translate_list(
     let mut out: Vec<OsString> = Vec::new();
     for entry in list.as_bytes().split(separator).filter(|e| !e.is_empty()) {
         if entry.first() == Some(&b'/') {
-            out.push(host_path(layout, &String::from_utf8_lossy(entry))?.into_os_string());
+            out.push(host_path(layout, entry)?.into_os_string());
         } else if entries == Entries::Objects {
             out.push(OsString::from_vec(entry.to_vec()));
         }
@@ -207,5 +207,32 @@ impl Sandbox {
             container_program: container,
         };
         self.loader_launch(run).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A path is bytes: an entry that is not UTF-8 reaches the loader as it was written,
+    /// not with U+FFFD in place of its bytes (which names a directory that does not exist).
+    #[test]
+    fn list_entries_keep_bytes_that_are_not_utf8() {
+        let layout = Layout {
+            root: b"/tmp/rootfs",
+            mounts: &[],
+        };
+        let list = OsStr::from_bytes(b"/opt/caf\xe9/lib:relative:/usr/lib");
+        let translated = translate_list(&layout, list, Entries::Directories).unwrap();
+        assert_eq!(
+            translated.as_bytes(),
+            b"/tmp/rootfs/opt/caf\xe9/lib:/tmp/rootfs/usr/lib"
+        );
+        let objects = OsStr::from_bytes(b"/opt/l\xffb.so libm.so.6");
+        let translated = translate_list(&layout, objects, Entries::Objects).unwrap();
+        assert_eq!(
+            translated.as_bytes(),
+            b"/tmp/rootfs/opt/l\xffb.so:libm.so.6"
+        );
     }
 }
