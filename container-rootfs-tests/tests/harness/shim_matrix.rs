@@ -168,6 +168,12 @@ const CASES: &[Case] = &[
         "cd /usr/bin && pwd && /bin/pwd && realpath ../../etc && cd .. && pwd",
     ),
     case(
+        "`..` after a symlink, as chroot resolves it",
+        NATIVE,
+        Check::Same,
+        "cd /tmp && mkdir -p crt-dd/a/b && ln -s crt-dd/a/b crt-ddl && ls /tmp/crt-ddl/.. && ls -d /tmp/crt-ddl/../../a; ls -d /lib/../etc /lib/../lib 2>&1 | sed 's/.*: //'; cat /etc/passwd/../x 2>&1 | sed 's/.*: //'; ln -s crt-ddloop crt-ddloop; ls /tmp/crt-ddloop/.. 2>&1 | sed 's/.*: //'; rm -rf crt-dd crt-ddl crt-ddloop",
+    ),
+    case(
         "/proc/self/exe",
         ALL,
         Check::Same,

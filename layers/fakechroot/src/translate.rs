@@ -3,7 +3,8 @@
 use std::ffi::{c_char, c_int};
 
 use rootfs_paths::PathBuf;
-use rootfs_paths::layout::has_dotdot;
+use rootfs_paths::dotdot::{self, Kind, Unresolved};
+use rootfs_paths::layout::{has_dotdot, strip_dir};
 
 use crate::state::{self, State};
 use crate::sys;
@@ -94,9 +95,47 @@ fn absolute(st: &State, path: &[u8], buf: &mut PathBuf) -> Result<(), c_int> {
         Some(exe) if is_own_exe(path) => exe,
         _ => path,
     };
-    st.layout()
-        .to_host(path, buf)
-        .map_err(|_| libc::ENAMETOOLONG)
+    let layout = st.layout();
+    // A host path the shim handed out (`dladdr`'s, the library path) keeps its lexical `..`
+    // (`Layout::to_host`); a container path's `..` is the chroot's.
+    if has_dotdot(path) && strip_dir(path, layout.root).is_none() {
+        let mut resolved = PathBuf::new();
+        dotdot::resolve(&layout, path, &mut resolved, &mut KernelLookup).map_err(|unresolved| {
+            match unresolved {
+                Unresolved::Errno(errno) => errno,
+                Unresolved::NotDirectory => libc::ENOTDIR,
+                Unresolved::Loop => libc::ELOOP,
+                Unresolved::TooLong => libc::ENAMETOOLONG,
+            }
+        })?;
+        return layout
+            .to_host(resolved.as_bytes(), buf)
+            .map_err(|_| libc::ENAMETOOLONG);
+    }
+    layout.to_host(path, buf).map_err(|_| libc::ENAMETOOLONG)
+}
+
+/// The walk of a path's `..` asks the kernel, by raw system calls (nothing re-enters the
+/// shim).
+struct KernelLookup;
+
+impl dotdot::Lookup for KernelLookup {
+    fn kind(&mut self, host: &PathBuf) -> Result<Kind, c_int> {
+        let st = sys::kernel_stat(
+            libc::AT_FDCWD,
+            host.as_ptr().cast(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )?;
+        Ok(match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => Kind::Directory,
+            libc::S_IFLNK => Kind::Symlink,
+            _ => Kind::Other,
+        })
+    }
+
+    fn link(&mut self, host: &PathBuf, target: &mut [u8]) -> Result<usize, c_int> {
+        sys::readlink(host.as_c_str(), target)
+    }
 }
 
 /// The container path of the directory `dirfd` (or the cwd) refers to.

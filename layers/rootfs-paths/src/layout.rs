@@ -1,7 +1,8 @@
 //! Where a container path lives on the host, and back.
 //!
 //! A path is cleaned lexically (`//`, `.`, `..` collapsed, `..` never above `/`) and then
-//! sent to the first mount whose container prefix holds it, or else below the rootfs.
+//! sent to the first mount whose container prefix holds it, or else below the rootfs. The
+//! shim resolves a container path's `..` first ([`crate::dotdot`]), as a chroot does.
 //! Mounts are passthroughs (`/proc`, the request's /tmp dirs: the same path on both sides)
 //! or maps (`/tmp` → a host scratch dir). Symlinks are left to the kernel: the unpacker
 //! stores absolute targets with the rootfs in front, so the kernel already resolves them

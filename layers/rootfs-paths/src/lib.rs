@@ -12,6 +12,7 @@ extern crate std;
 pub mod accounts;
 pub mod buf;
 pub mod creds;
+pub mod dotdot;
 pub mod elf;
 pub mod fetch;
 #[cfg(test)]
