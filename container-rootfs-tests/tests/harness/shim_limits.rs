@@ -12,19 +12,6 @@ fn sh(script: &str, extra: &[&str]) -> (String, String) {
     (text(&out.stdout), text(&out.stderr))
 }
 
-/// `..` is resolved lexically: `/tmp/lim/link/..` is `/tmp/lim`, where chroot would follow
-/// `link` to `/usr/bin` first and land in `/usr`.
-#[test]
-#[ignore = "needs the harness, root and the shim (make test)"]
-fn dotdot_after_a_symlink_is_lexical() {
-    let (out, err) = sh(
-        "rm -rf /tmp/lim && mkdir -p /tmp/lim && ln -s /usr/bin /tmp/lim/link && \
-         ls -d /tmp/lim/link/../bin 2>/dev/null || echo lexical; rm -rf /tmp/lim",
-        &[],
-    );
-    assert_eq!(out, "lexical\n", "{err}");
-}
-
 /// A relative symlink made at run time whose target climbs above `/` is stored resolved.
 #[test]
 #[ignore = "needs the harness, root and the shim (make test)"]
