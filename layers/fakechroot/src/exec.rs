@@ -31,6 +31,8 @@ pub struct Command {
     /// A close-on-exec descriptor the loader reads the program through, which must stay
     /// open across the exec (`protocol::EXEC_FD`).
     pub keep_open: Option<c_int>,
+    /// The loader lists objects (`ldd`): its output goes through [`crate::listed`].
+    pub listing: bool,
 }
 
 /// A program that only an open descriptor reaches (`fexecve` of a `memfd` or of a deleted
@@ -322,6 +324,7 @@ fn direct(
         argv: args.as_ptr(),
         envp,
         keep_open: None,
+        listing: false,
     })
 }
 
@@ -422,7 +425,8 @@ fn through_loader(
         loader,
         library_path: library_path(st, arena, env, own)?,
         preload: None,
-        trace: false,
+        // A program run with it set is listed by its loader, not run.
+        trace: env_value(env, b"LD_TRACE_LOADED_OBJECTS=").is_some_and(|v| !v.is_empty()),
         options: &[],
         argv0: args.as_slice().first().copied().unwrap_or(program),
         program: file,
@@ -703,6 +707,7 @@ fn command(
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         keep_open: run.keep_open,
+        listing: run.trace,
     })
 }
 
@@ -861,8 +866,13 @@ fn exec_from(
             // SAFETY: the plan's path is a NUL-terminated arena copy, alive until `arena`
             // drops below.
             let path = unsafe { CStr::from_ptr(cmd.path) };
-            // SAFETY: the plan's arrays are NULL-terminated arena copies, alive as above.
-            unsafe { sys::execve(path, cmd.argv, cmd.envp) };
+            if cmd.listing {
+                // Returns only if the loader could not be run; else this process ends.
+                crate::listed::exec(st, path, cmd.argv, cmd.envp);
+            } else {
+                // SAFETY: the plan's arrays are NULL-terminated arena copies, alive as above.
+                unsafe { sys::execve(path, cmd.argv, cmd.envp) };
+            }
             let code = sys::errno();
             if let Some(fd) = cmd.keep_open {
                 sys::set_descriptor_flags(fd, libc::FD_CLOEXEC);

@@ -41,6 +41,7 @@ mod gate;
 mod ident;
 mod ident_list;
 mod lazy;
+mod listed;
 mod names;
 mod proc_files;
 mod shadow;

@@ -19,6 +19,7 @@ pub mod fetch;
 mod fuzz;
 pub mod init_wrapper;
 pub mod layout;
+pub mod listing;
 pub mod proc_cmdline;
 pub mod proc_environ;
 pub mod proc_exe;
