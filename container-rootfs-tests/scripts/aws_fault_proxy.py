@@ -75,26 +75,25 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def throttle(self):
-        body = json.dumps({"Type": "User", "message": "Rate Exceeded.",
-                           "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"}).encode()
-        self.record(429)
-        self.send_response(429)
+    def lambda_error(self, status, error_type, body):
+        """An error as Lambda's API answers one: JSON, its type in x-amzn-ErrorType."""
+        body = json.dumps(body).encode()
+        self.record(status)
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("x-amzn-ErrorType", "TooManyRequestsException")
+        self.send_header("x-amzn-ErrorType", error_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
+    def throttle(self):
+        self.lambda_error(429, "TooManyRequestsException",
+                          {"Type": "User", "message": "Rate Exceeded.",
+                           "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"})
+
     def not_found(self, arn):
-        body = json.dumps({"Type": "User", "Message": f"Function not found: {arn}"}).encode()
-        self.record(404)
-        self.send_response(404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("x-amzn-ErrorType", "ResourceNotFoundException")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.lambda_error(404, "ResourceNotFoundException",
+                          {"Type": "User", "Message": f"Function not found: {arn}"})
 
     def handle_any(self):
         body = self.body()
