@@ -31,8 +31,11 @@ pub fn exec(
         close_both(listing);
         return -1;
     };
-    // SAFETY: fork has no preconditions; the child only makes system calls before its exec.
-    let child = unsafe { libc::fork() };
+    // A fork by the system call, not libc's: an exec runs no `pthread_atfork` handler (a
+    // runtime's would take its locks here), and the child makes only system calls.
+    // SAFETY: raw clone with SIGCHLD alone is fork on both architectures (the other
+    // arguments, in their differing orders, all 0).
+    let child = unsafe { raw_syscall!(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) } as libc::pid_t;
     if child < 0 {
         let code = sys::errno();
         close_both(listing);
