@@ -7,8 +7,9 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use rootfs_paths::dotdot::{self, Kind};
 use rootfs_paths::elf::{self, ElfKind, HEAD_LEN};
-use rootfs_paths::layout::clean_into;
+use rootfs_paths::layout::{clean_into, has_dotdot, strip_dir};
 use rootfs_paths::protocol::Ldconfig;
 use rootfs_paths::{
     Layout, LoaderKind, Mount, PathBuf as PathBuffer, init_wrapper, protocol, script,
@@ -64,11 +65,49 @@ pub(super) fn host_path(
     container: impl AsRef<[u8]>,
 ) -> Result<PathBuf, ExecError> {
     let container = container.as_ref();
+    // `..` as the shim resolves it (as chroot does); where the walk fails (a component
+    // missing, a working directory still to be made), the lexical form, which the exec or
+    // the working directory's creation then answers for.
+    let mut resolved = PathBuffer::new();
+    let container = if has_dotdot(container)
+        && strip_dir(container, layout.root).is_none()
+        && dotdot::resolve(layout, container, &mut resolved, &mut FsLookup).is_ok()
+    {
+        resolved.as_bytes()
+    } else {
+        container
+    };
     let mut out = PathBuffer::new();
     layout
         .to_host(container, &mut out)
         .map_err(|_| ExecError::PathTooLong(String::from_utf8_lossy(container).into_owned()))?;
     Ok(PathBuf::from(std::ffi::OsStr::from_bytes(out.as_bytes())))
+}
+
+/// The walk of a path's `..`, on the filesystem.
+struct FsLookup;
+
+impl dotdot::Lookup for FsLookup {
+    fn kind(&mut self, host: &PathBuffer) -> Result<Kind, i32> {
+        let meta = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(host.as_bytes()))
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        Ok(if meta.is_dir() {
+            Kind::Directory
+        } else if meta.is_symlink() {
+            Kind::Symlink
+        } else {
+            Kind::Other
+        })
+    }
+
+    fn link(&mut self, host: &PathBuffer, target: &mut [u8]) -> Result<usize, i32> {
+        let link = std::fs::read_link(std::ffi::OsStr::from_bytes(host.as_bytes()))
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        let bytes = link.as_os_str().as_bytes();
+        let length = bytes.len().min(target.len());
+        target[..length].copy_from_slice(&bytes[..length]);
+        Ok(length)
+    }
 }
 
 /// `ldconfig -p`'s arguments with the cache it prints named by host path (see
@@ -425,4 +464,28 @@ fn own_search_path(head: &[u8], file: &Path) -> Option<Vec<u8>> {
     let got = opened.read_at(&mut list, at as u64).ok()?;
     list.truncate(list.get(..got)?.iter().position(|&b| b == 0)?);
     Some(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first command's paths take `..` as chroot does: after a symlink, from its target;
+    /// where the walk cannot go on (nothing there yet), lexically.
+    #[test]
+    fn dotdot_in_a_first_commands_path_is_the_chroots() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("usr/lib"))?;
+        std::fs::create_dir_all(root.join("usr/etc"))?;
+        std::os::unix::fs::symlink("usr/lib", root.join("lib"))?;
+        let layout = Layout {
+            root: root.as_os_str().as_bytes(),
+            mounts: &[],
+        };
+        assert_eq!(host_path(&layout, "/lib/../etc")?, root.join("usr/etc"));
+        assert_eq!(host_path(&layout, "/missing/../etc")?, root.join("etc"));
+        assert_eq!(host_path(&layout, "/usr/lib")?, root.join("usr/lib"));
+        Ok(())
+    }
 }
