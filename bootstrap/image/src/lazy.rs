@@ -64,6 +64,39 @@ pub enum LazyFault {
         /// What went wrong.
         problem: String,
     },
+    /// `/tmp` filled up while a file's bytes were written: the function's configuration,
+    /// not the image.
+    #[error(
+        "no space left on device while writing /{}: the image's files do not fit in /tmp \
+         (raise the function's ephemeral storage, up to 10240 MB)",
+        path.display()
+    )]
+    NoSpace {
+        /// The file, relative to the rootfs.
+        path: PathBuf,
+    },
+}
+
+impl LazyFault {
+    /// Whether `/tmp` filled up (while a file was fetched or the skeleton applied).
+    pub fn is_no_space(&self) -> bool {
+        matches!(
+            self,
+            Self::NoSpace { .. }
+                | Self::Apply {
+                    error: UnpackError::NoSpace { .. },
+                    ..
+                }
+        )
+    }
+}
+
+/// Why a placeholder's bytes could not be copied.
+enum CopyFailure {
+    /// The frames did not give them.
+    Read(String),
+    /// The new file did not take them.
+    Write(io::Error),
 }
 
 /// What [`LazyTree::fill`] did.
@@ -590,7 +623,15 @@ impl LazyTree {
             path: name.to_path_buf(),
             problem,
         };
-        let io_fault = |what: &str, e: io::Error| fault(format!("{what}: {e}"));
+        let io_fault = |what: &str, e: io::Error| {
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                LazyFault::NoSpace {
+                    path: name.to_path_buf(),
+                }
+            } else {
+                fault(format!("{what}: {e}"))
+            }
+        };
         let full = self.root.join(name);
         let meta = match fs::symlink_metadata(&full) {
             Ok(meta) if still_placeholder(&meta, placeholder) => meta,
@@ -618,7 +659,10 @@ impl LazyTree {
                 )
             })?;
         self.copy_bytes(placeholder, temp.as_file_mut())
-            .map_err(|e| fault(e.to_string()))?;
+            .map_err(|failure| match failure {
+                CopyFailure::Read(problem) => fault(problem),
+                CopyFailure::Write(e) => io_fault("cannot write it", e),
+            })?;
         let time = FileTime::from_last_modification_time(&meta);
         temp.as_file()
             .set_permissions(meta.permissions())
@@ -648,23 +692,23 @@ impl LazyTree {
     }
 
     /// Writes the placeholder's bytes, read from the frames that hold them.
-    fn copy_bytes(&self, placeholder: &Placeholder, out: &mut fs::File) -> Result<(), String> {
+    fn copy_bytes(&self, placeholder: &Placeholder, out: &mut fs::File) -> Result<(), CopyFailure> {
         let starts = &self.starts[placeholder.layer];
         let end = placeholder.offset + placeholder.size;
         let mut at = placeholder.offset;
         let (_, mut frame) = frame_of(&self.starts, placeholder);
+        let read = |problem: String| CopyFailure::Read(problem);
         while at < end {
-            let bytes = self.frame(placeholder.layer, frame)?;
+            let bytes = self.frame(placeholder.layer, frame).map_err(read)?;
             let start = starts[frame];
-            let from = usize::try_from(at - start).map_err(|e| e.to_string())?;
+            let from = usize::try_from(at - start).map_err(|e| read(e.to_string()))?;
             let to = usize::try_from(end.min(start + bytes.len() as u64) - start)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| read(e.to_string()))?;
             let slice = bytes
                 .get(from..to)
                 .filter(|s| !s.is_empty())
-                .ok_or_else(|| format!("frame {frame} does not hold bytes {at}..{end}"))?;
-            out.write_all(slice)
-                .map_err(|e| format!("cannot write it: {e}"))?;
+                .ok_or_else(|| read(format!("frame {frame} does not hold bytes {at}..{end}")))?;
+            out.write_all(slice).map_err(CopyFailure::Write)?;
             at += slice.len() as u64;
             frame += 1;
         }

@@ -30,6 +30,7 @@ use rootfs_paths::fetch::{self, Request};
 use rootfs_paths::protocol;
 use scar_image::lazy::{LazyFault, LazyTree};
 
+use super::ExecError;
 use super::elf_needs::{ElfNeeds, Head};
 
 /// Libraries followed from one program at most: a bound on a hostile chain of `DT_NEEDED`.
@@ -53,7 +54,7 @@ pub struct Fetcher {
     /// Files whose closure is whole already.
     ready: Mutex<HashSet<PathBuf>>,
     /// The first fetch that failed since it was last taken.
-    fault: Mutex<Option<String>>,
+    fault: Mutex<Option<ExecError>>,
     /// Set while one answer's thread fills a fetched file's neighbours: one at a time, as
     /// each holds a decoded frame (a command reading every file would otherwise start one
     /// per file it asks for, and memory would grow with them).
@@ -106,7 +107,7 @@ impl Fetcher {
     }
 
     /// The first fetch that failed since the last call, naming the file.
-    pub fn take_fault(&self) -> Option<String> {
+    pub fn take_fault(&self) -> Option<ExecError> {
         self.fault
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -171,7 +172,7 @@ impl Fetcher {
 
     fn record(&self, fault: &LazyFault) {
         let mut slot = self.fault.lock().unwrap_or_else(PoisonError::into_inner);
-        slot.get_or_insert_with(|| fault.to_string());
+        slot.get_or_insert_with(|| ExecError::from(fault));
     }
 
     fn needs(

@@ -233,7 +233,7 @@ impl Sandbox {
             if let Some(fetcher) = &self.fetcher {
                 fetcher
                     .prepare_program(&host)
-                    .map_err(|fault| ExecError::Fetch(fault.to_string()))?;
+                    .map_err(|fault| ExecError::from(&fault))?;
             }
             let head = read_head(&host, &program)?;
             if let Some(shebang) = script::parse(&head) {
@@ -287,7 +287,7 @@ impl Sandbox {
                             if let Some(fetcher) = &self.fetcher {
                                 fetcher
                                     .prepare_file(&cache)
-                                    .map_err(|fault| ExecError::Fetch(fault.to_string()))?;
+                                    .map_err(|fault| ExecError::from(&fault))?;
                             }
                             Ok(self.direct(host, args, program))
                         }

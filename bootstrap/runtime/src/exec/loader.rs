@@ -180,7 +180,7 @@ impl Sandbox {
         if let Some(fetcher) = &self.fetcher {
             fetcher
                 .prepare_program(&host)
-                .map_err(|fault| ExecError::Fetch(fault.to_string()))?;
+                .map_err(|fault| ExecError::from(&fault))?;
         }
         // Run this way, the loader takes `$ORIGIN` from the path it is given, symlink or not.
         let head = read_any_head(&host, &container)?;

@@ -72,6 +72,9 @@ pub enum ExecError {
         "a file of the image could not be fetched, so the command did not see the image whole: {0}"
     )]
     Fetch(String),
+    /// `/tmp` filled up while a file of a lazy tree was written (the fault names it).
+    #[error("{0}")]
+    FetchNoSpace(String),
     /// A script without `#!` for an image without the shell that would run it.
     #[error(
         "the script has no #! line, so it would run with /bin/sh, which the image does not have: begin it with #! and an interpreter the image has (#!/usr/bin/python3), or send cmd_args"
@@ -117,6 +120,16 @@ pub enum ExecError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+impl From<&scar_image::lazy::LazyFault> for ExecError {
+    fn from(fault: &scar_image::lazy::LazyFault) -> Self {
+        if fault.is_no_space() {
+            Self::FetchNoSpace(fault.to_string())
+        } else {
+            Self::Fetch(fault.to_string())
+        }
+    }
 }
 
 /// What happens to statically linked programs (`SCAR_STATIC_BINARIES`): the rule the shim

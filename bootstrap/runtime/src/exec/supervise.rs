@@ -314,7 +314,7 @@ impl Sandbox {
         // A program whose file failed to arrive saw an I/O error the image would not give:
         // its result is not the image's, and the report says which file.
         if let Some(fault) = self.fetcher.as_ref().and_then(|f| f.take_fault()) {
-            return Err(ExecError::Fetch(fault));
+            return Err(fault);
         }
         Ok(Outcome {
             exit_code: status.code(),

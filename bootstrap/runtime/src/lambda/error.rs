@@ -30,7 +30,8 @@ pub enum InvokeError {
         /// Why.
         source: ReferenceError,
     },
-    /// `Scar.NoSpace`: /tmp cannot hold the image.
+    /// `Scar.NoSpace`: /tmp cannot hold the image (also [`ExecError::FetchNoSpace`]: a
+    /// lazy tree's file that did not fit).
     #[error("{0}")]
     NoSpace(PullError),
     /// `Scar.Deadline`: no time was left for a stage.
@@ -59,7 +60,7 @@ impl InvokeError {
             Self::Event(_) => "Scar.InvalidEvent",
             Self::Image { .. } | Self::Reference { .. } => "Scar.ImageError",
             Self::Exec(ExecError::Fetch(_)) => "Scar.ImageError",
-            Self::NoSpace(_) => "Scar.NoSpace",
+            Self::NoSpace(_) | Self::Exec(ExecError::FetchNoSpace(_)) => "Scar.NoSpace",
             Self::Deadline(_) => "Scar.Deadline",
             Self::Exec(_) => "Scar.ExecError",
             Self::S3(_) => "Scar.S3Error",
@@ -90,4 +91,35 @@ pub struct ErrorDocument {
 pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InvokeError {
     let what = what.into();
     move |source| InvokeError::Io { what, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scar_image::lazy::LazyFault;
+
+    /// A full /tmp is the function's configuration whichever stage found it; any other fetch
+    /// fault is the image's.
+    #[test]
+    fn a_lazy_file_that_does_not_fit_is_no_space_and_other_faults_are_the_images() {
+        let no_space = LazyFault::NoSpace {
+            path: "usr/bin/perl".into(),
+        };
+        let error = InvokeError::Exec(ExecError::from(&no_space));
+        assert_eq!(error.error_type(), "Scar.NoSpace");
+        let message = error.to_string();
+        assert!(
+            message.contains("/usr/bin/perl") && message.contains("ephemeral storage"),
+            "{message}"
+        );
+        let broken = LazyFault::Fetch {
+            path: "usr/bin/perl".into(),
+            problem: "digest mismatch".into(),
+        };
+        assert!(!broken.is_no_space());
+        assert_eq!(
+            InvokeError::Exec(ExecError::from(&broken)).error_type(),
+            "Scar.ImageError"
+        );
+    }
 }

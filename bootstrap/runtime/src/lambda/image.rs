@@ -96,6 +96,7 @@ impl Images for PulledImage {
                 error: UnpackError::NoSpace { .. },
                 ..
             } => InvokeError::NoSpace(source),
+            PullError::Lazy(ref fault) if fault.is_no_space() => InvokeError::NoSpace(source),
             source => InvokeError::Image {
                 image: image.clone(),
                 source,
