@@ -37,7 +37,8 @@ a run.
 """
 import json, os, shutil, statistics, subprocess, sys, tempfile, urllib.request
 
-from staging import AWS, REGISTRY, WORK, pushed, scientific, stage
+from staging import (AWS, FRESH_EXT4, REGISTRY, WORK, drop_filesystem, new_filesystem, places,
+                     pushed, scientific, stage)
 
 BOOTSTRAP, OUT = sys.argv[1], sys.argv[2]
 RUNS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
@@ -47,13 +48,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # BENCH_IMAGES=debian-cowsay,layered and BENCH_PLACES=tmpfs narrow a run.
 IMAGES = [f"library/{name}" for name in
           os.environ.get("BENCH_IMAGES", "debian-cowsay,polyglot,layered,scientific").split(",")]
-FRESH_EXT4 = "/mnt/scar-bench-fresh-ext4"
-FRESH_EXT4_FILE = "/var/tmp/scar-bench-fresh-ext4.img"
-PLACES = {name: place for name, place in
-          {"disk": "/tmp", "tmpfs": "/dev/shm", "fresh-ext4": FRESH_EXT4}.items()
-          if name in os.environ.get("BENCH_PLACES",
-                                    "disk,tmpfs,fresh-ext4" if os.geteuid() == 0 else "disk,tmpfs")
-          .split(",")}
+PLACES = places("disk,tmpfs,fresh-ext4" if os.geteuid() == 0 else "disk,tmpfs")
 DEPLOYER = os.path.join(os.path.dirname(BOOTSTRAP), "deployer")
 FLOOR = "floor: curl \\| gzip -dc \\| tar -x"
 
@@ -92,20 +87,6 @@ def timed(cmd, place, env=None):
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall, user, system, rss = open(stats).read().split()[-4:]
     return float(wall), float(user), float(system), int(rss) / 1024
-
-
-def new_filesystem():
-    """A new, empty ext4 at FRESH_EXT4 (the old one unmounted): inode tables written at mkfs
-    time, so that no background initialisation runs during the timed run."""
-    if os.path.ismount(FRESH_EXT4):
-        subprocess.run(["umount", FRESH_EXT4], check=True)
-    if os.path.exists(FRESH_EXT4_FILE):
-        os.remove(FRESH_EXT4_FILE)
-    subprocess.run(["truncate", "-s", "8G", FRESH_EXT4_FILE], check=True)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0",
-                    FRESH_EXT4_FILE], check=True)
-    os.makedirs(FRESH_EXT4, exist_ok=True)
-    subprocess.run(["mount", "-o", "loop", FRESH_EXT4_FILE, FRESH_EXT4], check=True)
 
 
 def fresh(place, name):
@@ -180,9 +161,8 @@ for repo in IMAGES:
                 subprocess.run(["sync"], check=True)
                 runs[name].append(fn(repo, place))
         shutil.rmtree(os.path.join(place, "bench-coldstart"), ignore_errors=True)
-        if os.path.ismount(place) and place == FRESH_EXT4:
-            subprocess.run(["umount", place], check=True)
-            os.remove(FRESH_EXT4_FILE)
+        if place == FRESH_EXT4:
+            drop_filesystem()
         medians = {name: [statistics.median(r[i] for r in rs) for i in range(3)] + [max(r[3] for r in rs)]
                    for name, rs in runs.items()}
         floor_wall = medians[FLOOR][0]

@@ -4,7 +4,7 @@
 layer of SciPy, pandas, scikit-learn, Matplotlib and the compilers: 640 MB compressed, 1.9 GB
 unpacked; BENCH_IMAGE=polyglot for the 815 MB one) staged by
 `deployer stage` in the S3 stand-in (ministack) and mirrored to a local layout, then each
-command run cold (a fresh cache on a tmpfs each time) by `bootstrap run`:
+command run cold (a fresh cache each time) by `bootstrap run`:
 
   eager         SCAR_LAZY_LOAD=0: the whole tree is unpacked from the frames, then the command runs
   lazy          SCAR_LAZY_LOAD=1, SCAR_LAZY_TRACE=0: the tree from the skeletons, the command at
@@ -27,6 +27,11 @@ eagerly (the blobs read as the gzip layers they are) or lazily (the TOCs, then r
 the registry); no trace is stored in a registry, so it has no `lazy + trace` row.
 BENCH_SOURCES (comma-separated: s3, layout, estargz) narrows a run.
 
+Where the cache is: BENCH_PLACES (comma-separated) among fresh-ext4 (as root: a new ext4
+filesystem on a loop file for every run, as a new Lambda environment's /tmp is new; the
+default as root, and where docs/limits.md asks a lazy tree to be), tmpfs (/dev/shm: the
+default otherwise) and disk (this machine's /tmp).
+
 A second table runs the same cold starts as Lambda does, through a Runtime API served here
 (runtime_peer.py): `bootstrap` started with the image as SCAR_IMAGE (pulled in the init
 phase, the default) and one event with the command; it reports the time from the process's
@@ -36,12 +41,13 @@ peak RSS (its VmHWM, the command not included).
 import json, os, queue, shutil, statistics, subprocess, sys, tempfile, time
 
 from runtime_peer import RuntimeApiPeer
-from staging import AWS, REGISTRY, WORK, forget_traces, scientific, stage
+from staging import (AWS, FRESH_EXT4, REGISTRY, WORK, drop_filesystem, forget_traces, new_filesystem,
+                     places, scientific, stage)
 
 BOOTSTRAP, SHIM_DIR, OUT = sys.argv[1], sys.argv[2], sys.argv[3]
 RUNS = int(sys.argv[4]) if len(sys.argv) > 4 else 3
 DEPLOYER = os.path.join(os.path.dirname(BOOTSTRAP), "deployer")
-PLACE = "/dev/shm"
+PLACES = places("fresh-ext4" if os.geteuid() == 0 else "tmpfs")
 COMMANDS = [
     ("python3 -c 'import numpy'", ["python3", "-c", "import numpy; print(numpy.__version__)"]),
     ("java -version", ["sh", "-c", "java -version 2>&1"]),
@@ -58,9 +64,17 @@ def mode_env(cache, mode):
                 SCAR_LAZY_TRACE="1" if mode == "lazy + trace" else "0", RUST_LOG="warn")
 
 
-def cold_run(image, mode, argv):
+def new_cache(place):
+    """An empty directory for one cold start's cache at `place` (on a new filesystem there
+    for fresh-ext4)."""
+    if place == FRESH_EXT4:
+        new_filesystem()
+    return tempfile.mkdtemp(prefix="bench-lazy-", dir=place)
+
+
+def cold_run(place, image, mode, argv):
     """One cold run; returns (seconds to the first output byte, to the end, peak RSS MB)."""
-    cache = tempfile.mkdtemp(prefix="bench-lazy-", dir=PLACE)
+    cache = new_cache(place)
     stats = os.path.join(cache, "time.txt")
     env = mode_env(cache, mode)
     started = time.monotonic()
@@ -87,10 +101,10 @@ def summary(runs):
 PEER = RuntimeApiPeer()
 
 
-def cold_invoke(image, mode, argv):
+def cold_invoke(place, image, mode, argv):
     """One cold start through the Runtime API; returns (seconds to the first poll, to the
     response, the runtime's peak RSS MB)."""
-    cache = tempfile.mkdtemp(prefix="bench-lazy-", dir=PLACE)
+    cache = new_cache(place)
     env = dict(mode_env(cache, mode), AWS_LAMBDA_RUNTIME_API=PEER.address, SCAR_IMAGE=image,
                AWS_LAMBDA_FUNCTION_NAME="bench-lazy", AWS_LAMBDA_FUNCTION_MEMORY_SIZE="2048",
                AWS_LAMBDA_FUNCTION_VERSION="1", AWS_LAMBDA_LOG_LEVEL="error")
@@ -156,37 +170,40 @@ if "s3" in WANTED or "layout" in WANTED:
 if "estargz" in WANTED:
     sources.append(("eStargz in the registry", estargz(f"{REPO}-estargz", LAYOUT, TAG), ["eager", "lazy"]))
 lines = [f"{RUNS} cold runs of each, round-robin after one warm-up, medians; {os.cpu_count()} cores; "
-         f"cache on a tmpfs; {IMAGE} image staged by `deployer stage` or converted to eStargz.", "",
-         "| command | image from | pull | first output s | end s | peak RSS MB (largest process) | lazy ÷ eager (first output) | lazy ÷ eager (end) |",
-         "|---|---|---|---:|---:|---:|---:|---:|"]
+         f"{IMAGE} image staged by `deployer stage` or converted to eStargz.", "",
+         "| command | image from | cache on | pull | first output s | end s | peak RSS MB (largest process) | lazy ÷ eager (first output) | lazy ÷ eager (end) |",
+         "|---|---|---|---|---:|---:|---:|---:|---:|"]
 peer_lines = ["Through the Runtime API: the image pulled in the init phase, then one event; "
               "the same runs, medians.", "",
-              "| command | image from | pull | first poll s | response s | runtime's peak RSS MB | lazy ÷ eager (response) |",
-              "|---|---|---|---:|---:|---:|---:|"]
+              "| command | image from | cache on | pull | first poll s | response s | runtime's peak RSS MB | lazy ÷ eager (response) |",
+              "|---|---|---|---|---:|---:|---:|---:|"]
 for label, argv in COMMANDS:
     for source, image, modes in sources:
-        runs = {mode: [] for mode in modes}
-        invokes = {mode: [] for mode in modes}
-        # The warm-up of `lazy + trace` is the cold start that learns this command's trace.
-        if "lazy + trace" in modes:
-            forget_traces(image)
-        for mode in runs:
-            cold_run(image, mode, argv)
-        for _ in range(RUNS):
+        for place_name, place in PLACES.items():
+            runs = {mode: [] for mode in modes}
+            invokes = {mode: [] for mode in modes}
+            # The warm-up of `lazy + trace` is the cold start that learns this command's trace.
+            if "lazy + trace" in modes:
+                forget_traces(image)
             for mode in runs:
-                runs[mode].append(cold_run(image, mode, argv))
-                invokes[mode].append(cold_invoke(image, mode, argv))
-        through_api = summary(invokes)
-        for mode, (poll, response, rss) in through_api.items():
-            peer_lines.append(f"| {label} | {source} | {mode} | {poll:.2f} | {response:.2f} | {rss:.0f} | "
-                              f"{response / through_api['eager'][1]:.2f} |")
-        print("\n".join(peer_lines[-len(modes):]), flush=True)
-        medians = summary(runs)
-        eager = medians["eager"]
-        for mode, (first, end, rss) in medians.items():
-            lines.append(f"| {label} | {source} | {mode} | {first:.2f} | {end:.2f} | {rss:.0f} | "
-                         f"{first / eager[0]:.2f} | {end / eager[1]:.2f} |")
-        print("\n".join(lines[-len(modes):]), flush=True)
+                cold_run(place, image, mode, argv)
+            for _ in range(RUNS):
+                for mode in runs:
+                    runs[mode].append(cold_run(place, image, mode, argv))
+                    invokes[mode].append(cold_invoke(place, image, mode, argv))
+            if place == FRESH_EXT4:
+                drop_filesystem()
+            through_api = summary(invokes)
+            for mode, (poll, response, rss) in through_api.items():
+                peer_lines.append(f"| {label} | {source} | {place_name} | {mode} | {poll:.2f} | {response:.2f} | "
+                                  f"{rss:.0f} | {response / through_api['eager'][1]:.2f} |")
+            print("\n".join(peer_lines[-len(modes):]), flush=True)
+            medians = summary(runs)
+            eager = medians["eager"]
+            for mode, (first, end, rss) in medians.items():
+                lines.append(f"| {label} | {source} | {place_name} | {mode} | {first:.2f} | {end:.2f} | {rss:.0f} | "
+                             f"{first / eager[0]:.2f} | {end / eager[1]:.2f} |")
+            print("\n".join(lines[-len(modes):]), flush=True)
 table = "\n".join(lines) + "\n\n" + "\n".join(peer_lines)
 print(table)
 with open(OUT, "w") as f:

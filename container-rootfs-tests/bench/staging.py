@@ -1,6 +1,7 @@
 """Images staged as `deployer stage` stages them, in the S3 stand-in (ministack on
 127.0.0.1:4566) and mirrored to a local OCI layout, and the benchmarks' image of more than
-1 GB: shared by bench_coldstart.py and bench_lazy.py."""
+1 GB, and the places a cold start's cache is timed on: shared by bench_coldstart.py and
+bench_lazy.py."""
 import json, os, shutil, subprocess, urllib.request
 
 WORK = os.environ.get("CRT_WORK", "/tmp/scar-crt")
@@ -20,6 +21,44 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=p
         os.makedirs(os.path.dirname(path), exist_ok=True)
         s3.download_file(bucket, item["Key"], path)
 """
+
+
+# A new Lambda environment's /tmp is a new ext4 filesystem; as root, the benchmarks make one
+# for every run on a loop file (inode tables written at mkfs time, so that no background
+# initialisation runs during the timed run).
+FRESH_EXT4 = "/mnt/scar-bench-fresh-ext4"
+FRESH_EXT4_FILE = "/var/tmp/scar-bench-fresh-ext4.img"
+PLACES = {"disk": "/tmp", "tmpfs": "/dev/shm", "fresh-ext4": FRESH_EXT4}
+
+
+def places(default):
+    """The places BENCH_PLACES names (comma-separated; `default` when unset), name → path;
+    fresh-ext4 only as root."""
+    names = os.environ.get("BENCH_PLACES", default).split(",")
+    unknown = [n for n in names if n not in PLACES]
+    if unknown:
+        raise SystemExit(f"BENCH_PLACES: unknown place {unknown} (known: {', '.join(PLACES)})")
+    if "fresh-ext4" in names and os.geteuid() != 0:
+        raise SystemExit("BENCH_PLACES: fresh-ext4 needs root (it mounts a loop file)")
+    return {name: PLACES[name] for name in names}
+
+
+def new_filesystem():
+    """A new, empty ext4 at FRESH_EXT4 (the old one unmounted)."""
+    drop_filesystem()
+    subprocess.run(["truncate", "-s", "8G", FRESH_EXT4_FILE], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0",
+                    FRESH_EXT4_FILE], check=True)
+    os.makedirs(FRESH_EXT4, exist_ok=True)
+    subprocess.run(["mount", "-o", "loop", FRESH_EXT4_FILE, FRESH_EXT4], check=True)
+
+
+def drop_filesystem():
+    """FRESH_EXT4 unmounted and its file removed, if they are there."""
+    if os.path.ismount(FRESH_EXT4):
+        subprocess.run(["umount", FRESH_EXT4], check=True)
+    if os.path.exists(FRESH_EXT4_FILE):
+        os.remove(FRESH_EXT4_FILE)
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
