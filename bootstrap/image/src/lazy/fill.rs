@@ -1,0 +1,327 @@
+//! One file made whole: its turn (one thread fetches, the others wait), its bytes read from
+//! the frames that hold them, written aside and exchanged with the placeholder.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError};
+
+use filetime::FileTime;
+
+use super::{
+    CACHED_FRAMES, CACHED_SPANS, Filled, LazyFault, LazyTree, frame_of, place, still_placeholder,
+};
+use crate::frames;
+use crate::skeleton::Placeholder;
+
+/// Why a placeholder's bytes could not be copied.
+enum CopyFailure {
+    /// The frames did not give them.
+    Read(String),
+    /// The new file did not take them.
+    Write(io::Error),
+}
+
+impl LazyTree {
+    /// Makes `rel` (a path relative to the rootfs, as the skeleton named it or a hard link
+    /// to it) complete, fetching its bytes if it is still a placeholder; a placeholder asked
+    /// for joins the access trace.
+    pub fn fill(&self, rel: &Path) -> Result<Filled, LazyFault> {
+        let name = self.files.links.get(rel).map_or(rel, PathBuf::as_path);
+        if let Some(placeholder) = self.files.files.get(name) {
+            let mut log = self.trace.lock().unwrap_or_else(PoisonError::into_inner);
+            if log.seen.insert(place(placeholder)) {
+                log.order.push(place(placeholder));
+            }
+        }
+        self.fill_unrecorded(name)
+    }
+
+    /// [`Self::fill`] for the tree's own fetches, which are not the commands' accesses.
+    pub(super) fn fill_unrecorded(&self, rel: &Path) -> Result<Filled, LazyFault> {
+        let name = self.files.links.get(rel).map_or(rel, PathBuf::as_path);
+        let Some(placeholder) = self.files.files.get(name) else {
+            return Ok(Filled::Present);
+        };
+        let _turn = match self.take_turn(name) {
+            Some(turn) => turn,
+            // Another thread filled it while this one waited.
+            None => return Ok(Filled::Present),
+        };
+        self.fetch(name, placeholder)
+    }
+
+    /// Makes the file with this device and inode complete (see [`Self::fill`]); any other
+    /// file is [`Filled::Present`].
+    pub fn fill_inode(&self, dev: u64, ino: u64) -> Result<Filled, LazyFault> {
+        match self.by_inode.get(&(dev, ino)) {
+            Some(rel) => self.fill(rel),
+            None => Ok(Filled::Present),
+        }
+    }
+
+    /// Makes the file a host path inside the tree names complete, following its symlinks
+    /// (they are confined to the tree); a path outside the tree or missing is left alone.
+    pub fn fill_path(&self, host: &Path) -> Result<Filled, LazyFault> {
+        let Ok(meta) = fs::metadata(host) else {
+            return Ok(Filled::Present);
+        };
+        self.fill_inode(meta.dev(), meta.ino())
+    }
+
+    /// Waits while another thread fills `name`; then claims it, unless it was filled.
+    fn take_turn(&self, name: &Path) -> Option<Turn<'_>> {
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut waited = false;
+        while in_flight.contains(name) {
+            waited = true;
+            in_flight = self
+                .landed
+                .wait(in_flight)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if waited && !self.is_placeholder(name) {
+            return None;
+        }
+        in_flight.insert(name.to_path_buf());
+        Some(Turn {
+            tree: self,
+            name: name.to_path_buf(),
+        })
+    }
+
+    fn is_placeholder(&self, name: &Path) -> bool {
+        let Some(placeholder) = self.files.files.get(name) else {
+            return false;
+        };
+        fs::symlink_metadata(self.root.join(name))
+            .is_ok_and(|meta| still_placeholder(&meta, placeholder))
+    }
+
+    fn fetch(&self, name: &Path, placeholder: &Placeholder) -> Result<Filled, LazyFault> {
+        let fault = |problem: String| LazyFault::Fetch {
+            path: name.to_path_buf(),
+            problem,
+        };
+        let io_fault = |what: &str, e: io::Error| {
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                LazyFault::NoSpace {
+                    path: name.to_path_buf(),
+                }
+            } else {
+                fault(format!("{what}: {e}"))
+            }
+        };
+        let full = self.root.join(name);
+        let meta = match fs::symlink_metadata(&full) {
+            Ok(meta) if still_placeholder(&meta, placeholder) => meta,
+            // Removed or replaced since the skeleton was applied: nothing of ours is there.
+            _ => return Ok(Filled::Present),
+        };
+        let links: Vec<PathBuf> = self
+            .other_names
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(|link| {
+                fs::symlink_metadata(self.root.join(link))
+                    .is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev())
+            })
+            .cloned()
+            .collect();
+        let mut temp = tempfile::Builder::new()
+            .prefix("file-")
+            .tempfile_in(&self.aside)
+            .map_err(|e| {
+                io_fault(
+                    &format!("cannot create a file in {}", self.aside.display()),
+                    e,
+                )
+            })?;
+        self.copy_bytes(placeholder, temp.as_file_mut())
+            .map_err(|failure| match failure {
+                CopyFailure::Read(problem) => fault(problem),
+                CopyFailure::Write(e) => io_fault("cannot write it", e),
+            })?;
+        let time = FileTime::from_last_modification_time(&meta);
+        temp.as_file()
+            .set_permissions(meta.permissions())
+            .and_then(|()| filetime::set_file_handle_times(temp.as_file(), Some(time), Some(time)))
+            .map_err(|e| io_fault("cannot set its mode and times", e))?;
+        // Dropped, the temporary name removes what is left there: the placeholder.
+        let temp = temp.into_temp_path();
+        let placed =
+            swap_in(&temp, &full, &meta).map_err(|e| io_fault("cannot put it in place", e))?;
+        if !placed {
+            return Ok(Filled::Present);
+        }
+        for link in &links {
+            let link_full = self.root.join(link);
+            // As for the file: dropped, the temporary name removes what is left there.
+            tempfile::Builder::new()
+                .prefix("link-")
+                .make_in(&self.aside, |aside| fs::hard_link(&full, aside))
+                .and_then(|made| swap_in(made.path(), &link_full, &meta))
+                .map_err(|e| {
+                    io_fault(&format!("cannot fill its hard link /{}", link.display()), e)
+                })?;
+            self.keep_dir_mtime(link);
+        }
+        self.keep_dir_mtime(name);
+        Ok(Filled::Fetched(placeholder.size))
+    }
+
+    /// Writes the placeholder's bytes, read from the frames that hold them.
+    fn copy_bytes(&self, placeholder: &Placeholder, out: &mut fs::File) -> Result<(), CopyFailure> {
+        let starts = &self.starts[placeholder.layer];
+        let end = placeholder.offset + placeholder.size;
+        let mut at = placeholder.offset;
+        let (_, mut frame) = frame_of(&self.starts, placeholder);
+        let read = |problem: String| CopyFailure::Read(problem);
+        while at < end {
+            let bytes = self.frame(placeholder.layer, frame).map_err(read)?;
+            let start = starts[frame];
+            let from = usize::try_from(at - start).map_err(|e| read(e.to_string()))?;
+            let to = usize::try_from(end.min(start + bytes.len() as u64) - start)
+                .map_err(|e| read(e.to_string()))?;
+            let slice = bytes
+                .get(from..to)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| read(format!("frame {frame} does not hold bytes {at}..{end}")))?;
+            out.write_all(slice).map_err(CopyFailure::Write)?;
+            at += slice.len() as u64;
+            frame += 1;
+        }
+        Ok(())
+    }
+
+    /// Frame `n` of `layer`: a zstd frame from the cache or read and cached; an eStargz
+    /// chunk decoded from its span (not cached: each is one file's, read once).
+    fn frame(&self, layer: usize, n: usize) -> Result<Arc<Vec<u8>>, String> {
+        let framed = self
+            .layers
+            .get(layer)
+            .filter(|l| n < l.index.frames.len())
+            .ok_or_else(|| format!("layer {layer} has no frame {n}"))?;
+        if framed.codec != frames::FrameCodec::Zstd {
+            // A chunk is decoded from its span, read once for the files around it.
+            let span = self.span_read(layer, n);
+            return frames::frame_in_span(framed, span.as_deref(), n)
+                .map(Arc::new)
+                .map_err(|e| e.to_string());
+        }
+        {
+            let mut cache = self.frames.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(at) = cache.iter().position(|(l, f, _)| (*l, *f) == (layer, n))
+                && let Some(hit) = cache.remove(at)
+            {
+                // The most recently used at the back.
+                let bytes = Arc::clone(&hit.2);
+                cache.push_back(hit);
+                return Ok(bytes);
+            }
+        }
+        // Read without the lock: other threads fetch other files meanwhile.
+        let bytes = Arc::new(frames::read_frame(framed, n).map_err(|e| e.to_string())?);
+        let mut cache = self.frames.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= CACHED_FRAMES {
+            cache.pop_front();
+        }
+        cache.push_back((layer, n, Arc::clone(&bytes)));
+        Ok(bytes)
+    }
+
+    /// The span of `layer` holding frame `n`, from the spans kept or read now (and kept);
+    /// `None` if it cannot be read at once (its frames are then read one by one).
+    fn span_read(&self, layer: usize, n: usize) -> Option<Arc<frames::Span>> {
+        let spans = self.spans.get(layer)?;
+        let id = spans.partition_point(|span| span.end <= n);
+        {
+            let mut kept = self
+                .spans_read
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(at) = kept.iter().position(|(l, s, _)| (*l, *s) == (layer, id))
+                && let Some(hit) = kept.remove(at)
+            {
+                let span = Arc::clone(&hit.2);
+                kept.push_back(hit);
+                return Some(span);
+            }
+        }
+        // Read without the lock: other threads fetch other files meanwhile.
+        let span = Arc::new(frames::read_span(
+            self.layers.get(layer)?,
+            spans.get(id)?.clone(),
+        )?);
+        let mut kept = self
+            .spans_read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if kept.len() >= CACHED_SPANS {
+            kept.pop_front();
+        }
+        kept.push_back((layer, id, Arc::clone(&span)));
+        Some(span)
+    }
+
+    /// Puts back the mtime the layers gave the directory of `name`: creating and renaming a
+    /// file in it changed it. Best effort: a directory the command changed is its own.
+    fn keep_dir_mtime(&self, name: &Path) {
+        let dir = name.parent().unwrap_or(Path::new(""));
+        let mtime = match self.files.dir_mtimes.get(dir) {
+            Some(&mtime) => mtime,
+            None => return,
+        };
+        let _ = filetime::set_file_mtime(self.root.join(dir), FileTime::from_unix_time(mtime, 0));
+    }
+}
+
+/// Puts the filled file `new` (in the aside directory) at `name`, which held the placeholder
+/// `was`, and says whether it did. The two names are exchanged and the one that comes out is
+/// checked: a rename over `name` would overwrite a file the command put there since the
+/// placeholder was checked, or bring back a name it removed. The placeholder lands at `new`,
+/// for the caller to remove; the command's file is put back. Where the filesystem cannot
+/// exchange two names, `new` is renamed over `name`.
+pub(super) fn swap_in(new: &Path, name: &Path, was: &fs::Metadata) -> io::Result<bool> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    use rustix::io::Errno;
+    let exchange = || renameat_with(CWD, new, CWD, name, RenameFlags::EXCHANGE);
+    match exchange() {
+        Ok(()) => {}
+        Err(Errno::NOENT) => return Ok(false),
+        Err(Errno::INVAL | Errno::NOSYS | Errno::NOTSUP | Errno::PERM) => {
+            fs::rename(new, name)?;
+            return Ok(true);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let swapped_out = fs::symlink_metadata(new)?;
+    if (swapped_out.dev(), swapped_out.ino()) == (was.dev(), was.ino()) {
+        return Ok(true);
+    }
+    exchange()?;
+    Ok(false)
+}
+
+/// One thread's claim on one file; others wait until it is dropped.
+struct Turn<'t> {
+    tree: &'t LazyTree,
+    name: PathBuf,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self
+            .tree
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        in_flight.remove(&self.name);
+        self.tree.landed.notify_all();
+    }
+}

@@ -1,0 +1,221 @@
+//! What is fetched when: the access trace (kept, stored, prefetched first), a fetched
+//! file's neighbours in its frame, and the background fill of everything left.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::PathBuf;
+use std::sync::PoisonError;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{FILL_THREADS, Filled, LazyFault, LazyTree, TraceSink, place};
+use crate::frames;
+use crate::skeleton::Placeholder;
+use crate::trace::{self, FileAt};
+
+impl LazyTree {
+    /// Starts the access trace from a stored one (`given`, whose files [`Self::prefetch`]
+    /// fetches), and names where [`Self::save_trace`] stores it.
+    pub fn learn(&mut self, given: Vec<FileAt>, sink: Option<TraceSink>) {
+        let log = self.trace.get_mut().unwrap_or_else(PoisonError::into_inner);
+        for entry in given {
+            if log.seen.insert(entry) {
+                log.order.push(entry);
+            }
+        }
+        log.given = log.order.len();
+        log.stored = log.order.len();
+        self.trace_sink = sink;
+    }
+
+    /// The access trace so far: the given one, then the files asked for since.
+    pub fn trace(&self) -> Vec<FileAt> {
+        self.trace
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .order
+            .clone()
+    }
+
+    /// Whether files were asked for that the stored trace lacks, and there is a place to
+    /// store it ([`Self::save_trace`] would write).
+    pub fn has_unsaved_trace(&self) -> bool {
+        self.trace_sink.is_some() && {
+            let log = self.trace.lock().unwrap_or_else(PoisonError::into_inner);
+            log.order.len() > log.stored
+        }
+    }
+
+    /// Stores the access trace if files were asked for that the stored one lacks; returns
+    /// the entries stored (0 when there was nothing new, or nowhere to store it).
+    pub fn save_trace(&self) -> io::Result<usize> {
+        let Some(sink) = &self.trace_sink else {
+            return Ok(0);
+        };
+        let (bytes, entries) = {
+            let log = self.trace.lock().unwrap_or_else(PoisonError::into_inner);
+            if log.order.len() == log.stored {
+                return Ok(0);
+            }
+            (trace::encode(&log.order), log.order.len())
+        };
+        sink(bytes)?;
+        let mut log = self.trace.lock().unwrap_or_else(PoisonError::into_inner);
+        log.stored = log.stored.max(entries);
+        Ok(entries)
+    }
+
+    /// Fetches the files of the given trace (see [`Self::learn`]) on `workers` threads, in
+    /// the trace's order: the files are grouped by the span their bytes start in, each
+    /// group followed by the span's other files (a zstd frame's), and each worker takes the
+    /// next group (one read serves a group; a store far away is read several spans at a
+    /// time). Returns the bytes fetched. Entries that name no placeholder are skipped: a
+    /// trace is only a hint.
+    pub fn prefetch(&self, workers: usize) -> Result<u64, LazyFault> {
+        let wanted: Vec<FileAt> = {
+            let log = self.trace.lock().unwrap_or_else(PoisonError::into_inner);
+            log.order[..log.given].to_vec()
+        };
+        if wanted.is_empty() {
+            return Ok(0);
+        }
+        let by_place: HashMap<FileAt, (&PathBuf, &Placeholder)> = self
+            .files
+            .files
+            .iter()
+            .map(|(name, p)| (place(p), (name, p)))
+            .collect();
+        let mut groups: Vec<Vec<&PathBuf>> = Vec::new();
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        let mut group_of: HashMap<(usize, usize), usize> = HashMap::new();
+        for (name, placeholder) in wanted.iter().filter_map(|at| by_place.get(at)) {
+            let span = self.span_of(placeholder);
+            let group = *group_of.entry(span).or_insert_with(|| {
+                groups.push(Vec::new());
+                spans.push(span);
+                groups.len() - 1
+            });
+            groups[group].push(name);
+        }
+        // A frame decoded for the trace's files serves the other files that start in it, as
+        // for a file the shim asks for: left for the background fill, they had the frame
+        // decoded a second time, and a trace names only the files its first run asked for
+        // (a scattered part of most frames of a command that reads everything), which made
+        // such a command slower with its trace than without.
+        for (group, span) in groups.iter_mut().zip(&spans) {
+            if !self.serves_neighbours(span.0) {
+                continue;
+            }
+            let named: HashSet<&PathBuf> = group.iter().copied().collect();
+            let others: Vec<&PathBuf> = self
+                .by_span
+                .get(span)
+                .into_iter()
+                .flatten()
+                .filter(|name| !named.contains(name))
+                .collect();
+            group.extend(others);
+        }
+        self.fill_groups(&groups, workers)
+    }
+
+    /// Fills each group's files (all starting in one span) on `workers` threads, each
+    /// taking the next group; returns the bytes fetched.
+    fn fill_groups(&self, groups: &[Vec<&PathBuf>], workers: usize) -> Result<u64, LazyFault> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let fetched = AtomicU64::new(0);
+        let work = || -> Result<(), LazyFault> {
+            while let Some(group) = groups.get(next.fetch_add(1, Ordering::Relaxed)) {
+                for name in group {
+                    match self.fill_unrecorded(name) {
+                        Ok(Filled::Fetched(bytes)) => {
+                            fetched.fetch_add(bytes, Ordering::Relaxed);
+                        }
+                        Ok(Filled::Present) => {}
+                        Err(e) => {
+                            // The others stop at their next group.
+                            next.store(groups.len(), Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        };
+        std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..workers.clamp(1, groups.len().max(1)))
+                .map(|_| scope.spawn(work))
+                .collect();
+            let mut result = work();
+            for helper in helpers {
+                let joined = helper.join().unwrap_or_else(|_| {
+                    Err(LazyFault::Fetch {
+                        path: PathBuf::new(),
+                        problem: "a filling thread panicked".into(),
+                    })
+                });
+                result = result.and(joined);
+            }
+            result
+        })?;
+        Ok(fetched.into_inner())
+    }
+
+    /// Fills the other placeholders whose bytes start in the frame where those of the file
+    /// with this device and inode start (one decoded frame serves them all: a command that
+    /// reads many files in an order of its own would otherwise decode some frames many
+    /// times); nothing for eStargz chunks, each decoded alone. Not accesses: they stay out
+    /// of the trace. Returns the bytes fetched.
+    pub fn fill_neighbours_of_inode(&self, dev: u64, ino: u64) -> Result<u64, LazyFault> {
+        let Some(placeholder) = self
+            .by_inode
+            .get(&(dev, ino))
+            .and_then(|rel| self.files.files.get(rel))
+        else {
+            return Ok(0);
+        };
+        if !self.serves_neighbours(placeholder.layer) {
+            return Ok(0);
+        }
+        let neighbours: Vec<&PathBuf> = self
+            .by_span
+            .get(&self.span_of(placeholder))
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut fetched = 0;
+        for name in neighbours {
+            if let Filled::Fetched(bytes) = self.fill_unrecorded(name)? {
+                fetched += bytes;
+            }
+        }
+        Ok(fetched)
+    }
+
+    /// Whether a decoded span of `layer` is worth filling every file that starts in it: a
+    /// zstd frame is decoded whole, an eStargz chunk alone (from a span the command's own
+    /// fetch kept), so there a neighbour costs no decoding it would save later, only cores
+    /// the command needs now.
+    fn serves_neighbours(&self, layer: usize) -> bool {
+        self.layers
+            .get(layer)
+            .is_some_and(|l| l.codec == frames::FrameCodec::Zstd)
+    }
+
+    /// Fetches every placeholder left, in the layers' order, on every core (at most
+    /// [`FILL_THREADS`]): the files are grouped by the span their bytes start in, and each
+    /// thread takes the next group, so a frame is decoded once and several at a time, as the
+    /// eager pull decodes them. The threads inherit the caller's priority. Returns the bytes
+    /// fetched.
+    pub fn fill_all(&self) -> Result<u64, LazyFault> {
+        let mut order: Vec<(&PathBuf, &Placeholder)> = self.files.files.iter().collect();
+        order.sort_by_key(|(_, p)| (p.layer, p.offset));
+        let groups: Vec<Vec<&PathBuf>> = order
+            .chunk_by(|(_, a), (_, b)| self.span_of(a) == self.span_of(b))
+            .map(|group| group.iter().map(|(name, _)| *name).collect())
+            .collect();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let fetched = self.fill_groups(&groups, cores.min(FILL_THREADS))?;
+        self.complete.store(true, Ordering::Release);
+        Ok(fetched)
+    }
+}

@@ -1,0 +1,674 @@
+use super::fill::swap_in;
+use super::*;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::AtomicUsize;
+
+use crate::frames::{FrameIndex, RangeSource};
+use crate::trace;
+
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn bytes(seed: u64, size: u64) -> Vec<u8> {
+    (0..size)
+        .map(|i| (i.wrapping_mul(seed | 1) >> 3) as u8)
+        .collect()
+}
+
+fn file(b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8], mode: u32, mtime: u64) {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(mode);
+    h.set_mtime(mtime);
+    h.set_entry_type(tar::EntryType::Regular);
+    ok(b.append_data(&mut h, name, data));
+}
+
+fn special(b: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, name: &str, target: &str) {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(0);
+    h.set_mode(0o755);
+    h.set_mtime(1_600_000_000);
+    h.set_entry_type(kind);
+    match kind {
+        tar::EntryType::Directory | tar::EntryType::Regular => {
+            ok(b.append_data(&mut h, name, io::empty()))
+        }
+        _ => ok(b.append_link(&mut h, name, target)),
+    }
+}
+
+/// Two layers using what a skeleton must carry: large files cut across frames, small
+/// ones kept inline, hard and symbolic links, a long name and PAX records, and in the
+/// upper layer a whiteout, an opaque directory and files replaced both ways.
+pub(crate) fn layers() -> [Vec<u8>; 2] {
+    let mut lower = tar::Builder::new(Vec::new());
+    special(&mut lower, tar::EntryType::Directory, "usr/", "");
+    special(&mut lower, tar::EntryType::Directory, "usr/lib/", "");
+    special(&mut lower, tar::EntryType::Directory, "etc/", "");
+    special(&mut lower, tar::EntryType::Directory, "opt/", "");
+    file(
+        &mut lower,
+        "usr/lib/huge.so",
+        &bytes(3, 9 << 20),
+        0o755,
+        1_500_000_001,
+    );
+    for n in 0..40u64 {
+        let size = [10, 1024, 1025, 70_000, 300_000][n as usize % 5];
+        file(
+            &mut lower,
+            &format!("usr/lib/f{n}"),
+            &bytes(n, size),
+            0o640,
+            1_500_000_100 + n,
+        );
+    }
+    // Its directory has an entry: a parent a tar leaves out gets the time it was made,
+    // which differs between two builds.
+    special(
+        &mut lower,
+        tar::EntryType::Directory,
+        &format!("usr/{}/", "long".repeat(40)),
+        "",
+    );
+    file(
+        &mut lower,
+        &format!("usr/{}/deep", "long".repeat(40)),
+        &bytes(9, 5000),
+        0o600,
+        1_500_000_002,
+    );
+    file(
+        &mut lower,
+        "etc/config",
+        &bytes(5, 200),
+        0o644,
+        1_500_000_003,
+    );
+    file(
+        &mut lower,
+        "opt/gone",
+        &bytes(6, 50_000),
+        0o644,
+        1_500_000_004,
+    );
+    file(
+        &mut lower,
+        "opt/replaced-small",
+        &bytes(7, 50_000),
+        0o644,
+        1_500_000_005,
+    );
+    file(
+        &mut lower,
+        "opt/replaced-large",
+        &bytes(8, 50),
+        0o644,
+        1_500_000_006,
+    );
+    special(&mut lower, tar::EntryType::Directory, "opt/cleared/", "");
+    file(
+        &mut lower,
+        "opt/cleared/old",
+        &bytes(10, 50_000),
+        0o644,
+        1_500_000_007,
+    );
+    special(
+        &mut lower,
+        tar::EntryType::Link,
+        "usr/lib/hard",
+        "usr/lib/f3",
+    );
+    special(
+        &mut lower,
+        tar::EntryType::Link,
+        "etc/hard2",
+        "usr/lib/hard",
+    );
+    special(
+        &mut lower,
+        tar::EntryType::Symlink,
+        "usr/lib/abs",
+        "/usr/lib/f4",
+    );
+    special(&mut lower, tar::EntryType::Symlink, "usr/lib/rel", "f4");
+    let mut pax = tar::Header::new_ustar();
+    let data = bytes(11, 40_000);
+    pax.set_size(data.len() as u64);
+    pax.set_mode(0o644);
+    pax.set_entry_type(tar::EntryType::Regular);
+    ok(lower.append_pax_extensions([("path", &b"usr/lib/named-by-pax"[..]), ("comment", b"kept")]));
+    ok(lower.append_data(&mut pax, "usr/lib/with-pax", data.as_slice()));
+    let mut upper = tar::Builder::new(Vec::new());
+    special(&mut upper, tar::EntryType::Regular, "opt/.wh.gone", "");
+    special(&mut upper, tar::EntryType::Directory, "opt/cleared/", "");
+    special(
+        &mut upper,
+        tar::EntryType::Regular,
+        "opt/cleared/.wh..wh..opq",
+        "",
+    );
+    file(
+        &mut upper,
+        "opt/cleared/new",
+        &bytes(12, 60_000),
+        0o700,
+        1_600_000_001,
+    );
+    file(
+        &mut upper,
+        "opt/replaced-small",
+        &bytes(13, 20),
+        0o644,
+        1_600_000_002,
+    );
+    file(
+        &mut upper,
+        "opt/replaced-large",
+        &bytes(14, 80_000),
+        0o644,
+        1_600_000_003,
+    );
+    file(
+        &mut upper,
+        "usr/lib/f5",
+        &bytes(15, 90_000),
+        0o644,
+        1_600_000_004,
+    );
+    [ok(lower.into_inner()), ok(upper.into_inner())]
+}
+
+struct Memory {
+    blob: Vec<u8>,
+    reads: AtomicUsize,
+    broken: bool,
+    /// A directory to list at each read, while a file is on its way, and its listings.
+    watched: Mutex<Option<PathBuf>>,
+    listings: Mutex<Vec<Vec<String>>>,
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = ok(fs::read_dir(dir))
+        .map(|e| ok(e).file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+impl RangeSource for Memory {
+    fn read_range(&self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        if let Some(dir) = &*ok(self.watched.lock()) {
+            ok(self.listings.lock()).push(names(dir));
+        }
+        if self.broken {
+            return Err(io::Error::other("connection reset by peer"));
+        }
+        let from = usize::try_from(offset).map_err(io::Error::other)?;
+        let to = usize::try_from(offset + len).map_err(io::Error::other)?;
+        Ok(self.blob.get(from..to).unwrap_or(&[]).to_vec())
+    }
+}
+
+struct Framed {
+    index: FrameIndex,
+    memory: Arc<Memory>,
+    skeleton: Vec<u8>,
+}
+
+fn framed(tar: &[u8], broken: bool) -> Framed {
+    let (mut blob, mut skeleton) = (Vec::new(), Vec::new());
+    let index = ok(frames::encode(
+        tar,
+        "sha256:layer",
+        &mut blob,
+        &mut skeleton,
+    ));
+    let memory = Arc::new(Memory {
+        blob,
+        reads: AtomicUsize::new(0),
+        broken,
+        watched: Mutex::default(),
+        listings: Mutex::default(),
+    });
+    Framed {
+        index,
+        memory,
+        skeleton,
+    }
+}
+
+/// Where [`lazy_tree`] builds the tree in its directory.
+fn rootfs(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("rootfs")
+}
+
+/// A lazy tree of `tars` in `dir` (its rootfs and aside directories).
+fn lazy_tree(dir: &Path, tars: &[Vec<u8>], broken: bool) -> (LazyTree, Vec<Arc<Memory>>) {
+    let (root, aside) = (dir.join("rootfs"), dir.join("aside"));
+    ok(fs::create_dir(&root));
+    ok(fs::create_dir(&aside));
+    let framed: Vec<Framed> = tars.iter().map(|t| framed(t, broken)).collect();
+    let layers = framed
+        .iter()
+        .map(|f| FramedLayer {
+            index: f.index.clone(),
+            source: Arc::clone(&f.memory) as Arc<dyn RangeSource>,
+            codec: crate::frames::FrameCodec::Zstd,
+        })
+        .collect();
+    let skeletons: Vec<&Vec<u8>> = framed.iter().map(|f| &f.skeleton).collect();
+    let (tree, _) = ok(LazyTree::build(
+        root.clone(),
+        root,
+        aside,
+        layers,
+        &skeletons,
+    ));
+    (tree, framed.iter().map(|f| Arc::clone(&f.memory)).collect())
+}
+
+pub(crate) fn eager_tree(root: &Path, tars: &[Vec<u8>]) {
+    let mut applier = LayerApplier::new(root.to_path_buf(), root.to_path_buf());
+    for tar in tars {
+        ok(applier.apply(tar.as_slice()));
+    }
+    ok(applier.finish());
+}
+
+/// Each name: (kind, mode, size, mtime, symlink target relative to the root, inode group,
+/// contents if `with_data`).
+pub(crate) fn walk(root: &Path, with_data: bool) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    let mut inodes: HashMap<u64, String> = HashMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in ok(fs::read_dir(&dir)) {
+            let path = ok(entry).path();
+            let rel = ok(path.strip_prefix(root)).display().to_string();
+            let meta = ok(fs::symlink_metadata(&path));
+            let kind = if meta.is_dir() {
+                stack.push(path.clone());
+                "dir".to_string()
+            } else if meta.file_type().is_symlink() {
+                let target = ok(fs::read_link(&path));
+                let target = target
+                    .strip_prefix(root)
+                    .map_or(target.clone(), Path::to_path_buf);
+                format!("link -> {}", target.display())
+            } else {
+                let first = inodes.entry(meta.ino()).or_insert_with(|| rel.clone());
+                let data = if with_data {
+                    let mut data = Vec::new();
+                    ok(ok(fs::File::open(&path)).read_to_end(&mut data));
+                    format!(
+                        " sha={}",
+                        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data))
+                    )
+                } else {
+                    String::new()
+                };
+                format!("file {} inode-of {first}{data}", meta.len())
+            };
+            let mode = meta.permissions().mode() & 0o7777;
+            let mtime = if meta.is_dir() || !meta.file_type().is_symlink() {
+                meta.mtime()
+            } else {
+                0
+            };
+            found.insert(rel, format!("{kind} mode {mode:o} mtime {mtime}"));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_skeleton_tree_has_the_eager_trees_metadata_and_fills_to_its_bytes() {
+    let tars = layers();
+    let (eager, lazy) = (ok(tempfile::tempdir()), ok(tempfile::tempdir()));
+    eager_tree(eager.path(), &tars);
+    let (tree, memories) = lazy_tree(lazy.path(), &tars, false);
+    assert_eq!(walk(&rootfs(&lazy), false), walk(eager.path(), false));
+    assert!(
+        tree.placeholders() > 20,
+        "{} placeholders",
+        tree.placeholders()
+    );
+    assert!(rootfs(&lazy).join("usr/lib/named-by-pax").is_file());
+    assert_eq!(
+        memories
+            .iter()
+            .map(|m| m.reads.load(Ordering::Relaxed))
+            .sum::<usize>(),
+        0
+    );
+    let huge = ok(fs::metadata(rootfs(&lazy).join("usr/lib/huge.so")));
+    assert_eq!((huge.len(), huge.blocks()), (9 << 20, 0));
+    let fetched = ok(tree.fill_all());
+    assert!(fetched > 9 << 20, "{fetched} bytes fetched");
+    assert_eq!(walk(&rootfs(&lazy), true), walk(eager.path(), true));
+    assert_eq!(ok(tree.fill_all()), 0, "a second pass has nothing to fetch");
+}
+
+/// A placeholder a later layer removes, whose hard link elsewhere stays: the link is the
+/// file now, and it fills to the bytes (as in the eager tree), also when the removal is
+/// of the directory holding it; a stale inode names nothing.
+#[test]
+fn a_removed_placeholders_surviving_hard_link_still_fills() {
+    let mut lower = tar::Builder::new(Vec::new());
+    special(&mut lower, tar::EntryType::Directory, "a/", "");
+    special(&mut lower, tar::EntryType::Directory, "d/", "");
+    special(&mut lower, tar::EntryType::Directory, "keep/", "");
+    file(
+        &mut lower,
+        "a/big",
+        &bytes(21, 70_000),
+        0o644,
+        1_500_000_000,
+    );
+    file(
+        &mut lower,
+        "d/inner",
+        &bytes(22, 80_000),
+        0o644,
+        1_500_000_000,
+    );
+    special(&mut lower, tar::EntryType::Link, "keep/one", "a/big");
+    special(&mut lower, tar::EntryType::Link, "keep/two", "a/big");
+    special(&mut lower, tar::EntryType::Link, "keep/three", "d/inner");
+    let mut upper = tar::Builder::new(Vec::new());
+    special(&mut upper, tar::EntryType::Regular, "a/.wh.big", "");
+    special(&mut upper, tar::EntryType::Regular, ".wh.d", "");
+    let tars = [ok(lower.into_inner()), ok(upper.into_inner())];
+    let (eager, lazy) = (ok(tempfile::tempdir()), ok(tempfile::tempdir()));
+    eager_tree(eager.path(), &tars);
+    let (tree, _) = lazy_tree(lazy.path(), &tars, false);
+    assert_eq!(tree.placeholders(), 2, "keep/one (or two) and keep/three");
+    assert_eq!(
+        ok(tree.fill(Path::new("keep/two"))),
+        Filled::Fetched(70_000)
+    );
+    let inner = ok(fs::metadata(rootfs(&lazy).join("keep/three")));
+    assert_eq!(
+        ok(tree.fill_inode(inner.dev(), inner.ino())),
+        Filled::Fetched(80_000)
+    );
+    assert_eq!(walk(&rootfs(&lazy), true), walk(eager.path(), true));
+}
+
+#[test]
+fn a_fetched_files_frame_fills_its_other_files_and_only_those() {
+    let tars = layers();
+    let dir = ok(tempfile::tempdir());
+    let (tree, _) = lazy_tree(dir.path(), &tars, false);
+    let is_placeholder = |name: &Path| {
+        let meta = ok(fs::metadata(rootfs(&dir).join(name)));
+        meta.len() > 0 && meta.blocks() == 0
+    };
+    let asked = Path::new("usr/lib/f3");
+    let frame = frame_of(&tree.starts, &tree.files.files[asked]);
+    let (same, other): (Vec<_>, Vec<_>) = tree
+        .files
+        .files
+        .iter()
+        .partition(|(_, p)| frame_of(&tree.starts, p) == frame);
+    assert!(
+        same.len() > 1 && !other.is_empty(),
+        "{} {}",
+        same.len(),
+        other.len()
+    );
+    let meta = ok(fs::metadata(rootfs(&dir).join(asked)));
+    let fetched = ok(tree.fill_neighbours_of_inode(meta.dev(), meta.ino()));
+    assert_eq!(fetched, same.iter().map(|(_, p)| p.size).sum::<u64>());
+    assert!(same.iter().all(|(name, _)| !is_placeholder(name)));
+    assert!(other.iter().all(|(name, _)| is_placeholder(name)));
+    assert!(tree.trace().is_empty(), "neighbours are not accesses");
+    assert_eq!(ok(tree.fill_neighbours_of_inode(meta.dev(), meta.ino())), 0);
+    assert_eq!(
+        ok(tree.fill_neighbours_of_inode(0, 0)),
+        0,
+        "no such placeholder"
+    );
+}
+
+#[test]
+fn the_trace_of_one_cold_start_is_prefetched_by_the_next() {
+    let tars = layers();
+    let is_placeholder = |root: &Path, name: &str| {
+        let meta = ok(fs::metadata(root.join(name)));
+        meta.len() > 0 && meta.blocks() == 0
+    };
+    let first = ok(tempfile::tempdir());
+    let (mut tree, _) = lazy_tree(first.path(), &tars, false);
+    let stored: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let sink = Arc::clone(&stored);
+    tree.learn(
+        Vec::new(),
+        Some(Box::new(move |bytes| {
+            sink.lock()
+                .map_err(|_| io::Error::other("poisoned"))?
+                .push(bytes);
+            Ok(())
+        })),
+    );
+    assert_eq!(
+        ok(tree.save_trace()),
+        0,
+        "nothing asked for, nothing stored"
+    );
+    assert!(!tree.has_unsaved_trace());
+    // Asked for: two files, one twice, a hard link's name, and names with no placeholder.
+    for name in [
+        "usr/lib/f9",
+        "usr/lib/huge.so",
+        "usr/lib/f9",
+        "etc/hard2",
+        "etc",
+        "nope",
+    ] {
+        ok(tree.fill(Path::new(name)));
+    }
+    let trace = tree.trace();
+    assert_eq!(trace.len(), 3, "{trace:?}");
+    assert!(tree.has_unsaved_trace());
+    assert_eq!(ok(tree.save_trace()), 3);
+    assert!(!tree.has_unsaved_trace());
+    assert_eq!(ok(tree.save_trace()), 0, "already stored");
+    let saved = ok(stored.lock().map_err(|_| "poisoned"))[0].clone();
+    assert_eq!(trace::parse(&saved), trace);
+    ok(tree.fill_all());
+    assert_eq!(tree.trace(), trace, "the background fill is not an access");
+
+    // The next cold start: the trace's files arrive by prefetch, with the other files
+    // whose bytes start in the frames theirs start in (decoded for them anyway), and no
+    // others.
+    let next = ok(tempfile::tempdir());
+    let (mut tree, _) = lazy_tree(next.path(), &tars, false);
+    let mut given = trace::parse(&saved);
+    given.insert(
+        1,
+        FileAt {
+            layer: 5,
+            offset: 0,
+        },
+    );
+    tree.learn(given, None);
+    assert!(is_placeholder(&rootfs(&next), "usr/lib/f9"));
+    // huge.so starts in the lower layer's first frame and ends in its third, where f3
+    // and f9 start with every other lower file left out of the skeleton: eight runs of
+    // 1,025, 70,000 and 300,000 bytes (f2-f4, f7-f9, …, f37-f39), named-by-pax and deep.
+    assert_eq!(
+        ok(tree.prefetch(3)),
+        (9 << 20) + 8 * (1025 + 70_000 + 300_000) + 40_000 + 5_000
+    );
+    for name in ["usr/lib/f9", "usr/lib/huge.so", "usr/lib/f3"] {
+        assert!(
+            !is_placeholder(&rootfs(&next), name),
+            "{name} not prefetched"
+        );
+    }
+    for name in ["usr/lib/f4", "usr/lib/f8", "usr/lib/named-by-pax"] {
+        assert!(
+            !is_placeholder(&rootfs(&next), name),
+            "{name}, in a traced file's frame, not prefetched"
+        );
+    }
+    // The upper layer's files start in its own frame, which no traced file starts in.
+    for name in ["usr/lib/f5", "opt/cleared/new"] {
+        assert!(is_placeholder(&rootfs(&next), name), "{name} prefetched");
+    }
+    assert_eq!(
+        ok(fs::read(rootfs(&next).join("usr/lib/f9"))),
+        bytes(9, 300_000)
+    );
+    assert_eq!(
+        ok(fs::read(rootfs(&next).join("usr/lib/f4"))),
+        bytes(4, 300_000)
+    );
+    assert_eq!(ok(tree.save_trace()), 0, "no sink: nowhere to store it");
+}
+
+#[test]
+fn one_file_is_fetched_alone_and_once_for_concurrent_callers() {
+    let tars = layers();
+    let dir = ok(tempfile::tempdir());
+    let (tree, memories) = lazy_tree(dir.path(), &tars, false);
+    let name = Path::new("usr/lib/huge.so");
+    let results: Vec<Filled> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8).map(|_| s.spawn(|| ok(tree.fill(name)))).collect();
+        handles
+            .into_iter()
+            .map(|h| ok(h.join().map_err(|_| "panicked")))
+            .collect()
+    });
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| **r == Filled::Fetched(9 << 20))
+            .count(),
+        1
+    );
+    // 9 MiB spans three frames of the lower layer; nothing else was read.
+    let reads = memories[0].reads.load(Ordering::Relaxed);
+    assert!((2..=3).contains(&reads), "{reads} ranged reads");
+    assert_eq!(memories[1].reads.load(Ordering::Relaxed), 0);
+    assert_eq!(ok(fs::read(rootfs(&dir).join(name))), bytes(3, 9 << 20));
+    // A hard link's name fills its whole group, and the group stays one inode.
+    assert_eq!(
+        ok(tree.fill(Path::new("etc/hard2"))),
+        Filled::Fetched(70_000)
+    );
+    let ino = |p: &str| ok(fs::metadata(rootfs(&dir).join(p))).ino();
+    assert_eq!(ino("usr/lib/f3"), ino("usr/lib/hard"));
+    assert_eq!(ino("usr/lib/f3"), ino("etc/hard2"));
+    assert_eq!(
+        ok(fs::read(rootfs(&dir).join("usr/lib/hard"))),
+        bytes(3, 70_000)
+    );
+    assert_eq!(ok(tree.fill(Path::new("usr/lib/f3"))), Filled::Present);
+}
+
+#[test]
+fn a_failed_fetch_names_the_file_and_leaves_the_placeholder_whole() {
+    let tars = layers();
+    let dir = ok(tempfile::tempdir());
+    let (tree, _) = lazy_tree(dir.path(), &tars, true);
+    let err = tree
+        .fill(Path::new("usr/lib/f2"))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("cannot fetch /usr/lib/f2: "), "{err}");
+    assert!(err.contains("connection reset by peer"), "{err}");
+    let meta = ok(fs::metadata(rootfs(&dir).join("usr/lib/f2")));
+    assert_eq!((meta.len(), meta.blocks()), (1025, 0));
+    assert!(names(&dir.path().join("aside")).is_empty());
+}
+
+/// The whole fill on several threads stops at a failed fetch, names a file, and does not
+/// call the tree complete; the placeholders it could not fill stay whole.
+#[test]
+fn a_failed_fill_of_the_whole_tree_is_not_complete() {
+    let tars = layers();
+    let dir = ok(tempfile::tempdir());
+    let (tree, _) = lazy_tree(dir.path(), &tars, true);
+    let err = tree.fill_all().map(|_| ()).unwrap_err().to_string();
+    assert!(err.starts_with("cannot fetch /"), "{err}");
+    assert!(!tree.is_complete());
+    let meta = ok(fs::metadata(rootfs(&dir).join("usr/lib/f2")));
+    assert_eq!((meta.len(), meta.blocks()), (1025, 0));
+    assert!(names(&dir.path().join("aside")).is_empty());
+}
+
+/// A program listing a directory while one of its files arrives sees the image's names
+/// and no other: the file is written outside the tree.
+#[test]
+fn a_file_on_its_way_is_not_in_the_tree() {
+    let tars = layers();
+    let dir = ok(tempfile::tempdir());
+    let (tree, memories) = lazy_tree(dir.path(), &tars, false);
+    let lib = rootfs(&dir).join("usr/lib");
+    let before = names(&lib);
+    *ok(memories[0].watched.lock()) = Some(lib.clone());
+    assert_eq!(
+        ok(tree.fill(Path::new("usr/lib/f2"))),
+        Filled::Fetched(1025)
+    );
+    let listings = ok(memories[0].listings.lock()).clone();
+    assert!(!listings.is_empty(), "no frame read");
+    assert!(
+        listings.iter().all(|l| *l == before),
+        "{listings:?} / {before:?}"
+    );
+    assert_eq!(names(&lib), before);
+    assert!(names(&dir.path().join("aside")).is_empty());
+}
+
+/// The filled file takes the placeholder's name only while the name is the placeholder:
+/// a file the command put there, or its removal, stands.
+#[test]
+fn a_filled_file_replaces_only_the_placeholder() {
+    let dir = ok(tempfile::tempdir());
+    let (name, new) = (dir.path().join("name"), dir.path().join("new"));
+    let put = |path: &Path, text: &str| ok(fs::write(path, text));
+    put(&name, "placeholder");
+    let was = ok(fs::symlink_metadata(&name));
+    put(&new, "filled");
+    assert!(ok(swap_in(&new, &name, &was)));
+    assert_eq!(ok(fs::read_to_string(&name)), "filled");
+    assert_eq!(ok(fs::symlink_metadata(&new)).ino(), was.ino());
+
+    ok(fs::remove_file(&name));
+    put(&name, "the command's");
+    assert!(!ok(swap_in(&new, &name, &was)));
+    assert_eq!(ok(fs::read_to_string(&name)), "the command's");
+    assert_eq!(ok(fs::read_to_string(&new)), "placeholder");
+
+    ok(fs::remove_file(&name));
+    assert!(!ok(swap_in(&new, &name, &was)));
+    assert!(!name.exists(), "a removed name came back");
+}
+
+#[test]
+fn a_skeleton_naming_bytes_beyond_its_layer_is_refused() {
+    let tars = layers();
+    let dir = ok(tempfile::tempdir());
+    let (tree, _) = lazy_tree(dir.path(), &tars, false);
+    let mut files = tree.files.clone();
+    let layers = tree.layers.clone();
+    if let Some(p) = files.files.values_mut().next() {
+        p.offset = layers[p.layer].index.unpacked_size();
+    }
+    let err = LazyTree::new(rootfs(&dir), dir.path().join("aside"), layers, files)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lies beyond the layer's"), "{err}");
+}
