@@ -59,7 +59,8 @@ test:
 	$(MAKE) --no-print-directory -j3 check setup binaries
 	cargo nextest run --workspace --run-ignored only --no-fail-fast
 
-## check: formatting, clippy, the unit tests and the docs check; no root, no services.
+## check: formatting, clippy, the unit tests, the docs check and the API docs (rustdoc's
+## warnings, broken links among them, are errors); no root, no services.
 ## Clippy lints each workspace crate as the test build compiles it; the shim, which that build
 ## does not compile (`test = false`), is linted on its own.
 check: export RUSTC_WORKSPACE_WRAPPER = $(LINTED_RUSTC)
@@ -67,6 +68,7 @@ check:
 	cargo fmt --all -- --check
 	cargo clippy -p scar-fakechroot -- -D warnings
 	cargo nextest run --workspace
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 ## docs: rewrite the generated parts of docs/ (configuration.md, syscall-gate.md,
 ## scar-functions.schema.json) from their sources

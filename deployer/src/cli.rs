@@ -412,7 +412,7 @@ pub struct InvokeArgs {
     #[arg(short = 'd', long = "data-binary", value_name = "FILE")]
     pub data: Option<PathBuf>,
     /// Parameters as a JSON object of strings, numbers or booleans, sent as the query string;
-    /// the script reads each as HTTP_QUERY_<NAME> (SCAR: -p)
+    /// the script reads each as `HTTP_QUERY_<NAME>` (SCAR: -p)
     #[arg(short = 'p', long, value_name = "JSON")]
     pub parameters: Option<String>,
     /// Ask API Gateway to run the function asynchronously

@@ -5,8 +5,8 @@
 //!
 //! Why a tar: the skeleton is applied by the same applier as every layer, so whiteouts, opaque
 //! directories, hard links and the confinement rules are the applier's, written once. A file
-//! left out keeps its header with size 0 and gains two PAX records: [`SIZE_RECORD`], its real
-//! size, and [`OFFSET_RECORD`], where its bytes begin in the layer's tar (which the frames
+//! left out keeps its header with size 0 and gains two PAX records: `SIZE_RECORD`, its real
+//! size, and `OFFSET_RECORD`, where its bytes begin in the layer's tar (which the frames
 //! tile, so the offset names the frames to fetch). Files of at most [`INLINE_BYTES`] and
 //! sparse files keep their data: a fetch would cost more than the bytes, and a placeholder
 //! cannot describe holes.

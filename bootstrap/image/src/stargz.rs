@@ -109,7 +109,7 @@ pub struct StargzLayer {
     /// Its skeleton (zstd), written from the TOC.
     pub skeleton: Vec<u8>,
     /// Where the prioritized files' bytes begin (the regular files the TOC lists before
-    /// [`PREFETCH_LANDMARK`]), as the skeleton's placeholders name them.
+    /// `PREFETCH_LANDMARK`), as the skeleton's placeholders name them.
     pub prioritized: Vec<u64>,
 }
 

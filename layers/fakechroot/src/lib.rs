@@ -18,7 +18,7 @@
 //! | `SCAR_FC_STATIC` | `warn` (default), `run` or `refuse` for statically linked programs |
 //! | `SCAR_FC_DEBUG` | `1`: one stderr line per exec |
 //! | `SCAR_FC_FETCH` | the fetcher's socket, while the rootfs is a lazy tree still filling |
-//! | `SCAR_FC_EXE`, `SCAR_FC_ARGV0` | per exec: the program's container path and argv[0] |
+//! | `SCAR_FC_EXE`, `SCAR_FC_ARGV0` | per exec: the program's container path and `argv[0]` |
 //! | `SCAR_FC_COMM` | per exec: the process's name, as a real exec of the program gives it |
 //! | `SCAR_FC_CREDS` | per exec, under fake root: the ids the program starts with, when not root's |
 //! | `SCAR_FC_EXEC_FD` | per exec: a close-on-exec descriptor the program was run from, to close |
@@ -66,7 +66,7 @@ unsafe extern "C" {
 /// Runs when the loader maps the shim, before the program's `main`.
 ///
 /// glibc loaders before 2.33 have no `--argv0`, so the program starts with the host path
-/// of itself in argv[0]: the exec path passes the real one in `SCAR_FC_ARGV0` and it is put
+/// of itself in `argv[0]`: the exec path passes the real one in `SCAR_FC_ARGV0` and it is put
 /// back here, where glibc hands initialisers the very argv that `main` receives.
 #[cfg(target_env = "gnu")]
 extern "C" fn init(argc: c_int, argv: *mut *mut c_char, _envp: *mut *mut c_char) {

@@ -67,7 +67,7 @@ fn options_of(program: &[u8]) -> Option<&'static Options> {
     }
 }
 
-/// Where the wrapped command starts in `args` (the words after argv[0]), if `program`
+/// Where the wrapped command starts in `args` (the words after `argv[0]`), if `program`
 /// (its container path) is an init wrapper asked to run one. `None` for any other program,
 /// for options the wrapper does not have, for one asked for its help or version, and when
 /// no command follows.

@@ -5,7 +5,7 @@
 //! whole line (with a caller's own loader options after ours when it ran the loader itself,
 //! as `ldd` does: they are the loader's, [`loader_option`]). `ps`, `pgrep -f`, `pkill -f`, psutil and "is it already running?" checks
 //! would see host paths and the loader's options where a chroot shows `NAME ARGS…`. The
-//! shim answers an open of the file with a copy that starts at the program's own argv[0].
+//! shim answers an open of the file with a copy that starts at the program's own `argv[0]`.
 //! A process not started that way (the host's, or one that rewrote its title, as
 //! `setproctitle` does) is shown as the kernel has it.
 
@@ -19,19 +19,19 @@ pub fn is_cmdline(path: &[u8]) -> bool {
 /// Where the program's own command line starts in a loader's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Launch<'a> {
-    /// The program's argv[0].
+    /// The program's `argv[0]`.
     pub argv0: Argv0<'a>,
-    /// Offset in the kernel's cmdline of the program's first argument after argv[0].
+    /// Offset in the kernel's cmdline of the program's first argument after `argv[0]`.
     pub args_start: usize,
 }
 
-/// The program's argv[0], as far as the cmdline tells it.
+/// The program's `argv[0]`, as far as the cmdline tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Argv0<'a> {
     /// The loader's `--argv0`.
     Given(&'a [u8]),
     /// Loaders without `--argv0` (glibc before 2.33) have only the program's host path;
-    /// the exec passed argv[0] in `SCAR_FC_ARGV0`, which the caller may look up.
+    /// the exec passed `argv[0]` in `SCAR_FC_ARGV0`, which the caller may look up.
     HostProgram(&'a [u8]),
 }
 

@@ -62,7 +62,7 @@ pub const FAKEROOT_TABLE_BYTES: usize = FAKEROOT_SLOTS * 32;
 pub const FETCH: Var = protocol_var!("SCAR_FC_FETCH");
 /// Per exec: the program's container path (what `/proc/self/exe` answers).
 pub const EXE: Var = protocol_var!("SCAR_FC_EXE");
-/// Per exec, for loaders without `--argv0`: the program's argv[0].
+/// Per exec, for loaders without `--argv0`: the program's `argv[0]`.
 pub const ARGV0: Var = protocol_var!("SCAR_FC_ARGV0");
 /// Per exec, under fake root: the credentials the new program starts with, when they are
 /// not root's (`creds.rs`).
@@ -117,7 +117,7 @@ pub enum Ldconfig {
 /// The image's cache, which `ldconfig -p` prints.
 pub const LD_SO_CACHE: &[u8] = b"/etc/ld.so.cache";
 
-/// Which of [`Ldconfig`]'s runs `args` (after argv[0]) ask for.
+/// Which of [`Ldconfig`]'s runs `args` (after `argv[0]`) ask for.
 pub fn ldconfig_run<'a>(args: impl IntoIterator<Item = &'a [u8]>) -> Ldconfig {
     let mut run = Ldconfig::Skip;
     for arg in args {
@@ -130,7 +130,7 @@ pub fn ldconfig_run<'a>(args: impl IntoIterator<Item = &'a [u8]>) -> Ldconfig {
     run
 }
 
-/// For [`Ldconfig::PrintCache`]: where in `args` (after argv[0]) the cache file the caller
+/// For [`Ldconfig::PrintCache`]: where in `args` (after `argv[0]`) the cache file the caller
 /// named with `-C FILE` or `-CFILE` is, as `(index, offset of the name in that argument)`;
 /// `None` when the caller named none (the image's [`LD_SO_CACHE`] is added then).
 pub fn ldconfig_cache_argument<'a>(
