@@ -62,7 +62,10 @@ fn programs_on_a_lazy_tree_print_what_they_print_under_chroot() {
     // Three cold starts, each a few programs on a tree of placeholders. The first runs a
     // static-pie program (ldconfig, which the shim cannot follow: its cache must be whole
     // first) and reads a file through the raw `syscall()` gate (its `openat` must fill the
-    // placeholder too).
+    // placeholder too). The third counts files' blocks (`find -printf %b`, `ls -s`, `stat`)
+    // before reading: a placeholder has none yet, and reports those its bytes will take,
+    // without the mark in its access time (`du`'s totals would add directories' blocks,
+    // which depend on the order their entries were made in).
     let scripts = [
         r#"set -e
 ldconfig -p | sed 1d | md5sum
@@ -76,8 +79,12 @@ node -e "const z = require('zlib'); console.log(z.gzipSync('lazy').length > 0, r
 perl -MDigest::MD5=md5_hex -e 'open my $f, "<", "/usr/bin/perl" or die; local $/; print md5_hex(<$f>), qq{\n}'
 ruby -e "require 'json'; puts JSON.generate({a: [1, 2]})""#,
         r#"set -e
-sha256sum /usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0 /usr/bin/node | cut -c1-16
-find /usr/share/doc -name copyright | sort | head -n 200 | xargs cat | md5sum"#,
+find /usr/lib/python3.11 /usr/lib/python3/dist-packages -type f -printf '%b\n' | awk '{ n += $1 } END { print n }'
+du -s --apparent-size /usr/lib/python3.11
+ls -s /usr/bin/perl
+python3 -c 'import os; s = os.stat("/usr/bin/ruby3.1"); print(s.st_blocks, s.st_atime_ns % 10**9 != 999999937)'
+sha256sum /usr/lib/x86_64-linux-gnu/libstdc++.so.6 /usr/bin/node | cut -c1-16
+find /usr/lib/python3.11 -name '*.py' | sort | head -n 200 | xargs cat | md5sum"#,
     ];
     let commands: Vec<[&str; 3]> = scripts.iter().map(|s| ["sh", "-c", s]).collect();
     let mut lazily_started = 0;

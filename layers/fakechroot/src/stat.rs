@@ -7,11 +7,15 @@
 //!   gets the length of the target `readlink` returns; /proc's links keep the kernel's sizes.
 //! * Owners, under fake root: those `chown` set, else root for the Lambda user's files
 //!   (`fakeroot.rs`).
+//! * Placeholders of a lazy tree still filling: no block is written yet, so `du`, `ls -s`
+//!   and `stat -c %b` would count nothing; they report the blocks the file will take, and
+//!   the access time without the mark that tells them from files sparse on purpose
+//!   (`rootfs_paths::fetch::is_placeholder`).
 
 use std::ffi::{c_char, c_int, c_uint, c_void};
 
-use rootfs_paths::PathBuf;
 use rootfs_paths::buf::PATH_MAX;
+use rootfs_paths::{PathBuf, fetch};
 
 use crate::sys::{fail, raw_syscall, real};
 use crate::{fakeroot, state, translate};
@@ -24,11 +28,16 @@ pub enum Filled {
 }
 
 // The kernel's `struct statx` layout (fixed by its ABI).
+const STATX_MASK_AT: usize = 0;
+const STATX_BLKSIZE_AT: usize = 4;
 const STATX_UID_AT: usize = 20;
 const STATX_GID_AT: usize = 24;
 const STATX_MODE_AT: usize = 28;
 const STATX_INO_AT: usize = 32;
 const STATX_SIZE_AT: usize = 40;
+const STATX_BLOCKS_AT: usize = 48;
+const STATX_ATIME_NSEC_AT: usize = 72;
+const STATX_MTIME_NSEC_AT: usize = 120;
 const STATX_DEV_MAJOR_AT: usize = 136;
 const STATX_DEV_MINOR_AT: usize = 140;
 
@@ -57,13 +66,17 @@ unsafe fn set_statx_field<T: Copy>(buf: *mut c_void, at: usize, value: T) {
 }
 
 /// After a stat-type call on `host` (relative to `dirfd`) returned `ret`: the owners fake
-/// root reports, and the size `readlink` gives for a link not followed.
+/// root reports, what a placeholder will hold, and the size `readlink` gives for a link not
+/// followed.
 pub fn after_stat(ret: c_int, nofollow: bool, dirfd: c_int, host: *const c_char, filled: Filled) {
     if ret != 0 {
         return;
     }
     if fakeroot::active() {
         fake_owner(filled);
+    }
+    if state::get().is_some_and(|st| st.fetch.is_some()) {
+        fill_placeholder(filled);
     }
     if nofollow && !host.is_null() {
         fix_link_size(dirfd, host, filled);
@@ -90,6 +103,59 @@ fn fake_owner(filled: Filled) {
             unsafe { set_statx_field(buf, STATX_UID_AT, uid) };
             // SAFETY: as above.
             unsafe { set_statx_field(buf, STATX_GID_AT, gid) };
+        }
+    }
+}
+
+fn fill_placeholder(filled: Filled) {
+    match filled {
+        Filled::Stat(buf) => {
+            // SAFETY: a filled struct stat (the call succeeded).
+            let st = unsafe { &mut *buf };
+            let size = u64::try_from(st.st_size).unwrap_or(0);
+            let blocks = u64::try_from(st.st_blocks).unwrap_or(u64::MAX);
+            let atime_nsec = u64::try_from(st.st_atime_nsec).unwrap_or(0);
+            if st.st_mode & libc::S_IFMT != libc::S_IFREG
+                || !fetch::is_placeholder(size, blocks, atime_nsec)
+            {
+                return;
+            }
+            let blksize = u64::try_from(st.st_blksize).unwrap_or(0);
+            let mtime_nsec = u64::try_from(st.st_mtime_nsec).unwrap_or(0);
+            let (blocks, atime_nsec) = fetch::placeholder_stat(size, blksize, mtime_nsec);
+            st.st_blocks = blocks.try_into().unwrap_or(st.st_blocks);
+            st.st_atime_nsec = atime_nsec.try_into().unwrap_or(st.st_atime_nsec);
+        }
+        Filled::Statx(buf) => {
+            // SAFETY: a filled struct statx and its ABI's field offsets.
+            let mask = unsafe { statx_field::<u32>(buf, STATX_MASK_AT) };
+            let wanted =
+                libc::STATX_TYPE | libc::STATX_SIZE | libc::STATX_BLOCKS | libc::STATX_ATIME;
+            if mask & wanted != wanted {
+                return;
+            }
+            // SAFETY: as above.
+            let mode = u32::from(unsafe { statx_field::<u16>(buf, STATX_MODE_AT) });
+            // SAFETY: as above.
+            let size = unsafe { statx_field::<u64>(buf, STATX_SIZE_AT) };
+            // SAFETY: as above.
+            let blocks = unsafe { statx_field::<u64>(buf, STATX_BLOCKS_AT) };
+            // SAFETY: as above.
+            let atime_nsec = u64::from(unsafe { statx_field::<u32>(buf, STATX_ATIME_NSEC_AT) });
+            if mode & libc::S_IFMT != libc::S_IFREG
+                || !fetch::is_placeholder(size, blocks, atime_nsec)
+            {
+                return;
+            }
+            // SAFETY: as above.
+            let blksize = u64::from(unsafe { statx_field::<u32>(buf, STATX_BLKSIZE_AT) });
+            // SAFETY: as above.
+            let mtime_nsec = u64::from(unsafe { statx_field::<u32>(buf, STATX_MTIME_NSEC_AT) });
+            let (blocks, atime_nsec) = fetch::placeholder_stat(size, blksize, mtime_nsec);
+            // SAFETY: as above.
+            unsafe { set_statx_field(buf, STATX_BLOCKS_AT, blocks) };
+            // SAFETY: as above; the nanoseconds are below 10⁹, as the field's were.
+            unsafe { set_statx_field(buf, STATX_ATIME_NSEC_AT, atime_nsec as u32) };
         }
     }
 }

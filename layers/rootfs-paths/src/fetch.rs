@@ -92,6 +92,28 @@ pub fn parse_answer(answer: &[u8]) -> Option<i32> {
     i32::try_from(code).ok()
 }
 
+/// The nanoseconds of a placeholder's access time. A placeholder has no block, as a file
+/// made sparse on purpose (`truncate -s`) may have none; this mark, which a layer's whole-second
+/// times never carry, lets `stat` tell them apart without asking the fetcher. Filling the
+/// file gives it its times afresh, without the mark.
+pub const PLACEHOLDER_ATIME_NSEC: u32 = 999_999_937;
+
+/// Whether a regular file's `stat` describes a placeholder: bytes to come, no block, and
+/// the mark in its access time.
+pub fn is_placeholder(size: u64, blocks: u64, atime_nsec: u64) -> bool {
+    size > 0 && blocks == 0 && atime_nsec == u64::from(PLACEHOLDER_ATIME_NSEC)
+}
+
+/// What `stat` reports for a placeholder of `size` bytes on a filesystem of `blksize`-byte
+/// blocks, as the whole file will show once filled (written densely, as the eager pull
+/// writes it): its 512-byte blocks, and its access time's nanoseconds, the modification
+/// time's (`mtime_nsec`), which an eager pull sets both to.
+pub fn placeholder_stat(size: u64, blksize: u64, mtime_nsec: u64) -> (u64, u64) {
+    let block = if blksize >= 512 { blksize } else { 4096 };
+    let blocks = size.div_ceil(block).saturating_mul(block / 512);
+    (blocks, mtime_nsec)
+}
+
 fn parse_decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 20 {
         return None;
@@ -125,6 +147,27 @@ impl Line<'_> {
 mod tests {
     use super::*;
     use std::vec::Vec;
+
+    #[test]
+    fn a_placeholder_is_told_from_a_sparse_file_by_its_mark_and_reports_its_dense_blocks() {
+        let mark = u64::from(PLACEHOLDER_ATIME_NSEC);
+        assert!(is_placeholder(5000, 0, mark));
+        assert!(!is_placeholder(5000, 0, 0), "a file made sparse on purpose");
+        assert!(!is_placeholder(5000, 16, mark), "a file with blocks");
+        assert!(
+            !is_placeholder(0, 0, mark),
+            "an empty file has no bytes to come"
+        );
+        // 5000 bytes take two 4 KiB blocks, sixteen of 512 bytes.
+        assert_eq!(placeholder_stat(5000, 4096, 0), (16, 0));
+        assert_eq!(placeholder_stat(4096, 4096, 7), (8, 7));
+        assert_eq!(placeholder_stat(1, 1024, 0), (2, 0));
+        assert_eq!(
+            placeholder_stat(1, 0, 0),
+            (8, 0),
+            "an unknown block size is 4 KiB"
+        );
+    }
 
     fn round_trip(request: Request<'_>) -> Option<Vec<u8>> {
         let mut buf = [0u8; REQUEST_MAX];

@@ -3,7 +3,9 @@
 //! layers' frames.
 //!
 //! A placeholder is a sparse file of its real length with no block written: `stat` already
-//! reports what the image holds. [`LazyTree::fill`] fetches one file on first use: the frames
+//! reports what the image holds, and through the shim its blocks too (its access time carries
+//! `rootfs_paths::fetch::PLACEHOLDER_ATIME_NSEC`, which tells it from a file sparse on
+//! purpose). [`LazyTree::fill`] fetches one file on first use: the frames
 //! that cover its bytes are read and checked ([`crate::frames`]), the bytes written to a new
 //! file in the tree's aside directory, which gets the placeholder's mode and times and is
 //! exchanged with it (and with every hard link to it), so no reader ever sees a partial file.

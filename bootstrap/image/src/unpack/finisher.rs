@@ -280,21 +280,31 @@ pub(super) fn finish_now(job: Job) -> Outcome {
             io::Error::other("a file to create reached finish_now"),
         ));
     };
-    match content {
-        Content::Length(length) => file.set_len(length),
-        Content::Bytes(bytes) => file.write_all(&bytes),
-    }
-    .and_then(|()| settle(&file, chmod, mtime))
-    .map_err(|e| (path, e))
+    let atime = match content {
+        // The mark that tells `stat` (through the shim) a placeholder from a sparse file.
+        Content::Length(length) => file
+            .set_len(length)
+            .map(|()| FileTime::from_unix_time(mtime, rootfs_paths::fetch::PLACEHOLDER_ATIME_NSEC)),
+        Content::Bytes(bytes) => file
+            .write_all(&bytes)
+            .map(|()| FileTime::from_unix_time(mtime, 0)),
+    };
+    atime
+        .and_then(|atime| settle_times(&file, chmod, atime, mtime))
+        .map_err(|e| (path, e))
 }
 
 /// A written file's last touches: the mode the umask took bits from (`chmod`), then its times.
 pub(super) fn settle(file: &File, chmod: Option<u32>, mtime: i64) -> io::Result<()> {
+    settle_times(file, chmod, FileTime::from_unix_time(mtime, 0), mtime)
+}
+
+fn settle_times(file: &File, chmod: Option<u32>, atime: FileTime, mtime: i64) -> io::Result<()> {
     if let Some(mode) = chmod {
         file.set_permissions(fs::Permissions::from_mode(mode))?;
     }
-    let time = FileTime::from_unix_time(mtime, 0);
-    filetime::set_file_handle_times(file, Some(time), Some(time))
+    let mtime = FileTime::from_unix_time(mtime, 0);
+    filetime::set_file_handle_times(file, Some(atime), Some(mtime))
 }
 
 /// A new file with its final mode: the descriptor stays writable even for a read-only mode,
