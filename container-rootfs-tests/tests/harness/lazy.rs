@@ -65,7 +65,9 @@ fn programs_on_a_lazy_tree_print_what_they_print_under_chroot() {
     // placeholder too). The third counts files' blocks (`find -printf %b`, `ls -s`, `stat`)
     // before reading: a placeholder has none yet, and reports those its bytes will take,
     // without the mark in its access time (`du`'s totals would add directories' blocks,
-    // which depend on the order their entries were made in).
+    // which depend on the order their entries were made in). Then GNU tar reads two trees
+    // whose files arrive as it reads them: the directories must not seem to change under it
+    // (it would say so and exit 1).
     let scripts = [
         r#"set -e
 ldconfig -p | sed 1d | md5sum
@@ -83,6 +85,8 @@ find /usr/lib/python3.11 /usr/lib/python3/dist-packages -type f -printf '%b\n' |
 du -s --apparent-size /usr/lib/python3.11
 ls -s /usr/bin/perl
 python3 -c 'import os; s = os.stat("/usr/bin/ruby3.1"); print(s.st_blocks, s.st_atime_ns % 10**9 != 999999937)'
+tar -cf /tmp/crt-lazy.tar /usr/lib/python3/dist-packages /usr/lib/python3.11 2>/dev/null && echo tar ok
+rm -f /tmp/crt-lazy.tar
 sha256sum /usr/lib/x86_64-linux-gnu/libstdc++.so.6 /usr/bin/node | cut -c1-16
 find /usr/lib/python3.11 -name '*.py' | sort | head -n 200 | xargs cat | md5sum"#,
     ];

@@ -10,7 +10,11 @@
 //! * Placeholders of a lazy tree still filling: no block is written yet, so `du`, `ls -s`
 //!   and `stat -c %b` would count nothing; they report the blocks the file will take, and
 //!   the access time without the mark that tells them from files sparse on purpose
-//!   (`rootfs_paths::fetch::is_placeholder`).
+//!   (`rootfs_paths::fetch::is_placeholder`). A directory reports its birth time as its
+//!   change time: each file filled in it is exchanged with its placeholder there, which
+//!   moves the directory's ctime (and its mtime until it is put back), and GNU tar, seeing a
+//!   directory's ctime move while it reads it, says it "changed as we read it" and exits 1.
+//!   An eager tree's directory changed last when it was made, as its birth time says.
 
 use std::ffi::{c_char, c_int, c_uint, c_void};
 
@@ -37,6 +41,10 @@ const STATX_INO_AT: usize = 32;
 const STATX_SIZE_AT: usize = 40;
 const STATX_BLOCKS_AT: usize = 48;
 const STATX_ATIME_NSEC_AT: usize = 72;
+const STATX_BTIME_SEC_AT: usize = 80;
+const STATX_BTIME_NSEC_AT: usize = 88;
+const STATX_CTIME_SEC_AT: usize = 96;
+const STATX_CTIME_NSEC_AT: usize = 104;
 const STATX_MTIME_NSEC_AT: usize = 120;
 const STATX_DEV_MAJOR_AT: usize = 136;
 const STATX_DEV_MINOR_AT: usize = 140;
@@ -76,7 +84,7 @@ pub fn after_stat(ret: c_int, nofollow: bool, dirfd: c_int, host: *const c_char,
         fake_owner(filled);
     }
     if state::get().is_some_and(|st| st.fetch.is_some()) {
-        fill_placeholder(filled);
+        while_filling(filled, dirfd, host, nofollow);
     }
     if nofollow && !host.is_null() {
         fix_link_size(dirfd, host, filled);
@@ -107,11 +115,53 @@ fn fake_owner(filled: Filled) {
     }
 }
 
-fn fill_placeholder(filled: Filled) {
+/// The birth time of what `host` (relative to `dirfd`; `dirfd` itself when null) names, by
+/// a raw `statx`; `None` where the filesystem keeps none.
+fn birth_time(dirfd: c_int, host: *const c_char, nofollow: bool) -> Option<(i64, u32)> {
+    let mut buf = [0u64; 32];
+    let (path, flags) = if host.is_null() {
+        (c"".as_ptr(), libc::AT_EMPTY_PATH)
+    } else if nofollow {
+        (host, libc::AT_SYMLINK_NOFOLLOW)
+    } else {
+        (host, 0)
+    };
+    // SAFETY: raw statx into a buffer of struct statx's 256 bytes.
+    let ret = unsafe {
+        raw_syscall!(
+            libc::SYS_statx,
+            dirfd,
+            path,
+            flags | libc::AT_NO_AUTOMOUNT,
+            libc::STATX_BTIME,
+            buf.as_mut_ptr()
+        )
+    };
+    let filled = buf.as_mut_ptr().cast::<c_void>();
+    // SAFETY: the kernel filled the buffer (ret 0) in struct statx's layout.
+    let mask = unsafe { statx_field::<u32>(filled, STATX_MASK_AT) };
+    if ret != 0 || mask & libc::STATX_BTIME == 0 {
+        return None;
+    }
+    // SAFETY: as above.
+    let sec = unsafe { statx_field::<i64>(filled, STATX_BTIME_SEC_AT) };
+    // SAFETY: as above.
+    let nsec = unsafe { statx_field::<u32>(filled, STATX_BTIME_NSEC_AT) };
+    Some((sec, nsec))
+}
+
+fn while_filling(filled: Filled, dirfd: c_int, host: *const c_char, nofollow: bool) {
     match filled {
         Filled::Stat(buf) => {
             // SAFETY: a filled struct stat (the call succeeded).
             let st = unsafe { &mut *buf };
+            if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                if let Some((sec, nsec)) = birth_time(dirfd, host, nofollow) {
+                    st.st_ctime = sec as libc::time_t;
+                    st.st_ctime_nsec = nsec as libc::c_long;
+                }
+                return;
+            }
             let size = u64::try_from(st.st_size).unwrap_or(0);
             let blocks = u64::try_from(st.st_blocks).unwrap_or(u64::MAX);
             let atime_nsec = u64::try_from(st.st_atime_nsec).unwrap_or(0);
@@ -129,13 +179,26 @@ fn fill_placeholder(filled: Filled) {
         Filled::Statx(buf) => {
             // SAFETY: a filled struct statx and its ABI's field offsets.
             let mask = unsafe { statx_field::<u32>(buf, STATX_MASK_AT) };
-            let wanted =
-                libc::STATX_TYPE | libc::STATX_SIZE | libc::STATX_BLOCKS | libc::STATX_ATIME;
-            if mask & wanted != wanted {
+            if mask & libc::STATX_TYPE == 0 {
                 return;
             }
             // SAFETY: as above.
             let mode = u32::from(unsafe { statx_field::<u16>(buf, STATX_MODE_AT) });
+            if mode & libc::S_IFMT == libc::S_IFDIR {
+                if mask & libc::STATX_CTIME != 0
+                    && let Some((sec, nsec)) = birth_time(dirfd, host, nofollow)
+                {
+                    // SAFETY: as above.
+                    unsafe { set_statx_field(buf, STATX_CTIME_SEC_AT, sec) };
+                    // SAFETY: as above.
+                    unsafe { set_statx_field(buf, STATX_CTIME_NSEC_AT, nsec) };
+                }
+                return;
+            }
+            let wanted = libc::STATX_SIZE | libc::STATX_BLOCKS | libc::STATX_ATIME;
+            if mask & wanted != wanted {
+                return;
+            }
             // SAFETY: as above.
             let size = unsafe { statx_field::<u64>(buf, STATX_SIZE_AT) };
             // SAFETY: as above.
