@@ -1,6 +1,7 @@
 //! One file made whole: its turn (one thread fetches, the others wait), its bytes read from
 //! the frames that hold them, written aside and exchanged with the placeholder.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
@@ -49,16 +50,93 @@ impl LazyTree {
             // Another thread filled it while this one waited.
             None => return Ok(Filled::Present),
         };
-        self.fetch(name, placeholder)
+        self.fetch(name, &[], placeholder)
     }
 
     /// Makes the file with this device and inode complete (see [`Self::fill`]); any other
-    /// file is [`Filled::Present`].
+    /// file is [`Filled::Present`]. A placeholder no longer at its name went with a directory
+    /// the command renamed: it is filled where it is now.
     pub fn fill_inode(&self, dev: u64, ino: u64) -> Result<Filled, LazyFault> {
-        match self.by_inode.get(&(dev, ino)) {
-            Some(rel) => self.fill(rel),
+        let Some(rel) = self.by_inode.get(&(dev, ino)) else {
+            return Ok(Filled::Present);
+        };
+        let filled = self.fill(rel)?;
+        let at_its_name = fs::symlink_metadata(self.root.join(rel))
+            .is_ok_and(|meta| (meta.dev(), meta.ino()) == (dev, ino));
+        if filled != Filled::Present || at_its_name {
+            return Ok(filled);
+        }
+        match self.moved_to((dev, ino)) {
+            Some(at) => self.fill_moved(rel, &at),
             None => Ok(Filled::Present),
         }
+    }
+
+    /// Where the placeholder of `inode` is now, away from its name (each of its names
+    /// there): from the last walk of the tree if it is still there, else from a new walk
+    /// (one at a time: the others wait for its answer).
+    fn moved_to(&self, inode: (u64, u64)) -> Option<Vec<PathBuf>> {
+        let mut moved = self.moved.lock().unwrap_or_else(PoisonError::into_inner);
+        let still_there = |at: &Vec<PathBuf>| {
+            at.first().is_some_and(|at| {
+                fs::symlink_metadata(self.root.join(at))
+                    .is_ok_and(|meta| (meta.dev(), meta.ino()) == inode && meta.blocks() == 0)
+            })
+        };
+        if let Some(at) = moved.get(&inode).filter(|at| still_there(at)) {
+            return Some(at.clone());
+        }
+        *moved = self.walk_for_moved();
+        moved.get(&inode).cloned()
+    }
+
+    /// Every placeholder of the tree that is not at its name (nor at one of its hard links'),
+    /// by inode, with each name it has there.
+    pub(super) fn walk_for_moved(&self) -> HashMap<(u64, u64), Vec<PathBuf>> {
+        let mut found = HashMap::new();
+        let mut dirs = vec![PathBuf::new()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = fs::read_dir(self.root.join(&dir)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let rel = dir.join(entry.file_name());
+                let Ok(meta) = entry.metadata() else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    dirs.push(rel);
+                    continue;
+                }
+                let inode = (meta.dev(), meta.ino());
+                let Some(name) = self.by_inode.get(&inode) else {
+                    continue;
+                };
+                let elsewhere = *name != rel
+                    && self
+                        .other_names
+                        .get(name)
+                        .is_none_or(|links| !links.contains(&rel));
+                let placeholder = self.files.files.get(name);
+                if elsewhere && placeholder.is_some_and(|p| still_placeholder(&meta, p)) {
+                    found.entry(inode).or_insert_with(Vec::new).push(rel);
+                }
+            }
+        }
+        found
+    }
+
+    /// Fills the placeholder named `name` by the skeleton, found at the names `at`.
+    pub(super) fn fill_moved(&self, name: &Path, at: &[PathBuf]) -> Result<Filled, LazyFault> {
+        let name = self.files.links.get(name).map_or(name, PathBuf::as_path);
+        let Some(placeholder) = self.files.files.get(name) else {
+            return Ok(Filled::Present);
+        };
+        let _turn = match self.take_turn(name) {
+            Some(turn) => turn,
+            None => return Ok(Filled::Present),
+        };
+        self.fetch(name, at, placeholder)
     }
 
     /// Makes the file a host path inside the tree names complete, following its symlinks
@@ -102,7 +180,14 @@ impl LazyTree {
             .is_ok_and(|meta| still_placeholder(&meta, placeholder))
     }
 
-    fn fetch(&self, name: &Path, placeholder: &Placeholder) -> Result<Filled, LazyFault> {
+    /// Fetches the placeholder the skeleton named `name`; where a renamed directory took it,
+    /// `moved` holds the names it has now (else it is empty).
+    fn fetch(
+        &self,
+        name: &Path,
+        moved: &[PathBuf],
+        placeholder: &Placeholder,
+    ) -> Result<Filled, LazyFault> {
         let fault = |problem: String| LazyFault::Fetch {
             path: name.to_path_buf(),
             problem,
@@ -116,17 +201,29 @@ impl LazyTree {
                 fault(format!("{what}: {e}"))
             }
         };
-        let full = self.root.join(name);
+        let at = moved.first().map_or(name, PathBuf::as_path);
+        let full = self.root.join(at);
         let meta = match fs::symlink_metadata(&full) {
             Ok(meta) if still_placeholder(&meta, placeholder) => meta,
             // Removed or replaced since the skeleton was applied: nothing of ours is there.
             _ => return Ok(Filled::Present),
         };
+        // A directory the command renamed keeps the mtime it had; the skeleton's record is
+        // for the directory of `name`.
+        let moved_dirs: Vec<(PathBuf, FileTime)> = moved
+            .iter()
+            .filter_map(|at| {
+                let dir = self.root.join(at.parent()?);
+                let meta = fs::symlink_metadata(&dir).ok()?;
+                Some((dir, FileTime::from_last_modification_time(&meta)))
+            })
+            .collect();
         let links: Vec<PathBuf> = self
             .other_names
             .get(name)
             .into_iter()
             .flatten()
+            .chain(moved.iter().skip(1))
             .filter(|link| {
                 fs::symlink_metadata(self.root.join(link))
                     .is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev())
@@ -171,7 +268,12 @@ impl LazyTree {
                 })?;
             self.keep_dir_mtime(link);
         }
-        self.keep_dir_mtime(name);
+        if moved.is_empty() {
+            self.keep_dir_mtime(name);
+        }
+        for (dir, mtime) in moved_dirs {
+            let _ = filetime::set_file_mtime(dir, mtime);
+        }
         Ok(Filled::Fetched(placeholder.size))
     }
 

@@ -178,6 +178,9 @@ pub struct LazyTree {
     /// Set once every placeholder was filled.
     complete: AtomicBool,
     in_flight: Mutex<HashSet<PathBuf>>,
+    /// Placeholders found away from their names (a directory holding them was renamed), by
+    /// inode: where the last walk of the tree saw them (each of its names there).
+    moved: Mutex<HashMap<(u64, u64), Vec<PathBuf>>>,
     landed: Condvar,
     frames: Mutex<std::collections::VecDeque<CachedFrame>>,
     /// Spans of small frames read, most recently used last: (layer, span, compressed bytes).
@@ -271,6 +274,7 @@ impl LazyTree {
             by_span,
             complete: AtomicBool::new(false),
             in_flight: Mutex::new(HashSet::new()),
+            moved: Mutex::default(),
             landed: Condvar::new(),
             frames: Mutex::new(std::collections::VecDeque::with_capacity(CACHED_FRAMES)),
             spans_read: Mutex::new(std::collections::VecDeque::with_capacity(CACHED_SPANS)),

@@ -214,7 +214,15 @@ impl LazyTree {
             .map(|group| group.iter().map(|(name, _)| *name).collect())
             .collect();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let fetched = self.fill_groups(&groups, cores.min(FILL_THREADS))?;
+        let mut fetched = self.fill_groups(&groups, cores.min(FILL_THREADS))?;
+        // What a renamed directory took away from its names is filled where it went.
+        for (inode, at) in self.walk_for_moved() {
+            if let Some(name) = self.by_inode.get(&inode)
+                && let Filled::Fetched(bytes) = self.fill_moved(name, &at)?
+            {
+                fetched += bytes;
+            }
+        }
         self.complete.store(true, Ordering::Release);
         Ok(fetched)
     }

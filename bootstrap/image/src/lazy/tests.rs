@@ -672,3 +672,58 @@ fn a_skeleton_naming_bytes_beyond_its_layer_is_refused() {
         .to_string();
     assert!(err.contains("lies beyond the layer's"), "{err}");
 }
+
+/// A directory the command renames takes its placeholders along (a shell's `mv`, pip's
+/// stash of a package it replaces): asked for by inode, as the shim asks, or by path, as
+/// the fetcher's program requests do, a placeholder is filled where it went, its hard link
+/// there too; the background fill fills the rest there, and the renamed directory holds the
+/// eager tree's bytes, modes, times and links.
+#[test]
+fn placeholders_in_a_renamed_directory_fill_where_they_went() {
+    let tars = layers();
+    let (eager, lazy) = (ok(tempfile::tempdir()), ok(tempfile::tempdir()));
+    eager_tree(eager.path(), &tars);
+    let (tree, _memories) = lazy_tree(lazy.path(), &tars, false);
+    let root = rootfs(&lazy);
+    ok(fs::rename(root.join("usr/lib"), root.join("usr/lib-moved")));
+    let moved_mtime = ok(fs::metadata(root.join("usr/lib-moved"))).mtime();
+    let f3 = root.join("usr/lib-moved/f3");
+    let meta = ok(fs::metadata(&f3));
+    assert_eq!((meta.len(), meta.blocks()), (70_000, 0), "a placeholder");
+    assert_eq!(
+        ok(tree.fill_inode(meta.dev(), meta.ino())),
+        Filled::Fetched(70_000)
+    );
+    assert_eq!(
+        ok(fs::read(&f3)),
+        ok(fs::read(eager.path().join("usr/lib/f3")))
+    );
+    let hard = ok(fs::metadata(root.join("usr/lib-moved/hard")));
+    assert_eq!(
+        hard.ino(),
+        ok(fs::metadata(&f3)).ino(),
+        "its hard link, filled with it"
+    );
+    assert_eq!(
+        ok(tree.fill_path(&root.join("usr/lib-moved/f8"))),
+        Filled::Fetched(70_000)
+    );
+    ok(tree.fill_all());
+    assert!(tree.is_complete());
+    // An absolute link names its target by host path: walked from the moved directory, it
+    // reads differently (and dangles, as it would under chroot).
+    let without_abs = |dir: PathBuf| {
+        let mut found = walk(&dir, true);
+        assert!(found.remove("abs").is_some());
+        found
+    };
+    assert_eq!(
+        without_abs(root.join("usr/lib-moved")),
+        without_abs(eager.path().join("usr/lib"))
+    );
+    assert_eq!(
+        ok(fs::metadata(root.join("usr/lib-moved"))).mtime(),
+        moved_mtime,
+        "the renamed directory keeps its time"
+    );
+}
