@@ -150,6 +150,32 @@ fn files_of_a_directory_renamed_before_they_arrive_hold_the_images_bytes() {
     );
 }
 
+/// Under fake root, owners are remembered by inode, and a placeholder gets a new inode when
+/// it is filled: a file chowned before it arrived keeps its new owner once read.
+#[test]
+#[ignore = "needs scripts/setup.sh: run `make test`"]
+fn a_file_chowned_under_fake_root_before_it_arrives_keeps_its_owner() {
+    let cache = fresh_lambda_cache();
+    let script = "chown -R nobody:nogroup /usr/lib/python3.11/json \
+        && cat /usr/lib/python3.11/json/*.py > /dev/null \
+        && find /usr/lib/python3.11/json -type f ! -user nobody | wc -l \
+        && stat -c %U:%G /usr/lib/python3.11/json/decoder.py";
+    let image = format!("oci:{}:bookworm", staged_polyglot().display());
+    let ours = run_reference(
+        &image,
+        cache.path(),
+        true,
+        &["sh", "-c", script],
+        &[("SCAR_FAKEROOT", "1")],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ours.stdout),
+        "0\nnobody:nogroup\n",
+        "{}",
+        String::from_utf8_lossy(&ours.stderr)
+    );
+}
+
 /// Runs `argv` under chroot in `chroot` (it must succeed) and lazily on `image` with `cache`
 /// and bootstrap's `settings`: the same output and a zero status. Returns our run.
 fn run_lazily_as_under_chroot(

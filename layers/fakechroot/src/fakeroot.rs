@@ -24,9 +24,8 @@ use libc::{gid_t, size_t, uid_t};
 use rootfs_paths::creds::{Creds, MAX_GROUPS};
 use rootfs_paths::{PathBuf, protocol};
 
-use crate::state;
 use crate::sys::{self, fail, raw_syscall, real};
-use crate::translate;
+use crate::{lazy, state, translate};
 
 /// True when fake root is on for this process.
 pub fn active() -> bool {
@@ -545,10 +544,16 @@ fn remember(dirfd: c_int, host: *const c_char, flags: c_int, uid: u32, gid: u32)
 
 fn chown_at(dirfd: c_int, path: *const c_char, uid: u32, gid: u32, flags: c_int) -> c_int {
     let mut buf = PathBuf::new();
-    match translate::host_at(dirfd, path, &mut buf) {
-        Ok(host) => remember(dirfd, host, flags, uid, gid),
-        Err(code) => fail(code, -1),
+    let host = match translate::host_at(dirfd, path, &mut buf) {
+        Ok(host) => host,
+        Err(code) => return fail(code, -1),
+    };
+    // Owners are remembered by inode, and a lazy tree's placeholder is replaced by a new
+    // inode when it is filled: it is filled first, as before an open.
+    if let Err(code) = lazy::before_open(dirfd, host) {
+        return fail(code, -1);
     }
+    remember(dirfd, host, flags, uid, gid)
 }
 
 macro_rules! chown_fns {

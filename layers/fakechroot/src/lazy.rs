@@ -4,7 +4,8 @@
 //!
 //! A file not yet fetched is a placeholder: a regular file of its real size with no block
 //! written, so `stat` is already right and only reading needs the bytes. Before an `open`,
-//! `fopen`, `truncate`, `rename` or `link` of one, the shim asks for it by device and inode;
+//! `fopen`, `truncate`, `rename` or `link` of one (and a fake root's `chown`, remembered by
+//! inode), the shim asks for it by device and inode;
 //! before an exec or a `dlopen` it asks for every program and library by path (or by name
 //! for a library loaded by name alone): the fetcher fills the file, its `#!` interpreter, its
 //! loader and its libraries, which the loader opens out of the shim's sight. The call then
