@@ -157,7 +157,7 @@ fn while_filling(filled: Filled, dirfd: c_int, host: *const c_char, nofollow: bo
             let st = unsafe { &mut *buf };
             if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
                 if let Some((sec, nsec)) = birth_time(dirfd, host, nofollow) {
-                    st.st_ctime = sec as libc::time_t;
+                    st.st_ctime = sec as _;
                     st.st_ctime_nsec = nsec as libc::c_long;
                 }
                 return;
