@@ -41,16 +41,7 @@ impl LazyTree {
 
     /// [`Self::fill`] for the tree's own fetches, which are not the commands' accesses.
     pub(super) fn fill_unrecorded(&self, rel: &Path) -> Result<Filled, LazyFault> {
-        let name = self.files.links.get(rel).map_or(rel, PathBuf::as_path);
-        let Some(placeholder) = self.files.files.get(name) else {
-            return Ok(Filled::Present);
-        };
-        let _turn = match self.take_turn(name) {
-            Some(turn) => turn,
-            // Another thread filled it while this one waited.
-            None => return Ok(Filled::Present),
-        };
-        self.fetch(name, &[], placeholder)
+        self.fill_moved(rel, &[])
     }
 
     /// Makes the file with this device and inode complete (see [`Self::fill`]); any other
@@ -126,7 +117,8 @@ impl LazyTree {
         found
     }
 
-    /// Fills the placeholder named `name` by the skeleton, found at the names `at`.
+    /// Fills the placeholder the skeleton named `name` (or a hard link to it), found at the
+    /// names `at` where a renamed directory took it (at its name when `at` is empty).
     pub(super) fn fill_moved(&self, name: &Path, at: &[PathBuf]) -> Result<Filled, LazyFault> {
         let name = self.files.links.get(name).map_or(name, PathBuf::as_path);
         let Some(placeholder) = self.files.files.get(name) else {
@@ -134,6 +126,7 @@ impl LazyTree {
         };
         let _turn = match self.take_turn(name) {
             Some(turn) => turn,
+            // Another thread filled it while this one waited.
             None => return Ok(Filled::Present),
         };
         self.fetch(name, at, placeholder)
