@@ -137,10 +137,13 @@ fn birth_time(dirfd: c_int, host: *const c_char, nofollow: bool) -> Option<(i64,
             buf.as_mut_ptr()
         )
     };
+    if ret != 0 {
+        return None;
+    }
     let filled = buf.as_mut_ptr().cast::<c_void>();
     // SAFETY: the kernel filled the buffer (ret 0) in struct statx's layout.
     let mask = unsafe { statx_field::<u32>(filled, STATX_MASK_AT) };
-    if ret != 0 || mask & libc::STATX_BTIME == 0 {
+    if mask & libc::STATX_BTIME == 0 {
         return None;
     }
     // SAFETY: as above.

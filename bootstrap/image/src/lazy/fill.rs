@@ -41,7 +41,7 @@ impl LazyTree {
 
     /// [`Self::fill`] for the tree's own fetches, which are not the commands' accesses.
     pub(super) fn fill_unrecorded(&self, rel: &Path) -> Result<Filled, LazyFault> {
-        self.fill_moved(rel, &[])
+        self.fill_at(rel, &[])
     }
 
     /// Makes the file with this device and inode complete (see [`Self::fill`]); any other
@@ -58,7 +58,7 @@ impl LazyTree {
             return Ok(filled);
         }
         match self.moved_to((dev, ino)) {
-            Some(at) => self.fill_moved(rel, &at),
+            Some(at) => self.fill_at(rel, &at),
             None => Ok(Filled::Present),
         }
     }
@@ -119,7 +119,7 @@ impl LazyTree {
 
     /// Fills the placeholder the skeleton named `name` (or a hard link to it), found at the
     /// names `at` where a renamed directory took it (at its name when `at` is empty).
-    pub(super) fn fill_moved(&self, name: &Path, at: &[PathBuf]) -> Result<Filled, LazyFault> {
+    pub(super) fn fill_at(&self, name: &Path, at: &[PathBuf]) -> Result<Filled, LazyFault> {
         let name = self.files.links.get(name).map_or(name, PathBuf::as_path);
         let Some(placeholder) = self.files.files.get(name) else {
             return Ok(Filled::Present);

@@ -218,7 +218,7 @@ impl LazyTree {
         // What a renamed directory took away from its names is filled where it went.
         for (inode, at) in self.walk_for_moved() {
             if let Some(name) = self.by_inode.get(&inode)
-                && let Filled::Fetched(bytes) = self.fill_moved(name, &at)?
+                && let Filled::Fetched(bytes) = self.fill_at(name, &at)?
             {
                 fetched += bytes;
             }
