@@ -54,7 +54,13 @@ impl LazyTree {
         let filled = self.fill(rel)?;
         let at_its_name = fs::symlink_metadata(self.root.join(rel))
             .is_ok_and(|meta| (meta.dev(), meta.ino()) == (dev, ino));
-        if filled != Filled::Present || at_its_name {
+        let filled_before = || {
+            self.filled
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&(dev, ino))
+        };
+        if filled != Filled::Present || at_its_name || filled_before() {
             return Ok(filled);
         }
         match self.moved_to((dev, ino)) {
@@ -84,6 +90,8 @@ impl LazyTree {
     /// Every placeholder of the tree that is not at its name (nor at one of its hard links'),
     /// by inode, with each name it has there.
     pub(super) fn walk_for_moved(&self) -> HashMap<(u64, u64), Vec<PathBuf>> {
+        self.walks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut found = HashMap::new();
         let mut dirs = vec![PathBuf::new()];
         while let Some(dir) = dirs.pop() {
@@ -134,10 +142,19 @@ impl LazyTree {
 
     /// Makes the file a host path inside the tree names complete, following its symlinks
     /// (they are confined to the tree); a path outside the tree or missing is left alone.
+    ///
+    /// A file with a block of its own is whole whatever its inode number: a filesystem
+    /// that reuses numbers (ext4) gives a filled placeholder's number to the next file it
+    /// makes, and looking that file up by inode would find the old placeholder's name with
+    /// something else at it, which is what a renamed directory looks like (a walk of the
+    /// whole tree).
     pub fn fill_path(&self, host: &Path) -> Result<Filled, LazyFault> {
         let Ok(meta) = fs::metadata(host) else {
             return Ok(Filled::Present);
         };
+        if !(meta.is_file() && meta.len() > 0 && meta.blocks() == 0) {
+            return Ok(Filled::Present);
+        }
         self.fill_inode(meta.dev(), meta.ino())
     }
 
@@ -249,6 +266,10 @@ impl LazyTree {
         if !placed {
             return Ok(Filled::Present);
         }
+        self.filled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((meta.dev(), meta.ino()));
         for link in &links {
             let link_full = self.root.join(link);
             // As for the file: dropped, the temporary name removes what is left there.

@@ -730,3 +730,56 @@ fn placeholders_in_a_renamed_directory_fill_where_they_went() {
         "the renamed directory keeps its time"
     );
 }
+
+/// The walks of the whole tree `tree` made so far.
+fn walks(tree: &LazyTree) -> usize {
+    tree.walks.load(Ordering::Relaxed)
+}
+
+#[test]
+fn a_placeholder_another_caller_filled_is_not_looked_for_in_the_tree() {
+    let tars = layers();
+    let dir = ok(tempfile::tempdir());
+    let (tree, _memories) = lazy_tree(dir.path(), &tars, false);
+    let f8 = rootfs(&dir).join("usr/lib/f8");
+    let placeholder = ok(fs::metadata(&f8));
+    // The shim saw the placeholder and asks by its inode; the background fill came first.
+    assert_eq!(
+        ok(tree.fill(Path::new("usr/lib/f8"))),
+        Filled::Fetched(70_000)
+    );
+    assert_eq!(
+        ok(tree.fill_inode(placeholder.dev(), placeholder.ino())),
+        Filled::Present
+    );
+    assert_eq!(walks(&tree), 0);
+}
+
+#[test]
+fn a_whole_file_with_a_placeholders_inode_number_is_not_looked_for_in_the_tree() {
+    // What ext4 does when it gives a filled placeholder's inode number to a new file: a whole
+    // file whose number the tree knows, away from that placeholder's name. Made here without
+    // relying on the filesystem's choice: the placeholder itself written and moved.
+    let tars = layers();
+    let dir = ok(tempfile::tempdir());
+    let (tree, _memories) = lazy_tree(dir.path(), &tars, false);
+    let root = rootfs(&dir);
+    ok(fs::write(
+        root.join("usr/lib/f8"),
+        b"the command's own bytes",
+    ));
+    ok(fs::rename(root.join("usr/lib/f8"), root.join("opt/mine")));
+    assert_eq!(ok(tree.fill_path(&root.join("opt/mine"))), Filled::Present);
+    assert_eq!(walks(&tree), 0);
+    assert_eq!(
+        ok(fs::read(root.join("opt/mine"))),
+        b"the command's own bytes"
+    );
+    // A placeholder that did move is still found, by one walk.
+    ok(fs::rename(root.join("usr/lib/f3"), root.join("opt/f3")));
+    assert_eq!(
+        ok(tree.fill_path(&root.join("opt/f3"))),
+        Filled::Fetched(70_000)
+    );
+    assert_eq!(walks(&tree), 1);
+}

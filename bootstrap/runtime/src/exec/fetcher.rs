@@ -292,6 +292,7 @@ impl Fetcher {
             .ok()
             .and_then(|_| line.strip_suffix(b"\n"))
             .and_then(Request::parse);
+        let started = std::time::Instant::now();
         let result = match request {
             Some(Request::File { dev, ino }) => self
                 .tree
@@ -317,6 +318,13 @@ impl Fetcher {
             }
         };
         let mut answer = [0u8; 24];
+        // How long a program waited: where a lazy cold start's time goes, request by request.
+        tracing::trace!(
+            request = %String::from_utf8_lossy(&line).trim_end(),
+            errno,
+            ms = started.elapsed().as_millis() as u64,
+            "fetch request answered"
+        );
         let _ = (&stream).write_all(fetch::encode_answer(errno, &mut answer));
         if let (Some(Request::File { dev, ino }), 0) = (request, errno)
             && self
