@@ -92,6 +92,7 @@ impl LazyTree {
     pub(super) fn walk_for_moved(&self) -> HashMap<(u64, u64), Vec<PathBuf>> {
         self.walks
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let mut found = HashMap::new();
         let mut dirs = vec![PathBuf::new()];
         while let Some(dir) = dirs.pop() {
@@ -122,6 +123,11 @@ impl LazyTree {
                 }
             }
         }
+        tracing::debug!(
+            moved = found.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "walked the tree for placeholders a renamed directory took away"
+        );
         found
     }
 

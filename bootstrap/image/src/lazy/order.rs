@@ -215,8 +215,22 @@ impl LazyTree {
             .collect();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut fetched = self.fill_groups(&groups, cores.min(FILL_THREADS))?;
-        // What a renamed directory took away from its names is filled where it went.
-        for (inode, at) in self.walk_for_moved() {
+        // What a renamed directory took away from its names is filled where it went. When
+        // every placeholder was filled, none can be elsewhere, and the walk (a `find` of the
+        // whole image) is spared.
+        let all_filled = {
+            let filled = self.filled.lock().unwrap_or_else(PoisonError::into_inner);
+            self.files
+                .files
+                .values()
+                .all(|placeholder| filled.contains(&placeholder.inode))
+        };
+        let moved = if all_filled {
+            HashMap::new()
+        } else {
+            self.walk_for_moved()
+        };
+        for (inode, at) in moved {
             if let Some(name) = self.by_inode.get(&inode)
                 && let Filled::Fetched(bytes) = self.fill_at(name, &at)?
             {

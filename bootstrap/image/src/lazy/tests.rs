@@ -783,3 +783,21 @@ fn a_whole_file_with_a_placeholders_inode_number_is_not_looked_for_in_the_tree()
     );
     assert_eq!(walks(&tree), 1);
 }
+
+#[test]
+fn a_tree_whose_placeholders_all_filled_at_their_names_is_not_walked() {
+    let tars = layers();
+    let dir = ok(tempfile::tempdir());
+    let (tree, _memories) = lazy_tree(dir.path(), &tars, false);
+    ok(tree.fill(Path::new("usr/lib/f3")));
+    ok(tree.fill_all());
+    assert!(tree.is_complete());
+    assert_eq!(walks(&tree), 0);
+    // One the command removed may have gone anywhere: the tree is walked for it.
+    let other = ok(tempfile::tempdir());
+    let (tree, _memories) = lazy_tree(other.path(), &tars, false);
+    ok(fs::remove_file(rootfs(&other).join("usr/lib/f8")));
+    ok(tree.fill_all());
+    assert!(tree.is_complete());
+    assert_eq!(walks(&tree), 1);
+}
