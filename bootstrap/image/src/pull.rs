@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::cache::{self, BuildLock, CacheError, CachedImage, ImageMeta, LayerRecord, RootfsCache};
-use crate::lazy::{LazyFault, LazyLayers, LazyTree};
+use crate::lazy::{FillEnd, LazyFault, LazyLayers, LazyTree};
 use crate::platform::Platform;
 use crate::reference::ImageReference;
 use crate::source::archive::ArchiveSource;
@@ -259,8 +259,10 @@ impl Puller {
                 lazy: None,
             });
         }
-        self.check_space(&resolved.layers)?;
         let staging = self.cache.stage(&resolved.manifest_digest, &lock)?;
+        // A lazy tree needs room only for the files its commands read (and for its
+        // skeleton, whose lack of room is an error of its own): an image larger than /tmp
+        // runs if what it reads fits.
         if self.options.lazy {
             let descriptors = resolved.layers.clone();
             let (lazy, learn_from) = match &layers {
@@ -289,6 +291,7 @@ impl Puller {
                     .await;
             }
         }
+        self.check_space(&resolved.layers)?;
         let readers = layers
             .open_for_pull(&resolved.layers, self.options.registry.concurrency)
             .await?;
@@ -350,6 +353,9 @@ impl Puller {
             }
             None => tree.learn(prioritized, None),
         }
+        if let Some(kept) = space_kept_for_commands(&self.options.cache_dir) {
+            tree.keep_free_for_commands(kept);
+        }
         let layers = resolved
             .layers
             .iter()
@@ -409,6 +415,18 @@ fn lower_own_priority() {
     }
 }
 
+/// Room the background fill of a lazy tree leaves free for the commands on the cache's
+/// filesystem: a tenth of it, and at least [`MIN_KEPT_FOR_COMMANDS`] (the commands' `/tmp`
+/// is on it, and it is all they may write). `None` when the filesystem cannot say.
+fn space_kept_for_commands(cache_dir: &std::path::Path) -> Option<u64> {
+    let stats = nix::sys::statvfs::statvfs(cache_dir).ok()?;
+    let size = stats.blocks().saturating_mul(stats.fragment_size());
+    Some((size / 10).max(MIN_KEPT_FOR_COMMANDS))
+}
+
+/// See [`space_kept_for_commands`].
+const MIN_KEPT_FOR_COMMANDS: u64 = 64 << 20;
+
 /// Threads fetching the access trace's files: a store far away (S3) answers each frame after
 /// a round trip, and the command waits on those files; each holds a decoded frame, and a
 /// trace of the whole image (a command that read everything) must not crowd the command out.
@@ -448,10 +466,25 @@ fn spawn_filler(
                     "the access trace's files prefetched"
                 );
                 lower_own_priority();
-                entry.tree.fill_all()
+                entry.tree.fill_rest()
             };
             match fill() {
-                Ok(bytes) => {
+                Ok(FillEnd::SpaceKept { bytes, free }) => {
+                    // Said once: a warm start resumes the fill, which stops again.
+                    static SAID: std::sync::Once = std::sync::Once::new();
+                    SAID.call_once(|| {
+                        tracing::info!(
+                            bytes,
+                            free_mb = free / (1024 * 1024),
+                            "the lazy tree stays partial: the rest of the image does not fit \
+                             beside the room kept for the commands in /tmp, so each file \
+                             comes when first used (raise the function's ephemeral storage \
+                             to hold it all)"
+                        );
+                    });
+                    break;
+                }
+                Ok(FillEnd::Complete { bytes }) => {
                     if let Err(e) = cache::mark_complete(&entry.image) {
                         tracing::warn!(error = %e, "lazy tree whole, but not marked so");
                     }

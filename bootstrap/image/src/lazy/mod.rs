@@ -193,6 +193,27 @@ pub struct LazyTree {
     spans_read: Mutex<std::collections::VecDeque<(usize, usize, Arc<frames::Span>)>>,
     trace: Mutex<TraceLog>,
     trace_sink: Option<TraceSink>,
+    /// Bytes the background fetches ([`Self::prefetch`], [`Self::fill_rest`]) leave free on
+    /// the tree's filesystem, for the commands (0: no limit).
+    keep_free: u64,
+}
+
+/// How [`LazyTree::fill_rest`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FillEnd {
+    /// Every file is in place: the tree is whole.
+    Complete {
+        /// Bytes fetched.
+        bytes: u64,
+    },
+    /// Stopped before the next files would have left less than the space kept for the
+    /// commands; the others arrive when asked for.
+    SpaceKept {
+        /// Bytes fetched.
+        bytes: u64,
+        /// Bytes free on the tree's filesystem when it stopped.
+        free: u64,
+    },
 }
 
 impl std::fmt::Debug for LazyTree {
@@ -288,6 +309,7 @@ impl LazyTree {
             spans_read: Mutex::new(std::collections::VecDeque::with_capacity(CACHED_SPANS)),
             trace: Mutex::default(),
             trace_sink: None,
+            keep_free: 0,
         })
     }
 

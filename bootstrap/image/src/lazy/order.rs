@@ -4,10 +4,10 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::PathBuf;
-use std::sync::PoisonError;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
-use super::{FILL_THREADS, Filled, LazyFault, LazyTree, TraceSink, place};
+use super::{FILL_THREADS, FillEnd, Filled, LazyFault, LazyTree, TraceSink, place};
 use crate::frames;
 use crate::skeleton::Placeholder;
 use crate::trace::{self, FileAt};
@@ -25,6 +25,14 @@ impl LazyTree {
         log.given = log.order.len();
         log.stored = log.order.len();
         self.trace_sink = sink;
+    }
+
+    /// Has the background fetches ([`Self::prefetch`], [`Self::fill_rest`]) stop before
+    /// the tree's filesystem would have less than `bytes` free: what a command reads is
+    /// still fetched when it asks (and fails with no space if it does not fit), but the
+    /// files nobody asked for do not take the room a command's own output needs.
+    pub fn keep_free_for_commands(&mut self, bytes: u64) {
+        self.keep_free = bytes;
     }
 
     /// The access trace so far: the given one, then the files asked for since.
@@ -115,16 +123,29 @@ impl LazyTree {
                 .collect();
             group.extend(others);
         }
-        self.fill_groups(&groups, workers)
+        let (fetched, _stopped) = self.fill_groups(&groups, workers, self.keep_free)?;
+        Ok(fetched)
     }
 
     /// Fills each group's files (all starting in one span) on `workers` threads, each
-    /// taking the next group; returns the bytes fetched.
-    fn fill_groups(&self, groups: &[Vec<&PathBuf>], workers: usize) -> Result<u64, LazyFault> {
+    /// taking the next group, until a group would leave less than `keep_free` bytes free
+    /// (0: no limit); returns the bytes fetched, and the bytes free if it stopped so.
+    fn fill_groups(
+        &self,
+        groups: &[Vec<&PathBuf>],
+        workers: usize,
+        keep_free: u64,
+    ) -> Result<(u64, Option<u64>), LazyFault> {
         let next = std::sync::atomic::AtomicUsize::new(0);
         let fetched = AtomicU64::new(0);
+        let stopped_at = Mutex::new(None);
         let work = || -> Result<(), LazyFault> {
             while let Some(group) = groups.get(next.fetch_add(1, Ordering::Relaxed)) {
+                if let Some(free) = self.too_little_room(group, keep_free) {
+                    next.store(groups.len(), Ordering::Relaxed);
+                    *stopped_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(free);
+                    return Ok(());
+                }
                 for name in group {
                     match self.fill_unrecorded(name) {
                         Ok(Filled::Fetched(bytes)) => {
@@ -157,7 +178,28 @@ impl LazyTree {
             }
             result
         })?;
-        Ok(fetched.into_inner())
+        let stopped = stopped_at
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok((fetched.into_inner(), stopped))
+    }
+
+    /// The bytes free on the tree's filesystem, when filling `group` would leave less than
+    /// `keep_free` of them (never with `keep_free` 0, nor when the filesystem cannot say).
+    fn too_little_room(&self, group: &[&PathBuf], keep_free: u64) -> Option<u64> {
+        if keep_free == 0 {
+            return None;
+        }
+        let stats = nix::sys::statvfs::statvfs(&self.root).ok()?;
+        let free = stats
+            .blocks_available()
+            .saturating_mul(stats.fragment_size());
+        let needed: u64 = group
+            .iter()
+            .filter_map(|name| self.files.files.get(*name))
+            .map(|placeholder| placeholder.size)
+            .sum();
+        (free < needed.saturating_add(keep_free)).then_some(free)
     }
 
     /// Fills the other placeholders whose bytes start in the frame where those of the file
@@ -207,6 +249,18 @@ impl LazyTree {
     /// eager pull decodes them. The threads inherit the caller's priority. Returns the bytes
     /// fetched.
     pub fn fill_all(&self) -> Result<u64, LazyFault> {
+        match self.fill_remaining(0)? {
+            FillEnd::Complete { bytes } | FillEnd::SpaceKept { bytes, .. } => Ok(bytes),
+        }
+    }
+
+    /// [`Self::fill_all`] for the background: it stops where a file would leave less free
+    /// space than [`Self::keep_free_for_commands`] asked for, and the tree stays lazy.
+    pub fn fill_rest(&self) -> Result<FillEnd, LazyFault> {
+        self.fill_remaining(self.keep_free)
+    }
+
+    fn fill_remaining(&self, keep_free: u64) -> Result<FillEnd, LazyFault> {
         let mut order: Vec<(&PathBuf, &Placeholder)> = self.files.files.iter().collect();
         order.sort_by_key(|(_, p)| (p.layer, p.offset));
         let groups: Vec<Vec<&PathBuf>> = order
@@ -214,7 +268,14 @@ impl LazyTree {
             .map(|group| group.iter().map(|(name, _)| *name).collect())
             .collect();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut fetched = self.fill_groups(&groups, cores.min(FILL_THREADS))?;
+        let (mut fetched, stopped) =
+            self.fill_groups(&groups, cores.min(FILL_THREADS), keep_free)?;
+        if let Some(free) = stopped {
+            return Ok(FillEnd::SpaceKept {
+                bytes: fetched,
+                free,
+            });
+        }
         // What a renamed directory took away from its names is filled where it went. When
         // every placeholder was filled, none can be elsewhere, and the walk (a `find` of the
         // whole image) is spared.
@@ -238,6 +299,6 @@ impl LazyTree {
             }
         }
         self.complete.store(true, Ordering::Release);
-        Ok(fetched)
+        Ok(FillEnd::Complete { bytes: fetched })
     }
 }

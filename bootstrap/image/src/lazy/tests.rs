@@ -801,3 +801,42 @@ fn a_tree_whose_placeholders_all_filled_at_their_names_is_not_walked() {
     assert!(tree.is_complete());
     assert_eq!(walks(&tree), 1);
 }
+
+#[test]
+fn the_background_fill_leaves_the_room_kept_for_the_commands() {
+    let tars = layers();
+    let dir = ok(tempfile::tempdir());
+    let (mut tree, _memories) = lazy_tree(dir.path(), &tars, false);
+    let root = rootfs(&dir);
+    // More than the filesystem has free: nothing nobody asked for may be fetched.
+    let stats = ok(nix::sys::statvfs::statvfs(&root));
+    let free = stats.blocks_available() * stats.fragment_size();
+    tree.keep_free_for_commands(free.saturating_mul(2));
+    let end = ok(tree.fill_rest());
+    assert!(
+        matches!(end, FillEnd::SpaceKept { bytes: 0, .. }),
+        "{end:?}"
+    );
+    assert!(!tree.is_complete());
+    let huge = ok(fs::metadata(root.join("usr/lib/huge.so")));
+    assert_eq!(
+        (huge.len(), huge.blocks()),
+        (9 << 20, 0),
+        "still a placeholder"
+    );
+    // A file a command asks for comes all the same (and fails with no space if it does not
+    // fit: its program needs it).
+    assert_eq!(
+        ok(tree.fill(Path::new("usr/lib/huge.so"))),
+        Filled::Fetched(9 << 20)
+    );
+    // A static program's wait for the whole tree fills it whole.
+    assert!(ok(tree.fill_all()) > 0);
+    assert!(tree.is_complete());
+    // With room enough, the background fill completes the tree.
+    let other = ok(tempfile::tempdir());
+    let (mut tree, _memories) = lazy_tree(other.path(), &tars, false);
+    tree.keep_free_for_commands(1 << 20);
+    assert!(matches!(ok(tree.fill_rest()), FillEnd::Complete { bytes } if bytes > 9 << 20));
+    assert!(tree.is_complete());
+}
