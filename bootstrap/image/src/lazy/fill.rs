@@ -6,15 +6,26 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
 use filetime::FileTime;
 
 use super::{
-    CACHED_FRAMES, CACHED_SPANS, Filled, LazyFault, LazyTree, frame_of, place, still_placeholder,
+    CACHED_FRAMES, CACHED_SPANS, Filled, LazyFault, LazyTree, READ_AHEAD, frame_of, place,
+    still_placeholder,
 };
 use crate::frames;
 use crate::skeleton::Placeholder;
+
+/// A frame read ahead, counted in [`LazyTree::read_ahead_slot`] until dropped.
+struct ReadAheadSlot<'t>(&'t std::sync::atomic::AtomicUsize);
+
+impl Drop for ReadAheadSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
 
 /// Why a placeholder's bytes could not be copied.
 enum CopyFailure {
@@ -297,28 +308,80 @@ impl LazyTree {
         Ok(Filled::Fetched(placeholder.size))
     }
 
-    /// Writes the placeholder's bytes, read from the frames that hold them.
+    /// Writes the placeholder's bytes, read from the frames that hold them. The frames after
+    /// the first are read ahead on other threads (at most [`READ_AHEAD`] for the whole
+    /// tree), so that a file of many frames (a JDK's `modules`, 130 MB) does not wait for
+    /// each read in turn: from S3, each is a round trip before it decodes.
     fn copy_bytes(&self, placeholder: &Placeholder, out: &mut fs::File) -> Result<(), CopyFailure> {
-        let starts = &self.starts[placeholder.layer];
+        let layer = placeholder.layer;
+        let starts = &self.starts[layer];
         let end = placeholder.offset + placeholder.size;
         let mut at = placeholder.offset;
         let (_, mut frame) = frame_of(&self.starts, placeholder);
+        let last = starts
+            .partition_point(|&start| start < end)
+            .saturating_sub(1);
+        // eStargz chunks are read by spans of several already.
+        let reads_ahead = self
+            .layers
+            .get(layer)
+            .is_some_and(|l| l.codec == frames::FrameCodec::Zstd);
         let read = |problem: String| CopyFailure::Read(problem);
-        while at < end {
-            let bytes = self.frame(placeholder.layer, frame).map_err(read)?;
-            let start = starts[frame];
-            let from = usize::try_from(at - start).map_err(|e| read(e.to_string()))?;
-            let to = usize::try_from(end.min(start + bytes.len() as u64) - start)
-                .map_err(|e| read(e.to_string()))?;
-            let slice = bytes
-                .get(from..to)
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| read(format!("frame {frame} does not hold bytes {at}..{end}")))?;
-            out.write_all(slice).map_err(CopyFailure::Write)?;
-            at += slice.len() as u64;
-            frame += 1;
-        }
-        Ok(())
+        std::thread::scope(|scope| {
+            let mut ahead = std::collections::VecDeque::new();
+            let mut next_ahead = frame + 1;
+            while at < end {
+                while reads_ahead && ahead.len() < READ_AHEAD && next_ahead <= last {
+                    let Some(slot) = self.read_ahead_slot() else {
+                        break;
+                    };
+                    let n = next_ahead;
+                    let reading = scope.spawn(move || self.frame(layer, n));
+                    ahead.push_back((n, reading, slot));
+                    next_ahead += 1;
+                }
+                let read_ahead = if ahead.front().is_some_and(|(n, _, _)| *n == frame) {
+                    ahead.pop_front()
+                } else {
+                    None
+                };
+                let bytes = match read_ahead {
+                    // Its slot goes back as it is taken: the frame stays in the frame cache.
+                    Some((_, reading, _slot)) => reading
+                        .join()
+                        .unwrap_or_else(|_| Err("a frame-reading thread panicked".into())),
+                    None => self.frame(layer, frame),
+                }
+                .map_err(read)?;
+                let start = starts[frame];
+                let from = usize::try_from(at - start).map_err(|e| read(e.to_string()))?;
+                let to = usize::try_from(end.min(start + bytes.len() as u64) - start)
+                    .map_err(|e| read(e.to_string()))?;
+                let slice = bytes
+                    .get(from..to)
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| {
+                        read(format!("frame {frame} does not hold bytes {at}..{end}"))
+                    })?;
+                out.write_all(slice).map_err(CopyFailure::Write)?;
+                at += slice.len() as u64;
+                frame += 1;
+                next_ahead = next_ahead.max(frame + 1);
+            }
+            Ok(())
+        })
+    }
+
+    /// One of the tree's [`READ_AHEAD`] slots for a frame read ahead, if one is free: held
+    /// until its frame is taken or given up, so that no more than that many frames are
+    /// read beside the fills' own.
+    fn read_ahead_slot(&self) -> Option<ReadAheadSlot<'_>> {
+        self.reading_ahead
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |taken| {
+                (taken < READ_AHEAD).then_some(taken + 1)
+            })
+            .ok()
+            .map(|_| ReadAheadSlot(&self.reading_ahead))
     }
 
     /// Frame `n` of `layer`: a zstd frame from the cache or read and cached; an eStargz

@@ -133,6 +133,9 @@ const CACHED_FRAMES: usize = 8;
 /// Threads of [`LazyTree::fill_all`] at most: each holds a frame being decoded (4 MiB).
 pub const FILL_THREADS: usize = 4;
 
+/// Frames read ahead of the one being written, for the whole tree (each 4 MiB decoded).
+const READ_AHEAD: usize = 2;
+
 /// Compressed bytes of consecutive small frames read with one request (eStargz chunks are
 /// often a few KiB: one request per file would make a registry answer thousands).
 const SPAN_BYTES: u64 = 4 << 20;
@@ -187,6 +190,8 @@ pub struct LazyTree {
     /// Walks of the whole tree for moved placeholders so far: each costs about as much as
     /// `find` over the image (0.2 s for 1.9 GB), so the tests count them.
     walks: std::sync::atomic::AtomicUsize,
+    /// Frames being read ahead (see [`READ_AHEAD`]).
+    reading_ahead: std::sync::atomic::AtomicUsize,
     landed: Condvar,
     frames: Mutex<std::collections::VecDeque<CachedFrame>>,
     /// Spans of small frames read, most recently used last: (layer, span, compressed bytes).
@@ -304,6 +309,7 @@ impl LazyTree {
             moved: Mutex::default(),
             filled: Mutex::default(),
             walks: std::sync::atomic::AtomicUsize::new(0),
+            reading_ahead: std::sync::atomic::AtomicUsize::new(0),
             landed: Condvar::new(),
             frames: Mutex::new(std::collections::VecDeque::with_capacity(CACHED_FRAMES)),
             spans_read: Mutex::new(std::collections::VecDeque::with_capacity(CACHED_SPANS)),

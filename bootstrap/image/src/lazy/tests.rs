@@ -840,3 +840,28 @@ fn the_background_fill_leaves_the_room_kept_for_the_commands() {
     assert!(matches!(ok(tree.fill_rest()), FillEnd::Complete { bytes } if bytes > 9 << 20));
     assert!(tree.is_complete());
 }
+
+#[test]
+fn a_file_of_several_frames_reads_each_once_ahead_and_gives_its_slots_back() {
+    let tars = layers();
+    let dir = ok(tempfile::tempdir());
+    let (tree, memories) = lazy_tree(dir.path(), &tars, false);
+    let name = Path::new("usr/lib/huge.so");
+    assert_eq!(ok(tree.fill(name)), Filled::Fetched(9 << 20));
+    assert_eq!(ok(fs::read(rootfs(&dir).join(name))), bytes(3, 9 << 20));
+    let reads = memories[0].reads.load(Ordering::Relaxed);
+    assert!((2..=3).contains(&reads), "{reads} ranged reads");
+    assert_eq!(tree.reading_ahead.load(Ordering::Relaxed), 0);
+    // Reads that fail: the error is the file's, and no slot is kept.
+    let other = ok(tempfile::tempdir());
+    let (tree, _memories) = lazy_tree(other.path(), &tars, true);
+    let err = tree.fill(name).map(|_| ()).unwrap_err().to_string();
+    assert!(err.starts_with("cannot fetch /usr/lib/huge.so: "), "{err}");
+    assert_eq!(tree.reading_ahead.load(Ordering::Relaxed), 0);
+    let meta = ok(fs::metadata(rootfs(&other).join(name)));
+    assert_eq!(
+        (meta.len(), meta.blocks()),
+        (9 << 20, 0),
+        "still a placeholder"
+    );
+}
