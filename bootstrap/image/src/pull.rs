@@ -108,7 +108,8 @@ pub struct Pulled {
 struct LazyImage {
     tree: Arc<LazyTree>,
     image: CachedImage,
-    filler: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The thread filling it; it ends with the build lock when the tree is still partial.
+    filler: Mutex<Option<std::thread::JoinHandle<Option<BuildLock>>>>,
 }
 
 /// Pulls images into one cache.
@@ -117,7 +118,8 @@ pub struct Puller {
     cache: RootfsCache,
     options: PullOptions,
     /// Lazy trees this process is filling, by manifest digest: the cache does not trust
-    /// them yet, and their build lock is held by their filler.
+    /// them yet, and their build lock is held by their filler (or by its ended thread's
+    /// result, while the tree stays partial) as long as this process lives.
     lazy: Arc<Mutex<HashMap<String, Arc<LazyImage>>>>,
 }
 
@@ -232,7 +234,9 @@ impl Puller {
                 .as_ref()
                 .is_none_or(std::thread::JoinHandle::is_finished)
             {
-                *filler = Some(spawn_filler(self.cache.clone(), Arc::clone(entry), None));
+                // The lock the last filler kept: taking it again would wait for ourselves.
+                let kept = filler.take().and_then(|ended| ended.join().ok()).flatten();
+                *filler = Some(spawn_filler(self.cache.clone(), Arc::clone(entry), kept));
             }
         }
         Some(Pulled {
@@ -436,12 +440,15 @@ const PREFETCH_WORKERS: usize = 2;
 const FILL_ATTEMPTS: u32 = 3;
 
 /// Fills what the command has not asked for yet, then declares the tree complete. It holds
-/// the build lock (taken again when resuming) so other processes wait for a whole tree.
+/// the build lock (taken again when resuming without it) so other processes wait for a
+/// whole tree, and hands it back when it ends with the tree still partial (it stopped to
+/// keep /tmp's room, or its fetches failed): the tree is still this process's, and another
+/// that rebuilt it meanwhile would replace it under the running commands.
 fn spawn_filler(
     cache: RootfsCache,
     entry: Arc<LazyImage>,
     lock: Option<BuildLock>,
-) -> std::thread::JoinHandle<()> {
+) -> std::thread::JoinHandle<Option<BuildLock>> {
     std::thread::spawn(move || {
         let lock = match lock {
             Some(lock) => lock,
@@ -449,7 +456,7 @@ fn spawn_filler(
                 Ok(lock) => lock,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot resume filling the lazy tree");
-                    return;
+                    return None;
                 }
             },
         };
@@ -482,7 +489,7 @@ fn spawn_filler(
                              to hold it all)"
                         );
                     });
-                    break;
+                    return Some(lock);
                 }
                 Ok(FillEnd::Complete { bytes }) => {
                     if let Err(e) = cache::mark_complete(&entry.image) {
@@ -493,7 +500,7 @@ fn spawn_filler(
                         ms = started.elapsed().as_millis() as u64,
                         "lazy tree complete"
                     );
-                    break;
+                    return None;
                 }
                 Err(e) => {
                     tracing::warn!(attempt, error = %e, "filling the lazy tree failed");
@@ -501,7 +508,7 @@ fn spawn_filler(
                 }
             }
         }
-        drop(lock);
+        Some(lock)
     })
 }
 

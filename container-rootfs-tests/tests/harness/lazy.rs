@@ -12,7 +12,8 @@ use scar_test_kit as common;
 
 use common::framed::{corrupt_largest_blob, framed_layout_for_lambda};
 use common::lambda::{
-    bootstrap_bin, chroot_run, fresh_lambda_cache, lambda_run_setting, native_tools, shim_dir,
+    bootstrap_bin, chroot_run, fresh_lambda_cache, lambda_command, lambda_run_setting,
+    native_tools, shim_dir,
 };
 use common::work;
 
@@ -271,23 +272,9 @@ fn a_file_whose_frame_is_corrupt_fails_the_invocation_by_name() {
 #[ignore = "needs scripts/setup.sh: run `make test`"]
 fn a_file_that_does_not_fit_in_tmp_fails_the_invocation_as_no_space() {
     let copy = staged("oci-debian");
-    let mount = tempfile::tempdir().unwrap();
-    assert!(
-        Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                "size=260m,uid=993,gid=993,mode=0755",
-                "tmpfs"
-            ])
-            .arg(mount.path())
-            .status()
-            .unwrap()
-            .success()
-    );
+    let mount = Tmpfs::mounted(260);
     let image = format!("oci:{}:bookworm", copy.path().display());
-    let cache = mount.path().join("cache");
+    let cache = mount.dir.path().join("cache");
     // Reads every file of /usr: more than the 260 MB.
     let event =
         r#"{"cmd_args": ["sh", "-c", "find /usr -type f -exec cat {} + > /dev/null; echo done"]}"#;
@@ -297,7 +284,6 @@ fn a_file_that_does_not_fit_in_tmp_fails_the_invocation_as_no_space() {
         .into_iter()
         .filter(|path| path.components().any(|c| c.as_os_str() == "aside"))
         .collect();
-    let _ = Command::new("umount").arg(mount.path()).status();
     assert!(skeleton_built, "the skeleton did not fit: {response:#}");
     assert_eq!(response["errorType"], "Scar.NoSpace", "{response:#}");
     let message = response["errorMessage"].as_str().unwrap();
@@ -319,23 +305,9 @@ fn a_file_that_does_not_fit_in_tmp_fails_the_invocation_as_no_space() {
 #[ignore = "needs scripts/setup.sh: run `make test`"]
 fn an_image_larger_than_tmp_runs_lazily_and_leaves_the_commands_their_room() {
     let copy = staged("oci-debian");
-    let mount = tempfile::tempdir().unwrap();
-    assert!(
-        Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                "size=150m,uid=993,gid=993,mode=0755",
-                "tmpfs"
-            ])
-            .arg(mount.path())
-            .status()
-            .unwrap()
-            .success()
-    );
+    let mount = Tmpfs::mounted(150);
     let image = format!("oci:{}:bookworm", copy.path().display());
-    let cache = mount.path().join("cache");
+    let cache = mount.dir.path().join("cache");
     let (argv, expected) = two_big_files();
     // Waits (a minute at most) until /tmp's free space has not moved for two seconds: the
     // background fill has stopped.
@@ -349,7 +321,6 @@ fn an_image_larger_than_tmp_runs_lazily_and_leaves_the_commands_their_room() {
     );
     let event = serde_json::json!({ "cmd_args": ["sh", "-c", script] }).to_string();
     let response = emulate(&cache, &image, &event);
-    let _ = Command::new("umount").arg(mount.path()).status();
     assert_eq!(response["exit_code"], 0, "{response:#}");
     let output = response["output"]
         .as_str()
@@ -366,6 +337,86 @@ fn an_image_larger_than_tmp_runs_lazily_and_leaves_the_commands_their_room() {
         .unwrap_or_else(|| panic!("{output}"));
     // 64 MB kept, less what the filling threads had under way when they stopped.
     assert!(free_kb > 40_000, "{output}");
+}
+
+/// Two processes sharing a cache, the first on a tree that stays partial (the image does not
+/// fit beside the room kept for the commands): the second waits for the first to end rather
+/// than build the tree again under the first's running command, whose files would then be
+/// another tree's placeholders.
+#[test]
+#[ignore = "needs scripts/setup.sh: run `make test`"]
+fn a_tree_that_stays_partial_is_not_rebuilt_under_its_running_command() {
+    let copy = staged("oci-debian");
+    let mount = Tmpfs::mounted(150);
+    let image = format!("oci:{}:bookworm", copy.path().display());
+    let cache = mount.dir.path().join("cache");
+    let cache = cache.to_str().unwrap();
+    let (argv, expected) = two_big_files();
+    let lazy = [("SCAR_LAZY_LOAD", "1")];
+    // The same files read again after the other process has started.
+    let twice = format!("{}; sleep 8; {}", argv[2], argv[2]);
+    let first = lambda_command(
+        &native_tools(),
+        &image,
+        &["--cache-dir", cache],
+        &lazy,
+        &["sh", "-c", &twice],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let first = std::thread::spawn(move || {
+        let output = first.wait_with_output().unwrap();
+        (output, std::time::Instant::now())
+    });
+    // Its background fill stops at the room kept well within this (a tmpfs fills fast).
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let second = lambda_run_setting(
+        &native_tools(),
+        &image,
+        &["--cache-dir", cache],
+        &lazy,
+        argv,
+    );
+    let second_ended = std::time::Instant::now();
+    let (first, first_ended) = first.join().unwrap();
+    let once = String::from_utf8_lossy(&expected.stdout).into_owned();
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(String::from_utf8_lossy(&first.stdout), once.repeat(2));
+    assert!(second.status.success(), "{second:?}");
+    assert_eq!(String::from_utf8_lossy(&second.stdout), once);
+    assert!(
+        second_ended >= first_ended,
+        "the second process did not wait for the first"
+    );
+}
+
+/// A tmpfs of `mb` MB for Lambda's uid, unmounted when dropped: a small /tmp.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mounted(mb: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let options = format!("size={mb}m,uid=993,gid=993,mode=0755");
+        assert!(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .unwrap()
+                .success()
+        );
+        Self { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
 }
 
 /// Every regular file below `dir`.
