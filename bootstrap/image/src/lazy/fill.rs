@@ -6,7 +6,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError};
 
 use filetime::FileTime;
@@ -19,7 +19,7 @@ use crate::frames;
 use crate::skeleton::Placeholder;
 
 /// A frame read ahead, counted in [`LazyTree::read_ahead_slot`] until dropped.
-struct ReadAheadSlot<'t>(&'t std::sync::atomic::AtomicUsize);
+struct ReadAheadSlot<'t>(&'t AtomicUsize);
 
 impl Drop for ReadAheadSlot<'_> {
     fn drop(&mut self) {
@@ -101,8 +101,7 @@ impl LazyTree {
     /// Every placeholder of the tree that is not at its name (nor at one of its hard links'),
     /// by inode, with each name it has there.
     pub(super) fn walk_for_moved(&self) -> HashMap<(u64, u64), Vec<PathBuf>> {
-        self.walks
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let walk = self.walks.fetch_add(1, Ordering::Relaxed) + 1;
         let started = std::time::Instant::now();
         let mut found = HashMap::new();
         let mut dirs = vec![PathBuf::new()];
@@ -135,6 +134,7 @@ impl LazyTree {
             }
         }
         tracing::debug!(
+            walk,
             moved = found.len(),
             ms = started.elapsed().as_millis() as u64,
             "walked the tree for placeholders a renamed directory took away"

@@ -188,7 +188,7 @@ pub struct LazyTree {
     /// filled by another thread (a walk would look for it in vain), not moved.
     filled: Mutex<HashSet<(u64, u64)>>,
     /// Walks of the whole tree for moved placeholders so far: each costs about as much as
-    /// `find` over the image (0.2 s for 1.9 GB), so the tests count them.
+    /// `find` over the image (0.2 s for 1.9 GB), so the debug log and the tests count them.
     walks: std::sync::atomic::AtomicUsize,
     /// Frames being read ahead (see [`READ_AHEAD`]).
     reading_ahead: std::sync::atomic::AtomicUsize,
