@@ -271,16 +271,14 @@ fn a_file_whose_frame_is_corrupt_fails_the_invocation_by_name() {
 #[test]
 #[ignore = "needs scripts/setup.sh: run `make test`"]
 fn a_file_that_does_not_fit_in_tmp_fails_the_invocation_as_no_space() {
-    let copy = staged("oci-debian");
-    let mount = Tmpfs::mounted(260);
-    let image = format!("oci:{}:bookworm", copy.path().display());
-    let cache = mount.dir.path().join("cache");
+    let small = DebianOnSmallTmp::new(260);
+    let (image, cache) = (small.image.as_str(), small.cache.as_path());
     // Reads every file of /usr: more than the 260 MB.
     let event =
         r#"{"cmd_args": ["sh", "-c", "find /usr -type f -exec cat {} + > /dev/null; echo done"]}"#;
-    let response = emulate(&cache, &image, event);
+    let response = emulate(cache, image, event);
     let skeleton_built = cache.join("images").is_dir();
-    let left_aside: Vec<_> = walkdir_files(&cache)
+    let left_aside: Vec<_> = walkdir_files(cache)
         .into_iter()
         .filter(|path| path.components().any(|c| c.as_os_str() == "aside"))
         .collect();
@@ -304,10 +302,8 @@ fn a_file_that_does_not_fit_in_tmp_fails_the_invocation_as_no_space() {
 #[test]
 #[ignore = "needs scripts/setup.sh: run `make test`"]
 fn an_image_larger_than_tmp_runs_lazily_and_leaves_the_commands_their_room() {
-    let copy = staged("oci-debian");
-    let mount = Tmpfs::mounted(150);
-    let image = format!("oci:{}:bookworm", copy.path().display());
-    let cache = mount.dir.path().join("cache");
+    let small = DebianOnSmallTmp::new(150);
+    let (image, cache) = (small.image.as_str(), small.cache.as_path());
     let (argv, expected) = two_big_files();
     // Waits (a minute at most) until /tmp's free space has not moved for two seconds: the
     // background fill has stopped.
@@ -320,7 +316,7 @@ fn an_image_larger_than_tmp_runs_lazily_and_leaves_the_commands_their_room() {
         argv[2]
     );
     let event = serde_json::json!({ "cmd_args": ["sh", "-c", script] }).to_string();
-    let response = emulate(&cache, &image, &event);
+    let response = emulate(cache, image, &event);
     assert_eq!(response["exit_code"], 0, "{response:#}");
     let output = response["output"]
         .as_str()
@@ -346,10 +342,8 @@ fn an_image_larger_than_tmp_runs_lazily_and_leaves_the_commands_their_room() {
 #[test]
 #[ignore = "needs scripts/setup.sh: run `make test`"]
 fn a_tree_that_stays_partial_is_not_rebuilt_under_its_running_command() {
-    let copy = staged("oci-debian");
-    let mount = Tmpfs::mounted(150);
-    let image = format!("oci:{}:bookworm", copy.path().display());
-    let cache = mount.dir.path().join("cache");
+    let small = DebianOnSmallTmp::new(150);
+    let (image, cache) = (small.image.as_str(), small.cache.as_path());
     let cache = cache.to_str().unwrap();
     let (argv, expected) = two_big_files();
     let lazy = [("SCAR_LAZY_LOAD", "1")];
@@ -357,7 +351,7 @@ fn a_tree_that_stays_partial_is_not_rebuilt_under_its_running_command() {
     let twice = format!("{}; sleep 8; {}", argv[2], argv[2]);
     let first = lambda_command(
         &native_tools(),
-        &image,
+        image,
         &["--cache-dir", cache],
         &lazy,
         &["sh", "-c", &twice],
@@ -372,13 +366,7 @@ fn a_tree_that_stays_partial_is_not_rebuilt_under_its_running_command() {
     });
     // Its background fill stops at the room kept well within this (a tmpfs fills fast).
     std::thread::sleep(std::time::Duration::from_secs(4));
-    let second = lambda_run_setting(
-        &native_tools(),
-        &image,
-        &["--cache-dir", cache],
-        &lazy,
-        argv,
-    );
+    let second = lambda_run_setting(&native_tools(), image, &["--cache-dir", cache], &lazy, argv);
     let second_ended = std::time::Instant::now();
     let (first, first_ended) = first.join().unwrap();
     let once = String::from_utf8_lossy(&expected.stdout).into_owned();
@@ -392,7 +380,29 @@ fn a_tree_that_stays_partial_is_not_rebuilt_under_its_running_command() {
     );
 }
 
-/// A tmpfs of `mb` MB for Lambda's uid, unmounted when dropped: a small /tmp.
+/// The staged Debian image, and a cache on a small /tmp: a tmpfs of `mb` MB for Lambda's
+/// uid, unmounted when dropped.
+struct DebianOnSmallTmp {
+    image: String,
+    cache: std::path::PathBuf,
+    _mount: Tmpfs,
+    _copy: tempfile::TempDir,
+}
+
+impl DebianOnSmallTmp {
+    fn new(mb: u32) -> Self {
+        let copy = staged("oci-debian");
+        let mount = Tmpfs::mounted(mb);
+        Self {
+            image: format!("oci:{}:bookworm", copy.path().display()),
+            cache: mount.dir.path().join("cache"),
+            _mount: mount,
+            _copy: copy,
+        }
+    }
+}
+
+/// A tmpfs of `mb` MB for Lambda's uid, unmounted when dropped.
 struct Tmpfs {
     dir: tempfile::TempDir,
 }
