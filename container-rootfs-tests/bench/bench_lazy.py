@@ -27,6 +27,10 @@ eagerly (the blobs read as the gzip layers they are) or lazily (the TOCs, then r
 the registry); no trace is stored in a registry, so it has no `lazy + trace` row.
 BENCH_SOURCES (comma-separated: s3, layout, estargz) narrows a run.
 
+BENCH_LINK=25ms,70MB/s puts the S3 stand-in behind a link shaped like a Lambda function's
+(link.py: each request answered that much later, the answers sharing that rate) for both
+pulls; the other sources stay on loopback.
+
 Where the cache is: BENCH_PLACES (comma-separated) among fresh-ext4 (as root: a new ext4
 filesystem on a loop file for every run, as a new Lambda environment's /tmp is new; the
 default as root, and where docs/limits.md asks a lazy tree to be), tmpfs (/dev/shm: the
@@ -40,6 +44,7 @@ peak RSS (its VmHWM, the command not included).
 """
 import json, os, queue, shutil, statistics, subprocess, sys, tempfile, time
 
+from link import ShapedLink, parse
 from runtime_peer import RuntimeApiPeer
 from staging import (AWS, FRESH_EXT4, REGISTRY, WORK, drop_filesystem, forget_traces, new_filesystem,
                      places, scientific, stage)
@@ -56,10 +61,13 @@ COMMANDS = [
 
 
 MODES = ["eager", "lazy", "lazy + trace"]
+LINK_SPEC = os.environ.get("BENCH_LINK")
+LINK = ShapedLink(4566, *parse(LINK_SPEC)) if LINK_SPEC else None
 
 
 def mode_env(cache, mode):
-    return dict(AWS, SCAR_CACHE_DIR=os.path.join(cache, "cache"), SCAR_SHIM_DIR=SHIM_DIR,
+    aws = dict(AWS, AWS_ENDPOINT_URL=LINK.endpoint) if LINK else AWS
+    return dict(aws, SCAR_CACHE_DIR=os.path.join(cache, "cache"), SCAR_SHIM_DIR=SHIM_DIR,
                 SCAR_LAZY_LOAD="0" if mode == "eager" else "1",
                 SCAR_LAZY_TRACE="1" if mode == "lazy + trace" else "0", RUST_LOG="warn")
 
@@ -170,7 +178,8 @@ if "s3" in WANTED or "layout" in WANTED:
 if "estargz" in WANTED:
     sources.append(("eStargz in the registry", estargz(f"{REPO}-estargz", LAYOUT, TAG), ["eager", "lazy"]))
 lines = [f"{RUNS} cold runs of each, round-robin after one warm-up, medians; {os.cpu_count()} cores; "
-         f"{IMAGE} image staged by `deployer stage` or converted to eStargz.", "",
+         f"{IMAGE} image staged by `deployer stage` or converted to eStargz"
+         + (f"; the S3 stand-in behind a link of {LINK_SPEC}." if LINK else "."), "",
          "| command | image from | cache on | pull | first output s | end s | peak RSS MB (largest process) | lazy ÷ eager (first output) | lazy ÷ eager (end) |",
          "|---|---|---|---|---:|---:|---:|---:|---:|"]
 peer_lines = ["Through the Runtime API: the image pulled in the init phase, then one event; "
