@@ -440,6 +440,17 @@ pub(crate) struct Span {
     bytes: Vec<u8>,
 }
 
+impl Span {
+    /// Frame `n`'s compressed bytes, read elsewhere (fetched ahead of need), as a span.
+    pub(crate) fn of_frame(layer: &FramedLayer, n: usize, bytes: Vec<u8>) -> Option<Self> {
+        Some(Self {
+            frames: n..n + 1,
+            base: layer.index.frames.get(n)?.offset,
+            bytes,
+        })
+    }
+}
+
 /// Reads frames `frames` of `layer` with one ranged read; `None` when it fails or comes back
 /// short (each frame is then read alone, with its retries).
 pub(crate) fn read_span(layer: &FramedLayer, frames: std::ops::Range<usize>) -> Option<Span> {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::cache::{self, BuildLock, CacheError, CachedImage, ImageMeta, LayerRecord, RootfsCache};
-use crate::lazy::{FillEnd, LazyFault, LazyLayers, LazyTree};
+use crate::lazy::{FillEnd, LazyFault, LazyLayers, LazyTree, Preload, lower_own_priority};
 use crate::platform::Platform;
 use crate::reference::ImageReference;
 use crate::source::archive::ArchiveSource;
@@ -342,20 +342,63 @@ impl Puller {
             skeletons,
             prioritized,
         } = layers;
-        // The trace is read while the skeletons are applied.
+        // While the skeletons are applied, the link to the store would sit idle: the frames
+        // the command is likely to want first come meanwhile (lazy::Preload).
+        // Its file is unnamed, so it can be made in the directory being built.
+        let building = staging.rootfs();
+        let building = building.parent().unwrap_or(&building);
+        let preload = Preload::new(&framed, building, Preload::budget_at(building))
+            .inspect_err(|e| tracing::debug!(error = %e, "no frames fetched ahead"))
+            .ok();
+        let start_preload = {
+            let preload = preload.clone();
+            move |first: &[crate::trace::FileAt]| {
+                if let Some(preload) = &preload {
+                    preload.start(preload.order(first));
+                }
+            }
+        };
+        // The trace is read while the skeletons are applied (spawned now: `blocking` would
+        // start only when awaited, after them).
         let digest = resolved.manifest_digest.clone();
-        let trace = learn_from.map(|source| blocking(move || source.trace(&digest)));
-        let (mut tree, stats) =
+        let trace = match learn_from {
+            Some(source) => {
+                let prioritized = prioritized.clone();
+                Some(tokio::task::spawn_blocking(move || {
+                    let (given, sink) = source.trace(&digest);
+                    // A trace of ours, learnt from this image's cold starts, knows best.
+                    let given = if given.is_empty() { prioritized } else { given };
+                    start_preload(&given);
+                    (given, sink)
+                }))
+            }
+            None => {
+                start_preload(&prioritized);
+                None
+            }
+        };
+        let built =
             blocking(move || LazyTree::build(staging_root, final_root, aside, framed, &skeletons))
-                .await??;
+                .await;
+        if let Some(preload) = &preload {
+            preload.stop();
+        }
+        let (mut tree, stats) = built??;
         match trace {
             Some(trace) => {
-                let (given, sink) = trace.await?;
-                // A trace of ours, learnt from this image's cold starts, knows best.
-                let given = if given.is_empty() { prioritized } else { given };
+                let (given, sink) = trace
+                    .await
+                    .map_err(|e| PullError::Internal(e.to_string()))?;
                 tree.learn(given, sink);
             }
             None => tree.learn(prioritized, None),
+        }
+        if let Some(preload) = preload {
+            tracing::debug!(
+                frames = preload.waiting(),
+                "frames fetched while the skeletons were applied"
+            );
+            tree.use_preload(preload);
         }
         if let Some(kept) = space_kept_for_commands(&self.options.cache_dir) {
             tree.keep_free_for_commands(kept);
@@ -403,19 +446,6 @@ impl Puller {
             cached: false,
             lazy: Some(tree),
         })
-    }
-}
-
-/// The calling thread at the lowest CPU priority (Linux: `nice` is per thread).
-fn lower_own_priority() {
-    // SAFETY: gettid has no preconditions; setpriority on our own thread id changes only
-    // this thread's nice value.
-    let done = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19)
-    };
-    if done != 0 {
-        tracing::debug!("could not lower the filler's priority");
     }
 }
 

@@ -410,8 +410,18 @@ impl LazyTree {
                 return Ok(bytes);
             }
         }
-        // Read without the lock: other threads fetch other files meanwhile.
-        let bytes = Arc::new(frames::read_frame(framed, n).map_err(|e| e.to_string())?);
+        // Read without the lock: other threads fetch other files meanwhile. A frame fetched
+        // ahead is decoded and checked as one from the store (and read again if it fails).
+        let ahead = self
+            .preload
+            .as_ref()
+            .and_then(|preload| preload.take(layer, n))
+            .and_then(|bytes| frames::Span::of_frame(framed, n, bytes));
+        let bytes = match ahead {
+            Some(span) => frames::frame_in_span(framed, Some(&span), n),
+            None => frames::read_frame(framed, n),
+        };
+        let bytes = Arc::new(bytes.map_err(|e| e.to_string())?);
         let mut cache = self.frames.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= CACHED_FRAMES {
             cache.pop_front();

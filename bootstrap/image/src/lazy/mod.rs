@@ -29,6 +29,7 @@
 //! | the tree built from the skeletons, what it holds | `mod.rs` |
 //! | one file made whole | `fill.rs` |
 //! | what is fetched when: the trace, neighbours, the background fill | `order.rs` |
+//! | frames fetched while the tree is built | `preload.rs` |
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -45,6 +46,9 @@ use crate::unpack::{LayerApplier, LayerStats, LazyFiles, UnpackError};
 
 mod fill;
 mod order;
+mod preload;
+
+pub use preload::{PRELOAD_BYTES, Preload};
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -201,6 +205,8 @@ pub struct LazyTree {
     /// Bytes the background fetches ([`Self::prefetch`], [`Self::fill_rest`]) leave free on
     /// the tree's filesystem, for the commands (0: no limit).
     keep_free: u64,
+    /// Frames fetched while the tree was built, taken before the store is asked.
+    preload: Option<Arc<Preload>>,
 }
 
 /// How [`LazyTree::fill_rest`] ended.
@@ -316,6 +322,7 @@ impl LazyTree {
             trace: Mutex::default(),
             trace_sink: None,
             keep_free: 0,
+            preload: None,
         })
     }
 
@@ -372,9 +379,27 @@ impl LazyTree {
         self.files.files.len()
     }
 
+    /// Has the fills take their frames from `preload` first (see [`Preload`]).
+    pub fn use_preload(&mut self, preload: Arc<Preload>) {
+        self.preload = Some(preload);
+    }
+
     /// Whether every placeholder has been filled (by [`Self::fill_all`]).
     pub fn is_complete(&self) -> bool {
         self.complete.load(Ordering::Acquire)
+    }
+}
+
+/// The calling thread at the lowest CPU priority (Linux: `nice` is per thread).
+pub(crate) fn lower_own_priority() {
+    // SAFETY: gettid has no preconditions; setpriority on our own thread id changes only
+    // this thread's nice value.
+    let done = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19)
+    };
+    if done != 0 {
+        tracing::debug!("could not lower a background thread's priority");
     }
 }
 

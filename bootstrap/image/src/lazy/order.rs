@@ -298,6 +298,9 @@ impl LazyTree {
                 fetched += bytes;
             }
         }
+        if let Some(preload) = &self.preload {
+            preload.discard();
+        }
         self.complete.store(true, Ordering::Release);
         Ok(FillEnd::Complete { bytes: fetched })
     }

@@ -865,3 +865,188 @@ fn a_file_of_several_frames_reads_each_once_ahead_and_gives_its_slots_back() {
         "still a placeholder"
     );
 }
+
+/// The frames of `framed` as layers of a tree (or a preload) reading `sources`.
+fn framed_layers(framed: &[Framed], sources: &[Arc<Memory>]) -> Vec<FramedLayer> {
+    framed
+        .iter()
+        .zip(sources)
+        .map(|(f, source)| FramedLayer {
+            index: f.index.clone(),
+            source: Arc::clone(source) as Arc<dyn RangeSource>,
+            codec: crate::frames::FrameCodec::Zstd,
+        })
+        .collect()
+}
+
+fn memory(blob: Vec<u8>) -> Arc<Memory> {
+    Arc::new(Memory {
+        blob,
+        reads: AtomicUsize::new(0),
+        broken: false,
+        watched: Mutex::default(),
+        listings: Mutex::default(),
+    })
+}
+
+fn settled(preload: &Preload) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !preload.is_idle() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the preload never ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// A tree of `framed` in `dir`, reading `sources`, that takes its frames from `preload`.
+fn tree_with_preload(
+    dir: &Path,
+    framed: &[Framed],
+    sources: &[Arc<Memory>],
+    preload: Arc<Preload>,
+) -> LazyTree {
+    let (root, aside) = (dir.join("rootfs"), dir.join("aside"));
+    ok(fs::create_dir(&root));
+    let skeletons: Vec<&Vec<u8>> = framed.iter().map(|f| &f.skeleton).collect();
+    let (mut tree, _) = ok(LazyTree::build(
+        root.clone(),
+        root,
+        aside,
+        framed_layers(framed, sources),
+        &skeletons,
+    ));
+    tree.use_preload(preload);
+    tree
+}
+
+#[test]
+fn preload_frames_fetched_while_the_tree_is_built_are_not_fetched_again() {
+    let tars = layers();
+    let dir = ok(tempfile::tempdir());
+    ok(fs::create_dir(dir.path().join("aside")));
+    let framed: Vec<Framed> = tars.iter().map(|t| framed(t, false)).collect();
+    let sources: Vec<Arc<Memory>> = framed.iter().map(|f| Arc::clone(&f.memory)).collect();
+    let frames: usize = framed.iter().map(|f| f.index.frames.len()).sum();
+    assert!(frames >= 4, "{frames} frames");
+    let preload = ok(Preload::new(
+        &framed_layers(&framed, &sources),
+        &dir.path().join("aside"),
+        PRELOAD_BYTES,
+    ));
+    // No trace: every frame, in the layers' order (the background fill's).
+    let order = preload.order(&[]);
+    assert_eq!(order.len(), frames);
+    assert_eq!(order[0], (0, 0));
+    preload.start(order);
+    settled(&preload);
+    assert_eq!(preload.waiting(), frames);
+    let fetched = |sources: &[Arc<Memory>]| -> usize {
+        sources
+            .iter()
+            .map(|m| m.reads.load(Ordering::Relaxed))
+            .sum()
+    };
+    assert_eq!(fetched(&sources), frames);
+    let tree = tree_with_preload(dir.path(), &framed, &sources, Arc::clone(&preload));
+    ok(tree.fill_all());
+    assert_eq!(
+        fetched(&sources),
+        frames,
+        "no frame read from the store twice"
+    );
+    assert!(preload.taken() > 0);
+    assert_eq!(
+        preload.waiting(),
+        0,
+        "the tree whole, the frames left are given back"
+    );
+    let eager = ok(tempfile::tempdir());
+    eager_tree(eager.path(), &tars);
+    assert_eq!(walk(&rootfs(&dir), true), walk(eager.path(), true));
+}
+
+#[test]
+fn preload_a_frame_fetched_ahead_that_does_not_check_is_fetched_again() {
+    let tars = layers();
+    let dir = ok(tempfile::tempdir());
+    ok(fs::create_dir(dir.path().join("aside")));
+    let framed: Vec<Framed> = tars.iter().map(|t| framed(t, false)).collect();
+    let good: Vec<Arc<Memory>> = framed.iter().map(|f| Arc::clone(&f.memory)).collect();
+    // The preload reads a store whose bytes were damaged on the way.
+    let damaged: Vec<Arc<Memory>> = framed
+        .iter()
+        .map(|f| memory(f.memory.blob.iter().map(|b| b ^ 0x5a).collect()))
+        .collect();
+    let preload = ok(Preload::new(
+        &framed_layers(&framed, &damaged),
+        &dir.path().join("aside"),
+        PRELOAD_BYTES,
+    ));
+    preload.start(preload.order(&[]));
+    settled(&preload);
+    let tree = tree_with_preload(dir.path(), &framed, &good, Arc::clone(&preload));
+    let name = Path::new("usr/lib/f9");
+    assert!(matches!(ok(tree.fill(name)), Filled::Fetched(_)));
+    assert!(ok(fs::read(rootfs(&dir).join(name))) == bytes(9, 300_000));
+    assert_eq!(preload.taken(), 1);
+    assert!(
+        good[0].reads.load(Ordering::Relaxed) >= 1,
+        "read again from the store"
+    );
+}
+
+#[test]
+fn preload_follows_the_trace_and_stops_at_its_budget_or_when_told() {
+    let tars = layers();
+    let dir = ok(tempfile::tempdir());
+    let (tree, _) = lazy_tree(dir.path(), &tars, false);
+    let framed: Vec<Framed> = tars.iter().map(|t| framed(t, false)).collect();
+    let sources: Vec<Arc<Memory>> = framed.iter().map(|f| Arc::clone(&f.memory)).collect();
+    let layers = framed_layers(&framed, &sources);
+    let file = |name: &str| &tree.files.files[Path::new(name)];
+    let (f5, f9, huge) = (
+        file("usr/lib/f5"),
+        file("usr/lib/f9"),
+        file("usr/lib/huge.so"),
+    );
+    let preload = ok(Preload::new(
+        &layers,
+        &dir.path().join("aside"),
+        PRELOAD_BYTES,
+    ));
+    // Each file's first frame, in the trace's order, once.
+    let order = preload.order(&[place(f5), place(huge), place(f9), place(huge)]);
+    let mut expected = vec![];
+    for p in [f5, huge, f9] {
+        let frame = frame_of(&tree.starts, p);
+        if !expected.contains(&frame) {
+            expected.push(frame);
+        }
+    }
+    assert_eq!(order, expected);
+    assert!(expected.len() >= 2, "{expected:?}");
+    let reads = || {
+        sources
+            .iter()
+            .map(|m| m.reads.load(Ordering::Relaxed))
+            .sum::<usize>()
+    };
+    // A budget of one frame: one frame.
+    let first = framed[0].index.frames[0].size;
+    let small = ok(Preload::new(&layers, &dir.path().join("aside"), first));
+    small.start(small.order(&[]));
+    settled(&small);
+    assert_eq!((small.waiting(), reads()), (1, 1));
+    // Told to stop before it began: nothing.
+    let stopped = ok(Preload::new(
+        &layers,
+        &dir.path().join("aside"),
+        PRELOAD_BYTES,
+    ));
+    stopped.stop();
+    stopped.start(stopped.order(&[]));
+    settled(&stopped);
+    assert_eq!((stopped.waiting(), reads()), (0, 1));
+}
