@@ -350,11 +350,12 @@ impl Puller {
         let preload = Preload::new(&framed, building, Preload::budget_at(building))
             .inspect_err(|e| tracing::debug!(error = %e, "no frames fetched ahead"))
             .ok();
+        let skeletons = Arc::new(skeletons);
         let start_preload = {
-            let preload = preload.clone();
+            let (preload, skeletons) = (preload.clone(), Arc::clone(&skeletons));
             move |first: &[crate::trace::FileAt]| {
                 if let Some(preload) = &preload {
-                    preload.start(preload.order(first));
+                    preload.start(preload.order(first, &skeletons));
                 }
             }
         };

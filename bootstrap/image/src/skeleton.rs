@@ -165,6 +165,20 @@ pub struct Placeholder {
     pub inode: (u64, u64),
 }
 
+/// Each left-out file of a skeleton (the zstd blob), read without applying it: where its
+/// bytes begin in the layer's tar → how many there are.
+pub fn left_out_files(skeleton: &[u8]) -> io::Result<std::collections::HashMap<u64, u64>> {
+    let mut archive = tar::Archive::new(zstd::Decoder::new(skeleton)?);
+    let mut files = std::collections::HashMap::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if let Some((offset, size)) = placeholder_records(&mut entry).map_err(io::Error::other)? {
+            files.insert(offset, size);
+        }
+    }
+    Ok(files)
+}
+
 /// The records of a left-out file, or `None` for an entry that carries its bytes. A record
 /// that does not parse is an error: the skeleton is corrupt.
 pub(crate) fn placeholder_records<R: io::Read>(

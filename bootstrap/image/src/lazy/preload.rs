@@ -116,9 +116,11 @@ impl Preload {
         })
     }
 
-    /// The frames where the files of `trace` begin, in its order, each once; with no trace,
-    /// every frame in the layers' order (the background fill's).
-    pub fn order(&self, trace: &[FileAt]) -> Vec<(usize, usize)> {
+    /// The frames that hold the files of `trace`, in its order, each once (a file's size is
+    /// read from its layer's skeleton, the zstd blobs of `skeletons`; a file it does not list
+    /// gets its first frame); with no trace, every frame in the layers' order (the background
+    /// fill's).
+    pub fn order(&self, trace: &[FileAt], skeletons: &[impl AsRef<[u8]>]) -> Vec<(usize, usize)> {
         if trace.is_empty() {
             return self
                 .layers
@@ -130,18 +132,42 @@ impl Preload {
                 })
                 .collect();
         }
-        let mut seen = std::collections::HashSet::new();
-        trace
-            .iter()
-            .filter_map(|at| {
-                let frames = &self.layers.get(at.layer)?.as_ref()?.frames;
-                let frame = frames
-                    .partition_point(|&(_, _, start)| start <= at.offset)
-                    .checked_sub(1)?;
-                Some((at.layer, frame))
+        let traced: std::collections::BTreeSet<usize> = trace.iter().map(|at| at.layer).collect();
+        let sizes: HashMap<usize, HashMap<u64, u64>> = traced
+            .into_iter()
+            .filter(|&layer| self.layers.get(layer).is_some_and(Option::is_some))
+            .filter_map(|layer| {
+                let files = crate::skeleton::left_out_files(skeletons.get(layer)?.as_ref());
+                Some((layer, files.ok()?))
             })
-            .filter(|frame| seen.insert(*frame))
-            .collect()
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut order = Vec::new();
+        for at in trace {
+            let Some(frames) = self.layers.get(at.layer).and_then(Option::as_ref) else {
+                continue;
+            };
+            let frame_at = |offset: u64| {
+                frames
+                    .frames
+                    .partition_point(|&(_, _, start)| start <= offset)
+                    .checked_sub(1)
+            };
+            let Some(first) = frame_at(at.offset) else {
+                continue;
+            };
+            let size = sizes.get(&at.layer).and_then(|files| files.get(&at.offset));
+            let last = size
+                .and_then(|&size| frame_at(at.offset.saturating_add(size.saturating_sub(1))))
+                .unwrap_or(first)
+                .max(first);
+            for frame in first..=last {
+                if seen.insert((at.layer, frame)) {
+                    order.push((at.layer, frame));
+                }
+            }
+        }
+        order
     }
 
     /// Fetches the frames of `order` on a few threads of its own, in order, until the budget

@@ -936,7 +936,7 @@ fn preload_frames_fetched_while_the_tree_is_built_are_not_fetched_again() {
         PRELOAD_BYTES,
     ));
     // No trace: every frame, in the layers' order (the background fill's).
-    let order = preload.order(&[]);
+    let order = preload.order(&[], &[] as &[Vec<u8>]);
     assert_eq!(order.len(), frames);
     assert_eq!(order[0], (0, 0));
     preload.start(order);
@@ -984,7 +984,7 @@ fn preload_a_frame_fetched_ahead_that_does_not_check_is_fetched_again() {
         &dir.path().join("aside"),
         PRELOAD_BYTES,
     ));
-    preload.start(preload.order(&[]));
+    preload.start(preload.order(&[], &[] as &[Vec<u8>]));
     settled(&preload);
     let tree = tree_with_preload(dir.path(), &framed, &good, Arc::clone(&preload));
     let name = Path::new("usr/lib/f9");
@@ -1016,17 +1016,41 @@ fn preload_follows_the_trace_and_stops_at_its_budget_or_when_told() {
         &dir.path().join("aside"),
         PRELOAD_BYTES,
     ));
-    // Each file's first frame, in the trace's order, once.
-    let order = preload.order(&[place(f5), place(huge), place(f9), place(huge)]);
-    let mut expected = vec![];
-    for p in [f5, huge, f9] {
-        let frame = frame_of(&tree.starts, p);
-        if !expected.contains(&frame) {
-            expected.push(frame);
+    // The frames of each file, in the trace's order, each once: huge.so's all of them (its
+    // size from the skeleton); without the skeleton, each file's first.
+    let trace = [place(f5), place(huge), place(f9), place(huge)];
+    let skeletons: Vec<&Vec<u8>> = framed.iter().map(|f| &f.skeleton).collect();
+    let frames_of = |p: &Placeholder, whole: bool| {
+        let (layer, first) = frame_of(&tree.starts, p);
+        let end = Placeholder {
+            offset: p.offset + p.size - 1,
+            ..*p
+        };
+        let last = if whole {
+            frame_of(&tree.starts, &end).1
+        } else {
+            first
+        };
+        (first..=last).map(move |frame| (layer, frame))
+    };
+    for whole in [true, false] {
+        let mut expected = vec![];
+        for frame in [f5, huge, f9].into_iter().flat_map(|p| frames_of(p, whole)) {
+            if !expected.contains(&frame) {
+                expected.push(frame);
+            }
         }
+        let order = if whole {
+            preload.order(&trace, &skeletons)
+        } else {
+            preload.order(&trace, &[] as &[Vec<u8>])
+        };
+        assert_eq!(order, expected, "whole files: {whole}");
     }
-    assert_eq!(order, expected);
-    assert!(expected.len() >= 2, "{expected:?}");
+    assert!(
+        frames_of(huge, true).count() >= 2,
+        "huge.so lies in several frames"
+    );
     let reads = || {
         sources
             .iter()
@@ -1036,7 +1060,7 @@ fn preload_follows_the_trace_and_stops_at_its_budget_or_when_told() {
     // A budget of one frame: one frame.
     let first = framed[0].index.frames[0].size;
     let small = ok(Preload::new(&layers, &dir.path().join("aside"), first));
-    small.start(small.order(&[]));
+    small.start(small.order(&[], &[] as &[Vec<u8>]));
     settled(&small);
     assert_eq!((small.waiting(), reads()), (1, 1));
     // Told to stop before it began: nothing.
@@ -1046,7 +1070,7 @@ fn preload_follows_the_trace_and_stops_at_its_budget_or_when_told() {
         PRELOAD_BYTES,
     ));
     stopped.stop();
-    stopped.start(stopped.order(&[]));
+    stopped.start(stopped.order(&[], &[] as &[Vec<u8>]));
     settled(&stopped);
     assert_eq!((stopped.waiting(), reads()), (0, 1));
 }
