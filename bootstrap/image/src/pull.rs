@@ -343,40 +343,27 @@ impl Puller {
             prioritized,
         } = layers;
         // While the skeletons are applied, the link to the store would sit idle: the frames
-        // the command is likely to want first come meanwhile (lazy::Preload).
-        // Its file is unnamed, so it can be made in the directory being built.
-        let building = staging.rootfs();
-        let building = building.parent().unwrap_or(&building);
+        // the command is likely to want first come meanwhile (lazy::Preload), into an
+        // unnamed file, which can be made in the directory being built.
+        let building = staging_root.parent().unwrap_or(&staging_root);
         let preload = Preload::new(&framed, building, Preload::budget_at(building))
             .inspect_err(|e| tracing::debug!(error = %e, "no frames fetched ahead"))
             .ok();
         let skeletons = Arc::new(skeletons);
-        let start_preload = {
+        // The trace is read meanwhile too, and the preload starts from it (spawned now: a
+        // future of `blocking` would start only when awaited, after the skeletons).
+        let first_files = {
             let (preload, skeletons) = (preload.clone(), Arc::clone(&skeletons));
-            move |first: &[crate::trace::FileAt]| {
+            let digest = resolved.manifest_digest.clone();
+            tokio::task::spawn_blocking(move || {
+                let (given, sink) = learn_from.map_or((Vec::new(), None), |s| s.trace(&digest));
+                // A trace of ours, learnt from this image's cold starts, knows best.
+                let given = if given.is_empty() { prioritized } else { given };
                 if let Some(preload) = &preload {
-                    preload.start(preload.order(first, &skeletons));
+                    preload.start(preload.order(&given, &skeletons));
                 }
-            }
-        };
-        // The trace is read while the skeletons are applied (spawned now: `blocking` would
-        // start only when awaited, after them).
-        let digest = resolved.manifest_digest.clone();
-        let trace = match learn_from {
-            Some(source) => {
-                let prioritized = prioritized.clone();
-                Some(tokio::task::spawn_blocking(move || {
-                    let (given, sink) = source.trace(&digest);
-                    // A trace of ours, learnt from this image's cold starts, knows best.
-                    let given = if given.is_empty() { prioritized } else { given };
-                    start_preload(&given);
-                    (given, sink)
-                }))
-            }
-            None => {
-                start_preload(&prioritized);
-                None
-            }
+                (given, sink)
+            })
         };
         let built =
             blocking(move || LazyTree::build(staging_root, final_root, aside, framed, &skeletons))
@@ -385,15 +372,10 @@ impl Puller {
             preload.stop();
         }
         let (mut tree, stats) = built??;
-        match trace {
-            Some(trace) => {
-                let (given, sink) = trace
-                    .await
-                    .map_err(|e| PullError::Internal(e.to_string()))?;
-                tree.learn(given, sink);
-            }
-            None => tree.learn(prioritized, None),
-        }
+        let (given, sink) = first_files
+            .await
+            .map_err(|e| PullError::Internal(e.to_string()))?;
+        tree.learn(given, sink);
         if let Some(preload) = preload {
             tracing::debug!(
                 frames = preload.waiting(),

@@ -167,7 +167,7 @@ pub struct Placeholder {
 
 /// Each left-out file of a skeleton (the zstd blob), read without applying it: where its
 /// bytes begin in the layer's tar → how many there are.
-pub fn left_out_files(skeleton: &[u8]) -> io::Result<std::collections::HashMap<u64, u64>> {
+pub(crate) fn left_out_files(skeleton: &[u8]) -> io::Result<std::collections::HashMap<u64, u64>> {
     let mut archive = tar::Archive::new(zstd::Decoder::new(skeleton)?);
     let mut files = std::collections::HashMap::new();
     for entry in archive.entries()? {

@@ -268,8 +268,13 @@ impl LazyTree {
             .map(|group| group.iter().map(|(name, _)| *name).collect())
             .collect();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let (mut fetched, stopped) =
-            self.fill_groups(&groups, cores.min(FILL_THREADS), keep_free)?;
+        let filled = self.fill_groups(&groups, cores.min(FILL_THREADS), keep_free);
+        // The fill asked for every frame it wanted, or stopped to keep /tmp's room: either
+        // way what the preload still holds goes (later fetches read the store).
+        if let Some(preload) = &self.preload {
+            preload.discard();
+        }
+        let (mut fetched, stopped) = filled?;
         if let Some(free) = stopped {
             return Ok(FillEnd::SpaceKept {
                 bytes: fetched,
@@ -297,9 +302,6 @@ impl LazyTree {
             {
                 fetched += bytes;
             }
-        }
-        if let Some(preload) = &self.preload {
-            preload.discard();
         }
         self.complete.store(true, Ordering::Release);
         Ok(FillEnd::Complete { bytes: fetched })
