@@ -921,13 +921,28 @@ fn tree_with_preload(
     tree
 }
 
-#[test]
-fn preload_frames_fetched_while_the_tree_is_built_are_not_fetched_again() {
+/// The test layers, a directory with an `aside/` for a preload's file, the layers framed in
+/// memory and the sources their frames are read from.
+type FramedInADir = (
+    [Vec<u8>; 2],
+    tempfile::TempDir,
+    Vec<Framed>,
+    Vec<Arc<Memory>>,
+);
+
+/// See [`FramedInADir`].
+fn framed_in_a_dir() -> FramedInADir {
     let tars = layers();
     let dir = ok(tempfile::tempdir());
     ok(fs::create_dir(dir.path().join("aside")));
     let framed: Vec<Framed> = tars.iter().map(|t| framed(t, false)).collect();
-    let sources: Vec<Arc<Memory>> = framed.iter().map(|f| Arc::clone(&f.memory)).collect();
+    let sources = framed.iter().map(|f| Arc::clone(&f.memory)).collect();
+    (tars, dir, framed, sources)
+}
+
+#[test]
+fn preload_frames_fetched_while_the_tree_is_built_are_not_fetched_again() {
+    let (tars, dir, framed, sources) = framed_in_a_dir();
     let frames: usize = framed.iter().map(|f| f.index.frames.len()).sum();
     assert!(frames >= 4, "{frames} frames");
     let preload = ok(Preload::new(
@@ -969,11 +984,7 @@ fn preload_frames_fetched_while_the_tree_is_built_are_not_fetched_again() {
 
 #[test]
 fn preload_a_frame_fetched_ahead_that_does_not_check_is_fetched_again() {
-    let tars = layers();
-    let dir = ok(tempfile::tempdir());
-    ok(fs::create_dir(dir.path().join("aside")));
-    let framed: Vec<Framed> = tars.iter().map(|t| framed(t, false)).collect();
-    let good: Vec<Arc<Memory>> = framed.iter().map(|f| Arc::clone(&f.memory)).collect();
+    let (_, dir, framed, good) = framed_in_a_dir();
     // The preload reads a store whose bytes were damaged on the way.
     let damaged: Vec<Arc<Memory>> = framed
         .iter()
