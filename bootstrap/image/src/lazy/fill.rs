@@ -12,8 +12,8 @@ use std::sync::{Arc, PoisonError};
 use filetime::FileTime;
 
 use super::{
-    CACHED_FRAMES, CACHED_SPANS, Filled, LazyFault, LazyTree, READ_AHEAD, frame_of, place,
-    still_placeholder,
+    CACHED_FRAMES, CACHED_SPANS, Filled, LazyFault, LazyTree, READ_AHEAD, frame_holding, frame_of,
+    place, still_placeholder,
 };
 use crate::frames;
 use crate::skeleton::Placeholder;
@@ -318,9 +318,7 @@ impl LazyTree {
         let end = placeholder.offset + placeholder.size;
         let mut at = placeholder.offset;
         let (_, mut frame) = frame_of(&self.starts, placeholder);
-        let last = starts
-            .partition_point(|&start| start < end)
-            .saturating_sub(1);
+        let last = frame_holding(starts, end.saturating_sub(1));
         // eStargz chunks are read by spans of several already.
         let reads_ahead = self
             .layers

@@ -264,22 +264,7 @@ impl LazyTree {
                 });
             }
         }
-        let starts: Vec<Vec<u64>> = layers
-            .iter()
-            .map(|layer| {
-                let mut at = 0;
-                layer
-                    .index
-                    .frames
-                    .iter()
-                    .map(|frame| {
-                        let start = at;
-                        at += frame.unpacked;
-                        start
-                    })
-                    .collect()
-            })
-            .collect();
+        let starts: Vec<Vec<u64>> = layers.iter().map(frame_starts).collect();
         let by_inode = files
             .files
             .iter()
@@ -444,12 +429,32 @@ fn span_of(
 
 /// The layer and frame where a placeholder's bytes start, given each layer's frame starts.
 fn frame_of(starts: &[Vec<u64>], placeholder: &Placeholder) -> (usize, usize) {
-    let frame = starts.get(placeholder.layer).map_or(0, |starts| {
-        starts
-            .partition_point(|&start| start <= placeholder.offset)
-            .saturating_sub(1)
-    });
+    let frame = starts
+        .get(placeholder.layer)
+        .map_or(0, |starts| frame_holding(starts, placeholder.offset));
     (placeholder.layer, frame)
+}
+
+/// Where each frame of `layer` begins in the layer's tar (the frames tile it).
+fn frame_starts(layer: &FramedLayer) -> Vec<u64> {
+    let mut at = 0;
+    layer
+        .index
+        .frames
+        .iter()
+        .map(|frame| {
+            let start = at;
+            at += frame.unpacked;
+            start
+        })
+        .collect()
+}
+
+/// The frame that holds byte `offset` of a layer's tar, given where its frames begin.
+fn frame_holding(starts: &[u64], offset: u64) -> usize {
+    starts
+        .partition_point(|&start| start <= offset)
+        .saturating_sub(1)
 }
 
 /// A placeholder's name in an access trace.

@@ -30,8 +30,10 @@ const WORKERS: usize = 4;
 /// One layer's frames as the preload needs them.
 struct LayerFrames {
     source: Arc<dyn RangeSource>,
-    /// Per frame: (offset in the blob, compressed size, offset of its bytes in the layer's tar).
-    frames: Vec<(u64, u64, u64)>,
+    /// Per frame: (offset in the blob, compressed size).
+    frames: Vec<(u64, u64)>,
+    /// Where each frame's bytes begin in the layer's tar.
+    starts: Vec<u64>,
 }
 
 /// Where a frame stands.
@@ -74,21 +76,15 @@ impl Preload {
         let layers = layers
             .iter()
             .map(|layer| {
-                (layer.codec == FrameCodec::Zstd).then(|| {
-                    let mut start = 0;
-                    LayerFrames {
-                        source: Arc::clone(&layer.source),
-                        frames: layer
-                            .index
-                            .frames
-                            .iter()
-                            .map(|frame| {
-                                let at = (frame.offset, frame.size, start);
-                                start += frame.unpacked;
-                                at
-                            })
-                            .collect(),
-                    }
+                (layer.codec == FrameCodec::Zstd).then(|| LayerFrames {
+                    source: Arc::clone(&layer.source),
+                    frames: layer
+                        .index
+                        .frames
+                        .iter()
+                        .map(|frame| (frame.offset, frame.size))
+                        .collect(),
+                    starts: super::frame_starts(layer),
                 })
             })
             .collect();
@@ -147,18 +143,18 @@ impl Preload {
             let Some(frames) = self.layers.get(at.layer).and_then(Option::as_ref) else {
                 continue;
             };
-            let frame_at = |offset: u64| {
-                frames
-                    .frames
-                    .partition_point(|&(_, _, start)| start <= offset)
-                    .checked_sub(1)
-            };
-            let Some(first) = frame_at(at.offset) else {
+            if frames.frames.is_empty() {
                 continue;
-            };
+            }
+            let first = super::frame_holding(&frames.starts, at.offset);
             let size = sizes.get(&at.layer).and_then(|files| files.get(&at.offset));
             let last = size
-                .and_then(|&size| frame_at(at.offset.saturating_add(size.saturating_sub(1))))
+                .map(|&size| {
+                    super::frame_holding(
+                        &frames.starts,
+                        at.offset.saturating_add(size.saturating_sub(1)),
+                    )
+                })
                 .unwrap_or(first)
                 .max(first);
             for frame in first..=last {
@@ -208,7 +204,7 @@ impl Preload {
 
     /// Fetches one frame into the file; false once no more should be fetched.
     fn fetch(&self, (layer, n): (usize, usize)) -> bool {
-        let Some(&(offset, size, _)) = self
+        let Some(&(offset, size)) = self
             .layers
             .get(layer)
             .and_then(Option::as_ref)
