@@ -41,7 +41,7 @@ pub const MAX_FRAME_BYTES: u64 = 16 << 20;
 /// zstd's default level: about gzip -6's ratio, several times gzip's decompression speed.
 const LEVEL: i32 = 3;
 /// Attempts per frame: a ranged read that fails or returns the wrong bytes is tried again.
-const ATTEMPTS: u32 = 3;
+pub(crate) const ATTEMPTS: u32 = 3;
 
 /// One frame of the framed blob.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

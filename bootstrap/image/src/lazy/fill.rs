@@ -12,8 +12,8 @@ use std::sync::{Arc, PoisonError};
 use filetime::FileTime;
 
 use super::{
-    CACHED_FRAMES, CACHED_SPANS, Filled, LazyFault, LazyTree, READ_AHEAD, frame_holding, frame_of,
-    place, still_placeholder,
+    CACHED_FRAMES, CACHED_SPANS, FILL_THREADS, Filled, LazyFault, LazyTree, READ_AHEAD,
+    frame_holding, frame_of, place, still_placeholder,
 };
 use crate::frames;
 use crate::skeleton::Placeholder;
@@ -166,13 +166,54 @@ impl LazyTree {
     /// something else at it, which is what a renamed directory looks like (a walk of the
     /// whole tree).
     pub fn fill_path(&self, host: &Path) -> Result<Filled, LazyFault> {
-        let Ok(meta) = fs::metadata(host) else {
-            return Ok(Filled::Present);
-        };
-        if !(meta.is_file() && meta.len() > 0 && meta.blocks() == 0) {
-            return Ok(Filled::Present);
+        match unfilled_inode(host) {
+            Some((dev, ino)) => self.fill_inode(dev, ino),
+            None => Ok(Filled::Present),
         }
-        self.fill_inode(meta.dev(), meta.ino())
+    }
+
+    /// [`Self::fill_path`] for several files at once, up to [`FILL_THREADS`] at a time: a
+    /// program's libraries are each a round trip to the store and a frame or more, which
+    /// one after the other add up (`_multiarray_umath`'s, 0.8 s behind a function's link).
+    /// After a failure no new fill starts (the caller fails anyway); the first is returned
+    /// once the fills under way have ended.
+    pub fn fill_paths(&self, hosts: &[PathBuf]) -> Result<(), LazyFault> {
+        let unfilled: Vec<&Path> = hosts
+            .iter()
+            .map(PathBuf::as_path)
+            .filter(|host| unfilled_inode(host).is_some())
+            .collect();
+        if let [one] = unfilled.as_slice() {
+            return self.fill_path(one).map(drop);
+        }
+        let next = AtomicUsize::new(0);
+        let fault = std::sync::Mutex::new(None);
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let work = || {
+            while !failed.load(Ordering::Acquire)
+                && let Some(host) = unfilled.get(next.fetch_add(1, Ordering::Relaxed))
+            {
+                if let Err(e) = self.fill_path(host) {
+                    failed.store(true, Ordering::Release);
+                    let mut first = fault.lock().unwrap_or_else(PoisonError::into_inner);
+                    first.get_or_insert(e);
+                }
+            }
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..unfilled.len().min(FILL_THREADS) {
+                // Without another thread this one does the work.
+                let helper = std::thread::Builder::new().name("scar-fill".into());
+                if helper.spawn_scoped(scope, work).is_err() {
+                    break;
+                }
+            }
+            work();
+        });
+        fault
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map_or(Ok(()), Err)
     }
 
     /// Waits while another thread fills `name`; then claims it, unless it was filled.
@@ -334,7 +375,13 @@ impl LazyTree {
                         break;
                     };
                     let n = next_ahead;
-                    let reading = scope.spawn(move || self.frame(layer, n));
+                    // Without a thread the frame is read in its turn.
+                    let Ok(reading) = std::thread::Builder::new()
+                        .name("scar-read-ahead".into())
+                        .spawn_scoped(scope, move || self.frame(layer, n))
+                    else {
+                        break;
+                    };
                     ahead.push_back((n, reading, slot));
                     next_ahead += 1;
                 }
@@ -397,17 +444,34 @@ impl LazyTree {
                 .map(Arc::new)
                 .map_err(|e| e.to_string());
         }
-        {
-            let mut cache = self.frames.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(at) = cache.iter().position(|(l, f, _)| (*l, *f) == (layer, n))
-                && let Some(hit) = cache.remove(at)
+        let mut cache = self.frames.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(at) = cache
+                .kept
+                .iter()
+                .position(|(l, f, _)| (*l, *f) == (layer, n))
+                && let Some(hit) = cache.kept.remove(at)
             {
                 // The most recently used at the back.
                 let bytes = Arc::clone(&hit.2);
-                cache.push_back(hit);
+                cache.kept.push_back(hit);
                 return Ok(bytes);
             }
+            if cache.reading.insert((layer, n)) {
+                break;
+            }
+            // Another thread reads it: its bytes land in the cache (or, if its read failed,
+            // this thread reads it in turn).
+            cache = self
+                .frame_read
+                .wait(cache)
+                .unwrap_or_else(PoisonError::into_inner);
         }
+        drop(cache);
+        let reading = FrameReading {
+            tree: self,
+            frame: (layer, n),
+        };
         // Read without the lock: other threads fetch other files meanwhile. A frame fetched
         // ahead is decoded and checked as one from the store (and read again if it fails).
         let ahead = self
@@ -415,16 +479,28 @@ impl LazyTree {
             .as_ref()
             .and_then(|preload| preload.take(layer, n))
             .and_then(|bytes| frames::Span::of_frame(framed, n, bytes));
+        let started = std::time::Instant::now();
+        let preloaded = ahead.is_some();
         let bytes = match ahead {
             Some(span) => frames::frame_in_span(framed, Some(&span), n),
             None => frames::read_frame(framed, n),
         };
         let bytes = Arc::new(bytes.map_err(|e| e.to_string())?);
+        // Where a fill's time goes: the store's answers, frame by frame.
+        tracing::trace!(
+            layer,
+            frame = n,
+            preloaded,
+            ms = started.elapsed().as_millis() as u64,
+            "frame read"
+        );
         let mut cache = self.frames.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= CACHED_FRAMES {
-            cache.pop_front();
+        if cache.kept.len() >= CACHED_FRAMES {
+            cache.kept.pop_front();
         }
-        cache.push_back((layer, n, Arc::clone(&bytes)));
+        cache.kept.push_back((layer, n, Arc::clone(&bytes)));
+        drop(cache);
+        drop(reading);
         Ok(bytes)
     }
 
@@ -501,6 +577,13 @@ pub(super) fn swap_in(new: &Path, name: &Path, was: &fs::Metadata) -> io::Result
     Ok(false)
 }
 
+/// The device and inode of the placeholder at `host` (following links), if it is one: a
+/// file with a length and no block of its own.
+fn unfilled_inode(host: &Path) -> Option<(u64, u64)> {
+    let meta = fs::metadata(host).ok()?;
+    (meta.is_file() && meta.len() > 0 && meta.blocks() == 0).then(|| (meta.dev(), meta.ino()))
+}
+
 /// One thread's claim on one file; others wait until it is dropped.
 struct Turn<'t> {
     tree: &'t LazyTree,
@@ -516,5 +599,24 @@ impl Drop for Turn<'_> {
             .unwrap_or_else(PoisonError::into_inner);
         in_flight.remove(&self.name);
         self.tree.landed.notify_all();
+    }
+}
+
+/// A frame being read by this thread ([`super::FrameCache::reading`]): ended however the read
+/// ends, so that threads waiting for it go on.
+struct FrameReading<'t> {
+    tree: &'t LazyTree,
+    frame: (usize, usize),
+}
+
+impl Drop for FrameReading<'_> {
+    fn drop(&mut self) {
+        let mut cache = self
+            .tree
+            .frames
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        cache.reading.remove(&self.frame);
+        self.tree.frame_read.notify_all();
     }
 }

@@ -130,6 +130,17 @@ pub struct LazyLayers {
 /// A decoded frame kept for the next files, which usually lie in the same one: (layer,
 /// frame, bytes).
 type CachedFrame = (usize, usize, Arc<Vec<u8>>);
+
+/// The decoded frames kept, and those on their way.
+#[derive(Default)]
+struct FrameCache {
+    /// Most recently used last.
+    kept: std::collections::VecDeque<CachedFrame>,
+    /// Frames a thread is reading from the store: another thread that wants one waits for
+    /// it rather than read it again (a program's libraries, filled together, often share
+    /// frames, and each read is a round trip and up to 16 MiB).
+    reading: HashSet<(usize, usize)>,
+}
 /// Decoded frames kept (4 MiB each): a program's files are spread over a few frames at a
 /// time, and the background fill reads others meanwhile.
 const CACHED_FRAMES: usize = 8;
@@ -197,7 +208,9 @@ pub struct LazyTree {
     /// Frames being read ahead (see [`READ_AHEAD`]).
     reading_ahead: std::sync::atomic::AtomicUsize,
     landed: Condvar,
-    frames: Mutex<std::collections::VecDeque<CachedFrame>>,
+    frames: Mutex<FrameCache>,
+    /// Signalled when a frame read ends (see [`FrameCache::reading`]).
+    frame_read: Condvar,
     /// Spans of small frames read, most recently used last: (layer, span, compressed bytes).
     spans_read: Mutex<std::collections::VecDeque<(usize, usize, Arc<frames::Span>)>>,
     trace: Mutex<TraceLog>,
@@ -302,7 +315,11 @@ impl LazyTree {
             walks: std::sync::atomic::AtomicUsize::new(0),
             reading_ahead: std::sync::atomic::AtomicUsize::new(0),
             landed: Condvar::new(),
-            frames: Mutex::new(std::collections::VecDeque::with_capacity(CACHED_FRAMES)),
+            frames: Mutex::new(FrameCache {
+                kept: std::collections::VecDeque::with_capacity(CACHED_FRAMES),
+                reading: HashSet::new(),
+            }),
+            frame_read: Condvar::new(),
             spans_read: Mutex::new(std::collections::VecDeque::with_capacity(CACHED_SPANS)),
             trace: Mutex::default(),
             trace_sink: None,

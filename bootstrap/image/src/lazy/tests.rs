@@ -191,6 +191,26 @@ struct Memory {
     /// A directory to list at each read, while a file is on its way, and its listings.
     watched: Mutex<Option<PathBuf>>,
     listings: Mutex<Vec<Vec<String>>>,
+    /// How long each read takes, in ms (a store's round trip).
+    pause_ms: std::sync::atomic::AtomicU64,
+    /// Reads under way, and the most there were at once.
+    reading: AtomicUsize,
+    most_at_once: AtomicUsize,
+}
+
+impl Memory {
+    fn new(blob: Vec<u8>, broken: bool) -> Arc<Self> {
+        Arc::new(Self {
+            blob,
+            reads: AtomicUsize::new(0),
+            broken,
+            watched: Mutex::default(),
+            listings: Mutex::default(),
+            pause_ms: std::sync::atomic::AtomicU64::new(0),
+            reading: AtomicUsize::new(0),
+            most_at_once: AtomicUsize::new(0),
+        })
+    }
 }
 
 /// The names in `dir`, sorted.
@@ -205,6 +225,12 @@ fn names(dir: &Path) -> Vec<String> {
 impl RangeSource for Memory {
     fn read_range(&self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
         self.reads.fetch_add(1, Ordering::Relaxed);
+        let at_once = self.reading.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_at_once.fetch_max(at_once, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(
+            self.pause_ms.load(Ordering::Relaxed),
+        ));
+        self.reading.fetch_sub(1, Ordering::SeqCst);
         if let Some(dir) = &*ok(self.watched.lock()) {
             ok(self.listings.lock()).push(names(dir));
         }
@@ -231,13 +257,7 @@ fn framed(tar: &[u8], broken: bool) -> Framed {
         &mut blob,
         &mut skeleton,
     ));
-    let memory = Arc::new(Memory {
-        blob,
-        reads: AtomicUsize::new(0),
-        broken,
-        watched: Mutex::default(),
-        listings: Mutex::default(),
-    });
+    let memory = Memory::new(blob, broken);
     Framed {
         index,
         memory,
@@ -866,6 +886,103 @@ fn a_file_of_several_frames_reads_each_once_ahead_and_gives_its_slots_back() {
     );
 }
 
+/// The lower layer's `usr/lib/fN` files that lie in one frame each, by that frame.
+fn single_frame_files(tree: &LazyTree) -> BTreeMap<usize, Vec<(u64, u64)>> {
+    let mut by_frame: BTreeMap<usize, Vec<(u64, u64)>> = BTreeMap::new();
+    for n in 0..40u64 {
+        let Some(placeholder) = tree.files.files.get(Path::new(&format!("usr/lib/f{n}"))) else {
+            continue; // kept in the skeleton: no fetch
+        };
+        let starts = &tree.starts[placeholder.layer];
+        let first = frame_holding(starts, placeholder.offset);
+        let last = frame_holding(starts, placeholder.offset + placeholder.size - 1);
+        if placeholder.layer == 0 && first == last {
+            by_frame
+                .entry(first)
+                .or_default()
+                .push((n, placeholder.size));
+        }
+    }
+    by_frame
+}
+
+#[test]
+fn files_filled_together_are_fetched_at_once() {
+    // A frame closes at the first entry past 4 MiB: one frame for each file.
+    let sizes = [(1, 9 << 19), (2, 9 << 19), (3, 1 << 19)];
+    let mut layer = tar::Builder::new(Vec::new());
+    for (n, size) in sizes {
+        file(
+            &mut layer,
+            &format!("lib{n}.so"),
+            &bytes(n, size),
+            0o755,
+            1_500_000_000,
+        );
+    }
+    let dir = ok(tempfile::tempdir());
+    let (tree, memories) = lazy_tree(dir.path(), &[ok(layer.into_inner())], false);
+    assert_eq!(tree.starts[0].len(), sizes.len(), "one frame each");
+    // Each read is slow enough that fills one after the other would never overlap.
+    memories[0].pause_ms.store(200, Ordering::Relaxed);
+    let hosts: Vec<PathBuf> = sizes
+        .iter()
+        .map(|(n, _)| rootfs(&dir).join(format!("lib{n}.so")))
+        .collect();
+    ok(tree.fill_paths(&hosts));
+    assert_eq!(memories[0].most_at_once.load(Ordering::SeqCst), sizes.len());
+    for ((n, size), host) in sizes.iter().zip(&hosts) {
+        assert_eq!(ok(fs::read(host)), bytes(*n, *size), "lib{n}.so");
+    }
+}
+
+#[test]
+fn files_filled_together_read_the_frame_they_share_once() {
+    let tars = layers();
+    let dir = ok(tempfile::tempdir());
+    let (tree, memories) = lazy_tree(dir.path(), &tars, false);
+    let Some(sharing) = single_frame_files(&tree).into_values().max_by_key(Vec::len) else {
+        panic!("no file of the test layer lies in one frame");
+    };
+    assert!(
+        sharing.len() >= 4,
+        "the test layer has files sharing a frame: {sharing:?}"
+    );
+    // Slow reads: every fill asks for the frame before the first read ends.
+    memories[0].pause_ms.store(200, Ordering::Relaxed);
+    let hosts: Vec<PathBuf> = sharing
+        .iter()
+        .map(|(n, _)| rootfs(&dir).join(format!("usr/lib/f{n}")))
+        .collect();
+    ok(tree.fill_paths(&hosts));
+    assert_eq!(memories[0].reads.load(Ordering::Relaxed), 1);
+    for ((n, size), host) in sharing.iter().zip(&hosts) {
+        assert_eq!(ok(fs::read(host)), bytes(*n, *size), "usr/lib/f{n}");
+    }
+    // A read that fails lets the fills waiting for its frame go on (each reads it in turn,
+    // and fails), and no new fill starts: the files stay placeholders.
+    let other = ok(tempfile::tempdir());
+    let (tree, memories) = lazy_tree(other.path(), &tars, true);
+    memories[0].pause_ms.store(50, Ordering::Relaxed);
+    let hosts: Vec<PathBuf> = sharing
+        .iter()
+        .map(|(n, _)| rootfs(&other).join(format!("usr/lib/f{n}")))
+        .collect();
+    let err = tree.fill_paths(&hosts).map(drop).unwrap_err().to_string();
+    assert!(err.contains("connection reset by peer"), "{err}");
+    let attempts = memories[0].reads.load(Ordering::Relaxed) as u32;
+    assert_eq!(attempts % frames::ATTEMPTS, 0, "{attempts} reads");
+    assert!((1..=FILL_THREADS as u32).contains(&(attempts / frames::ATTEMPTS)));
+    for host in &hosts {
+        assert_eq!(
+            ok(fs::metadata(host)).blocks(),
+            0,
+            "{} a placeholder",
+            host.display()
+        );
+    }
+}
+
 /// The frames of `framed` as layers of a tree (or a preload) reading `sources`.
 fn framed_layers(framed: &[Framed], sources: &[Arc<Memory>]) -> Vec<FramedLayer> {
     framed
@@ -880,13 +997,7 @@ fn framed_layers(framed: &[Framed], sources: &[Arc<Memory>]) -> Vec<FramedLayer>
 }
 
 fn memory(blob: Vec<u8>) -> Arc<Memory> {
-    Arc::new(Memory {
-        blob,
-        reads: AtomicUsize::new(0),
-        broken: false,
-        watched: Mutex::default(),
-        listings: Mutex::default(),
-    })
+    Memory::new(blob, false)
 }
 
 fn settled(preload: &Preload) {

@@ -43,6 +43,15 @@ const MAX_PARSED_BYTES: u64 = 1 << 30;
 /// entries of `identity.rs`); the profile's own reads fill theirs as they go.
 const BOOT_FILES: [&str; 2] = ["etc/passwd", "etc/group"];
 
+/// A file of a program's closure, and how it was reached.
+struct Need {
+    host: PathBuf,
+    /// Run as a program, not loaded (as a library or the loader).
+    program: bool,
+    /// `#!` interpreters followed to reach it.
+    scripts: usize,
+}
+
 /// A lazy tree's fetcher: the closure rule, and the socket the shim asks.
 #[derive(Debug)]
 pub struct Fetcher {
@@ -136,7 +145,7 @@ impl Fetcher {
     /// Makes the program at `host` and what it needs whole (see the module head).
     pub fn prepare_program(&self, host: &Path) -> Result<(), LazyFault> {
         let mut seen = HashSet::new();
-        self.needs(host, true, 0, &mut seen)
+        self.needs(host, &mut seen)
             .inspect_err(|fault| self.record(fault))?;
         self.ready
             .lock()
@@ -175,25 +184,45 @@ impl Fetcher {
         slot.get_or_insert_with(|| ExecError::from(fault));
     }
 
-    fn needs(
-        &self,
-        host: &Path,
-        program: bool,
-        scripts: usize,
-        seen: &mut HashSet<PathBuf>,
-    ) -> Result<(), LazyFault> {
-        if seen.len() > MAX_CLOSURE || !seen.insert(host.to_path_buf()) {
-            return Ok(());
+    /// Makes `program` and its closure whole, one level at a time: the files a level names
+    /// (interpreter, loader, libraries) are only known once its own are in place, and each
+    /// level's are fetched together ([`LazyTree::fill_paths`]).
+    fn needs(&self, program: &Path, seen: &mut HashSet<PathBuf>) -> Result<(), LazyFault> {
+        let mut level = vec![Need {
+            host: program.to_path_buf(),
+            program: true,
+            scripts: 0,
+        }];
+        while !level.is_empty() {
+            {
+                let ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
+                level.retain(|need| {
+                    seen.len() <= MAX_CLOSURE
+                        && seen.insert(need.host.clone())
+                        && !ready.contains(&need.host)
+                });
+            }
+            let hosts: Vec<PathBuf> = level.iter().map(|need| need.host.clone()).collect();
+            self.tree.fill_paths(&hosts)?;
+            let mut next = Vec::new();
+            for need in &level {
+                self.follow(need, &mut next)?;
+            }
+            level = next;
         }
-        if self
-            .ready
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(host)
-        {
-            return Ok(());
-        }
-        self.tree.fill_path(host)?;
+        Ok(())
+    }
+
+    /// What the file `need` names needs in turn (it is in place): its `#!` interpreter, or
+    /// `/bin/sh` for a program that is neither script nor ELF, or an ELF's loader and
+    /// libraries; a program the shim cannot follow waits here for the whole tree.
+    fn follow(&self, need: &Need, next: &mut Vec<Need>) -> Result<(), LazyFault> {
+        let Need {
+            host,
+            program,
+            scripts,
+        } = need;
+        let (program, scripts) = (*program, *scripts);
         // Only the tree's own regular files are read: a request may name any path.
         let file = host
             .canonicalize()
@@ -209,14 +238,21 @@ impl Fetcher {
         };
         if let Some(shebang) = rootfs_paths::script::parse(head.bytes()) {
             if scripts < MAX_SCRIPTS {
-                let interpreter = self.in_tree(shebang.interpreter);
-                self.needs(&interpreter, true, scripts + 1, seen)?;
+                next.push(Need {
+                    host: self.in_tree(shebang.interpreter),
+                    program: true,
+                    scripts: scripts + 1,
+                });
             }
             return Ok(());
         }
         let Some(elf) = head.elf() else {
             if program {
-                self.needs(&self.in_tree(b"/bin/sh"), true, scripts + 1, seen)?;
+                next.push(Need {
+                    host: self.in_tree(b"/bin/sh"),
+                    program: true,
+                    scripts: scripts + 1,
+                });
             }
             return Ok(());
         };
@@ -225,11 +261,15 @@ impl Fetcher {
             .and_then(Path::file_name)
             .unwrap_or_default();
         if program && beyond_the_shim(&elf, name.as_encoded_bytes()) {
-            self.tree.fill_all()?;
-            return Ok(());
+            return self.tree.fill_all().map(drop);
         }
+        let library = |host| Need {
+            host,
+            program: false,
+            scripts,
+        };
         if let Some(loader) = &elf.interpreter {
-            self.needs(&self.in_tree(loader.as_bytes()), false, scripts, seen)?;
+            next.push(library(self.in_tree(loader.as_bytes())));
         }
         // The loader is handed the file itself, and takes `$ORIGIN` from it.
         let origin = file.as_deref().unwrap_or(host);
@@ -250,9 +290,7 @@ impl Fetcher {
             } else {
                 dirs.iter().map(|d| d.join(name)).find(|p| p.exists())
             };
-            if let Some(library) = found {
-                self.needs(&library, false, scripts, seen)?;
-            }
+            next.extend(found.map(library));
         }
         Ok(())
     }
