@@ -47,12 +47,21 @@ impl LazyTree {
                 log.order.push(place(placeholder));
             }
         }
-        self.fill_unrecorded(name)
+        self.fill_at(name, &[])
     }
 
-    /// [`Self::fill`] for the tree's own fetches, which are not the commands' accesses.
+    /// [`Self::fill`] for the tree's own fetches, which are not the commands' accesses: a
+    /// file fetched so is remembered, to join the trace if a command reads it later.
     pub(super) fn fill_unrecorded(&self, rel: &Path) -> Result<Filled, LazyFault> {
-        self.fill_at(rel, &[])
+        let filled = self.fill_at(rel, &[])?;
+        let name = self.files.links.get(rel).map_or(rel, PathBuf::as_path);
+        if let (Filled::Fetched(_), Some(placeholder)) = (filled, self.files.files.get(name)) {
+            let mut log = self.trace.lock().unwrap_or_else(PoisonError::into_inner);
+            if !log.seen.contains(&place(placeholder)) {
+                log.unasked.push(place(placeholder));
+            }
+        }
+        Ok(filled)
     }
 
     /// Makes the file with this device and inode complete (see [`Self::fill`]); any other

@@ -172,6 +172,11 @@ struct TraceLog {
     given: usize,
     /// The first entries of `order` that the stored trace holds.
     stored: usize,
+    /// Files fetched that nobody had asked for (by the background fill, the prefetch or as
+    /// a fetched file's neighbours), not known to have been read since: the shim asks only
+    /// for placeholders, so a command reading one of these asks nothing
+    /// ([`LazyTree::save_trace`] looks at their access times).
+    unasked: Vec<FileAt>,
 }
 
 /// A rootfs built from skeletons, and what it still lacks.

@@ -2,7 +2,9 @@
 //! file's neighbours in its frame, and the background fill of everything left.
 
 use std::collections::{HashMap, HashSet};
+use std::fs;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -55,10 +57,14 @@ impl LazyTree {
 
     /// Stores the access trace if files were asked for that the stored one lacks; returns
     /// the entries stored (0 when there was nothing new, or nowhere to store it).
+    ///
+    /// The files fetched unasked that a command has read since join it first, in the order
+    /// they were read ([`Self::note_unasked_reads`]).
     pub fn save_trace(&self) -> io::Result<usize> {
         let Some(sink) = &self.trace_sink else {
             return Ok(0);
         };
+        self.note_unasked_reads();
         let (bytes, entries) = {
             let log = self.trace.lock().unwrap_or_else(PoisonError::into_inner);
             if log.order.len() == log.stored {
@@ -70,6 +76,59 @@ impl LazyTree {
         let mut log = self.trace.lock().unwrap_or_else(PoisonError::into_inner);
         log.stored = log.stored.max(entries);
         Ok(entries)
+    }
+
+    /// Adds to the trace the files fetched before anyone asked for them that have been read
+    /// since, in the order of their first read. Without it a cold start's trace lacks every
+    /// file the background fill (or a neighbour's fetch) brought before the command reached
+    /// it, which the shim never asks for: the next cold start waits for those, one round
+    /// trip each, and only the one after has them all.
+    ///
+    /// A read is seen in the file's access time: a fill gives the file the image's times
+    /// (access as modification, as tar does), long before its change time (its rename into
+    /// place), and the first read sets the access time to now, at or past the change time
+    /// (`relatime`, Linux's default, and `strictatime` do; under `noatime` nothing is
+    /// found and the trace is as before). A file changed since (a later change time) or
+    /// gone is not counted.
+    fn note_unasked_reads(&self) {
+        let unasked = {
+            let mut log = self.trace.lock().unwrap_or_else(PoisonError::into_inner);
+            std::mem::take(&mut log.unasked)
+        };
+        if unasked.is_empty() {
+            return;
+        }
+        let names: HashMap<FileAt, &PathBuf> = self
+            .files
+            .files
+            .iter()
+            .map(|(name, placeholder)| (place(placeholder), name))
+            .collect();
+        let mut read = Vec::new();
+        let mut unread = Vec::new();
+        for at in unasked {
+            let Some(meta) = names
+                .get(&at)
+                .and_then(|name| fs::symlink_metadata(self.root.join(name)).ok())
+                .filter(|meta| meta.is_file() && meta.blocks() > 0)
+            else {
+                continue;
+            };
+            let accessed = (meta.atime(), meta.atime_nsec());
+            if accessed >= (meta.ctime(), meta.ctime_nsec()) {
+                read.push((accessed, at));
+            } else {
+                unread.push(at);
+            }
+        }
+        read.sort_unstable();
+        let mut log = self.trace.lock().unwrap_or_else(PoisonError::into_inner);
+        for (_, at) in read {
+            if log.seen.insert(at) {
+                log.order.push(at);
+            }
+        }
+        log.unasked.extend(unread);
     }
 
     /// Fetches the files of the given trace (see [`Self::learn`]) on `workers` threads, in

@@ -557,6 +557,60 @@ fn the_trace_of_one_cold_start_is_prefetched_by_the_next() {
 }
 
 #[test]
+fn files_fetched_unasked_and_read_since_join_the_trace_in_the_order_read() {
+    let tars = layers();
+    let dir = ok(tempfile::tempdir());
+    let (mut tree, _) = lazy_tree(dir.path(), &tars, false);
+    let stored: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let sink = Arc::clone(&stored);
+    tree.learn(
+        Vec::new(),
+        Some(Box::new(move |bytes| {
+            sink.lock()
+                .map_err(|_| io::Error::other("poisoned"))?
+                .push(bytes);
+            Ok(())
+        })),
+    );
+    let at = |name: &str| place(&tree.files.files[Path::new(name)]);
+    // The background fill brings three files; a command asks for a fourth, then reads
+    // two of the three, which it finds whole and does not ask for.
+    for name in ["usr/lib/f3", "usr/lib/f4", "usr/lib/f8"] {
+        assert!(matches!(
+            ok(tree.fill_unrecorded(Path::new(name))),
+            Filled::Fetched(_)
+        ));
+    }
+    ok(tree.fill(Path::new("usr/lib/f9")));
+    for name in ["usr/lib/f8", "usr/lib/f3"] {
+        ok(fs::read(rootfs(&dir).join(name)));
+        // Apart in the kernel's coarse clock, so that the order read is seen.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(ok(tree.save_trace()), 3);
+    let saved = ok(stored.lock().map_err(|_| "poisoned"))[0].clone();
+    assert_eq!(
+        trace::parse(&saved),
+        vec![at("usr/lib/f9"), at("usr/lib/f8"), at("usr/lib/f3")]
+    );
+    // Read later, the third joins the next trace stored; the others are not added twice.
+    ok(fs::read(rootfs(&dir).join("usr/lib/f4")));
+    ok(tree.fill(Path::new("usr/lib/f2")));
+    assert_eq!(ok(tree.save_trace()), 5);
+    let saved = ok(stored.lock().map_err(|_| "poisoned"))[1].clone();
+    assert_eq!(
+        trace::parse(&saved),
+        vec![
+            at("usr/lib/f9"),
+            at("usr/lib/f8"),
+            at("usr/lib/f3"),
+            at("usr/lib/f2"),
+            at("usr/lib/f4")
+        ]
+    );
+}
+
+#[test]
 fn one_file_is_fetched_alone_and_once_for_concurrent_callers() {
     let tars = layers();
     let dir = ok(tempfile::tempdir());
