@@ -459,15 +459,8 @@ fn a_fetched_files_frame_fills_its_other_files_and_only_those() {
     );
 }
 
-#[test]
-fn the_trace_of_one_cold_start_is_prefetched_by_the_next() {
-    let tars = layers();
-    let is_placeholder = |root: &Path, name: &str| {
-        let meta = ok(fs::metadata(root.join(name)));
-        meta.len() > 0 && meta.blocks() == 0
-    };
-    let first = ok(tempfile::tempdir());
-    let (mut tree, _) = lazy_tree(first.path(), &tars, false);
+/// Starts `tree`'s trace afresh, stored into the returned list (each trace stored, in turn).
+fn learn_into_memory(tree: &mut LazyTree) -> Arc<Mutex<Vec<Vec<u8>>>> {
     let stored: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
     let sink = Arc::clone(&stored);
     tree.learn(
@@ -479,6 +472,19 @@ fn the_trace_of_one_cold_start_is_prefetched_by_the_next() {
             Ok(())
         })),
     );
+    stored
+}
+
+#[test]
+fn the_trace_of_one_cold_start_is_prefetched_by_the_next() {
+    let tars = layers();
+    let is_placeholder = |root: &Path, name: &str| {
+        let meta = ok(fs::metadata(root.join(name)));
+        meta.len() > 0 && meta.blocks() == 0
+    };
+    let first = ok(tempfile::tempdir());
+    let (mut tree, _) = lazy_tree(first.path(), &tars, false);
+    let stored = learn_into_memory(&mut tree);
     assert_eq!(
         ok(tree.save_trace()),
         0,
@@ -561,17 +567,7 @@ fn files_fetched_unasked_and_read_since_join_the_trace_in_the_order_read() {
     let tars = layers();
     let dir = ok(tempfile::tempdir());
     let (mut tree, _) = lazy_tree(dir.path(), &tars, false);
-    let stored: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-    let sink = Arc::clone(&stored);
-    tree.learn(
-        Vec::new(),
-        Some(Box::new(move |bytes| {
-            sink.lock()
-                .map_err(|_| io::Error::other("poisoned"))?
-                .push(bytes);
-            Ok(())
-        })),
-    );
+    let stored = learn_into_memory(&mut tree);
     let at = |name: &str| place(&tree.files.files[Path::new(name)]);
     // The background fill brings three files; a command asks for a fourth, then reads
     // two of the three, which it finds whole and does not ask for.
