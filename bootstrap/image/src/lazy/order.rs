@@ -59,7 +59,8 @@ impl LazyTree {
     /// the entries stored (0 when there was nothing new, or nowhere to store it).
     ///
     /// The files fetched unasked that a command has read since join it first, in the order
-    /// they were read ([`Self::note_unasked_reads`]).
+    /// they were read (seen in their access times: a command reading a file the background
+    /// fill brought asks nothing).
     pub fn save_trace(&self) -> io::Result<usize> {
         let Some(sink) = &self.trace_sink else {
             return Ok(0);
