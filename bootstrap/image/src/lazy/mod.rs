@@ -132,7 +132,6 @@ pub struct LazyLayers {
 type CachedFrame = (usize, usize, Arc<Vec<u8>>);
 
 /// The decoded frames kept, and those on their way.
-#[derive(Default)]
 struct FrameCache {
     /// Most recently used last.
     kept: std::collections::VecDeque<CachedFrame>,

@@ -217,12 +217,7 @@ impl Fetcher {
     /// `/bin/sh` for a program that is neither script nor ELF, or an ELF's loader and
     /// libraries; a program the shim cannot follow waits here for the whole tree.
     fn follow(&self, need: &Need, next: &mut Vec<Need>) -> Result<(), LazyFault> {
-        let Need {
-            host,
-            program,
-            scripts,
-        } = need;
-        let (program, scripts) = (*program, *scripts);
+        let (host, program, scripts) = (&need.host, need.program, need.scripts);
         // Only the tree's own regular files are read: a request may name any path.
         let file = host
             .canonicalize()
