@@ -223,8 +223,12 @@ impl LazyTree {
             Ok(())
         };
         std::thread::scope(|scope| {
+            // Without another thread this one does the work.
             let helpers: Vec<_> = (1..workers.clamp(1, groups.len().max(1)))
-                .map(|_| scope.spawn(work))
+                .map_while(|_| {
+                    let helper = std::thread::Builder::new().name("scar-fill".into());
+                    helper.spawn_scoped(scope, work).ok()
+                })
                 .collect();
             let mut result = work();
             for helper in helpers {
@@ -265,8 +269,9 @@ impl LazyTree {
     /// Fills the other placeholders whose bytes start in the frame where those of the file
     /// with this device and inode start (one decoded frame serves them all: a command that
     /// reads many files in an order of its own would otherwise decode some frames many
-    /// times); nothing for eStargz chunks, each decoded alone. Not accesses: they stay out
-    /// of the trace. Returns the bytes fetched.
+    /// times); nothing for eStargz chunks, each decoded alone. Not accesses: they join the
+    /// trace only if a command reads them later (see [`Self::save_trace`]). Returns the
+    /// bytes fetched.
     pub fn fill_neighbours_of_inode(&self, dev: u64, ino: u64) -> Result<u64, LazyFault> {
         let Some(placeholder) = self
             .by_inode
