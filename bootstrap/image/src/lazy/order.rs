@@ -99,18 +99,13 @@ impl LazyTree {
         if unasked.is_empty() {
             return;
         }
-        let names: HashMap<FileAt, &PathBuf> = self
-            .files
-            .files
-            .iter()
-            .map(|(name, placeholder)| (place(placeholder), name))
-            .collect();
+        let by_place = self.by_place();
         let mut read = Vec::new();
         let mut unread = Vec::new();
         for at in unasked {
-            let Some(meta) = names
+            let Some(meta) = by_place
                 .get(&at)
-                .and_then(|name| fs::symlink_metadata(self.root.join(name)).ok())
+                .and_then(|(name, _)| fs::symlink_metadata(self.root.join(name)).ok())
                 .filter(|meta| meta.is_file() && meta.blocks() > 0)
             else {
                 continue;
@@ -132,6 +127,15 @@ impl LazyTree {
         log.unasked.extend(unread);
     }
 
+    /// Each placeholder by its name in a trace: what a trace's entries point at.
+    fn by_place(&self) -> HashMap<FileAt, (&PathBuf, &Placeholder)> {
+        self.files
+            .files
+            .iter()
+            .map(|(name, placeholder)| (place(placeholder), (name, placeholder)))
+            .collect()
+    }
+
     /// Fetches the files of the given trace (see [`Self::learn`]) on `workers` threads, in
     /// the trace's order: the files are grouped by the span their bytes start in, each
     /// group followed by the span's other files (a zstd frame's), and each worker takes the
@@ -146,12 +150,7 @@ impl LazyTree {
         if wanted.is_empty() {
             return Ok(0);
         }
-        let by_place: HashMap<FileAt, (&PathBuf, &Placeholder)> = self
-            .files
-            .files
-            .iter()
-            .map(|(name, p)| (place(p), (name, p)))
-            .collect();
+        let by_place = self.by_place();
         let mut groups: Vec<Vec<&PathBuf>> = Vec::new();
         let mut spans: Vec<(usize, usize)> = Vec::new();
         let mut group_of: HashMap<(usize, usize), usize> = HashMap::new();
