@@ -324,7 +324,7 @@ pub fn read_frames(
             // One frame waiting per worker while it reads the next: bounded memory.
             let (sender, receiver) = sync_channel(1);
             lanes.push(receiver);
-            scope.spawn(move || {
+            let reader = move || {
                 for n in (lane..layer.index.frames.len()).step_by(workers) {
                     let frame = read_frame(layer, n);
                     let failed = frame.is_err();
@@ -332,7 +332,16 @@ pub fn read_frames(
                         return;
                     }
                 }
-            });
+            };
+            // Returning drops the lanes: the readers already started stop at their next send.
+            std::thread::Builder::new()
+                .name("scar-frames".into())
+                .spawn_scoped(scope, reader)
+                .map_err(|e| {
+                    layer
+                        .index
+                        .fault(lane, format!("cannot start its reader thread: {e}"))
+                })?;
         }
         for (n, frame) in layer.index.frames.iter().enumerate() {
             let bytes = lanes[n % workers].recv().map_err(|_| {
@@ -644,6 +653,24 @@ pub(crate) mod tests {
             found.insert(path, data);
         }
         found
+    }
+
+    /// Out of threads (the command has the function's 1,024), a layer's read fails naming
+    /// why, instead of panicking.
+    #[test]
+    fn a_read_that_cannot_start_its_readers_fails_naming_why() {
+        crate::no_threads::without_threads(
+            "frames::tests::a_read_that_cannot_start_its_readers_fails_naming_why",
+            || {
+                let (index, blob) = framed(&sample_tar());
+                let fault = read_all(index, Arc::new(Memory(blob, AtomicUsize::new(0))))
+                    .expect_err("no reader could start");
+                assert!(
+                    fault.to_string().contains("cannot start its reader thread"),
+                    "{fault}"
+                );
+            },
+        );
     }
 
     #[test]

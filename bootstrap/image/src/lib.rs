@@ -20,6 +20,8 @@ pub mod frames;
 mod fuzz;
 pub mod lazy;
 mod net;
+#[cfg(test)]
+mod no_threads;
 mod oci;
 mod pipeline;
 mod platform;

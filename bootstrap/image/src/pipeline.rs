@@ -91,14 +91,18 @@ fn start<'scope>(
             }
             let (sender, receiver) = sync_channel(WINDOW_CHUNKS);
             let compression = layer.compression;
-            scope.spawn(move || decode(verifying, compression, &decoder_faults, &sender));
+            spawn_decoder(scope, move || {
+                decode(verifying, compression, &decoder_faults, &sender);
+            })?;
             receiver
         }
         LayerBytes::Framed(framed) => {
             // Each chunk is a whole frame (a few MiB): one waits while the next is read.
             let (sender, receiver) = sync_channel(1);
             let progress = progress.clone();
-            scope.spawn(move || decode_frames(&framed, &decoder_faults, &sender, &progress));
+            spawn_decoder(scope, move || {
+                decode_frames(&framed, &decoder_faults, &sender, &progress);
+            })?;
             receiver
         }
     };
@@ -112,6 +116,21 @@ fn start<'scope>(
         },
         faults,
     })
+}
+
+/// A layer's decoder thread, or why none could start.
+fn spawn_decoder<'scope>(
+    scope: &'scope Scope<'scope, '_>,
+    decoder: impl FnOnce() + Send + 'scope,
+) -> Result<(), PullError> {
+    std::thread::Builder::new()
+        .name("scar-decode".into())
+        .spawn_scoped(scope, decoder)
+        .map(drop)
+        .map_err(|source| PullError::Thread {
+            task: "decode a layer",
+            source,
+        })
 }
 
 /// Whether the applier took every chunk or went away first.

@@ -67,6 +67,15 @@ pub enum PullError {
     /// A lazy tree could not be built from the skeletons.
     #[error(transparent)]
     Lazy(#[from] LazyFault),
+    /// A thread the pull needs could not be started (the process is out of threads or
+    /// memory: a function's limit is 1,024).
+    #[error("cannot start a thread to {task}: {source}")]
+    Thread {
+        /// What the thread was for.
+        task: &'static str,
+        /// Why it could not start.
+        source: std::io::Error,
+    },
     /// A worker thread died (a bug, reported rather than panicking).
     #[error("internal error: {0}")]
     Internal(String),
@@ -108,8 +117,12 @@ pub struct Pulled {
 struct LazyImage {
     tree: Arc<LazyTree>,
     image: CachedImage,
-    /// The thread filling it; it ends with the build lock when the tree is still partial.
-    filler: Mutex<Option<std::thread::JoinHandle<Option<BuildLock>>>>,
+    /// The build lock, held here (not by the filler's thread) until the tree is whole: a
+    /// filler that could not be started, or that ended early, leaves it where the next
+    /// pull's filler finds it.
+    lock: Mutex<Option<BuildLock>>,
+    /// The thread filling it, if one could be started.
+    filler: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Pulls images into one cache.
@@ -234,9 +247,7 @@ impl Puller {
                 .as_ref()
                 .is_none_or(std::thread::JoinHandle::is_finished)
             {
-                // The lock the last filler kept: taking it again would wait for ourselves.
-                let kept = filler.take().and_then(|ended| ended.join().ok()).flatten();
-                *filler = Some(spawn_filler(self.cache.clone(), Arc::clone(entry), kept));
+                *filler = spawn_filler(self.cache.clone(), Arc::clone(entry));
             }
         }
         Some(Pulled {
@@ -416,10 +427,11 @@ impl Puller {
         let entry = Arc::new(LazyImage {
             tree: Arc::clone(&tree),
             image: image.clone(),
+            lock: Mutex::new(Some(lock)),
             filler: Mutex::new(None),
         });
-        let filler = spawn_filler(self.cache.clone(), Arc::clone(&entry), Some(lock));
-        *entry.filler.lock().unwrap_or_else(PoisonError::into_inner) = Some(filler);
+        let filler = spawn_filler(self.cache.clone(), Arc::clone(&entry));
+        *entry.filler.lock().unwrap_or_else(PoisonError::into_inner) = filler;
         self.lazy
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -452,77 +464,98 @@ const PREFETCH_WORKERS: usize = 2;
 /// Attempts of the background fill before it gives up until the next pull resumes it.
 const FILL_ATTEMPTS: u32 = 3;
 
-/// Fills what the command has not asked for yet, then declares the tree complete. It holds
-/// the build lock (taken again when resuming without it) so other processes wait for a
-/// whole tree, and hands it back when it ends with the tree still partial (it stopped to
-/// keep /tmp's room, or its fetches failed): the tree is still this process's, and another
-/// that rebuilt it meanwhile would replace it under the running commands.
-fn spawn_filler(
-    cache: RootfsCache,
-    entry: Arc<LazyImage>,
-    lock: Option<BuildLock>,
-) -> std::thread::JoinHandle<Option<BuildLock>> {
-    std::thread::spawn(move || {
-        let lock = match lock {
-            Some(lock) => lock,
-            None => match cache.lock(&entry.image.meta.manifest_digest) {
-                Ok(lock) => lock,
+/// Fills what the command has not asked for yet, then declares the tree complete and lets
+/// the build lock go. Until then the lock stays in `entry` (taken again if this process lost
+/// it) so other processes wait for a whole tree: the tree is this process's while partial
+/// (the fill stopped to keep /tmp's room, or its fetches failed), and another that rebuilt it
+/// meanwhile would replace it under the running commands. `None` when no thread could be
+/// started (the process is out of threads): the next pull tries again.
+fn spawn_filler(cache: RootfsCache, entry: Arc<LazyImage>) -> Option<std::thread::JoinHandle<()>> {
+    let filling = Arc::clone(&entry);
+    let started = std::thread::Builder::new()
+        .name("scar-filler".into())
+        .spawn(move || fill_in_background(&cache, &filling));
+    started
+        .inspect_err(|e| {
+            tracing::warn!(
+                error = %e,
+                "cannot start the lazy tree's background fill; files still come on first \
+                 use, and the next invocation tries again"
+            );
+        })
+        .ok()
+}
+
+/// The body of [`spawn_filler`]'s thread.
+fn fill_in_background(cache: &RootfsCache, entry: &LazyImage) {
+    {
+        let mut lock = entry.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if lock.is_none() {
+            match cache.lock(&entry.image.meta.manifest_digest) {
+                Ok(taken) => *lock = Some(taken),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot resume filling the lazy tree");
-                    return None;
-                }
-            },
-        };
-        for attempt in 1..=FILL_ATTEMPTS {
-            let started = std::time::Instant::now();
-            // What the last cold starts' commands asked for is likely asked for again:
-            // at the command's own priority, then the rest behind it (the command and its
-            // fetches wait on files, the rest of the fill only on time).
-            let fill = || {
-                let traced = entry.tree.prefetch(PREFETCH_WORKERS)?;
-                tracing::debug!(
-                    bytes = traced,
-                    ms = started.elapsed().as_millis() as u64,
-                    "the access trace's files prefetched"
-                );
-                lower_own_priority();
-                entry.tree.fill_rest()
-            };
-            match fill() {
-                Ok(FillEnd::SpaceKept { bytes, free }) => {
-                    // Said once: a warm start resumes the fill, which stops again.
-                    static SAID: std::sync::Once = std::sync::Once::new();
-                    SAID.call_once(|| {
-                        tracing::info!(
-                            bytes,
-                            free_mb = free / (1024 * 1024),
-                            "the lazy tree stays partial: the rest of the image does not fit \
-                             beside the room kept for the commands in /tmp, so each file \
-                             comes when first used (raise the function's ephemeral storage \
-                             to hold it all)"
-                        );
-                    });
-                    return Some(lock);
-                }
-                Ok(FillEnd::Complete { bytes }) => {
-                    if let Err(e) = cache::mark_complete(&entry.image) {
-                        tracing::warn!(error = %e, "lazy tree whole, but not marked so");
-                    }
-                    tracing::info!(
-                        bytes,
-                        ms = started.elapsed().as_millis() as u64,
-                        "lazy tree complete"
-                    );
-                    return None;
-                }
-                Err(e) => {
-                    tracing::warn!(attempt, error = %e, "filling the lazy tree failed");
-                    std::thread::sleep(Duration::from_secs(1 << attempt));
+                    return;
                 }
             }
         }
-        Some(lock)
-    })
+    }
+    for attempt in 1..=FILL_ATTEMPTS {
+        let started = std::time::Instant::now();
+        // What the last cold starts' commands asked for is likely asked for again:
+        // at the command's own priority, then the rest behind it (the command and its
+        // fetches wait on files, the rest of the fill only on time).
+        let fill = || {
+            let traced = entry.tree.prefetch(PREFETCH_WORKERS)?;
+            tracing::debug!(
+                bytes = traced,
+                ms = started.elapsed().as_millis() as u64,
+                "the access trace's files prefetched"
+            );
+            lower_own_priority();
+            entry.tree.fill_rest()
+        };
+        match fill() {
+            Ok(FillEnd::SpaceKept { bytes, free }) => {
+                // Said once: a warm start resumes the fill, which stops again.
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::info!(
+                        bytes,
+                        free_mb = free / (1024 * 1024),
+                        "the lazy tree stays partial: the rest of the image does not fit \
+                         beside the room kept for the commands in /tmp, so each file \
+                         comes when first used (raise the function's ephemeral storage \
+                         to hold it all)"
+                    );
+                });
+                return;
+            }
+            Ok(FillEnd::Complete { bytes }) => {
+                if let Err(e) = cache::mark_complete(&entry.image) {
+                    tracing::warn!(error = %e, "lazy tree whole, but not marked so");
+                }
+                tracing::info!(
+                    bytes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "lazy tree complete"
+                );
+                // Whole and marked so: other processes may use it now.
+                drop(
+                    entry
+                        .lock
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .take(),
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "filling the lazy tree failed");
+                std::thread::sleep(Duration::from_secs(1 << attempt));
+            }
+        }
+    }
 }
 
 impl Layers {

@@ -297,20 +297,29 @@ impl LayoutSource {
         }
         let open = &open;
         std::thread::scope(|scope| {
+            let open_chunk = move |chunk: &[super::LayerDescriptor]| {
+                chunk.iter().map(open).collect::<Result<Vec<T>, _>>()
+            };
+            // A chunk whose thread could not be started (the process is out of threads) is
+            // read here instead.
             let readers: Vec<_> = layers
                 .chunks(layers.len().div_ceil(READERS))
                 .map(|chunk| {
-                    scope.spawn(move || chunk.iter().map(open).collect::<Result<Vec<T>, _>>())
+                    std::thread::Builder::new()
+                        .name("scar-layout".into())
+                        .spawn_scoped(scope, move || open_chunk(chunk))
+                        .map_err(|_| chunk)
                 })
                 .collect();
             // Every reader joined before the first error is returned: one left running would
             // be joined by the scope, which panics if it did.
             let parts: Vec<_> = readers
                 .into_iter()
-                .map(|reader| {
-                    reader
+                .map(|reader| match reader {
+                    Ok(reader) => reader
                         .join()
-                        .unwrap_or_else(|_| Err(self.fail("a thread reading the layout panicked")))
+                        .unwrap_or_else(|_| Err(self.fail("a thread reading the layout panicked"))),
+                    Err(chunk) => open_chunk(chunk),
                 })
                 .collect();
             parts
@@ -505,5 +514,23 @@ mod tests {
         broken[7].skeleton = Some(format!("sha256:{}", "0".repeat(64)));
         let error = source.open_lazy(&broken).expect_err("refused").to_string();
         assert!(error.contains("cannot read blob sha256:000"), "{error}");
+    }
+
+    /// Out of threads (the command has the function's 1,024), the layers are read on the
+    /// pull's own thread, still in their order.
+    #[test]
+    fn layers_open_in_their_order_when_no_thread_can_start() {
+        crate::no_threads::without_threads(
+            "source::layout::tests::layers_open_in_their_order_when_no_thread_can_start",
+            || {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let layers: Vec<LayerDescriptor> = (0..5)
+                    .map(|n| staged_layer(dir.path(), &format!("f{n}"), &[n]))
+                    .collect();
+                let source = LayoutSource::new(dir.path().to_path_buf(), None);
+                let lazy = source.open_lazy(&layers).expect("opened").expect("staged");
+                assert_eq!(lazy.skeletons, (0..5).map(|n| vec![n]).collect::<Vec<_>>());
+            },
+        );
     }
 }
