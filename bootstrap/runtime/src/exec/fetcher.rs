@@ -303,11 +303,18 @@ impl Fetcher {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
             let fetcher = Arc::clone(&self);
+            // Kept to answer here when no thread can start (the command has the function's
+            // threads): one request at a time rather than a shim left without an answer.
+            let spare = stream.try_clone();
             let spawned = std::thread::Builder::new()
                 .name("scar-fetch".into())
                 .spawn(move || fetcher.answer(stream));
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "cannot answer the shim's fetch request");
+            match (spawned, spare) {
+                (Ok(_), _) => {}
+                (Err(_), Ok(stream)) => self.answer(stream),
+                (Err(e), Err(_)) => {
+                    tracing::warn!(error = %e, "cannot answer the shim's fetch request");
+                }
             }
             if self.tree.is_complete() {
                 // Whole: shims that still ask find no socket and carry on at once.

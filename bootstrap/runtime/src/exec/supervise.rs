@@ -247,9 +247,12 @@ impl Sandbox {
                 .stderr(writer);
             let into = Arc::clone(&captured);
             let log = spec.live_log.clone();
-            reader_thread = Some(std::thread::spawn(move || {
-                read_capped(reader, limit, into, log);
-            }));
+            reader_thread = Some(
+                std::thread::Builder::new()
+                    .name("scar-output".into())
+                    .spawn(move || read_capped(reader, limit, into, log))
+                    .map_err(spawn_error)?,
+            );
         }
         let started = Instant::now();
         let mut child = tokio::process::Command::from(command)
