@@ -122,10 +122,45 @@ pub fn lambda_command(
     argv: &[&str],
 ) -> Command {
     let mut command = Command::new("setpriv");
+    command.args(["--reuid", "993", "--regid", "993", "--clear-groups", "--"]);
+    add_bootstrap_run(&mut command, tools, image, run_args, settings, argv);
     command
-        .args(["--reuid", "993", "--regid", "993", "--clear-groups", "--"])
-        .arg(&tools.bootstrap)
-        .arg("run");
+}
+
+/// [`lambda_command`] as user `uid`, who may have `nproc` processes and threads in all, as a
+/// function has 1,024: `RLIMIT_NPROC` counts every process of a user, so a user of the
+/// test's own keeps other tests' processes out of the count. `run_args` name a cache that
+/// `uid` may write.
+pub fn lambda_command_with_nproc(
+    uid: u32,
+    nproc: u32,
+    tools: &Tools,
+    image: &str,
+    run_args: &[&str],
+    settings: &[(&str, &str)],
+    argv: &[&str],
+) -> Command {
+    let uid = uid.to_string();
+    let mut command = Command::new("prlimit");
+    command
+        .arg(format!("--nproc={nproc}:{nproc}"))
+        .args(["--", "setpriv", "--reuid", &uid, "--regid", &uid])
+        .args(["--clear-groups", "--"]);
+    add_bootstrap_run(&mut command, tools, image, run_args, settings, argv);
+    command
+}
+
+/// `bootstrap run` and the rest of [`lambda_command`]'s arguments and environment, after
+/// what sets the user.
+fn add_bootstrap_run(
+    command: &mut Command,
+    tools: &Tools,
+    image: &str,
+    run_args: &[&str],
+    settings: &[(&str, &str)],
+    argv: &[&str],
+) {
+    command.arg(&tools.bootstrap).arg("run");
     // A test with its own cache (one that changes the image) names it in `run_args`.
     if !run_args.contains(&"--cache-dir") {
         command.arg("--cache-dir").arg(lambda_cache());
@@ -147,7 +182,6 @@ pub fn lambda_command(
         .env("AWS_LAMBDA_LOG_LEVEL", "error")
         .envs(settings.iter().copied())
         .current_dir("/tmp");
-    command
 }
 
 /// `command` (one with a cleared environment) where /dev/shm is an empty directory nobody

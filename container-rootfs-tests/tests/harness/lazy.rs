@@ -12,8 +12,8 @@ use scar_test_kit as common;
 
 use common::framed::{corrupt_largest_blob, framed_layout_for_lambda};
 use common::lambda::{
-    bootstrap_bin, chroot_run, fresh_lambda_cache, lambda_command, lambda_run_setting,
-    native_tools, shim_dir,
+    bootstrap_bin, chroot_run, fresh_lambda_cache, lambda_command, lambda_command_with_nproc,
+    lambda_run_setting, native_tools, shim_dir,
 };
 use common::work;
 
@@ -205,6 +205,83 @@ fn run_lazily_as_under_chroot(
         String::from_utf8_lossy(&ours.stderr)
     );
     ours
+}
+
+/// Reads every regular file under /var/lib/dpkg/info and /usr/share/doc, last name first
+/// (dpkg's files end the image's layer, so the background fill reaches them last), and prints
+/// their number and one digest of their paths and bytes; with `grab`, first starts threads
+/// until no more can start (each waiting, and gone with the process if a read fails), and
+/// lets them go at the end.
+const READ_FILES_HOLDING_EVERY_THREAD: &str = r#"
+import hashlib, os, sys, threading
+held, stop = [], threading.Event()
+if sys.argv[1:] == ["grab"]:
+    try:
+        while True:
+            thread = threading.Thread(target=stop.wait, daemon=True)
+            thread.start()
+            held.append(thread)
+    except RuntimeError:
+        pass
+digest, files = hashlib.sha256(), 0
+for top in ["/var/lib/dpkg/info", "/usr/share/doc"]:
+    for root, dirs, names in os.walk(top):
+        dirs.sort(reverse=True)
+        for name in sorted(names, reverse=True):
+            path = os.path.join(root, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                with open(path, "rb") as file:
+                    digest.update(path.encode() + b"\0" + file.read())
+                files += 1
+stop.set()
+for thread in held:
+    thread.join()
+print(files, digest.hexdigest())
+print("threads held:", len(held), file=sys.stderr)
+"#;
+
+/// A command that takes every thread its user may have (a function may have 1,024, and the
+/// tree still fills meanwhile) gets its files all the same: bootstrap answers the shim's
+/// requests on the fetcher's own thread, one at a time, and says so once.
+#[test]
+#[ignore = "needs scripts/setup.sh: run `make test`"]
+fn a_command_holding_every_thread_still_gets_its_files() {
+    // A user of this test's own: RLIMIT_NPROC counts all of a user's processes.
+    const UID: u32 = 994;
+    let chroot = work().join("chroot/polyglot/rootfs");
+    let expected = chroot_run(&chroot, &["python3", "-c", READ_FILES_HOLDING_EVERY_THREAD]);
+    assert!(expected.status.success(), "under chroot: {expected:?}");
+    let cache = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(cache.path(), Some(UID), Some(UID)).unwrap();
+    let image = format!("oci:{}:bookworm", staged_polyglot().display());
+    let ours = lambda_command_with_nproc(
+        UID,
+        256,
+        &native_tools(),
+        &image,
+        &["--cache-dir", cache.path().to_str().unwrap()],
+        &[("SCAR_LAZY_LOAD", "1"), ("AWS_LAMBDA_LOG_LEVEL", "warn")],
+        &["python3", "-c", READ_FILES_HOLDING_EVERY_THREAD, "grab"],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&ours.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&ours.stdout),
+        String::from_utf8_lossy(&expected.stdout),
+        "{stderr}"
+    );
+    assert_eq!(ours.status.code(), Some(0), "{stderr}");
+    let held: usize = stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("threads held: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!((1..256).contains(&held), "{held} threads: {stderr}");
+    assert!(
+        stderr.contains("answering them one at a time"),
+        "the shim's requests all found a thread: {stderr}"
+    );
 }
 
 /// `bootstrap --emulate` of one event on `image`, lazily, as Lambda's uid.

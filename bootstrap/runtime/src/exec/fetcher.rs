@@ -311,7 +311,17 @@ impl Fetcher {
                 .spawn(move || fetcher.answer(stream));
             match (spawned, spare) {
                 (Ok(_), _) => {}
-                (Err(_), Ok(stream)) => self.answer(stream),
+                (Err(e), Ok(stream)) => {
+                    static SAID: std::sync::Once = std::sync::Once::new();
+                    SAID.call_once(|| {
+                        tracing::warn!(
+                            error = %e,
+                            "no thread can start to answer the shim's file requests (the \
+                             command has the function's threads): answering them one at a time"
+                        );
+                    });
+                    self.answer(stream);
+                }
                 (Err(e), Err(_)) => {
                     tracing::warn!(error = %e, "cannot answer the shim's fetch request");
                 }
