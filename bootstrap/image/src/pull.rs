@@ -471,11 +471,9 @@ const FILL_ATTEMPTS: u32 = 3;
 /// meanwhile would replace it under the running commands. `None` when no thread could be
 /// started (the process is out of threads): the next pull tries again.
 fn spawn_filler(cache: RootfsCache, entry: Arc<LazyImage>) -> Option<std::thread::JoinHandle<()>> {
-    let filling = Arc::clone(&entry);
-    let started = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("scar-filler".into())
-        .spawn(move || fill_in_background(&cache, &filling));
-    started
+        .spawn(move || fill_in_background(&cache, &entry))
         .inspect_err(|e| {
             tracing::warn!(
                 error = %e,
@@ -541,13 +539,8 @@ fn fill_in_background(cache: &RootfsCache, entry: &LazyImage) {
                     "lazy tree complete"
                 );
                 // Whole and marked so: other processes may use it now.
-                drop(
-                    entry
-                        .lock
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .take(),
-                );
+                let mut lock = entry.lock.lock().unwrap_or_else(PoisonError::into_inner);
+                drop(lock.take());
                 return;
             }
             Err(e) => {
