@@ -302,29 +302,24 @@ impl Fetcher {
     fn serve(self: Arc<Self>, listener: UnixListener) {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
-            let fetcher = Arc::clone(&self);
-            // Kept to answer here when no thread can start (the command has the function's
-            // threads): one request at a time rather than a shim left without an answer.
-            let spare = stream.try_clone();
+            // Shared so that it is still here to answer when no thread can start (the
+            // command has the function's threads): one request at a time rather than a shim
+            // left without an answer.
+            let stream = Arc::new(stream);
+            let (fetcher, answering) = (Arc::clone(&self), Arc::clone(&stream));
             let spawned = std::thread::Builder::new()
                 .name("scar-fetch".into())
-                .spawn(move || fetcher.answer(stream));
-            match (spawned, spare) {
-                (Ok(_), _) => {}
-                (Err(e), Ok(stream)) => {
-                    static SAID: std::sync::Once = std::sync::Once::new();
-                    SAID.call_once(|| {
-                        tracing::warn!(
-                            error = %e,
-                            "no thread can start to answer the shim's file requests (the \
-                             command has the function's threads): answering them one at a time"
-                        );
-                    });
-                    self.answer(stream);
-                }
-                (Err(e), Err(_)) => {
-                    tracing::warn!(error = %e, "cannot answer the shim's fetch request");
-                }
+                .spawn(move || fetcher.answer(&answering));
+            if let Err(e) = spawned {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::warn!(
+                        error = %e,
+                        "no thread can start to answer the shim's file requests (the \
+                         command has the function's threads): answering them one at a time"
+                    );
+                });
+                self.answer(&stream);
             }
             if self.tree.is_complete() {
                 // Whole: shims that still ask find no socket and carry on at once.
@@ -333,9 +328,9 @@ impl Fetcher {
         }
     }
 
-    fn answer(&self, stream: UnixStream) {
+    fn answer(&self, mut stream: &UnixStream) {
         let mut line = Vec::new();
-        let read = BufReader::new(&stream)
+        let read = BufReader::new(stream)
             .take(fetch::REQUEST_MAX as u64)
             .read_until(b'\n', &mut line);
         let request = read
@@ -356,7 +351,7 @@ impl Fetcher {
             None => {
                 tracing::warn!(request = %String::from_utf8_lossy(&line), "malformed fetch request");
                 let mut answer = [0u8; 24];
-                let _ = (&stream).write_all(fetch::encode_answer(libc::EINVAL, &mut answer));
+                let _ = stream.write_all(fetch::encode_answer(libc::EINVAL, &mut answer));
                 return;
             }
         };
@@ -375,7 +370,7 @@ impl Fetcher {
             ms = started.elapsed().as_millis() as u64,
             "fetch request answered"
         );
-        let _ = (&stream).write_all(fetch::encode_answer(errno, &mut answer));
+        let _ = stream.write_all(fetch::encode_answer(errno, &mut answer));
         if let (Some(Request::File { dev, ino }), 0) = (request, errno)
             && self
                 .filling_neighbours
