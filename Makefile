@@ -104,7 +104,8 @@ teardown:
 
 ## bench-lazy: cold starts of a 1.9 GB image (polyglot + SciPy, pandas, compilers: built once) staged and
 ## as eStargz in the registry, lazy against eager (first output, end; and through a Runtime API:
-## first poll, response); caches on a new ext4 per cold start as root, else a tmpfs (BENCH_PLACES)
+## first poll, response), and its tree against GNU tar's extraction of the same tree; caches on
+## a new ext4 per cold start as root, else a tmpfs (BENCH_PLACES)
 bench-lazy: setup shim
 	cargo build --release -p bootstrap -p deployer
 	python3 container-rootfs-tests/bench/bench_lazy.py $(BOOTSTRAP_RELEASE) $(SHIM_DIR) target/bench-lazy.md 3
