@@ -187,7 +187,11 @@ impl LazyTree {
     /// function's link). After a failure no new fill starts (the caller fails anyway); the
     /// first is returned once the fills under way have ended.
     pub fn fill_paths(&self, hosts: &[PathBuf]) -> Result<(), LazyFault> {
-        let unfilled: Vec<(u64, u64)> = hosts.iter().filter_map(|h| unfilled_inode(h)).collect();
+        let mut unfilled: Vec<(u64, u64)> =
+            hosts.iter().filter_map(|h| unfilled_inode(h)).collect();
+        // One file by two names (`/lib` and `/usr/lib` on a merged-/usr image) is one fill.
+        unfilled.sort_unstable();
+        unfilled.dedup();
         if let [(dev, ino)] = unfilled.as_slice() {
             return self.fill_inode(*dev, *ino).map(drop);
         }

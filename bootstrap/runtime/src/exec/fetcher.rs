@@ -92,16 +92,34 @@ impl Fetcher {
             fault: Mutex::new(None),
             filling_neighbours: AtomicBool::new(false),
         });
-        // Failures here are kept for the run's report.
-        for file in BOOT_FILES {
-            let _ = fetcher.prepare_file(&fetcher.tree.root().join(file));
+        let boot_files: Vec<PathBuf> = BOOT_FILES
+            .iter()
+            .map(|file| fetcher.tree.root().join(file))
+            .collect();
+        let libraries: Vec<String> = preloads
+            .iter()
+            .filter_map(|preload| Head::read(preload).ok()?.elf())
+            .flat_map(|elf| elf.libraries)
+            .collect();
+        // All of them fetched together first (one round trip to the store, not one per
+        // file); failures are kept for the run's report.
+        let together: Vec<PathBuf> = boot_files
+            .iter()
+            .cloned()
+            .chain(
+                libraries
+                    .iter()
+                    .filter_map(|name| fetcher.find_library(name.as_bytes())),
+            )
+            .collect();
+        if let Err(fault) = fetcher.tree.fill_paths(&together) {
+            fetcher.record(&fault);
         }
-        for preload in preloads {
-            if let Some(elf) = Head::read(preload).ok().and_then(|head| head.elf()) {
-                for name in &elf.libraries {
-                    let _ = fetcher.prepare_library(name.as_bytes());
-                }
-            }
+        for file in &boot_files {
+            let _ = fetcher.prepare_file(file);
+        }
+        for name in &libraries {
+            let _ = fetcher.prepare_library(name.as_bytes());
         }
         let serving = Arc::clone(&fetcher);
         std::thread::Builder::new()
@@ -157,18 +175,22 @@ impl Fetcher {
     /// Makes a library that a program loads by name alone (`dlopen("libz.so.1")`) whole,
     /// as the loader would find it in the image's library directories.
     pub fn prepare_library(&self, name: &[u8]) -> Result<(), LazyFault> {
-        if name.contains(&b'/') {
-            return Ok(());
-        }
-        match self
-            .library_dirs
-            .iter()
-            .map(|d| d.join(std::ffi::OsStr::from_bytes(name)))
-            .find(|p| p.exists())
-        {
+        match self.find_library(name) {
             Some(library) => self.prepare_program(&library),
             None => Ok(()),
         }
+    }
+
+    /// Where the loader finds a library named alone: the first of the image's library
+    /// directories that has it.
+    fn find_library(&self, name: &[u8]) -> Option<PathBuf> {
+        if name.contains(&b'/') {
+            return None;
+        }
+        self.library_dirs
+            .iter()
+            .map(|d| d.join(std::ffi::OsStr::from_bytes(name)))
+            .find(|p| p.exists())
     }
 
     /// Makes one file whole.

@@ -265,6 +265,12 @@ impl Sandbox {
         cache_dir: &Path,
     ) -> std::io::Result<Self> {
         let rootfs = &pulled.image.rootfs;
+        if let Some(tree) = &pulled.lazy {
+            let mut first = RootfsProfile::files_read_first(rootfs);
+            first.push(rootfs.join(locales::ARCHIVE));
+            // Best effort, as below: a file that fails to arrive is asked for again there.
+            let _ = tree.fill_paths(&first);
+        }
         let mut profile = match &pulled.lazy {
             Some(tree) => RootfsProfile::scan_with(rootfs, &|file| {
                 // A file that fails to arrive reads as missing here; the command's own
@@ -292,6 +298,7 @@ impl Sandbox {
         };
         let scratch = cache_dir.join("scratch");
         if let Some(tree) = &pulled.lazy {
+            // Already there unless the fetch above failed.
             let _ = tree.fill_path(&rootfs.join(locales::ARCHIVE));
         }
         let locales = export_locales(rootfs, &scratch, &mut profile);

@@ -17,6 +17,11 @@ const DEFAULT_LIB_DIRS: &[&str] = &[
     "/usr/local/lib",
 ];
 
+/// glibc's loader configuration, its cache and its C library (the last by file name).
+const LD_SO_CONF: &str = "etc/ld.so.conf";
+const LD_SO_CACHE: &str = "etc/ld.so.cache";
+const LIBC: &str = "libc.so.6";
+
 /// Trees never holding libraries worth a loader's time.
 const SKIPPED_TREES: &[&str] = &[
     "proc",
@@ -94,7 +99,7 @@ impl RootfsProfile {
             add(dir, &mut dirs);
         }
         let glibc = dirs.iter().find_map(|d| {
-            let libc = d.join("libc.so.6");
+            let libc = d.join(LIBC);
             before_read(&libc);
             glibc_version(&libc)
         });
@@ -121,6 +126,37 @@ impl RootfsProfile {
         }
     }
 
+    /// The files a scan of `rootfs` reads (the loader's configuration and cache, libc in
+    /// the default directories; not the files `ld.so.conf` includes, known only once it is
+    /// read), and the loader every dynamic program of a glibc or musl image runs under, at
+    /// the path this architecture's ABI gives it. A lazy tree fetches them together before
+    /// the scan: one after another, as the scan and then the command's first exec would ask
+    /// for them, they cost a round trip to the store each (`Sandbox::for_pulled`).
+    pub fn files_read_first(rootfs: &Path) -> Vec<PathBuf> {
+        let arch = std::env::consts::ARCH;
+        let glibc_loader = if arch == "x86_64" {
+            "lib64/ld-linux-x86-64.so.2".to_owned()
+        } else {
+            format!("lib/ld-linux-{arch}.so.1")
+        };
+        let mut files: Vec<PathBuf> = [
+            LD_SO_CONF.to_owned(),
+            LD_SO_CACHE.to_owned(),
+            musl_path_file(),
+            glibc_loader,
+            format!("lib/ld-musl-{arch}.so.1"),
+        ]
+        .iter()
+        .map(|file| rootfs.join(file))
+        .collect();
+        files.extend(
+            DEFAULT_LIB_DIRS
+                .iter()
+                .map(|dir| rootfs.join(dir.trim_start_matches('/')).join(LIBC)),
+        );
+        files
+    }
+
     /// The `--library-path` value.
     pub fn library_path(&self) -> String {
         let parts: Vec<_> = self
@@ -135,7 +171,7 @@ impl RootfsProfile {
 /// Directories named in `/etc/ld.so.conf` and the files it includes (container paths).
 fn ld_so_conf_dirs(rootfs: &Path, before_read: &dyn Fn(&Path)) -> Vec<String> {
     let mut out = Vec::new();
-    let mut files = vec![rootfs.join("etc/ld.so.conf")];
+    let mut files = vec![rootfs.join(LD_SO_CONF)];
     let mut read = 0;
     while let Some(file) = files.pop() {
         read += 1;
@@ -173,6 +209,11 @@ fn ld_so_conf_dirs(rootfs: &Path, before_read: &dyn Fn(&Path)) -> Vec<String> {
     out
 }
 
+/// musl's search path file (relative to the rootfs).
+fn musl_path_file() -> String {
+    format!("etc/ld-musl-{}.path", std::env::consts::ARCH)
+}
+
 /// A musl image: its loader is `/lib/ld-musl-<arch>.so.1`.
 fn is_musl(rootfs: &Path) -> bool {
     std::fs::read_dir(rootfs.join("lib")).is_ok_and(|entries| {
@@ -185,7 +226,7 @@ fn is_musl(rootfs: &Path) -> bool {
 /// musl's search path: `/etc/ld-musl-<arch>.path` (entries split by `:` or lines) when the
 /// image has one, else musl's built-in `/lib:/usr/local/lib:/usr/lib`.
 fn musl_path_dirs(rootfs: &Path, before_read: &dyn Fn(&Path)) -> Vec<String> {
-    let file = rootfs.join(format!("etc/ld-musl-{}.path", std::env::consts::ARCH));
+    let file = rootfs.join(musl_path_file());
     before_read(&file);
     match super::read_capped(&file, MAX_CONFIG_BYTES) {
         Ok(Some(bytes)) => String::from_utf8_lossy(&bytes)
@@ -216,7 +257,7 @@ const MAX_CACHE_BYTES: u64 = 16 << 20;
 /// strings needs no knowledge of the (old, compat or new) entry layout.
 fn ld_so_cache_dirs(rootfs: &Path, before_read: &dyn Fn(&Path)) -> Vec<String> {
     use std::io::Read;
-    let file = rootfs.join("etc/ld.so.cache");
+    let file = rootfs.join(LD_SO_CACHE);
     before_read(&file);
     let mut bytes = Vec::new();
     let Ok(cache) = std::fs::File::open(&file) else {
@@ -385,6 +426,76 @@ mod tests {
         }
         std::fs::write(r.join("etc/ld.so.cache"), cache).unwrap();
         assert_eq!(scanned_dirs(r), ["usr/lib", "opt/cuda/lib64"]);
+    }
+
+    /// Every file a scan reads, bar those `ld.so.conf` includes, is among those a lazy tree
+    /// fetches together before it, so that the scan waits for no fetch of its own.
+    #[test]
+    fn a_scan_reads_no_file_beyond_those_fetched_first() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for dir in ["usr/lib/x86_64-linux-gnu", "etc/ld.so.conf.d", "usr/lib64"] {
+            std::fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        for (link, target) in [("lib", "usr/lib"), ("lib64", "usr/lib64")] {
+            std::os::unix::fs::symlink(target, r.join(link)).unwrap();
+        }
+        for (file, bytes) in [
+            (
+                "usr/lib/x86_64-linux-gnu/libc.so.6",
+                &b"GNU C Library release version 2.36.\n"[..],
+            ),
+            ("usr/lib64/ld-linux-x86-64.so.2", b""),
+            ("etc/ld.so.conf", b"include /etc/ld.so.conf.d/*.conf\n"),
+            ("etc/ld.so.conf.d/libc.conf", b"/usr/local/lib\n"),
+            ("etc/ld.so.cache", b"glibc-ld.so.cache1.1"),
+        ] {
+            std::fs::write(r.join(file), bytes).unwrap();
+        }
+        let first = RootfsProfile::files_read_first(r);
+        let read = std::cell::RefCell::new(Vec::new());
+        let profile = RootfsProfile::scan_with(r, &|file| read.borrow_mut().push(file.to_owned()));
+        assert_eq!(profile.glibc, Some((2, 36)));
+        let read = read.into_inner();
+        for file in [
+            "etc/ld.so.conf",
+            "etc/ld.so.cache",
+            "lib/x86_64-linux-gnu/libc.so.6",
+        ] {
+            assert!(
+                read.contains(&r.join(file)),
+                "the scan reads {file}: {read:?}"
+            );
+        }
+        let beyond: Vec<_> = read
+            .iter()
+            .filter(|file| file.exists() && !file.starts_with(r.join("etc/ld.so.conf.d")))
+            .filter(|file| !first.contains(file))
+            .collect();
+        assert!(beyond.is_empty(), "read but not fetched first: {beyond:?}");
+        if std::env::consts::ARCH == "x86_64" {
+            assert!(first.contains(&r.join("lib64/ld-linux-x86-64.so.2")));
+        }
+        // musl's: its path file and its loader, which is its libc.
+        let musl = tempfile::tempdir().unwrap();
+        let m = musl.path();
+        for dir in ["lib", "etc"] {
+            std::fs::create_dir_all(m.join(dir)).unwrap();
+        }
+        let loader = format!("lib/ld-musl-{}.so.1", std::env::consts::ARCH);
+        std::fs::write(m.join(&loader), b"").unwrap();
+        std::fs::write(m.join(musl_path_file()), b"/lib\n").unwrap();
+        let read = std::cell::RefCell::new(Vec::new());
+        RootfsProfile::scan_with(m, &|file| read.borrow_mut().push(file.to_owned()));
+        let first = RootfsProfile::files_read_first(m);
+        let read = read.into_inner();
+        assert!(read.contains(&m.join(musl_path_file())), "{read:?}");
+        assert!(
+            read.iter()
+                .all(|file| !file.exists() || first.contains(file)),
+            "{read:?}"
+        );
+        assert!(first.contains(&m.join(loader)));
     }
 
     #[test]
